@@ -1,0 +1,98 @@
+//! The application: every strategy wrapped in its measuring layer, the pool the admin and read
+//! routes use, the current stock plan, and settings. Handlers get it as a cheap [`AppState`] clone.
+
+use std::ops::Deref;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use checkout_strategies::{Backends, Registry, StockPlan, StrategyError, catalog};
+use sqlx::PgPool;
+
+use crate::stats::{Measured, Stats};
+
+/// Settings the HTTP layer needs.
+#[derive(Debug, Clone, Default)]
+pub struct AppConfig {
+    /// When set, /admin routes need `Authorization: Bearer <token>`; otherwise loopback only.
+    pub admin_token: Option<String>,
+    /// Longest a purchase may take before the client is answered 503.
+    pub request_timeout: Duration,
+}
+
+/// Everything a request may touch.
+#[derive(Debug)]
+pub struct App {
+    pub registry: Registry,
+    pub pg: PgPool,
+    pub stats: Arc<Stats>,
+    pub config: AppConfig,
+    plan: RwLock<StockPlan>,
+}
+
+/// Shared handle to the [`App`]: one reference-count bump per request.
+#[derive(Debug, Clone)]
+pub struct AppState(pub Arc<App>);
+
+impl Deref for AppState {
+    type Target = App;
+
+    fn deref(&self) -> &App {
+        &self.0
+    }
+}
+
+impl App {
+    /// Builds every strategy and hands each the stock `plan`. Touches no backend but what a
+    /// strategy's `prepare` needs, so it works with PostgreSQL down.
+    ///
+    /// # Errors
+    /// When a strategy cannot take the plan.
+    pub async fn new(backends: &Backends, config: AppConfig, plan: StockPlan) -> Result<Self, StrategyError> {
+        let stats = Arc::new(Stats::new());
+        let registry = Registry::build_all(backends, |strategy| Measured::wrap(strategy, Arc::clone(&stats)));
+        for strategy in registry.iter() {
+            strategy.prepare(&plan).await?;
+        }
+        Ok(Self { registry, pg: backends.pg.clone(), stats, config, plan: RwLock::new(plan) })
+    }
+
+    /// Like [`App::new`], with the plan of the last reset; an empty catalogue first gets
+    /// `fallback` so a fresh server can sell product 100 straight away.
+    ///
+    /// # Errors
+    /// When PostgreSQL does not answer.
+    pub async fn load(
+        backends: &Backends,
+        config: AppConfig,
+        fallback: StockPlan,
+    ) -> Result<Self, StrategyError> {
+        let plan = match catalog::latest_plan(&backends.pg).await? {
+            Some(plan) => plan,
+            None if catalog::is_empty(&backends.pg).await? => {
+                catalog::reset(&backends.pg, &fallback).await?;
+                fallback
+            }
+            None => StockPlan::default(),
+        };
+        Self::new(backends, config, plan).await
+    }
+
+    /// Resets PostgreSQL and every strategy to `plan`, and clears the statistics.
+    ///
+    /// # Errors
+    /// When a backend does not answer; strategies may then hold the old plan.
+    pub async fn reset(&self, plan: StockPlan) -> Result<catalog::ResetSummary, StrategyError> {
+        let summary = catalog::reset(&self.pg, &plan).await?;
+        for strategy in self.registry.iter() {
+            strategy.prepare(&plan).await?;
+        }
+        self.stats.reset();
+        *self.plan.write().unwrap_or_else(PoisonError::into_inner) = plan;
+        Ok(summary)
+    }
+
+    /// Product ids the current plan names explicitly: the audit always reports them.
+    pub fn tracked_products(&self) -> Vec<i64> {
+        self.plan.read().unwrap_or_else(PoisonError::into_inner).products.iter().map(|p| p.id.get()).collect()
+    }
+}

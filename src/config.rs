@@ -1,0 +1,86 @@
+//! Command-line and environment configuration shared by the binaries. Every flag has an env var
+//! and a localhost default, so `cargo run` works on a machine with the services of
+//! `docker-compose.yml` and nothing else.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use checkout_strategies::{PgSettings, Tuning};
+use clap::Args;
+
+/// Where the backends are and how connections to them behave.
+#[derive(Debug, Clone, Args)]
+pub struct BackendArgs {
+    /// PostgreSQL URL. The database is created, and migrations applied, when missing.
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/checkout")]
+    pub database_url: String,
+
+    /// Redis URL, for the Redis-backed strategies.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+
+    /// PostgreSQL connections in the pool. Small on purpose: a hot row serialises writers, and
+    /// more connections only queue on its lock.
+    #[arg(long, env = "PG_CONNECTIONS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub pg_connections: u32,
+
+    /// Longest wait for a free PostgreSQL connection, in milliseconds, before answering 503.
+    #[arg(long, env = "PG_ACQUIRE_TIMEOUT_MS", default_value_t = 3_000)]
+    pub pg_acquire_timeout_ms: u64,
+
+    /// Longest a PostgreSQL statement may run, in milliseconds, before it is cancelled (503).
+    #[arg(long, env = "PG_STATEMENT_TIMEOUT_MS", default_value_t = 5_000)]
+    pub pg_statement_timeout_ms: u64,
+}
+
+impl BackendArgs {
+    /// The pool settings these flags describe.
+    pub const fn pg_settings(&self) -> PgSettings {
+        PgSettings {
+            connections: self.pg_connections,
+            acquire_timeout: Duration::from_millis(self.pg_acquire_timeout_ms),
+            statement_timeout: Duration::from_millis(self.pg_statement_timeout_ms),
+        }
+    }
+}
+
+/// How the HTTP server behaves.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+
+    /// Bearer token required by /admin routes. When unset, /admin accepts loopback clients only.
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Longest a purchase may take, in milliseconds, before the client gets 503. The purchase
+    /// itself is not abandoned: it finishes, and the audit can see it.
+    #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
+    pub request_timeout_ms: u64,
+
+    /// Pause of `sql-naive` between reading and writing the stock, in milliseconds. Zero keeps the
+    /// seed's behaviour; a few milliseconds make its oversell certain in short tests.
+    #[arg(long, env = "NAIVE_RACE_WINDOW_MS", default_value_t = 0)]
+    pub naive_race_window_ms: u64,
+
+    /// Times `sql-for-update` reruns a transaction after a deadlock or serialization failure.
+    #[arg(long, env = "CONFLICT_RETRIES", default_value_t = 3)]
+    pub conflict_retries: u32,
+
+    /// Random products (ids 1..=N) a fresh, empty database is given at first start, next to the hot
+    /// product 100 with 10,000 units.
+    #[arg(long, env = "DEFAULT_PRODUCTS", default_value_t = 1_000)]
+    pub default_products: u64,
+}
+
+impl ServeArgs {
+    /// Strategy knobs these flags describe.
+    pub const fn tuning(&self) -> Tuning {
+        Tuning {
+            naive_race_window: Duration::from_millis(self.naive_race_window_ms),
+            conflict_retries: self.conflict_retries,
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! `/admin`: reset the shop for a run and audit it afterwards. Guarded by a bearer token when
+//! `ADMIN_TOKEN` is set, by the client's address (loopback only) when it is not.
+
+use std::net::SocketAddr;
+
+use axum::Json;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use checkout_strategies::StockPlan;
+use serde_json::json;
+
+use crate::app::AppState;
+use crate::audit::{self, AuditReport};
+use crate::http::error::ApiError;
+use crate::http::extract::ApiJson;
+
+/// Lets a request through when it carries the admin token, or, with no token configured, when it
+/// comes from a loopback address.
+pub(super) async fn guard(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    match &state.config.admin_token {
+        Some(token) => {
+            let presented = request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.strip_prefix("Bearer "));
+            if !presented.is_some_and(|presented| constant_time_eq(presented.as_bytes(), token.as_bytes())) {
+                return Err(ApiError::Unauthorized);
+            }
+        }
+        None => {
+            let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0);
+            if !peer.is_some_and(|peer| peer.ip().is_loopback()) {
+                return Err(ApiError::Forbidden);
+            }
+        }
+    }
+    Ok(next.run(request).await)
+}
+
+/// Compares without stopping at the first differing byte, so timing does not reveal the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `POST /admin/reset`: deletes every order, lays out the plan, clears statistics.
+pub(super) async fn reset(
+    State(state): State<AppState>,
+    ApiJson(plan): ApiJson<StockPlan>,
+) -> Result<Response, ApiError> {
+    plan.validate()?;
+    let summary = state.reset(plan).await?;
+    tracing::info!(?summary, "reset");
+    Ok(Json(json!({ "status": "reset", "summary": summary })).into_response())
+}
+
+/// `GET /admin/audit`.
+pub(super) async fn audit(State(state): State<AppState>) -> Result<Json<AuditReport>, ApiError> {
+    Ok(Json(audit::reconcile(&state).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+    }
+}

@@ -1,0 +1,143 @@
+//! The one error type handlers return, and how each variant reaches the client.
+//!
+//! Which error type goes where:
+//! - strategies return `checkout_strategies::StrategyError` (backend trouble only; sold out is an
+//!   outcome, not an error) and it converts into [`ApiError`] here;
+//! - extractors turn bad input into [`ApiError::InvalidRequest`] and friends, so handlers never see
+//!   it;
+//! - binaries use `anyhow` with context.
+//!
+//! Every body is JSON with an `error` code and a human `message`; some carry more fields
+//! (`product_id`, `strategies`). Internal detail is logged, never sent.
+
+use axum::Json;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use checkout_strategies::{ProductId, StrategyError, StrategyKind};
+use serde_json::{Value, json};
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("the X-Strategy header is missing; name one of the strategies")]
+    MissingStrategy,
+    #[error("unknown strategy {0:?}")]
+    UnknownStrategy(String),
+    #[error("no product {0}")]
+    UnknownProduct(ProductId),
+    #[error("no order {0}")]
+    UnknownOrder(uuid::Uuid),
+    #[error("not enough stock of product {0} for this order")]
+    SoldOut(ProductId),
+    #[error("request body is larger than {} bytes", crate::http::MAX_BODY)]
+    PayloadTooLarge,
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("admin routes need Authorization: Bearer <ADMIN_TOKEN>")]
+    Unauthorized,
+    #[error("admin routes accept loopback clients only when ADMIN_TOKEN is unset")]
+    Forbidden,
+    #[error("no route for this path")]
+    NoRoute,
+    #[error("method not allowed on this path")]
+    MethodNotAllowed,
+    #[error("a backend is unavailable; retry later")]
+    Unavailable(String),
+    #[error("no answer within {0} ms; the purchase may still complete: check GET /orders/{{order_id}}")]
+    Timeout(u64, uuid::Uuid),
+    #[error("too many concurrent writers on the same rows; retry later")]
+    Contention(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// HTTP status of each variant.
+    pub const fn status_code(&self) -> StatusCode {
+        match self {
+            Self::InvalidRequest(_) | Self::MissingStrategy => StatusCode::BAD_REQUEST,
+            Self::UnknownStrategy(_) | Self::UnknownProduct(_) | Self::UnknownOrder(_) | Self::NoRoute => {
+                StatusCode::NOT_FOUND
+            }
+            Self::SoldOut(_) => StatusCode::CONFLICT,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Unavailable(_) | Self::Timeout(..) | Self::Contention(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The machine-readable `error` code.
+    pub const fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidRequest(_) | Self::MissingStrategy => "invalid_request",
+            Self::UnknownStrategy(_) => "unknown_strategy",
+            Self::UnknownProduct(_) => "unknown_product",
+            Self::UnknownOrder(_) => "unknown_order",
+            Self::SoldOut(_) => "sold_out",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::NoRoute => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::Unavailable(_) | Self::Timeout(..) => "backend_unavailable",
+            Self::Contention(_) => "contention",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    fn body(&self) -> Value {
+        let mut body = json!({ "error": self.code(), "message": self.to_string() });
+        match self {
+            Self::InvalidRequest(detail) => body["detail"] = json!(detail),
+            Self::MissingStrategy | Self::UnknownStrategy(_) => {
+                body["strategies"] = json!(StrategyKind::names())
+            }
+            Self::UnknownProduct(id) | Self::SoldOut(id) => body["product_id"] = json!(id.get()),
+            Self::UnknownOrder(id) => body["order_id"] = json!(id),
+            Self::Timeout(_, id) => body["order_id"] = json!(id),
+            _ => {}
+        }
+        body
+    }
+}
+
+impl From<StrategyError> for ApiError {
+    fn from(err: StrategyError) -> Self {
+        match err {
+            StrategyError::Unavailable(detail) => Self::Unavailable(detail),
+            StrategyError::Conflict(detail) => Self::Contention(detail),
+            StrategyError::Internal(detail) => Self::Internal(detail),
+        }
+    }
+}
+
+impl From<checkout_strategies::InvalidInput> for ApiError {
+    fn from(err: checkout_strategies::InvalidInput) -> Self {
+        Self::InvalidRequest(err.0)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match &self {
+            Self::Internal(detail) => tracing::error!(%detail, "internal error"),
+            // An outage produces one of these per request: keep them out of the default log level.
+            Self::Unavailable(detail) | Self::Contention(detail) => {
+                tracing::debug!(code = self.code(), %detail)
+            }
+            _ => {}
+        }
+        let mut response = (self.status_code(), Json(self.body())).into_response();
+        if self.status_code() == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
+        response
+    }
+}

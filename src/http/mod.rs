@@ -1,0 +1,50 @@
+//! The HTTP surface: the router and its layers. The contract is in the README; the load generator,
+//! the Locust suite and outside checks rely on it.
+
+mod admin;
+pub mod error;
+pub mod extract;
+mod purchase;
+pub mod read;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use tower_http::trace::TraceLayer;
+
+use crate::app::AppState;
+use crate::http::error::ApiError;
+pub use read::prometheus;
+
+/// Largest purchase body accepted, in bytes.
+pub const MAX_BODY: usize = 64 * 1024;
+/// Largest reset body accepted, in bytes (a plan may list many products).
+pub const MAX_ADMIN_BODY: usize = 16 * 1024 * 1024;
+
+/// The whole application router. Serve it with
+/// `into_make_service_with_connect_info::<SocketAddr>()` so admin routes can see the client.
+pub fn app(state: AppState) -> Router {
+    let purchases = Router::new()
+        .route("/purchase", post(purchase::by_header))
+        .route("/strategies/{name}/purchase", post(purchase::by_route))
+        .layer(DefaultBodyLimit::max(MAX_BODY));
+    let admin = Router::new()
+        .route("/admin/reset", post(admin::reset))
+        .route("/admin/audit", get(admin::audit))
+        .layer(DefaultBodyLimit::max(MAX_ADMIN_BODY))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), admin::guard));
+    Router::new()
+        .route("/strategies", get(read::strategies))
+        .route("/products/{id}", get(read::product))
+        .route("/orders/{id}", get(read::order))
+        .route("/stats", get(read::stats))
+        .route("/metrics", get(read::metrics))
+        .route("/healthz", get(read::healthz))
+        .merge(purchases)
+        .merge(admin)
+        .fallback(|| async { ApiError::NoRoute })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        // Spans and response lines at DEBUG only: no access log on the hot path by default.
+        .layer(TraceLayer::new_for_http().on_failure(()))
+        .with_state(state)
+}

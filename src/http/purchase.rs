@@ -1,0 +1,77 @@
+//! `POST /strategies/{name}/purchase` and `POST /purchase` (with `X-Strategy`).
+//!
+//! Once validated, a purchase runs in its own task: a client that disconnects drops the handler,
+//! not the purchase, so no order is ever half-written because someone closed a tab. The handler
+//! waits for the task up to the request timeout and then answers 503 with the order id, which the
+//! client can look up later.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use checkout_strategies::{OrderStatus, PurchaseOutcome, PurchaseRequest, StrategyKind};
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::http::error::ApiError;
+use crate::http::extract::{ApiJson, IdempotencyHeader, PurchaseBody, StrategyHeader, StrategyPath};
+
+/// `POST /strategies/{name}/purchase`.
+pub(super) async fn by_route(
+    State(state): State<AppState>,
+    StrategyPath(kind): StrategyPath,
+    IdempotencyHeader(key): IdempotencyHeader,
+    ApiJson(body): ApiJson<PurchaseBody>,
+) -> Result<Response, ApiError> {
+    purchase(state, kind, key, body).await
+}
+
+/// `POST /purchase` with `X-Strategy: {name}`.
+pub(super) async fn by_header(
+    State(state): State<AppState>,
+    StrategyHeader(kind): StrategyHeader,
+    IdempotencyHeader(key): IdempotencyHeader,
+    ApiJson(body): ApiJson<PurchaseBody>,
+) -> Result<Response, ApiError> {
+    purchase(state, kind, key, body).await
+}
+
+async fn purchase(
+    state: AppState,
+    kind: StrategyKind,
+    idempotency_key: Option<checkout_strategies::IdempotencyKey>,
+    body: PurchaseBody,
+) -> Result<Response, ApiError> {
+    let valid = body.validate()?;
+    let request = PurchaseRequest {
+        order_id: Uuid::new_v4(),
+        lines: valid.lines,
+        delivery: valid.delivery,
+        user: valid.user,
+        idempotency_key,
+    };
+    let order_id = request.order_id;
+    let strategy = state.registry.get(kind).clone();
+    let task = tokio::spawn(async move { strategy.purchase(&request).await });
+    let timeout = state.config.request_timeout;
+    let outcome = match tokio::time::timeout(timeout, task).await {
+        Ok(Ok(result)) => result?,
+        Ok(Err(join_error)) => return Err(ApiError::Internal(format!("purchase task failed: {join_error}"))),
+        Err(_) => {
+            return Err(ApiError::Timeout(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX), order_id));
+        }
+    };
+    Ok(match outcome {
+        PurchaseOutcome::Placed(receipt) => {
+            let status = match receipt.status {
+                OrderStatus::Pending => StatusCode::ACCEPTED,
+                OrderStatus::Confirmed | OrderStatus::Cancelled => StatusCode::CREATED,
+            };
+            let location = format!("/orders/{}", receipt.order_id);
+            (status, [(header::LOCATION, location)], Json(receipt)).into_response()
+        }
+        PurchaseOutcome::Replayed(receipt) => (StatusCode::OK, Json(receipt)).into_response(),
+        PurchaseOutcome::SoldOut(product) => return Err(ApiError::SoldOut(product)),
+        PurchaseOutcome::UnknownProduct(product) => return Err(ApiError::UnknownProduct(product)),
+    })
+}

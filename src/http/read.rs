@@ -1,0 +1,90 @@
+//! Read-only routes: strategies, products, orders, statistics, metrics and health.
+
+use std::sync::OnceLock;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use checkout_strategies::{ProductId, StrategyKind, catalog, order_store};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde::Serialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::http::error::ApiError;
+use crate::stats::StrategyStats;
+
+/// One entry of `GET /strategies`.
+#[derive(Debug, Serialize)]
+pub(super) struct StrategyInfo {
+    name: StrategyKind,
+    #[serde(flatten)]
+    guarantees: checkout_strategies::Guarantees,
+}
+
+/// `GET /strategies`.
+pub(super) async fn strategies(State(state): State<AppState>) -> Json<Vec<StrategyInfo>> {
+    Json(state.registry.iter().map(|s| StrategyInfo { name: s.kind(), guarantees: s.guarantees() }).collect())
+}
+
+/// `GET /products/{id}`: the PostgreSQL stock.
+pub(super) async fn product(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = id
+        .parse::<i64>()
+        .map_err(|_| ApiError::InvalidRequest(format!("product id must be an integer, got {id:?}")))
+        .and_then(|id| Ok(ProductId::parse(id)?))?;
+    let stock = catalog::stock_of(&state.pg, id).await?.ok_or(ApiError::UnknownProduct(id))?;
+    Ok(Json(json!({ "id": id.get(), "stock": stock })).into_response())
+}
+
+/// `GET /orders/{id}`: PostgreSQL first, then strategies that keep orders of their own.
+pub(super) async fn order(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = Uuid::parse_str(&id)
+        .map_err(|_| ApiError::InvalidRequest(format!("order id must be a UUID, got {id:?}")))?;
+    if let Some(order) = order_store::fetch_order(&state.pg, id).await? {
+        return Ok(Json(order).into_response());
+    }
+    for strategy in state.registry.iter() {
+        if let Some(order) = strategy.own_order(id).await? {
+            return Ok(Json(order).into_response());
+        }
+    }
+    Err(ApiError::UnknownOrder(id))
+}
+
+/// `GET /stats`: per-strategy counters and latency percentiles since the last reset.
+pub(super) async fn stats(State(state): State<AppState>) -> Json<Vec<StrategyStats>> {
+    Json(state.stats.snapshot())
+}
+
+/// The process-wide Prometheus recorder, installed on first use.
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        PrometheusBuilder::new()
+            .set_buckets(&[0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0])
+            .expect("bucket list is not empty")
+            .install_recorder()
+            .expect("no other metrics recorder is installed")
+    })
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub(super) async fn metrics() -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], prometheus().render()).into_response()
+}
+
+/// `GET /healthz`: 200 when every backend answers, 503 otherwise, with each backend's state.
+pub(super) async fn healthz(State(state): State<AppState>) -> Response {
+    let postgres = match sqlx::query("SELECT 1").execute(&state.pg).await {
+        Ok(_) => json!({ "status": "up" }),
+        Err(err) => json!({ "status": "down", "detail": err.to_string() }),
+    };
+    let healthy = postgres["status"] == "up";
+    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body =
+        json!({ "status": if healthy { "ok" } else { "degraded" }, "backends": { "postgres": postgres } });
+    (status, Json(body)).into_response()
+}

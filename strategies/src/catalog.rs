@@ -1,0 +1,245 @@
+//! The catalogue in PostgreSQL: resetting it for a run, bulk-loading it through `COPY`, and reading
+//! the books the audit reconciles.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use serde::Serialize;
+use sqlx::types::Json;
+use sqlx::{FromRow, PgConnection, PgPool};
+
+use crate::error::StrategyError;
+use crate::order::ProductId;
+use crate::plan::StockPlan;
+use crate::strategy::ProductLedger;
+
+/// Rows are buffered up to this many bytes before each `COPY` write.
+const COPY_CHUNK: usize = 1 << 20;
+
+/// What a reset did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ResetSummary {
+    /// Products written by this reset (random plus explicit).
+    pub products_written: u64,
+    /// Products kept from before whose stock became their new initial stock.
+    pub products_rebaselined: u64,
+    pub elapsed_ms: u64,
+}
+
+/// Deletes every order and lays out `plan` in one transaction, so purchases see the old catalogue
+/// or the new one, never half of each.
+///
+/// With `random_products`, the catalogue is replaced by products `1..=count`. Without it, products
+/// the plan does not name keep their stock, which becomes their initial stock for the next audit.
+///
+/// # Errors
+/// When the database does not answer.
+pub async fn reset(pool: &PgPool, plan: &StockPlan) -> Result<ResetSummary, StrategyError> {
+    let started = Instant::now();
+    let mut tx = pool.begin().await?;
+    // A big COPY outlives the per-statement timeout meant for purchases.
+    sqlx::query("SET LOCAL statement_timeout = 0").execute(&mut *tx).await?;
+    sqlx::query("TRUNCATE order_items, orders").execute(&mut *tx).await?;
+    let mut written = 0;
+    if let Some(random) = plan.random_products {
+        sqlx::query("TRUNCATE products").execute(&mut *tx).await?;
+        let explicit: HashMap<i64, i64> = plan.products.iter().map(|p| (p.id.get(), p.stock)).collect();
+        written += copy_in(
+            &mut tx,
+            "COPY products (id, stock, initial_stock) FROM STDIN",
+            random.count,
+            |i, out| {
+                let id = (i + 1).cast_signed();
+                let stock = explicit.get(&id).copied().unwrap_or_else(|| random.stock_of(id));
+                write_row(out, &[&id, &stock, &stock]);
+            },
+            |_| {},
+        )
+        .await?;
+    }
+    let (ids, stocks): (Vec<i64>, Vec<i64>) = plan.products.iter().map(|p| (p.id.get(), p.stock)).unzip();
+    written += sqlx::query(
+        "INSERT INTO products (id, stock, initial_stock) SELECT id, stock, stock FROM UNNEST($1::bigint[], $2::bigint[]) AS p (id, stock)
+         ON CONFLICT (id) DO UPDATE SET stock = EXCLUDED.stock, initial_stock = EXCLUDED.initial_stock
+         WHERE (products.stock, products.initial_stock) IS DISTINCT FROM (EXCLUDED.stock, EXCLUDED.initial_stock)",
+    )
+    .bind(ids)
+    .bind(stocks)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    let rebaselined = sqlx::query("UPDATE products SET initial_stock = stock WHERE initial_stock <> stock")
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    record_plan(&mut tx, plan).await?;
+    tx.commit().await?;
+    Ok(ResetSummary {
+        products_written: written,
+        products_rebaselined: rebaselined,
+        elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    })
+}
+
+/// Remembers `plan` as the catalogue strategies with their own stock should rebuild.
+///
+/// # Errors
+/// When the database does not answer.
+pub async fn record_plan(conn: &mut PgConnection, plan: &StockPlan) -> Result<(), StrategyError> {
+    sqlx::query("INSERT INTO stock_plans (plan) VALUES ($1)").bind(Json(plan)).execute(conn).await?;
+    Ok(())
+}
+
+/// The plan of the last reset or populate, if there was one.
+///
+/// # Errors
+/// When the database does not answer.
+pub async fn latest_plan(pool: &PgPool) -> Result<Option<StockPlan>, StrategyError> {
+    let row: Option<(Json<StockPlan>,)> =
+        sqlx::query_as("SELECT plan FROM stock_plans ORDER BY id DESC LIMIT 1").fetch_optional(pool).await?;
+    Ok(row.map(|(Json(plan),)| plan))
+}
+
+/// Streams `rows` rows into `statement` (a `COPY … FROM STDIN` in text format); `write(i, buf)`
+/// appends row `i`. Memory stays at one chunk whatever the row count. `progress` hears the number
+/// of rows sent after each chunk.
+///
+/// # Errors
+/// When the database rejects a row or stops answering.
+pub async fn copy_in(
+    conn: &mut PgConnection,
+    statement: &str,
+    rows: u64,
+    mut write: impl FnMut(u64, &mut Vec<u8>),
+    mut progress: impl FnMut(u64),
+) -> Result<u64, StrategyError> {
+    let mut copy = conn.copy_in_raw(statement).await?;
+    let mut buf = Vec::with_capacity(COPY_CHUNK + 4096);
+    let mut sent_since_report = 0;
+    for i in 0..rows {
+        write(i, &mut buf);
+        sent_since_report += 1;
+        if buf.len() >= COPY_CHUNK {
+            copy.send(std::mem::take(&mut buf)).await?;
+            buf.reserve(COPY_CHUNK + 4096);
+            progress(sent_since_report);
+            sent_since_report = 0;
+        }
+    }
+    if !buf.is_empty() {
+        copy.send(buf).await?;
+    }
+    progress(sent_since_report);
+    Ok(copy.finish().await?)
+}
+
+/// Appends one tab-separated text-format `COPY` row. Values must not contain tabs, newlines or
+/// backslashes; numbers and the generated strings this crate writes never do.
+pub fn write_row(out: &mut Vec<u8>, fields: &[&dyn std::fmt::Display]) {
+    use std::io::Write;
+    for (i, field) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(b'\t');
+        }
+        write!(out, "{field}").expect("writing to a Vec cannot fail");
+    }
+    out.push(b'\n');
+}
+
+/// Current stock of one product, if it exists.
+///
+/// # Errors
+/// When the database does not answer.
+pub async fn stock_of(pool: &PgPool, id: ProductId) -> Result<Option<i64>, StrategyError> {
+    let row: Option<(i64,)> = sqlx::query_as("SELECT stock FROM products WHERE id = $1")
+        .bind(id.get())
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.map(|(stock,)| stock))
+}
+
+const SQL_LEDGER: &str = r#"
+WITH sold AS (
+    SELECT i.product_id,
+           SUM(i.quantity)::bigint AS units,
+           COUNT(*)::bigint AS orders,
+           (COUNT(o.idempotency_key) - COUNT(DISTINCT o.idempotency_key))::bigint AS duplicated
+    FROM order_items i JOIN orders o ON o.id = i.order_id
+    WHERE o.status IN ('pending', 'confirmed')
+    GROUP BY i.product_id
+)
+SELECT p.id AS product_id, p.initial_stock, p.stock AS final_stock,
+       COALESCE(s.units, 0) AS units_in_orders, COALESCE(s.orders, 0) AS orders,
+       COALESCE(s.duplicated, 0) AS duplicated
+FROM products p LEFT JOIN sold s ON s.product_id = p.id
+WHERE s.product_id IS NOT NULL OR p.stock <> p.initial_stock OR p.id = ANY($1)
+ORDER BY p.id
+"#;
+
+#[derive(FromRow)]
+struct LedgerRow {
+    product_id: i64,
+    initial_stock: i64,
+    final_stock: i64,
+    units_in_orders: i64,
+    orders: i64,
+    duplicated: i64,
+}
+
+/// PostgreSQL's books, read from one snapshot: per-product rows for every product it has something
+/// to say about (the ones in `tracked`, the ones with live orders, the ones whose stock moved; every
+/// other product is untouched since the reset, hence clean), and order totals.
+///
+/// # Errors
+/// When the database does not answer.
+pub async fn sql_books(
+    pool: &PgPool,
+    tracked: &[i64],
+) -> Result<(Vec<ProductLedger>, OrderTotals), StrategyError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY").execute(&mut *tx).await?;
+    // Scanning millions of products outlives the timeout meant for purchases.
+    sqlx::query("SET LOCAL statement_timeout = '300s'").execute(&mut *tx).await?;
+    let rows: Vec<LedgerRow> = sqlx::query_as(SQL_LEDGER).bind(tracked).fetch_all(&mut *tx).await?;
+    let totals: OrderTotals = sqlx::query_as(ORDER_TOTALS).fetch_one(&mut *tx).await?;
+    tx.commit().await?;
+    let ledger = rows
+        .into_iter()
+        .map(|r| ProductLedger {
+            product_id: r.product_id,
+            initial_stock: r.initial_stock,
+            final_stock: r.final_stock,
+            units_in_orders: r.units_in_orders,
+            orders: r.orders,
+            duplicated: r.duplicated,
+        })
+        .collect();
+    Ok((ledger, totals))
+}
+
+const ORDER_TOTALS: &str = r#"
+SELECT COUNT(*) FILTER (WHERE status = 'pending') AS pending,
+       COUNT(*) FILTER (WHERE status = 'confirmed') AS confirmed,
+       COUNT(*) FILTER (WHERE status = 'cancelled') AS cancelled,
+       COUNT(idempotency_key) - COUNT(DISTINCT idempotency_key) AS duplicated
+FROM orders
+"#;
+
+/// Order counts over the whole table, which per-product rows cannot give (a multi-item order
+/// shows in several rows).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, FromRow)]
+pub struct OrderTotals {
+    pub pending: i64,
+    pub confirmed: i64,
+    pub cancelled: i64,
+    /// Orders beyond the first for their idempotency key.
+    pub duplicated: i64,
+}
+
+/// True when no product exists yet (a database nobody has reset or populated).
+///
+/// # Errors
+/// When the database does not answer.
+pub async fn is_empty(pool: &PgPool) -> Result<bool, StrategyError> {
+    Ok(!sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM products)").fetch_one(pool).await?)
+}

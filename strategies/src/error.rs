@@ -1,0 +1,88 @@
+//! Errors a strategy can return, classified by what the caller should do about them.
+//!
+//! Sold out and unknown products are not errors: they are [`crate::PurchaseOutcome`]s. What is
+//! left is a backend that did not answer (retry later: 503), contention that outlasted the retries
+//! (retry later: 503), and bugs (500).
+
+use sqlx::error::ErrorKind;
+
+/// Why a strategy could not give an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum StrategyError {
+    /// A backend refused, timed out or dropped the connection. Nothing is known to be committed.
+    #[error("backend unavailable: {0}")]
+    Unavailable(String),
+    /// Serialization failures or deadlocks outlasted the bounded retries.
+    #[error("gave up after repeated write conflicts: {0}")]
+    Conflict(String),
+    /// A bug or an unexpected backend answer.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl StrategyError {
+    /// The `error` code clients see for this failure.
+    pub const fn code(&self) -> &'static str {
+        match self {
+            Self::Unavailable(_) => "backend_unavailable",
+            Self::Conflict(_) => "contention",
+            Self::Internal(_) => "internal",
+        }
+    }
+}
+
+/// SQLSTATEs that mean "the server is there but cannot serve right now".
+const UNAVAILABLE_STATES: &[&str] = &[
+    "57014", // query_canceled: statement_timeout fired
+    "57P01", // admin_shutdown
+    "57P02", // crash_shutdown
+    "57P03", // cannot_connect_now
+    "53300", // too_many_connections
+    "55P03", // lock_not_available
+];
+
+impl From<sqlx::Error> for StrategyError {
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Protocol(_) => Self::Unavailable(err.to_string()),
+            sqlx::Error::Database(db) => {
+                let code = db.code().unwrap_or_default();
+                if UNAVAILABLE_STATES.contains(&code.as_ref()) || code.starts_with("08") {
+                    Self::Unavailable(err.to_string())
+                } else if is_retryable(&err) {
+                    Self::Conflict(err.to_string())
+                } else {
+                    Self::Internal(err.to_string())
+                }
+            }
+            _ => Self::Internal(err.to_string()),
+        }
+    }
+}
+
+impl From<redis::RedisError> for StrategyError {
+    fn from(err: redis::RedisError) -> Self {
+        if err.is_io_error() || err.is_timeout() || err.is_connection_dropped() || err.is_connection_refusal()
+        {
+            Self::Unavailable(err.to_string())
+        } else {
+            Self::Internal(err.to_string())
+        }
+    }
+}
+
+/// A serialization failure or deadlock: the transaction may succeed if run again.
+pub fn is_retryable(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40001" | "40P01")))
+}
+
+/// The idempotency key is already taken by another order.
+pub fn is_duplicate_key(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db)
+        if db.kind() == ErrorKind::UniqueViolation && db.constraint() == Some("orders_idempotency_key"))
+}

@@ -1,0 +1,163 @@
+//! The closed set of strategy names: one table drives the `X-Strategy` header, routes, CLI values,
+//! CSV rows, chart legends and Locust tags, so a name can never mean two things.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Every purchase strategy the server hosts.
+///
+/// Adding one means a variant here, a row in [`StrategyKind::spec`] and an arm in
+/// [`crate::registry::build`]; the compiler points at each place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StrategyKind {
+    Memory,
+    SqlNaive,
+    SqlForUpdate,
+    SqlAtomic,
+}
+
+/// What a strategy promises, read by the HTTP listing, the README table and the behaviour suite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Guarantees {
+    /// Where stock and orders live.
+    pub backend: &'static str,
+    /// Never sells more than the stock, loses no order and never duplicates one, under contention.
+    pub safe: bool,
+    /// A confirmed order survives a crash of the server.
+    pub durable: bool,
+    /// Clients get `202 pending` and a worker confirms the order later.
+    #[serde(rename = "async")]
+    pub queued: bool,
+    /// One line for listings.
+    pub description: &'static str,
+}
+
+impl StrategyKind {
+    /// Every kind, in the order listings show them.
+    pub const ALL: [Self; 4] = [Self::Memory, Self::SqlNaive, Self::SqlForUpdate, Self::SqlAtomic];
+
+    /// The one name used everywhere (kebab-case).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::SqlNaive => "sql-naive",
+            Self::SqlForUpdate => "sql-for-update",
+            Self::SqlAtomic => "sql-atomic",
+        }
+    }
+
+    /// What this strategy promises.
+    pub const fn spec(self) -> Guarantees {
+        match self {
+            Self::Memory => Guarantees {
+                backend: "in-process",
+                safe: true,
+                durable: false,
+                queued: false,
+                description: "Baseline: one in-process mutex-guarded counter per product, no \
+                              database. Measures the server's own overhead; loses everything on restart.",
+            },
+            Self::SqlNaive => Guarantees {
+                backend: "postgres",
+                safe: false,
+                durable: true,
+                queued: false,
+                description: "Unsafe by design (the seed's `simple` mode): read the stock, check it in \
+                              the application, then decrement unconditionally. Oversells under contention.",
+            },
+            Self::SqlForUpdate => Guarantees {
+                backend: "postgres",
+                safe: true,
+                durable: true,
+                queued: false,
+                description: "Pessimistic: SELECT ... FOR UPDATE on the order's products in id order, \
+                              check, decrement and insert the order in one transaction.",
+            },
+            Self::SqlAtomic => Guarantees {
+                backend: "postgres",
+                safe: true,
+                durable: true,
+                queued: false,
+                description: "One conditional UPDATE ... WHERE stock >= quantity per item and the order \
+                              insert in one transaction (one statement for single-item orders).",
+            },
+        }
+    }
+
+    /// Every known name, comma-separated, for error messages and `--help`.
+    pub fn names() -> Vec<&'static str> {
+        Self::ALL.iter().map(|kind| kind.as_str()).collect()
+    }
+}
+
+impl fmt::Display for StrategyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The name matched no strategy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown strategy {name:?}; known strategies: {}", StrategyKind::names().join(", "))]
+pub struct UnknownStrategy {
+    pub name: String,
+}
+
+impl FromStr for StrategyKind {
+    type Err = UnknownStrategy;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == name)
+            .ok_or_else(|| UnknownStrategy { name: name.to_owned() })
+    }
+}
+
+impl Serialize for StrategyKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for StrategyKind {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_round_trips_through_from_str_and_serde() {
+        for kind in StrategyKind::ALL {
+            assert_eq!(kind.as_str().parse::<StrategyKind>(), Ok(kind));
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{}\"", kind.as_str()));
+            assert_eq!(serde_json::from_str::<StrategyKind>(&json).unwrap(), kind);
+        }
+    }
+
+    #[test]
+    fn names_are_unique_and_kebab_case() {
+        let mut names = StrategyKind::names();
+        assert!(names.iter().all(|n| n.chars().all(|c| c.is_ascii_lowercase() || c == '-')));
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), StrategyKind::ALL.len(), "two strategies share a name");
+    }
+
+    #[test]
+    fn unknown_name_lists_the_known_ones() {
+        let err = "sql-magic".parse::<StrategyKind>().unwrap_err();
+        let message = err.to_string();
+        for name in StrategyKind::names() {
+            assert!(message.contains(name), "{message} does not list {name}");
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! Purchase strategies for checkout-bench, free of HTTP so benches and the behaviour suite call
+//! them directly.
+//!
+//! - [`kind`]: the closed list of strategy names and what each promises.
+//! - [`strategy`]: the [`Strategy`] trait and the ledger it hands the audit.
+//! - [`order`]: validated purchase input and outcomes.
+//! - [`plan`]: what a reset puts on the shelves.
+//! - [`registry`]: kind → running strategy.
+//! - [`catalog`]: reset, bulk `COPY`, and the SQL books the audit reads.
+//! - One file per mechanism: [`in_memory`], [`sql_naive`], [`sql_for_update`], [`sql_atomic`].
+
+pub mod backends;
+pub mod catalog;
+pub mod error;
+pub mod in_memory;
+pub mod kind;
+pub mod order;
+pub mod order_store;
+pub mod plan;
+pub mod registry;
+pub mod sql_atomic;
+pub mod sql_for_update;
+pub mod sql_naive;
+mod sql_stock;
+pub mod strategy;
+
+pub use backends::{Backends, PgSettings, Tuning};
+pub use error::StrategyError;
+pub use kind::{Guarantees, StrategyKind, UnknownStrategy};
+pub use order::{
+    Delivery, IdempotencyKey, InvalidInput, OrderLine, OrderLines, OrderStatus, OrderView, ProductId,
+    PurchaseOutcome, PurchaseRequest, Quantity, Receipt,
+};
+pub use plan::{ProductStock, RandomProducts, StockPlan};
+pub use registry::Registry;
+pub use strategy::{OwnLedger, ProductLedger, Strategy};
+
+/// Every schema migration, applied at server start and by each database-backed test.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();

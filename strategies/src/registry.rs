@@ -1,0 +1,54 @@
+//! From a [`StrategyKind`] to a running strategy: the one `match` that must grow with every new
+//! strategy.
+
+use std::sync::Arc;
+
+use crate::backends::Backends;
+use crate::in_memory::InMemory;
+use crate::kind::StrategyKind;
+use crate::sql_atomic::SqlAtomic;
+use crate::sql_for_update::SqlForUpdate;
+use crate::sql_naive::SqlNaive;
+use crate::strategy::Strategy;
+
+/// Builds the strategy `kind` names on the shared backends.
+pub fn build(kind: StrategyKind, backends: &Backends) -> Arc<dyn Strategy> {
+    match kind {
+        StrategyKind::Memory => Arc::new(InMemory::new()),
+        StrategyKind::SqlNaive => {
+            Arc::new(SqlNaive::new(backends.pg.clone(), backends.tuning.naive_race_window))
+        }
+        StrategyKind::SqlForUpdate => {
+            Arc::new(SqlForUpdate::new(backends.pg.clone(), backends.tuning.conflict_retries))
+        }
+        StrategyKind::SqlAtomic => Arc::new(SqlAtomic::new(backends.pg.clone())),
+    }
+}
+
+/// Every strategy, indexed by kind.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    strategies: Vec<(StrategyKind, Arc<dyn Strategy>)>,
+}
+
+impl Registry {
+    /// Builds every [`StrategyKind::ALL`] entry, each passed through `layer` (timing, metrics).
+    pub fn build_all(
+        backends: &Backends,
+        mut layer: impl FnMut(Arc<dyn Strategy>) -> Arc<dyn Strategy>,
+    ) -> Self {
+        let strategies =
+            StrategyKind::ALL.into_iter().map(|kind| (kind, layer(build(kind, backends)))).collect();
+        Self { strategies }
+    }
+
+    /// The strategy for `kind`.
+    pub fn get(&self, kind: StrategyKind) -> &Arc<dyn Strategy> {
+        &self.strategies.iter().find(|(k, _)| *k == kind).expect("build_all builds every kind").1
+    }
+
+    /// Every strategy, in [`StrategyKind::ALL`] order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn Strategy>> {
+        self.strategies.iter().map(|(_, strategy)| strategy)
+    }
+}

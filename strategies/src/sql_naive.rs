@@ -1,0 +1,81 @@
+//! `sql-naive` — the seed's `simple` mode, kept faithfully wrong: read the stock, check it in the
+//! application, then decrement unconditionally and insert the order.
+//!
+//! Guarantee: none under contention, by design. Between the read and the write other buyers read
+//! the same stock, all pass the check, and every one of them decrements: the stock goes negative
+//! and more units are confirmed than existed. The harness exists to show this, so the strategy is
+//! never fixed. `Tuning::naive_race_window` (off by default) widens the gap so a test can make the
+//! race certain rather than likely.
+//!
+//! Crash behaviour: the decrement and the order commit together, so a crash loses neither alone;
+//! what is wrong is only what was sold.
+//!
+//! Why this shape: it is what a first implementation usually looks like, and the numbers next to it
+//! are the argument for everything else.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::PgPool;
+
+use crate::error::{StrategyError, is_duplicate_key};
+use crate::kind::StrategyKind;
+use crate::order::{OrderStatus, PurchaseOutcome, PurchaseRequest, Receipt};
+use crate::order_store::{insert_order, receipt_for_key, replay_after_conflict};
+use crate::sql_stock::{check_lines, take_lines};
+use crate::strategy::Strategy;
+
+const READ_STOCK: &str = "SELECT id, stock FROM products WHERE id = ANY($1) ORDER BY id";
+
+/// The read-check-write strategy that oversells.
+#[derive(Debug, Clone)]
+pub struct SqlNaive {
+    pg: PgPool,
+    race_window: Duration,
+}
+
+impl SqlNaive {
+    pub const fn new(pg: PgPool, race_window: Duration) -> Self {
+        Self { pg, race_window }
+    }
+
+    async fn attempt(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, sqlx::Error> {
+        let (ids, _) = request.lines.columns();
+        let seen: Vec<(i64, i64)> = sqlx::query_as(READ_STOCK).bind(&ids).fetch_all(&self.pg).await?;
+        if let Some(refusal) = check_lines(&request.lines, &seen) {
+            return Ok(refusal);
+        }
+        if !self.race_window.is_zero() {
+            tokio::time::sleep(self.race_window).await;
+        }
+        let mut tx = self.pg.begin().await?;
+        take_lines(&mut tx, &request.lines).await?;
+        insert_order(&mut tx, self.kind(), OrderStatus::Confirmed, request).await?;
+        tx.commit().await?;
+        Ok(PurchaseOutcome::Placed(Receipt {
+            order_id: request.order_id,
+            status: OrderStatus::Confirmed,
+            strategy: self.kind(),
+        }))
+    }
+}
+
+#[async_trait]
+impl Strategy for SqlNaive {
+    fn kind(&self) -> StrategyKind {
+        StrategyKind::SqlNaive
+    }
+
+    async fn purchase(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, StrategyError> {
+        if let Some(first) = receipt_for_key(&self.pg, request).await? {
+            return Ok(PurchaseOutcome::Replayed(first));
+        }
+        match self.attempt(request).await {
+            Ok(outcome) => Ok(outcome),
+            Err(err) if is_duplicate_key(&err) => {
+                Ok(PurchaseOutcome::Replayed(replay_after_conflict(&self.pg, request).await?))
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+}

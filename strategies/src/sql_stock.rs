@@ -1,0 +1,33 @@
+//! Stock checks and decrements shared by the SQL strategies that read the stock before writing it.
+
+use sqlx::PgConnection;
+
+use crate::order::{OrderLines, PurchaseOutcome};
+
+const TAKE_UNCONDITIONALLY: &str = "UPDATE products SET stock = stock - $2::bigint WHERE id = $1";
+
+/// The refusal for `lines` given `(id, stock)` rows sorted by id, or `None` when every line fits.
+pub(crate) fn check_lines(lines: &OrderLines, rows: &[(i64, i64)]) -> Option<PurchaseOutcome> {
+    for line in lines {
+        match rows.binary_search_by_key(&line.product_id.get(), |&(id, _)| id) {
+            Err(_) => return Some(PurchaseOutcome::UnknownProduct(line.product_id)),
+            Ok(at) if rows[at].1 < i64::from(line.quantity.get()) => {
+                return Some(PurchaseOutcome::SoldOut(line.product_id));
+            }
+            Ok(_) => {}
+        }
+    }
+    None
+}
+
+/// Decrements every line without looking at the stock, in product-id order.
+pub(crate) async fn take_lines(conn: &mut PgConnection, lines: &OrderLines) -> Result<(), sqlx::Error> {
+    for line in lines {
+        sqlx::query(TAKE_UNCONDITIONALLY)
+            .bind(line.product_id.get())
+            .bind(i64::from(line.quantity.get()))
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,73 @@
+//! The one trait every purchase strategy implements, and the ledger it hands the audit.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::error::StrategyError;
+use crate::kind::{Guarantees, StrategyKind};
+use crate::order::{OrderView, PurchaseOutcome, PurchaseRequest};
+use crate::plan::StockPlan;
+
+/// A way of selling stock. Implementations hold only the mechanism; timing, metrics and HTTP live
+/// in layers around them.
+#[async_trait]
+pub trait Strategy: Send + Sync + fmt::Debug {
+    /// Which strategy this is.
+    fn kind(&self) -> StrategyKind;
+
+    /// What it promises; by default what its kind declares.
+    fn guarantees(&self) -> Guarantees {
+        self.kind().spec()
+    }
+
+    /// Sells the whole order or nothing.
+    ///
+    /// # Errors
+    /// [`StrategyError::Unavailable`] when a backend does not answer in time; nothing the client was
+    /// told about is committed then, though a write may still land (the audit calls it phantom).
+    async fn purchase(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, StrategyError>;
+
+    /// Takes a new stock plan after PostgreSQL was reset; strategies keeping their own copy of the
+    /// stock reload it here.
+    async fn prepare(&self, _plan: &StockPlan) -> Result<(), StrategyError> {
+        Ok(())
+    }
+
+    /// Stock and orders this strategy keeps outside PostgreSQL, for the audit. `None` when
+    /// PostgreSQL holds everything.
+    async fn own_ledger(&self) -> Result<Option<OwnLedger>, StrategyError> {
+        Ok(None)
+    }
+
+    /// An order this strategy keeps outside PostgreSQL.
+    async fn own_order(&self, _id: Uuid) -> Result<Option<OrderView>, StrategyError> {
+        Ok(None)
+    }
+}
+
+/// Raw books of one product, before the audit derives anomalies from them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ProductLedger {
+    pub product_id: i64,
+    pub initial_stock: i64,
+    pub final_stock: i64,
+    /// Units in pending or confirmed orders.
+    pub units_in_orders: i64,
+    /// Pending or confirmed orders holding this product.
+    pub orders: i64,
+    /// Orders holding this product beyond the first for their idempotency key.
+    pub duplicated: i64,
+}
+
+/// Books a strategy keeps outside PostgreSQL.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct OwnLedger {
+    pub products: Vec<ProductLedger>,
+    /// Live orders, each counted once.
+    pub orders: i64,
+    /// Orders beyond the first for their idempotency key.
+    pub duplicated: i64,
+}
