@@ -129,7 +129,13 @@ pub async fn reconcile(app: &App) -> Result<AuditReport, StrategyError> {
         }
     }
     let clean = postgres.clean && ledgers.values().all(|ledger| ledger.clean);
-    Ok(AuditReport { clean, total: postgres.total, products: postgres.products, order_status: totals, ledgers })
+    Ok(AuditReport {
+        clean,
+        total: postgres.total,
+        products: postgres.products,
+        order_status: totals,
+        ledgers,
+    })
 }
 
 #[cfg(test)]

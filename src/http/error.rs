@@ -100,8 +100,7 @@ impl ApiError {
                 body["strategies"] = json!(StrategyKind::names())
             }
             Self::UnknownProduct(id) | Self::SoldOut(id) => body["product_id"] = json!(id.get()),
-            Self::UnknownOrder(id) => body["order_id"] = json!(id),
-            Self::Timeout(_, id) => body["order_id"] = json!(id),
+            Self::UnknownOrder(id) | Self::Timeout(_, id) => body["order_id"] = json!(id),
             _ => {}
         }
         body

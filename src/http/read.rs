@@ -30,7 +30,10 @@ pub(super) async fn strategies(State(state): State<AppState>) -> Json<Vec<Strate
 }
 
 /// `GET /products/{id}`: the PostgreSQL stock.
-pub(super) async fn product(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub(super) async fn product(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let id = id
         .parse::<i64>()
         .map_err(|_| ApiError::InvalidRequest(format!("product id must be an integer, got {id:?}")))
@@ -40,7 +43,10 @@ pub(super) async fn product(State(state): State<AppState>, Path(id): Path<String
 }
 
 /// `GET /orders/{id}`: PostgreSQL first, then strategies that keep orders of their own.
-pub(super) async fn order(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub(super) async fn order(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let id = Uuid::parse_str(&id)
         .map_err(|_| ApiError::InvalidRequest(format!("order id must be a UUID, got {id:?}")))?;
     if let Some(order) = order_store::fetch_order(&state.pg, id).await? {

@@ -1,1 +1,10 @@
+//! End-to-end tests: the real server on a real socket, against real PostgreSQL. One binary, so the
+//! dependency tree links once.
 
+mod admin;
+mod backend_down;
+mod bad_input;
+mod contention;
+mod disconnect;
+mod helpers;
+mod orders;

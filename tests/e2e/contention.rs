@@ -1,0 +1,115 @@
+//! Many buyers, little stock: safe strategies sell exactly the stock, the naive one is caught
+//! overselling. Every strategy in `StrategyKind::ALL` gets the scenario, with expectations taken
+//! from its declared guarantees.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use checkout_strategies::{StrategyKind, Tuning};
+use sqlx::Postgres;
+use sqlx::pool::PoolOptions;
+use sqlx::postgres::PgConnectOptions;
+use tokio::sync::Barrier;
+
+use crate::helpers::{Setup, books_of, order_body, plan_of, spawn_app};
+
+const STOCK: i64 = 10;
+const BUYERS: usize = 200;
+const HOT: i64 = 100;
+
+async fn flash_sale(connect: PgConnectOptions, kind: StrategyKind) {
+    let setup = Setup {
+        plan: plan_of(&[(HOT, STOCK)]),
+        // Wide enough that every naive buyer reads the stock before any of them writes it.
+        tuning: Tuning { naive_race_window: Duration::from_millis(50), ..Tuning::default() },
+        ..Setup::default()
+    };
+    let app = Arc::new(spawn_app(connect, setup).await);
+    let barrier = Arc::new(Barrier::new(BUYERS));
+    let buyers: Vec<_> = (0..BUYERS)
+        .map(|_| {
+            let (app, barrier) = (Arc::clone(&app), Arc::clone(&barrier));
+            tokio::spawn(async move {
+                barrier.wait().await;
+                app.purchase(kind, &order_body(&[(HOT, 1)])).await.status().as_u16()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::with_capacity(BUYERS);
+    for buyer in buyers {
+        statuses.push(buyer.await.expect("buyer task"));
+    }
+    let confirmed = statuses.iter().filter(|&&s| s == 201).count();
+    let sold_out = statuses.iter().filter(|&&s| s == 409).count();
+    let other: Vec<_> = statuses.iter().filter(|&&s| s != 201 && s != 409).collect();
+    assert!(other.is_empty(), "{kind}: unexpected statuses {other:?}");
+
+    let audit = app.audit().await;
+    let books = books_of(&audit, kind);
+    let product = books["products"]
+        .as_array()
+        .expect("products")
+        .iter()
+        .find(|p| p["product_id"] == HOT)
+        .unwrap_or_else(|| panic!("{kind}: hot product missing from the audit: {audit}"))
+        .clone();
+    let units = product["units_in_orders"].as_i64().expect("units");
+    assert_eq!(
+        units,
+        i64::try_from(confirmed).unwrap(),
+        "{kind}: units in orders != confirmations: {product}"
+    );
+
+    if kind.spec().safe {
+        assert!(confirmed as i64 <= STOCK, "{kind}: oversold: {confirmed} confirmed > {STOCK} in stock");
+        assert_eq!(confirmed as i64, STOCK, "{kind}: undersold: {confirmed} confirmed < {STOCK} in stock");
+        assert_eq!(sold_out, BUYERS - STOCK as usize, "{kind}: sold-out answers");
+        assert_eq!(product["final_stock"], 0, "{kind}: stock left: {product}");
+        assert_eq!(books["clean"], true, "{kind}: audit not clean: {books}");
+        assert_eq!(audit["clean"], true, "{kind}: audit not clean: {audit}");
+    } else {
+        assert!(
+            confirmed as i64 > STOCK,
+            "{kind} is unsafe by design but did not oversell: {confirmed} confirmed"
+        );
+        assert!(product["oversold"].as_i64().unwrap() > 0, "{kind}: audit missed the oversell: {product}");
+        assert!(
+            product["negative_stock"].as_i64().unwrap() > 0,
+            "{kind}: audit missed the negative stock: {product}"
+        );
+        assert_eq!(audit["clean"], false, "{kind}: an oversold run must not audit clean");
+    }
+    if kind.spec().backend == "postgres" {
+        assert_eq!(
+            app.order_count().await,
+            i64::try_from(confirmed).unwrap(),
+            "{kind}: orders != confirmations"
+        );
+    }
+}
+
+macro_rules! contention_tests {
+    ($($name:ident => $kind:expr),* $(,)?) => {
+        $(
+            #[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
+            async fn $name(_: PoolOptions<Postgres>, connect: PgConnectOptions) {
+                flash_sale(connect, $kind).await;
+            }
+        )*
+
+        #[test]
+        fn every_strategy_has_a_contention_test() {
+            let covered = [$($kind),*];
+            for kind in StrategyKind::ALL {
+                assert!(covered.contains(&kind), "{kind} has no contention test");
+            }
+        }
+    };
+}
+
+contention_tests! {
+    memory_sells_exactly_the_stock => StrategyKind::Memory,
+    sql_naive_is_caught_overselling => StrategyKind::SqlNaive,
+    sql_for_update_sells_exactly_the_stock => StrategyKind::SqlForUpdate,
+    sql_atomic_sells_exactly_the_stock => StrategyKind::SqlAtomic,
+}
