@@ -29,14 +29,17 @@ pub(super) async fn guard(
                 .headers()
                 .get(header::AUTHORIZATION)
                 .and_then(|value| value.to_str().ok())
-                .and_then(|value| value.strip_prefix("Bearer "));
+                .and_then(|value| value.split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, token)| token.trim());
             if !presented.is_some_and(|presented| constant_time_eq(presented.as_bytes(), token.as_bytes())) {
                 return Err(ApiError::Unauthorized);
             }
         }
         None => {
             let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0);
-            if !peer.is_some_and(|peer| peer.ip().is_loopback()) {
+            // A dual-stack socket reports IPv4 clients as `::ffff:127.0.0.1`.
+            if !peer.is_some_and(|peer| peer.ip().to_canonical().is_loopback()) {
                 return Err(ApiError::Forbidden);
             }
         }

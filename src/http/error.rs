@@ -96,9 +96,11 @@ impl ApiError {
         let mut body = json!({ "error": self.code(), "message": self.to_string() });
         match self {
             Self::InvalidRequest(detail) => body["detail"] = json!(detail),
-            Self::MissingStrategy | Self::UnknownStrategy(_) => {
-                body["strategies"] = json!(StrategyKind::names())
+            Self::MissingStrategy => {
+                body["detail"] = json!(self.to_string());
+                body["strategies"] = json!(StrategyKind::names());
             }
+            Self::UnknownStrategy(_) => body["strategies"] = json!(StrategyKind::names()),
             Self::UnknownProduct(id) | Self::SoldOut(id) => body["product_id"] = json!(id.get()),
             Self::UnknownOrder(id) | Self::Timeout(_, id) => body["order_id"] = json!(id),
             _ => {}

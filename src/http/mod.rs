@@ -8,7 +8,9 @@ mod purchase;
 pub mod read;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
 use axum::routing::{get, post};
 use tower_http::trace::TraceLayer;
 
@@ -24,22 +26,29 @@ pub const MAX_ADMIN_BODY: usize = 16 * 1024 * 1024;
 /// The whole application router. Serve it with
 /// `into_make_service_with_connect_info::<SocketAddr>()` so admin routes can see the client.
 pub fn app(state: AppState) -> Router {
+    // Installed before the first purchase so no count is lost to a missing recorder.
+    prometheus();
+    let with_deadline = axum::middleware::from_fn_with_state(state.clone(), deadline);
     let purchases = Router::new()
         .route("/purchase", post(purchase::by_header))
         .route("/strategies/{name}/purchase", post(purchase::by_route))
         .layer(DefaultBodyLimit::max(MAX_BODY));
+    // A reset may COPY millions of rows: it is bounded by PostgreSQL, not by the request deadline.
     let admin = Router::new()
         .route("/admin/reset", post(admin::reset))
-        .route("/admin/audit", get(admin::audit))
+        .route("/admin/audit", get(admin::audit).route_layer(with_deadline.clone()))
         .layer(DefaultBodyLimit::max(MAX_ADMIN_BODY))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), admin::guard));
-    Router::new()
+    let reads = Router::new()
         .route("/strategies", get(read::strategies))
         .route("/products/{id}", get(read::product))
         .route("/orders/{id}", get(read::order))
         .route("/stats", get(read::stats))
         .route("/metrics", get(read::metrics))
         .route("/healthz", get(read::healthz))
+        .route_layer(with_deadline);
+    Router::new()
+        .merge(reads)
         .merge(purchases)
         .merge(admin)
         .fallback(|| async { ApiError::NoRoute })
@@ -47,4 +56,13 @@ pub fn app(state: AppState) -> Router {
         // Spans and response lines at DEBUG only: no access log on the hot path by default.
         .layer(TraceLayer::new_for_http().on_failure(()))
         .with_state(state)
+}
+
+/// Answers 503 when a non-purchase route outlives the request timeout. Purchases bound their own
+/// wait (they must keep running after the deadline); reads have nothing to finish.
+async fn deadline(State(state): State<AppState>, request: Request, next: Next) -> Result<Response, ApiError> {
+    let limit = state.config.request_timeout;
+    tokio::time::timeout(limit, next.run(request))
+        .await
+        .map_err(|_| ApiError::Unavailable(format!("no answer within {} ms", limit.as_millis())))
 }

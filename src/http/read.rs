@@ -1,6 +1,7 @@
 //! Read-only routes: strategies, products, orders, statistics, metrics and health.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -42,22 +43,21 @@ pub(super) async fn product(
     Ok(Json(json!({ "id": id.get(), "stock": stock })).into_response())
 }
 
-/// `GET /orders/{id}`: PostgreSQL first, then strategies that keep orders of their own.
+/// `GET /orders/{id}`: strategies that keep orders of their own (in memory, cheap, and reachable
+/// while PostgreSQL is down), then PostgreSQL.
 pub(super) async fn order(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = Uuid::parse_str(&id)
         .map_err(|_| ApiError::InvalidRequest(format!("order id must be a UUID, got {id:?}")))?;
-    if let Some(order) = order_store::fetch_order(&state.pg, id).await? {
-        return Ok(Json(order).into_response());
-    }
     for strategy in state.registry.iter() {
         if let Some(order) = strategy.own_order(id).await? {
             return Ok(Json(order).into_response());
         }
     }
-    Err(ApiError::UnknownOrder(id))
+    let order = order_store::fetch_order(&state.pg, id).await?.ok_or(ApiError::UnknownOrder(id))?;
+    Ok(Json(order).into_response())
 }
 
 /// `GET /stats`: per-strategy counters and latency percentiles since the last reset.
@@ -82,11 +82,16 @@ pub(super) async fn metrics() -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], prometheus().render()).into_response()
 }
 
+/// A health probe answers within this, whatever the backends do.
+const HEALTH_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// `GET /healthz`: 200 when every backend answers, 503 otherwise, with each backend's state.
 pub(super) async fn healthz(State(state): State<AppState>) -> Response {
-    let postgres = match sqlx::query("SELECT 1").execute(&state.pg).await {
-        Ok(_) => json!({ "status": "up" }),
-        Err(err) => json!({ "status": "down", "detail": err.to_string() }),
+    let probe = tokio::time::timeout(HEALTH_PROBE_TIMEOUT, sqlx::query("SELECT 1").execute(&state.pg));
+    let postgres = match probe.await {
+        Ok(Ok(_)) => json!({ "status": "up" }),
+        Ok(Err(err)) => json!({ "status": "down", "detail": err.to_string() }),
+        Err(_) => json!({ "status": "down", "detail": format!("no answer within {HEALTH_PROBE_TIMEOUT:?}") }),
     };
     let healthy = postgres["status"] == "up";
     let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use sqlx::migrate::MigrateDatabase;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Postgres};
+use sqlx::{Connection, PgPool, Postgres};
 
 use crate::MIGRATOR;
 
@@ -31,6 +31,9 @@ impl Default for Tuning {
         Self { naive_race_window: Duration::ZERO, conflict_retries: 3 }
     }
 }
+
+/// A pooled connection idle longer than this is pinged before use.
+const IDLE_BEFORE_PING: Duration = Duration::from_millis(100);
 
 /// How the PostgreSQL pool behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,9 +75,18 @@ pub fn pg_pool_with(options: PgConnectOptions, settings: PgSettings) -> PgPool {
         .max_connections(settings.connections)
         .min_connections(0)
         .acquire_timeout(settings.acquire_timeout)
-        // A ping per checkout costs a round trip on every purchase; a dead connection fails the
-        // statement instead, which classifies as 503 like any outage.
+        // A ping per checkout costs a round trip on every purchase. Under load connections are
+        // never idle long, so only one that sat unused (and may have died with a network blip)
+        // is pinged before it is handed out.
         .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for > IDLE_BEFORE_PING {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_lazy_with(options)
 }
 

@@ -106,7 +106,6 @@ impl TestApp {
     }
 
     /// `GET` a JSON document, asserting 200.
-    #[track_caller]
     pub(crate) async fn get_json(&self, path: &str) -> Value {
         let response = self.client.get(format!("{}{path}", self.url)).send().await.expect("server answers");
         let status = response.status();
@@ -136,6 +135,293 @@ impl TestApp {
 }
 
 /// The audit section that holds `kind`'s books: its own ledger when it keeps one, else PostgreSQL.
-pub(crate) fn books_of<'a>(audit: &'a Value, kind: StrategyKind) -> &'a Value {
+pub(crate) fn books_of(audit: &Value, kind: StrategyKind) -> &Value {
     if kind.spec().backend == "postgres" { audit } else { &audit["ledgers"][kind.as_str()] }
+}
+
+/// An HTTP answer read whole: status, headers, and the body parsed as JSON.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) headers: reqwest::header::HeaderMap,
+    pub(crate) body: Value,
+}
+
+/// Reads `response` whole. Every route of the contract answers JSON, so a body that is not JSON
+/// fails the test.
+pub(crate) async fn read_answer(response: reqwest::Response) -> Answer {
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let text = response.text().await.expect("read the body");
+    let body = serde_json::from_str(&text)
+        .unwrap_or_else(|err| panic!("every answer is JSON, got {status} with {text:?}: {err}"));
+    Answer { status, headers, body }
+}
+
+impl Answer {
+    /// Asserts an error answer: `status`, a JSON content type, `error` = `code` and a human
+    /// `message`.
+    #[track_caller]
+    pub(crate) fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(self.status, status, "status of an {code:?} answer: {}", self.body);
+        assert_eq!(self.body["error"], code, "error code: {}", self.body);
+        assert!(
+            self.body["message"].as_str().is_some_and(|message| !message.is_empty()),
+            "every error carries a human message: {}",
+            self.body
+        );
+        let content_type = self
+            .headers
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default();
+        assert!(
+            content_type.starts_with("application/json"),
+            "error bodies are declared JSON, got Content-Type {content_type:?}: {}",
+            self.body
+        );
+    }
+
+    /// Asserts a new order: 201, `Location: /orders/{id}`, status confirmed, the strategy's name.
+    /// Returns the order id.
+    #[track_caller]
+    pub(crate) fn assert_placed(&self, kind: StrategyKind) -> String {
+        assert_eq!(self.status, 201, "{kind}: a placed order answers 201: {}", self.body);
+        assert_eq!(self.body["status"], "confirmed", "{kind}: placed orders are confirmed: {}", self.body);
+        assert_eq!(self.body["strategy"], kind.as_str(), "{kind}: receipt names the strategy: {}", self.body);
+        let order_id = self.body["order_id"].as_str().expect("receipt has an order_id").to_owned();
+        assert!(uuid::Uuid::parse_str(&order_id).is_ok(), "{kind}: order_id is a UUID: {order_id}");
+        let location = self.headers.get(reqwest::header::LOCATION).and_then(|value| value.to_str().ok());
+        assert_eq!(
+            location,
+            Some(format!("/orders/{order_id}").as_str()),
+            "{kind}: a placed order points at itself"
+        );
+        order_id
+    }
+}
+
+/// The catalogue and the order tables as PostgreSQL holds them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Snapshot {
+    pub(crate) products: Vec<(i64, i64)>,
+    pub(crate) orders: i64,
+    pub(crate) order_items: i64,
+}
+
+/// Reads a [`Snapshot`] through `pool`.
+pub(crate) async fn snapshot_of(pool: &PgPool) -> Snapshot {
+    let products = sqlx::query_as("SELECT id, stock FROM products ORDER BY id")
+        .fetch_all(pool)
+        .await
+        .expect("read products");
+    let orders =
+        sqlx::query_scalar("SELECT COUNT(*) FROM orders").fetch_one(pool).await.expect("count orders");
+    let order_items =
+        sqlx::query_scalar("SELECT COUNT(*) FROM order_items").fetch_one(pool).await.expect("count items");
+    Snapshot { products, orders, order_items }
+}
+
+impl TestApp {
+    /// `POST /strategies/{kind}/purchase`, with an `Idempotency-Key` when `key` is set, read whole.
+    pub(crate) async fn buy(&self, kind: StrategyKind, body: &Value, key: Option<&str>) -> Answer {
+        let mut request = self.client.post(format!("{}/strategies/{kind}/purchase", self.url)).json(body);
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        read_answer(request.send().await.expect("server answers")).await
+    }
+
+    /// `GET path`, read whole, whatever the status.
+    pub(crate) async fn get(&self, path: &str) -> Answer {
+        read_answer(self.client.get(format!("{}{path}", self.url)).send().await.expect("server answers"))
+            .await
+    }
+
+    /// The catalogue and order tables, read through the test's pool.
+    pub(crate) async fn snapshot(&self) -> Snapshot {
+        snapshot_of(&self.pool).await
+    }
+
+    /// `kind`'s line of `GET /stats`.
+    pub(crate) async fn stats_of(&self, kind: StrategyKind) -> Value {
+        let stats = self.get_json("/stats").await;
+        stats
+            .as_array()
+            .expect("GET /stats is an array")
+            .iter()
+            .find(|line| line["strategy"] == kind.as_str())
+            .unwrap_or_else(|| panic!("GET /stats has no line for {kind}: {stats}"))
+            .clone()
+    }
+
+    /// Stock of `product` in the books `kind` sells from: its own ledger, or PostgreSQL.
+    pub(crate) async fn stock_in(&self, kind: StrategyKind, product: i64) -> i64 {
+        if kind.spec().backend == "postgres" {
+            return self.stock(product).await;
+        }
+        let audit = self.audit().await;
+        books_of(&audit, kind)["products"]
+            .as_array()
+            .expect("ledger lists products")
+            .iter()
+            .find(|row| row["product_id"] == product)
+            .and_then(|row| row["final_stock"].as_i64())
+            .unwrap_or_else(|| panic!("{kind}: product {product} missing from its ledger: {audit}"))
+    }
+
+    /// Orders in the books `kind` sells from.
+    pub(crate) async fn orders_in(&self, kind: StrategyKind) -> i64 {
+        if kind.spec().backend == "postgres" {
+            return self.order_count().await;
+        }
+        let audit = self.audit().await;
+        books_of(&audit, kind)["total"]["orders"].as_i64().expect("ledger counts orders")
+    }
+}
+
+/// Polls `check` until it holds, failing the test with `what` if it does not within `within`.
+/// Waits for a state, not for a duration: a slow machine only makes it poll longer.
+pub(crate) async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "{what}: still not true after {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A TCP proxy in front of PostgreSQL that can cut the network. `break_networking` drops every
+/// live connection and closes new ones as soon as they are accepted; `stall_networking` keeps
+/// every connection open but forwards nothing, like a partition that sends no reset;
+/// `restore_networking` forwards new connections again (stalled ones are closed). Dropping the
+/// proxy closes everything.
+#[derive(Debug)]
+pub(crate) struct ChaosProxy {
+    addr: SocketAddr,
+    state: tokio::sync::watch::Sender<ProxyState>,
+    live: Arc<std::sync::atomic::AtomicUsize>,
+    accept_loop: tokio::task::JoinHandle<()>,
+}
+
+/// What the proxy does with traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Network {
+    Up,
+    Broken,
+    Stalled,
+}
+
+/// The network, and a count of the cuts: a connection lives until the count moves past the one it
+/// was accepted under.
+#[derive(Debug, Clone, Copy)]
+struct ProxyState {
+    network: Network,
+    generation: u64,
+}
+
+/// Counts a connection the proxy holds for as long as it lives.
+#[derive(Debug)]
+struct LiveConnection(Arc<std::sync::atomic::AtomicUsize>);
+
+impl LiveConnection {
+    fn new(live: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        live.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Self(Arc::clone(live))
+    }
+}
+
+impl Drop for LiveConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl ChaosProxy {
+    /// Starts a proxy on a free loopback port forwarding to the server `backend` connects to.
+    pub(crate) async fn start(backend: &PgConnectOptions) -> Self {
+        let target = (backend.get_host().to_owned(), backend.get_port());
+        assert!(!target.0.starts_with('/'), "the proxy forwards TCP, not a Unix socket: {}", target.0);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        let (state, watcher) =
+            tokio::sync::watch::channel(ProxyState { network: Network::Up, generation: 0 });
+        let live = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = Arc::clone(&live);
+        let accept_loop = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let ProxyState { network, generation } = *watcher.borrow();
+                if network == Network::Broken {
+                    continue; // dropped: the client sees its connection closed
+                }
+                let connection = LiveConnection::new(&counter);
+                let mut watcher = watcher.clone();
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let _connection = connection;
+                    let cut = |now: &ProxyState| now.generation != generation;
+                    if network == Network::Up {
+                        let Ok(mut server) =
+                            tokio::net::TcpStream::connect((target.0.as_str(), target.1)).await
+                        else {
+                            return;
+                        };
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => return,
+                            _ = watcher.wait_for(|now| cut(now) || now.network == Network::Stalled) => {}
+                        }
+                    }
+                    // Stalled: hold the connection open, forward nothing, until the next cut.
+                    let _ = watcher.wait_for(cut).await;
+                });
+            }
+        });
+        Self { addr, state, live, accept_loop }
+    }
+
+    /// `backend` with its host and port replaced by the proxy's.
+    pub(crate) fn connect_options(&self, backend: &PgConnectOptions) -> PgConnectOptions {
+        backend.clone().host("127.0.0.1").port(self.addr.port())
+    }
+
+    /// Refuses new connections and returns once every live one is closed.
+    pub(crate) async fn break_networking(&self) {
+        self.state.send_modify(|state| {
+            state.network = Network::Broken;
+            state.generation += 1;
+        });
+        let live = &self.live;
+        eventually("the proxy closes every live connection", Duration::from_secs(10), || async {
+            live.load(std::sync::atomic::Ordering::SeqCst) == 0
+        })
+        .await;
+    }
+
+    /// Stops forwarding in both directions; connections stay open, new ones are accepted.
+    pub(crate) fn stall_networking(&self) {
+        self.state.send_modify(|state| state.network = Network::Stalled);
+    }
+
+    /// Forwards new connections again; connections held by a stall are closed.
+    pub(crate) fn restore_networking(&self) {
+        self.state.send_modify(|state| {
+            if state.network == Network::Stalled {
+                state.generation += 1;
+            }
+            state.network = Network::Up;
+        });
+    }
+}
+
+impl Drop for ChaosProxy {
+    fn drop(&mut self) {
+        self.state.send_modify(|state| {
+            state.network = Network::Broken;
+            state.generation += 1;
+        });
+        self.accept_loop.abort();
+    }
 }
