@@ -5,7 +5,7 @@ use std::ops::Deref;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use checkout_strategies::{Backends, Registry, StockPlan, StrategyError, catalog};
+use checkout_strategies::{Backends, RedisBackend, Registry, StockPlan, StrategyError, catalog, redis_stock};
 use sqlx::PgPool;
 
 use crate::stats::{Measured, Stats};
@@ -24,6 +24,7 @@ pub struct AppConfig {
 pub struct App {
     pub registry: Registry,
     pub pg: PgPool,
+    pub redis: RedisBackend,
     pub stats: Arc<Stats>,
     pub config: AppConfig,
     plan: RwLock<StockPlan>,
@@ -53,7 +54,14 @@ impl App {
         for strategy in registry.iter() {
             strategy.prepare(&plan).await?;
         }
-        Ok(Self { registry, pg: backends.pg.clone(), stats, config, plan: RwLock::new(plan) })
+        Ok(Self {
+            registry,
+            pg: backends.pg.clone(),
+            redis: backends.redis.clone(),
+            stats,
+            config,
+            plan: RwLock::new(plan),
+        })
     }
 
     /// Like [`App::new`], with the plan of the last reset; an empty catalogue first gets
@@ -77,18 +85,29 @@ impl App {
         Self::new(backends, config, plan).await
     }
 
-    /// Resets PostgreSQL and every strategy to `plan`, and clears the statistics.
+    /// Resets PostgreSQL to `plan`, mirrors its stock into Redis (clearing everything else under
+    /// the Redis prefix: streams, in-flight counters, idempotency keys), hands every strategy the
+    /// plan and clears the statistics.
     ///
     /// # Errors
     /// When a backend does not answer; strategies may then hold the old plan.
     pub async fn reset(&self, plan: StockPlan) -> Result<catalog::ResetSummary, StrategyError> {
-        let summary = catalog::reset(&self.pg, &plan).await?;
+        let started = std::time::Instant::now();
+        let mut summary = catalog::reset(&self.pg, &plan).await?;
+        redis_stock::clear(&self.redis).await?;
+        summary.redis_keys_loaded = redis_stock::load_from_sql(&self.pg, &self.redis).await?;
         for strategy in self.registry.iter() {
             strategy.prepare(&plan).await?;
         }
         self.stats.reset();
+        summary.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         *self.plan.write().unwrap_or_else(PoisonError::into_inner) = plan;
         Ok(summary)
+    }
+
+    /// The plan of the last reset.
+    pub fn current_plan(&self) -> StockPlan {
+        self.plan.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// Product ids the current plan names explicitly: the audit always reports them.

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use checkout_strategies::{PgSettings, Tuning};
+use checkout_strategies::{PgSettings, RedisBackend, RedisKeys, RedisSettings, Tuning};
 use clap::Args;
 
 /// Where the backends are and how connections to them behave.
@@ -18,6 +18,15 @@ pub struct BackendArgs {
     /// Redis URL, for the Redis-backed strategies.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
+
+    /// Prefix of every Redis key the strategies write; a reset clears keys under it. Give each
+    /// independent setup sharing one Redis its own.
+    #[arg(long, env = "REDIS_PREFIX", default_value = "checkout:")]
+    pub redis_prefix: String,
+
+    /// Longest wait for one Redis reply, in milliseconds, before the call fails (503).
+    #[arg(long, env = "REDIS_RESPONSE_TIMEOUT_MS", default_value_t = 2_000)]
+    pub redis_response_timeout_ms: u64,
 
     /// PostgreSQL connections in the pool. Small on purpose: a hot row serialises writers, and
     /// more connections only queue on its lock.
@@ -34,6 +43,18 @@ pub struct BackendArgs {
 }
 
 impl BackendArgs {
+    /// The Redis backend these flags describe; it connects on first use.
+    ///
+    /// # Errors
+    /// When `REDIS_URL` is not a Redis URL.
+    pub fn redis_backend(&self) -> Result<RedisBackend, redis::RedisError> {
+        let settings = RedisSettings {
+            response_timeout: Duration::from_millis(self.redis_response_timeout_ms),
+            ..RedisSettings::default()
+        };
+        RedisBackend::lazy(&self.redis_url, RedisKeys::new(self.redis_prefix.clone()), settings)
+    }
+
     /// The pool settings these flags describe.
     pub const fn pg_settings(&self) -> PgSettings {
         PgSettings {

@@ -50,7 +50,8 @@ async fn main() -> anyhow::Result<()> {
         populate::run(&pg, args).await?;
         return Ok(());
     }
-    let backends = Backends { pg, tuning: cli.serve.tuning() };
+    let redis = backend_args.redis_backend().context("invalid REDIS_URL")?;
+    let backends = Backends { pg, redis, tuning: cli.serve.tuning() };
     let config = AppConfig {
         admin_token: cli.serve.admin_token.clone(),
         request_timeout: std::time::Duration::from_millis(cli.serve.request_timeout_ms),

@@ -23,6 +23,8 @@ pub struct ResetSummary {
     pub products_written: u64,
     /// Products kept from before whose stock became their new initial stock.
     pub products_rebaselined: u64,
+    /// Stock keys written to Redis (every product).
+    pub redis_keys_loaded: u64,
     pub elapsed_ms: u64,
 }
 
@@ -77,6 +79,7 @@ pub async fn reset(pool: &PgPool, plan: &StockPlan) -> Result<ResetSummary, Stra
     Ok(ResetSummary {
         products_written: written,
         products_rebaselined: rebaselined,
+        redis_keys_loaded: 0,
         elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     })
 }

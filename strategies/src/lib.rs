@@ -17,6 +17,8 @@ pub mod kind;
 pub mod order;
 pub mod order_store;
 pub mod plan;
+pub mod redis_keys;
+pub mod redis_stock;
 pub mod registry;
 pub mod sql_atomic;
 pub mod sql_for_update;
@@ -24,7 +26,7 @@ pub mod sql_naive;
 mod sql_stock;
 pub mod strategy;
 
-pub use backends::{Backends, PgSettings, Tuning};
+pub use backends::{Backends, PgSettings, RedisBackend, RedisSettings, Tuning};
 pub use error::StrategyError;
 pub use kind::{Guarantees, StrategyKind, UnknownStrategy};
 pub use order::{
@@ -32,6 +34,7 @@ pub use order::{
     PurchaseOutcome, PurchaseRequest, Quantity, Receipt,
 };
 pub use plan::{ProductStock, RandomProducts, StockPlan};
+pub use redis_keys::RedisKeys;
 pub use registry::Registry;
 pub use strategy::{OwnLedger, ProductLedger, Strategy};
 

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use checkout_bench::app::{App, AppConfig, AppState};
-use checkout_strategies::{Backends, PgSettings, StockPlan, StrategyKind, Tuning, backends};
+use checkout_strategies::{
+    Backends, PgSettings, RedisBackend, RedisKeys, RedisSettings, StockPlan, StrategyKind, Tuning, backends,
+};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
@@ -19,6 +21,9 @@ pub(crate) struct Setup {
     pub(crate) pg: PgSettings,
     pub(crate) admin_token: Option<String>,
     pub(crate) request_timeout: Duration,
+    /// Redis URL (`REDIS_URL`, else the local default); keys go under a prefix unique to the test.
+    pub(crate) redis_url: String,
+    pub(crate) redis: RedisSettings,
 }
 
 impl Default for Setup {
@@ -29,6 +34,8 @@ impl Default for Setup {
             pg: PgSettings::default(),
             admin_token: None,
             request_timeout: Duration::from_secs(10),
+            redis_url: std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+            redis: RedisSettings::default(),
         }
     }
 }
@@ -40,6 +47,8 @@ pub(crate) struct TestApp {
     pub(crate) pool: PgPool,
     pub(crate) client: reqwest::Client,
     pub(crate) app: Arc<App>,
+    /// The test's Redis backend, keys under its own prefix.
+    pub(crate) redis: RedisBackend,
     _shutdown: oneshot::Sender<()>,
 }
 
@@ -51,7 +60,9 @@ pub(crate) async fn spawn_app(connect: PgConnectOptions, setup: Setup) -> TestAp
 
 /// Starts a server on `pool`; resets the catalogue first when `reset` is set.
 pub(crate) async fn spawn_app_on(pool: PgPool, setup: Setup, reset: bool) -> TestApp {
-    let backends = Backends { pg: pool.clone(), tuning: setup.tuning };
+    let keys = RedisKeys::new(format!("test-{}:", uuid::Uuid::new_v4().simple()));
+    let redis = RedisBackend::lazy(&setup.redis_url, keys, setup.redis).expect("valid REDIS_URL");
+    let backends = Backends { pg: pool.clone(), redis: redis.clone(), tuning: setup.tuning };
     let config = AppConfig { admin_token: setup.admin_token.clone(), request_timeout: setup.request_timeout };
     let app =
         Arc::new(App::new(&backends, config, setup.plan.clone()).await.expect("strategies take the plan"));
@@ -74,7 +85,7 @@ pub(crate) async fn spawn_app_on(pool: PgPool, setup: Setup, reset: bool) -> Tes
         .timeout(Duration::from_secs(30))
         .build()
         .expect("http client");
-    TestApp { url: format!("http://{addr}"), pool, client, app, _shutdown: shutdown }
+    TestApp { url: format!("http://{addr}"), pool, client, app, redis, _shutdown: shutdown }
 }
 
 /// A valid purchase body.
@@ -126,6 +137,16 @@ impl TestApp {
             .fetch_one(&self.pool)
             .await
             .expect("product exists")
+    }
+
+    /// Stock of a product as Redis holds it, `None` when the key is missing.
+    pub(crate) async fn redis_stock(&self, product: i64) -> Option<i64> {
+        let mut conn = self.redis.conn.clone();
+        redis::cmd("GET")
+            .arg(self.redis.keys.stock(product))
+            .query_async(&mut conn)
+            .await
+            .expect("Redis answers")
     }
 
     /// Number of orders PostgreSQL holds.

@@ -8,3 +8,4 @@ mod contention;
 mod disconnect;
 mod helpers;
 mod orders;
+mod redis_stock;

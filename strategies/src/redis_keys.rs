@@ -1,0 +1,84 @@
+//! Every Redis key the strategies use, under one prefix, so tests (and several benches on one
+//! Redis) never see each other's keys and a reset can clear exactly its own.
+
+/// Key names under a prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisKeys {
+    prefix: String,
+}
+
+impl RedisKeys {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self { prefix: prefix.into() }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `SCAN` pattern matching every key under the prefix.
+    pub fn pattern(&self) -> String {
+        format!("{}*", escape_glob(&self.prefix))
+    }
+
+    /// Units of a product left to sell.
+    pub fn stock(&self, product: i64) -> String {
+        format!("{}stock:{product}", self.prefix)
+    }
+
+    /// Units of a product taken in Redis whose order PostgreSQL does not hold yet. Recovering a
+    /// lost stock key subtracts them from PostgreSQL's stock.
+    pub fn inflight(&self, product: i64) -> String {
+        format!("{}inflight:{product}", self.prefix)
+    }
+
+    /// The order an idempotency key already names.
+    pub fn idempotency(&self, key: &str) -> String {
+        format!("{}idem:{key}", self.prefix)
+    }
+
+    /// A strategy's order stream.
+    pub fn stream(&self, strategy: &str) -> String {
+        format!("{}stream:{strategy}", self.prefix)
+    }
+
+    /// Where a strategy's orders go after failing too often.
+    pub fn dead_letter(&self, strategy: &str) -> String {
+        format!("{}dead:{strategy}", self.prefix)
+    }
+
+    /// Accepted orders of a strategy not yet persisted: order id → stream entry.
+    pub fn pending(&self, strategy: &str) -> String {
+        format!("{}pending:{strategy}", self.prefix)
+    }
+}
+
+/// Escapes glob metacharacters so a prefix matches only itself in `SCAN MATCH`.
+fn escape_glob(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_live_under_the_prefix() {
+        let keys = RedisKeys::new("t-abc:");
+        assert_eq!(keys.stock(100), "t-abc:stock:100");
+        assert_eq!(keys.stream("stream"), "t-abc:stream:stream");
+        assert_eq!(keys.pattern(), "t-abc:*");
+    }
+
+    #[test]
+    fn glob_characters_in_the_prefix_are_escaped() {
+        assert_eq!(RedisKeys::new("a*[b]?").pattern(), "a\\*\\[b\\]\\?*");
+    }
+}
