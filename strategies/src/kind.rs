@@ -16,6 +16,8 @@ pub enum StrategyKind {
     SqlNaive,
     SqlForUpdate,
     SqlAtomic,
+    RedisDecr,
+    RedisLua,
 }
 
 /// What a strategy promises, read by the HTTP listing, the README table and the behaviour suite.
@@ -36,7 +38,8 @@ pub struct Guarantees {
 
 impl StrategyKind {
     /// Every kind, in the order listings show them.
-    pub const ALL: [Self; 4] = [Self::Memory, Self::SqlNaive, Self::SqlForUpdate, Self::SqlAtomic];
+    pub const ALL: [Self; 6] =
+        [Self::Memory, Self::SqlNaive, Self::SqlForUpdate, Self::SqlAtomic, Self::RedisDecr, Self::RedisLua];
 
     /// The one name used everywhere (kebab-case).
     pub const fn as_str(self) -> &'static str {
@@ -45,6 +48,8 @@ impl StrategyKind {
             Self::SqlNaive => "sql-naive",
             Self::SqlForUpdate => "sql-for-update",
             Self::SqlAtomic => "sql-atomic",
+            Self::RedisDecr => "redis-decr",
+            Self::RedisLua => "redis-lua",
         }
     }
 
@@ -82,6 +87,23 @@ impl StrategyKind {
                 queued: false,
                 description: "One conditional UPDATE ... WHERE stock >= quantity per item and the order \
                               insert in one transaction (one statement for single-item orders).",
+            },
+            Self::RedisDecr => Guarantees {
+                backend: "redis+postgres",
+                safe: true,
+                durable: true,
+                queued: false,
+                description: "The seed's `redis` mode: DECRBY every line in Redis, INCRBY back when one \
+                              went negative; the order and the same decrement are committed to \
+                              PostgreSQL before 201. Never oversells; may undersell transiently.",
+            },
+            Self::RedisLua => Guarantees {
+                backend: "redis+postgres",
+                safe: true,
+                durable: true,
+                queued: false,
+                description: "One Lua script checks and reserves every line atomically in Redis; the order \
+                              and the same decrement are committed to PostgreSQL before 201.",
             },
         }
     }

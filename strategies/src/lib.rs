@@ -7,7 +7,9 @@
 //! - [`plan`]: what a reset puts on the shelves.
 //! - [`registry`]: kind → running strategy.
 //! - [`catalog`]: reset, bulk `COPY`, and the SQL books the audit reads.
-//! - One file per mechanism: [`in_memory`], [`sql_naive`], [`sql_for_update`], [`sql_atomic`].
+//! - [`redis_stock`]: stock mirrored into Redis, and its recovery.
+//! - One file per mechanism: [`in_memory`], [`sql_naive`], [`sql_for_update`], [`sql_atomic`],
+//!   [`redis_decr`], [`redis_lua`].
 
 pub mod backends;
 pub mod catalog;
@@ -17,7 +19,11 @@ pub mod kind;
 pub mod order;
 pub mod order_store;
 pub mod plan;
+pub mod redis_decr;
+mod redis_idempotency;
 pub mod redis_keys;
+pub mod redis_lua;
+mod redis_persist;
 pub mod redis_stock;
 pub mod registry;
 pub mod sql_atomic;

@@ -98,7 +98,8 @@ pub async fn stocks(redis: &RedisBackend, products: &[i64]) -> Result<Vec<Option
     let keys: Vec<String> = products.iter().map(|&id| redis.keys.stock(id)).collect();
     let mut values = Vec::with_capacity(products.len());
     for chunk in keys.chunks(LOAD_BATCH) {
-        let part: Vec<Option<i64>> = conn.mget(chunk).await?;
+        // Always MGET: redis-rs's `mget` sends GET for one key, whose reply does not read as a list.
+        let part: Vec<Option<i64>> = redis::cmd("MGET").arg(chunk).query_async(&mut conn).await?;
         values.extend(part);
     }
     Ok(values)

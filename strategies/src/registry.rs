@@ -6,6 +6,8 @@ use std::sync::Arc;
 use crate::backends::Backends;
 use crate::in_memory::InMemory;
 use crate::kind::StrategyKind;
+use crate::redis_decr::RedisDecr;
+use crate::redis_lua::RedisLua;
 use crate::sql_atomic::SqlAtomic;
 use crate::sql_for_update::SqlForUpdate;
 use crate::sql_naive::SqlNaive;
@@ -22,6 +24,8 @@ pub fn build(kind: StrategyKind, backends: &Backends) -> Arc<dyn Strategy> {
             Arc::new(SqlForUpdate::new(backends.pg.clone(), backends.tuning.conflict_retries))
         }
         StrategyKind::SqlAtomic => Arc::new(SqlAtomic::new(backends.pg.clone())),
+        StrategyKind::RedisDecr => Arc::new(RedisDecr::new(backends.pg.clone(), backends.redis.clone())),
+        StrategyKind::RedisLua => Arc::new(RedisLua::new(backends.pg.clone(), backends.redis.clone())),
     }
 }
 

@@ -79,7 +79,7 @@ async fn flash_sale(connect: PgConnectOptions, kind: StrategyKind) {
         );
         assert_eq!(audit["clean"], false, "{kind}: an oversold run must not audit clean");
     }
-    if kind.spec().backend == "postgres" {
+    if kind.spec().backend.contains("postgres") {
         assert_eq!(
             app.order_count().await,
             i64::try_from(confirmed).unwrap(),
@@ -112,4 +112,6 @@ contention_tests! {
     sql_naive_is_caught_overselling => StrategyKind::SqlNaive,
     sql_for_update_sells_exactly_the_stock => StrategyKind::SqlForUpdate,
     sql_atomic_sells_exactly_the_stock => StrategyKind::SqlAtomic,
+    redis_decr_sells_exactly_the_stock => StrategyKind::RedisDecr,
+    redis_lua_sells_exactly_the_stock => StrategyKind::RedisLua,
 }

@@ -92,7 +92,7 @@ async fn sql_atomic_multi_item_orders_are_all_or_nothing(
 
 /// Orders holding `key` in the books `kind` sells from.
 async fn orders_with_key(app: &TestApp, kind: StrategyKind, key: &str) -> i64 {
-    if kind.spec().backend == "postgres" {
+    if kind.spec().backend.contains("postgres") {
         return sqlx::query_scalar("SELECT COUNT(*) FROM orders WHERE idempotency_key = $1")
             .bind(key)
             .fetch_one(&app.pool)
@@ -213,6 +213,8 @@ idempotency_tests! {
     sql_naive_replays_a_key, sql_naive_replays_a_key_sent_concurrently => StrategyKind::SqlNaive,
     sql_for_update_replays_a_key, sql_for_update_replays_a_key_sent_concurrently => StrategyKind::SqlForUpdate,
     sql_atomic_replays_a_key, sql_atomic_replays_a_key_sent_concurrently => StrategyKind::SqlAtomic,
+    redis_decr_replays_a_key, redis_decr_replays_a_key_sent_concurrently => StrategyKind::RedisDecr,
+    redis_lua_replays_a_key, redis_lua_replays_a_key_sent_concurrently => StrategyKind::RedisLua,
 }
 
 #[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
