@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use checkout_strategies::{
-    OrderStatus, OrderView, OwnLedger, PurchaseOutcome, PurchaseRequest, StockPlan, Strategy, StrategyError,
+    Backlog, OrderStatus, OrderView, OwnLedger, PurchaseOutcome, PurchaseRequest, StockPlan, Strategy, StrategyError,
     StrategyKind,
 };
 use hdrhistogram::Histogram;
@@ -229,6 +229,10 @@ impl Strategy for Measured {
 
     async fn own_ledger(&self) -> Result<Option<OwnLedger>, StrategyError> {
         self.inner.own_ledger().await
+    }
+
+    async fn backlog(&self) -> Result<Option<Backlog>, StrategyError> {
+        self.inner.backlog().await
     }
 
     async fn own_order(&self, id: Uuid) -> Result<Option<OrderView>, StrategyError> {

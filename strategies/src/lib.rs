@@ -42,7 +42,7 @@ pub use order::{
 pub use plan::{ProductStock, RandomProducts, StockPlan};
 pub use redis_keys::RedisKeys;
 pub use registry::Registry;
-pub use strategy::{OwnLedger, ProductLedger, Strategy};
+pub use strategy::{Backlog, OwnLedger, ProductLedger, Strategy};
 
 /// Every schema migration, applied at server start and by each database-backed test.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();

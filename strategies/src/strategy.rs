@@ -42,6 +42,11 @@ pub trait Strategy: Send + Sync + fmt::Debug {
         Ok(None)
     }
 
+    /// Orders accepted and not yet settled, for strategies that queue. `None` for the others.
+    async fn backlog(&self) -> Result<Option<Backlog>, StrategyError> {
+        Ok(None)
+    }
+
     /// An order this strategy keeps outside PostgreSQL.
     async fn own_order(&self, _id: Uuid) -> Result<Option<OrderView>, StrategyError> {
         Ok(None)
@@ -70,4 +75,13 @@ pub struct OwnLedger {
     pub orders: i64,
     /// Orders beyond the first for their idempotency key.
     pub duplicated: i64,
+}
+
+/// What a queueing strategy still owes: accepted orders not yet persisted, and orders given up on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Backlog {
+    /// Accepted (202) and not yet written to PostgreSQL.
+    pub pending: i64,
+    /// Moved to the dead-letter stream after failing too often; their stock was released.
+    pub dead_lettered: i64,
 }
