@@ -1,5 +1,6 @@
 //! The application: every strategy wrapped in its measuring layer, the pool the admin and read
-//! routes use, the current stock plan, and settings. Handlers get it as a cheap [`AppState`] clone.
+//! routes use, the current stock plan, the session store, and settings. Handlers get it as a cheap
+//! [`AppState`] clone.
 
 use std::ops::Deref;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -8,6 +9,7 @@ use std::time::Duration;
 use checkout_strategies::{Backends, RedisBackend, Registry, StockPlan, StrategyError, catalog, redis_stock};
 use sqlx::PgPool;
 
+use crate::sessions::{SessionConfig, Sessions};
 use crate::stats::{Measured, Stats};
 
 /// Settings the HTTP layer needs.
@@ -17,6 +19,8 @@ pub struct AppConfig {
     pub admin_token: Option<String>,
     /// Longest a purchase may take before the client is answered 503.
     pub request_timeout: Duration,
+    /// Where buyer sessions live and whether purchases need one.
+    pub sessions: SessionConfig,
 }
 
 /// Everything a request may touch.
@@ -26,6 +30,7 @@ pub struct App {
     pub pg: PgPool,
     pub redis: RedisBackend,
     pub stats: Arc<Stats>,
+    pub sessions: Sessions,
     pub config: AppConfig,
     plan: RwLock<StockPlan>,
 }
@@ -47,7 +52,7 @@ impl App {
     /// strategy's `prepare` needs, so it works with PostgreSQL down.
     ///
     /// # Errors
-    /// When a strategy cannot take the plan.
+    /// When a strategy cannot take the plan, or the session connection settings are rejected.
     pub async fn new(backends: &Backends, config: AppConfig, plan: StockPlan) -> Result<Self, StrategyError> {
         let stats = Arc::new(Stats::new());
         let registry = Registry::build_all(backends, |strategy| Measured::wrap(strategy, Arc::clone(&stats)));
@@ -59,6 +64,7 @@ impl App {
             pg: backends.pg.clone(),
             redis: backends.redis.clone(),
             stats,
+            sessions: Sessions::lazy(&config.sessions)?,
             config,
             plan: RwLock::new(plan),
         })
@@ -103,6 +109,21 @@ impl App {
         summary.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         *self.plan.write().unwrap_or_else(PoisonError::into_inner) = plan;
         Ok(summary)
+    }
+
+    /// Rewrites the Redis mirror from PostgreSQL, keeping units of accepted, not yet persisted
+    /// orders in flight. For a quiet system: see [`redis_stock::repair`].
+    ///
+    /// # Errors
+    /// When a backend does not answer.
+    pub async fn repair_redis(&self) -> Result<redis_stock::RepairReport, StrategyError> {
+        let mut pending = std::collections::HashMap::new();
+        for strategy in self.registry.iter() {
+            for (product, units) in strategy.pending_units().await? {
+                *pending.entry(product).or_insert(0) += units;
+            }
+        }
+        redis_stock::repair(&self.pg, &self.redis, &pending).await
     }
 
     /// The plan of the last reset.

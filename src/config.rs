@@ -5,8 +5,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use checkout_strategies::{PgSettings, RedisBackend, RedisKeys, RedisSettings, Tuning};
+use checkout_strategies::{PgSettings, RedisBackend, RedisKeys, RedisSettings, Tuning, WorkerSettings};
 use clap::Args;
+use clap::builder::BoolishValueParser;
+
+use crate::sessions::SessionConfig;
 
 /// Where the backends are and how connections to them behave.
 #[derive(Debug, Clone, Args)]
@@ -48,11 +51,14 @@ impl BackendArgs {
     /// # Errors
     /// When `REDIS_URL` is not a Redis URL.
     pub fn redis_backend(&self) -> Result<RedisBackend, redis::RedisError> {
-        let settings = RedisSettings {
+        RedisBackend::lazy(&self.redis_url, RedisKeys::new(self.redis_prefix.clone()), self.redis_settings())
+    }
+
+    fn redis_settings(&self) -> RedisSettings {
+        RedisSettings {
             response_timeout: Duration::from_millis(self.redis_response_timeout_ms),
             ..RedisSettings::default()
-        };
-        RedisBackend::lazy(&self.redis_url, RedisKeys::new(self.redis_prefix.clone()), settings)
+        }
     }
 
     /// The pool settings these flags describe.
@@ -103,5 +109,119 @@ impl ServeArgs {
             naive_race_window: Duration::from_millis(self.naive_race_window_ms),
             conflict_retries: self.conflict_retries,
         }
+    }
+}
+
+/// Buyer sessions: where they live and whether purchases need one.
+#[derive(Debug, Clone, Args)]
+pub struct SessionArgs {
+    /// Redis database number holding sessions, on the server of `REDIS_URL`: apart from the
+    /// stock keys, so neither a reset nor a stock scan touches them.
+    #[arg(
+        long,
+        env = "SESSION_REDIS_DB",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(i64).range(0..),
+    )]
+    pub session_redis_db: i64,
+
+    /// Seconds a session lives without use; each purchase that uses it starts the count again.
+    #[arg(
+        long,
+        env = "SESSION_TTL_SECS",
+        default_value_t = 1_800,
+        value_parser = clap::value_parser!(u64).range(1..),
+    )]
+    pub session_ttl_secs: u64,
+
+    /// Whether a purchase needs a session (cookie or `X-Session-Token`) unless it names its buyer
+    /// in `user` or says `skip_auth`. `false` lets every purchase through without one.
+    #[arg(
+        long,
+        env = "REQUIRE_SESSION",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_parser = BoolishValueParser::new(),
+    )]
+    pub require_session: bool,
+}
+
+impl SessionArgs {
+    /// The session settings these flags describe, on the Redis server and under the prefix of
+    /// `backends`, with its response timeout.
+    ///
+    /// # Errors
+    /// When `REDIS_URL` is not a Redis URL.
+    pub fn session_config(&self, backends: &BackendArgs) -> Result<SessionConfig, redis::RedisError> {
+        Ok(SessionConfig {
+            prefix: backends.redis_prefix.clone(),
+            ttl: Duration::from_secs(self.session_ttl_secs),
+            required: self.require_session,
+            redis: backends.redis_settings(),
+            ..SessionConfig::new(&backends.redis_url, self.session_redis_db)?
+        })
+    }
+}
+
+/// The stream worker: how it reads, takes over and gives up on entries.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    /// Stream entries read, and persisted in one PostgreSQL transaction, at a time.
+    #[arg(long, env = "WORKER_BATCH", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub worker_batch: u64,
+
+    /// Longest a worker's read waits for new entries, in milliseconds (`XREADGROUP … BLOCK`). Its
+    /// connection waits 3 s longer for a reply; stopping waits for the read.
+    #[arg(long, env = "WORKER_BLOCK_MS", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub worker_block_ms: u64,
+
+    /// An entry delivered to a worker and not settled for this long, in milliseconds, is taken
+    /// over by another worker (`XAUTOCLAIM`): how long a crashed worker's batch waits.
+    #[arg(long, env = "CLAIM_IDLE_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub claim_idle_ms: u64,
+
+    /// Deliveries after which an entry that keeps failing goes to the dead-letter stream, its
+    /// stock released.
+    #[arg(long, env = "MAX_DELIVERIES", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1_000))]
+    pub max_deliveries: u64,
+}
+
+impl WorkerArgs {
+    /// The worker settings these flags describe.
+    pub fn settings(&self) -> WorkerSettings {
+        WorkerSettings {
+            batch: usize::try_from(self.worker_batch).unwrap_or(usize::MAX),
+            block: Duration::from_millis(self.worker_block_ms),
+            claim_idle: Duration::from_millis(self.claim_idle_ms),
+            max_deliveries: self.max_deliveries,
+        }
+    }
+}
+
+/// Whether `server` runs the stream worker beside the API.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerSwitch {
+    /// Run the stream worker inside the server. Turn it off to serve the API alone and run
+    /// workers apart with `server worker`.
+    #[arg(
+        long,
+        env = "WORKER",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_parser = BoolishValueParser::new(),
+        num_args = 0..=1,
+        default_missing_value = "true",
+        overrides_with = "no_worker",
+    )]
+    pub worker: bool,
+
+    /// Same as `--worker false`.
+    #[arg(long, overrides_with = "worker")]
+    pub no_worker: bool,
+}
+
+impl WorkerSwitch {
+    pub const fn enabled(&self) -> bool {
+        self.worker && !self.no_worker
     }
 }

@@ -8,6 +8,7 @@
 //! - [`audit`]: reconciles stock with orders after a run.
 //! - [`populate`]: bulk-loads a catalogue at the seed's scale.
 //! - [`server`]: serving with graceful shutdown.
+//! - [`sessions`]: buyer sessions in their own Redis database.
 //!
 //! The strategies themselves live in the `checkout-strategies` crate.
 
@@ -17,4 +18,5 @@ pub mod config;
 pub mod http;
 pub mod populate;
 pub mod server;
+pub mod sessions;
 pub mod stats;

@@ -2,15 +2,15 @@
 //! strategy files hold only their mechanism. Feeds `GET /stats` (HdrHistogram percentiles) and
 //! `GET /metrics` (Prometheus).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use checkout_strategies::{
-    Backlog, OrderStatus, OrderView, OwnLedger, PurchaseOutcome, PurchaseRequest, StockPlan, Strategy, StrategyError,
-    StrategyKind,
+    Backlog, OrderStatus, OrderView, OwnLedger, PurchaseOutcome, PurchaseRequest, StockPlan, Strategy,
+    StrategyError, StrategyKind,
 };
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -147,6 +147,15 @@ impl Stats {
             .record(elapsed.as_secs_f64());
     }
 
+    /// Strategies that placed orders (confirmed or pending) since the last reset.
+    pub fn sold_by(&self) -> Vec<StrategyKind> {
+        self.by_kind
+            .iter()
+            .filter(|(_, c)| c.confirmed.load(Ordering::Relaxed) + c.pending.load(Ordering::Relaxed) > 0)
+            .map(|(&kind, _)| kind)
+            .collect()
+    }
+
     /// Zeroes every counter and histogram.
     pub fn reset(&self) {
         for counters in self.by_kind.values() {
@@ -233,6 +242,10 @@ impl Strategy for Measured {
 
     async fn backlog(&self) -> Result<Option<Backlog>, StrategyError> {
         self.inner.backlog().await
+    }
+
+    async fn pending_units(&self) -> Result<HashMap<i64, i64>, StrategyError> {
+        self.inner.pending_units().await
     }
 
     async fn own_order(&self, id: Uuid) -> Result<Option<OrderView>, StrategyError> {

@@ -1,10 +1,12 @@
-//! `server`: the checkout HTTP server, and `server populate` to bulk-load a catalogue.
+//! `server`: the checkout HTTP server with the stream worker beside it, `server worker` to run
+//! stream workers alone, and `server populate` to bulk-load a catalogue.
 
 use anyhow::Context;
 use checkout_bench::app::{App, AppConfig, AppState};
-use checkout_bench::config::{BackendArgs, ServeArgs};
+use checkout_bench::config::{BackendArgs, ServeArgs, SessionArgs, WorkerArgs, WorkerSwitch};
 use checkout_bench::populate::{self, PopulateArgs};
-use checkout_strategies::{Backends, StockPlan, backends};
+use checkout_strategies::redis_stream::run_workers;
+use checkout_strategies::{Backends, CancellationToken, StockPlan, Tuning, backends};
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
@@ -18,6 +20,12 @@ struct Cli {
     backends: BackendArgs,
     #[command(flatten)]
     serve: ServeArgs,
+    #[command(flatten)]
+    sessions: SessionArgs,
+    #[command(flatten)]
+    worker_switch: WorkerSwitch,
+    #[command(flatten)]
+    worker: WorkerArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -29,6 +37,13 @@ enum Command {
         #[command(flatten)]
         args: PopulateArgs,
     },
+    /// Run the stream workers alone until Ctrl-C or SIGTERM; several may run side by side.
+    Worker {
+        #[command(flatten)]
+        backends: BackendArgs,
+        #[command(flatten)]
+        worker: WorkerArgs,
+    },
 }
 
 #[tokio::main]
@@ -38,7 +53,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     let backend_args = match &cli.command {
-        Some(Command::Populate { backends, .. }) => backends,
+        Some(Command::Populate { backends, .. } | Command::Worker { backends, .. }) => backends,
         None => &cli.backends,
     };
     backends::prepare_database(&backend_args.database_url)
@@ -51,10 +66,18 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let redis = backend_args.redis_backend().context("invalid REDIS_URL")?;
+    let stop = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(stop.clone()));
+    if let Some(Command::Worker { worker, .. }) = &cli.command {
+        let backends = Backends { pg, redis, tuning: Tuning::default() };
+        run_workers(&backends, worker.settings(), stop).await.context("stream workers failed")?;
+        return Ok(());
+    }
     let backends = Backends { pg, redis, tuning: cli.serve.tuning() };
     let config = AppConfig {
         admin_token: cli.serve.admin_token.clone(),
         request_timeout: std::time::Duration::from_millis(cli.serve.request_timeout_ms),
+        sessions: cli.sessions.session_config(&cli.backends).context("invalid REDIS_URL")?,
     };
     checkout_bench::http::prometheus();
     let app = App::load(&backends, config, StockPlan::flash_sale(cli.serve.default_products)).await?;
@@ -62,13 +85,58 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", cli.serve.bind))?;
     tracing::info!(addr = %listener.local_addr()?, "checkout server listening");
-    checkout_bench::server::run(
-        listener,
-        AppState(std::sync::Arc::new(app)),
-        checkout_bench::server::shutdown_signal(),
-    )
-    .await?;
-    Ok(())
+    let state = AppState(std::sync::Arc::new(app));
+    let mut api = tokio::spawn(checkout_bench::server::run(listener, state, stop.clone().cancelled_owned()));
+    let (settings, enabled, worker_stop) = (cli.worker.settings(), cli.worker_switch.enabled(), stop.clone());
+    let mut worker = tokio::spawn(async move {
+        if !enabled {
+            tracing::info!("stream worker off: run `server worker` to persist queued orders");
+            worker_stop.cancelled().await;
+            return Ok(());
+        }
+        run_workers(&backends, settings, worker_stop).await
+    });
+    // Whichever stops first is reported; the other is then asked to stop and waited for, so the
+    // API finishes its requests and the worker its batch.
+    let (first, second) = tokio::select! {
+        exit = &mut api => {
+            let first = report_exit("api", exit);
+            stop.cancel();
+            (first, report_exit("worker", worker.await))
+        }
+        exit = &mut worker => {
+            let first = report_exit("worker", exit);
+            stop.cancel();
+            (first, report_exit("api", api.await))
+        }
+    };
+    first.and(second)
+}
+
+async fn cancel_on_signal(stop: CancellationToken) {
+    checkout_bench::server::shutdown_signal().await;
+    stop.cancel();
+}
+
+/// Logs which task stopped and why; an error or a panic becomes the process's error.
+fn report_exit<E>(task: &str, exit: Result<Result<(), E>, tokio::task::JoinError>) -> anyhow::Result<()>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    match exit {
+        Ok(Ok(())) => {
+            tracing::info!(task, "stopped");
+            Ok(())
+        }
+        Ok(Err(err)) => {
+            tracing::error!(task, %err, "stopped with an error");
+            Err(anyhow::Error::new(err).context(format!("{task} failed")))
+        }
+        Err(err) => {
+            tracing::error!(task, %err, "panicked or was cancelled");
+            Err(anyhow::anyhow!("{task} task died: {err}"))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -78,5 +146,22 @@ mod tests {
     #[test]
     fn verify_cli() {
         super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_worker_runs_in_the_server_unless_switched_off() {
+        use clap::Parser;
+        let enabled = |args: &[&str]| {
+            let args = std::iter::once("server").chain(args.iter().copied());
+            super::Cli::try_parse_from(args).expect("valid flags").worker_switch.enabled()
+        };
+        if std::env::var_os("WORKER").is_none() {
+            assert!(enabled(&[]), "on by default");
+        }
+        assert!(enabled(&["--worker"]));
+        assert!(!enabled(&["--no-worker"]));
+        assert!(!enabled(&["--worker", "false"]));
+        assert!(enabled(&["--no-worker", "--worker"]), "the last flag wins");
+        assert!(!enabled(&["--worker", "--no-worker"]), "the last flag wins");
     }
 }

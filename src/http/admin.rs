@@ -63,6 +63,17 @@ pub(super) async fn reset(
     Ok(Json(json!({ "status": "reset", "summary": summary })).into_response())
 }
 
+/// `POST /admin/reconcile`: repairs the Redis mirror from PostgreSQL and says what it changed.
+pub(super) async fn reconcile(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let report = state.repair_redis().await?;
+    tracing::info!(
+        checked = report.products_checked,
+        repaired = report.products_repaired,
+        "reconciled Redis"
+    );
+    Ok(Json(report).into_response())
+}
+
 /// `GET /admin/audit`.
 pub(super) async fn audit(State(state): State<AppState>) -> Result<Json<AuditReport>, ApiError> {
     Ok(Json(audit::reconcile(&state).await?))

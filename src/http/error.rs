@@ -8,7 +8,8 @@
 //! - binaries use `anyhow` with context.
 //!
 //! Every body is JSON with an `error` code and a human `message`; some carry more fields
-//! (`product_id`, `strategies`). Internal detail is logged, never sent.
+//! (`product_id`, `strategies`). The seed-compatible endpoint renders the same errors as plain
+//! text instead (`http::seed`). Internal detail is logged, never sent.
 
 use axum::Json;
 use axum::http::{StatusCode, header};
@@ -39,6 +40,8 @@ pub enum ApiError {
     Unauthorized,
     #[error("admin routes accept loopback clients only when ADMIN_TOKEN is unset")]
     Forbidden,
+    #[error("{0}")]
+    Unauthenticated(&'static str),
     #[error("no route for this path")]
     NoRoute,
     #[error("method not allowed on this path")]
@@ -64,7 +67,7 @@ impl ApiError {
             Self::SoldOut(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized | Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unavailable(_) | Self::Timeout(..) | Self::Contention(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -84,6 +87,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::Unauthorized => "unauthorized",
             Self::Forbidden => "forbidden",
+            Self::Unauthenticated(_) => "unauthenticated",
             Self::NoRoute => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Unavailable(_) | Self::Timeout(..) => "backend_unavailable",
@@ -125,9 +129,16 @@ impl From<checkout_strategies::InvalidInput> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        match &self {
+impl From<redis::RedisError> for ApiError {
+    fn from(err: redis::RedisError) -> Self {
+        StrategyError::from(err).into()
+    }
+}
+
+impl ApiError {
+    /// Logs what the client is not told. Every renderer of an error calls it once.
+    pub fn log(&self) {
+        match self {
             Self::Internal(detail) => tracing::error!(%detail, "internal error"),
             // An outage produces one of these per request: keep them out of the default log level.
             Self::Unavailable(detail) | Self::Contention(detail) => {
@@ -135,6 +146,12 @@ impl IntoResponse for ApiError {
             }
             _ => {}
         }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.log();
         let mut response = (self.status_code(), Json(self.body())).into_response();
         if self.status_code() == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));

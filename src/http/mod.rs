@@ -2,10 +2,12 @@
 //! the Locust suite and outside checks rely on it.
 
 mod admin;
+mod auth;
 pub mod error;
 pub mod extract;
 mod purchase;
 pub mod read;
+pub mod seed;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -32,10 +34,13 @@ pub fn app(state: AppState) -> Router {
     let purchases = Router::new()
         .route("/purchase", post(purchase::by_header))
         .route("/strategies/{name}/purchase", post(purchase::by_route))
+        .route("/auth", post(auth::login))
+        .route("/index.php", post(seed::index))
         .layer(DefaultBodyLimit::max(MAX_BODY));
     // A reset may COPY millions of rows: it is bounded by PostgreSQL, not by the request deadline.
     let admin = Router::new()
         .route("/admin/reset", post(admin::reset))
+        .route("/admin/reconcile", post(admin::reconcile))
         .route("/admin/audit", get(admin::audit).route_layer(with_deadline.clone()))
         .layer(DefaultBodyLimit::max(MAX_ADMIN_BODY))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), admin::guard));

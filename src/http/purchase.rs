@@ -1,4 +1,6 @@
-//! `POST /strategies/{name}/purchase` and `POST /purchase` (with `X-Strategy`).
+//! `POST /strategies/{name}/purchase` and `POST /purchase` (with `X-Strategy`), and [`run`], the
+//! one way any front end (these JSON routes, the seed's form endpoint) hands a purchase to a
+//! strategy.
 //!
 //! Once validated, a purchase runs in its own task: a client that disconnects drops the handler,
 //! not the purchase, so no order is ever half-written because someone closed a tab. The handler
@@ -9,10 +11,11 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use checkout_strategies::{OrderStatus, PurchaseOutcome, PurchaseRequest, StrategyKind};
+use checkout_strategies::{IdempotencyKey, OrderStatus, PurchaseOutcome, PurchaseRequest, StrategyKind};
 use uuid::Uuid;
 
 use crate::app::AppState;
+use crate::http::auth::Credentials;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, IdempotencyHeader, PurchaseBody, StrategyHeader, StrategyPath};
 
@@ -21,9 +24,10 @@ pub(super) async fn by_route(
     State(state): State<AppState>,
     StrategyPath(kind): StrategyPath,
     IdempotencyHeader(key): IdempotencyHeader,
+    credentials: Credentials,
     ApiJson(body): ApiJson<PurchaseBody>,
 ) -> Result<Response, ApiError> {
-    purchase(state, kind, key, body).await
+    purchase(state, kind, key, credentials, body).await
 }
 
 /// `POST /purchase` with `X-Strategy: {name}`.
@@ -31,36 +35,31 @@ pub(super) async fn by_header(
     State(state): State<AppState>,
     StrategyHeader(kind): StrategyHeader,
     IdempotencyHeader(key): IdempotencyHeader,
+    credentials: Credentials,
     ApiJson(body): ApiJson<PurchaseBody>,
 ) -> Result<Response, ApiError> {
-    purchase(state, kind, key, body).await
+    purchase(state, kind, key, credentials, body).await
 }
 
+/// Checks come in the contract's order: strategy and idempotency key (extractors), body, session.
 async fn purchase(
     state: AppState,
     kind: StrategyKind,
-    idempotency_key: Option<checkout_strategies::IdempotencyKey>,
+    idempotency_key: Option<IdempotencyKey>,
+    credentials: Credentials,
     body: PurchaseBody,
 ) -> Result<Response, ApiError> {
     let valid = body.validate()?;
+    let session_user = credentials.authorize(&state, valid.user.is_some()).await?;
     let request = PurchaseRequest {
         order_id: Uuid::new_v4(),
         lines: valid.lines,
         delivery: valid.delivery,
-        user: valid.user,
+        user: valid.user.or(session_user),
         idempotency_key,
     };
-    let order_id = request.order_id;
-    let strategy = state.registry.get(kind).clone();
-    let task = tokio::spawn(async move { strategy.purchase(&request).await });
-    let timeout = state.config.request_timeout;
-    let outcome = match tokio::time::timeout(timeout, task).await {
-        Ok(Ok(result)) => result?,
-        Ok(Err(join_error)) => return Err(ApiError::Internal(format!("purchase task failed: {join_error}"))),
-        Err(_) => {
-            return Err(ApiError::Timeout(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX), order_id));
-        }
-    };
+    let outcome = run(&state, kind, request).await?;
+    credentials.finish(&state).await;
     Ok(match outcome {
         PurchaseOutcome::Placed(receipt) => {
             let status = match receipt.status {
@@ -74,4 +73,26 @@ async fn purchase(
         PurchaseOutcome::SoldOut(product) => return Err(ApiError::SoldOut(product)),
         PurchaseOutcome::UnknownProduct(product) => return Err(ApiError::UnknownProduct(product)),
     })
+}
+
+/// Runs a validated, authorised purchase with `kind`'s strategy in a task of its own and waits for
+/// it up to the request timeout. Each front end renders the outcome its own way.
+///
+/// # Errors
+/// The strategy's error, or [`ApiError::Timeout`] (with the order id) when the purchase outlived
+/// the request timeout; it keeps running then.
+pub(super) async fn run(
+    state: &AppState,
+    kind: StrategyKind,
+    request: PurchaseRequest,
+) -> Result<PurchaseOutcome, ApiError> {
+    let order_id = request.order_id;
+    let strategy = state.registry.get(kind).clone();
+    let task = tokio::spawn(async move { strategy.purchase(&request).await });
+    let timeout = state.config.request_timeout;
+    match tokio::time::timeout(timeout, task).await {
+        Ok(Ok(result)) => Ok(result?),
+        Ok(Err(join_error)) => Err(ApiError::Internal(format!("purchase task failed: {join_error}"))),
+        Err(_) => Err(ApiError::Timeout(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX), order_id)),
+    }
 }

@@ -18,6 +18,8 @@ pub enum StrategyKind {
     SqlAtomic,
     RedisDecr,
     RedisLua,
+    Stream,
+    StreamDeferred,
 }
 
 /// What a strategy promises, read by the HTTP listing, the README table and the behaviour suite.
@@ -38,8 +40,16 @@ pub struct Guarantees {
 
 impl StrategyKind {
     /// Every kind, in the order listings show them.
-    pub const ALL: [Self; 6] =
-        [Self::Memory, Self::SqlNaive, Self::SqlForUpdate, Self::SqlAtomic, Self::RedisDecr, Self::RedisLua];
+    pub const ALL: [Self; 8] = [
+        Self::Memory,
+        Self::SqlNaive,
+        Self::SqlForUpdate,
+        Self::SqlAtomic,
+        Self::RedisDecr,
+        Self::RedisLua,
+        Self::Stream,
+        Self::StreamDeferred,
+    ];
 
     /// The one name used everywhere (kebab-case).
     pub const fn as_str(self) -> &'static str {
@@ -50,6 +60,8 @@ impl StrategyKind {
             Self::SqlAtomic => "sql-atomic",
             Self::RedisDecr => "redis-decr",
             Self::RedisLua => "redis-lua",
+            Self::Stream => "stream",
+            Self::StreamDeferred => "stream-deferred",
         }
     }
 
@@ -104,6 +116,26 @@ impl StrategyKind {
                 queued: false,
                 description: "One Lua script checks and reserves every line atomically in Redis; the order \
                               and the same decrement are committed to PostgreSQL before 201.",
+            },
+            Self::Stream => Guarantees {
+                backend: "redis+postgres",
+                safe: true,
+                durable: true,
+                queued: true,
+                description: "One Lua script reserves every line and appends the order to a Redis stream \
+                              atomically; the client hears 202 pending and a worker commits the order to \
+                              PostgreSQL. Never oversells; an accepted order survives a server or worker \
+                              crash, but not a restart of a Redis that keeps nothing on disk.",
+            },
+            Self::StreamDeferred => Guarantees {
+                backend: "redis+postgres",
+                safe: false,
+                durable: true,
+                queued: true,
+                description: "Unsafe by design (the seed's `stream` mode): checks the stock with MGET, \
+                              appends the order to a stream and answers 202; the worker takes the stock \
+                              later and cancels what no longer fits, so clients told 202 can end up with a \
+                              cancelled order.",
             },
         }
     }

@@ -10,6 +10,7 @@
 //! - [`redis_stock`]: stock mirrored into Redis, and its recovery.
 //! - One file per mechanism: [`in_memory`], [`sql_naive`], [`sql_for_update`], [`sql_atomic`],
 //!   [`redis_decr`], [`redis_lua`].
+//! - [`redis_stream`]: the queueing strategies (`stream`, `stream-deferred`) and their worker.
 
 pub mod backends;
 pub mod catalog;
@@ -25,6 +26,7 @@ pub mod redis_keys;
 pub mod redis_lua;
 mod redis_persist;
 pub mod redis_stock;
+pub mod redis_stream;
 pub mod registry;
 pub mod sql_atomic;
 pub mod sql_for_update;
@@ -41,6 +43,7 @@ pub use order::{
 };
 pub use plan::{ProductStock, RandomProducts, StockPlan};
 pub use redis_keys::RedisKeys;
+pub use redis_stream::{CancellationToken, DrainReport, Worker, WorkerSettings};
 pub use registry::Registry;
 pub use strategy::{Backlog, OwnLedger, ProductLedger, Strategy};
 

@@ -7,6 +7,7 @@
 
 use futures_util::TryStreamExt;
 use redis::AsyncCommands;
+use serde::Serialize;
 use sqlx::PgPool;
 
 use crate::backends::RedisBackend;
@@ -86,17 +87,26 @@ pub async fn load_from_sql(pg: &PgPool, redis: &RedisBackend) -> Result<u64, Str
     Ok(loaded)
 }
 
-/// Redis stock of each product, `None` where the key is missing.
+/// Redis stock and in-flight units of each product, for the audit.
 ///
 /// # Errors
 /// When Redis does not answer.
-pub async fn stocks(redis: &RedisBackend, products: &[i64]) -> Result<Vec<Option<i64>>, StrategyError> {
-    if products.is_empty() {
-        return Ok(Vec::new());
-    }
+pub async fn mirror(
+    redis: &RedisBackend,
+    products: &[i64],
+) -> Result<(Vec<Option<i64>>, Vec<Option<i64>>), StrategyError> {
+    let stock = read_keys(redis, products.iter().map(|&id| redis.keys.stock(id))).await?;
+    let inflight = read_keys(redis, products.iter().map(|&id| redis.keys.inflight(id))).await?;
+    Ok((stock, inflight))
+}
+
+async fn read_keys(
+    redis: &RedisBackend,
+    keys: impl Iterator<Item = String>,
+) -> Result<Vec<Option<i64>>, StrategyError> {
+    let keys: Vec<String> = keys.collect();
     let mut conn = redis.conn.clone();
-    let keys: Vec<String> = products.iter().map(|&id| redis.keys.stock(id)).collect();
-    let mut values = Vec::with_capacity(products.len());
+    let mut values = Vec::with_capacity(keys.len());
     for chunk in keys.chunks(LOAD_BATCH) {
         // Always MGET: redis-rs's `mget` sends GET for one key, whose reply does not read as a list.
         let part: Vec<Option<i64>> = redis::cmd("MGET").arg(chunk).query_async(&mut conn).await?;
@@ -136,4 +146,100 @@ pub async fn recover(
     let now: Option<i64> = conn.get(&key).await?;
     tracing::info!(product = product.get(), sql_stock, in_flight, now, "recovered a missing Redis stock key");
     Ok(now)
+}
+
+/// One product whose Redis mirror a repair changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Repair {
+    pub product_id: i64,
+    pub redis_stock_before: Option<i64>,
+    pub redis_inflight_before: Option<i64>,
+    pub redis_stock_after: i64,
+    pub redis_inflight_after: i64,
+}
+
+/// What a repair did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RepairReport {
+    pub products_checked: u64,
+    pub products_repaired: u64,
+    /// The first repairs, up to [`REPAIRS_LISTED`].
+    pub repairs: Vec<Repair>,
+}
+
+/// Most repairs a report lists one by one.
+pub const REPAIRS_LISTED: usize = 1_000;
+
+/// Rewrites the Redis mirror from PostgreSQL: for every product, stock = PostgreSQL's stock minus
+/// `pending` units (accepted orders not yet persisted), in flight = `pending` units. Only products
+/// whose mirror differs are written. Run it with no purchase in progress: a purchase between its
+/// Redis reservation and its commit would be counted twice.
+///
+/// # Errors
+/// When either backend does not answer.
+pub async fn repair(
+    pg: &PgPool,
+    redis: &RedisBackend,
+    pending: &std::collections::HashMap<i64, i64>,
+) -> Result<RepairReport, StrategyError> {
+    let mut report = RepairReport { products_checked: 0, products_repaired: 0, repairs: Vec::new() };
+    let mut tx = pg.begin().await?;
+    sqlx::query("SET LOCAL statement_timeout = 0").execute(&mut *tx).await?;
+    let mut rows =
+        sqlx::query_as::<_, (i64, i64)>("SELECT id, stock FROM products ORDER BY id").fetch(&mut *tx);
+    let mut batch: Vec<(i64, i64)> = Vec::with_capacity(LOAD_BATCH);
+    loop {
+        let row = rows.try_next().await?;
+        if let Some(row) = row {
+            batch.push(row);
+        }
+        if batch.len() == LOAD_BATCH || (row.is_none() && !batch.is_empty()) {
+            repair_batch(redis, pending, &batch, &mut report).await?;
+            batch.clear();
+        }
+        if row.is_none() {
+            break;
+        }
+    }
+    drop(rows);
+    tx.commit().await?;
+    Ok(report)
+}
+
+async fn repair_batch(
+    redis: &RedisBackend,
+    pending: &std::collections::HashMap<i64, i64>,
+    batch: &[(i64, i64)],
+    report: &mut RepairReport,
+) -> Result<(), StrategyError> {
+    let ids: Vec<i64> = batch.iter().map(|&(id, _)| id).collect();
+    let (stocks, inflight) = mirror(redis, &ids).await?;
+    let mut pipe = redis::pipe();
+    let mut writes = 0;
+    for ((&(id, sql_stock), stock), inflight) in batch.iter().zip(stocks).zip(inflight) {
+        report.products_checked += 1;
+        let in_flight = pending.get(&id).copied().unwrap_or(0);
+        let want = sql_stock - in_flight;
+        if stock == Some(want) && inflight.unwrap_or(0) == in_flight {
+            continue;
+        }
+        pipe.set(redis.keys.stock(id), want).ignore();
+        pipe.set(redis.keys.inflight(id), in_flight).ignore();
+        writes += 1;
+        report.products_repaired += 1;
+        if report.repairs.len() < REPAIRS_LISTED {
+            report.repairs.push(Repair {
+                product_id: id,
+                redis_stock_before: stock,
+                redis_inflight_before: inflight,
+                redis_stock_after: want,
+                redis_inflight_after: in_flight,
+            });
+        }
+    }
+    if writes > 0 {
+        let mut conn = redis.conn.clone();
+        pipe.query_async::<()>(&mut conn).await?;
+    }
+    Ok(())
 }

@@ -8,6 +8,7 @@ use crate::in_memory::InMemory;
 use crate::kind::StrategyKind;
 use crate::redis_decr::RedisDecr;
 use crate::redis_lua::RedisLua;
+use crate::redis_stream::{Stream, StreamDeferred};
 use crate::sql_atomic::SqlAtomic;
 use crate::sql_for_update::SqlForUpdate;
 use crate::sql_naive::SqlNaive;
@@ -26,6 +27,10 @@ pub fn build(kind: StrategyKind, backends: &Backends) -> Arc<dyn Strategy> {
         StrategyKind::SqlAtomic => Arc::new(SqlAtomic::new(backends.pg.clone())),
         StrategyKind::RedisDecr => Arc::new(RedisDecr::new(backends.pg.clone(), backends.redis.clone())),
         StrategyKind::RedisLua => Arc::new(RedisLua::new(backends.pg.clone(), backends.redis.clone())),
+        StrategyKind::Stream => Arc::new(Stream::new(backends.pg.clone(), backends.redis.clone())),
+        StrategyKind::StreamDeferred => {
+            Arc::new(StreamDeferred::new(backends.pg.clone(), backends.redis.clone()))
+        }
     }
 }
 

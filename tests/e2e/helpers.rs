@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use checkout_bench::app::{App, AppConfig, AppState};
+use checkout_bench::sessions::SessionConfig;
 use checkout_strategies::{
     Backends, PgSettings, RedisBackend, RedisKeys, RedisSettings, StockPlan, StrategyKind, Tuning, backends,
 };
@@ -24,6 +25,11 @@ pub(crate) struct Setup {
     /// Redis URL (`REDIS_URL`, else the local default); keys go under a prefix unique to the test.
     pub(crate) redis_url: String,
     pub(crate) redis: RedisSettings,
+    /// Redis URL of the session store; `None` is `redis_url`. Sessions go in database 1, under
+    /// the test's prefix.
+    pub(crate) sessions_url: Option<String>,
+    pub(crate) session_ttl: Duration,
+    pub(crate) require_session: bool,
 }
 
 impl Default for Setup {
@@ -36,6 +42,9 @@ impl Default for Setup {
             request_timeout: Duration::from_secs(10),
             redis_url: std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
             redis: RedisSettings::default(),
+            sessions_url: None,
+            session_ttl: Duration::from_secs(1800),
+            require_session: true,
         }
     }
 }
@@ -61,9 +70,21 @@ pub(crate) async fn spawn_app(connect: PgConnectOptions, setup: Setup) -> TestAp
 /// Starts a server on `pool`; resets the catalogue first when `reset` is set.
 pub(crate) async fn spawn_app_on(pool: PgPool, setup: Setup, reset: bool) -> TestApp {
     let keys = RedisKeys::new(format!("test-{}:", uuid::Uuid::new_v4().simple()));
-    let redis = RedisBackend::lazy(&setup.redis_url, keys, setup.redis).expect("valid REDIS_URL");
+    let redis = RedisBackend::lazy(&setup.redis_url, keys.clone(), setup.redis).expect("valid REDIS_URL");
     let backends = Backends { pg: pool.clone(), redis: redis.clone(), tuning: setup.tuning };
-    let config = AppConfig { admin_token: setup.admin_token.clone(), request_timeout: setup.request_timeout };
+    let sessions_url = setup.sessions_url.as_deref().unwrap_or(&setup.redis_url);
+    let sessions = SessionConfig {
+        prefix: keys.prefix().to_owned(),
+        ttl: setup.session_ttl,
+        required: setup.require_session,
+        redis: setup.redis,
+        ..SessionConfig::new(sessions_url, 1).expect("valid session Redis URL")
+    };
+    let config = AppConfig {
+        admin_token: setup.admin_token.clone(),
+        request_timeout: setup.request_timeout,
+        sessions,
+    };
     let app =
         Arc::new(App::new(&backends, config, setup.plan.clone()).await.expect("strategies take the plan"));
     if reset {

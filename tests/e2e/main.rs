@@ -9,3 +9,6 @@ mod disconnect;
 mod helpers;
 mod orders;
 mod redis_stock;
+mod seed;
+mod sessions;
+mod stream;

@@ -104,6 +104,10 @@ async fn orders_with_key(app: &TestApp, kind: StrategyKind, key: &str) -> i64 {
 
 /// The same key sent again, by the other route and with another body, answers the first order.
 async fn idempotent_replay(connect: PgConnectOptions, kind: StrategyKind) {
+    if kind.spec().queued {
+        // 202 then 200, pending until a worker persists the order: the same contract, queued.
+        return crate::stream::idempotent_replay(connect, kind).await;
+    }
     const KEY: &str = "replay-order-0001";
     let app = spawn_app(connect, Setup { plan: plan_of(&[(100, 50), (7, 5)]), ..Setup::default() }).await;
 
@@ -144,6 +148,9 @@ async fn idempotent_replay(connect: PgConnectOptions, kind: StrategyKind) {
 
 /// Twenty clients send the same key at once: one order, one 201, the others 200 with its id.
 async fn concurrent_replay(connect: PgConnectOptions, kind: StrategyKind) {
+    if kind.spec().queued {
+        return crate::stream::concurrent_replay(connect, kind).await;
+    }
     const KEY: &str = "concurrent-order-0001";
     const CLIENTS: usize = 20;
     let app = Arc::new(spawn_app(connect, Setup { plan: plan_of(&[(100, 50)]), ..Setup::default() }).await);
@@ -215,6 +222,8 @@ idempotency_tests! {
     sql_atomic_replays_a_key, sql_atomic_replays_a_key_sent_concurrently => StrategyKind::SqlAtomic,
     redis_decr_replays_a_key, redis_decr_replays_a_key_sent_concurrently => StrategyKind::RedisDecr,
     redis_lua_replays_a_key, redis_lua_replays_a_key_sent_concurrently => StrategyKind::RedisLua,
+    stream_replays_a_key, stream_replays_a_key_sent_concurrently => StrategyKind::Stream,
+    stream_deferred_replays_a_key, stream_deferred_replays_a_key_sent_concurrently => StrategyKind::StreamDeferred,
 }
 
 #[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
@@ -284,8 +293,8 @@ async fn strategies_list_every_kind_with_its_guarantees(_: PoolOptions<Postgres>
         assert_eq!(entry["backend"], spec.backend, "{kind}: backend: {entry}");
         assert_eq!(
             entry["safe"],
-            kind != StrategyKind::SqlNaive,
-            "{kind}: only sql-naive is unsafe: {entry}"
+            ![StrategyKind::SqlNaive, StrategyKind::StreamDeferred].contains(&kind),
+            "{kind}: only sql-naive and stream-deferred are unsafe: {entry}"
         );
         assert_eq!(
             entry["durable"],

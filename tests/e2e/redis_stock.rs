@@ -1,12 +1,12 @@
 //! Stock mirrored into Redis: what a reset loads, what it clears, and what health reports.
 
-use checkout_strategies::{ProductId, redis_stock};
+use checkout_strategies::{ProductId, StrategyKind, redis_stock};
 use redis::AsyncCommands;
 use sqlx::Postgres;
 use sqlx::pool::PoolOptions;
 use sqlx::postgres::PgConnectOptions;
 
-use crate::helpers::{Setup, spawn_app};
+use crate::helpers::{Setup, order_body, plan_of, spawn_app};
 
 #[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
 async fn reset_mirrors_every_product_into_redis(_: PoolOptions<Postgres>, connect: PgConnectOptions) {
@@ -70,4 +70,70 @@ async fn health_reports_both_backends(_: PoolOptions<Postgres>, connect: PgConne
     let health = app.get_json("/healthz").await;
     assert_eq!(health["backends"]["postgres"]["status"], "up", "{health}");
     assert_eq!(health["backends"]["redis"]["status"], "up", "{health}");
+}
+
+fn product(audit: &serde_json::Value, id: i64) -> &serde_json::Value {
+    audit["products"]
+        .as_array()
+        .expect("products")
+        .iter()
+        .find(|p| p["product_id"] == id)
+        .unwrap_or_else(|| panic!("product {id} missing from the audit: {audit}"))
+}
+
+#[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
+async fn audit_catches_redis_drift_and_reconcile_repairs_it(
+    _: PoolOptions<Postgres>,
+    connect: PgConnectOptions,
+) {
+    let app = spawn_app(connect, Setup { plan: plan_of(&[(100, 10), (7, 5)]), ..Setup::default() }).await;
+    for _ in 0..3 {
+        let status = app.purchase(StrategyKind::RedisLua, &order_body(&[(100, 1)])).await.status();
+        assert_eq!(status, 201, "redis-lua sells while stock lasts");
+    }
+    let audit = app.audit().await;
+    assert_eq!(audit["clean"], true, "three clean sales: {audit}");
+    assert_eq!(audit["redis"]["checked"], true, "Redis strategies alone sold, so Redis is held to account");
+    assert_eq!(product(&audit, 100)["redis_stock"], 7, "Redis mirrors the sales");
+    assert_eq!(product(&audit, 100)["redis_drift"], 0);
+
+    // What a crash between the reservation and the commit leaves: units gone from Redis, no order.
+    let mut conn = app.redis.conn.clone();
+    let _: i64 = conn.decr(app.redis.keys.stock(100), 2).await.unwrap();
+    let audit = app.audit().await;
+    assert_eq!(
+        product(&audit, 100)["redis_drift"],
+        -2,
+        "the audit sees two units missing from Redis: {audit}"
+    );
+    assert_eq!(audit["total"]["redis_drift"], 2);
+    assert_eq!(audit["clean"], false, "a drifted mirror is not clean");
+
+    let response =
+        app.client.post(format!("{}/admin/reconcile", app.url)).send().await.expect("server answers");
+    assert_eq!(response.status(), 200);
+    let report: serde_json::Value = response.json().await.expect("JSON report");
+    assert_eq!(report["products_repaired"], 1, "only the drifted product is rewritten: {report}");
+    assert_eq!(report["repairs"][0]["product_id"], 100);
+    assert_eq!(report["repairs"][0]["redis_stock_before"], 5);
+    assert_eq!(report["repairs"][0]["redis_stock_after"], 7);
+    assert_eq!(app.redis_stock(100).await, Some(7), "the mirror matches PostgreSQL again");
+    assert_eq!(app.audit().await["clean"], true, "repaired books are clean");
+}
+
+#[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
+async fn redis_is_not_held_to_account_when_sql_strategies_also_sold(
+    _: PoolOptions<Postgres>,
+    connect: PgConnectOptions,
+) {
+    let app = spawn_app(connect, Setup { plan: plan_of(&[(100, 10)]), ..Setup::default() }).await;
+    for kind in [StrategyKind::SqlAtomic, StrategyKind::RedisLua] {
+        assert_eq!(app.purchase(kind, &order_body(&[(100, 1)])).await.status(), 201, "{kind} sells");
+    }
+    let audit = app.audit().await;
+    assert_eq!(audit["redis"]["checked"], false, "{audit}");
+    assert_eq!(product(&audit, 100)["redis_drift"], 1, "Redis missed the PostgreSQL-only sale: {audit}");
+    assert_eq!(audit["clean"], true, "PostgreSQL's books still balance: {audit}");
+    let sold_by: Vec<&str> = audit["sold_by"].as_array().unwrap().iter().filter_map(|k| k.as_str()).collect();
+    assert_eq!(sold_by, ["sql-atomic", "redis-lua"]);
 }

@@ -1,0 +1,54 @@
+-- Finishes stream entries once PostgreSQL committed (or the worker gave up on) them, each one
+-- atomically: forget the pending order and its take decision, move the units the order still
+-- holds, and XACK + XDEL the entry. Actions: 'settle' (persisted: the units are no longer in
+-- flight), 'release' (not persisted: they go back on the shelf), 'dead' (release, and copy the
+-- entry to the dead-letter stream).
+-- An order holds units while its pending record exists (guard 'reserved': reserved at purchase)
+-- or while its take decision says 'taken' (guard 'taken': taken by the worker). Both records go
+-- in the same call that moves the units, so finishing an entry twice moves them once.
+-- KEYS[1]: stream; KEYS[2]: pending hash; KEYS[3]: take decisions; KEYS[4]: dead-letter stream;
+-- KEYS[5..4+m]: stock keys; KEYS[5+m..4+2m]: in-flight keys.
+-- ARGV[1]: group; ARGV[2]: guard; ARGV[3]: m; then per entry: entry id, order id ('' when
+-- unknown), action, payload, reason, deliveries, line count k, and k pairs (key index, quantity).
+-- Returns how many entries still held units.
+local group, guard, m = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local held = 0
+local at = 4
+while at <= #ARGV do
+  local entry, order, action = ARGV[at], ARGV[at + 1], ARGV[at + 2]
+  local k = tonumber(ARGV[at + 6])
+  local first = at + 7
+  local holds = false
+  if order ~= '' then
+    local was_pending = redis.call('HDEL', KEYS[2], order) == 1
+    local taken = redis.call('HGET', KEYS[3], order)
+    if taken then
+      redis.call('HDEL', KEYS[3], order)
+    end
+    if guard == 'reserved' then
+      holds = was_pending
+    else
+      holds = taken == 'taken'
+    end
+  end
+  if holds then
+    held = held + 1
+    for i = 0, k - 1 do
+      local j = tonumber(ARGV[first + 2 * i])
+      local quantity = ARGV[first + 2 * i + 1]
+      if action ~= 'settle' then
+        redis.call('INCRBY', KEYS[4 + j], quantity)
+      end
+      redis.call('DECRBY', KEYS[4 + m + j], quantity)
+    end
+  end
+  if action == 'dead' then
+    redis.call('XADD', KEYS[4], '*', 'entry_id', entry, 'order_id', order, 'payload', ARGV[at + 3],
+      'reason', ARGV[at + 4], 'deliveries', ARGV[at + 5])
+  end
+  -- A reset deletes the group with the stream; the entry is gone then and there is nothing to ack.
+  redis.pcall('XACK', KEYS[1], group, entry)
+  redis.call('XDEL', KEYS[1], entry)
+  at = first + 2 * k
+end
+return held

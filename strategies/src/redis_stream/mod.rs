@@ -1,0 +1,364 @@
+//! Queued checkout over Redis streams: a purchase appends the order to a stream and answers
+//! `202 pending`; a [`Worker`] persists it to PostgreSQL later.
+//!
+//! - [`stream`]: reserves the stock in the same script that appends the order (safe).
+//! - [`stream_deferred`]: the seed's `stream` mode, which only checks the stock and lets the worker
+//!   take it or cancel the order (unsafe by design).
+//! - [`worker`]: the consumer that persists, retries, reclaims and dead-letters entries, and
+//!   [`drain`] for tests and the load generator.
+//!
+//! Both strategies keep, under the Redis prefix of [`crate::RedisKeys`]: the stream itself (one
+//! entry per accepted order: `order_id` and the JSON `payload`), the pending hash (order id →
+//! payload, until the order is settled: what `GET /orders/{id}` shows as pending and what the
+//! audit counts as backlog), the dead-letter stream, and, for `stream-deferred`, the worker's take
+//! decisions (order id → `taken` | `short`). Every key reaches Lua through `KEYS`.
+//!
+//! What Redis holds is as durable as Redis: an accepted order survives a crash of the server or of
+//! a worker (the entry waits in the stream, or in the consumer group's pending list until another
+//! consumer reclaims it), but a Redis that keeps nothing on disk loses every accepted order not yet
+//! persisted when it restarts.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::backends::RedisBackend;
+use crate::error::StrategyError;
+use crate::kind::StrategyKind;
+use crate::order::{
+    Delivery, OrderLine, OrderLines, OrderStatus, OrderView, PurchaseOutcome, PurchaseRequest, Receipt,
+};
+use crate::order_store::receipt_for_key;
+use crate::redis_keys::RedisKeys;
+use crate::strategy::Backlog;
+
+mod persist;
+pub mod stream;
+pub mod stream_deferred;
+pub mod worker;
+
+pub use stream::Stream;
+pub use stream_deferred::StreamDeferred;
+pub use tokio_util::sync::CancellationToken;
+pub use worker::{Batch, DrainReport, Persisted, Step, Worker, WorkerSettings, drain, run_workers};
+
+/// The consumer group every worker of a stream joins.
+pub const GROUP: &str = "persisters";
+
+/// Why the worker cancelled a `stream-deferred` order that no longer fit the stock.
+pub const SOLD_OUT_AFTER_ACCEPTANCE: &str = "sold_out_after_acceptance";
+
+/// How long an idempotency key names its order. It is the only guard until the worker persists
+/// the order, so it outlives any sensible backlog.
+const IDEMPOTENCY_TTL_SECS: u64 = 86_400;
+
+static ENQUEUE: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("../../lua/stream_enqueue.lua")));
+
+/// The keys of one queueing strategy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamKeys {
+    /// The stream of accepted orders.
+    pub stream: String,
+    /// Order id → payload of every accepted order not yet settled.
+    pub pending: String,
+    /// Order id → the worker's take decision (`stream-deferred` only).
+    pub taken: String,
+    /// Entries given up on.
+    pub dead_letter: String,
+}
+
+impl StreamKeys {
+    pub fn new(keys: &RedisKeys, kind: StrategyKind) -> Self {
+        let pending = keys.pending(kind.as_str());
+        Self {
+            stream: keys.stream(kind.as_str()),
+            taken: format!("{pending}:taken"),
+            pending,
+            dead_letter: keys.dead_letter(kind.as_str()),
+        }
+    }
+}
+
+/// An accepted order as the stream and the pending hash carry it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct QueuedOrder {
+    pub(crate) order_id: Uuid,
+    pub(crate) strategy: StrategyKind,
+    #[serde(rename = "items", deserialize_with = "lines_from_items")]
+    pub(crate) lines: OrderLines,
+    pub(crate) delivery: Delivery,
+    pub(crate) user: Option<String>,
+    pub(crate) idempotency_key: Option<String>,
+    pub(crate) created_at: DateTime<Utc>,
+}
+
+/// Payloads are checked like requests: an entry written by hand cannot smuggle in a zero quantity
+/// or a product listed twice.
+fn lines_from_items<'de, D: Deserializer<'de>>(deserializer: D) -> Result<OrderLines, D::Error> {
+    OrderLines::new(Vec::<OrderLine>::deserialize(deserializer)?).map_err(serde::de::Error::custom)
+}
+
+impl QueuedOrder {
+    fn of(kind: StrategyKind, request: &PurchaseRequest) -> Self {
+        Self {
+            order_id: request.order_id,
+            strategy: kind,
+            lines: request.lines.clone(),
+            delivery: request.delivery.clone(),
+            user: request.user.clone(),
+            idempotency_key: request.idempotency_key.as_ref().map(|key| key.as_str().to_owned()),
+            // PostgreSQL keeps microseconds: the pending and the persisted order read the same.
+            created_at: Utc::now().trunc_subsecs(6),
+        }
+    }
+
+    /// # Errors
+    /// When the payload is not an order this crate wrote.
+    pub(crate) fn decode(payload: &[u8]) -> Result<Self, String> {
+        serde_json::from_slice(payload).map_err(|err| format!("undecodable payload: {err}"))
+    }
+
+    fn encode(&self) -> String {
+        serde_json::to_string(self).expect("an order always serialises")
+    }
+
+    fn view(self, status: OrderStatus) -> OrderView {
+        OrderView {
+            order_id: self.order_id,
+            strategy: self.strategy,
+            status,
+            items: self.lines.iter().copied().collect(),
+            delivery: self.delivery,
+            user: self.user,
+            idempotency_key: self.idempotency_key,
+            reason: None,
+            created_at: self.created_at,
+        }
+    }
+}
+
+/// What the enqueue script did.
+enum Enqueued {
+    Accepted,
+    /// Line `i` (0-based) does not fit.
+    Short(usize),
+    /// Line `i`'s stock key is missing.
+    Missing(usize),
+    /// The idempotency key already names this order.
+    Existing(Uuid),
+}
+
+/// What both stream strategies share: the backends, their keys, and the Redis side of a purchase.
+#[derive(Debug, Clone)]
+pub(crate) struct Queue {
+    kind: StrategyKind,
+    pg: PgPool,
+    redis: RedisBackend,
+    keys: StreamKeys,
+}
+
+impl Queue {
+    pub(crate) fn new(kind: StrategyKind, pg: PgPool, redis: RedisBackend) -> Self {
+        let keys = StreamKeys::new(&redis.keys, kind);
+        Self { kind, pg, redis, keys }
+    }
+
+    /// The order PostgreSQL already holds under the request's idempotency key. A PostgreSQL that
+    /// does not answer is not a reason to refuse a queued purchase: the Redis key still guards the
+    /// replay, so the lookup is skipped then.
+    async fn persisted_replay(&self, request: &PurchaseRequest) -> Option<Receipt> {
+        match receipt_for_key(&self.pg, request).await {
+            Ok(receipt) => receipt,
+            Err(err) => {
+                tracing::warn!(%err, strategy = %self.kind, "idempotency lookup in PostgreSQL failed");
+                None
+            }
+        }
+    }
+
+    /// Answers a request whose idempotency key names `first`: PostgreSQL's receipt once the worker
+    /// persisted it, else pending.
+    async fn replay(&self, first: Uuid, request: &PurchaseRequest) -> PurchaseOutcome {
+        let receipt = self.persisted_replay(request).await.unwrap_or(Receipt {
+            order_id: first,
+            status: OrderStatus::Pending,
+            strategy: self.kind,
+        });
+        PurchaseOutcome::Replayed(receipt)
+    }
+
+    fn accepted(&self, request: &PurchaseRequest) -> PurchaseOutcome {
+        PurchaseOutcome::Placed(Receipt {
+            order_id: request.order_id,
+            status: OrderStatus::Pending,
+            strategy: self.kind,
+        })
+    }
+
+    /// Runs the enqueue script, reserving every line when `reserve` is set.
+    async fn enqueue(&self, request: &PurchaseRequest, reserve: bool) -> Result<Enqueued, StrategyError> {
+        let payload = QueuedOrder::of(self.kind, request).encode();
+        let mut invocation = ENQUEUE.prepare_invoke();
+        invocation.key(&self.keys.pending).key(&self.keys.stream);
+        if reserve {
+            for line in &request.lines {
+                invocation.key(self.redis.keys.stock(line.product_id.get()));
+            }
+            for line in &request.lines {
+                invocation.key(self.redis.keys.inflight(line.product_id.get()));
+            }
+        }
+        if let Some(key) = &request.idempotency_key {
+            invocation.key(self.redis.keys.idempotency(key.as_str()));
+        }
+        invocation.arg(request.order_id.to_string()).arg(payload).arg(IDEMPOTENCY_TTL_SECS);
+        if reserve {
+            for line in &request.lines {
+                invocation.arg(line.quantity.get());
+            }
+        }
+        let mut conn = self.redis.conn.clone();
+        let (code, detail): (i64, String) = invocation.invoke_async(&mut conn).await?;
+        let line = || {
+            detail
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| i.checked_sub(1))
+                .filter(|&i| i < request.lines.len())
+                .ok_or_else(|| bad_reply(code, &detail))
+        };
+        Ok(match code {
+            0 => Enqueued::Accepted,
+            1 => Enqueued::Short(line()?),
+            2 => Enqueued::Missing(line()?),
+            3 => Enqueued::Existing(Uuid::parse_str(&detail).map_err(|_| bad_reply(code, &detail))?),
+            _ => return Err(bad_reply(code, &detail)),
+        })
+    }
+
+    async fn backlog(&self) -> Result<Backlog, StrategyError> {
+        let mut conn = self.redis.conn.clone();
+        let (pending, dead_lettered): (i64, i64) = redis::pipe()
+            .hlen(&self.keys.pending)
+            .xlen(&self.keys.dead_letter)
+            .query_async(&mut conn)
+            .await?;
+        Ok(Backlog { pending, dead_lettered })
+    }
+
+    /// The order while it waits for the worker; `None` once settled (PostgreSQL has it then).
+    /// Between the worker's commit and its settle the order is in both and still reads pending.
+    async fn own_order(&self, id: Uuid) -> Result<Option<OrderView>, StrategyError> {
+        let mut conn = self.redis.conn.clone();
+        let payload: Option<Vec<u8>> =
+            redis::cmd("HGET").arg(&self.keys.pending).arg(id.to_string()).query_async(&mut conn).await?;
+        let Some(payload) = payload else { return Ok(None) };
+        let order = QueuedOrder::decode(&payload).map_err(StrategyError::Internal)?;
+        Ok(Some(order.view(OrderStatus::Pending)))
+    }
+
+    /// Units per product reserved by pending orders (`stream`: every pending order holds its
+    /// lines from the purchase on).
+    async fn reserved_units(&self) -> Result<HashMap<i64, i64>, StrategyError> {
+        let mut conn = self.redis.conn.clone();
+        let mut units = HashMap::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, fields): (u64, Vec<(String, Vec<u8>)>) = redis::cmd("HSCAN")
+                .arg(&self.keys.pending)
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(1_000)
+                .query_async(&mut conn)
+                .await?;
+            add_units(&mut units, fields.iter().map(|(_, payload)| payload.as_slice()));
+            if next == 0 {
+                return Ok(units);
+            }
+            cursor = next;
+        }
+    }
+
+    /// Units per product the worker took for orders not yet settled (`stream-deferred`: only
+    /// orders whose take decision says `taken` hold anything).
+    async fn taken_units(&self) -> Result<HashMap<i64, i64>, StrategyError> {
+        let mut conn = self.redis.conn.clone();
+        let decisions: HashMap<String, String> =
+            redis::cmd("HGETALL").arg(&self.keys.taken).query_async(&mut conn).await?;
+        let taken: Vec<&String> =
+            decisions.iter().filter(|(_, decision)| *decision == "taken").map(|(id, _)| id).collect();
+        let mut units = HashMap::new();
+        for chunk in taken.chunks(1_000) {
+            let payloads: Vec<Option<Vec<u8>>> =
+                redis::cmd("HMGET").arg(&self.keys.pending).arg(chunk).query_async(&mut conn).await?;
+            add_units(&mut units, payloads.iter().flatten().map(Vec::as_slice));
+        }
+        Ok(units)
+    }
+}
+
+fn add_units<'a>(units: &mut HashMap<i64, i64>, payloads: impl Iterator<Item = &'a [u8]>) {
+    for payload in payloads {
+        let Ok(order) = QueuedOrder::decode(payload) else { continue };
+        for line in &order.lines {
+            *units.entry(line.product_id.get()).or_default() += i64::from(line.quantity.get());
+        }
+    }
+}
+
+fn bad_reply(code: i64, detail: &str) -> StrategyError {
+    StrategyError::Internal(format!("stream_enqueue.lua answered {{{code}, {detail:?}}}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::order::{ProductId, Quantity};
+
+    fn request() -> PurchaseRequest {
+        let line = |id, q| OrderLine {
+            product_id: ProductId::parse(id).unwrap(),
+            quantity: Quantity::parse(q).unwrap(),
+        };
+        PurchaseRequest {
+            order_id: Uuid::new_v4(),
+            lines: OrderLines::new(vec![line(7, 2), line(3, 1)]).unwrap(),
+            delivery: Delivery::new("Kyiv".into(), "+380".into(), "a@b.c".into()).unwrap(),
+            user: Some("buyer".into()),
+            idempotency_key: None,
+        }
+    }
+
+    #[test]
+    fn payload_round_trips() {
+        let order = QueuedOrder::of(StrategyKind::Stream, &request());
+        assert_eq!(QueuedOrder::decode(order.encode().as_bytes()), Ok(order));
+    }
+
+    #[test]
+    fn payload_lines_are_validated() {
+        let order = QueuedOrder::of(StrategyKind::Stream, &request());
+        let mut json: serde_json::Value = serde_json::from_str(&order.encode()).unwrap();
+        json["items"] =
+            serde_json::json!([{ "product_id": 3, "quantity": 1 }, { "product_id": 3, "quantity": 1 }]);
+        let err = QueuedOrder::decode(json.to_string().as_bytes()).unwrap_err();
+        assert!(err.contains("appears twice"), "{err}");
+        json["items"] = serde_json::json!([{ "product_id": 3, "quantity": 0 }]);
+        assert!(QueuedOrder::decode(json.to_string().as_bytes()).is_err());
+        assert!(QueuedOrder::decode(b"not json").is_err());
+    }
+
+    #[test]
+    fn keys_stay_under_the_prefix() {
+        let keys = StreamKeys::new(&RedisKeys::new("t:"), StrategyKind::StreamDeferred);
+        assert_eq!(keys.stream, "t:stream:stream-deferred");
+        assert_eq!(keys.pending, "t:pending:stream-deferred");
+        assert_eq!(keys.taken, "t:pending:stream-deferred:taken");
+        assert_eq!(keys.dead_letter, "t:dead:stream-deferred");
+    }
+}

@@ -1,0 +1,95 @@
+//! `stream` — one Lua script checks and reserves every line of the order in Redis, records it as
+//! pending and appends it to the strategy's stream, atomically; the client hears `202 pending`,
+//! and a [`Worker`](super::Worker) commits the order and the same decrement of PostgreSQL's stock
+//! later.
+//!
+//! Guarantee: never oversells — the reservation is `redis-lua`'s all-or-nothing check-and-take,
+//! and the order enters the stream in the same script, so no accepted order lacks its units and
+//! no reservation lacks its order. No accepted order is cancelled: its units are already taken, so
+//! the worker only has to write it. The idempotency key is checked and claimed inside that script
+//! too, so copies of a request sent at once yield one order. Durable as far as Redis is: an
+//! accepted order survives a crash of the server or the worker; it does not survive a restart of
+//! a Redis that keeps nothing on disk (the orders accepted but not yet persisted are gone, and the
+//! stock mirror is rebuilt from PostgreSQL).
+//!
+//! Crash behaviour: the script runs whole or not at all. After it, the order waits in the stream
+//! (or in the consumer group's pending list, if a worker died holding it, until another consumer
+//! reclaims it with `XAUTOCLAIM`); its units count as in flight, so rebuilding a lost stock key
+//! from PostgreSQL subtracts them. A worker that dies after its PostgreSQL commit and before the
+//! settle script gets the entry redelivered; the insert is idempotent (`ON CONFLICT DO NOTHING`)
+//! and only a newly inserted order moves PostgreSQL's stock, so nothing is written twice. An entry
+//! that keeps failing goes to the dead-letter stream with its units back on the shelf — the one way
+//! an accepted order is not persisted, and the audit counts it.
+//!
+//! Why this shape: the request path costs one Redis round trip whatever the contention — sold-out
+//! buyers never reach PostgreSQL and winners wait for no commit — and the worker writes to
+//! PostgreSQL in batches, one transaction per hundred orders instead of one per order.
+
+use async_trait::async_trait;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::{Enqueued, Queue};
+use crate::backends::RedisBackend;
+use crate::error::StrategyError;
+use crate::kind::StrategyKind;
+use crate::order::{OrderView, PurchaseOutcome, PurchaseRequest};
+use crate::redis_stock;
+use crate::strategy::{Backlog, Strategy};
+
+/// How often a purchase rebuilds a missing stock key before giving up with 503.
+const RECOVERIES: usize = 2;
+
+/// The reserve-then-queue strategy.
+#[derive(Debug, Clone)]
+pub struct Stream {
+    queue: Queue,
+}
+
+impl Stream {
+    pub fn new(pg: PgPool, redis: RedisBackend) -> Self {
+        Self { queue: Queue::new(StrategyKind::Stream, pg, redis) }
+    }
+}
+
+#[async_trait]
+impl Strategy for Stream {
+    fn kind(&self) -> StrategyKind {
+        StrategyKind::Stream
+    }
+
+    async fn purchase(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, StrategyError> {
+        if let Some(first) = self.queue.persisted_replay(request).await {
+            return Ok(PurchaseOutcome::Replayed(first));
+        }
+        for _ in 0..=RECOVERIES {
+            let line = match self.queue.enqueue(request, true).await? {
+                Enqueued::Accepted => return Ok(self.queue.accepted(request)),
+                Enqueued::Existing(first) => return Ok(self.queue.replay(first, request).await),
+                Enqueued::Short(at) => return Ok(PurchaseOutcome::SoldOut(nth(request, at).product_id)),
+                Enqueued::Missing(at) => nth(request, at),
+            };
+            if redis_stock::recover(&self.queue.pg, &self.queue.redis, line.product_id).await?.is_none() {
+                return Ok(PurchaseOutcome::UnknownProduct(line.product_id));
+            }
+        }
+        Err(StrategyError::Unavailable("a stock key kept disappearing from Redis".into()))
+    }
+
+    async fn backlog(&self) -> Result<Option<Backlog>, StrategyError> {
+        Ok(Some(self.queue.backlog().await?))
+    }
+
+    async fn pending_units(&self) -> Result<std::collections::HashMap<i64, i64>, StrategyError> {
+        self.queue.reserved_units().await
+    }
+
+    async fn own_order(&self, id: Uuid) -> Result<Option<OrderView>, StrategyError> {
+        self.queue.own_order(id).await
+    }
+}
+
+/// Line `at` of the request; the script only names lines it was given.
+fn nth(request: &PurchaseRequest, at: usize) -> crate::order::OrderLine {
+    *request.lines.iter().nth(at).expect("enqueue checks the line index")
+}

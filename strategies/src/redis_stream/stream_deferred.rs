@@ -1,0 +1,115 @@
+//! `stream-deferred` — the seed's `stream` mode, kept faithfully: read the stock with `MGET`,
+//! and if it looks sufficient append the order to a stream and answer `202 pending`, taking
+//! nothing. The [`Worker`](super::Worker) decides later: one script takes every line of the order
+//! atomically and the order is persisted as confirmed, or, when the stock no longer covers it, the
+//! order is persisted as `cancelled` with the reason `sold_out_after_acceptance`.
+//!
+//! Guarantee: unsafe by design. It never oversells — the worker's take is an atomic
+//! check-and-decrement — but under contention far more buyers pass the check than there are units,
+//! and every one of them hears 202: the excess are told "accepted" and cancelled afterwards (the
+//! audit's `accepted_then_cancelled`). Durable as far as Redis is, like `stream`: accepted orders
+//! survive a server or worker crash, not a restart of a Redis that keeps nothing on disk.
+//!
+//! Crash behaviour: a crash before the append leaves nothing. Once appended, the order waits in
+//! the stream, or in the consumer group's pending list until another consumer reclaims it. The
+//! worker records its take decision per order id in the same script that takes the stock, so a
+//! worker that dies between the take and the PostgreSQL commit leaves the units in flight and the
+//! redelivered entry reuses the decision instead of taking twice; one that dies after the commit
+//! gets the entry back, finds the order already inserted and only settles it. An entry that keeps
+//! failing goes to the dead-letter stream, giving back the units its take held.
+//!
+//! Why this shape: it is what the seed shipped, and it shows what an unreserved queue costs — the
+//! check is stale the moment it is read. The idempotency key is still checked and claimed
+//! atomically with the append, so a retried request never queues a second order.
+
+use async_trait::async_trait;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::{Enqueued, Queue};
+use crate::backends::RedisBackend;
+use crate::error::StrategyError;
+use crate::kind::StrategyKind;
+use crate::order::{OrderView, PurchaseOutcome, PurchaseRequest};
+use crate::redis_stock;
+use crate::strategy::{Backlog, Strategy};
+
+/// The check-then-queue strategy.
+#[derive(Debug, Clone)]
+pub struct StreamDeferred {
+    queue: Queue,
+}
+
+impl StreamDeferred {
+    pub fn new(pg: PgPool, redis: RedisBackend) -> Self {
+        Self { queue: Queue::new(StrategyKind::StreamDeferred, pg, redis) }
+    }
+
+    /// The seed's check: every line's stock as Redis shows it now, and the order the idempotency
+    /// key already names, in one round trip.
+    async fn look(
+        &self,
+        request: &PurchaseRequest,
+    ) -> Result<(Vec<Option<i64>>, Option<String>), StrategyError> {
+        let redis = &self.queue.redis;
+        let stock_keys: Vec<String> =
+            request.lines.iter().map(|line| redis.keys.stock(line.product_id.get())).collect();
+        let mut conn = redis.conn.clone();
+        // Always MGET: redis-rs's `mget` sends GET for one key, whose reply does not read as a list.
+        let Some(key) = &request.idempotency_key else {
+            return Ok((redis::cmd("MGET").arg(&stock_keys).query_async(&mut conn).await?, None));
+        };
+        let mut pipe = redis::pipe();
+        pipe.cmd("MGET").arg(&stock_keys).cmd("GET").arg(redis.keys.idempotency(key.as_str()));
+        Ok(pipe.query_async(&mut conn).await?)
+    }
+}
+
+#[async_trait]
+impl Strategy for StreamDeferred {
+    fn kind(&self) -> StrategyKind {
+        StrategyKind::StreamDeferred
+    }
+
+    async fn purchase(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, StrategyError> {
+        if let Some(first) = self.queue.persisted_replay(request).await {
+            return Ok(PurchaseOutcome::Replayed(first));
+        }
+        let (stocks, first) = self.look(request).await?;
+        if let Some(first) = first.and_then(|id| Uuid::parse_str(&id).ok()) {
+            return Ok(self.queue.replay(first, request).await);
+        }
+        for (line, stock) in request.lines.iter().zip(stocks) {
+            let stock = match stock {
+                Some(stock) => stock,
+                None => match redis_stock::recover(&self.queue.pg, &self.queue.redis, line.product_id).await?
+                {
+                    Some(stock) => stock,
+                    None => return Ok(PurchaseOutcome::UnknownProduct(line.product_id)),
+                },
+            };
+            if stock < i64::from(line.quantity.get()) {
+                return Ok(PurchaseOutcome::SoldOut(line.product_id));
+            }
+        }
+        match self.queue.enqueue(request, false).await? {
+            Enqueued::Accepted => Ok(self.queue.accepted(request)),
+            Enqueued::Existing(first) => Ok(self.queue.replay(first, request).await),
+            Enqueued::Short(_) | Enqueued::Missing(_) => {
+                Err(StrategyError::Internal("an enqueue without reservation looked at the stock".into()))
+            }
+        }
+    }
+
+    async fn backlog(&self) -> Result<Option<Backlog>, StrategyError> {
+        Ok(Some(self.queue.backlog().await?))
+    }
+
+    async fn pending_units(&self) -> Result<std::collections::HashMap<i64, i64>, StrategyError> {
+        self.queue.taken_units().await
+    }
+
+    async fn own_order(&self, id: Uuid) -> Result<Option<OrderView>, StrategyError> {
+        self.queue.own_order(id).await
+    }
+}
