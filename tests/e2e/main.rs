@@ -8,6 +8,7 @@ mod contention;
 mod disconnect;
 mod helpers;
 mod orders;
+mod populate;
 mod redis_stock;
 mod seed;
 mod sessions;
