@@ -51,13 +51,21 @@ pub(super) async fn order(
 ) -> Result<Response, ApiError> {
     let id = Uuid::parse_str(&id)
         .map_err(|_| ApiError::InvalidRequest(format!("order id must be a UUID, got {id:?}")))?;
+    // A backend holding pending orders may be down while PostgreSQL has the order: ask
+    // PostgreSQL before answering 503.
+    let mut unavailable = None;
     for strategy in state.registry.iter() {
-        if let Some(order) = strategy.own_order(id).await? {
-            return Ok(Json(order).into_response());
+        match strategy.own_order(id).await {
+            Ok(Some(order)) => return Ok(Json(order).into_response()),
+            Ok(None) => {}
+            Err(err) => unavailable = Some(err),
         }
     }
-    let order = order_store::fetch_order(&state.pg, id).await?.ok_or(ApiError::UnknownOrder(id))?;
-    Ok(Json(order).into_response())
+    match (order_store::fetch_order(&state.pg, id).await?, unavailable) {
+        (Some(order), _) => Ok(Json(order).into_response()),
+        (None, Some(err)) => Err(err.into()),
+        (None, None) => Err(ApiError::UnknownOrder(id)),
+    }
 }
 
 /// `GET /stats`: per-strategy counters and latency percentiles since the last reset.

@@ -176,7 +176,8 @@ impl Delivery {
     }
 }
 
-/// Checks a free-text field: non-blank, at most [`MAX_FIELD_LEN`] bytes.
+/// Checks a free-text field: non-blank, at most [`MAX_FIELD_LEN`] bytes, no control characters
+/// (PostgreSQL refuses NUL in text, and no address or name needs a tab or a newline).
 ///
 /// # Errors
 /// Names the field and what is wrong with it.
@@ -186,6 +187,9 @@ pub fn check_field(name: &str, value: &str) -> Result<(), InvalidInput> {
     }
     if value.len() > MAX_FIELD_LEN {
         return Err(invalid(format!("{name} is longer than {MAX_FIELD_LEN} bytes")));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(invalid(format!("{name} must not contain control characters")));
     }
     Ok(())
 }
@@ -341,5 +345,8 @@ mod tests {
         let err = Delivery::new("Kyiv".into(), " ".into(), "a@b.c".into()).unwrap_err();
         assert_eq!(err.0, "delivery.phone must not be blank");
         assert!(Delivery::new("Kyiv".into(), "+380".into(), "a@b.c".into()).is_ok());
+        let err = Delivery::new("Kyiv\u{0}".into(), "+380".into(), "a@b.c".into()).unwrap_err();
+        assert_eq!(err.0, "delivery.address must not contain control characters");
+        assert!(Delivery::new("Kyiv\nflat 2".into(), "+380".into(), "a@b.c".into()).is_err());
     }
 }
