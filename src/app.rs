@@ -100,14 +100,23 @@ impl App {
     pub async fn reset(&self, plan: StockPlan) -> Result<catalog::ResetSummary, StrategyError> {
         let started = std::time::Instant::now();
         let mut summary = catalog::reset(&self.pg, &plan).await?;
-        redis_stock::clear(&self.redis).await?;
-        summary.redis_keys_loaded = redis_stock::load_from_sql(&self.pg, &self.redis).await?;
+        // PostgreSQL is reset now: whatever happens to the Redis mirror, the strategies and the
+        // statistics must follow, so the server never serves the old plan beside the new catalogue.
+        let mirrored = match redis_stock::clear(&self.redis).await {
+            Ok(_) => redis_stock::load_from_sql(&self.pg, &self.redis).await,
+            Err(err) => Err(err),
+        };
+        let mut prepared = Ok(());
         for strategy in self.registry.iter() {
-            strategy.prepare(&plan).await?;
+            if let Err(err) = strategy.prepare(&plan).await {
+                prepared = Err(err);
+            }
         }
         self.stats.reset();
-        summary.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         *self.plan.write().unwrap_or_else(PoisonError::into_inner) = plan;
+        summary.redis_keys_loaded = mirrored?;
+        prepared?;
+        summary.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         Ok(summary)
     }
 

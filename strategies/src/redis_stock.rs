@@ -80,8 +80,13 @@ pub async fn load_from_sql(pg: &PgPool, redis: &RedisBackend) -> Result<u64, Str
     }
     if !batch.is_empty() {
         pipe.mset(&batch).ignore();
+        batches_in_pipe += 1;
     }
-    pipe.query_async::<()>(&mut conn).await?;
+    // An empty pipeline is an error in redis-rs: it happens whenever the product count is a
+    // multiple of a full pipeline.
+    if batches_in_pipe > 0 {
+        pipe.query_async::<()>(&mut conn).await?;
+    }
     drop(rows);
     tx.commit().await?;
     Ok(loaded)

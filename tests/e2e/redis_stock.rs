@@ -137,3 +137,17 @@ async fn redis_is_not_held_to_account_when_sql_strategies_also_sold(
     let sold_by: Vec<&str> = audit["sold_by"].as_array().unwrap().iter().filter_map(|k| k.as_str()).collect();
     assert_eq!(sold_by, ["sql-atomic", "redis-lua"]);
 }
+
+/// The loader sends full pipelines as it goes; a catalogue that fills the last one exactly must
+/// not end with an empty pipeline (redis-rs refuses those).
+#[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
+async fn a_catalogue_filling_whole_pipelines_loads(_: PoolOptions<Postgres>, connect: PgConnectOptions) {
+    let plan: checkout_strategies::StockPlan = serde_json::from_value(serde_json::json!({
+        "random_products": { "count": 10_000, "seed": 3 }
+    }))
+    .unwrap();
+    let app = spawn_app(connect, Setup { plan: plan.clone(), ..Setup::default() }).await;
+    let summary = app.app.reset(plan.clone()).await.expect("a reset of exactly one full pipeline succeeds");
+    assert_eq!(summary.redis_keys_loaded, 10_000, "every product mirrored");
+    assert_eq!(app.redis_stock(10_000).await, plan.stock_of(ProductId::parse(10_000).unwrap()));
+}
