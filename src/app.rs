@@ -83,8 +83,13 @@ impl App {
         let plan = match catalog::latest_plan(&backends.pg).await? {
             Some(plan) => plan,
             None if catalog::is_empty(&backends.pg).await? => {
-                catalog::reset(&backends.pg, &fallback).await?;
-                fallback
+                let app = Self::new(backends, config, fallback.clone()).await?;
+                // Through the full reset, so a Redis left over from an earlier database does not
+                // keep a stale mirror under the same prefix.
+                if let Err(err) = app.reset(fallback).await {
+                    tracing::warn!(%err, "first catalogue not fully laid out; Redis keys load on first use");
+                }
+                return Ok(app);
             }
             None => StockPlan::default(),
         };

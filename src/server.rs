@@ -1,8 +1,10 @@
-//! Starting and stopping the HTTP server.
+//! Starting and stopping the HTTP server, alone or with the stream workers beside it.
 
 use std::future::Future;
 use std::net::SocketAddr;
 
+use checkout_strategies::redis_stream::run_workers;
+use checkout_strategies::{Backends, CancellationToken, WorkerSettings};
 use tokio::net::TcpListener;
 
 use crate::app::AppState;
@@ -47,4 +49,63 @@ pub async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutting down: finishing in-flight requests");
+}
+
+/// Serves the API and, with `worker` settings, the stream workers, until `stop` is cancelled or
+/// one of them stops on its own. Whichever stops first is reported; the other is then asked to
+/// stop and waited for, so the API finishes its requests and the workers their batch.
+///
+/// # Errors
+/// When either task failed or panicked.
+pub async fn serve_with_worker(
+    listener: TcpListener,
+    state: AppState,
+    backends: Backends,
+    worker: Option<WorkerSettings>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut api = tokio::spawn(run(listener, state, stop.clone().cancelled_owned()));
+    let worker_stop = stop.clone();
+    let mut worker = tokio::spawn(async move {
+        let Some(settings) = worker else {
+            tracing::info!("stream worker off: run `server worker` to persist queued orders");
+            worker_stop.cancelled().await;
+            return Ok(());
+        };
+        run_workers(&backends, settings, worker_stop).await
+    });
+    let (first, second) = tokio::select! {
+        exit = &mut api => {
+            let first = report_exit("api", exit);
+            stop.cancel();
+            (first, report_exit("worker", worker.await))
+        }
+        exit = &mut worker => {
+            let first = report_exit("worker", exit);
+            stop.cancel();
+            (first, report_exit("api", api.await))
+        }
+    };
+    first.and(second)
+}
+
+/// Logs how a task ended and turns it into a result.
+fn report_exit<E>(task: &str, exit: Result<Result<(), E>, tokio::task::JoinError>) -> anyhow::Result<()>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    match exit {
+        Ok(Ok(())) => {
+            tracing::info!(task, "stopped");
+            Ok(())
+        }
+        Ok(Err(err)) => {
+            tracing::error!(task, %err, "stopped with an error");
+            Err(anyhow::Error::new(err).context(format!("{task} failed")))
+        }
+        Err(err) => {
+            tracing::error!(task, %err, "panicked or was cancelled");
+            Err(anyhow::anyhow!("{task} task died: {err}"))
+        }
+    }
 }

@@ -86,57 +86,13 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", cli.serve.bind))?;
     tracing::info!(addr = %listener.local_addr()?, "checkout server listening");
     let state = AppState(std::sync::Arc::new(app));
-    let mut api = tokio::spawn(checkout_bench::server::run(listener, state, stop.clone().cancelled_owned()));
-    let (settings, enabled, worker_stop) = (cli.worker.settings(), cli.worker_switch.enabled(), stop.clone());
-    let mut worker = tokio::spawn(async move {
-        if !enabled {
-            tracing::info!("stream worker off: run `server worker` to persist queued orders");
-            worker_stop.cancelled().await;
-            return Ok(());
-        }
-        run_workers(&backends, settings, worker_stop).await
-    });
-    // Whichever stops first is reported; the other is then asked to stop and waited for, so the
-    // API finishes its requests and the worker its batch.
-    let (first, second) = tokio::select! {
-        exit = &mut api => {
-            let first = report_exit("api", exit);
-            stop.cancel();
-            (first, report_exit("worker", worker.await))
-        }
-        exit = &mut worker => {
-            let first = report_exit("worker", exit);
-            stop.cancel();
-            (first, report_exit("api", api.await))
-        }
-    };
-    first.and(second)
+    let worker = cli.worker_switch.enabled().then(|| cli.worker.settings());
+    checkout_bench::server::serve_with_worker(listener, state, backends, worker, stop).await
 }
 
 async fn cancel_on_signal(stop: CancellationToken) {
     checkout_bench::server::shutdown_signal().await;
     stop.cancel();
-}
-
-/// Logs which task stopped and why; an error or a panic becomes the process's error.
-fn report_exit<E>(task: &str, exit: Result<Result<(), E>, tokio::task::JoinError>) -> anyhow::Result<()>
-where
-    E: std::error::Error + Send + Sync + 'static,
-{
-    match exit {
-        Ok(Ok(())) => {
-            tracing::info!(task, "stopped");
-            Ok(())
-        }
-        Ok(Err(err)) => {
-            tracing::error!(task, %err, "stopped with an error");
-            Err(anyhow::Error::new(err).context(format!("{task} failed")))
-        }
-        Err(err) => {
-            tracing::error!(task, %err, "panicked or was cancelled");
-            Err(anyhow::anyhow!("{task} task died: {err}"))
-        }
-    }
 }
 
 #[cfg(test)]
