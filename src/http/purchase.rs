@@ -1,4 +1,4 @@
-//! `POST /strategies/{name}/purchase` and `POST /purchase` (with `X-Strategy`), and [`run`], the
+//! `POST /strategies/{name}/purchase` and `POST /purchase` (with `X-Strategy`), and [`place`], the
 //! one way any front end (these JSON routes, the seed's form endpoint) hands a purchase to a
 //! strategy.
 //!
@@ -17,7 +17,9 @@ use uuid::Uuid;
 use crate::app::AppState;
 use crate::http::auth::Credentials;
 use crate::http::error::ApiError;
-use crate::http::extract::{ApiJson, IdempotencyHeader, PurchaseBody, StrategyHeader, StrategyPath};
+use crate::http::extract::{
+    ApiJson, IdempotencyHeader, PurchaseBody, StrategyHeader, StrategyPath, ValidPurchase,
+};
 
 /// `POST /strategies/{name}/purchase`.
 pub(super) async fn by_route(
@@ -50,17 +52,8 @@ async fn purchase(
     body: PurchaseBody,
 ) -> Result<Response, ApiError> {
     let valid = body.validate()?;
-    let session_user = credentials.authorize(&state, valid.user.is_some()).await?;
-    let request = PurchaseRequest {
-        order_id: Uuid::new_v4(),
-        lines: valid.lines,
-        delivery: valid.delivery,
-        user: valid.user.or(session_user),
-        idempotency_key,
-    };
-    let outcome = run(&state, kind, request).await?;
-    credentials.finish(&state).await;
-    Ok(match outcome {
+    let names_buyer = valid.user.is_some();
+    Ok(match place(&state, kind, valid, idempotency_key, credentials, names_buyer).await? {
         PurchaseOutcome::Placed(receipt) => {
             let status = match receipt.status {
                 OrderStatus::Pending => StatusCode::ACCEPTED,
@@ -75,13 +68,39 @@ async fn purchase(
     })
 }
 
+/// Authorises a validated purchase (`user_is_login`: a buyer named in the body needs no session),
+/// runs it, then ends the session when asked to. Each front end renders the outcome its own way.
+///
+/// # Errors
+/// 401/503 from the session check, or whatever [`run`] returns.
+pub(super) async fn place(
+    state: &AppState,
+    kind: StrategyKind,
+    valid: ValidPurchase,
+    idempotency_key: Option<IdempotencyKey>,
+    credentials: Credentials,
+    user_is_login: bool,
+) -> Result<PurchaseOutcome, ApiError> {
+    let session_user = credentials.authorize(state, user_is_login).await?;
+    let request = PurchaseRequest {
+        order_id: Uuid::new_v4(),
+        lines: valid.lines,
+        delivery: valid.delivery,
+        user: valid.user.or(session_user),
+        idempotency_key,
+    };
+    let outcome = run(state, kind, request).await?;
+    credentials.finish(state).await;
+    Ok(outcome)
+}
+
 /// Runs a validated, authorised purchase with `kind`'s strategy in a task of its own and waits for
-/// it up to the request timeout. Each front end renders the outcome its own way.
+/// it up to the request timeout.
 ///
 /// # Errors
 /// The strategy's error, or [`ApiError::Timeout`] (with the order id) when the purchase outlived
 /// the request timeout; it keeps running then.
-pub(super) async fn run(
+async fn run(
     state: &AppState,
     kind: StrategyKind,
     request: PurchaseRequest,

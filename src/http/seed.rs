@@ -24,10 +24,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use checkout_strategies::order::{MAX_LINES, check_field};
 use checkout_strategies::{
-    Delivery, InvalidInput, OrderLine, OrderLines, ProductId, PurchaseOutcome, PurchaseRequest, Quantity,
-    StrategyKind, UnknownStrategy,
+    Delivery, InvalidInput, OrderLine, OrderLines, ProductId, PurchaseOutcome, Quantity, StrategyKind,
+    UnknownStrategy,
 };
-use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::http::auth::{self, Credentials};
@@ -100,17 +99,7 @@ async fn purchase(state: &AppState, mode: Option<&str>, request: Request) -> Res
     let form = read_form(state, Request::from_parts(parts, body)).await?;
     let valid = purchase_from(&form)?;
     // The form's username names the buyer but, as in the seed, is no login.
-    let session_user = credentials.authorize(state, false).await?;
-    let request = PurchaseRequest {
-        order_id: Uuid::new_v4(),
-        lines: valid.lines,
-        delivery: valid.delivery,
-        user: valid.user.or(session_user),
-        idempotency_key,
-    };
-    let outcome = purchase::run(state, kind, request).await?;
-    credentials.finish(state).await;
-    match outcome {
+    match purchase::place(state, kind, valid, idempotency_key, credentials, false).await? {
         PurchaseOutcome::Placed(receipt) | PurchaseOutcome::Replayed(receipt) => Ok((
             StatusCode::OK,
             format!("Purchase successful: order {} ({})", receipt.order_id, receipt.status.as_str()),

@@ -95,8 +95,7 @@ impl Strategy for InMemory {
                 shelf.stock -= i64::from(line.quantity.get());
             }
         }
-        let receipt =
-            Receipt { order_id: request.order_id, status: OrderStatus::Confirmed, strategy: self.kind() };
+        let receipt = Receipt::confirmed(request.order_id, self.kind());
         if let Some(key) = &request.idempotency_key {
             books.by_key.insert(key.as_str().to_owned(), request.order_id);
         }

@@ -268,6 +268,13 @@ pub struct Receipt {
     pub strategy: StrategyKind,
 }
 
+impl Receipt {
+    /// The receipt of an order `strategy` has confirmed.
+    pub const fn confirmed(order_id: Uuid, strategy: StrategyKind) -> Self {
+        Self { order_id, status: OrderStatus::Confirmed, strategy }
+    }
+}
+
 /// How a purchase ended when nothing failed. Sold out is an answer, not an error.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PurchaseOutcome {

@@ -8,6 +8,7 @@ use crate::error::{StrategyError, is_duplicate_key};
 use crate::kind::StrategyKind;
 use crate::order::{OrderLines, OrderStatus, PurchaseOutcome, PurchaseRequest, Receipt};
 use crate::order_store::{insert_order, replay_after_conflict};
+use crate::redis_stock::read_counts;
 use crate::sql_stock::take_lines;
 
 /// Writes `request` to PostgreSQL as confirmed, moving PostgreSQL's stock by the units Redis took.
@@ -37,11 +38,7 @@ pub(crate) async fn persist_reserved(
     match write_order(pg, kind, request).await {
         Ok(()) => {
             settle(redis, &request.lines).await;
-            Ok(PurchaseOutcome::Placed(Receipt {
-                order_id: request.order_id,
-                status: OrderStatus::Confirmed,
-                strategy: kind,
-            }))
+            Ok(PurchaseOutcome::Placed(Receipt::confirmed(request.order_id, kind)))
         }
         Err(err) => {
             release(redis, &request.lines).await?;
@@ -109,8 +106,5 @@ pub(crate) async fn shelf(
     redis: &RedisBackend,
     lines: &OrderLines,
 ) -> Result<Vec<Option<i64>>, StrategyError> {
-    let keys: Vec<String> = lines.iter().map(|line| redis.keys.stock(line.product_id.get())).collect();
-    let mut conn = redis.conn.clone();
-    // Always MGET: redis-rs's `mget` sends GET for one key, whose reply does not read as a list.
-    Ok(redis::cmd("MGET").arg(keys).query_async(&mut conn).await?)
+    read_counts(redis, lines.iter().map(|line| redis.keys.stock(line.product_id.get()))).await
 }

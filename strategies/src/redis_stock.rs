@@ -100,12 +100,16 @@ pub async fn mirror(
     redis: &RedisBackend,
     products: &[i64],
 ) -> Result<(Vec<Option<i64>>, Vec<Option<i64>>), StrategyError> {
-    let stock = read_keys(redis, products.iter().map(|&id| redis.keys.stock(id))).await?;
-    let inflight = read_keys(redis, products.iter().map(|&id| redis.keys.inflight(id))).await?;
+    let stock = read_counts(redis, products.iter().map(|&id| redis.keys.stock(id))).await?;
+    let inflight = read_counts(redis, products.iter().map(|&id| redis.keys.inflight(id))).await?;
     Ok((stock, inflight))
 }
 
-async fn read_keys(
+/// Integer values of `keys`, `None` where a key is missing, in chunks of [`LOAD_BATCH`].
+///
+/// # Errors
+/// When Redis does not answer.
+pub(crate) async fn read_counts(
     redis: &RedisBackend,
     keys: impl Iterator<Item = String>,
 ) -> Result<Vec<Option<i64>>, StrategyError> {

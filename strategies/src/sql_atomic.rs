@@ -110,7 +110,7 @@ impl SqlAtomic {
     }
 
     fn receipt(&self, request: &PurchaseRequest) -> Receipt {
-        Receipt { order_id: request.order_id, status: OrderStatus::Confirmed, strategy: self.kind() }
+        Receipt::confirmed(request.order_id, self.kind())
     }
 }
 

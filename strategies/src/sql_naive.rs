@@ -52,11 +52,7 @@ impl SqlNaive {
         take_lines(&mut tx, &request.lines).await?;
         insert_order(&mut tx, self.kind(), OrderStatus::Confirmed, request).await?;
         tx.commit().await?;
-        Ok(PurchaseOutcome::Placed(Receipt {
-            order_id: request.order_id,
-            status: OrderStatus::Confirmed,
-            strategy: self.kind(),
-        }))
+        Ok(PurchaseOutcome::Placed(Receipt::confirmed(request.order_id, self.kind())))
     }
 }
 
