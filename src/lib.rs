@@ -6,8 +6,10 @@
 //! - [`http`]: the router and the HTTP contract.
 //! - [`stats`]: per-strategy counters and latency histograms.
 //! - [`audit`]: reconciles stock with orders after a run.
+//! - [`loadgen`]: the load generator behind `bench`: schedule, client, what clients were told.
 //! - [`populate`]: bulk-loads a catalogue at the seed's scale.
 //! - [`server`]: serving with graceful shutdown.
+//! - [`server_cli`]: the `server` command line, which `bench` also runs as its child.
 //! - [`sessions`]: buyer sessions in their own Redis database.
 //!
 //! The strategies themselves live in the `checkout-strategies` crate.
@@ -16,7 +18,9 @@ pub mod app;
 pub mod audit;
 pub mod config;
 pub mod http;
+pub mod loadgen;
 pub mod populate;
 pub mod server;
+pub mod server_cli;
 pub mod sessions;
 pub mod stats;

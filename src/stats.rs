@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use checkout_strategies::{
-    Backlog, OrderStatus, OrderView, OwnLedger, PurchaseOutcome, PurchaseRequest, StockPlan, Strategy,
+    Backlog, OrderEntry, OrderStatus, OrderView, OwnLedger, PurchaseOutcome, PurchaseRequest, StockPlan, Strategy,
     StrategyError, StrategyKind,
 };
 use hdrhistogram::Histogram;
@@ -250,5 +250,9 @@ impl Strategy for Measured {
 
     async fn own_order(&self, id: Uuid) -> Result<Option<OrderView>, StrategyError> {
         self.inner.own_order(id).await
+    }
+
+    async fn own_orders(&self) -> Result<Vec<OrderEntry>, StrategyError> {
+        self.inner.own_orders().await
     }
 }

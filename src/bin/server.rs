@@ -1,123 +1,14 @@
 //! `server`: the checkout HTTP server with the stream worker beside it, `server worker` to run
 //! stream workers alone, and `server populate` to bulk-load a catalogue.
 
-use anyhow::Context;
-use checkout_bench::app::{App, AppConfig, AppState};
-use checkout_bench::config::{BackendArgs, ServeArgs, SessionArgs, WorkerArgs, WorkerSwitch};
-use checkout_bench::populate::{self, PopulateArgs};
-use checkout_strategies::redis_stream::run_workers;
-use checkout_strategies::{Backends, CancellationToken, StockPlan, Tuning, backends};
-use clap::{Parser, Subcommand};
+use checkout_bench::server_cli::{self, ServerCli};
+use clap::Parser;
 use tracing_subscriber::EnvFilter;
-
-/// Flash-sale checkout server: every purchase strategy behind one HTTP contract.
-#[derive(Debug, Parser)]
-#[command(version, args_conflicts_with_subcommands = true)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-    #[command(flatten)]
-    backends: BackendArgs,
-    #[command(flatten)]
-    serve: ServeArgs,
-    #[command(flatten)]
-    sessions: SessionArgs,
-    #[command(flatten)]
-    worker_switch: WorkerSwitch,
-    #[command(flatten)]
-    worker: WorkerArgs,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Bulk-load products (and optionally orders) through COPY, then exit.
-    Populate {
-        #[command(flatten)]
-        backends: BackendArgs,
-        #[command(flatten)]
-        args: PopulateArgs,
-    },
-    /// Run the stream workers alone until Ctrl-C or SIGTERM; several may run side by side.
-    Worker {
-        #[command(flatten)]
-        backends: BackendArgs,
-        #[command(flatten)]
-        worker: WorkerArgs,
-    },
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
-    let cli = Cli::parse();
-    let backend_args = match &cli.command {
-        Some(Command::Populate { backends, .. } | Command::Worker { backends, .. }) => backends,
-        None => &cli.backends,
-    };
-    backends::prepare_database(&backend_args.database_url)
-        .await
-        .with_context(|| format!("cannot prepare the database at {}", backend_args.database_url))?;
-    let pg = backends::pg_pool(&backend_args.database_url, backend_args.pg_settings())
-        .context("invalid DATABASE_URL")?;
-    if let Some(Command::Populate { args, .. }) = &cli.command {
-        populate::run(&pg, args).await?;
-        return Ok(());
-    }
-    let redis = backend_args.redis_backend().context("invalid REDIS_URL")?;
-    let stop = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(stop.clone()));
-    if let Some(Command::Worker { worker, .. }) = &cli.command {
-        let backends = Backends { pg, redis, tuning: Tuning::default() };
-        run_workers(&backends, worker.settings(), stop).await.context("stream workers failed")?;
-        return Ok(());
-    }
-    let backends = Backends { pg, redis, tuning: cli.serve.tuning() };
-    let config = AppConfig {
-        admin_token: cli.serve.admin_token.clone(),
-        request_timeout: std::time::Duration::from_millis(cli.serve.request_timeout_ms),
-        sessions: cli.sessions.session_config(&cli.backends).context("invalid REDIS_URL")?,
-    };
-    checkout_bench::http::prometheus();
-    let app = App::load(&backends, config, StockPlan::flash_sale(cli.serve.default_products)).await?;
-    let listener = tokio::net::TcpListener::bind(cli.serve.bind)
-        .await
-        .with_context(|| format!("cannot listen on {}", cli.serve.bind))?;
-    tracing::info!(addr = %listener.local_addr()?, "checkout server listening");
-    let state = AppState(std::sync::Arc::new(app));
-    let worker = cli.worker_switch.enabled().then(|| cli.worker.settings());
-    checkout_bench::server::serve_with_worker(listener, state, backends, worker, stop).await
-}
-
-async fn cancel_on_signal(stop: CancellationToken) {
-    checkout_bench::server::shutdown_signal().await;
-    stop.cancel();
-}
-
-#[cfg(test)]
-mod tests {
-    use clap::CommandFactory;
-
-    #[test]
-    fn verify_cli() {
-        super::Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn the_worker_runs_in_the_server_unless_switched_off() {
-        use clap::Parser;
-        let enabled = |args: &[&str]| {
-            let args = std::iter::once("server").chain(args.iter().copied());
-            super::Cli::try_parse_from(args).expect("valid flags").worker_switch.enabled()
-        };
-        if std::env::var_os("WORKER").is_none() {
-            assert!(enabled(&[]), "on by default");
-        }
-        assert!(enabled(&["--worker"]));
-        assert!(!enabled(&["--no-worker"]));
-        assert!(!enabled(&["--worker", "false"]));
-        assert!(enabled(&["--no-worker", "--worker"]), "the last flag wins");
-        assert!(!enabled(&["--worker", "--no-worker"]), "the last flag wins");
-    }
+    server_cli::run(ServerCli::parse()).await
 }

@@ -8,7 +8,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use checkout_strategies::StockPlan;
+use checkout_strategies::{StockPlan, catalog};
 use serde_json::json;
 
 use crate::app::AppState;
@@ -79,14 +79,62 @@ pub(super) async fn audit(State(state): State<AppState>) -> Result<Json<AuditRep
     Ok(Json(audit::reconcile(&state).await?))
 }
 
+/// Orders listed by `GET /admin/orders` unless `limit` says otherwise.
+const DEFAULT_ORDER_LIMIT: i64 = 1_000_000;
+
+/// `GET /admin/orders`: every order held since the reset — PostgreSQL's and those of strategies
+/// that keep their own books — so a load generator can join them with what its clients were told.
+pub(super) async fn orders(
+    State(state): State<AppState>,
+    uri: axum::http::Uri,
+) -> Result<Response, ApiError> {
+    let limit = order_limit(uri.query())?;
+    let mut orders = catalog::order_entries(&state.pg, limit.saturating_add(1)).await?;
+    for strategy in state.registry.iter() {
+        orders.extend(strategy.own_orders().await?);
+    }
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let truncated = orders.len() > limit;
+    orders.truncate(limit);
+    Ok(Json(json!({ "count": orders.len(), "truncated": truncated, "orders": orders })).into_response())
+}
+
+/// `?limit=N`, a positive integer; anything else in the query is refused rather than ignored.
+fn order_limit(query: Option<&str>) -> Result<i64, ApiError> {
+    let mut limit = DEFAULT_ORDER_LIMIT;
+    for (name, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        if name != "limit" {
+            return Err(ApiError::InvalidRequest(format!("unknown query parameter {name:?}; only `limit`")));
+        }
+        limit = value
+            .parse::<i64>()
+            .ok()
+            .filter(|limit| *limit >= 1)
+            .ok_or_else(|| ApiError::InvalidRequest(format!("limit must be a positive integer, got {value:?}")))?;
+    }
+    Ok(limit)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::constant_time_eq;
+    use super::*;
 
     #[test]
     fn token_comparison() {
         assert!(constant_time_eq(b"secret", b"secret"));
         assert!(!constant_time_eq(b"secret", b"secreT"));
         assert!(!constant_time_eq(b"secret", b"secret2"));
+    }
+
+    #[test]
+    fn order_limit_takes_a_positive_integer_and_nothing_else() {
+        assert_eq!(order_limit(None).unwrap(), DEFAULT_ORDER_LIMIT);
+        assert_eq!(order_limit(Some("limit=5")).unwrap(), 5);
+        for bad in ["limit=0", "limit=-3", "limit=x", "limit=", "since=1"] {
+            assert!(
+                matches!(order_limit(Some(bad)), Err(ApiError::InvalidRequest(_))),
+                "{bad} must be refused"
+            );
+        }
     }
 }

@@ -42,6 +42,7 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/reset", post(admin::reset))
         .route("/admin/reconcile", post(admin::reconcile))
         .route("/admin/audit", get(admin::audit).route_layer(with_deadline.clone()))
+        .route("/admin/orders", get(admin::orders).route_layer(with_deadline.clone()))
         .layer(DefaultBodyLimit::max(MAX_ADMIN_BODY))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), admin::guard));
     let reads = Router::new()

@@ -7,11 +7,13 @@ use std::time::Instant;
 use serde::Serialize;
 use sqlx::types::Json;
 use sqlx::{FromRow, PgConnection, PgPool};
+use uuid::Uuid;
 
 use crate::error::StrategyError;
-use crate::order::ProductId;
+use crate::kind::StrategyKind;
+use crate::order::{OrderStatus, ProductId};
 use crate::plan::StockPlan;
-use crate::strategy::ProductLedger;
+use crate::strategy::{OrderEntry, ProductLedger};
 
 /// Rows are buffered up to this many bytes before each `COPY` write.
 const COPY_CHUNK: usize = 1 << 20;
@@ -245,4 +247,23 @@ pub struct OrderTotals {
 /// When the database does not answer.
 pub async fn is_empty(pool: &PgPool) -> Result<bool, StrategyError> {
     Ok(!sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM products)").fetch_one(pool).await?)
+}
+
+/// Orders PostgreSQL holds, at most `limit` of them, in no particular order.
+///
+/// # Errors
+/// When the database does not answer, or holds a status or strategy this build does not know.
+pub async fn order_entries(pool: &PgPool, limit: i64) -> Result<Vec<OrderEntry>, StrategyError> {
+    let rows: Vec<(Uuid, String, String)> =
+        sqlx::query_as("SELECT id, strategy, status FROM orders LIMIT $1").bind(limit).fetch_all(pool).await?;
+    rows.into_iter()
+        .map(|(order_id, strategy, status)| {
+            let strategy = strategy
+                .parse::<StrategyKind>()
+                .map_err(|_| StrategyError::Internal(format!("order {order_id} names strategy {strategy:?}")))?;
+            let status = OrderStatus::from_db(&status)
+                .ok_or_else(|| StrategyError::Internal(format!("order {order_id} has status {status:?}")))?;
+            Ok(OrderEntry { order_id, strategy, status })
+        })
+        .collect()
 }

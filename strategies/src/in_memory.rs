@@ -20,7 +20,7 @@ use crate::error::StrategyError;
 use crate::kind::StrategyKind;
 use crate::order::{OrderStatus, OrderView, PurchaseOutcome, PurchaseRequest, Receipt};
 use crate::plan::StockPlan;
-use crate::strategy::{OwnLedger, ProductLedger, Strategy};
+use crate::strategy::{OrderEntry, OwnLedger, ProductLedger, Strategy};
 
 /// The in-process baseline strategy.
 #[derive(Debug, Default)]
@@ -172,5 +172,14 @@ impl Strategy for InMemory {
 
     async fn own_order(&self, id: Uuid) -> Result<Option<OrderView>, StrategyError> {
         Ok(self.books().orders.get(&id).cloned())
+    }
+
+    async fn own_orders(&self) -> Result<Vec<OrderEntry>, StrategyError> {
+        Ok(self
+            .books()
+            .orders
+            .values()
+            .map(|order| OrderEntry { order_id: order.order_id, strategy: order.strategy, status: order.status })
+            .collect())
     }
 }

@@ -45,7 +45,7 @@ pub use plan::{ProductStock, RandomProducts, StockPlan};
 pub use redis_keys::RedisKeys;
 pub use redis_stream::{CancellationToken, DrainReport, Worker, WorkerSettings};
 pub use registry::Registry;
-pub use strategy::{Backlog, OwnLedger, ProductLedger, Strategy};
+pub use strategy::{Backlog, OrderEntry, OwnLedger, ProductLedger, Strategy};
 
 /// Every schema migration, applied at server start and by each database-backed test.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::error::StrategyError;
 use crate::kind::{Guarantees, StrategyKind};
-use crate::order::{OrderView, PurchaseOutcome, PurchaseRequest};
+use crate::order::{OrderStatus, OrderView, PurchaseOutcome, PurchaseRequest};
 use crate::plan::StockPlan;
 
 /// A way of selling stock. Implementations hold only the mechanism; timing, metrics and HTTP live
@@ -58,6 +58,20 @@ pub trait Strategy: Send + Sync + fmt::Debug {
     async fn own_order(&self, _id: Uuid) -> Result<Option<OrderView>, StrategyError> {
         Ok(None)
     }
+
+    /// Every order this strategy keeps outside PostgreSQL, for the load generator's join of what
+    /// clients were told with what is held.
+    async fn own_orders(&self) -> Result<Vec<OrderEntry>, StrategyError> {
+        Ok(Vec::new())
+    }
+}
+
+/// One order as the load generator's audit sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct OrderEntry {
+    pub order_id: Uuid,
+    pub strategy: StrategyKind,
+    pub status: OrderStatus,
 }
 
 /// Raw books of one product, before the audit derives anomalies from them.

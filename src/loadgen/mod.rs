@@ -1,0 +1,326 @@
+//! The load generator: drives one strategy through the flash sale over real HTTP and records what
+//! every client was told.
+//!
+//! - [`schedule`]: when requests are due (open model: a timetable; closed model: users who think).
+//! - [`scenario`]: who buys what (hunters and regular customers).
+//! - [`client`]: one hyper connection per worker, keep-alive, nothing in between.
+//! - [`record`]: answers, latency histograms, the timeline and the acknowledged orders.
+//!
+//! Latency in the open model counts from each request's *intended* send time, so a server that
+//! stalls is charged for every request it held back (coordinated omission, as wrk2 and oha correct
+//! it); requests sent late are counted, requests never sent are counted, none is skipped.
+
+pub mod client;
+pub mod record;
+pub mod scenario;
+pub mod schedule;
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+pub use client::Target;
+use client::Connection;
+pub use record::{Ack, AckStatus, Counts, RunRecord, Window};
+use record::{Answer, Live, Recorder};
+pub use scenario::Scenario;
+use schedule::{Pace, Timetable};
+
+/// How arrivals are modelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Model {
+    /// A constant arrival rate, whatever the server does.
+    Open,
+    /// A fixed number of users, each waiting for its answer, then thinking.
+    Closed,
+}
+
+impl Model {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Closed => "closed",
+        }
+    }
+}
+
+/// Everything one run needs, defaults applied.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LoadPlan {
+    pub model: Model,
+    /// Open model: requests per second.
+    pub rate: f64,
+    /// Keep-alive connections (open model: one worker each; closed model: shared by the users).
+    pub connections: usize,
+    /// Closed model: users.
+    pub users: usize,
+    /// Closed model: requests per second per user (Locust's `constant_throughput`); 0 = no wait.
+    pub user_rate: f64,
+    /// Closed model: users start spread over this long.
+    pub ramp: Duration,
+    pub scenario: Scenario,
+    /// The run stops after this long at the latest.
+    pub duration: Duration,
+    /// The run stops after this many requests at the latest.
+    pub max_requests: Option<u64>,
+    /// After the hot product sold out, the run goes on this long (sold-out answers are part of the
+    /// picture), then stops.
+    pub grace: Duration,
+    /// A request without an answer after this long counts as a `timeout` error.
+    pub timeout: Duration,
+}
+
+impl LoadPlan {
+    /// Requests per second the model asks for.
+    pub fn offered_rps(&self) -> f64 {
+        match self.model {
+            Model::Open => self.rate,
+            Model::Closed if self.user_rate > 0.0 => self.users as f64 * self.user_rate,
+            // Without think time, the closed model offers whatever the server answers.
+            Model::Closed => 0.0,
+        }
+    }
+
+    /// # Errors
+    /// When a number makes no run: no rate, no connection, no user, no time.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.scenario.validate()?;
+        anyhow::ensure!(self.connections >= 1, "--connections must be at least 1");
+        anyhow::ensure!(!self.duration.is_zero(), "--duration-secs must be above 0");
+        anyhow::ensure!(!self.timeout.is_zero(), "--timeout-ms must be above 0");
+        anyhow::ensure!(self.max_requests != Some(0), "--requests must be at least 1");
+        match self.model {
+            Model::Open => anyhow::ensure!(
+                self.rate.is_finite() && self.rate > 0.0,
+                "--rate must be a positive number of requests per second"
+            ),
+            Model::Closed => {
+                anyhow::ensure!(self.users >= 1, "--users must be at least 1");
+                anyhow::ensure!(
+                    self.user_rate.is_finite() && self.user_rate >= 0.0,
+                    "--user-rate must be 0 or more requests per second per user"
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Recorders shared by the workers (see [`Recorder`]).
+const RECORDER_SHARDS: usize = 16;
+
+struct Shared {
+    target: Target,
+    path: String,
+    plan: LoadPlan,
+    live: Live,
+    next_ticket: AtomicU64,
+    recorders: Vec<Mutex<Recorder>>,
+}
+
+impl Shared {
+    fn recorder(&self, worker: usize) -> std::sync::MutexGuard<'_, Recorder> {
+        self.recorders[worker % self.recorders.len()].lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sends one purchase on `connection` (opening it first when needed) and records the answer.
+    async fn purchase(&self, worker: usize, connection: &mut Option<Connection>, buyer: scenario::Purchase, due: Instant) {
+        let sent_at = Instant::now();
+        self.recorder(worker).sent(&self.live, sent_at, sent_at.saturating_duration_since(due));
+        let exchange = async {
+            if connection.is_none() {
+                *connection = Some(Connection::open(&self.target).await?);
+            }
+            match connection.as_mut() {
+                Some(open) => open.send(self.target.post(&self.path, buyer.body)).await,
+                None => Err(client::Transport::Connect),
+            }
+        };
+        let answer = match tokio::time::timeout(self.plan.timeout, exchange).await {
+            Ok(Ok((status, body))) => Answer::of(status, &body),
+            Ok(Err(failure)) => {
+                // A broken connection is not reused; the next request opens a new one.
+                *connection = None;
+                Answer::transport(failure)
+            }
+            Err(_) => {
+                *connection = None;
+                Answer::timeout()
+            }
+        };
+        let done = Instant::now();
+        let latency = done.saturating_duration_since(due);
+        self.recorder(worker).answered(&self.live, done, latency, buyer.product, self.plan.scenario.quantity, answer);
+    }
+}
+
+/// Runs `plan` against `strategy` on `target` and returns what it recorded. `label` starts the
+/// progress line.
+///
+/// # Errors
+/// When the plan is invalid.
+pub async fn run(plan: &LoadPlan, target: &Target, strategy: &str, label: &str) -> anyhow::Result<RunRecord> {
+    plan.validate()?;
+    let start = Instant::now();
+    let live = Live::new(start, plan.duration, plan.scenario.hot_product, plan.scenario.hot_stock, plan.grace);
+    let shared = Arc::new(Shared {
+        target: target.clone(),
+        path: format!("/strategies/{strategy}/purchase"),
+        plan: plan.clone(),
+        live,
+        next_ticket: AtomicU64::new(0),
+        recorders: (0..RECORDER_SHARDS.min(plan.connections.max(plan.users))).map(|_| Mutex::default()).collect(),
+    });
+    let progress = tokio::spawn(progress(Arc::clone(&shared), label.to_owned()));
+    let workers: Vec<_> = match plan.model {
+        Model::Open => {
+            (0..plan.connections).map(|worker| tokio::spawn(open_worker(Arc::clone(&shared), worker))).collect()
+        }
+        Model::Closed => {
+            let pool = Arc::new(Pool::new(plan.connections));
+            (0..plan.users)
+                .map(|user| tokio::spawn(closed_user(Arc::clone(&shared), Arc::clone(&pool), user)))
+                .collect()
+        }
+    };
+    for worker in workers {
+        // A worker that panicked recorded what it had; the others' records still count.
+        if let Err(err) = worker.await {
+            tracing::error!(%err, "load worker failed");
+        }
+    }
+    progress.abort();
+    let finished = Instant::now();
+    let stopped = shared.live.deadline().min(finished);
+    let unsent = match plan.model {
+        Model::Open => {
+            let mut due = Timetable::new(plan.rate).due_within(stopped.saturating_duration_since(start));
+            if let Some(max) = plan.max_requests {
+                due = due.min(max);
+            }
+            due.saturating_sub(shared.live.sent.load(Ordering::Relaxed))
+        }
+        Model::Closed => 0,
+    };
+    let shared = Arc::into_inner(shared).ok_or_else(|| anyhow::anyhow!("a load worker outlived the run"))?;
+    let recorders = shared.recorders.into_iter().map(|r| r.into_inner().unwrap_or_else(PoisonError::into_inner)).collect();
+    let record = RunRecord::merge(recorders, &shared.live, unsent, finished.saturating_duration_since(start));
+    if std::io::stderr().is_terminal() {
+        eprintln!();
+    }
+    Ok(record)
+}
+
+/// Open model: takes the next ticket off the shared timetable, waits for its time, sends.
+async fn open_worker(shared: Arc<Shared>, worker: usize) {
+    let table = Timetable::new(shared.plan.rate);
+    let mut buyers = scenario::Buyers::new(&shared.plan.scenario, worker as u64);
+    let mut connection = None;
+    loop {
+        let ticket = shared.next_ticket.fetch_add(1, Ordering::Relaxed);
+        if shared.plan.max_requests.is_some_and(|max| ticket >= max) {
+            break;
+        }
+        let due = shared.live.start + table.due(ticket);
+        if due >= shared.live.deadline() {
+            break;
+        }
+        tokio::time::sleep_until(due.into()).await;
+        // The sell-out may have moved the deadline while this worker slept.
+        if Instant::now() >= shared.live.deadline() {
+            break;
+        }
+        shared.purchase(worker, &mut connection, buyers.next(), due).await;
+    }
+}
+
+/// Connections shared by closed-model users: a user takes one, sends, gives it back.
+#[derive(Debug)]
+struct Pool {
+    permits: Semaphore,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Pool {
+    fn new(size: usize) -> Self {
+        Self { permits: Semaphore::new(size), idle: Mutex::new(Vec::with_capacity(size)) }
+    }
+
+    fn take(&self) -> Option<Connection> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop()
+    }
+
+    fn give_back(&self, connection: Option<Connection>) {
+        if let Some(connection) = connection {
+            self.idle.lock().unwrap_or_else(PoisonError::into_inner).push(connection);
+        }
+    }
+}
+
+/// Closed model: one user: buy, wait for the answer, think, again, until the run stops.
+async fn closed_user(shared: Arc<Shared>, pool: Arc<Pool>, user: usize) {
+    let pace = Pace::new(shared.plan.user_rate);
+    let mut buyers = scenario::Buyers::new(&shared.plan.scenario, user as u64);
+    let offset = schedule::ramp_offset(user, shared.plan.users, shared.plan.ramp);
+    tokio::time::sleep_until((shared.live.start + offset).into()).await;
+    loop {
+        let deadline = shared.live.deadline();
+        if Instant::now() >= deadline || shared.plan.max_requests.is_some_and(|max| shared.live.sent.load(Ordering::Relaxed) >= max)
+        {
+            break;
+        }
+        let began = Instant::now();
+        let permit = tokio::select! {
+            permit = pool.permits.acquire() => permit,
+            () = tokio::time::sleep_until(deadline.into()) => break,
+        };
+        let Ok(_permit) = permit else { break };
+        let mut connection = pool.take();
+        // Closed-model latency counts from the moment the request goes out: a user who waits does
+        // not send.
+        shared.purchase(user, &mut connection, buyers.next(), Instant::now()).await;
+        pool.give_back(connection);
+        drop(_permit);
+        let wait = pace.wait_after(began.elapsed());
+        if !wait.is_zero() {
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {},
+                () = tokio::time::sleep_until(shared.live.deadline().into()) => break,
+            }
+        }
+    }
+}
+
+/// Prints one progress line a second (rewritten in place on a terminal).
+async fn progress(shared: Arc<Shared>, label: String) {
+    let terminal = std::io::stderr().is_terminal();
+    let mut last_sent = 0;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let live = &shared.live;
+        let sent = live.sent.load(Ordering::Relaxed);
+        let line = format!(
+            "{label} {:>5.1}s  sent {sent}  confirmed {}  pending {}  sold out {}  errors {}  {} req/s  units left {}",
+            live.start.elapsed().as_secs_f64(),
+            live.confirmed.load(Ordering::Relaxed),
+            live.pending.load(Ordering::Relaxed),
+            live.sold_out.load(Ordering::Relaxed),
+            live.errors.load(Ordering::Relaxed),
+            sent - last_sent,
+            live.hot_stock() - live.hot_units.load(Ordering::Relaxed),
+        );
+        last_sent = sent;
+        if terminal {
+            eprint!("\r\x1b[2K{line}");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+}

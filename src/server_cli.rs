@@ -1,0 +1,124 @@
+//! The `server` command line: serve the API with the stream worker beside it (the default),
+//! `worker` to run stream workers alone, `populate` to bulk-load a catalogue. The `server` binary
+//! is this and nothing else; `bench` runs the same command as a child process when it starts its
+//! own server.
+
+use anyhow::Context;
+use checkout_strategies::redis_stream::run_workers;
+use checkout_strategies::{Backends, CancellationToken, StockPlan, Tuning, backends};
+use clap::{Parser, Subcommand};
+
+use crate::app::{App, AppConfig, AppState};
+use crate::config::{BackendArgs, ServeArgs, SessionArgs, WorkerArgs, WorkerSwitch};
+use crate::populate::{self, PopulateArgs};
+
+/// Flash-sale checkout server: every purchase strategy behind one HTTP contract.
+#[derive(Debug, Parser)]
+#[command(version, args_conflicts_with_subcommands = true)]
+pub struct ServerCli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    backends: BackendArgs,
+    #[command(flatten)]
+    serve: ServeArgs,
+    #[command(flatten)]
+    sessions: SessionArgs,
+    #[command(flatten)]
+    worker_switch: WorkerSwitch,
+    #[command(flatten)]
+    worker: WorkerArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Bulk-load products (and optionally orders) through COPY, then exit.
+    Populate {
+        #[command(flatten)]
+        backends: BackendArgs,
+        #[command(flatten)]
+        args: PopulateArgs,
+    },
+    /// Run the stream workers alone until Ctrl-C or SIGTERM; several may run side by side.
+    Worker {
+        #[command(flatten)]
+        backends: BackendArgs,
+        #[command(flatten)]
+        worker: WorkerArgs,
+    },
+}
+
+/// Runs what the command line asks for: serve (the default), `populate` or `worker`.
+///
+/// # Errors
+/// When a backend cannot be prepared or reached, or serving fails.
+pub async fn run(cli: ServerCli) -> anyhow::Result<()> {
+    let backend_args = match &cli.command {
+        Some(Command::Populate { backends, .. } | Command::Worker { backends, .. }) => backends,
+        None => &cli.backends,
+    };
+    backends::prepare_database(&backend_args.database_url)
+        .await
+        .with_context(|| format!("cannot prepare the database at {}", backend_args.database_url))?;
+    let pg = backends::pg_pool(&backend_args.database_url, backend_args.pg_settings())
+        .context("invalid DATABASE_URL")?;
+    if let Some(Command::Populate { args, .. }) = &cli.command {
+        populate::run(&pg, args).await?;
+        return Ok(());
+    }
+    let redis = backend_args.redis_backend().context("invalid REDIS_URL")?;
+    let stop = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(stop.clone()));
+    if let Some(Command::Worker { worker, .. }) = &cli.command {
+        let backends = Backends { pg, redis, tuning: Tuning::default() };
+        run_workers(&backends, worker.settings(), stop).await.context("stream workers failed")?;
+        return Ok(());
+    }
+    let backends = Backends { pg, redis, tuning: cli.serve.tuning() };
+    let config = AppConfig {
+        admin_token: cli.serve.admin_token.clone(),
+        request_timeout: std::time::Duration::from_millis(cli.serve.request_timeout_ms),
+        sessions: cli.sessions.session_config(&cli.backends).context("invalid REDIS_URL")?,
+    };
+    crate::http::prometheus();
+    let app = App::load(&backends, config, StockPlan::flash_sale(cli.serve.default_products)).await?;
+    let listener = tokio::net::TcpListener::bind(cli.serve.bind)
+        .await
+        .with_context(|| format!("cannot listen on {}", cli.serve.bind))?;
+    tracing::info!(addr = %listener.local_addr()?, "checkout server listening");
+    let state = AppState(std::sync::Arc::new(app));
+    let worker = cli.worker_switch.enabled().then(|| cli.worker.settings());
+    crate::server::serve_with_worker(listener, state, backends, worker, stop).await
+}
+
+async fn cancel_on_signal(stop: CancellationToken) {
+    crate::server::shutdown_signal().await;
+    stop.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn verify_cli() {
+        super::ServerCli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_worker_runs_in_the_server_unless_switched_off() {
+        use clap::Parser;
+        let enabled = |args: &[&str]| {
+            let args = std::iter::once("server").chain(args.iter().copied());
+            super::ServerCli::try_parse_from(args).expect("valid flags").worker_switch.enabled()
+        };
+        if std::env::var_os("WORKER").is_none() {
+            assert!(enabled(&[]), "on by default");
+        }
+        assert!(enabled(&["--worker"]));
+        assert!(!enabled(&["--no-worker"]));
+        assert!(!enabled(&["--worker", "false"]));
+        assert!(enabled(&["--no-worker", "--worker"]), "the last flag wins");
+        assert!(!enabled(&["--worker", "--no-worker"]), "the last flag wins");
+    }
+}
