@@ -1,6 +1,7 @@
 //! checkout-bench: a flash-sale checkout server hosting pluggable purchase strategies, and the
 //! tools around it.
 //!
+//! - [`bench`]: the comparison `bench` runs: reset, load, drain, audit, results folder, gate.
 //! - [`config`]: flags and env vars shared by the binaries.
 //! - [`app`]: the application state handlers share.
 //! - [`http`]: the router and the HTTP contract.
@@ -16,6 +17,7 @@
 
 pub mod app;
 pub mod audit;
+pub mod bench;
 pub mod config;
 pub mod http;
 pub mod loadgen;

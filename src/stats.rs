@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use checkout_strategies::{
-    Backlog, OrderEntry, OrderStatus, OrderView, OwnLedger, PurchaseOutcome, PurchaseRequest, StockPlan, Strategy,
-    StrategyError, StrategyKind,
+    Backlog, OrderEntry, OrderStatus, OrderView, OwnLedger, PurchaseOutcome, PurchaseRequest, StockPlan,
+    Strategy, StrategyError, StrategyKind,
 };
 use hdrhistogram::Histogram;
 use serde::Serialize;

@@ -106,11 +106,9 @@ fn order_limit(query: Option<&str>) -> Result<i64, ApiError> {
         if name != "limit" {
             return Err(ApiError::InvalidRequest(format!("unknown query parameter {name:?}; only `limit`")));
         }
-        limit = value
-            .parse::<i64>()
-            .ok()
-            .filter(|limit| *limit >= 1)
-            .ok_or_else(|| ApiError::InvalidRequest(format!("limit must be a positive integer, got {value:?}")))?;
+        limit = value.parse::<i64>().ok().filter(|limit| *limit >= 1).ok_or_else(|| {
+            ApiError::InvalidRequest(format!("limit must be a positive integer, got {value:?}"))
+        })?;
     }
     Ok(limit)
 }

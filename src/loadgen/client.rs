@@ -52,9 +52,18 @@ impl Target {
     }
 
     /// A JSON `POST` to `path`.
-    pub(crate) fn post(&self, path: &str, body: Bytes) -> Request<Full<Bytes>> {
+    pub fn post(&self, path: &str, body: Bytes) -> Request<Full<Bytes>> {
+        self.request(Method::POST, path, body)
+    }
+
+    /// A `GET` of `path`.
+    pub fn get(&self, path: &str) -> Request<Full<Bytes>> {
+        self.request(Method::GET, path, Bytes::new())
+    }
+
+    fn request(&self, method: Method, path: &str, body: Bytes) -> Request<Full<Bytes>> {
         let mut request = Request::new(Full::new(body));
-        *request.method_mut() = Method::POST;
+        *request.method_mut() = method;
         *request.uri_mut() = path.parse().unwrap_or_else(|_| Uri::from_static("/"));
         let headers = request.headers_mut();
         headers.insert(HOST, self.host.clone());
@@ -64,16 +73,18 @@ impl Target {
 }
 
 /// Why a request got no HTTP answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Transport {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Transport {
+    #[error("cannot connect")]
     /// The TCP connection could not be opened.
     Connect,
     /// The connection broke while the request was on it.
+    #[error("the connection broke")]
     Io,
 }
 
 impl Transport {
-    pub(crate) const fn kind(self) -> &'static str {
+    pub const fn kind(self) -> &'static str {
         match self {
             Self::Connect => "connect",
             Self::Io => "io",
@@ -83,12 +94,12 @@ impl Transport {
 
 /// One open connection; requests on it go one at a time.
 #[derive(Debug)]
-pub(crate) struct Connection {
+pub struct Connection {
     sender: SendRequest<Full<Bytes>>,
 }
 
 impl Connection {
-    pub(crate) async fn open(target: &Target) -> Result<Self, Transport> {
+    pub async fn open(target: &Target) -> Result<Self, Transport> {
         let stream = TcpStream::connect(target.addr).await.map_err(|_| Transport::Connect)?;
         // Requests are small and latency is the measurement: never wait for Nagle.
         stream.set_nodelay(true).map_err(|_| Transport::Connect)?;
@@ -103,7 +114,7 @@ impl Connection {
     }
 
     /// Sends one request and reads the whole answer.
-    pub(crate) async fn send(&mut self, request: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes), Transport> {
+    pub async fn send(&mut self, request: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes), Transport> {
         self.sender.ready().await.map_err(|_| Transport::Io)?;
         let response = self.sender.send_request(request).await.map_err(|_| Transport::Io)?;
         let status = response.status();

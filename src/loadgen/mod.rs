@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
-pub use client::Target;
-use client::Connection;
+pub use client::{Connection, Target, Transport};
+
 pub use record::{Ack, AckStatus, Counts, RunRecord, Window};
 use record::{Answer, Live, Recorder};
 pub use scenario::Scenario;
@@ -129,7 +129,13 @@ impl Shared {
     }
 
     /// Sends one purchase on `connection` (opening it first when needed) and records the answer.
-    async fn purchase(&self, worker: usize, connection: &mut Option<Connection>, buyer: scenario::Purchase, due: Instant) {
+    async fn purchase(
+        &self,
+        worker: usize,
+        connection: &mut Option<Connection>,
+        buyer: scenario::Purchase,
+        due: Instant,
+    ) {
         let sent_at = Instant::now();
         self.recorder(worker).sent(&self.live, sent_at, sent_at.saturating_duration_since(due));
         let exchange = async {
@@ -155,7 +161,14 @@ impl Shared {
         };
         let done = Instant::now();
         let latency = done.saturating_duration_since(due);
-        self.recorder(worker).answered(&self.live, done, latency, buyer.product, self.plan.scenario.quantity, answer);
+        self.recorder(worker).answered(
+            &self.live,
+            done,
+            latency,
+            buyer.product,
+            self.plan.scenario.quantity,
+            answer,
+        );
     }
 }
 
@@ -167,20 +180,23 @@ impl Shared {
 pub async fn run(plan: &LoadPlan, target: &Target, strategy: &str, label: &str) -> anyhow::Result<RunRecord> {
     plan.validate()?;
     let start = Instant::now();
-    let live = Live::new(start, plan.duration, plan.scenario.hot_product, plan.scenario.hot_stock, plan.grace);
+    let live =
+        Live::new(start, plan.duration, plan.scenario.hot_product, plan.scenario.hot_stock, plan.grace);
     let shared = Arc::new(Shared {
         target: target.clone(),
         path: format!("/strategies/{strategy}/purchase"),
         plan: plan.clone(),
         live,
         next_ticket: AtomicU64::new(0),
-        recorders: (0..RECORDER_SHARDS.min(plan.connections.max(plan.users))).map(|_| Mutex::default()).collect(),
+        recorders: (0..RECORDER_SHARDS.min(plan.connections.max(plan.users)))
+            .map(|_| Mutex::default())
+            .collect(),
     });
     let progress = tokio::spawn(progress(Arc::clone(&shared), label.to_owned()));
     let workers: Vec<_> = match plan.model {
-        Model::Open => {
-            (0..plan.connections).map(|worker| tokio::spawn(open_worker(Arc::clone(&shared), worker))).collect()
-        }
+        Model::Open => (0..plan.connections)
+            .map(|worker| tokio::spawn(open_worker(Arc::clone(&shared), worker)))
+            .collect(),
         Model::Closed => {
             let pool = Arc::new(Pool::new(plan.connections));
             (0..plan.users)
@@ -195,6 +211,8 @@ pub async fn run(plan: &LoadPlan, target: &Target, strategy: &str, label: &str) 
         }
     }
     progress.abort();
+    // The progress task holds the shared state until it has really stopped.
+    let _ = progress.await;
     let finished = Instant::now();
     let stopped = shared.live.deadline().min(finished);
     let unsent = match plan.model {
@@ -208,7 +226,11 @@ pub async fn run(plan: &LoadPlan, target: &Target, strategy: &str, label: &str) 
         Model::Closed => 0,
     };
     let shared = Arc::into_inner(shared).ok_or_else(|| anyhow::anyhow!("a load worker outlived the run"))?;
-    let recorders = shared.recorders.into_iter().map(|r| r.into_inner().unwrap_or_else(PoisonError::into_inner)).collect();
+    let recorders = shared
+        .recorders
+        .into_iter()
+        .map(|r| r.into_inner().unwrap_or_else(PoisonError::into_inner))
+        .collect();
     let record = RunRecord::merge(recorders, &shared.live, unsent, finished.saturating_duration_since(start));
     if std::io::stderr().is_terminal() {
         eprintln!();
@@ -270,7 +292,8 @@ async fn closed_user(shared: Arc<Shared>, pool: Arc<Pool>, user: usize) {
     tokio::time::sleep_until((shared.live.start + offset).into()).await;
     loop {
         let deadline = shared.live.deadline();
-        if Instant::now() >= deadline || shared.plan.max_requests.is_some_and(|max| shared.live.sent.load(Ordering::Relaxed) >= max)
+        if Instant::now() >= deadline
+            || shared.plan.max_requests.is_some_and(|max| shared.live.sent.load(Ordering::Relaxed) >= max)
         {
             break;
         }

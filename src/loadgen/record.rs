@@ -21,7 +21,8 @@ const LATENCY_MAX_US: u64 = 600_000_000;
 
 /// A fresh latency histogram.
 pub fn latency_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, LATENCY_MAX_US, 3).unwrap_or_else(|_| unreachable!("constant bounds are valid"))
+    Histogram::new_with_bounds(1, LATENCY_MAX_US, 3)
+        .unwrap_or_else(|_| unreachable!("constant bounds are valid"))
 }
 
 /// What the server promised for an order.
@@ -153,7 +154,13 @@ pub(crate) struct Live {
 const NEVER: u64 = u64::MAX;
 
 impl Live {
-    pub(crate) fn new(start: Instant, duration: Duration, hot_product: i64, hot_stock: i64, grace: Duration) -> Self {
+    pub(crate) fn new(
+        start: Instant,
+        duration: Duration,
+        hot_product: i64,
+        hot_stock: i64,
+        grace: Duration,
+    ) -> Self {
         Self {
             start,
             hot_product,
@@ -237,8 +244,9 @@ impl Default for Recorder {
 
 impl Recorder {
     fn window(&mut self, live: &Live, at: Instant) -> &mut Window {
-        let index = usize::try_from(at.saturating_duration_since(live.start).as_millis() / WINDOW.as_millis())
-            .unwrap_or(usize::MAX - 1);
+        let index =
+            usize::try_from(at.saturating_duration_since(live.start).as_millis() / WINDOW.as_millis())
+                .unwrap_or(usize::MAX - 1);
         if self.windows.len() <= index {
             self.windows.resize(index + 1, Window::default());
         }
@@ -432,7 +440,10 @@ mod tests {
     #[test]
     fn answers_are_read_as_the_contract_defines_them() {
         let id = Uuid::new_v4();
-        assert_eq!(answer(201, &format!(r#"{{"order_id":"{id}"}}"#)), Answer::Acked(AckStatus::Confirmed, id));
+        assert_eq!(
+            answer(201, &format!(r#"{{"order_id":"{id}"}}"#)),
+            Answer::Acked(AckStatus::Confirmed, id)
+        );
         assert_eq!(answer(202, &format!(r#"{{"order_id":"{id}"}}"#)), Answer::Acked(AckStatus::Pending, id));
         assert_eq!(answer(409, r#"{"error":"sold_out","product_id":100}"#), Answer::SoldOut);
         assert_eq!(
@@ -452,11 +463,25 @@ mod tests {
         for i in 0..3u64 {
             let at = start + Duration::from_millis(100 * (i + 1));
             recorder.sent(&live, at, Duration::ZERO);
-            recorder.answered(&live, at, Duration::from_millis(5), 100, 1, Answer::Acked(AckStatus::Confirmed, Uuid::new_v4()));
+            recorder.answered(
+                &live,
+                at,
+                Duration::from_millis(5),
+                100,
+                1,
+                Answer::Acked(AckStatus::Confirmed, Uuid::new_v4()),
+            );
         }
         assert_eq!(live.time_to_sell_out(), Some(Duration::from_millis(300)));
         assert_eq!(live.deadline(), start + Duration::from_millis(800));
-        recorder.answered(&live, start + Duration::from_millis(350), Duration::from_millis(2), 100, 1, Answer::SoldOut);
+        recorder.answered(
+            &live,
+            start + Duration::from_millis(350),
+            Duration::from_millis(2),
+            100,
+            1,
+            Answer::SoldOut,
+        );
         assert_eq!(live.first_hot_sold_out(), Some(Duration::from_millis(350)));
         assert_eq!(live.deadline(), start + Duration::from_millis(800), "the earliest stop wins");
         let record = RunRecord::merge(vec![recorder], &live, 0, Duration::from_millis(400));
@@ -472,7 +497,14 @@ mod tests {
         let live = Live::new(start, Duration::from_secs(5), 100, 1, Duration::ZERO);
         let mut recorder = Recorder::default();
         recorder.answered(&live, start, Duration::from_millis(1), 7, 1, Answer::SoldOut);
-        recorder.answered(&live, start, Duration::from_millis(1), 7, 1, Answer::Acked(AckStatus::Confirmed, Uuid::new_v4()));
+        recorder.answered(
+            &live,
+            start,
+            Duration::from_millis(1),
+            7,
+            1,
+            Answer::Acked(AckStatus::Confirmed, Uuid::new_v4()),
+        );
         assert_eq!(live.deadline(), start + Duration::from_secs(5));
         assert_eq!(live.time_to_sell_out(), None);
     }
@@ -485,8 +517,22 @@ mod tests {
         let mut b = Recorder::default();
         a.sent(&live, start, Duration::from_millis(20));
         b.sent(&live, start + Duration::from_millis(150), Duration::ZERO);
-        a.answered(&live, start, Duration::from_millis(3), 100, 2, Answer::Acked(AckStatus::Pending, Uuid::new_v4()));
-        b.answered(&live, start + Duration::from_millis(150), Duration::from_millis(9), 5, 1, Answer::timeout());
+        a.answered(
+            &live,
+            start,
+            Duration::from_millis(3),
+            100,
+            2,
+            Answer::Acked(AckStatus::Pending, Uuid::new_v4()),
+        );
+        b.answered(
+            &live,
+            start + Duration::from_millis(150),
+            Duration::from_millis(9),
+            5,
+            1,
+            Answer::timeout(),
+        );
         let record = RunRecord::merge(vec![a, b], &live, 4, Duration::from_secs(1));
         assert_eq!(record.counts.sent, 2);
         assert_eq!(record.counts.late, 1, "20 ms behind the timetable is late");

@@ -38,10 +38,16 @@ impl Scenario {
     /// # Errors
     /// When both weights are zero, the catalogue is empty, or a number is out of the server's range.
     pub fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(self.hot_weight + self.regular_weight > 0, "--hot-weight and --regular-weight are both 0");
+        anyhow::ensure!(
+            self.hot_weight + self.regular_weight > 0,
+            "--hot-weight and --regular-weight are both 0"
+        );
         anyhow::ensure!(self.products >= 1, "--products must be at least 1");
         anyhow::ensure!(self.hot_stock >= 0, "--hot-stock must not be negative");
-        anyhow::ensure!((1..=100).contains(&self.quantity), "--quantity must be 1..=100 (the server's limit)");
+        anyhow::ensure!(
+            (1..=100).contains(&self.quantity),
+            "--quantity must be 1..=100 (the server's limit)"
+        );
         anyhow::ensure!(self.hot_product >= 1, "--hot-product must be a positive id");
         Ok(())
     }
@@ -64,8 +70,13 @@ pub(crate) struct Buyers {
 
 impl Buyers {
     pub(crate) fn new(scenario: &Scenario, stream: u64) -> Self {
-        let hot = Purchase { product: scenario.hot_product, body: body(scenario.hot_product, scenario.quantity) };
-        Self { scenario: scenario.clone(), hot, state: scenario.seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15) }
+        let hot =
+            Purchase { product: scenario.hot_product, body: body(scenario.hot_product, scenario.quantity) };
+        Self {
+            scenario: scenario.clone(),
+            hot,
+            state: scenario.seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        }
     }
 
     /// The next buyer: a hunter with probability `hot_weight / (hot_weight + regular_weight)`.
@@ -104,7 +115,15 @@ mod tests {
     use super::*;
 
     fn scenario(hot_weight: u32, regular_weight: u32) -> Scenario {
-        Scenario { hot_product: 100, hot_stock: 10, hot_weight, regular_weight, products: 50, quantity: 1, seed: 7 }
+        Scenario {
+            hot_product: 100,
+            hot_stock: 10,
+            hot_weight,
+            regular_weight,
+            products: 50,
+            quantity: 1,
+            seed: 7,
+        }
     }
 
     #[test]
@@ -114,7 +133,10 @@ mod tests {
         let hunters = (0..draws).filter(|_| buyers.next().product == 100).count();
         // Regulars pick product 100 too, 1 time in 50.
         let expected = draws as f64 * (100.0 / 103.0 + 3.0 / 103.0 / 50.0);
-        assert!((hunters as f64 - expected).abs() < expected * 0.01, "{hunters} hunters, expected ≈{expected}");
+        assert!(
+            (hunters as f64 - expected).abs() < expected * 0.01,
+            "{hunters} hunters, expected ≈{expected}"
+        );
     }
 
     #[test]

@@ -255,12 +255,15 @@ pub async fn is_empty(pool: &PgPool) -> Result<bool, StrategyError> {
 /// When the database does not answer, or holds a status or strategy this build does not know.
 pub async fn order_entries(pool: &PgPool, limit: i64) -> Result<Vec<OrderEntry>, StrategyError> {
     let rows: Vec<(Uuid, String, String)> =
-        sqlx::query_as("SELECT id, strategy, status FROM orders LIMIT $1").bind(limit).fetch_all(pool).await?;
+        sqlx::query_as("SELECT id, strategy, status FROM orders LIMIT $1")
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
     rows.into_iter()
         .map(|(order_id, strategy, status)| {
-            let strategy = strategy
-                .parse::<StrategyKind>()
-                .map_err(|_| StrategyError::Internal(format!("order {order_id} names strategy {strategy:?}")))?;
+            let strategy = strategy.parse::<StrategyKind>().map_err(|_| {
+                StrategyError::Internal(format!("order {order_id} names strategy {strategy:?}"))
+            })?;
             let status = OrderStatus::from_db(&status)
                 .ok_or_else(|| StrategyError::Internal(format!("order {order_id} has status {status:?}")))?;
             Ok(OrderEntry { order_id, strategy, status })

@@ -179,7 +179,11 @@ impl Strategy for InMemory {
             .books()
             .orders
             .values()
-            .map(|order| OrderEntry { order_id: order.order_id, strategy: order.strategy, status: order.status })
+            .map(|order| OrderEntry {
+                order_id: order.order_id,
+                strategy: order.strategy,
+                status: order.status,
+            })
             .collect())
     }
 }

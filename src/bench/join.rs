@@ -1,0 +1,265 @@
+//! The audit's join: what clients were told (the load generator's acknowledgements and sold-out
+//! answers) against what the server holds after the drain (its audit and its orders).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::server::HeldOrder;
+use crate::loadgen::{AckStatus, RunRecord};
+
+/// Every way a run can be wrong. Zero everywhere is a clean run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Anomalies {
+    /// Units in orders beyond the initial stock.
+    pub oversold: i64,
+    /// Sold-out answers for a product that still had stock after the drain.
+    pub undersold: i64,
+    /// Orders acknowledged (201/202) that the server does not hold, or holds cancelled after a 201.
+    pub lost: i64,
+    /// Orders the server holds that no client was told about.
+    pub phantom: i64,
+    /// Orders beyond the first for one idempotency key, and order ids acknowledged twice.
+    pub duplicated: i64,
+    /// Orders answered 202 and cancelled later.
+    pub accepted_then_cancelled: i64,
+    /// Units the Redis mirror disagrees with PostgreSQL by, when the audit checks it.
+    pub redis_drift: i64,
+}
+
+impl Anomalies {
+    pub const fn is_clean(&self) -> bool {
+        self.oversold == 0
+            && self.undersold == 0
+            && self.lost == 0
+            && self.phantom == 0
+            && self.duplicated == 0
+            && self.accepted_then_cancelled == 0
+            && self.redis_drift == 0
+    }
+
+    /// The non-zero ones, by name.
+    pub fn named(&self) -> Vec<(&'static str, i64)> {
+        [
+            ("oversold", self.oversold),
+            ("undersold", self.undersold),
+            ("lost", self.lost),
+            ("phantom", self.phantom),
+            ("duplicated", self.duplicated),
+            ("accepted_then_cancelled", self.accepted_then_cancelled),
+            ("redis_drift", self.redis_drift),
+        ]
+        .into_iter()
+        .filter(|(_, count)| *count != 0)
+        .collect()
+    }
+}
+
+/// The parts of `GET /admin/audit` the join reads.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct AuditView {
+    pub settled: bool,
+    pub total: AuditTotals,
+    #[serde(default)]
+    pub products: Vec<AuditProduct>,
+    #[serde(default)]
+    pub queues: AuditQueues,
+    #[serde(default)]
+    pub redis: AuditRedis,
+    #[serde(default)]
+    pub ledgers: BTreeMap<String, AuditLedger>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+pub struct AuditTotals {
+    pub oversold: i64,
+    pub duplicated: i64,
+    #[serde(default)]
+    pub redis_drift: i64,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+pub struct AuditProduct {
+    pub product_id: i64,
+    pub final_stock: i64,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+pub struct AuditQueues {
+    pub pending: i64,
+    pub dead_lettered: i64,
+    pub accepted_then_cancelled: i64,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+pub struct AuditRedis {
+    pub checked: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct AuditLedger {
+    pub total: AuditTotals,
+    #[serde(default)]
+    pub products: Vec<AuditProduct>,
+}
+
+impl AuditView {
+    /// Final stock by product as `strategy` sees it: its own ledger when it keeps one, PostgreSQL
+    /// otherwise.
+    pub fn final_stock(&self, strategy: &str) -> HashMap<i64, i64> {
+        let products = self.ledgers.get(strategy).map_or(&self.products, |ledger| &ledger.products);
+        products.iter().map(|p| (p.product_id, p.final_stock)).collect()
+    }
+}
+
+/// Joins a run's record with the audit and the held orders of `strategy`. `stock` gives the final
+/// stock of every product a sold-out answer named.
+pub fn join(
+    record: &RunRecord,
+    audit: &AuditView,
+    held: &[HeldOrder],
+    strategy: &str,
+    stock: &HashMap<i64, i64>,
+) -> Anomalies {
+    let held: HashMap<Uuid, &str> = held
+        .iter()
+        .filter(|order| order.strategy == strategy)
+        .map(|order| (order.order_id, order.status.as_str()))
+        .collect();
+    let mut acked: HashSet<Uuid> = HashSet::with_capacity(record.acks.len());
+    let mut twice = 0;
+    let mut lost = 0;
+    for ack in &record.acks {
+        if !acked.insert(ack.order_id) {
+            twice += 1;
+            continue;
+        }
+        match (held.get(&ack.order_id).copied(), ack.status) {
+            (None, _) | (Some("cancelled"), AckStatus::Confirmed) => lost += 1,
+            // A cancelled 202 is `accepted_then_cancelled`, which the audit counts.
+            _ => {}
+        }
+    }
+    let phantom = held.iter().filter(|(id, status)| **status != "cancelled" && !acked.contains(id)).count();
+    let undersold = record
+        .sold_out_by_product
+        .iter()
+        .filter(|(product, _)| stock.get(product).is_some_and(|left| *left > 0))
+        .map(|(_, answers)| *answers)
+        .sum::<u64>();
+    let own = audit.ledgers.get(strategy).map(|ledger| ledger.total).unwrap_or_default();
+    Anomalies {
+        oversold: audit.total.oversold + own.oversold,
+        undersold: i64::try_from(undersold).unwrap_or(i64::MAX),
+        lost,
+        phantom: i64::try_from(phantom).unwrap_or(i64::MAX),
+        duplicated: audit.total.duplicated + own.duplicated + twice,
+        accepted_then_cancelled: audit.queues.accepted_then_cancelled,
+        redis_drift: if audit.redis.checked { audit.total.redis_drift } else { 0 },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::loadgen::{Ack, Counts};
+
+    fn record(acks: Vec<Ack>, sold_out: &[(i64, u64)]) -> RunRecord {
+        RunRecord {
+            counts: Counts::default(),
+            unsent: 0,
+            duration: Duration::from_secs(1),
+            success: crate::loadgen::record::latency_histogram(),
+            sold_out_latency: crate::loadgen::record::latency_histogram(),
+            errors: BTreeMap::new(),
+            acks,
+            sold_out_by_product: sold_out.iter().copied().collect(),
+            windows: Vec::new(),
+            hot_stock: 10,
+            time_to_sell_out: None,
+            first_hot_sold_out: None,
+            max_lag: Duration::ZERO,
+        }
+    }
+
+    fn ack(status: AckStatus) -> Ack {
+        Ack { order_id: Uuid::new_v4(), product_id: 100, units: 1, status }
+    }
+
+    fn held(ack: &Ack, status: &str) -> HeldOrder {
+        HeldOrder { order_id: ack.order_id, strategy: "s".into(), status: status.into() }
+    }
+
+    #[test]
+    fn a_run_whose_books_match_is_clean() {
+        let acks = vec![ack(AckStatus::Confirmed), ack(AckStatus::Pending)];
+        let orders = vec![held(&acks[0], "confirmed"), held(&acks[1], "confirmed")];
+        let found =
+            join(&record(acks, &[(100, 5)]), &AuditView::default(), &orders, "s", &HashMap::from([(100, 0)]));
+        assert_eq!(found, Anomalies::default());
+        assert!(found.is_clean());
+    }
+
+    #[test]
+    fn each_client_side_anomaly_is_found() {
+        let kept = ack(AckStatus::Confirmed);
+        let vanished = ack(AckStatus::Confirmed);
+        let cancelled_after_201 = ack(AckStatus::Confirmed);
+        let cancelled_after_202 = ack(AckStatus::Pending);
+        let unknown =
+            HeldOrder { order_id: Uuid::new_v4(), strategy: "s".into(), status: "confirmed".into() };
+        let other_strategy =
+            HeldOrder { order_id: Uuid::new_v4(), strategy: "t".into(), status: "confirmed".into() };
+        let orders = vec![
+            held(&kept, "confirmed"),
+            held(&cancelled_after_201, "cancelled"),
+            held(&cancelled_after_202, "cancelled"),
+            unknown,
+            other_strategy,
+        ];
+        let acks = vec![kept, kept, vanished, cancelled_after_201, cancelled_after_202];
+        let found = join(
+            &record(acks, &[(100, 4), (7, 2)]),
+            &AuditView::default(),
+            &orders,
+            "s",
+            &HashMap::from([(100, 3), (7, 0)]),
+        );
+        assert_eq!(found.lost, 2, "one never held, one cancelled after a 201");
+        assert_eq!(found.phantom, 1, "held, never acknowledged; other strategies' orders are not this run's");
+        assert_eq!(found.duplicated, 1, "one order id acknowledged twice");
+        assert_eq!(found.undersold, 4, "sold-out answers while 3 units remained");
+        assert_eq!(found.named().len(), 4);
+    }
+
+    #[test]
+    fn server_side_anomalies_come_from_the_audit() {
+        let audit: AuditView = serde_json::from_value(serde_json::json!({
+            "settled": true,
+            "total": {"oversold": 3, "duplicated": 1, "redis_drift": 2},
+            "products": [{"product_id": 100, "final_stock": -3}],
+            "queues": {"pending": 0, "dead_lettered": 0, "accepted_then_cancelled": 5},
+            "redis": {"checked": true},
+            "ledgers": {"memory": {"total": {"oversold": 1, "duplicated": 0}, "products": [{"product_id": 7, "final_stock": 4}]}}
+        }))
+        .unwrap();
+        let found = join(&record(Vec::new(), &[]), &audit, &[], "s", &audit.final_stock("s"));
+        assert_eq!(
+            (found.oversold, found.duplicated, found.accepted_then_cancelled, found.redis_drift),
+            (3, 1, 5, 2)
+        );
+        let found = join(&record(Vec::new(), &[]), &audit, &[], "memory", &audit.final_stock("memory"));
+        assert_eq!(found.oversold, 4, "a strategy's own ledger counts for it");
+        assert_eq!(audit.final_stock("s"), HashMap::from([(100, -3)]));
+        assert_eq!(
+            audit.final_stock("memory"),
+            HashMap::from([(7, 4)]),
+            "memory's stock lives in its ledger"
+        );
+        let unchecked = AuditView { redis: AuditRedis { checked: false }, ..audit };
+        assert_eq!(join(&record(Vec::new(), &[]), &unchecked, &[], "s", &HashMap::new()).redis_drift, 0);
+    }
+}

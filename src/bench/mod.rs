@@ -1,0 +1,466 @@
+//! `bench`: the comparison. For each strategy, in a shuffled order per repetition: reset → load →
+//! drain → audit → join, then the run folder (`results/README.md`), the gate and the report.
+//!
+//! - [`options`]: flags and presets.
+//! - [`server`]: the server under test, spawned or reached, and its admin calls.
+//! - [`join`]: what clients were told against what the server holds.
+//! - [`results`]: the CSV rows and files of a run folder.
+//! - [`meta`]: what goes in `run.json`.
+//! - [`gate`]: invariants and same-run ratios against `results/baseline.json`.
+
+pub mod gate;
+pub mod join;
+pub mod meta;
+pub mod options;
+pub mod results;
+pub mod server;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use serde_json::json;
+
+use crate::loadgen::{self, LoadPlan, RunRecord};
+use gate::{Baseline, GateReport};
+use join::{Anomalies, AuditView};
+use options::CompareFlags;
+use results::{ErrorRow, LatencyRow, RunFolder, RunKey, Settlement, SummaryRow, TimeseriesRow};
+use server::{Server, StrategyInfo};
+
+/// How often the drain asks whether queueing strategies have persisted everything.
+const DRAIN_POLL: Duration = Duration::from_millis(250);
+
+/// What a comparison produced.
+#[derive(Debug)]
+pub struct Comparison {
+    pub folder: RunFolder,
+    pub rows: Vec<SummaryRow>,
+    pub gate: Option<GateReport>,
+}
+
+/// Everything collected so far; written out even when a run fails half-way.
+#[derive(Debug, Default)]
+struct Collected {
+    summary: Vec<SummaryRow>,
+    timeseries: Vec<TimeseriesRow>,
+    latency: Vec<LatencyRow>,
+    errors: Vec<ErrorRow>,
+    success: BTreeMap<String, hdrhistogram::Histogram<u64>>,
+    sold_out: BTreeMap<String, hdrhistogram::Histogram<u64>>,
+}
+
+impl Collected {
+    fn add(&mut self, key: &RunKey, row: SummaryRow, record: &RunRecord) {
+        self.summary.push(row);
+        self.timeseries.extend(TimeseriesRow::of(key, record));
+        self.latency.extend(LatencyRow::of(key, record));
+        self.errors.extend(ErrorRow::of(key, record));
+        let merge = |into: &mut BTreeMap<String, hdrhistogram::Histogram<u64>>,
+                     from: &hdrhistogram::Histogram<u64>| {
+            let total = into.entry(key.strategy.clone()).or_insert_with(loadgen::record::latency_histogram);
+            // Same bounds on both sides: adding cannot fail.
+            let _ = total.add(from);
+        };
+        merge(&mut self.success, &record.success);
+        merge(&mut self.sold_out, &record.sold_out_latency);
+    }
+
+    fn write(&self, folder: &RunFolder) -> anyhow::Result<()> {
+        results::write_csv(&folder.file("summary.csv"), &self.summary, &[])?;
+        results::write_csv(
+            &folder.file("timeseries.csv"),
+            &self.timeseries,
+            &[
+                "strategy",
+                "repetition",
+                "t_ms",
+                "sent",
+                "confirmed",
+                "pending",
+                "sold_out",
+                "errors",
+                "units_left",
+            ],
+        )?;
+        results::write_csv(
+            &folder.file("latency.csv"),
+            &self.latency,
+            &["strategy", "repetition", "outcome", "percentile", "latency_ms", "count"],
+        )?;
+        results::write_csv(
+            &folder.file("errors.csv"),
+            &self.errors,
+            &["strategy", "repetition", "kind", "count"],
+        )?;
+        for (strategy, histogram) in &self.success {
+            results::write_hgrm(&folder.path.join("histograms").join(format!("{strategy}.hgrm")), histogram)?;
+        }
+        for (strategy, histogram) in &self.sold_out {
+            results::write_hgrm(
+                &folder.path.join("histograms").join(format!("{strategy}.sold_out.hgrm")),
+                histogram,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Picks the strategies to compare, in the server's order; unknown names are an error that lists
+/// the known ones.
+fn select(available: &[StrategyInfo], wanted: &[String]) -> anyhow::Result<Vec<StrategyInfo>> {
+    if wanted.is_empty() {
+        return Ok(available.to_vec());
+    }
+    let known = || available.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ");
+    let mut selected = Vec::new();
+    for name in wanted {
+        let strategy = available
+            .iter()
+            .find(|s| s.name == name.trim())
+            .with_context(|| format!("unknown strategy {name:?}; the server has: {}", known()))?;
+        if !selected.contains(strategy) {
+            selected.push(strategy.clone());
+        }
+    }
+    Ok(selected)
+}
+
+/// Runs the comparison `flags` describe. `command` is the command line, for `run.json`.
+///
+/// # Errors
+/// When the server cannot be started or reached, an admin call fails, or a file cannot be written.
+/// Files of the runs done so far are written before the error is returned.
+pub async fn compare(flags: &CompareFlags, command: String) -> anyhow::Result<Comparison> {
+    let (plan, preset_repeat) = flags.load.resolve()?;
+    let repeat = flags.repeat.unwrap_or(preset_repeat);
+    anyhow::ensure!(repeat >= 1, "--repeat must be at least 1");
+    let git = meta::git();
+    let folder = RunFolder::create(&flags.out, &git.short_sha)?;
+    let started_at = chrono::Utc::now();
+    eprintln!(
+        "bench: run {} ({} build, preset {})",
+        folder.path.display(),
+        meta::profile(),
+        flags.load.preset().as_str()
+    );
+    let server = Server::start(&flags.server, &folder.file("server.log")).await?;
+    let strategies = select(&server.strategies().await?, &flags.strategies)?;
+    let order_seed = u64::try_from(started_at.timestamp_micros()).unwrap_or_default();
+    let orders: Vec<Vec<StrategyInfo>> = (0..repeat)
+        .map(|rep| {
+            let mut order = strategies.clone();
+            order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(
+                order_seed.wrapping_add(u64::from(rep)),
+            ));
+            order
+        })
+        .collect();
+    let mut collected = Collected::default();
+    let outcome = run_all(&server, &plan, flags, &folder, &orders, &mut collected).await;
+    let meta = meta::RunMeta {
+        run_id: folder.id.clone(),
+        started_at: started_at.to_rfc3339(),
+        finished_at: chrono::Utc::now().to_rfc3339(),
+        git,
+        versions: meta::versions(&flags.server.database_url, &flags.server.redis_url).await,
+        host: meta::host(),
+        profile: meta::profile(),
+        preset: flags.load.preset().as_str(),
+        command,
+        options: json!({
+            "load": plan,
+            "repeat": repeat,
+            "strategies": strategies.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
+            "drain_timeout_secs": flags.drain_timeout_secs,
+            "order_seed": order_seed,
+            "gate": flags.gate,
+            "baseline": flags.baseline,
+            "server_args": flags.server.server_args,
+        }),
+        strategies,
+        repetition_order: orders.iter().map(|order| order.iter().map(|s| s.name.clone()).collect()).collect(),
+        server: meta::ServerInfo { url: server.target.base().to_owned(), spawned: server.spawned() },
+        incomplete: outcome.as_ref().err().map(|err| format!("{err:#}")),
+    };
+    server.stop().await;
+    std::fs::write(folder.file("run.json"), serde_json::to_string_pretty(&meta)?)
+        .with_context(|| format!("cannot write {}", folder.file("run.json").display()))?;
+    collected.write(&folder)?;
+    folder.mark_latest(&flags.out)?;
+    outcome?;
+    let gate = if flags.gate || flags.write_baseline {
+        Some(judge(
+            &collected.summary,
+            &folder,
+            &flags.baseline,
+            meta.profile,
+            meta.preset,
+            flags.write_baseline,
+        )?)
+    } else {
+        None
+    };
+    Ok(Comparison { folder, rows: collected.summary, gate })
+}
+
+async fn run_all(
+    server: &Server,
+    plan: &LoadPlan,
+    flags: &CompareFlags,
+    folder: &RunFolder,
+    orders: &[Vec<StrategyInfo>],
+    collected: &mut Collected,
+) -> anyhow::Result<()> {
+    let repeat = orders.len();
+    for (rep, order) in (1u32..).zip(orders) {
+        for (position, strategy) in (1u32..).zip(order) {
+            let key = RunKey {
+                run_id: folder.id.clone(),
+                strategy: strategy.name.clone(),
+                repetition: rep,
+                position,
+                safe: strategy.safe,
+            };
+            let label = format!("[rep {rep}/{repeat} · {position}/{} · {}]", order.len(), strategy.name);
+            let (record, settlement) = one_run(server, plan, flags, folder, &key, &label)
+                .await
+                .with_context(|| format!("{} (repetition {rep})", strategy.name))?;
+            let row = SummaryRow::new(&key, plan.model.as_str(), plan.offered_rps(), &record, &settlement);
+            eprintln!("{label} {}", one_line(&row));
+            collected.add(&key, row, &record);
+        }
+    }
+    Ok(())
+}
+
+/// Reset, load, drain, audit, join.
+async fn one_run(
+    server: &Server,
+    plan: &LoadPlan,
+    flags: &CompareFlags,
+    folder: &RunFolder,
+    key: &RunKey,
+    label: &str,
+) -> anyhow::Result<(RunRecord, Settlement)> {
+    server.reset(&plan.scenario.reset_plan()).await?;
+    let record = loadgen::run(plan, &server.target, &key.strategy, label).await?;
+    let drain_limit = Duration::from_secs(flags.drain_timeout_secs);
+    let (settlement, audit) =
+        settle(server, &record, &key.strategy, plan.scenario.hot_product, drain_limit).await?;
+    if !settlement.settled {
+        eprintln!(
+            "{label} warning: not settled after {}s: orders not yet persisted count as lost",
+            drain_limit.as_secs()
+        );
+    }
+    let audit_path = folder.path.join("audit").join(format!("{}-{}.json", key.strategy, key.repetition));
+    std::fs::write(&audit_path, serde_json::to_string_pretty(&audit)?)
+        .with_context(|| format!("cannot write {}", audit_path.display()))?;
+    Ok((record, settlement))
+}
+
+/// After a run of `strategy`: waits (at most `drain_limit`) until queueing strategies have
+/// persisted what they accepted, audits, and joins what clients were told with what the server
+/// holds. Returns the settlement and the raw audit.
+///
+/// # Errors
+/// When an admin call fails, or the server holds more orders than it lists.
+pub async fn settle(
+    server: &Server,
+    record: &RunRecord,
+    strategy: &str,
+    hot_product: i64,
+    drain_limit: Duration,
+) -> anyhow::Result<(Settlement, serde_json::Value)> {
+    let drain_started = Instant::now();
+    let audit = loop {
+        let audit = server.audit().await?;
+        let settled = audit.get("settled").and_then(serde_json::Value::as_bool).unwrap_or(false);
+        if settled || drain_started.elapsed() >= drain_limit {
+            break audit;
+        }
+        tokio::time::sleep(DRAIN_POLL).await;
+    };
+    let drain = drain_started.elapsed();
+    let view: AuditView =
+        serde_json::from_value(audit.clone()).context("GET /admin/audit answered an unexpected shape")?;
+    let held = server.orders().await?;
+    anyhow::ensure!(!held.truncated, "GET /admin/orders was truncated: too many orders to join");
+    let mut stock = view.final_stock(strategy);
+    for product in record.sold_out_by_product.keys().chain([&hot_product]) {
+        if !stock.contains_key(product)
+            && let Some(left) = server.stock(*product).await?
+        {
+            stock.insert(*product, left);
+        }
+    }
+    let anomalies: Anomalies = join::join(record, &view, &held.orders, strategy, &stock);
+    let settlement =
+        Settlement { anomalies, final_stock: stock.get(&hot_product).copied(), drain, settled: view.settled };
+    Ok((settlement, audit))
+}
+
+/// One run in a line, for the log.
+fn one_line(row: &SummaryRow) -> String {
+    let sold_out = row
+        .time_to_sell_out_ms
+        .map_or_else(|| "not sold out".to_owned(), |ms| format!("sold out in {:.2} s", ms / 1e3));
+    let anomalies = [
+        ("oversold", row.oversold),
+        ("undersold", row.undersold),
+        ("lost", row.lost),
+        ("phantom", row.phantom),
+        ("duplicated", row.duplicated),
+        ("accepted_then_cancelled", row.accepted_then_cancelled),
+        ("redis_drift", row.redis_drift),
+    ]
+    .into_iter()
+    .filter(|(_, n)| *n != 0)
+    .map(|(name, n)| format!("{name} {n}"))
+    .collect::<Vec<_>>();
+    format!(
+        "{:.0} sales/s, {:.0} answers/s, p99 {}, {sold_out}, {} errors, {}{}",
+        row.sales_per_sec,
+        row.achieved_rps,
+        row.p99_ms.map_or_else(|| "–".to_owned(), |ms| format!("{ms:.1} ms")),
+        row.errors,
+        serde_json::to_value(row.verdict)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        if anomalies.is_empty() { String::new() } else { format!(" ({})", anomalies.join(", ")) },
+    )
+}
+
+/// Runs the gate on a finished run and writes `gate.json`; with `write_baseline`, records the
+/// run's ratios as the baseline first.
+///
+/// # Errors
+/// When the baseline cannot be read or written.
+pub fn judge(
+    rows: &[SummaryRow],
+    folder: &RunFolder,
+    baseline_path: &Path,
+    profile: &str,
+    preset: &str,
+    write_baseline: bool,
+) -> anyhow::Result<GateReport> {
+    if write_baseline {
+        let existing = baseline_path.exists().then(|| Baseline::load(baseline_path)).transpose()?;
+        let updated = gate::rebaseline(existing, rows, profile, preset, &folder.id)?;
+        std::fs::write(baseline_path, serde_json::to_string_pretty(&updated)? + "\n")
+            .with_context(|| format!("cannot write {}", baseline_path.display()))?;
+        eprintln!("bench: wrote the `{profile}` baseline to {}", baseline_path.display());
+    }
+    let baseline = Baseline::load(baseline_path)?;
+    let report = gate::check(rows, &baseline, baseline_path, profile, preset);
+    std::fs::write(folder.file("gate.json"), serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("cannot write {}", folder.file("gate.json").display()))?;
+    Ok(report)
+}
+
+/// `bench check`: the gate on an existing run folder.
+///
+/// # Errors
+/// When the folder or the baseline cannot be read.
+pub fn check_folder(dir: &Path, baseline: &Path) -> anyhow::Result<GateReport> {
+    let dir = dir.canonicalize().with_context(|| format!("no results folder at {}", dir.display()))?;
+    let run: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("run.json"))
+            .with_context(|| format!("{} has no run.json", dir.display()))?,
+    )
+    .with_context(|| format!("{}/run.json is malformed", dir.display()))?;
+    let field = |name: &str| run.get(name).and_then(serde_json::Value::as_str).map(str::to_owned);
+    let profile = field("profile").with_context(|| format!("{}/run.json has no profile", dir.display()))?;
+    let preset = field("preset").with_context(|| format!("{}/run.json has no preset", dir.display()))?;
+    let id = field("run_id")
+        .unwrap_or_else(|| dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+    let rows: Vec<SummaryRow> = results::read_csv(&dir.join("summary.csv"))?;
+    judge(&rows, &RunFolder { id, path: PathBuf::from(&dir) }, baseline, &profile, &preset, false)
+}
+
+/// The gate's verdict for people.
+pub fn describe_gate(report: &GateReport) -> String {
+    let mut lines = vec![format!("gate: {}", if report.passed { "passed" } else { "FAILED" })];
+    for run in &report.invalid {
+        lines.push(format!("  invalid: {} repetition {}: {:?}", run.strategy, run.repetition, run.anomalies));
+    }
+    for ratio in &report.ratios {
+        let against = match (ratio.baseline, ratio.floor) {
+            (Some(baseline), Some(floor)) => format!("baseline {baseline:.3}, floor {floor:.3}"),
+            _ => "no baseline".to_owned(),
+        };
+        lines.push(format!(
+            "  {:<16} {:.3}× memory ({against}){}",
+            ratio.strategy,
+            ratio.measured,
+            if ratio.passed { "" } else { "  ← below the floor" }
+        ));
+    }
+    if let Some(skipped) = &report.skipped {
+        lines.push(format!("  ratios skipped: {skipped}"));
+    }
+    lines.join("\n")
+}
+
+/// The comparison in a table: medians over repetitions, with the worst verdict.
+pub fn table(rows: &[SummaryRow]) -> String {
+    let mut by_strategy: BTreeMap<&str, Vec<&SummaryRow>> = BTreeMap::new();
+    for row in rows {
+        by_strategy.entry(&row.strategy).or_default().push(row);
+    }
+    let median = |mut values: Vec<f64>| -> f64 {
+        values.sort_by(f64::total_cmp);
+        values.get(values.len() / 2).copied().unwrap_or(0.0)
+    };
+    let mut out = format!(
+        "{:<16} {:>5} {:>10} {:>21} {:>10} {:>12} {:>9}  {}\n",
+        "strategy", "safe", "sales/s", "(min–max)", "p99 ms", "sell-out s", "errors", "verdict (anomalies)"
+    );
+    let mut ordered: Vec<_> = by_strategy.into_iter().collect();
+    ordered.sort_by(|a, b| {
+        let sales = |rows: &[&SummaryRow]| median(rows.iter().map(|r| r.sales_per_sec).collect());
+        sales(&b.1).total_cmp(&sales(&a.1))
+    });
+    for (strategy, runs) in ordered {
+        let sales: Vec<f64> = runs.iter().map(|r| r.sales_per_sec).collect();
+        let (min, max) = sales.iter().fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+        let sell_out: Vec<f64> = runs.iter().filter_map(|r| r.time_to_sell_out_ms).collect();
+        let worst = runs.iter().map(|r| r.verdict).max_by_key(|v| match v {
+            results::Verdict::Clean => 0,
+            results::Verdict::Flagged => 1,
+            results::Verdict::Invalid => 2,
+        });
+        let anomalies: i64 = runs
+            .iter()
+            .map(|r| {
+                r.oversold
+                    + r.undersold
+                    + r.lost
+                    + r.phantom
+                    + r.duplicated
+                    + r.accepted_then_cancelled
+                    + r.redis_drift
+            })
+            .sum();
+        out.push_str(&format!(
+            "{strategy:<16} {:>5} {:>10.0} {:>21} {:>10.1} {:>12} {:>9}  {}{}\n",
+            if runs[0].safe { "yes" } else { "no" },
+            median(sales.clone()),
+            format!("({min:.0}–{max:.0})"),
+            median(runs.iter().filter_map(|r| r.p99_ms).collect()),
+            if sell_out.is_empty() { "–".to_owned() } else { format!("{:.2}", median(sell_out) / 1e3) },
+            runs.iter().map(|r| r.errors).sum::<u64>(),
+            worst
+                .and_then(|v| serde_json::to_value(v).ok())
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            if anomalies == 0 { String::new() } else { format!(" ({anomalies} anomalous units/orders)") },
+        ));
+    }
+    out
+}

@@ -1,0 +1,362 @@
+//! The files of a run folder, as `results/README.md` documents them. CSV rows are serde structs,
+//! so the header and the columns cannot drift apart.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+use super::join::Anomalies;
+use crate::loadgen::RunRecord;
+use crate::loadgen::record::WINDOW;
+
+/// Percentiles written to `latency.csv`.
+pub const PERCENTILES: [f64; 13] =
+    [0.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99, 100.0];
+
+/// How a run of a strategy came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// No anomaly.
+    Clean,
+    /// A strategy that claims to be safe showed an anomaly: the run does not count.
+    Invalid,
+    /// A strategy unsafe by design showed the anomaly it is known for.
+    Flagged,
+}
+
+impl Verdict {
+    pub const fn of(safe: bool, anomalies: &Anomalies) -> Self {
+        match (anomalies.is_clean(), safe) {
+            (true, _) => Self::Clean,
+            (false, true) => Self::Invalid,
+            (false, false) => Self::Flagged,
+        }
+    }
+}
+
+/// One row of `summary.csv`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SummaryRow {
+    pub run_id: String,
+    pub strategy: String,
+    pub repetition: u32,
+    pub position: u32,
+    pub safe: bool,
+    pub model: String,
+    pub offered_rps: f64,
+    pub achieved_rps: f64,
+    pub sent: u64,
+    pub answered: u64,
+    pub confirmed: u64,
+    pub pending: u64,
+    pub sold_out: u64,
+    pub errors: u64,
+    pub late: u64,
+    pub unsent: u64,
+    pub duration_ms: f64,
+    pub sales_per_sec: f64,
+    pub time_to_sell_out_ms: Option<f64>,
+    pub first_sold_out_ms: Option<f64>,
+    pub hot_stock: i64,
+    pub final_stock: Option<i64>,
+    pub p50_ms: Option<f64>,
+    pub p90_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub p999_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+    pub sold_out_p50_ms: Option<f64>,
+    pub sold_out_p99_ms: Option<f64>,
+    pub oversold: i64,
+    pub undersold: i64,
+    pub lost: i64,
+    pub phantom: i64,
+    pub duplicated: i64,
+    pub accepted_then_cancelled: i64,
+    pub redis_drift: i64,
+    pub drain_ms: f64,
+    pub settled: bool,
+    pub verdict: Verdict,
+}
+
+/// Which run of which strategy a row belongs to.
+#[derive(Debug, Clone)]
+pub struct RunKey {
+    pub run_id: String,
+    pub strategy: String,
+    pub repetition: u32,
+    pub position: u32,
+    pub safe: bool,
+}
+
+/// What the drain and the audit found for one run.
+#[derive(Debug, Clone, Copy)]
+pub struct Settlement {
+    pub anomalies: Anomalies,
+    pub final_stock: Option<i64>,
+    pub drain: Duration,
+    pub settled: bool,
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1_000.0
+}
+
+/// A latency percentile in milliseconds (histograms hold microseconds); none without answers.
+fn at(histogram: &Histogram<u64>, percentile: f64) -> Option<f64> {
+    (!histogram.is_empty()).then(|| histogram.value_at_percentile(percentile) as f64 / 1_000.0)
+}
+
+impl SummaryRow {
+    pub fn new(
+        key: &RunKey,
+        model: &str,
+        offered_rps: f64,
+        record: &RunRecord,
+        settlement: &Settlement,
+    ) -> Self {
+        let success = &record.success;
+        Self {
+            run_id: key.run_id.clone(),
+            strategy: key.strategy.clone(),
+            repetition: key.repetition,
+            position: key.position,
+            safe: key.safe,
+            model: model.to_owned(),
+            offered_rps,
+            achieved_rps: record.achieved_rps(),
+            sent: record.counts.sent,
+            answered: record.counts.answered,
+            confirmed: record.counts.confirmed,
+            pending: record.counts.pending,
+            sold_out: record.counts.sold_out,
+            errors: record.counts.errors,
+            late: record.counts.late,
+            unsent: record.unsent,
+            duration_ms: ms(record.duration),
+            sales_per_sec: record.sales_per_sec(),
+            time_to_sell_out_ms: record.time_to_sell_out.map(ms),
+            first_sold_out_ms: record.first_hot_sold_out.map(ms),
+            hot_stock: record.hot_stock,
+            final_stock: settlement.final_stock,
+            p50_ms: at(success, 50.0),
+            p90_ms: at(success, 90.0),
+            p99_ms: at(success, 99.0),
+            p999_ms: at(success, 99.9),
+            max_ms: at(success, 100.0),
+            sold_out_p50_ms: at(&record.sold_out_latency, 50.0),
+            sold_out_p99_ms: at(&record.sold_out_latency, 99.0),
+            oversold: settlement.anomalies.oversold,
+            undersold: settlement.anomalies.undersold,
+            lost: settlement.anomalies.lost,
+            phantom: settlement.anomalies.phantom,
+            duplicated: settlement.anomalies.duplicated,
+            accepted_then_cancelled: settlement.anomalies.accepted_then_cancelled,
+            redis_drift: settlement.anomalies.redis_drift,
+            drain_ms: ms(settlement.drain),
+            settled: settlement.settled,
+            verdict: Verdict::of(key.safe, &settlement.anomalies),
+        }
+    }
+}
+
+/// One row of `timeseries.csv`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeseriesRow {
+    pub strategy: String,
+    pub repetition: u32,
+    pub t_ms: u64,
+    pub sent: u64,
+    pub confirmed: u64,
+    pub pending: u64,
+    pub sold_out: u64,
+    pub errors: u64,
+    pub units_left: i64,
+}
+
+impl TimeseriesRow {
+    pub fn of(key: &RunKey, record: &RunRecord) -> Vec<Self> {
+        let window_ms = u64::try_from(WINDOW.as_millis()).unwrap_or(100);
+        record
+            .windows
+            .iter()
+            .zip(record.units_left())
+            .zip(1u64..)
+            .map(|((window, units_left), n)| Self {
+                strategy: key.strategy.clone(),
+                repetition: key.repetition,
+                t_ms: n * window_ms,
+                sent: window.sent,
+                confirmed: window.confirmed,
+                pending: window.pending,
+                sold_out: window.sold_out,
+                errors: window.errors,
+                units_left,
+            })
+            .collect()
+    }
+}
+
+/// One row of `latency.csv`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LatencyRow {
+    pub strategy: String,
+    pub repetition: u32,
+    pub outcome: String,
+    pub percentile: f64,
+    pub latency_ms: f64,
+    pub count: u64,
+}
+
+impl LatencyRow {
+    pub fn of(key: &RunKey, record: &RunRecord) -> Vec<Self> {
+        [("success", &record.success), ("sold_out", &record.sold_out_latency)]
+            .into_iter()
+            .filter(|(_, histogram)| !histogram.is_empty())
+            .flat_map(|(outcome, histogram)| {
+                PERCENTILES.iter().map(move |&percentile| Self {
+                    strategy: key.strategy.clone(),
+                    repetition: key.repetition,
+                    outcome: outcome.to_owned(),
+                    percentile,
+                    latency_ms: at(histogram, percentile).unwrap_or_default(),
+                    count: histogram.len(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// One row of `errors.csv`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorRow {
+    pub strategy: String,
+    pub repetition: u32,
+    pub kind: String,
+    pub count: u64,
+}
+
+impl ErrorRow {
+    pub fn of(key: &RunKey, record: &RunRecord) -> Vec<Self> {
+        record
+            .errors
+            .iter()
+            .map(|(kind, count)| Self {
+                strategy: key.strategy.clone(),
+                repetition: key.repetition,
+                kind: kind.clone(),
+                count: *count,
+            })
+            .collect()
+    }
+}
+
+/// Writes `rows` as a CSV with a header row (also when there are no rows).
+///
+/// # Errors
+/// When the file cannot be written.
+pub fn write_csv<T: Serialize>(path: &Path, rows: &[T], header: &[&str]) -> anyhow::Result<()> {
+    let mut writer = csv::WriterBuilder::new()
+        .has_headers(!rows.is_empty())
+        .from_path(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    if rows.is_empty() {
+        writer.write_record(header)?;
+    }
+    for row in rows {
+        writer.serialize(row).with_context(|| format!("cannot write a row of {}", path.display()))?;
+    }
+    writer.flush()?;
+    Ok(())
+}
+
+/// Reads a CSV of `T` rows.
+///
+/// # Errors
+/// When the file is missing or a row does not match `T`, naming the file and the line.
+pub fn read_csv<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<Vec<T>> {
+    let mut reader =
+        csv::Reader::from_path(path).with_context(|| format!("cannot read {}", path.display()))?;
+    reader
+        .deserialize()
+        .enumerate()
+        .map(|(i, row)| row.with_context(|| format!("{}: row {} is malformed", path.display(), i + 2)))
+        .collect()
+}
+
+/// Writes `histogram` (microseconds) in HdrHistogram's percentile-distribution text format, in
+/// milliseconds, as `HistogramLogProcessor` and the online plotters read it.
+///
+/// # Errors
+/// When the file cannot be written.
+pub fn write_hgrm(path: &Path, histogram: &Histogram<u64>) -> anyhow::Result<()> {
+    use std::fmt::Write as _;
+    let mut out = String::from("       Value     Percentile TotalCount 1/(1-Percentile)\n\n");
+    let scale = 1_000.0;
+    let mut total = 0;
+    for step in histogram.iter_quantiles(5) {
+        total += step.count_since_last_iteration();
+        let quantile = step.quantile_iterated_to();
+        let inverse = if quantile < 1.0 { format!("{:12.2}", 1.0 / (1.0 - quantile)) } else { String::new() };
+        let _ = writeln!(
+            out,
+            "{:12.3} {:14.12} {total:10} {inverse}",
+            step.value_iterated_to() as f64 / scale,
+            quantile,
+        );
+    }
+    let _ = writeln!(
+        out,
+        "#[Mean    = {:12.3}, StdDeviation   = {:12.3}]\n#[Max     = {:12.3}, Total count    = {:12}]",
+        histogram.mean() / scale,
+        histogram.stdev() / scale,
+        histogram.max() as f64 / scale,
+        histogram.len(),
+    );
+    std::fs::write(path, out).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// A run folder: `results/<run-id>/`.
+#[derive(Debug, Clone)]
+pub struct RunFolder {
+    pub id: String,
+    pub path: PathBuf,
+}
+
+impl RunFolder {
+    /// Creates `<out>/<UTC timestamp>-<short sha>/` with its sub-folders.
+    ///
+    /// # Errors
+    /// When the folder cannot be created.
+    pub fn create(out: &Path, short_sha: &str) -> anyhow::Result<Self> {
+        let id = format!("{}-{short_sha}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"));
+        let path = out.join(&id);
+        for sub in ["histograms", "audit"] {
+            std::fs::create_dir_all(path.join(sub))
+                .with_context(|| format!("cannot create {}", path.display()))?;
+        }
+        Ok(Self { id, path })
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// Points `<out>/latest` at this run.
+    ///
+    /// # Errors
+    /// When the link cannot be replaced.
+    pub fn mark_latest(&self, out: &Path) -> anyhow::Result<()> {
+        let link = out.join("latest");
+        if link.symlink_metadata().is_ok() {
+            std::fs::remove_file(&link).with_context(|| format!("cannot replace {}", link.display()))?;
+        }
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(&self.id, &link)
+            .with_context(|| format!("cannot link {}", link.display()))?;
+        Ok(())
+    }
+}

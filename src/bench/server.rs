@@ -1,0 +1,234 @@
+//! The server under test: started by bench as a child process (the same build, so the same
+//! profile), or reached at `--url`; and the admin calls a comparison makes on it.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use hyper::StatusCode;
+use hyper::header::{AUTHORIZATION, HeaderValue};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use tokio::process::{Child, Command};
+
+use super::options::ServerFlags;
+use crate::loadgen::{Connection, Target};
+
+/// How long a spawned server may take to create its database and answer `/healthz`.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Admin calls are bounded: a hung server fails the comparison, it does not hang it.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A strategy as `GET /strategies` describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct StrategyInfo {
+    pub name: String,
+    pub backend: String,
+    pub safe: bool,
+    pub durable: bool,
+    #[serde(rename = "async")]
+    pub queued: bool,
+}
+
+/// The server a comparison drives.
+#[derive(Debug)]
+pub struct Server {
+    pub target: Target,
+    admin_token: Option<HeaderValue>,
+    child: Option<Child>,
+}
+
+impl Server {
+    /// Reaches `--url`, or starts a server on a free loopback port logging into `log`.
+    ///
+    /// # Errors
+    /// When the server cannot be started, or does not answer `/healthz` in time.
+    pub async fn start(flags: &ServerFlags, log: &Path) -> anyhow::Result<Self> {
+        let admin_token = flags
+            .admin_token
+            .as_deref()
+            .map(|token| HeaderValue::from_str(&format!("Bearer {token}")))
+            .transpose()
+            .context("ADMIN_TOKEN is not a valid header value")?;
+        let (url, child) = match &flags.url {
+            Some(url) => (url.trim_end_matches('/').to_owned(), None),
+            None => {
+                let (url, child) = spawn(flags, log)?;
+                (url, Some(child))
+            }
+        };
+        let target = Target::resolve(&url).await?;
+        let mut server = Self { target, admin_token, child };
+        server.wait_healthy(log).await?;
+        Ok(server)
+    }
+
+    /// Whether bench started this server.
+    pub const fn spawned(&self) -> bool {
+        self.child.is_some()
+    }
+
+    async fn wait_healthy(&mut self, log: &Path) -> anyhow::Result<()> {
+        let started = Instant::now();
+        loop {
+            if let Some(child) = &mut self.child
+                && let Some(status) = child.try_wait()?
+            {
+                anyhow::bail!("the server exited ({status}) before it was ready; its log: {}", log.display());
+            }
+            match self.call(self.target.get("/healthz")).await {
+                Ok((StatusCode::OK, _)) => return Ok(()),
+                Ok(_) | Err(_) if started.elapsed() < STARTUP_TIMEOUT => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Ok((status, body)) => anyhow::bail!(
+                    "{} /healthz answered {status} for {}s: {}",
+                    self.target.base(),
+                    STARTUP_TIMEOUT.as_secs(),
+                    String::from_utf8_lossy(&body)
+                ),
+                Err(err) => {
+                    let hint =
+                        if self.spawned() { format!("; its log: {}", log.display()) } else { String::new() };
+                    anyhow::bail!(
+                        "{} did not answer within {}s ({err}){hint}",
+                        self.target.base(),
+                        STARTUP_TIMEOUT.as_secs()
+                    );
+                }
+            }
+        }
+    }
+
+    async fn call(
+        &self,
+        mut request: hyper::Request<http_body_util::Full<Bytes>>,
+    ) -> anyhow::Result<(StatusCode, Bytes)> {
+        if let Some(token) = &self.admin_token {
+            request.headers_mut().insert(AUTHORIZATION, token.clone());
+        }
+        let exchange = async {
+            let mut connection = Connection::open(&self.target).await?;
+            connection.send(request).await
+        };
+        Ok(tokio::time::timeout(ADMIN_TIMEOUT, exchange)
+            .await
+            .map_err(|_| anyhow::anyhow!("no answer within {}s", ADMIN_TIMEOUT.as_secs()))??)
+    }
+
+    /// A JSON answer from `request`, which must be 200.
+    async fn json<T: DeserializeOwned>(
+        &self,
+        request: hyper::Request<http_body_util::Full<Bytes>>,
+        what: &str,
+    ) -> anyhow::Result<T> {
+        let (status, body) = self.call(request).await.with_context(|| format!("{what} failed"))?;
+        anyhow::ensure!(
+            status == StatusCode::OK,
+            "{what} answered {status}: {}",
+            String::from_utf8_lossy(&body[..body.len().min(2_000)])
+        );
+        serde_json::from_slice(&body).with_context(|| format!("{what} answered JSON this bench cannot read"))
+    }
+
+    pub async fn strategies(&self) -> anyhow::Result<Vec<StrategyInfo>> {
+        self.json(self.target.get("/strategies"), "GET /strategies").await
+    }
+
+    /// `POST /admin/reset` with `plan`.
+    pub async fn reset(&self, plan: &serde_json::Value) -> anyhow::Result<()> {
+        let body = Bytes::from(plan.to_string());
+        let _: serde_json::Value =
+            self.json(self.target.post("/admin/reset", body), "POST /admin/reset").await?;
+        Ok(())
+    }
+
+    /// `GET /admin/audit`, raw.
+    pub async fn audit(&self) -> anyhow::Result<serde_json::Value> {
+        self.json(self.target.get("/admin/audit"), "GET /admin/audit").await
+    }
+
+    /// `GET /admin/orders`.
+    pub async fn orders(&self) -> anyhow::Result<HeldOrders> {
+        self.json(self.target.get("/admin/orders"), "GET /admin/orders").await
+    }
+
+    /// `GET /products/{id}`: PostgreSQL's stock, `None` for an unknown product.
+    pub async fn stock(&self, product: i64) -> anyhow::Result<Option<i64>> {
+        #[derive(Deserialize)]
+        struct Product {
+            stock: i64,
+        }
+        let (status, body) = self.call(self.target.get(&format!("/products/{product}"))).await?;
+        match status {
+            StatusCode::OK => Ok(Some(serde_json::from_slice::<Product>(&body)?.stock)),
+            StatusCode::NOT_FOUND => Ok(None),
+            other => anyhow::bail!("GET /products/{product} answered {other}"),
+        }
+    }
+
+    /// Stops the server bench started (a no-op for `--url`).
+    pub async fn stop(mut self) {
+        if let Some(child) = &mut self.child {
+            terminate(child).await;
+        }
+    }
+}
+
+/// One order the server holds, as `GET /admin/orders` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct HeldOrder {
+    pub order_id: uuid::Uuid,
+    pub strategy: String,
+    pub status: String,
+}
+
+/// `GET /admin/orders`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct HeldOrders {
+    pub orders: Vec<HeldOrder>,
+    pub truncated: bool,
+}
+
+/// Starts `bench serve` (this very binary) on a free loopback port.
+fn spawn(flags: &ServerFlags, log: &Path) -> anyhow::Result<(String, Child)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .context("no free loopback port")?
+        .port();
+    let bind = format!("127.0.0.1:{port}");
+    let exe = std::env::current_exe().context("cannot find the bench executable")?;
+    let log_file = std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+    let mut command = Command::new(exe);
+    command
+        .arg("serve")
+        .args(["--bind", &bind, "--database-url", &flags.database_url])
+        .args(["--redis-url", &flags.redis_url, "--redis-prefix", &flags.redis_prefix])
+        .args(&flags.server_args)
+        .env("RUST_LOG", std::env::var("BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".to_owned()))
+        // The child's own environment must not override the flags above.
+        .env_remove("DATABASE_URL")
+        .env_remove("BIND")
+        .env_remove("REDIS_PREFIX")
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file)
+        .kill_on_drop(true);
+    let child = command.spawn().context("cannot start the server")?;
+    Ok((format!("http://{bind}"), child))
+}
+
+/// Asks the child to stop (SIGTERM: it finishes in-flight work), then kills it after a few seconds.
+async fn terminate(child: &mut Child) {
+    #[cfg(unix)]
+    if let Some(pid) = child.id() {
+        let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status().await;
+        if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_ok() {
+            return;
+        }
+    }
+    let _ = child.kill().await;
+}

@@ -1,0 +1,141 @@
+//! `bench`: drives every strategy through the same flash sale and says which sells exactly the
+//! stock, and how fast. `bench compare` is the main job; `bench run` drives one strategy; `bench
+//! check` gates a finished run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use checkout_bench::bench::options::{CompareFlags, LoadFlags, ServerFlags};
+use checkout_bench::bench::{self, server::Server};
+use checkout_bench::loadgen;
+use checkout_bench::server_cli::{self, ServerCli};
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// Flash-sale checkout benchmark: every strategy, the same sale, an audit of every unit.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Compare strategies: for each, reset → load → drain → audit, repeated; write
+    /// results/<run-id>/ and render the report.
+    Compare(Box<CompareFlags>),
+    /// Drive one strategy on a running server (no reset unless --reset) and print what clients saw.
+    Run(Box<RunFlags>),
+    /// Gate a finished run: exit 1 when a safe strategy's run is invalid or a throughput ratio fell
+    /// below results/baseline.json.
+    Check {
+        /// The run folder.
+        #[arg(default_value = "results/latest")]
+        dir: PathBuf,
+        /// The baseline.
+        #[arg(long, default_value = "results/baseline.json")]
+        baseline: PathBuf,
+    },
+    /// The checkout server itself (what `compare` starts when no --url is given).
+    #[command(hide = true)]
+    Serve(Box<ServerCli>),
+}
+
+#[derive(Debug, clap::Args)]
+struct RunFlags {
+    /// The strategy to drive.
+    #[arg(long)]
+    strategy: String,
+    /// Reset the shop to the scenario's catalogue first.
+    #[arg(long)]
+    reset: bool,
+    #[command(flatten)]
+    load: LoadFlags,
+    #[command(flatten)]
+    server: ServerFlags,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_filter = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match execute(cli.command).await {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("bench: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn execute(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Compare(flags) => {
+            let command_line = std::env::args().collect::<Vec<_>>().join(" ");
+            let comparison = bench::compare(&flags, command_line).await?;
+            println!("\n{}", bench::table(&comparison.rows));
+            println!("results: {}", comparison.folder.path.display());
+            if let Some(gate) = &comparison.gate {
+                println!("{}", bench::describe_gate(gate));
+                if !gate.passed {
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run(flags) => {
+            let RunFlags { strategy, reset, load, server } = *flags;
+            let (plan, _) = load.resolve()?;
+            let log = std::env::temp_dir().join(format!("bench-server-{}.log", std::process::id()));
+            let server = Server::start(&server, &log).await?;
+            if reset {
+                server.reset(&plan.scenario.reset_plan()).await?;
+            }
+            let record = loadgen::run(&plan, &server.target, &strategy, &format!("[{strategy}]")).await;
+            server.stop().await;
+            let record = record?;
+            let at = |p: f64| record.success.value_at_percentile(p) as f64 / 1e3;
+            let summary = serde_json::json!({
+                "strategy": strategy,
+                "model": plan.model,
+                "offered_rps": plan.offered_rps(),
+                "achieved_rps": record.achieved_rps(),
+                "counts": record.counts,
+                "unsent": record.unsent,
+                "errors": record.errors,
+                "duration_ms": record.duration.as_secs_f64() * 1e3,
+                "sales_per_sec": record.sales_per_sec(),
+                "time_to_sell_out_ms": record.time_to_sell_out.map(|d| d.as_secs_f64() * 1e3),
+                "latency_ms": {"p50": at(50.0), "p90": at(90.0), "p99": at(99.0), "p999": at(99.9), "max": at(100.0)},
+                "max_send_lag_ms": record.max_lag.as_secs_f64() * 1e3,
+            });
+            println!("{}", serde_json::to_string_pretty(&summary).context("cannot print the summary")?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { dir, baseline } => {
+            let report = bench::check_folder(&dir, &baseline)?;
+            println!("{}", bench::describe_gate(&report));
+            Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Serve(cli) => {
+            server_cli::run(*cli).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn verify_cli() {
+        super::Cli::command().debug_assert();
+    }
+}
