@@ -347,3 +347,119 @@ async fn progress(shared: Arc<Shared>, label: String) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::Router;
+    use axum::routing::post;
+
+    use super::*;
+
+    /// A server that takes `delay` per request and answers 201 with a fresh order.
+    async fn slow_server(delay: Duration) -> Target {
+        let app = Router::new().route(
+            "/strategies/{name}/purchase",
+            post(move || async move {
+                tokio::time::sleep(delay).await;
+                (
+                    axum::http::StatusCode::CREATED,
+                    axum::Json(serde_json::json!({ "order_id": uuid::Uuid::new_v4(), "status": "confirmed" })),
+                )
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Target::resolve(&format!("http://{addr}")).await.unwrap()
+    }
+
+    fn plan(model: Model, duration: Duration) -> LoadPlan {
+        LoadPlan {
+            model,
+            rate: 100.0,
+            connections: 1,
+            users: 1,
+            user_rate: 0.0,
+            ramp: Duration::ZERO,
+            scenario: Scenario {
+                hot_product: 100,
+                hot_stock: 1_000_000,
+                hot_weight: 1,
+                regular_weight: 0,
+                products: 10,
+                quantity: 1,
+                seed: 1,
+            },
+            duration,
+            max_requests: None,
+            grace: Duration::ZERO,
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// One connection, 100 requests a second offered, 50 ms per answer: the server keeps up with
+    /// 20 a second, so requests queue behind each other. Measured from the intended send time, the
+    /// queueing shows in the latency; the late and unsent requests are counted.
+    #[tokio::test]
+    async fn open_model_latency_counts_from_the_intended_send_time() {
+        let target = slow_server(Duration::from_millis(50)).await;
+        let record = run(&plan(Model::Open, Duration::from_secs(1)), &target, "x", "[test]").await.unwrap();
+        let served = record.counts.confirmed;
+        assert!((12..=22).contains(&served), "about 20 answers in a second, got {served}");
+        assert_eq!(record.counts.sent, served, "every request sent was answered");
+        assert!(record.counts.late >= served - 2, "all but the first requests went out late: {:?}", record.counts);
+        let due = Timetable::new(100.0).due_within(Duration::from_secs(1));
+        assert_eq!(record.counts.sent + record.unsent, due, "every due request is either sent or counted unsent");
+        let p50 = Duration::from_micros(record.success.value_at_percentile(50.0));
+        let max = Duration::from_micros(record.success.max());
+        assert!(p50 >= Duration::from_millis(200), "queueing counted from the intended time: p50 {p50:?}");
+        assert!(max >= Duration::from_millis(600), "the last answered request waited most: max {max:?}");
+        assert!(record.max_lag >= Duration::from_millis(500), "send lag recorded: {:?}", record.max_lag);
+    }
+
+    /// The same slow server in the closed model: a user waits for each answer before the next, so
+    /// latency is the service time and nothing is late.
+    #[tokio::test]
+    async fn closed_model_latency_is_the_service_time() {
+        let target = slow_server(Duration::from_millis(50)).await;
+        let record = run(&plan(Model::Closed, Duration::from_secs(1)), &target, "x", "[test]").await.unwrap();
+        let p99 = Duration::from_micros(record.success.value_at_percentile(99.0));
+        assert!(record.counts.confirmed >= 10, "{:?}", record.counts);
+        assert!(p99 < Duration::from_millis(150), "closed-model latency is the answer time: {p99:?}");
+        assert_eq!(record.counts.late, 0);
+        assert_eq!(record.unsent, 0);
+    }
+
+    /// A server that never answers in time: each request is a `timeout`, bounded, and the run
+    /// still ends.
+    #[tokio::test]
+    async fn a_hung_server_gives_timeouts_not_a_hung_run() {
+        let target = slow_server(Duration::from_secs(30)).await;
+        let plan = LoadPlan {
+            timeout: Duration::from_millis(200),
+            max_requests: Some(3),
+            ..plan(Model::Closed, Duration::from_secs(5))
+        };
+        let started = Instant::now();
+        let record = run(&plan, &target, "x", "[test]").await.unwrap();
+        assert!(started.elapsed() < Duration::from_secs(3), "bounded by the timeout, not the server");
+        assert_eq!(record.errors.get("timeout"), Some(&3), "{:?}", record.errors);
+        assert_eq!(record.counts.answered, 0);
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_a_connect_error() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let target = Target::resolve(&format!("http://127.0.0.1:{port}")).await.unwrap();
+        let plan = LoadPlan { max_requests: Some(2), ..plan(Model::Closed, Duration::from_secs(2)) };
+        let record = run(&plan, &target, "x", "[test]").await.unwrap();
+        assert_eq!(record.errors.get("connect"), Some(&2), "{:?}", record.errors);
+    }
+
+    #[tokio::test]
+    async fn urls_other_than_plain_http_are_refused() {
+        for url in ["https://localhost:1", "http://localhost:1/path", "not a url"] {
+            assert!(Target::resolve(url).await.is_err(), "{url}");
+        }
+    }
+}
