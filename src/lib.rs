@@ -9,6 +9,7 @@
 //! - [`populate`]: bulk-loads a catalogue at the seed's scale.
 //! - [`server`]: serving with graceful shutdown.
 //! - [`sessions`]: buyer sessions in their own Redis database.
+//! - [`report`]: charts, a page and a Markdown table from a results folder; run comparisons.
 //!
 //! The strategies themselves live in the `checkout-strategies` crate.
 
@@ -17,6 +18,7 @@ pub mod audit;
 pub mod config;
 pub mod http;
 pub mod populate;
+pub mod report;
 pub mod server;
 pub mod sessions;
 pub mod stats;
