@@ -132,7 +132,7 @@ fn units_left_chart(run: &Run, figures: &[StrategyFigures]) -> UnitsLeft {
             sold_out_at: figures::charted_sell_out_secs(run, &f.name),
         })
         .collect();
-    let repetition = if figures.iter().any(|f| f.repetitions > 1) { "first repetition" } else { "the run" };
+    let repetition = if figures.iter().any(|f| f.repetitions > 1) { ", first repetition" } else { "" };
     UnitsLeft { measure, lines, repetition: repetition.to_owned() }
 }
 

@@ -47,7 +47,10 @@ impl Chart for Anomalies<'_> {
 
     fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
         let repetitions = self.figures.iter().map(|f| f.repetitions).max().unwrap_or(0);
-        let title = format!("Anomalies per strategy (summed over {repetitions} repetitions)");
+        let title = match repetitions {
+            1 => "Anomalies per strategy".to_owned(),
+            n => format!("Anomalies per strategy (summed over {n} repetitions)"),
+        };
         area.draw(&Text::new(title, (i32::try_from(WIDTH).unwrap_or(0) / 2, 30), centred(TITLE_SIZE)))?;
         let columns = i32::try_from(ANOMALIES.len() + 1).unwrap_or(1);
         let cell_width = (i32::try_from(WIDTH).unwrap_or(0) - NAME_WIDTH - 2 * MARGIN) / columns;

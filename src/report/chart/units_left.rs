@@ -30,7 +30,7 @@ pub(crate) struct Line {
 pub(crate) struct UnitsLeft {
     pub(crate) measure: Measure,
     pub(crate) lines: Vec<Line>,
-    /// Which repetition is drawn, for the title.
+    /// Which repetition is drawn, appended to the title (", first repetition"), or empty.
     pub(crate) repetition: String,
 }
 
@@ -52,7 +52,7 @@ impl Chart for UnitsLeft {
             }
         };
         let mut chart = ChartBuilder::on(area)
-            .caption(format!("{title}, {}", self.repetition), font(TITLE_SIZE))
+            .caption(format!("{title}{}", self.repetition), font(TITLE_SIZE))
             .margin(20)
             .x_label_area_size(50)
             .y_label_area_size(90)
@@ -99,7 +99,11 @@ impl Chart for UnitsLeft {
         }
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
+            // Keep the legend where the lines are not: they end low when counting down, high when up.
+            .position(match self.measure {
+                Measure::UnitsLeft => SeriesLabelPosition::UpperRight,
+                Measure::Acknowledged => SeriesLabelPosition::LowerRight,
+            })
             .label_font(font(LABEL_SIZE))
             .background_style(WHITE.mix(0.9))
             .border_style(BLACK)
