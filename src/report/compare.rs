@@ -72,10 +72,13 @@ impl StrategyComparison {
 }
 
 fn ratio(old: Option<f64>, new: Option<f64>) -> Option<f64> {
-    match (old?, new?) {
-        (old, new) if old == 0.0 && new == 0.0 => Some(1.0),
-        (old, _) if old == 0.0 => None,
-        (old, new) => Some(new / old),
+    let (old, new) = (old?, new?);
+    if old != 0.0 {
+        Some(new / old)
+    } else if new == 0.0 {
+        Some(1.0)
+    } else {
+        None
     }
 }
 

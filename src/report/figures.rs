@@ -21,8 +21,11 @@ impl Spread {
         }
         values.sort_by(f64::total_cmp);
         let mid = values.len() / 2;
-        let median =
-            if values.len() % 2 == 0 { f64::midpoint(values[mid - 1], values[mid]) } else { values[mid] };
+        let median = if values.len().is_multiple_of(2) {
+            f64::midpoint(values[mid - 1], values[mid])
+        } else {
+            values[mid]
+        };
         Some(Self { median, min: values[0], max: values[values.len() - 1] })
     }
 }

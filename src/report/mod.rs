@@ -187,3 +187,6 @@ pub fn compare(old: &Path, new: &Path, out: &Path) -> anyhow::Result<Comparison>
         chart,
     })
 }
+
+#[cfg(test)]
+mod tests;
