@@ -120,6 +120,11 @@ fn number(value: Option<f64>) -> String {
 }
 
 fn cell(figure: &FigureRatio) -> String {
+    if figure.key == "anomalies" {
+        let count = |value: Option<f64>| value.map_or_else(|| "–".to_owned(), |v| format!("{v:.0}"));
+        let ratio = figure.ratio.map_or_else(|| "–".to_owned(), |r| format!("{r:.2}×"));
+        return format!("{} → {} ({ratio})", count(figure.old), count(figure.new));
+    }
     let ratio = figure.ratio.map_or_else(|| "–".to_owned(), |r| format!("{r:.2}×"));
     format!("{} → {} ({ratio})", number(figure.old), number(figure.new))
 }

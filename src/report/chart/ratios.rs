@@ -21,7 +21,8 @@ impl Chart for Ratios<'_> {
 
     fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
         let ratios = || self.strategies.iter().flat_map(|s| s.figures.iter().filter_map(|f| f.ratio));
-        let top = ratios().fold(1.0, f64::max) * 1.25;
+        // Headroom above the tallest bar for the legend's six rows.
+        let top = ratios().fold(1.0, f64::max) * 1.5;
         #[expect(clippy::cast_precision_loss, reason = "a handful of strategies and figures")]
         let (count, bars) = (self.strategies.len() as f64, FIGURES.len() as f64);
         let width = 0.8 / bars;
@@ -29,8 +30,9 @@ impl Chart for Ratios<'_> {
         let centres: Vec<f64> = (0..self.strategies.len()).map(|i| i as f64).collect();
         let mut chart = ChartBuilder::on(area)
             .caption(
-                format!("{} over {}: new ÷ old per strategy", self.new_id, self.old_id),
-                font(TITLE_SIZE),
+                format!("New ÷ old per strategy: {} against {}", self.new_id, self.old_id),
+                // Two run ids make a long title.
+                font(TITLE_SIZE - 6),
             )
             .margin(20)
             .x_label_area_size(50)

@@ -41,7 +41,12 @@ impl Chart for Throughput<'_> {
         let repetitions = self.figures.iter().map(|f| f.repetitions).max().unwrap_or(0);
         let mut chart = ChartBuilder::on(area)
             .caption(
-                format!("Confirmed sales and other answers per second (median of {repetitions} runs, min–max whiskers)"),
+                match repetitions {
+                    1 => "Confirmed sales and other answers per second".to_owned(),
+                    n => format!(
+                        "Confirmed sales and other answers per second (median of {n} runs, min–max whiskers)"
+                    ),
+                },
                 font(TITLE_SIZE),
             )
             .margin(20)
