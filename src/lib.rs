@@ -12,6 +12,7 @@
 //! - [`server`]: serving with graceful shutdown.
 //! - [`server_cli`]: the `server` command line, which `bench` also runs as its child.
 //! - [`sessions`]: buyer sessions in their own Redis database.
+//! - [`report`]: charts, a page and a Markdown table from a results folder; run comparisons.
 //!
 //! The strategies themselves live in the `checkout-strategies` crate.
 
@@ -22,6 +23,7 @@ pub mod config;
 pub mod http;
 pub mod loadgen;
 pub mod populate;
+pub mod report;
 pub mod server;
 pub mod server_cli;
 pub mod sessions;

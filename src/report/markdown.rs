@@ -1,0 +1,46 @@
+//! `summary.md`: the summary table in Markdown, to paste into a pull request.
+
+use std::fmt::Write as _;
+
+use super::figures::StrategyFigures;
+use super::model::Run;
+use super::table;
+
+/// Markdown escapes for a table cell: a `|` would end the cell.
+fn escape(cell: &str) -> String {
+    cell.replace('|', "\\|")
+}
+
+/// The Markdown page: a heading naming the run, the table, and where the charts are.
+#[must_use]
+pub fn summary(run: &Run, figures: &[StrategyFigures]) -> String {
+    let mut out = format!("## Results: {}\n\n", run.id);
+    if let Some(meta) = &run.meta {
+        let dirty = if meta.git.dirty { " (uncommitted changes)" } else { "" };
+        let _ = writeln!(
+            out,
+            "`{}` at {}{dirty}, {} build, preset `{}`, {} CPUs ({} {}).\n",
+            meta.command,
+            meta.git.short_sha,
+            meta.profile,
+            meta.preset,
+            meta.host.cpus,
+            meta.host.os,
+            meta.host.arch
+        );
+    }
+    let _ = writeln!(out, "| {} |", table::HEADER.join(" | "));
+    let _ = writeln!(out, "|{}", "---|".repeat(table::HEADER.len()));
+    for row in table::rows(figures, run.origin.audited()) {
+        let cells: Vec<String> = row.cells.iter().map(|cell| escape(cell)).collect();
+        let _ = writeln!(out, "| {} |", cells.join(" | "));
+    }
+    out.push_str(
+        "\nMedians over repetitions, (min–max) where they differ. Verdict: `clean` no anomaly, `flagged` an \
+         unsafe-by-design strategy showed its known anomaly, `invalid` a safe strategy showed one.\n",
+    );
+    if let Some(gate) = &run.gate {
+        let _ = writeln!(out, "\nGate: {}.", if gate.passed { "passed" } else { "**failed**" });
+    }
+    out
+}
