@@ -204,6 +204,11 @@ pub async fn compare(flags: &CompareFlags, command: String) -> anyhow::Result<Co
     } else {
         None
     };
+    if !flags.no_report {
+        let rendered =
+            crate::report::render(&folder.path).context("the run is written, but its report failed")?;
+        eprintln!("bench: report {}", rendered.index_html.display());
+    }
     Ok(Comparison { folder, rows: collected.summary, gate })
 }
 
@@ -430,11 +435,7 @@ pub fn table(rows: &[SummaryRow]) -> String {
         let sales: Vec<f64> = runs.iter().map(|r| r.sales_per_sec).collect();
         let (min, max) = sales.iter().fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
         let sell_out: Vec<f64> = runs.iter().filter_map(|r| r.time_to_sell_out_ms).collect();
-        let worst = runs.iter().map(|r| r.verdict).max_by_key(|v| match v {
-            results::Verdict::Clean => 0,
-            results::Verdict::Flagged => 1,
-            results::Verdict::Invalid => 2,
-        });
+        let worst = runs.iter().map(|r| r.verdict).max();
         let anomalies: i64 = runs
             .iter()
             .map(|r| {

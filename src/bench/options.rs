@@ -297,7 +297,7 @@ mod tests {
         for (args, flag) in [
             (&["--rate", "0"][..], "--rate"),
             (&["--connections", "0"], "--connections"),
-            (&["--duration-secs", "-1"], "--duration-secs"),
+            (&["--duration-secs=-1"], "--duration-secs"),
             (&["--model", "closed", "--users", "0"], "--users"),
             (&["--quantity", "0"], "--quantity"),
             (&["--requests", "0"], "--requests"),

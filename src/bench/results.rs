@@ -16,19 +16,27 @@ use crate::loadgen::record::WINDOW;
 pub const PERCENTILES: [f64; 13] =
     [0.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99, 100.0];
 
-/// How a run of a strategy came out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// How a run of a strategy came out, from best to worst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     /// No anomaly.
     Clean,
-    /// A strategy that claims to be safe showed an anomaly: the run does not count.
-    Invalid,
     /// A strategy unsafe by design showed the anomaly it is known for.
     Flagged,
+    /// A strategy that claims to be safe showed an anomaly: the run does not count.
+    Invalid,
 }
 
 impl Verdict {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Clean => "clean",
+            Self::Flagged => "flagged",
+            Self::Invalid => "invalid",
+        }
+    }
+
     pub const fn of(safe: bool, anomalies: &Anomalies) -> Self {
         match (anomalies.is_clean(), safe) {
             (true, _) => Self::Clean,
@@ -80,6 +88,31 @@ pub struct SummaryRow {
     pub drain_ms: f64,
     pub settled: bool,
     pub verdict: Verdict,
+}
+
+/// The anomaly columns of `summary.csv`, in the order tables and charts show them.
+pub const ANOMALIES: [&str; 7] =
+    ["oversold", "undersold", "lost", "phantom", "duplicated", "accepted_then_cancelled", "redis_drift"];
+
+impl SummaryRow {
+    /// The anomaly counts, in [`ANOMALIES`] order (each is a count, never below zero).
+    pub fn anomalies(&self) -> [u64; 7] {
+        [
+            self.oversold,
+            self.undersold,
+            self.lost,
+            self.phantom,
+            self.duplicated,
+            self.accepted_then_cancelled,
+            self.redis_drift,
+        ]
+        .map(|count| u64::try_from(count).unwrap_or(0))
+    }
+
+    /// Seconds the run lasted.
+    pub fn duration_secs(&self) -> f64 {
+        self.duration_ms / 1000.0
+    }
 }
 
 /// Which run of which strategy a row belongs to.
@@ -174,7 +207,8 @@ pub struct TimeseriesRow {
     pub pending: u64,
     pub sold_out: u64,
     pub errors: u64,
-    pub units_left: i64,
+    /// Always present in a bench folder; Locust output does not know the stock.
+    pub units_left: Option<i64>,
 }
 
 impl TimeseriesRow {
@@ -194,10 +228,20 @@ impl TimeseriesRow {
                 pending: window.pending,
                 sold_out: window.sold_out,
                 errors: window.errors,
-                units_left,
+                units_left: Some(units_left),
             })
             .collect()
     }
+}
+
+/// `latency.csv`'s `outcome` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// 201 and 202.
+    Success,
+    /// 409.
+    SoldOut,
 }
 
 /// One row of `latency.csv`.
@@ -205,7 +249,7 @@ impl TimeseriesRow {
 pub struct LatencyRow {
     pub strategy: String,
     pub repetition: u32,
-    pub outcome: String,
+    pub outcome: Outcome,
     pub percentile: f64,
     pub latency_ms: f64,
     pub count: u64,
@@ -213,14 +257,14 @@ pub struct LatencyRow {
 
 impl LatencyRow {
     pub fn of(key: &RunKey, record: &RunRecord) -> Vec<Self> {
-        [("success", &record.success), ("sold_out", &record.sold_out_latency)]
+        [(Outcome::Success, &record.success), (Outcome::SoldOut, &record.sold_out_latency)]
             .into_iter()
             .filter(|(_, histogram)| !histogram.is_empty())
             .flat_map(|(outcome, histogram)| {
                 PERCENTILES.iter().map(move |&percentile| Self {
                     strategy: key.strategy.clone(),
                     repetition: key.repetition,
-                    outcome: outcome.to_owned(),
+                    outcome,
                     percentile,
                     latency_ms: at(histogram, percentile).unwrap_or_default(),
                     count: histogram.len(),

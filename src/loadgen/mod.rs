@@ -363,7 +363,9 @@ mod tests {
                 tokio::time::sleep(delay).await;
                 (
                     axum::http::StatusCode::CREATED,
-                    axum::Json(serde_json::json!({ "order_id": uuid::Uuid::new_v4(), "status": "confirmed" })),
+                    axum::Json(
+                        serde_json::json!({ "order_id": uuid::Uuid::new_v4(), "status": "confirmed" }),
+                    ),
                 )
             }),
         );
@@ -407,9 +409,17 @@ mod tests {
         let served = record.counts.confirmed;
         assert!((12..=22).contains(&served), "about 20 answers in a second, got {served}");
         assert_eq!(record.counts.sent, served, "every request sent was answered");
-        assert!(record.counts.late >= served - 2, "all but the first requests went out late: {:?}", record.counts);
+        assert!(
+            record.counts.late >= served - 2,
+            "all but the first requests went out late: {:?}",
+            record.counts
+        );
         let due = Timetable::new(100.0).due_within(Duration::from_secs(1));
-        assert_eq!(record.counts.sent + record.unsent, due, "every due request is either sent or counted unsent");
+        assert_eq!(
+            record.counts.sent + record.unsent,
+            due,
+            "every due request is either sent or counted unsent"
+        );
         let p50 = Duration::from_micros(record.success.value_at_percentile(50.0));
         let max = Duration::from_micros(record.success.max());
         assert!(p50 >= Duration::from_millis(200), "queueing counted from the intended time: p50 {p50:?}");

@@ -95,8 +95,16 @@ fn strategy(name: String, rows: &[&SummaryRow]) -> Option<StrategyFigures> {
         sold_out_per_sec: per_sec(|row| row.sold_out).unwrap_or(Spread { median: 0.0, min: 0.0, max: 0.0 }),
         errors_per_sec: per_sec(|row| row.errors).unwrap_or(Spread { median: 0.0, min: 0.0, max: 0.0 }),
         achieved_rps: spread(|row| row.achieved_rps)?,
-        p50_ms: spread(|row| row.p50_ms)?,
-        p99_ms: spread(|row| row.p99_ms)?,
+        p50_ms: Spread::of(rows.iter().filter_map(|row| row.p50_ms)).unwrap_or(Spread {
+            median: 0.0,
+            min: 0.0,
+            max: 0.0,
+        }),
+        p99_ms: Spread::of(rows.iter().filter_map(|row| row.p99_ms)).unwrap_or(Spread {
+            median: 0.0,
+            min: 0.0,
+            max: 0.0,
+        }),
         sold_out_runs: sold_out.len(),
         time_to_sell_out_ms: Spread::of(sold_out),
         anomalies,
@@ -148,7 +156,7 @@ pub fn units_left_over_time(run: &Run, strategy: &str) -> Option<Vec<Point>> {
             run.timeseries.iter().filter(|row| row.strategy == strategy && row.repetition == repetition).map(
                 |row| {
                     #[expect(clippy::cast_precision_loss, reason = "stock counts stay far below 2^52")]
-                    row.units_left.map(|units| (row.t_ms / 1000.0, units as f64))
+                    row.units_left.map(|units| (row.t_ms as f64 / 1000.0, units as f64))
                 },
             ),
         )
@@ -166,7 +174,7 @@ pub fn acknowledged_over_time(run: &Run, strategy: &str) -> Vec<Point> {
                 |row| {
                     total += row.confirmed + row.pending;
                     #[expect(clippy::cast_precision_loss, reason = "answer counts stay far below 2^52")]
-                    (row.t_ms / 1000.0, total as f64)
+                    (row.t_ms as f64 / 1000.0, total as f64)
                 },
             ),
         )

@@ -47,7 +47,7 @@ fn loads_the_sample_folder() {
     assert!(run.gate.as_ref().unwrap().passed);
     let naive: Vec<_> = run.summary.iter().filter(|row| row.strategy == "sql-naive").collect();
     assert!(naive.iter().all(|row| row.verdict == Verdict::Flagged && !row.safe));
-    assert_eq!(naive.iter().map(|row| row.oversold).sum::<u64>(), 21);
+    assert_eq!(naive.iter().map(|row| row.oversold).sum::<i64>(), 21);
 
     let by = figures::by_strategy(&run);
     let memory = &by[0];
@@ -200,8 +200,8 @@ fn locust_csv_maps_into_the_run_model() {
     assert_eq!((atomic.confirmed, atomic.sold_out, atomic.errors, atomic.answered), (198, 1000, 2, 1200));
     // 198 successes over the 4 s its 200 requests took (Request Count ÷ Requests/s).
     assert_close(atomic.sales_per_sec, 49.5);
-    assert_close(atomic.p99_ms, 35.0);
-    assert_close(atomic.max_ms, 60.4);
+    assert_close(atomic.p99_ms.unwrap(), 35.0);
+    assert_close(atomic.max_ms.unwrap(), 60.4);
     assert_close(atomic.time_to_sell_out_ms.unwrap(), 4000.0);
     let memory = run.summary.iter().find(|row| row.strategy == "memory").unwrap();
     assert_close(memory.sales_per_sec, 125.0);
@@ -245,8 +245,8 @@ fn locust_json_maps_into_the_run_model() {
     let memory = &run.summary[0];
     assert_eq!((memory.confirmed, memory.sold_out, memory.errors), (10, 19, 1));
     assert_close(memory.sales_per_sec, 5.0);
-    assert_close(memory.p50_ms, 2.0);
-    assert_close(memory.max_ms, 9.0);
+    assert_close(memory.p50_ms.unwrap(), 2.0);
+    assert_close(memory.max_ms.unwrap(), 9.0);
     assert_close(memory.time_to_sell_out_ms.unwrap(), 3000.0);
     let confirmed: Vec<u64> = run.timeseries.iter().map(|row| row.confirmed).collect();
     assert_eq!(confirmed, [6, 4, 0]);
