@@ -292,9 +292,12 @@ async fn closed_user(shared: Arc<Shared>, pool: Arc<Pool>, user: usize) {
     tokio::time::sleep_until((shared.live.start + offset).into()).await;
     loop {
         let deadline = shared.live.deadline();
-        if Instant::now() >= deadline
-            || shared.plan.max_requests.is_some_and(|max| shared.live.sent.load(Ordering::Relaxed) >= max)
-        {
+        if Instant::now() >= deadline {
+            break;
+        }
+        // A ticket per request, so `--requests` is exact however many users race for the last one.
+        let ticket = shared.next_ticket.fetch_add(1, Ordering::Relaxed);
+        if shared.plan.max_requests.is_some_and(|max| ticket >= max) {
             break;
         }
         let began = Instant::now();

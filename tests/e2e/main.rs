@@ -4,6 +4,7 @@
 mod admin;
 mod backend_down;
 mod bad_input;
+mod bench;
 mod contention;
 mod disconnect;
 mod helpers;

@@ -1,0 +1,287 @@
+//! The load generator's audit against the real server and database: each anomaly produced on
+//! purpose and found by the join, and `bench compare` end to end, files and gate included.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use checkout_bench::bench::join::Anomalies;
+use checkout_bench::bench::options::ServerFlags;
+use checkout_bench::bench::results::{LatencyRow, SummaryRow, TimeseriesRow, Verdict, read_csv};
+use checkout_bench::bench::server::Server;
+use checkout_bench::bench::settle;
+use checkout_bench::loadgen::{self, LoadPlan, Model, RunRecord, Scenario};
+use checkout_strategies::{Backends, StrategyKind, Tuning, redis_stream};
+use redis::AsyncCommands;
+use sqlx::Postgres;
+use sqlx::pool::PoolOptions;
+use sqlx::postgres::PgConnectOptions;
+
+use crate::helpers::{Setup, TestApp, plan_of, spawn_app};
+
+const STOCK: i64 = 20;
+const BUYERS: u64 = 30;
+
+/// Thirty one-unit purchases of product 100 by four users who never wait: 20 sell, 10 are refused.
+fn plan() -> LoadPlan {
+    LoadPlan {
+        model: Model::Closed,
+        rate: 1.0,
+        connections: 4,
+        users: 4,
+        user_rate: 0.0,
+        ramp: Duration::ZERO,
+        scenario: Scenario {
+            hot_product: 100,
+            hot_stock: STOCK,
+            hot_weight: 1,
+            regular_weight: 0,
+            products: 1,
+            quantity: 1,
+            seed: 3,
+        },
+        duration: Duration::from_secs(30),
+        max_requests: Some(BUYERS),
+        grace: Duration::from_secs(30),
+        timeout: Duration::from_secs(10),
+    }
+}
+
+async fn server_for(app: &TestApp) -> Server {
+    let flags = ServerFlags {
+        url: Some(app.url.clone()),
+        admin_token: None,
+        database_url: String::new(),
+        redis_url: String::new(),
+        redis_prefix: String::new(),
+        server_args: Vec::new(),
+    };
+    Server::start(&flags, Path::new("unused.log")).await.expect("the test server answers")
+}
+
+async fn load(app: &TestApp, kind: StrategyKind) -> (Server, RunRecord) {
+    let server = server_for(app).await;
+    let record =
+        loadgen::run(&plan(), &server.target, kind.as_str(), "[test]").await.expect("the run completes");
+    assert_eq!(record.counts.sent, BUYERS, "exactly the requested purchases");
+    assert_eq!(record.counts.errors, 0, "{:?}", record.errors);
+    (server, record)
+}
+
+async fn anomalies(server: &Server, record: &RunRecord, kind: StrategyKind) -> Anomalies {
+    settle(server, record, kind.as_str(), 100, Duration::from_secs(10)).await.expect("settle").0.anomalies
+}
+
+#[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
+async fn the_join_finds_each_anomaly_made_in_the_database(
+    _: PoolOptions<Postgres>,
+    connect: PgConnectOptions,
+) {
+    let app = spawn_app(connect, Setup { plan: plan_of(&[(100, STOCK)]), ..Setup::default() }).await;
+    let (server, mut record) = load(&app, StrategyKind::SqlAtomic).await;
+    assert_eq!((record.counts.confirmed, record.counts.sold_out), (20, 10));
+    assert_eq!(
+        anomalies(&server, &record, StrategyKind::SqlAtomic).await,
+        Anomalies::default(),
+        "clean as sold"
+    );
+
+    // lost: an acknowledged order vanishes from the database.
+    sqlx::query("DELETE FROM orders WHERE id = $1")
+        .bind(record.acks[0].order_id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    // phantom: an order nobody was told about.
+    sqlx::query(
+        "INSERT INTO orders (id, strategy, status, address, phone, email) VALUES ($1, 'sql-atomic', 'confirmed', 'a', 'b', 'c')",
+    )
+    .bind(uuid::Uuid::new_v4())
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    // undersold: the ten buyers turned away while two units were still on the shelf.
+    // oversold: 19 units in orders against an initial stock of 15.
+    sqlx::query("UPDATE products SET stock = 2, initial_stock = 15 WHERE id = 100")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    // duplicated: the same order id acknowledged to two clients.
+    record.acks.push(record.acks[1]);
+
+    let found = anomalies(&server, &record, StrategyKind::SqlAtomic).await;
+    assert_eq!(
+        found,
+        Anomalies { oversold: 4, undersold: 10, lost: 1, phantom: 1, duplicated: 1, ..Anomalies::default() }
+    );
+}
+
+#[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
+async fn the_join_finds_redis_drift(_: PoolOptions<Postgres>, connect: PgConnectOptions) {
+    let app = spawn_app(connect, Setup { plan: plan_of(&[(100, STOCK)]), ..Setup::default() }).await;
+    let (server, record) = load(&app, StrategyKind::RedisLua).await;
+    assert_eq!(
+        anomalies(&server, &record, StrategyKind::RedisLua).await,
+        Anomalies::default(),
+        "clean as sold"
+    );
+    let mut conn = app.redis.conn.clone();
+    let _: i64 = conn.incr(app.redis.keys.stock(100), 3).await.unwrap();
+    let found = anomalies(&server, &record, StrategyKind::RedisLua).await;
+    assert_eq!(found, Anomalies { redis_drift: 3, ..Anomalies::default() });
+}
+
+#[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
+async fn the_join_finds_accepted_then_cancelled(_: PoolOptions<Postgres>, connect: PgConnectOptions) {
+    let app = spawn_app(connect, Setup { plan: plan_of(&[(100, STOCK)]), ..Setup::default() }).await;
+    let (server, record) = load(&app, StrategyKind::StreamDeferred).await;
+    assert_eq!(record.counts.pending, BUYERS, "stream-deferred accepts whatever the shelf showed");
+    let backends = Backends { pg: app.pool.clone(), redis: app.redis.clone(), tuning: Tuning::default() };
+    redis_stream::drain(&backends, StrategyKind::StreamDeferred, Duration::from_secs(20))
+        .await
+        .expect("drain");
+    let found = anomalies(&server, &record, StrategyKind::StreamDeferred).await;
+    assert_eq!(
+        found,
+        Anomalies { accepted_then_cancelled: 10, ..Anomalies::default() },
+        "10 told 202, cancelled"
+    );
+    assert_eq!(Verdict::of(false, &found), Verdict::Flagged);
+    assert_eq!(Verdict::of(true, &found), Verdict::Invalid);
+}
+
+/// A database of its own for a `bench` child process, dropped afterwards.
+struct ScratchDatabase {
+    admin_url: String,
+    name: String,
+}
+
+impl ScratchDatabase {
+    fn new() -> Self {
+        let admin_url = std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        Self { admin_url, name: format!("bench_e2e_{}", uuid::Uuid::new_v4().simple()) }
+    }
+
+    fn url(&self) -> String {
+        let base = self.admin_url.rsplit_once('/').map_or(self.admin_url.as_str(), |(base, _)| base);
+        format!("{base}/{}", self.name)
+    }
+
+    async fn drop_it(self) {
+        use sqlx::Connection as _;
+        let mut conn = sqlx::PgConnection::connect(&self.admin_url).await.expect("admin connection");
+        // The name is generated above from a UUID: nothing to escape.
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)))
+            .execute(&mut conn)
+            .await
+            .expect("drop the scratch database");
+    }
+}
+
+fn bench(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_bench")).args(args).output().expect("bench runs")
+}
+
+fn baseline(path: &Path, ratio: f64) {
+    let profile = serde_json::json!({ "preset": "ci", "run_id": "test", "ratios": { "sql-atomic": ratio } });
+    let json = serde_json::json!({ "tolerance": 0.5, "profiles": { "debug": profile, "release": profile } });
+    std::fs::write(path, json.to_string()).unwrap();
+}
+
+#[tokio::test]
+async fn bench_compare_writes_a_complete_results_folder_and_gates_it() {
+    let db = ScratchDatabase::new();
+    let out = tempdir();
+    let prefix = format!("e2e-{}:", uuid::Uuid::new_v4().simple());
+    let url = db.url();
+    let args = format!(
+        "compare --preset ci --strategies memory,sql-atomic --repeat 2 --rate 400 --hot-stock 150 \
+         --regular-weight 0 --duration-secs 4 --grace-ms 200 --out {} --database-url {url} --redis-prefix {prefix}",
+        out.display()
+    );
+    let output = bench(&args.split_whitespace().collect::<Vec<_>>());
+    db.drop_it().await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "bench compare failed:\n{stderr}");
+    assert!(stderr.contains("sales/s"), "one progress summary per run:\n{stderr}");
+
+    let run = out.join("latest").canonicalize().expect("results/latest points at the run");
+    let summary: Vec<SummaryRow> = read_csv(&run.join("summary.csv")).unwrap();
+    assert_eq!(summary.len(), 4, "2 strategies × 2 repetitions");
+    for row in &summary {
+        assert_eq!(row.verdict, Verdict::Clean, "{row:?}");
+        assert_eq!(row.confirmed, 150, "{}: exactly the stock sold", row.strategy);
+        assert_eq!(row.final_stock, Some(0), "{}", row.strategy);
+        assert!(row.time_to_sell_out_ms.is_some() && row.sold_out > 0, "{row:?}");
+        assert!(row.p99_ms.is_some_and(|p99| p99 > 0.0));
+    }
+    let timeseries: Vec<TimeseriesRow> = read_csv(&run.join("timeseries.csv")).unwrap();
+    for strategy in ["memory", "sql-atomic"] {
+        let last = timeseries.iter().filter(|r| r.strategy == strategy && r.repetition == 1).last().unwrap();
+        assert_eq!(last.units_left, Some(0), "{strategy}: the sell-out curve ends at zero");
+    }
+    let latency: Vec<LatencyRow> = read_csv(&run.join("latency.csv")).unwrap();
+    assert!(latency.iter().any(|r| r.strategy == "sql-atomic" && r.percentile == 99.0));
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).unwrap()).unwrap();
+    assert_eq!(meta["preset"], "ci");
+    assert_eq!(meta["repetition_order"].as_array().unwrap().len(), 2);
+    assert_eq!(meta["server"]["spawned"], true);
+    assert!(meta["git"]["sha"].is_string() && meta["versions"]["postgres"].is_string());
+    for file in [
+        "errors.csv",
+        "histograms/memory.hgrm",
+        "histograms/sql-atomic.sold_out.hgrm",
+        "audit/memory-1.json",
+        "audit/sql-atomic-2.json",
+        "index.html",
+        "summary.md",
+        "charts/throughput.png",
+        "charts/throughput.svg",
+    ] {
+        let len = std::fs::metadata(run.join(file)).map(|m| m.len()).unwrap_or(0);
+        assert!(len > 0, "{file} is missing or empty");
+    }
+
+    let strict = out.join("strict.json");
+    baseline(&strict, 1e6);
+    let gate = bench(&["check", run.to_str().unwrap(), "--baseline", strict.to_str().unwrap()]);
+    assert_eq!(gate.status.code(), Some(1), "a ratio far below its baseline fails the gate");
+    assert!(String::from_utf8_lossy(&gate.stdout).contains("below the floor"));
+    let lenient = out.join("lenient.json");
+    baseline(&lenient, 1e-6);
+    let gate = bench(&["check", run.to_str().unwrap(), "--baseline", lenient.to_str().unwrap()]);
+    assert!(gate.status.success(), "{}", String::from_utf8_lossy(&gate.stdout));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("gate.json")).unwrap()).unwrap();
+    assert_eq!(report["passed"], true);
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
+async fn bench_names_the_strategies_it_knows_when_asked_for_another(
+    _: PoolOptions<Postgres>,
+    connect: PgConnectOptions,
+) {
+    let app = spawn_app(connect, Setup::default()).await;
+    let out = tempdir();
+    let url = app.url.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        bench(&["compare", "--url", &url, "--strategies", "sql-magic", "--out", out.to_str().unwrap()])
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("unknown strategy \"sql-magic\"") && stderr.contains("sql-atomic"), "{stderr}");
+    let bad = bench(&["compare", "--rate", "0"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--rate"), "a bad flag is named");
+}
+
+fn tempdir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("bench-e2e-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
