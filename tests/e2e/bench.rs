@@ -218,7 +218,7 @@ async fn bench_compare_writes_a_complete_results_folder_and_gates_it() {
     }
     let timeseries: Vec<TimeseriesRow> = read_csv(&run.join("timeseries.csv")).unwrap();
     for strategy in ["memory", "sql-atomic"] {
-        let last = timeseries.iter().filter(|r| r.strategy == strategy && r.repetition == 1).last().unwrap();
+        let last = timeseries.iter().rfind(|r| r.strategy == strategy && r.repetition == 1).unwrap();
         assert_eq!(last.units_left, Some(0), "{strategy}: the sell-out curve ends at zero");
     }
     let latency: Vec<LatencyRow> = read_csv(&run.join("latency.csv")).unwrap();
