@@ -13,7 +13,7 @@ use crate::loadgen::{LoadPlan, Model, Scenario};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Preset {
-    /// The flash sale: 4,000 purchases per second offered against 10,000 units of product 100,
+    /// The flash sale: 10,000 purchases per second offered against 10,000 units of product 100,
     /// three repetitions.
     Default,
     /// A short comparison for CI (under two minutes for every strategy): 3,000 per second against
@@ -44,7 +44,7 @@ impl Preset {
         };
         let default = LoadPlan {
             model: Model::Open,
-            rate: 4_000.0,
+            rate: 10_000.0,
             connections: 256,
             users: 5_500,
             user_rate: 0.1,
@@ -93,7 +93,7 @@ pub struct LoadFlags {
     /// intended send time); `closed` runs users who wait for each answer, then think.
     #[arg(long, value_enum)]
     pub model: Option<Model>,
-    /// Open model: requests per second offered [default: 4000; ci: 3000].
+    /// Open model: requests per second offered [default: 10000; ci: 3000].
     #[arg(long)]
     pub rate: Option<f64>,
     /// Keep-alive connections to the server [default: 256; ci: 64; seed-locust: 512].
@@ -286,7 +286,7 @@ mod tests {
         let (plan, repeat) = resolve(&[]).unwrap();
         assert_eq!(
             (plan.model, plan.rate, plan.scenario.hot_stock, repeat),
-            (Model::Open, 4_000.0, 10_000, 3)
+            (Model::Open, 10_000.0, 10_000, 3)
         );
         let (plan, _) = resolve(&["--preset", "seed-locust"]).unwrap();
         assert_eq!((plan.model, plan.users, plan.user_rate), (Model::Closed, 5_500, 0.1));

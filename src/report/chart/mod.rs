@@ -35,9 +35,10 @@ pub(crate) const TITLE_SIZE: u32 = 30;
 pub(crate) const AXIS_SIZE: u32 = 22;
 pub(crate) const LABEL_SIZE: u32 = 18;
 
-/// Okabe–Ito: tells strategies apart for colour-blind readers too. Red is kept out so that it only
+/// Okabe–Ito (tells strategies apart for colour-blind readers too), then five more for runs with
+/// many strategies. Red is kept out so that it only
 /// ever means an anomaly.
-const PALETTE: [RGBColor; 7] = [
+const PALETTE: [RGBColor; 12] = [
     RGBColor(0, 114, 178),
     RGBColor(230, 159, 0),
     RGBColor(0, 158, 115),
@@ -45,6 +46,11 @@ const PALETTE: [RGBColor; 7] = [
     RGBColor(86, 180, 233),
     RGBColor(120, 120, 120),
     RGBColor(0, 0, 0),
+    RGBColor(23, 190, 207),
+    RGBColor(117, 112, 179),
+    RGBColor(140, 86, 75),
+    RGBColor(188, 189, 34),
+    RGBColor(0, 80, 80),
 ];
 pub(crate) const ANOMALY_RED: RGBColor = RGBColor(213, 40, 40);
 pub(crate) const CLEAN_GREEN: RGBColor = RGBColor(198, 234, 200);

@@ -57,9 +57,9 @@ impl Chart for Throughput<'_> {
         let label = |x: &f64| {
             let index = x.round();
             #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "x is a bar index")]
-            self.figures.get(index as usize).map_or_else(String::new, |f| {
-                if f.safe { f.name.clone() } else { format!("{} (unsafe by design)", f.name) }
-            })
+            self.figures
+                .get(index as usize)
+                .map_or_else(String::new, |f| if f.safe { f.name.clone() } else { format!("{}*", f.name) })
         };
         chart
             .configure_mesh()
@@ -68,7 +68,7 @@ impl Chart for Throughput<'_> {
             .x_label_formatter(&label)
             .y_label_formatter(&|y| short(*y))
             .y_desc("answers per second")
-            .x_desc("strategy")
+            .x_desc("strategy (* unsafe by design)")
             .axis_desc_style(font(AXIS_SIZE))
             .label_style(font(LABEL_SIZE))
             .draw()?;
