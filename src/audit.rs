@@ -175,7 +175,24 @@ pub struct AuditReport {
 /// # Errors
 /// When a backend does not answer.
 pub async fn reconcile(app: &App) -> Result<AuditReport, StrategyError> {
+    // The queues are read first: a worker commits to PostgreSQL before it settles an order in
+    // Redis, so when nothing is pending here, every accepted order is already in the books read
+    // next. Read the other way round, an order committed between the two reads would be missing
+    // from the books of an audit that calls itself settled (and show as Redis drift).
+    let mut ledgers = BTreeMap::new();
+    let mut queues = QueueAudit::default();
+    for strategy in app.registry.iter() {
+        if let Some(backlog) = strategy.backlog().await? {
+            queues.pending += backlog.pending;
+            queues.dead_lettered += backlog.dead_lettered;
+        }
+        if let Some(own) = strategy.own_ledger().await? {
+            ledgers
+                .insert(strategy.kind(), LedgerAudit::from_rows(&own.products, own.orders, own.duplicated));
+        }
+    }
     let (rows, totals) = catalog::sql_books(&app.pg, &app.tracked_products()).await?;
+    queues.accepted_then_cancelled = totals.cancelled;
     let ids: Vec<i64> = rows.iter().map(|row| row.product_id).collect();
     let (stocks, inflight) = redis_stock::mirror(&app.redis, &ids).await?;
     let mut postgres = LedgerAudit::from_rows(&rows, totals.pending + totals.confirmed, totals.duplicated);
@@ -187,18 +204,6 @@ pub async fn reconcile(app: &App) -> Result<AuditReport, StrategyError> {
         .collect();
     postgres.total.redis_drift = postgres.products.iter().map(|p| p.redis_drift.unwrap_or(0).abs()).sum();
 
-    let mut ledgers = BTreeMap::new();
-    let mut queues = QueueAudit { accepted_then_cancelled: totals.cancelled, ..QueueAudit::default() };
-    for strategy in app.registry.iter() {
-        if let Some(own) = strategy.own_ledger().await? {
-            ledgers
-                .insert(strategy.kind(), LedgerAudit::from_rows(&own.products, own.orders, own.duplicated));
-        }
-        if let Some(backlog) = strategy.backlog().await? {
-            queues.pending += backlog.pending;
-            queues.dead_lettered += backlog.dead_lettered;
-        }
-    }
     let sold_by = app.stats.sold_by();
     let redis = redis_policy(&sold_by);
     let clean = postgres.clean

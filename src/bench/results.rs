@@ -404,3 +404,115 @@ impl RunFolder {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::loadgen::AckStatus;
+    use crate::loadgen::record::{Answer, Live, Recorder};
+
+    /// The backticked column names of a file's table in `results/README.md`, in order.
+    fn documented(file: &str) -> Vec<String> {
+        let doc = include_str!("../../results/README.md");
+        let section = doc
+            .split(&format!("## {file}\n"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("results/README.md has no section for {file}"));
+        let section = section.split("\n## ").next().unwrap_or_default();
+        section
+            .lines()
+            .filter(|line| line.starts_with("| `"))
+            .filter_map(|line| line.split('|').nth(1))
+            .flat_map(|cell| cell.split('`').skip(1).step_by(2).map(str::to_owned).collect::<Vec<_>>())
+            .collect()
+    }
+
+    fn header<T: Serialize>(rows: &[T]) -> Vec<String> {
+        let mut writer = csv::Writer::from_writer(Vec::new());
+        writer.serialize(&rows[0]).unwrap();
+        let bytes = writer.into_inner().unwrap();
+        String::from_utf8(bytes).unwrap().lines().next().unwrap().split(',').map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn every_csv_has_exactly_the_documented_columns() {
+        let start = Instant::now();
+        let live = Live::new(start, Duration::from_secs(1), 100, 5, Duration::ZERO);
+        let mut recorder = Recorder::default();
+        let at = start + Duration::from_millis(50);
+        recorder.sent(&live, at, Duration::ZERO);
+        recorder.answered(
+            &live,
+            at,
+            Duration::from_millis(2),
+            100,
+            1,
+            Answer::Acked(AckStatus::Confirmed, Uuid::new_v4()),
+        );
+        recorder.answered(&live, at, Duration::from_millis(1), 7, 1, Answer::SoldOut);
+        recorder.answered(&live, at, Duration::from_millis(9), 100, 1, Answer::timeout());
+        let record = RunRecord::merge(vec![recorder], &live, 0, Duration::from_secs(1));
+        let key =
+            RunKey { run_id: "r".into(), strategy: "memory".into(), repetition: 1, position: 1, safe: true };
+        let settlement = Settlement {
+            anomalies: Anomalies::default(),
+            final_stock: Some(4),
+            drain: Duration::ZERO,
+            settled: true,
+        };
+
+        let summary = [SummaryRow::new(&key, "open", 10.0, &record, &settlement)];
+        assert_eq!(header(&summary), documented("summary.csv"));
+        assert_eq!(header(&TimeseriesRow::of(&key, &record)), documented("timeseries.csv"));
+        assert_eq!(header(&LatencyRow::of(&key, &record)), documented("latency.csv"));
+        assert_eq!(header(&ErrorRow::of(&key, &record)), documented("errors.csv"));
+    }
+
+    #[test]
+    fn a_written_csv_reads_back_and_a_malformed_one_names_its_line() {
+        let dir = std::env::temp_dir().join(format!("results-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let rows = vec![ErrorRow { strategy: "s".into(), repetition: 1, kind: "timeout".into(), count: 3 }];
+        let path = dir.join("errors.csv");
+        write_csv(&path, &rows, &[]).unwrap();
+        assert_eq!(read_csv::<ErrorRow>(&path).unwrap(), rows);
+        write_csv::<ErrorRow>(&path, &[], &["strategy", "repetition", "kind", "count"]).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap().trim(), "strategy,repetition,kind,count");
+        std::fs::write(&path, "strategy,repetition,kind,count\ns,one,timeout,3\n").unwrap();
+        let err = format!("{:#}", read_csv::<ErrorRow>(&path).unwrap_err());
+        assert!(err.contains("errors.csv") && err.contains("row 2"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn hgrm_lists_percentiles_in_milliseconds_with_cumulative_counts() {
+        let mut histogram = crate::loadgen::record::latency_histogram();
+        for micros in [1_000, 2_000, 3_000, 4_000] {
+            histogram.record(micros).unwrap();
+        }
+        let path = std::env::temp_dir().join(format!("{}.hgrm", Uuid::new_v4().simple()));
+        write_hgrm(&path, &histogram).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let last = text.lines().rfind(|l| !l.starts_with('#') && !l.trim().is_empty()).unwrap();
+        let fields: Vec<&str> = last.split_whitespace().collect();
+        let value: f64 = fields[0].parse().unwrap();
+        assert!((value - 4.0).abs() < 0.01, "4 ms, to HdrHistogram's precision: {text}");
+        assert_eq!(fields[1..3], ["1.000000000000", "4"], "{text}");
+        assert!(text.contains("Total count    =            4"), "{text}");
+    }
+
+    #[test]
+    fn verdicts_follow_the_claims() {
+        let dirty = Anomalies { oversold: 1, ..Anomalies::default() };
+        assert_eq!(Verdict::of(true, &Anomalies::default()), Verdict::Clean);
+        assert_eq!(Verdict::of(false, &Anomalies::default()), Verdict::Clean);
+        assert_eq!(Verdict::of(true, &dirty), Verdict::Invalid);
+        assert_eq!(Verdict::of(false, &dirty), Verdict::Flagged);
+        assert!(Verdict::Invalid > Verdict::Flagged && Verdict::Flagged > Verdict::Clean, "worst sorts last");
+    }
+}
