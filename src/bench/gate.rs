@@ -55,7 +55,7 @@ impl Baseline {
 pub struct InvalidRun {
     pub strategy: String,
     pub repetition: u32,
-    pub anomalies: BTreeMap<&'static str, i64>,
+    pub anomalies: BTreeMap<&'static str, u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -121,21 +121,6 @@ pub fn ratios(rows: &[SummaryRow]) -> Result<BTreeMap<String, f64>, String> {
         .collect())
 }
 
-fn anomalies(row: &SummaryRow) -> BTreeMap<&'static str, i64> {
-    [
-        ("oversold", row.oversold),
-        ("undersold", row.undersold),
-        ("lost", row.lost),
-        ("phantom", row.phantom),
-        ("duplicated", row.duplicated),
-        ("accepted_then_cancelled", row.accepted_then_cancelled),
-        ("redis_drift", row.redis_drift),
-    ]
-    .into_iter()
-    .filter(|(_, count)| *count != 0)
-    .collect()
-}
-
 /// Judges a run's rows against `baseline` (read from `path`), for a run built with `profile` from
 /// `preset`.
 pub fn check(
@@ -151,7 +136,7 @@ pub fn check(
         .map(|row| InvalidRun {
             strategy: row.strategy.clone(),
             repetition: row.repetition,
-            anomalies: anomalies(row),
+            anomalies: row.named_anomalies().into_iter().collect(),
         })
         .collect();
     let mut report =

@@ -38,22 +38,6 @@ impl Anomalies {
             && self.accepted_then_cancelled == 0
             && self.redis_drift == 0
     }
-
-    /// The non-zero ones, by name.
-    pub fn named(&self) -> Vec<(&'static str, i64)> {
-        [
-            ("oversold", self.oversold),
-            ("undersold", self.undersold),
-            ("lost", self.lost),
-            ("phantom", self.phantom),
-            ("duplicated", self.duplicated),
-            ("accepted_then_cancelled", self.accepted_then_cancelled),
-            ("redis_drift", self.redis_drift),
-        ]
-        .into_iter()
-        .filter(|(_, count)| *count != 0)
-        .collect()
-    }
 }
 
 /// The parts of `GET /admin/audit` the join reads.
@@ -232,7 +216,6 @@ mod tests {
         assert_eq!(found.phantom, 1, "held, never acknowledged; other strategies' orders are not this run's");
         assert_eq!(found.duplicated, 1, "one order id acknowledged twice");
         assert_eq!(found.undersold, 4, "sold-out answers while 3 units remained");
-        assert_eq!(found.named().len(), 4);
     }
 
     #[test]

@@ -314,19 +314,8 @@ fn one_line(row: &SummaryRow) -> String {
     let sold_out = row
         .time_to_sell_out_ms
         .map_or_else(|| "not sold out".to_owned(), |ms| format!("sold out in {:.2} s", ms / 1e3));
-    let anomalies = [
-        ("oversold", row.oversold),
-        ("undersold", row.undersold),
-        ("lost", row.lost),
-        ("phantom", row.phantom),
-        ("duplicated", row.duplicated),
-        ("accepted_then_cancelled", row.accepted_then_cancelled),
-        ("redis_drift", row.redis_drift),
-    ]
-    .into_iter()
-    .filter(|(_, n)| *n != 0)
-    .map(|(name, n)| format!("{name} {n}"))
-    .collect::<Vec<_>>();
+    let anomalies: Vec<String> =
+        row.named_anomalies().into_iter().map(|(name, count)| format!("{name} {count}")).collect();
     format!(
         "{:.0} sales/s, {:.0} answers/s, p99 {}, {sold_out}, {} errors, {}{}",
         row.sales_per_sec,

@@ -109,6 +109,11 @@ impl SummaryRow {
         .map(|count| u64::try_from(count).unwrap_or(0))
     }
 
+    /// The non-zero anomalies, by column name.
+    pub fn named_anomalies(&self) -> Vec<(&'static str, u64)> {
+        ANOMALIES.into_iter().zip(self.anomalies()).filter(|(_, count)| *count != 0).collect()
+    }
+
     /// Seconds the run lasted.
     pub fn duration_secs(&self) -> f64 {
         self.duration_ms / 1000.0

@@ -88,16 +88,6 @@ pub struct HostInfo {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct StrategyInfo {
-    pub name: String,
-    pub backend: String,
-    pub safe: bool,
-    pub durable: bool,
-    #[serde(rename = "async")]
-    pub is_async: bool,
-}
-
-#[derive(Debug, Clone, Deserialize)]
 pub struct ServerInfo {
     pub url: String,
     pub spawned: bool,
@@ -114,3 +104,4 @@ pub struct Gate {
 pub use crate::bench::results::{
     ANOMALIES, ErrorRow, LatencyRow, Outcome, SummaryRow, TimeseriesRow, Verdict,
 };
+pub use crate::bench::server::StrategyInfo;
