@@ -160,7 +160,10 @@ pub async fn compare(flags: &CompareFlags, command: String) -> anyhow::Result<Co
         })
         .collect();
     let mut collected = Collected::default();
-    let outcome = run_all(&server, &plan, flags, &folder, &orders, &mut collected).await;
+    let outcome = tokio::select! {
+        outcome = run_all(&server, &plan, flags, &folder, &orders, &mut collected) => outcome,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted: the runs finished before Ctrl-C are written")),
+    };
     let meta = meta::RunMeta {
         run_id: folder.id.clone(),
         started_at: started_at.to_rfc3339(),

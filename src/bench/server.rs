@@ -41,6 +41,10 @@ pub struct Server {
     child: Option<Child>,
 }
 
+/// Set in the environment of the server bench starts: its stdin is a pipe from bench, and the end
+/// of that pipe means bench is gone (killed, crashed), so the server stops instead of lingering.
+pub const PARENT_PIPE_ENV: &str = "CHECKOUT_BENCH_PARENT_PIPE";
+
 impl Server {
     /// Reaches `--url`, or starts a server on a free loopback port logging into `log`.
     ///
@@ -213,7 +217,9 @@ fn spawn(flags: &ServerFlags, log: &Path) -> anyhow::Result<(String, Child)> {
         .env_remove("DATABASE_URL")
         .env_remove("BIND")
         .env_remove("REDIS_PREFIX")
-        .stdin(Stdio::null())
+        .env(PARENT_PIPE_ENV, "1")
+        // Held open by the `Child` for as long as bench lives.
+        .stdin(Stdio::piped())
         .stdout(log_file.try_clone()?)
         .stderr(log_file)
         .kill_on_drop(true);

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use checkout_bench::bench;
 use checkout_bench::bench::options::{CompareFlags, LoadFlags, ServerFlags};
-use checkout_bench::bench::{self, server::Server};
+use checkout_bench::bench::server::{self, Server};
 use checkout_bench::loadgen;
 use checkout_bench::server_cli::{self, ServerCli};
 use clap::{Parser, Subcommand};
@@ -124,10 +125,24 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Serve(cli) => {
-            server_cli::run(*cli).await?;
+            let parent_pipe = std::env::var_os(server::PARENT_PIPE_ENV).is_some();
+            tokio::select! {
+                result = server_cli::run(*cli) => result?,
+                () = parent_gone(), if parent_pipe => {
+                    eprintln!("bench serve: the bench that started this server is gone; stopping");
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Resolves when stdin (a pipe from the parent bench) reaches its end.
+async fn parent_gone() {
+    use tokio::io::AsyncReadExt;
+    let mut stdin = tokio::io::stdin();
+    let mut buffer = [0u8; 64];
+    while let Ok(1..) = stdin.read(&mut buffer).await {}
 }
 
 #[cfg(test)]
