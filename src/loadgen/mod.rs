@@ -289,10 +289,12 @@ async fn closed_user(shared: Arc<Shared>, pool: Arc<Pool>, user: usize) {
     let pace = Pace::new(shared.plan.user_rate);
     let mut buyers = scenario::Buyers::new(&shared.plan.scenario, user as u64);
     let offset = schedule::ramp_offset(user, shared.plan.users, shared.plan.ramp);
-    tokio::time::sleep_until((shared.live.start + offset).into()).await;
+    tokio::select! {
+        () = tokio::time::sleep_until((shared.live.start + offset).into()) => {},
+        () = shared.live.stopped() => return,
+    }
     loop {
-        let deadline = shared.live.deadline();
-        if Instant::now() >= deadline {
+        if Instant::now() >= shared.live.deadline() {
             break;
         }
         // A ticket per request, so `--requests` is exact however many users race for the last one.
@@ -303,7 +305,7 @@ async fn closed_user(shared: Arc<Shared>, pool: Arc<Pool>, user: usize) {
         let began = Instant::now();
         let permit = tokio::select! {
             permit = pool.permits.acquire() => permit,
-            () = tokio::time::sleep_until(deadline.into()) => break,
+            () = shared.live.stopped() => break,
         };
         let Ok(_permit) = permit else { break };
         let mut connection = pool.take();
@@ -316,7 +318,7 @@ async fn closed_user(shared: Arc<Shared>, pool: Arc<Pool>, user: usize) {
         if !wait.is_zero() {
             tokio::select! {
                 () = tokio::time::sleep(wait) => {},
-                () = tokio::time::sleep_until(shared.live.deadline().into()) => break,
+                () = shared.live.stopped() => break,
             }
         }
     }
@@ -458,6 +460,33 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(3), "bounded by the timeout, not the server");
         assert_eq!(record.errors.get("timeout"), Some(&3), "{:?}", record.errors);
         assert_eq!(record.counts.answered, 0);
+    }
+
+    /// Users still ramping up or thinking when the hot product sells out stop with the run: they
+    /// do not hold it open until their next turn.
+    #[tokio::test]
+    async fn the_sell_out_stops_sleeping_users_too() {
+        let target = slow_server(Duration::from_millis(5)).await;
+        let plan = LoadPlan {
+            users: 20,
+            user_rate: 0.1,
+            ramp: Duration::from_secs(5),
+            scenario: Scenario { hot_stock: 3, ..plan(Model::Closed, Duration::ZERO).scenario },
+            ..plan(Model::Closed, Duration::from_secs(30))
+        };
+        let started = Instant::now();
+        let record = run(&plan, &target, "x", "[test]").await.unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "stopped at the sell-out: {:?}",
+            started.elapsed()
+        );
+        assert!(record.time_to_sell_out.is_some());
+        assert!(
+            record.duration < Duration::from_secs(3),
+            "duration ends at the last answer: {:?}",
+            record.duration
+        );
     }
 
     #[tokio::test]

@@ -149,6 +149,8 @@ pub(crate) struct Live {
     sold_out_at: AtomicU64,
     first_hot_sold_out_at: AtomicU64,
     stop_at: AtomicU64,
+    /// Wakes whoever waits for the deadline when it moves earlier.
+    deadline_moved: tokio::sync::Notify,
 }
 
 const NEVER: u64 = u64::MAX;
@@ -176,6 +178,7 @@ impl Live {
             sold_out_at: AtomicU64::new(NEVER),
             first_hot_sold_out_at: AtomicU64::new(NEVER),
             stop_at: AtomicU64::new(NEVER),
+            deadline_moved: tokio::sync::Notify::new(),
         }
     }
 
@@ -195,7 +198,22 @@ impl Live {
     /// the grace period.
     fn sold_out(&self, at: Instant) {
         let stop = self.micros_since_start(at + self.grace);
-        self.stop_at.fetch_min(stop, Ordering::Relaxed);
+        if self.stop_at.fetch_min(stop, Ordering::Relaxed) > stop {
+            self.deadline_moved.notify_waiters();
+        }
+    }
+
+    /// Resolves once the deadline has passed, following it when the sell-out moves it earlier, so
+    /// a user thinking or waiting to start never outlives the run.
+    pub(crate) async fn stopped(&self) {
+        loop {
+            // Registered before the deadline is read, so a move in between is not missed.
+            let moved = self.deadline_moved.notified();
+            tokio::select! {
+                () = tokio::time::sleep_until(self.deadline().into()) => return,
+                () = moved => {}
+            }
+        }
     }
 
     pub(crate) fn time_to_sell_out(&self) -> Option<Duration> {
@@ -225,6 +243,7 @@ pub(crate) struct Recorder {
     sold_out_by_product: HashMap<i64, u64>,
     windows: Vec<Window>,
     max_lag: Duration,
+    last_answer: Option<Instant>,
 }
 
 impl Default for Recorder {
@@ -238,6 +257,7 @@ impl Default for Recorder {
             sold_out_by_product: HashMap::new(),
             windows: Vec::new(),
             max_lag: Duration::ZERO,
+            last_answer: None,
         }
     }
 }
@@ -276,6 +296,7 @@ impl Recorder {
     ) {
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).max(1);
         let hot = product == live.hot_product;
+        self.last_answer = self.last_answer.max(Some(at));
         match answer {
             Answer::Acked(status, order_id) => {
                 self.counts.answered += 1;
@@ -338,7 +359,7 @@ pub struct RunRecord {
     pub counts: Counts,
     /// Open model: requests whose time had come when the run stopped and that never went out.
     pub unsent: u64,
-    /// From the start to the last answer.
+    /// From the start to the last answer (or the end of the run, without one).
     pub duration: Duration,
     /// Success-path (201/202) latency, microseconds.
     pub success: Histogram<u64>,
@@ -356,7 +377,10 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
-    pub(crate) fn merge(recorders: Vec<Recorder>, live: &Live, unsent: u64, duration: Duration) -> Self {
+    /// Sums the recorders' shares; `ended` is when the run ended, the duration without answers.
+    pub(crate) fn merge(recorders: Vec<Recorder>, live: &Live, unsent: u64, ended: Duration) -> Self {
+        let last_answer = recorders.iter().filter_map(|recorder| recorder.last_answer).max();
+        let duration = last_answer.map_or(ended, |at| at.saturating_duration_since(live.start));
         let mut record = Self {
             counts: Counts::default(),
             unsent,
