@@ -19,7 +19,7 @@ const STYLE: &str = "body{font-family:'DejaVu Sans',sans-serif;margin:2em auto;m
 table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #bbb;padding:4px 8px;text-align:left}\
 th{background:#eee}tr.clean td{background:#e6f4e7}tr.flagged td{background:#fdebc8}\
 tr.invalid td{background:#f7c6c6}figure{margin:2em 0}figure svg{max-width:100%;height:auto}\
-dl{display:grid;grid-template-columns:max-content auto;gap:2px 1em}dt{font-weight:bold}";
+p.headline{font-size:1.2em;margin:.3em 0}dl{display:grid;grid-template-columns:max-content auto;gap:2px 1em}dt{font-weight:bold}";
 
 /// Escapes text for HTML content and attribute values.
 #[must_use]
@@ -55,6 +55,9 @@ pub fn page(run: &Run, figures: &[StrategyFigures], charts: &[Figure<'_>]) -> St
         escape(&title),
         escape(&title)
     );
+    for line in table::headline(figures, run.origin.audited()) {
+        let _ = writeln!(out, "<p class=\"headline\">{}</p>", escape(&line));
+    }
     metadata(&mut out, run);
     summary(&mut out, run, figures);
     for chart in charts {

@@ -15,6 +15,10 @@ fn escape(cell: &str) -> String {
 #[must_use]
 pub fn summary(run: &Run, figures: &[StrategyFigures]) -> String {
     let mut out = format!("## Results: {}\n\n", run.id);
+    for line in table::headline(figures, run.origin.audited()) {
+        let _ = writeln!(out, "{line}  ");
+    }
+    out.push('\n');
     if let Some(meta) = &run.meta {
         let dirty = if meta.git.dirty { " (uncommitted changes)" } else { "" };
         let _ = writeln!(

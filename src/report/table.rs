@@ -88,3 +88,46 @@ pub fn rows(figures: &[StrategyFigures], audited: bool) -> Vec<Row> {
         })
         .collect()
 }
+
+/// The strategy every ratio is taken against: in-process, not durable, so never the answer to
+/// "which strategy should we use".
+const BASELINE: &str = crate::bench::gate::DENOMINATOR;
+
+/// The run in a few sentences, for the top of the page and of `summary.md`: the fastest safe
+/// strategy that stayed clean, and every strategy that showed an anomaly.
+#[must_use]
+pub fn headline(figures: &[StrategyFigures], audited: bool) -> Vec<String> {
+    let mut lines = Vec::new();
+    let fastest = figures
+        .iter()
+        .filter(|f| f.safe && f.name != BASELINE && (!audited || f.verdict == Verdict::Clean))
+        .max_by(|a, b| a.sales_per_sec.median.total_cmp(&b.sales_per_sec.median));
+    if let Some(best) = fastest {
+        let sold_out = best
+            .time_to_sell_out_ms
+            .map_or_else(String::new, |t| format!(", sold out after {:.2} s", t.median / 1000.0));
+        let clean = if audited { "clean " } else { "" };
+        lines.push(format!(
+            "Fastest {clean}safe strategy: {} — {} sales/s, p99 {} ms{sold_out}.",
+            best.name,
+            number(best.sales_per_sec.median),
+            number(best.p99_ms.median)
+        ));
+    }
+    if !audited {
+        lines.push("No server audit with this output: oversold and lost orders are unknown.".to_owned());
+        return lines;
+    }
+    let anomalous: Vec<&StrategyFigures> = figures.iter().filter(|f| f.verdict != Verdict::Clean).collect();
+    if anomalous.is_empty() {
+        lines.push("Every strategy sold exactly the stock: no anomaly anywhere.".to_owned());
+    }
+    for f in anomalous {
+        let what = match f.verdict {
+            Verdict::Invalid => "INVALID: it claims to be safe",
+            _ => "unsafe by design, as expected",
+        };
+        lines.push(format!("{}: {} ({what}).", f.name, anomalies(f)));
+    }
+    lines
+}

@@ -263,3 +263,25 @@ fn render_draws_locust_output() {
     assert!(html.contains("Locust output"));
     fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn the_headline_names_the_fastest_clean_safe_strategy_and_every_anomaly() {
+    let run = load::run(&fixture("results-sample")).unwrap();
+    let mut by = figures::by_strategy(&run);
+    let lines = super::table::headline(&by, true);
+    assert!(
+        lines[0].starts_with("Fastest clean safe strategy: sql-atomic"),
+        "memory is the baseline: {lines:?}"
+    );
+    assert_eq!(lines[1], "sql-naive: oversold 21 (unsafe by design, as expected).");
+    by[1].verdict = Verdict::Invalid;
+    by[1].anomalies[2] = 1;
+    let lines = super::table::headline(&by, true);
+    assert!(
+        !lines.iter().any(|line| line.starts_with("Fastest")),
+        "an invalid strategy never wins: {lines:?}"
+    );
+    assert!(lines.contains(&"sql-atomic: lost 1 (INVALID: it claims to be safe).".to_owned()), "{lines:?}");
+    let lines = super::table::headline(&by, false);
+    assert!(lines.iter().any(|line| line.contains("unknown")), "Locust output has no audit: {lines:?}");
+}
