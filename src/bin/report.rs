@@ -25,6 +25,12 @@ fn main() -> ExitCode {
     let outcome = match cli.compare.as_deref() {
         Some([old, new]) => report::compare(old, new, new).map(|comparison| {
             print!("{}", comparison.text_table());
+            if !comparison.differences.is_empty() {
+                println!(
+                    "note: the runs differ in more than the code: {}",
+                    comparison.differences.join("; ")
+                );
+            }
             println!("wrote {} and {}", comparison.markdown.display(), comparison.chart.png.display());
         }),
         _ => report::render(&cli.dir).map(|rendered| {

@@ -112,6 +112,44 @@ pub fn strategies(old: &Run, new: &Run) -> (Vec<StrategyComparison>, Vec<String>
     (compared, only_old, only_new)
 }
 
+/// What the two runs did differently (build profile, preset, load options), one `name: old → new`
+/// line each: ratios between runs that offered different loads compare the loads, not the code.
+#[must_use]
+pub fn differences(old: &Run, new: &Run) -> Vec<String> {
+    let (Some(old), Some(new)) = (&old.meta, &new.meta) else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for (name, a, b) in [("profile", &old.profile, &new.profile), ("preset", &old.preset, &new.preset)] {
+        if a != b {
+            found.push(format!("{name}: {a} → {b}"));
+        }
+    }
+    let mut flat_old = Vec::new();
+    let mut flat_new = Vec::new();
+    flatten("", &old.options["load"], &mut flat_old);
+    flatten("", &new.options["load"], &mut flat_new);
+    for (key, value) in &flat_new {
+        let before = flat_old.iter().find(|(k, _)| k == key).map_or("–", |(_, v)| v.as_str());
+        if before != value {
+            found.push(format!("{key}: {before} → {value}"));
+        }
+    }
+    found
+}
+
+fn flatten(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, String)>) {
+    match value {
+        serde_json::Value::Object(fields) => {
+            for (key, value) in fields {
+                let name = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                flatten(&name, value, out);
+            }
+        }
+        other => out.push((prefix.to_owned(), other.to_string())),
+    }
+}
+
 fn number(value: Option<f64>) -> String {
     value.map_or_else(
         || "–".to_owned(),
@@ -164,11 +202,15 @@ pub fn markdown(
     compared: &[StrategyComparison],
     only_old: &[String],
     only_new: &[String],
+    differences: &[String],
 ) -> String {
     let mut out = format!(
         "# {new_id} against {old_id}\n\nEach cell is old → new (new ÷ old), medians over repetitions. \
          Higher is better for sales/s and achieved req/s; lower for latency, time to sell out and anomalies.\n\n"
     );
+    if !differences.is_empty() {
+        let _ = writeln!(out, "**The runs differ in more than the code**: {}.\n", differences.join("; "));
+    }
     let rows = rows(compared);
     for (index, row) in rows.iter().enumerate() {
         let _ = writeln!(out, "| {} |", row.join(" | "));
@@ -187,7 +229,17 @@ pub fn markdown(
 
 #[cfg(test)]
 mod tests {
-    use super::ratio;
+    use super::{flatten, ratio};
+
+    #[test]
+    fn options_flatten_to_dotted_names() {
+        let mut out = Vec::new();
+        flatten("", &serde_json::json!({"rate": 10, "scenario": {"hot_stock": 5}}), &mut out);
+        assert_eq!(
+            out,
+            [("rate".to_owned(), "10".to_owned()), ("scenario.hot_stock".to_owned(), "5".to_owned())]
+        );
+    }
 
     #[test]
     fn ratio_handles_zero_and_missing() {

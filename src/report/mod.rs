@@ -145,6 +145,8 @@ pub struct Comparison {
     pub strategies: Vec<StrategyComparison>,
     pub only_in_old: Vec<String>,
     pub only_in_new: Vec<String>,
+    /// What else the runs did differently (profile, preset, load options), as `name: old → new`.
+    pub differences: Vec<String>,
     /// `compare-<old id>.md`.
     pub markdown: PathBuf,
     pub chart: ChartFiles,
@@ -175,9 +177,14 @@ pub fn compare(old: &Path, new: &Path, out: &Path) -> anyhow::Result<Comparison>
         &Ratios { old_id: &old_run.id, new_id: &new_run.id, strategies: &strategies },
         &out.join("charts"),
     )?;
+    let differences = compare::differences(&old_run, &new_run);
     let markdown = out.join(format!("compare-{}.md", old_run.id));
-    write(&markdown, &compare::markdown(&old_run.id, &new_run.id, &strategies, &only_in_old, &only_in_new))?;
+    write(
+        &markdown,
+        &compare::markdown(&old_run.id, &new_run.id, &strategies, &only_in_old, &only_in_new, &differences),
+    )?;
     Ok(Comparison {
+        differences,
         old_id: old_run.id,
         new_id: new_run.id,
         strategies,

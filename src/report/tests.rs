@@ -285,3 +285,17 @@ fn the_headline_names_the_fastest_clean_safe_strategy_and_every_anomaly() {
     let lines = super::table::headline(&by, false);
     assert!(lines.iter().any(|line| line.contains("unknown")), "Locust output has no audit: {lines:?}");
 }
+
+#[test]
+fn compare_names_what_else_the_runs_did_differently() {
+    let old = load::run(&fixture("results-sample")).unwrap();
+    let mut new = old.clone();
+    assert!(super::compare::differences(&old, &new).is_empty(), "a run against itself");
+    let meta = new.meta.as_mut().unwrap();
+    meta.options["load"]["rate"] = serde_json::json!(10_000.0);
+    meta.preset = "seed-locust".to_owned();
+    assert_eq!(
+        super::compare::differences(&old, &new),
+        ["preset: ci → seed-locust", "rate: 4000.0 → 10000.0"]
+    );
+}
