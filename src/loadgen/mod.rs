@@ -62,17 +62,26 @@ pub struct LoadPlan {
     /// Closed model: requests per second per user (Locust's `constant_throughput`); 0 = no wait.
     pub user_rate: f64,
     /// Closed model: users start spread over this long.
+    #[serde(rename = "ramp_ms", serialize_with = "millis")]
     pub ramp: Duration,
     pub scenario: Scenario,
     /// The run stops after this long at the latest.
+    #[serde(rename = "duration_ms", serialize_with = "millis")]
     pub duration: Duration,
     /// The run stops after this many requests at the latest.
     pub max_requests: Option<u64>,
     /// After the hot product sold out, the run goes on this long (sold-out answers are part of the
     /// picture), then stops.
+    #[serde(rename = "grace_ms", serialize_with = "millis")]
     pub grace: Duration,
     /// A request without an answer after this long counts as a `timeout` error.
+    #[serde(rename = "timeout_ms", serialize_with = "millis")]
     pub timeout: Duration,
+}
+
+/// Durations in `run.json` are milliseconds, as the flags that set them.
+fn millis<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_u128(duration.as_millis())
 }
 
 impl LoadPlan {
