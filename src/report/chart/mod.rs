@@ -192,3 +192,22 @@ impl Ranged for Ticked {
         self.range.clone()
     }
 }
+
+/// The legend every chart draws the same way: boxed, on a nearly opaque white, at `position`.
+pub(crate) fn legend<'a, DB, CT>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
+) -> DrawResult<DB>
+where
+    DB: DrawingBackend + 'a,
+    CT: CoordTranslate,
+{
+    chart
+        .configure_series_labels()
+        .position(position)
+        .label_font(font(LABEL_SIZE))
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}

@@ -4,7 +4,9 @@
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::{AXIS_SIZE, Chart, DrawResult, LABEL_SIZE, TITLE_SIZE, Ticked, above, font, strategy_colour};
+use super::{
+    AXIS_SIZE, Chart, DrawResult, LABEL_SIZE, TITLE_SIZE, Ticked, above, font, legend, strategy_colour,
+};
 use crate::report::compare::{FIGURES, StrategyComparison};
 
 #[derive(Debug)]
@@ -78,13 +80,6 @@ impl Chart for Ratios<'_> {
                     .map(|&(x, ratio)| Text::new(format!("{ratio:.2}"), (x, ratio), above(LABEL_SIZE - 4))),
             )?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font(font(LABEL_SIZE))
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .draw()?;
-        Ok(())
+        legend(&mut chart, SeriesLabelPosition::UpperRight)
     }
 }

@@ -6,7 +6,7 @@
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::{AXIS_SIZE, Chart, DrawResult, LABEL_SIZE, TITLE_SIZE, font, strategy_colour};
+use super::{AXIS_SIZE, Chart, DrawResult, LABEL_SIZE, TITLE_SIZE, font, legend, strategy_colour};
 use crate::report::figures::Point;
 
 /// What the y axis counts.
@@ -97,17 +97,11 @@ impl Chart for UnitsLeft {
                 Circle::new((at, value), 8, BLACK.stroke_width(2)),
             ])?;
         }
-        chart
-            .configure_series_labels()
-            // Keep the legend where the lines are not: they end low when counting down, high when up.
-            .position(match self.measure {
-                Measure::UnitsLeft => SeriesLabelPosition::UpperRight,
-                Measure::Acknowledged => SeriesLabelPosition::LowerRight,
-            })
-            .label_font(font(LABEL_SIZE))
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .draw()?;
-        Ok(())
+        // Keep the legend where the lines are not: they end low when counting down, high when up.
+        let position = match self.measure {
+            Measure::UnitsLeft => SeriesLabelPosition::UpperRight,
+            Measure::Acknowledged => SeriesLabelPosition::LowerRight,
+        };
+        legend(&mut chart, position)
     }
 }
