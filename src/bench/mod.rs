@@ -285,11 +285,17 @@ pub async fn settle(
     drain_limit: Duration,
 ) -> anyhow::Result<(Settlement, serde_json::Value)> {
     let drain_started = Instant::now();
+    let mut last_said = drain_started;
     let audit = loop {
         let audit = server.audit().await?;
         let settled = audit.get("settled").and_then(serde_json::Value::as_bool).unwrap_or(false);
         if settled || drain_started.elapsed() >= drain_limit {
             break audit;
+        }
+        if last_said.elapsed() >= Duration::from_secs(1) {
+            let pending = audit.pointer("/queues/pending").and_then(serde_json::Value::as_i64).unwrap_or(0);
+            eprintln!("[{strategy}] draining: {pending} accepted orders not persisted yet");
+            last_said = Instant::now();
         }
         tokio::time::sleep(DRAIN_POLL).await;
     };

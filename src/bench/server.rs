@@ -81,7 +81,11 @@ impl Server {
             if let Some(child) = &mut self.child
                 && let Some(status) = child.try_wait()?
             {
-                anyhow::bail!("the server exited ({status}) before it was ready; its log: {}", log.display());
+                anyhow::bail!(
+                    "the server exited ({status}) before it was ready; the end of its log ({}):\n{}",
+                    log.display(),
+                    tail(log, 8)
+                );
             }
             match self.call(self.target.get("/healthz")).await {
                 Ok((StatusCode::OK, _)) => return Ok(()),
@@ -195,6 +199,13 @@ pub struct HeldOrder {
 pub struct HeldOrders {
     pub orders: Vec<HeldOrder>,
     pub truncated: bool,
+}
+
+/// The last `lines` lines of a log file, for an error message.
+fn tail(log: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// Starts `bench serve` (this very binary) on a free loopback port.

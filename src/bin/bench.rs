@@ -125,24 +125,36 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Serve(cli) => {
-            let parent_pipe = std::env::var_os(server::PARENT_PIPE_ENV).is_some();
+            let gone = std::env::var_os(server::PARENT_PIPE_ENV).is_some().then(parent_gone);
+            let parent_left = async {
+                match gone {
+                    Some(gone) => {
+                        let _ = gone.await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 result = server_cli::run(*cli) => result?,
-                () = parent_gone(), if parent_pipe => {
-                    eprintln!("bench serve: the bench that started this server is gone; stopping");
-                }
+                () = parent_left => eprintln!("bench serve: the bench that started this server is gone; stopping"),
             }
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
-/// Resolves when stdin (a pipe from the parent bench) reaches its end.
-async fn parent_gone() {
-    use tokio::io::AsyncReadExt;
-    let mut stdin = tokio::io::stdin();
-    let mut buffer = [0u8; 64];
-    while let Ok(1..) = stdin.read(&mut buffer).await {}
+/// Fires when stdin (a pipe from the parent bench) reaches its end. Read on a plain thread: a
+/// blocking read inside the runtime would keep the process from exiting when serving fails.
+fn parent_gone() -> tokio::sync::oneshot::Receiver<()> {
+    let (gone, receiver) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut buffer = [0u8; 64];
+        let mut stdin = std::io::stdin();
+        while let Ok(1..) = stdin.read(&mut buffer) {}
+        let _ = gone.send(());
+    });
+    receiver
 }
 
 #[cfg(test)]

@@ -275,6 +275,19 @@ async fn bench_names_the_strategies_it_knows_when_asked_for_another(
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("unknown strategy \"sql-magic\"") && stderr.contains("sql-atomic"), "{stderr}");
+    let started = std::time::Instant::now();
+    let out = tempdir();
+    let dead = bench(&[
+        "compare",
+        "--database-url",
+        "postgres://postgres@127.0.0.1:1/nowhere",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&dead.stderr);
+    assert_eq!(dead.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot prepare the database"), "the server's own reason is shown: {stderr}");
+    assert!(started.elapsed() < Duration::from_secs(60), "a dead database fails fast, it does not hang");
     let bad = bench(&["compare", "--rate", "0"]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--rate"), "a bad flag is named");
