@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# Multi-stage build of the checkout server. The build stage has the full toolchain (Rust 1.95:
+# Multi-stage build of the checkout server, with `bench` and `report` beside it. The build stage has the full toolchain (Rust 1.95:
 # the workspace needs rust-version 1.94, edition 2024); the runtime image holds the binary, CA
 # certificates and curl for the healthcheck, and nothing else.
 FROM rust:1.95-bookworm AS build
@@ -10,8 +10,8 @@ COPY . .
 # Cache mounts keep downloaded crates and compiled dependencies between builds (BuildKit).
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin server \
- && cp target/release/server /usr/local/bin/server
+    cargo build --release --locked --bin server --bin bench --bin report \
+ && cp target/release/server target/release/bench target/release/report /usr/local/bin/
 
 FROM debian:bookworm-slim
 # Not pinned to package versions: Debian replaces them on every point release (security fixes).
@@ -20,7 +20,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --no-create-home checkout
-COPY --from=build /usr/local/bin/server /usr/local/bin/server
+COPY --from=build /usr/local/bin/server /usr/local/bin/bench /usr/local/bin/report /usr/local/bin/
 USER 10001
 ENV BIND=0.0.0.0:8080
 EXPOSE 8080
