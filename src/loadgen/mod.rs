@@ -438,7 +438,7 @@ mod tests {
         let p50 = Duration::from_micros(record.success.value_at_percentile(50.0));
         let max = Duration::from_micros(record.success.max());
         assert!(p50 >= Duration::from_millis(200), "queueing counted from the intended time: p50 {p50:?}");
-        assert!(max >= Duration::from_millis(200) * 2, "the last answered request waited most: max {max:?}");
+        assert!(max >= Duration::from_millis(400), "the last answered request waited most: max {max:?}");
         assert!(record.max_lag >= Duration::from_millis(500), "send lag recorded: {:?}", record.max_lag);
     }
 
