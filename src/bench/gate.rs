@@ -9,6 +9,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use super::results::{SummaryRow, Verdict};
+use crate::report::figures::Spread;
 
 /// The strategy every ratio is taken against.
 pub const DENOMINATOR: &str = "memory";
@@ -85,17 +86,9 @@ pub struct GateReport {
     pub skipped: Option<String>,
 }
 
-fn median(mut values: Vec<f64>) -> Option<f64> {
-    if values.is_empty() {
-        return None;
-    }
-    values.sort_by(f64::total_cmp);
-    let mid = values.len() / 2;
-    Some(if values.len().is_multiple_of(2) {
-        f64::midpoint(values[mid - 1], values[mid])
-    } else {
-        values[mid]
-    })
+/// The median over repetitions, as the report computes it.
+fn median(values: &[f64]) -> Option<f64> {
+    Spread::of(values.iter().copied()).map(|spread| spread.median)
 }
 
 /// Median `sales_per_sec` of each strategy over `memory`'s, or why there is none.
@@ -109,7 +102,7 @@ pub fn ratios(rows: &[SummaryRow]) -> Result<BTreeMap<String, f64>, String> {
     }
     let denominator = by_strategy
         .get(DENOMINATOR)
-        .and_then(|values| median(values.clone()))
+        .and_then(|values| median(values))
         .ok_or_else(|| format!("`{DENOMINATOR}` is not in this run: no same-run ratio can be taken"))?;
     if denominator <= 0.0 {
         return Err(format!("`{DENOMINATOR}` sold nothing in this run"));
@@ -117,7 +110,7 @@ pub fn ratios(rows: &[SummaryRow]) -> Result<BTreeMap<String, f64>, String> {
     Ok(by_strategy
         .into_iter()
         .filter(|(strategy, _)| *strategy != DENOMINATOR)
-        .filter_map(|(strategy, values)| Some((strategy.to_owned(), median(values)? / denominator)))
+        .filter_map(|(strategy, values)| Some((strategy.to_owned(), median(&values)? / denominator)))
         .collect())
 }
 

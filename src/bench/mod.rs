@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
+use serde::Deserialize as _;
 use serde_json::json;
 
 use crate::loadgen::{self, LoadPlan, RunRecord};
@@ -38,6 +39,8 @@ const DRAIN_POLL: Duration = Duration::from_millis(250);
 #[derive(Debug)]
 pub struct Comparison {
     pub folder: RunFolder,
+    /// The strategies compared, in the server's order.
+    pub strategies: Vec<StrategyInfo>,
     pub rows: Vec<SummaryRow>,
     pub gate: Option<GateReport>,
 }
@@ -212,7 +215,7 @@ pub async fn compare(flags: &CompareFlags, command: String) -> anyhow::Result<Co
             crate::report::render(&folder.path).context("the run is written, but its report failed")?;
         eprintln!("bench: report {}", rendered.index_html.display());
     }
-    Ok(Comparison { folder, rows: collected.summary, gate })
+    Ok(Comparison { folder, strategies: meta.strategies, rows: collected.summary, gate })
 }
 
 async fn run_all(
@@ -300,8 +303,7 @@ pub async fn settle(
         tokio::time::sleep(DRAIN_POLL).await;
     };
     let drain = drain_started.elapsed();
-    let view: AuditView =
-        serde_json::from_value(audit.clone()).context("GET /admin/audit answered an unexpected shape")?;
+    let view = AuditView::deserialize(&audit).context("GET /admin/audit answered an unexpected shape")?;
     let held = server.orders().await?;
     anyhow::ensure!(!held.truncated, "GET /admin/orders was truncated: too many orders to join");
     let mut stock = view.final_stock(strategy);
@@ -408,58 +410,4 @@ pub fn describe_gate(report: &GateReport) -> String {
         lines.push(format!("  ratios skipped: {skipped}"));
     }
     lines.join("\n")
-}
-
-/// The comparison in a table: medians over repetitions, with the worst verdict.
-pub fn table(rows: &[SummaryRow]) -> String {
-    let mut by_strategy: BTreeMap<&str, Vec<&SummaryRow>> = BTreeMap::new();
-    for row in rows {
-        by_strategy.entry(&row.strategy).or_default().push(row);
-    }
-    let median = |mut values: Vec<f64>| -> f64 {
-        values.sort_by(f64::total_cmp);
-        values.get(values.len() / 2).copied().unwrap_or(0.0)
-    };
-    let mut out = format!(
-        "{:<16} {:>5} {:>10} {:>21} {:>10} {:>12} {:>9}  {}\n",
-        "strategy", "safe", "sales/s", "(min–max)", "p99 ms", "sell-out s", "errors", "verdict (anomalies)"
-    );
-    let mut ordered: Vec<_> = by_strategy.into_iter().collect();
-    ordered.sort_by(|a, b| {
-        let sales = |rows: &[&SummaryRow]| median(rows.iter().map(|r| r.sales_per_sec).collect());
-        sales(&b.1).total_cmp(&sales(&a.1))
-    });
-    for (strategy, runs) in ordered {
-        let sales: Vec<f64> = runs.iter().map(|r| r.sales_per_sec).collect();
-        let (min, max) = sales.iter().fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
-        let sell_out: Vec<f64> = runs.iter().filter_map(|r| r.time_to_sell_out_ms).collect();
-        let worst = runs.iter().map(|r| r.verdict).max();
-        let anomalies: i64 = runs
-            .iter()
-            .map(|r| {
-                r.oversold
-                    + r.undersold
-                    + r.lost
-                    + r.phantom
-                    + r.duplicated
-                    + r.accepted_then_cancelled
-                    + r.redis_drift
-            })
-            .sum();
-        out.push_str(&format!(
-            "{strategy:<16} {:>5} {:>10.0} {:>21} {:>10.1} {:>12} {:>9}  {}{}\n",
-            if runs[0].safe { "yes" } else { "no" },
-            median(sales.clone()),
-            format!("({min:.0}–{max:.0})"),
-            median(runs.iter().filter_map(|r| r.p99_ms).collect()),
-            if sell_out.is_empty() { "–".to_owned() } else { format!("{:.2}", median(sell_out) / 1e3) },
-            runs.iter().map(|r| r.errors).sum::<u64>(),
-            worst
-                .and_then(|v| serde_json::to_value(v).ok())
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default(),
-            if anomalies == 0 { String::new() } else { format!(" ({anomalies} anomalous units/orders)") },
-        ));
-    }
-    out
 }

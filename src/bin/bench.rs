@@ -9,8 +9,8 @@ use anyhow::Context;
 use checkout_bench::bench;
 use checkout_bench::bench::options::{CompareFlags, LoadFlags, ServerFlags};
 use checkout_bench::bench::server::{self, Server};
-use checkout_bench::loadgen;
 use checkout_bench::server_cli::{self, ServerCli};
+use checkout_bench::{loadgen, report};
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
@@ -80,7 +80,13 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
         Command::Compare(flags) => {
             let command_line = std::env::args().collect::<Vec<_>>().join(" ");
             let comparison = bench::compare(&flags, command_line).await?;
-            println!("\n{}", bench::table(&comparison.rows));
+            let names = comparison.strategies.iter().map(|s| s.name.clone()).collect();
+            let figures = report::figures::of_rows(names, &comparison.rows);
+            println!();
+            for line in report::table::headline(&figures, true) {
+                println!("{line}");
+            }
+            println!("\n{}", report::table::text(&figures, true));
             println!("results: {}", comparison.folder.path.display());
             if let Some(gate) = &comparison.gate {
                 println!("{}", bench::describe_gate(gate));

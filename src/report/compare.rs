@@ -181,17 +181,10 @@ fn rows(strategies: &[StrategyComparison]) -> Vec<Vec<String>> {
 /// A plain-text table for the terminal, columns padded to line up.
 #[must_use]
 pub fn text_table(old_id: &str, new_id: &str, strategies: &[StrategyComparison]) -> String {
-    let rows = rows(strategies);
-    let widths: Vec<usize> = (0..rows[0].len())
-        .map(|column| rows.iter().map(|row| row[column].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = format!("{new_id} against {old_id} (old → new (new ÷ old), medians over repetitions)\n");
-    for row in &rows {
-        let cells: Vec<String> =
-            row.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
-        let _ = writeln!(out, "{}", cells.join("  ").trim_end());
-    }
-    out
+    format!(
+        "{new_id} against {old_id} (old → new (new ÷ old), medians over repetitions)\n{}",
+        super::table::aligned(&rows(strategies))
+    )
 }
 
 /// The comparison as Markdown, for a pull request.

@@ -12,6 +12,9 @@ pub struct Spread {
 }
 
 impl Spread {
+    /// What a figure no repetition measured shows.
+    pub const ZERO: Self = Self { median: 0.0, min: 0.0, max: 0.0 };
+
     /// The spread of `values`, `None` when there are none.
     #[must_use]
     pub fn of(values: impl IntoIterator<Item = f64>) -> Option<Self> {
@@ -63,10 +66,16 @@ impl StrategyFigures {
 /// Figures per strategy, in the run's strategy order.
 #[must_use]
 pub fn by_strategy(run: &Run) -> Vec<StrategyFigures> {
-    run.strategies()
+    of_rows(run.strategies(), &run.summary)
+}
+
+/// Figures of each strategy in `names`, from `summary.csv` rows, in that order.
+#[must_use]
+pub fn of_rows(names: Vec<String>, summary: &[SummaryRow]) -> Vec<StrategyFigures> {
+    names
         .into_iter()
         .filter_map(|name| {
-            let rows: Vec<&SummaryRow> = run.summary.iter().filter(|row| row.strategy == name).collect();
+            let rows: Vec<&SummaryRow> = summary.iter().filter(|row| row.strategy == name).collect();
             strategy(name, &rows)
         })
         .collect()
@@ -92,19 +101,11 @@ fn strategy(name: String, rows: &[&SummaryRow]) -> Option<StrategyFigures> {
         safe: rows.first()?.safe,
         repetitions: rows.len(),
         sales_per_sec: spread(|row| row.sales_per_sec)?,
-        sold_out_per_sec: per_sec(|row| row.sold_out).unwrap_or(Spread { median: 0.0, min: 0.0, max: 0.0 }),
-        errors_per_sec: per_sec(|row| row.errors).unwrap_or(Spread { median: 0.0, min: 0.0, max: 0.0 }),
+        sold_out_per_sec: per_sec(|row| row.sold_out).unwrap_or(Spread::ZERO),
+        errors_per_sec: per_sec(|row| row.errors).unwrap_or(Spread::ZERO),
         achieved_rps: spread(|row| row.achieved_rps)?,
-        p50_ms: Spread::of(rows.iter().filter_map(|row| row.p50_ms)).unwrap_or(Spread {
-            median: 0.0,
-            min: 0.0,
-            max: 0.0,
-        }),
-        p99_ms: Spread::of(rows.iter().filter_map(|row| row.p99_ms)).unwrap_or(Spread {
-            median: 0.0,
-            min: 0.0,
-            max: 0.0,
-        }),
+        p50_ms: Spread::of(rows.iter().filter_map(|row| row.p50_ms)).unwrap_or(Spread::ZERO),
+        p99_ms: Spread::of(rows.iter().filter_map(|row| row.p99_ms)).unwrap_or(Spread::ZERO),
         sold_out_runs: sold_out.len(),
         time_to_sell_out_ms: Spread::of(sold_out),
         anomalies,

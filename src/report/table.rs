@@ -131,3 +131,31 @@ pub fn headline(figures: &[StrategyFigures], audited: bool) -> Vec<String> {
     }
     lines
 }
+
+/// Rows of cells as plain text, each column padded to its widest cell.
+#[must_use]
+pub fn aligned(rows: &[Vec<String>]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|column| {
+            rows.iter().filter_map(|row| row.get(column)).map(|cell| cell.chars().count()).max().unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> =
+            row.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The summary table as plain text, for the terminal.
+#[must_use]
+pub fn text(figures: &[StrategyFigures], audited: bool) -> String {
+    let rows: Vec<Vec<String>> = std::iter::once(HEADER.iter().map(|h| (*h).to_owned()).collect())
+        .chain(rows(figures, audited).into_iter().map(|row| row.cells))
+        .collect();
+    aligned(&rows)
+}
