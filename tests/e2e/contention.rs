@@ -9,9 +9,8 @@ use checkout_strategies::{StrategyKind, Tuning};
 use sqlx::Postgres;
 use sqlx::pool::PoolOptions;
 use sqlx::postgres::PgConnectOptions;
-use tokio::sync::Barrier;
 
-use crate::helpers::{Setup, books_of, order_body, plan_of, spawn_app};
+use crate::helpers::{Setup, all_at_once, audited_product, books_of, order_body, plan_of, spawn_app};
 
 const STOCK: i64 = 10;
 const BUYERS: usize = 200;
@@ -29,20 +28,10 @@ async fn flash_sale(connect: PgConnectOptions, kind: StrategyKind) {
         ..Setup::default()
     };
     let app = Arc::new(spawn_app(connect, setup).await);
-    let barrier = Arc::new(Barrier::new(BUYERS));
-    let buyers: Vec<_> = (0..BUYERS)
-        .map(|_| {
-            let (app, barrier) = (Arc::clone(&app), Arc::clone(&barrier));
-            tokio::spawn(async move {
-                barrier.wait().await;
-                app.purchase(kind, &order_body(&[(HOT, 1)])).await.status().as_u16()
-            })
-        })
-        .collect();
-    let mut statuses = Vec::with_capacity(BUYERS);
-    for buyer in buyers {
-        statuses.push(buyer.await.expect("buyer task"));
-    }
+    let statuses = all_at_once(&app, BUYERS, |app| async move {
+        app.purchase(kind, &order_body(&[(HOT, 1)])).await.status().as_u16()
+    })
+    .await;
     let confirmed = statuses.iter().filter(|&&s| s == 201).count();
     let sold_out = statuses.iter().filter(|&&s| s == 409).count();
     let other: Vec<_> = statuses.iter().filter(|&&s| s != 201 && s != 409).collect();
@@ -50,13 +39,7 @@ async fn flash_sale(connect: PgConnectOptions, kind: StrategyKind) {
 
     let audit = app.audit().await;
     let books = books_of(&audit, kind);
-    let product = books["products"]
-        .as_array()
-        .expect("products")
-        .iter()
-        .find(|p| p["product_id"] == HOT)
-        .unwrap_or_else(|| panic!("{kind}: hot product missing from the audit: {audit}"))
-        .clone();
+    let product = audited_product(books, HOT, kind);
     let units = product["units_in_orders"].as_i64().expect("units");
     assert_eq!(
         units,

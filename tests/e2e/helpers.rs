@@ -181,6 +181,63 @@ pub(crate) fn books_of(audit: &Value, kind: StrategyKind) -> &Value {
     if kind.spec().backend.contains("postgres") { audit } else { &audit["ledgers"][kind.as_str()] }
 }
 
+/// `product`'s row in `books` (the audit, or one of its ledgers); the test fails when it is missing.
+#[track_caller]
+pub(crate) fn audited_product(books: &Value, product: i64, kind: StrategyKind) -> Value {
+    books["products"]
+        .as_array()
+        .expect("products")
+        .iter()
+        .find(|p| p["product_id"] == product)
+        .unwrap_or_else(|| panic!("{kind}: product {product} missing from the audit: {books}"))
+        .clone()
+}
+
+/// Runs `buyers` calls of `buy` at once: each waits behind one barrier, so they contend instead
+/// of arriving one by one. Returns their results in order.
+pub(crate) async fn all_at_once<T, F, Fut>(app: &Arc<TestApp>, buyers: usize, buy: F) -> Vec<T>
+where
+    F: Fn(Arc<TestApp>) -> Fut,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let barrier = Arc::new(tokio::sync::Barrier::new(buyers));
+    let tasks: Vec<_> = (0..buyers)
+        .map(|_| {
+            let (purchase, barrier) = (buy(Arc::clone(app)), Arc::clone(&barrier));
+            tokio::spawn(async move {
+                barrier.wait().await;
+                purchase.await
+            })
+        })
+        .collect();
+    let mut results = Vec::with_capacity(buyers);
+    for task in tasks {
+        results.push(task.await.expect("buyer task"));
+    }
+    results
+}
+
+/// Checks the answers to same-key requests sent at once: exactly one has `created` (201, or 202
+/// for queueing strategies), every other is a 200 replay, and all name one order. Returns the
+/// creating answer.
+#[track_caller]
+pub(crate) fn one_order_for_the_key(answers: &[Answer], created: u16, kind: StrategyKind) -> &Answer {
+    let first: Vec<&Answer> = answers.iter().filter(|answer| answer.status == created).collect();
+    assert_eq!(first.len(), 1, "{kind}: exactly one of the same-key requests creates the order");
+    let order_id = &first[0].body["order_id"];
+    for answer in answers {
+        assert!(
+            answer.status == created || answer.status == 200,
+            "{kind}: a same-key request is created or replayed, never refused: {} {}",
+            answer.status,
+            answer.body
+        );
+        assert_eq!(&answer.body["order_id"], order_id, "{kind}: every same-key request answers one order");
+    }
+    first[0]
+}
+
 /// An HTTP answer read whole: status, headers, and the body parsed as JSON.
 #[derive(Debug)]
 pub(crate) struct Answer {

@@ -9,9 +9,10 @@ use serde_json::{Value, json};
 use sqlx::Postgres;
 use sqlx::pool::PoolOptions;
 use sqlx::postgres::PgConnectOptions;
-use tokio::sync::Barrier;
 
-use crate::helpers::{Answer, Setup, TestApp, order_body, plan_of, read_answer, spawn_app};
+use crate::helpers::{
+    Answer, Setup, TestApp, all_at_once, one_order_for_the_key, order_body, plan_of, read_answer, spawn_app,
+};
 
 /// Sends `POST /purchase` with `X-Strategy: kind` and an idempotency key.
 async fn buy_by_header(app: &TestApp, kind: StrategyKind, body: &Value, key: &str) -> Answer {
@@ -154,36 +155,14 @@ async fn concurrent_replay(connect: PgConnectOptions, kind: StrategyKind) {
     const KEY: &str = "concurrent-order-0001";
     const CLIENTS: usize = 20;
     let app = Arc::new(spawn_app(connect, Setup { plan: plan_of(&[(100, 50)]), ..Setup::default() }).await);
-    let barrier = Arc::new(Barrier::new(CLIENTS));
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|_| {
-            let (app, barrier) = (Arc::clone(&app), Arc::clone(&barrier));
-            tokio::spawn(async move {
-                barrier.wait().await;
-                app.buy(kind, &order_body(&[(100, 3)]), Some(KEY)).await
-            })
-        })
-        .collect();
-    let mut answers = Vec::with_capacity(CLIENTS);
-    for client in clients {
-        answers.push(client.await.expect("client task"));
-    }
-    let created: Vec<&Answer> = answers.iter().filter(|answer| answer.status == 201).collect();
-    assert_eq!(created.len(), 1, "{kind}: exactly one of the same-key requests creates the order");
-    let order_id = created[0].assert_placed(kind);
-    for answer in &answers {
-        assert!(
-            answer.status == 201 || answer.status == 200,
-            "{kind}: a same-key request is placed or replayed, never refused: {} {}",
-            answer.status,
-            answer.body
-        );
-        assert_eq!(
-            answer.body["order_id"],
-            order_id.as_str(),
-            "{kind}: every same-key request answers one order"
-        );
-    }
+    let answers =
+        all_at_once(
+            &app,
+            CLIENTS,
+            |app| async move { app.buy(kind, &order_body(&[(100, 3)]), Some(KEY)).await },
+        )
+        .await;
+    one_order_for_the_key(&answers, 201, kind).assert_placed(kind);
     assert_eq!(orders_with_key(&app, kind, KEY).await, 1, "{kind}: one key, one order");
     assert_eq!(app.orders_in(kind).await, 1, "{kind}: concurrent replays write no order");
     assert_eq!(app.stock_in(kind, 100).await, 47, "{kind}: stock is taken once");

@@ -19,10 +19,12 @@ use serde_json::{Value, json};
 use sqlx::Postgres;
 use sqlx::pool::PoolOptions;
 use sqlx::postgres::PgConnectOptions;
-use tokio::sync::Barrier;
 use uuid::Uuid;
 
-use crate::helpers::{Answer, ChaosProxy, Setup, TestApp, eventually, order_body, plan_of, spawn_app};
+use crate::helpers::{
+    Answer, ChaosProxy, Setup, TestApp, all_at_once, audited_product, eventually, one_order_for_the_key,
+    order_body, plan_of, spawn_app,
+};
 
 const HOT: i64 = 100;
 const KINDS: [StrategyKind; 2] = [StrategyKind::Stream, StrategyKind::StreamDeferred];
@@ -103,20 +105,12 @@ pub(crate) async fn flash_sale(connect: PgConnectOptions, kind: StrategyKind) {
     const BUYERS: usize = 200;
     let app =
         Arc::new(spawn_app(connect, Setup { plan: plan_of(&[(HOT, STOCK)]), ..Setup::default() }).await);
-    let barrier = Arc::new(Barrier::new(BUYERS));
-    let buyers: Vec<_> = (0..BUYERS)
-        .map(|_| {
-            let (app, barrier) = (Arc::clone(&app), Arc::clone(&barrier));
-            tokio::spawn(async move {
-                barrier.wait().await;
-                app.buy(kind, &order_body(&[(HOT, 1)]), None).await
-            })
-        })
-        .collect();
+    let answers =
+        all_at_once(&app, BUYERS, |app| async move { app.buy(kind, &order_body(&[(HOT, 1)]), None).await })
+            .await;
     let mut accepted = HashSet::new();
     let mut sold_out = 0;
-    for buyer in buyers {
-        let answer = buyer.await.expect("buyer task");
+    for answer in answers {
         match answer.status {
             202 => assert!(accepted.insert(assert_accepted(&answer, kind)), "{kind}: an order id told twice"),
             409 => sold_out += 1,
@@ -169,13 +163,7 @@ pub(crate) async fn flash_sale(connect: PgConnectOptions, kind: StrategyKind) {
     assert_eq!(backlog(&app, kind).await, Backlog::default(), "{kind}: nothing pending, nothing dead");
 
     let audit = app.audit().await;
-    let product = audit["products"]
-        .as_array()
-        .expect("products")
-        .iter()
-        .find(|p| p["product_id"] == HOT)
-        .unwrap_or_else(|| panic!("{kind}: hot product missing from the audit: {audit}"))
-        .clone();
+    let product = audited_product(&audit, HOT, kind);
     assert_eq!(product["oversold"], 0, "{kind}: audit: {product}");
     assert_eq!(product["stock_drift"], 0, "{kind}: audit: {product}");
     assert_eq!(product["units_in_orders"], STOCK, "{kind}: audit: {product}");
@@ -265,36 +253,14 @@ pub(crate) async fn concurrent_replay(connect: PgConnectOptions, kind: StrategyK
     const KEY: &str = "concurrent-order-0001";
     const CLIENTS: usize = 20;
     let app = Arc::new(spawn_app(connect, Setup { plan: plan_of(&[(HOT, 50)]), ..Setup::default() }).await);
-    let barrier = Arc::new(Barrier::new(CLIENTS));
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|_| {
-            let (app, barrier) = (Arc::clone(&app), Arc::clone(&barrier));
-            tokio::spawn(async move {
-                barrier.wait().await;
-                app.buy(kind, &order_body(&[(HOT, 3)]), Some(KEY)).await
-            })
-        })
-        .collect();
-    let mut answers = Vec::with_capacity(CLIENTS);
-    for client in clients {
-        answers.push(client.await.expect("client task"));
-    }
-    let accepted: Vec<&Answer> = answers.iter().filter(|answer| answer.status == 202).collect();
-    assert_eq!(accepted.len(), 1, "{kind}: exactly one of the same-key requests queues the order");
-    let order_id = assert_accepted(accepted[0], kind).to_string();
-    for answer in &answers {
-        assert!(
-            answer.status == 202 || answer.status == 200,
-            "{kind}: a same-key request is accepted or replayed, never refused: {} {}",
-            answer.status,
-            answer.body
-        );
-        assert_eq!(
-            answer.body["order_id"],
-            order_id.as_str(),
-            "{kind}: every same-key request answers one order"
-        );
-    }
+    let answers =
+        all_at_once(
+            &app,
+            CLIENTS,
+            |app| async move { app.buy(kind, &order_body(&[(HOT, 3)]), Some(KEY)).await },
+        )
+        .await;
+    assert_accepted(one_order_for_the_key(&answers, 202, kind), kind);
     assert_eq!(backlog(&app, kind).await.pending, 1, "{kind}: one queued order");
     drain(&app, kind).await;
     assert_eq!(orders_with_key(&app, KEY).await, 1, "{kind}: one key, one order");
