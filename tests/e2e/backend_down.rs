@@ -117,9 +117,7 @@ async fn database_lost_and_restored(_: PoolOptions<Postgres>, connect: PgConnect
     let setup = Setup { plan: plan_of(&[(100, 10)]), pg: impatient(), ..Setup::default() };
     let app = spawn_app_on(pool, setup, true).await;
 
-    for kind in SQL_KINDS {
-        app.buy(kind, &order_body(&[(100, 1)]), None).await.assert_placed(kind);
-    }
+    sell_one_each(&app).await;
     let healthy = snapshot_of(&direct).await;
     assert_eq!(healthy.orders, 3, "one order per SQL strategy before the outage");
 
@@ -146,18 +144,12 @@ async fn database_lost_and_restored(_: PoolOptions<Postgres>, connect: PgConnect
     );
 
     proxy.restore_networking();
-    for kind in SQL_KINDS {
-        app.buy(kind, &order_body(&[(100, 1)]), None).await.assert_placed(kind);
-    }
+    assert_recovered(&app, "an outage").await;
     assert_eq!(
         app.get_json("/healthz").await["backends"]["postgres"]["status"],
         "up",
         "healthz sees the recovery"
     );
-    assert_eq!(app.stock(100).await, 4, "only the six confirmed purchases took stock");
-    assert_eq!(app.order_count().await, 6, "only the six confirmed purchases were written");
-    let audit = app.audit().await;
-    assert_eq!(audit["clean"], true, "an outage leaves the books clean: {audit}");
 }
 
 /// The network drops every connection and comes straight back: PostgreSQL never stopped
@@ -168,9 +160,7 @@ async fn purchases_after_a_network_blip_succeed(_: PoolOptions<Postgres>, connec
     let pool = backends::pg_pool_with(proxy.connect_options(&connect), impatient());
     let setup = Setup { plan: plan_of(&[(100, 10)]), pg: impatient(), ..Setup::default() };
     let app = spawn_app_on(pool, setup, true).await;
-    for kind in SQL_KINDS {
-        app.buy(kind, &order_body(&[(100, 1)]), None).await.assert_placed(kind);
-    }
+    sell_one_each(&app).await;
     // Connections busy during a blip fail their own request (its outcome is unknown, so 503 is
     // the honest answer). Idle ones die silently; the pool must not hand them out afterwards.
     proxy.break_networking().await;
@@ -180,6 +170,23 @@ async fn purchases_after_a_network_blip_succeed(_: PoolOptions<Postgres>, connec
         let what = format!("{kind} purchase after the blip");
         within_bound(&what, app.buy(kind, &order_body(&[(100, 1)]), None)).await.assert_placed(kind);
     }
+}
+
+/// One single-unit purchase of product 100 per SQL strategy, each placed.
+async fn sell_one_each(app: &TestApp) {
+    for kind in SQL_KINDS {
+        app.buy(kind, &order_body(&[(100, 1)]), None).await.assert_placed(kind);
+    }
+}
+
+/// Once the network is back: every SQL strategy sells again, and the books hold exactly the six
+/// confirmed purchases (three before `what`, three after), clean.
+async fn assert_recovered(app: &TestApp, what: &str) {
+    sell_one_each(app).await;
+    assert_eq!(app.stock(100).await, 4, "only the six confirmed purchases took stock");
+    assert_eq!(app.order_count().await, 6, "only the six confirmed purchases were written");
+    let audit = app.audit().await;
+    assert_eq!(audit["clean"], true, "{what} leaves the books clean: {audit}");
 }
 
 /// A server behind `proxy` with purchases bounded by a short request timeout, that has sold one
@@ -193,9 +200,7 @@ async fn served_through(proxy: &ChaosProxy, connect: &PgConnectOptions) -> TestA
         ..Setup::default()
     };
     let app = spawn_app_on(pool, setup, true).await;
-    for kind in SQL_KINDS {
-        app.buy(kind, &order_body(&[(100, 1)]), None).await.assert_placed(kind);
-    }
+    sell_one_each(&app).await;
     eventually("a connection returns to the pool", HANG, || async { app.pool.num_idle() > 0 }).await;
     app
 }
@@ -214,13 +219,7 @@ async fn purchases_answer_when_the_network_stalls(_: PoolOptions<Postgres>, conn
     assert_eq!(snapshot_of(&direct).await, before, "purchases stalled on the network wrote nothing");
 
     proxy.restore_networking();
-    for kind in SQL_KINDS {
-        app.buy(kind, &order_body(&[(100, 1)]), None).await.assert_placed(kind);
-    }
-    assert_eq!(app.stock(100).await, 4, "only the six confirmed purchases took stock");
-    assert_eq!(app.order_count().await, 6, "only the six confirmed purchases were written");
-    let audit = app.audit().await;
-    assert_eq!(audit["clean"], true, "a stall leaves the books clean: {audit}");
+    assert_recovered(&app, "a stall").await;
 }
 
 /// The same stall, seen by the routes that read PostgreSQL outside a purchase: they must answer
