@@ -73,32 +73,10 @@ impl Collected {
     }
 
     fn write(&self, folder: &RunFolder) -> anyhow::Result<()> {
-        results::write_csv(&folder.file("summary.csv"), &self.summary, &[])?;
-        results::write_csv(
-            &folder.file("timeseries.csv"),
-            &self.timeseries,
-            &[
-                "strategy",
-                "repetition",
-                "t_ms",
-                "sent",
-                "confirmed",
-                "pending",
-                "sold_out",
-                "errors",
-                "units_left",
-            ],
-        )?;
-        results::write_csv(
-            &folder.file("latency.csv"),
-            &self.latency,
-            &["strategy", "repetition", "outcome", "percentile", "latency_ms", "count"],
-        )?;
-        results::write_csv(
-            &folder.file("errors.csv"),
-            &self.errors,
-            &["strategy", "repetition", "kind", "count"],
-        )?;
+        results::write_csv(&folder.file("summary.csv"), &self.summary)?;
+        results::write_csv(&folder.file("timeseries.csv"), &self.timeseries)?;
+        results::write_csv(&folder.file("latency.csv"), &self.latency)?;
+        results::write_csv(&folder.file("errors.csv"), &self.errors)?;
         for (strategy, histogram) in &self.success {
             results::write_hgrm(&folder.path.join("histograms").join(format!("{strategy}.hgrm")), histogram)?;
         }

@@ -303,17 +303,90 @@ impl ErrorRow {
     }
 }
 
+/// A row of one of the run folder's CSV files. `COLUMNS` is its header, written also when a file
+/// has no rows; a test holds it equal to the serialized fields and to `results/README.md`.
+pub trait CsvRow: Serialize {
+    const COLUMNS: &'static [&'static str];
+}
+
+impl CsvRow for SummaryRow {
+    const COLUMNS: &'static [&'static str] = &[
+        "run_id",
+        "strategy",
+        "repetition",
+        "position",
+        "safe",
+        "model",
+        "offered_rps",
+        "achieved_rps",
+        "sent",
+        "answered",
+        "confirmed",
+        "pending",
+        "sold_out",
+        "errors",
+        "late",
+        "unsent",
+        "duration_ms",
+        "sales_per_sec",
+        "time_to_sell_out_ms",
+        "first_sold_out_ms",
+        "hot_stock",
+        "final_stock",
+        "p50_ms",
+        "p90_ms",
+        "p99_ms",
+        "p999_ms",
+        "max_ms",
+        "sold_out_p50_ms",
+        "sold_out_p99_ms",
+        "oversold",
+        "undersold",
+        "lost",
+        "phantom",
+        "duplicated",
+        "accepted_then_cancelled",
+        "redis_drift",
+        "drain_ms",
+        "settled",
+        "verdict",
+    ];
+}
+
+impl CsvRow for TimeseriesRow {
+    const COLUMNS: &'static [&'static str] = &[
+        "strategy",
+        "repetition",
+        "t_ms",
+        "sent",
+        "confirmed",
+        "pending",
+        "sold_out",
+        "errors",
+        "units_left",
+    ];
+}
+
+impl CsvRow for LatencyRow {
+    const COLUMNS: &'static [&'static str] =
+        &["strategy", "repetition", "outcome", "percentile", "latency_ms", "count"];
+}
+
+impl CsvRow for ErrorRow {
+    const COLUMNS: &'static [&'static str] = &["strategy", "repetition", "kind", "count"];
+}
+
 /// Writes `rows` as a CSV with a header row (also when there are no rows).
 ///
 /// # Errors
 /// When the file cannot be written.
-pub fn write_csv<T: Serialize>(path: &Path, rows: &[T], header: &[&str]) -> anyhow::Result<()> {
+pub fn write_csv<T: CsvRow>(path: &Path, rows: &[T]) -> anyhow::Result<()> {
     let mut writer = csv::WriterBuilder::new()
         .has_headers(!rows.is_empty())
         .from_path(path)
         .with_context(|| format!("cannot write {}", path.display()))?;
     if rows.is_empty() {
-        writer.write_record(header)?;
+        writer.write_record(T::COLUMNS)?;
     }
     for row in rows {
         writer.serialize(row).with_context(|| format!("cannot write a row of {}", path.display()))?;
@@ -470,11 +543,16 @@ mod tests {
             settled: true,
         };
 
-        let summary = [SummaryRow::new(&key, "open", 10.0, &record, &settlement)];
-        assert_eq!(header(&summary), documented("summary.csv"));
-        assert_eq!(header(&TimeseriesRow::of(&key, &record)), documented("timeseries.csv"));
-        assert_eq!(header(&LatencyRow::of(&key, &record)), documented("latency.csv"));
-        assert_eq!(header(&ErrorRow::of(&key, &record)), documented("errors.csv"));
+        check(&[SummaryRow::new(&key, "open", 10.0, &record, &settlement)], "summary.csv");
+        check(&TimeseriesRow::of(&key, &record), "timeseries.csv");
+        check(&LatencyRow::of(&key, &record), "latency.csv");
+        check(&ErrorRow::of(&key, &record), "errors.csv");
+    }
+
+    /// The serialized header, the declared columns and the documented ones are the same list.
+    fn check<T: CsvRow>(rows: &[T], file: &str) {
+        assert_eq!(header(rows), documented(file), "{file}: the rows against results/README.md");
+        assert_eq!(header(rows), T::COLUMNS, "{file}: the rows against CsvRow::COLUMNS");
     }
 
     #[test]
@@ -483,10 +561,17 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let rows = vec![ErrorRow { strategy: "s".into(), repetition: 1, kind: "timeout".into(), count: 3 }];
         let path = dir.join("errors.csv");
-        write_csv(&path, &rows, &[]).unwrap();
+        write_csv(&path, &rows).unwrap();
         assert_eq!(read_csv::<ErrorRow>(&path).unwrap(), rows);
-        write_csv::<ErrorRow>(&path, &[], &["strategy", "repetition", "kind", "count"]).unwrap();
+        write_csv::<ErrorRow>(&path, &[]).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap().trim(), "strategy,repetition,kind,count");
+        let summary = dir.join("summary.csv");
+        write_csv::<SummaryRow>(&summary, &[]).unwrap();
+        let written = std::fs::read_to_string(&summary).unwrap();
+        assert!(
+            written.starts_with("run_id,strategy,repetition,") && written.trim().ends_with(",verdict"),
+            "{written}"
+        );
         std::fs::write(&path, "strategy,repetition,kind,count\ns,one,timeout,3\n").unwrap();
         let err = format!("{:#}", read_csv::<ErrorRow>(&path).unwrap_err());
         assert!(err.contains("errors.csv") && err.contains("row 2"), "{err}");
