@@ -1,13 +1,15 @@
-//! `run.json`: what was run, from which commit, on what, against which versions.
+//! `run.json`: what was run, from which commit, on what, against which versions. `bench` writes
+//! it and `report` reads it with these same types.
 
+use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::server::StrategyInfo;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Git {
     pub sha: String,
     pub short_sha: String,
@@ -15,46 +17,39 @@ pub struct Git {
     pub dirty: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct Versions {
-    pub checkout_bench: &'static str,
-    pub rustc: String,
-    pub postgres: String,
-    pub redis: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Host {
     pub hostname: String,
     pub cpus: usize,
-    pub os: &'static str,
-    pub arch: &'static str,
+    pub os: String,
+    pub arch: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ServerInfo {
     pub url: String,
     pub spawned: bool,
 }
 
 /// The whole `run.json`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunMeta {
     pub run_id: String,
     pub started_at: String,
     pub finished_at: String,
     pub git: Git,
-    pub versions: Versions,
+    /// `checkout_bench`, `rustc`, `postgres`, `redis`: each as it reported itself.
+    pub versions: BTreeMap<String, String>,
     pub host: Host,
-    pub profile: &'static str,
-    pub preset: &'static str,
+    pub profile: String,
+    pub preset: String,
     pub command: String,
     pub options: serde_json::Value,
     pub strategies: Vec<StrategyInfo>,
     pub repetition_order: Vec<Vec<String>>,
     pub server: ServerInfo,
     /// Set when the comparison stopped before every run was done.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incomplete: Option<String>,
 }
 
@@ -90,13 +85,13 @@ pub fn host() -> Host {
     Host {
         hostname,
         cpus: std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
-        os: std::env::consts::OS,
-        arch: std::env::consts::ARCH,
+        os: std::env::consts::OS.to_owned(),
+        arch: std::env::consts::ARCH.to_owned(),
     }
 }
 
 /// Asks each backend for its version, a few seconds at most each; `unknown` when one does not say.
-pub async fn versions(database_url: &str, redis_url: &str) -> Versions {
+pub async fn versions(database_url: &str, redis_url: &str) -> BTreeMap<String, String> {
     let limit = Duration::from_secs(3);
     let postgres = tokio::time::timeout(limit, async {
         use sqlx::Connection as _;
@@ -110,10 +105,11 @@ pub async fn versions(database_url: &str, redis_url: &str) -> Versions {
         info.lines().find_map(|line| line.strip_prefix("redis_version:")).map(|v| v.trim().to_owned())
     });
     let (postgres, redis) = tokio::join!(postgres, redis);
-    Versions {
-        checkout_bench: env!("CARGO_PKG_VERSION"),
-        rustc: output_of("rustc", &["--version"]).unwrap_or_else(|| "unknown".to_owned()),
-        postgres: postgres.ok().flatten().unwrap_or_else(|| "unknown".to_owned()),
-        redis: redis.ok().flatten().unwrap_or_else(|| "unknown".to_owned()),
-    }
+    let unknown = || "unknown".to_owned();
+    BTreeMap::from([
+        ("checkout_bench".to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
+        ("rustc".to_owned(), output_of("rustc", &["--version"]).unwrap_or_else(unknown)),
+        ("postgres".to_owned(), postgres.ok().flatten().unwrap_or_else(unknown)),
+        ("redis".to_owned(), redis.ok().flatten().unwrap_or_else(unknown)),
+    ])
 }

@@ -152,8 +152,8 @@ pub async fn compare(flags: &CompareFlags, command: String) -> anyhow::Result<Co
         git,
         versions: meta::versions(&flags.server.database_url, &flags.server.redis_url).await,
         host: meta::host(),
-        profile: meta::profile(),
-        preset: flags.load.preset().as_str(),
+        profile: meta::profile().to_owned(),
+        preset: flags.load.preset().as_str().to_owned(),
         command,
         options: json!({
             "load": plan,
@@ -181,8 +181,8 @@ pub async fn compare(flags: &CompareFlags, command: String) -> anyhow::Result<Co
             &collected.summary,
             &folder,
             &flags.baseline,
-            meta.profile,
-            meta.preset,
+            &meta.profile,
+            &meta.preset,
             flags.write_baseline,
         )?)
     } else {

@@ -1,8 +1,6 @@
 //! The in-memory run every output is drawn from, field for field the schema in
 //! `results/README.md`, so a bench results folder and Locust output render the same way.
 
-use std::collections::BTreeMap;
-
 use serde::Deserialize;
 
 /// Where a run's figures came from; Locust output carries no server audit.
@@ -54,45 +52,6 @@ impl Run {
     }
 }
 
-/// `run.json`: what was run, where, with which versions.
-#[derive(Debug, Clone, Deserialize)]
-pub struct RunMeta {
-    pub run_id: String,
-    pub started_at: String,
-    pub finished_at: String,
-    pub git: GitInfo,
-    pub versions: BTreeMap<String, String>,
-    pub host: HostInfo,
-    pub profile: String,
-    pub preset: String,
-    pub command: String,
-    pub options: serde_json::Value,
-    pub strategies: Vec<StrategyInfo>,
-    pub repetition_order: Vec<Vec<String>>,
-    pub server: ServerInfo,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct GitInfo {
-    pub sha: String,
-    pub short_sha: String,
-    pub dirty: bool,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct HostInfo {
-    pub hostname: String,
-    pub cpus: u32,
-    pub os: String,
-    pub arch: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct ServerInfo {
-    pub url: String,
-    pub spawned: bool,
-}
-
 /// `gate.json`: only the parts the page shows.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Gate {
@@ -101,6 +60,7 @@ pub struct Gate {
     pub skipped: Option<String>,
 }
 
+pub use crate::bench::meta::RunMeta;
 pub use crate::bench::results::{
     ANOMALIES, ErrorRow, LatencyRow, Outcome, SummaryRow, TimeseriesRow, Verdict,
 };
