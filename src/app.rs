@@ -6,7 +6,9 @@ use std::ops::Deref;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use checkout_strategies::{Backends, RedisBackend, Registry, StockPlan, StrategyError, catalog, redis_stock};
+use checkout_strategies::{
+    Backends, RedisBackend, Registry, StockPlan, StrategyError, catalog, redis_stock, reservation,
+};
 use sqlx::PgPool;
 
 use crate::sessions::{SessionConfig, Sessions};
@@ -131,13 +133,12 @@ impl App {
     /// # Errors
     /// When a backend does not answer.
     pub async fn repair_redis(&self) -> Result<redis_stock::RepairReport, StrategyError> {
-        let mut pending = std::collections::HashMap::new();
-        for strategy in self.registry.iter() {
-            for (product, units) in strategy.pending_units().await? {
-                *pending.entry(product).or_insert(0) += units;
-            }
-        }
-        redis_stock::repair(&self.pg, &self.redis, &pending).await
+        let holds = reservation::holds(&self.redis).await?;
+        let ids: Vec<uuid::Uuid> = holds.iter().map(|hold| hold.order_id).collect();
+        let committed = reservation::committed(&self.pg, &ids).await?;
+        let now_ms = reservation::redis_now_ms(&self.redis).await?;
+        let held = reservation::units_by_product(&holds, &committed, now_ms);
+        redis_stock::repair(&self.pg, &self.redis, &held).await
     }
 
     /// The plan of the last reset.

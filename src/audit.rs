@@ -7,16 +7,23 @@
 //! is the system of record; strategies that keep stock elsewhere (the in-memory baseline) are
 //! audited the same way in `ledgers`.
 //!
-//! Redis strategies keep a mirror of the stock: for each product, Redis stock plus the units still
-//! in flight (taken in Redis, not yet in PostgreSQL) must equal PostgreSQL's stock; the gap is
-//! `redis_drift`. It only counts against `clean` when Redis strategies alone sold since the reset:
-//! strategies that move only PostgreSQL's stock leave Redis behind by design. Queueing strategies
-//! add `pending` (accepted, not yet persisted), `dead_lettered` and `accepted_then_cancelled`.
+//! Redis strategies keep a mirror of the stock, and every unit they take is held for one order
+//! (a reservation or a queued order, see `checkout_strategies::reservation`). For each product the
+//! Redis gate sells, Redis's shelf must equal PostgreSQL's stock minus the units of holds whose
+//! order PostgreSQL does not have yet; the gap is `redis_drift` (positive: Redis offers units
+//! PostgreSQL lacks; negative: units gone from the shelf that no hold accounts for). The in-flight
+//! counter must equal the units held. `stranded` counts units nobody will give back on their own:
+//! a negative drift, and reservations past their deadline whose order PostgreSQL lacks (the
+//! sweeper returns those). Products the PostgreSQL gate sells are not held to Redis: the mirror
+//! is not theirs. Queueing strategies add `pending` (accepted, not yet persisted),
+//! `dead_lettered` and `accepted_then_cancelled`; orders for products PostgreSQL has no row for
+//! are `orphan_units`. Any of these makes the audit not clean, whatever mix of strategies sold.
 
 use std::collections::BTreeMap;
 
 use checkout_strategies::catalog::{self, OrderTotals};
-use checkout_strategies::{ProductLedger, StrategyError, StrategyKind, redis_stock};
+use checkout_strategies::reservation::{self, HeldUnits};
+use checkout_strategies::{Gate, ProductLedger, StrategyError, StrategyKind, redis_stock};
 use serde::Serialize;
 
 use crate::app::App;
@@ -42,12 +49,25 @@ pub struct ProductAudit {
     /// Redis's stock, when the Redis mirror was read and holds the key.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_stock: Option<i64>,
-    /// Units taken in Redis whose orders PostgreSQL does not hold yet.
+    /// Redis's in-flight counter: units taken in Redis and held for an order.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_inflight: Option<i64>,
-    /// `redis_stock + redis_inflight − final_stock`: non-zero when the mirror disagrees.
+    /// Units held for orders, summed from the holds themselves (the counter must agree).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_held: Option<i64>,
+    /// Of those, units whose order PostgreSQL does not hold yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_uncommitted: Option<i64>,
+    /// `redis_stock − (final_stock − redis_uncommitted)`, plus any gap between the in-flight
+    /// counter and the holds: non-zero when the mirror disagrees.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_drift: Option<i64>,
+    /// Units off Redis's shelf that nobody gives back on their own: a negative drift, and
+    /// reservations past their deadline whose order PostgreSQL lacks.
+    pub stranded: i64,
+    /// The gate that sells this product since the reset, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gate: Option<Gate>,
 }
 
 impl ProductAudit {
@@ -66,21 +86,36 @@ impl ProductAudit {
             orders: ledger.orders,
             redis_stock: None,
             redis_inflight: None,
+            redis_held: None,
+            redis_uncommitted: None,
             redis_drift: None,
+            stranded: 0,
+            gate: None,
         }
     }
 
-    /// Adds what Redis holds for this product.
-    fn with_redis(mut self, stock: Option<i64>, inflight: Option<i64>) -> Self {
+    /// Adds what Redis holds for this product. A missing stock key is a mirror not built yet (it
+    /// is rebuilt exactly on first use), so only held units can disagree then.
+    fn with_redis(mut self, stock: Option<i64>, inflight: Option<i64>, held: HeldUnits) -> Self {
         let inflight = inflight.unwrap_or(0);
+        let counter_gap = inflight - held.held;
+        let shelf_gap = stock.map_or(0, |stock| stock - (self.final_stock - held.uncommitted));
         self.redis_stock = stock;
         self.redis_inflight = Some(inflight);
-        self.redis_drift = Some(stock.unwrap_or(0) + inflight - self.final_stock);
+        self.redis_held = Some(held.held);
+        self.redis_uncommitted = Some(held.uncommitted);
+        self.redis_drift = Some(shelf_gap + counter_gap);
+        self.stranded = held.expired_uncommitted + (-shelf_gap).max(0);
         self
     }
 
     const fn is_clean(&self) -> bool {
-        self.oversold == 0 && self.negative_stock == 0 && self.stock_drift == 0 && self.duplicated == 0
+        self.oversold == 0
+            && self.negative_stock == 0
+            && self.stock_drift == 0
+            && self.duplicated == 0
+            && self.stranded == 0
+            && matches!(self.redis_drift, None | Some(0))
     }
 }
 
@@ -99,6 +134,10 @@ pub struct AuditTotal {
     pub orders: i64,
     /// Sum of absolute per-product Redis drifts (PostgreSQL only).
     pub redis_drift: i64,
+    /// Units off Redis's shelf that nobody gives back on their own.
+    pub stranded: i64,
+    /// Units in live orders for products PostgreSQL has no row for.
+    pub orphan_units: i64,
 }
 
 /// The books of one place that holds stock.
@@ -123,6 +162,7 @@ impl LedgerAudit {
             total.negative_stock += p.negative_stock;
             total.stock_drift += p.stock_drift.abs();
             total.redis_drift += p.redis_drift.unwrap_or(0).abs();
+            total.stranded += p.stranded;
         }
         let clean = duplicated == 0 && products.iter().all(ProductAudit::is_clean);
         Self { clean, total, products }
@@ -143,9 +183,24 @@ pub struct QueueAudit {
 /// Whether the Redis mirror was held to account, and why (not).
 #[derive(Debug, Clone, Serialize)]
 pub struct RedisAudit {
-    /// `redis_drift` counts against `clean`.
+    /// `redis_drift` counts against `clean` (for the products the Redis gate sells).
     pub checked: bool,
     pub note: &'static str,
+}
+
+/// Units taken in Redis for orders: reservations of the synchronous strategies and queued orders.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ReservationAudit {
+    /// Orders holding units (reservations and queued orders).
+    pub holds: i64,
+    /// Units they hold.
+    pub units: i64,
+    /// Units held for orders PostgreSQL does not have yet.
+    pub uncommitted_units: i64,
+    /// Synchronous reservations past their deadline, not yet swept.
+    pub expired: i64,
+    /// Products whose mirror waits for a quiet moment to be rewritten from PostgreSQL.
+    pub awaiting_resync: i64,
 }
 
 /// `GET /admin/audit`.
@@ -154,7 +209,8 @@ pub struct AuditReport {
     /// No anomaly in PostgreSQL, in the Redis mirror (when checked), in the queues, or in any
     /// ledger below.
     pub clean: bool,
-    /// No accepted order is waiting for a worker: the books are final.
+    /// No accepted order is waiting for a worker, no reservation is past its deadline and no
+    /// mirror waits for a resync: the books are final.
     pub settled: bool,
     /// Strategies that placed orders since the reset (this server process).
     pub sold_by: Vec<StrategyKind>,
@@ -165,6 +221,7 @@ pub struct AuditReport {
     /// PostgreSQL orders by status.
     pub order_status: OrderTotals,
     pub queues: QueueAudit,
+    pub reservations: ReservationAudit,
     pub redis: RedisAudit,
     /// Stock kept outside PostgreSQL, by strategy.
     pub ledgers: BTreeMap<StrategyKind, LedgerAudit>,
@@ -191,52 +248,69 @@ pub async fn reconcile(app: &App) -> Result<AuditReport, StrategyError> {
                 .insert(strategy.kind(), LedgerAudit::from_rows(&own.products, own.orders, own.duplicated));
         }
     }
+    let holds = reservation::holds(&app.redis).await?;
+    let awaiting_resync = reservation::awaiting_resync(&app.redis).await?;
+    let now_ms = reservation::redis_now_ms(&app.redis).await?;
     let (rows, totals) = catalog::sql_books(&app.pg, &app.tracked_products()).await?;
+    let ids: Vec<uuid::Uuid> = holds.iter().map(|hold| hold.order_id).collect();
+    let committed = reservation::committed(&app.pg, &ids).await?;
+    let held = reservation::units_by_product(&holds, &committed, now_ms);
     queues.accepted_then_cancelled = totals.cancelled;
-    let ids: Vec<i64> = rows.iter().map(|row| row.product_id).collect();
-    let (stocks, inflight) = redis_stock::mirror(&app.redis, &ids).await?;
-    let mut postgres = LedgerAudit::from_rows(&rows, totals.pending + totals.confirmed, totals.duplicated);
+    let ledgers_rows: Vec<ProductLedger> = rows.iter().map(|row| row.ledger).collect();
+    let product_ids: Vec<i64> = rows.iter().map(|row| row.ledger.product_id).collect();
+    let (stocks, inflight) = redis_stock::mirror(&app.redis, &product_ids).await?;
+    let mut postgres =
+        LedgerAudit::from_rows(&ledgers_rows, totals.pending + totals.confirmed, totals.duplicated);
     postgres.products = postgres
         .products
         .into_iter()
+        .zip(&rows)
         .zip(stocks.into_iter().zip(inflight))
-        .map(|(p, (s, i))| p.with_redis(s, i))
+        .map(|((mut p, row), (stock, inflight))| {
+            p.gate = row.gate;
+            // The mirror belongs to the products the Redis gate sells, or may sell: not to the
+            // ones the PostgreSQL gate claimed.
+            if row.gate != Some(Gate::Postgres) {
+                p = p.with_redis(stock, inflight, held.get(&p.product_id).copied().unwrap_or_default());
+            }
+            p
+        })
         .collect();
     postgres.total.redis_drift = postgres.products.iter().map(|p| p.redis_drift.unwrap_or(0).abs()).sum();
+    postgres.total.stranded = postgres.products.iter().map(|p| p.stranded).sum();
+    postgres.total.orphan_units = totals.orphan_units;
+    postgres.clean = postgres.clean && postgres.products.iter().all(ProductAudit::is_clean);
+    let reservations = ReservationAudit {
+        holds: i64::try_from(holds.len()).unwrap_or(i64::MAX),
+        units: held.values().map(|units| units.held).sum(),
+        uncommitted_units: held.values().map(|units| units.uncommitted).sum(),
+        expired: i64::try_from(holds.iter().filter(|hold| hold.deadline_ms.is_some_and(|d| d <= now_ms)).count())
+            .unwrap_or(i64::MAX),
+        awaiting_resync: i64::try_from(awaiting_resync.len()).unwrap_or(i64::MAX),
+    };
 
-    let sold_by = app.stats.sold_by();
-    let redis = redis_policy(&sold_by);
     let clean = postgres.clean
-        && (!redis.checked || postgres.total.redis_drift == 0)
+        && postgres.total.redis_drift == 0
+        && postgres.total.stranded == 0
+        && postgres.total.orphan_units == 0
         && queues.dead_lettered == 0
         && queues.accepted_then_cancelled == 0
         && ledgers.values().all(|ledger| ledger.clean);
     Ok(AuditReport {
         clean,
-        settled: queues.pending == 0,
-        sold_by,
+        settled: queues.pending == 0 && reservations.expired == 0 && reservations.awaiting_resync == 0,
+        sold_by: app.stats.sold_by(),
         total: postgres.total,
         products: postgres.products,
         order_status: totals,
         queues,
-        redis,
+        reservations,
+        redis: RedisAudit {
+            checked: true,
+            note: "the mirror of every product not claimed by the PostgreSQL gate is held to account",
+        },
         ledgers,
     })
-}
-
-/// Holds Redis to account only when Redis strategies alone sold since the reset.
-fn redis_policy(sold_by: &[StrategyKind]) -> RedisAudit {
-    let uses_redis = |kind: &StrategyKind| kind.spec().backend.contains("redis");
-    let postgres_only = |kind: &StrategyKind| kind.spec().backend == "postgres";
-    match (sold_by.iter().any(uses_redis), sold_by.iter().any(postgres_only)) {
-        (true, false) => RedisAudit { checked: true, note: "Redis strategies alone sold since the reset" },
-        (true, true) => RedisAudit {
-            checked: false,
-            note: "strategies that move only PostgreSQL's stock also sold since the reset, so Redis is \
-                   behind by their sales by design; run one family of strategies per reset",
-        },
-        (false, _) => RedisAudit { checked: false, note: "no Redis strategy sold since the reset" },
-    }
 }
 
 #[cfg(test)]

@@ -96,6 +96,12 @@ pub struct ServeArgs {
     #[arg(long, env = "CONFLICT_RETRIES", default_value_t = 3)]
     pub conflict_retries: u32,
 
+    /// How long a Redis reservation may wait for its order's commit, in milliseconds. Past it, the
+    /// sweeper asks PostgreSQL: a committed order is settled, any other is voided (it can never
+    /// commit afterwards) and its units go back on the shelf.
+    #[arg(long, env = "RESERVATION_TTL_MS", default_value_t = 30_000)]
+    pub reservation_ttl_ms: u64,
+
     /// Random products (ids 1..=N) a fresh, empty database is given at first start, next to the hot
     /// product 100 with 10,000 units.
     #[arg(long, env = "DEFAULT_PRODUCTS", default_value_t = 1_000)]
@@ -108,6 +114,7 @@ impl ServeArgs {
         Tuning {
             naive_race_window: Duration::from_millis(self.naive_race_window_ms),
             conflict_retries: self.conflict_retries,
+            reservation_ttl: Duration::from_millis(self.reservation_ttl_ms),
         }
     }
 }

@@ -3,7 +3,8 @@
 use std::future::Future;
 use std::net::SocketAddr;
 
-use checkout_strategies::redis_stream::run_workers;
+use checkout_strategies::background::{self, BackgroundSettings};
+use checkout_strategies::reservation::SweeperSettings;
 use checkout_strategies::{Backends, CancellationToken, WorkerSettings};
 use tokio::net::TcpListener;
 
@@ -51,9 +52,10 @@ pub async fn shutdown_signal() {
     tracing::info!("shutting down: finishing in-flight requests");
 }
 
-/// Serves the API and, with `worker` settings, the stream workers, until `stop` is cancelled or
-/// one of them stops on its own. Whichever stops first is reported; the other is then asked to
-/// stop and waited for, so the API finishes its requests and the workers their batch.
+/// Serves the API beside the strategies' background work (the reservation sweeper, and, with
+/// `worker` settings, the stream workers), until `stop` is cancelled or one of them stops on its
+/// own. Whichever stops first is reported; the other is then asked to stop and waited for, so the
+/// API finishes its requests and the workers their batch.
 ///
 /// # Errors
 /// When either task failed or panicked.
@@ -66,14 +68,8 @@ pub async fn serve_with_worker(
 ) -> anyhow::Result<()> {
     let mut api = tokio::spawn(run(listener, state, stop.clone().cancelled_owned()));
     let worker_stop = stop.clone();
-    let mut worker = tokio::spawn(async move {
-        let Some(settings) = worker else {
-            tracing::info!("stream worker off: run `server worker` to persist queued orders");
-            worker_stop.cancelled().await;
-            return Ok(());
-        };
-        run_workers(&backends, settings, worker_stop).await
-    });
+    let settings = BackgroundSettings { workers: worker, sweeper: SweeperSettings::default() };
+    let mut worker = tokio::spawn(async move { background::run(&backends, settings, worker_stop).await });
     let (first, second) = tokio::select! {
         exit = &mut api => {
             let first = report_exit("api", exit);

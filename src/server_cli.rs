@@ -4,7 +4,8 @@
 //! own server.
 
 use anyhow::Context;
-use checkout_strategies::redis_stream::run_workers;
+use checkout_strategies::background::{self, BackgroundSettings};
+use checkout_strategies::reservation::SweeperSettings;
 use checkout_strategies::{Backends, CancellationToken, StockPlan, Tuning, backends};
 use clap::{Parser, Subcommand};
 
@@ -71,7 +72,8 @@ pub async fn run(cli: ServerCli) -> anyhow::Result<()> {
     tokio::spawn(cancel_on_signal(stop.clone()));
     if let Some(Command::Worker { worker, .. }) = &cli.command {
         let backends = Backends { pg, redis, tuning: Tuning::default() };
-        run_workers(&backends, worker.settings(), stop).await.context("stream workers failed")?;
+        let settings = BackgroundSettings { workers: Some(worker.settings()), sweeper: SweeperSettings::default() };
+        background::run(&backends, settings, stop).await.context("background work failed")?;
         return Ok(());
     }
     let backends = Backends { pg, redis, tuning: cli.serve.tuning() };

@@ -2,7 +2,7 @@
 //! strategy files hold only their mechanism. Feeds `GET /stats` (HdrHistogram percentiles) and
 //! `GET /metrics` (Prometheus).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -50,6 +50,12 @@ impl Counters {
 fn new_histogram() -> Histogram<u64> {
     let max = u64::try_from(MAX_TRACKED.as_micros()).expect("fits");
     Histogram::new_with_bounds(1, max, 3).expect("static bounds are valid")
+}
+
+/// Counts one answer under `code` in the errors map, and returns the code.
+fn count_error(counters: &Counters, code: &'static str) -> &'static str {
+    *counters.errors.lock().unwrap_or_else(PoisonError::into_inner).entry(code).or_default() += 1;
+    code
 }
 
 /// Statistics of every strategy.
@@ -128,15 +134,10 @@ impl Stats {
                 counters.unknown_product.fetch_add(1, Ordering::Relaxed);
                 "unknown_product"
             }
-            Err(err) => {
-                *counters
-                    .errors
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .entry(err.code())
-                    .or_default() += 1;
-                err.code()
-            }
+            // Refusals that are the client's to fix: counted with the errors, under their codes.
+            Ok(PurchaseOutcome::GateConflict { .. }) => count_error(counters, "inventory_gate_conflict"),
+            Ok(PurchaseOutcome::KeyReused(_)) => count_error(counters, "idempotency_key_reused"),
+            Err(err) => count_error(counters, err.code()),
         };
         let micros =
             u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX).clamp(1, MAX_TRACKED.as_micros() as u64);
@@ -242,10 +243,6 @@ impl Strategy for Measured {
 
     async fn backlog(&self) -> Result<Option<Backlog>, StrategyError> {
         self.inner.backlog().await
-    }
-
-    async fn pending_units(&self) -> Result<HashMap<i64, i64>, StrategyError> {
-        self.inner.pending_units().await
     }
 
     async fn own_order(&self, id: Uuid) -> Result<Option<OrderView>, StrategyError> {

@@ -14,7 +14,7 @@
 use axum::Json;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use checkout_strategies::{ProductId, StrategyError, StrategyKind};
+use checkout_strategies::{Gate, ProductId, StrategyError, StrategyKind};
 use serde_json::{Value, json};
 
 /// Everything a request can fail with.
@@ -52,6 +52,16 @@ pub enum ApiError {
     Timeout(u64, uuid::Uuid),
     #[error("too many concurrent writers on the same rows; retry later")]
     Contention(String),
+    #[error("a backend failed after the order may have been written; check GET /orders/{{order_id}} later")]
+    InDoubt(String, uuid::Uuid),
+    #[error(
+        "product {0} is sold through the {gate} gate since the last reset; strategies of one gate per product \
+         (see README, \"Mixing strategies\"), or reset",
+        gate = .1.as_str()
+    )]
+    GateConflict(ProductId, Gate),
+    #[error("this Idempotency-Key was used for a different purchase (order {0}); use a new key")]
+    KeyReused(uuid::Uuid),
     #[error("internal error")]
     Internal(String),
 }
@@ -64,13 +74,16 @@ impl ApiError {
             Self::UnknownStrategy(_) | Self::UnknownProduct(_) | Self::UnknownOrder(_) | Self::NoRoute => {
                 StatusCode::NOT_FOUND
             }
-            Self::SoldOut(_) => StatusCode::CONFLICT,
+            Self::SoldOut(_) | Self::GateConflict(..) => StatusCode::CONFLICT,
+            Self::KeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unauthorized | Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Unavailable(_) | Self::Timeout(..) | Self::Contention(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::Timeout(..) | Self::Contention(_) | Self::InDoubt(..) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -92,6 +105,9 @@ impl ApiError {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Unavailable(_) | Self::Timeout(..) => "backend_unavailable",
             Self::Contention(_) => "contention",
+            Self::InDoubt(..) => "outcome_unknown",
+            Self::GateConflict(..) => "inventory_gate_conflict",
+            Self::KeyReused(_) => "idempotency_key_reused",
             Self::Internal(_) => "internal",
         }
     }
@@ -106,7 +122,13 @@ impl ApiError {
             }
             Self::UnknownStrategy(_) => body["strategies"] = json!(StrategyKind::names()),
             Self::UnknownProduct(id) | Self::SoldOut(id) => body["product_id"] = json!(id.get()),
-            Self::UnknownOrder(id) | Self::Timeout(_, id) => body["order_id"] = json!(id),
+            Self::GateConflict(id, gate) => {
+                body["product_id"] = json!(id.get());
+                body["gate"] = json!(gate);
+            }
+            Self::UnknownOrder(id) | Self::Timeout(_, id) | Self::InDoubt(_, id) | Self::KeyReused(id) => {
+                body["order_id"] = json!(id);
+            }
             _ => {}
         }
         body
@@ -118,7 +140,8 @@ impl From<StrategyError> for ApiError {
         match err {
             StrategyError::Unavailable(detail) => Self::Unavailable(detail),
             StrategyError::Conflict(detail) => Self::Contention(detail),
-            StrategyError::Internal(detail) => Self::Internal(detail),
+            // Callers that know the order id answer with it (`http::purchase`).
+            StrategyError::InDoubt(detail) | StrategyError::Internal(detail) => Self::Internal(detail),
         }
     }
 }
@@ -144,6 +167,7 @@ impl ApiError {
             Self::Unavailable(detail) | Self::Contention(detail) => {
                 tracing::debug!(code = self.code(), %detail)
             }
+            Self::InDoubt(detail, order) => tracing::warn!(%detail, %order, "purchase outcome unknown"),
             _ => {}
         }
     }

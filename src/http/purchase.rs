@@ -11,7 +11,9 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use checkout_strategies::{IdempotencyKey, OrderStatus, PurchaseOutcome, PurchaseRequest, StrategyKind};
+use checkout_strategies::{
+    IdempotencyKey, OrderStatus, PurchaseOutcome, PurchaseRequest, StrategyError, StrategyKind,
+};
 use uuid::Uuid;
 
 use crate::app::AppState;
@@ -63,9 +65,22 @@ async fn purchase(
             (status, [(header::LOCATION, location)], Json(receipt)).into_response()
         }
         PurchaseOutcome::Replayed(receipt) => (StatusCode::OK, Json(receipt)).into_response(),
-        PurchaseOutcome::SoldOut(product) => return Err(ApiError::SoldOut(product)),
-        PurchaseOutcome::UnknownProduct(product) => return Err(ApiError::UnknownProduct(product)),
+        refused => return Err(refusal(refused)),
     })
+}
+
+/// The error for an outcome that placed nothing. Each front end renders placed orders its own way;
+/// refusals read the same everywhere.
+pub(super) fn refusal(outcome: PurchaseOutcome) -> ApiError {
+    match outcome {
+        PurchaseOutcome::SoldOut(product) => ApiError::SoldOut(product),
+        PurchaseOutcome::UnknownProduct(product) => ApiError::UnknownProduct(product),
+        PurchaseOutcome::GateConflict { product, gate } => ApiError::GateConflict(product, gate),
+        PurchaseOutcome::KeyReused(first) => ApiError::KeyReused(first),
+        PurchaseOutcome::Placed(receipt) | PurchaseOutcome::Replayed(receipt) => {
+            ApiError::Internal(format!("order {} was placed, not refused", receipt.order_id))
+        }
+    }
 }
 
 /// Authorises a validated purchase (`user_is_login`: a buyer named in the body needs no session),
@@ -110,6 +125,7 @@ async fn run(
     let task = tokio::spawn(async move { strategy.purchase(&request).await });
     let timeout = state.config.request_timeout;
     match tokio::time::timeout(timeout, task).await {
+        Ok(Ok(Err(StrategyError::InDoubt(detail)))) => Err(ApiError::InDoubt(detail, order_id)),
         Ok(Ok(result)) => Ok(result?),
         Ok(Err(join_error)) => Err(ApiError::Internal(format!("purchase task failed: {join_error}"))),
         Err(_) => Err(ApiError::Timeout(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX), order_id)),

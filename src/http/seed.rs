@@ -105,8 +105,7 @@ async fn purchase(state: &AppState, mode: Option<&str>, request: Request) -> Res
             format!("Purchase successful: order {} ({})", receipt.order_id, receipt.status.as_str()),
         )
             .into_response()),
-        PurchaseOutcome::SoldOut(product) => Err(ApiError::SoldOut(product)),
-        PurchaseOutcome::UnknownProduct(product) => Err(ApiError::UnknownProduct(product)),
+        refused => Err(purchase::refusal(refused)),
     }
 }
 

@@ -11,7 +11,14 @@
 -- ARGV[1]: group; ARGV[2]: guard; ARGV[3]: m; then per entry: entry id, order id ('' when
 -- unknown), action, payload, reason, deliveries, line count k, and k pairs (key index, quantity).
 -- Returns how many entries still held units.
+-- Returns -j, moving nothing, when stock key j is missing: holds must not end while a recovery
+-- may be counting them (the caller recovers the key and settles again).
 local group, guard, m = ARGV[1], ARGV[2], tonumber(ARGV[3])
+for j = 1, m do
+  if redis.call('EXISTS', KEYS[4 + j]) == 0 then
+    return -j
+  end
+end
 local held = 0
 local at = 4
 while at <= #ARGV do

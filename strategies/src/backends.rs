@@ -88,11 +88,13 @@ pub struct Tuning {
     pub naive_race_window: Duration,
     /// How often `sql-for-update` runs a transaction again after a deadlock or serialization failure.
     pub conflict_retries: u32,
+    /// How long a Redis reservation may wait for its order's commit before the sweeper settles it.
+    pub reservation_ttl: Duration,
 }
 
 impl Default for Tuning {
     fn default() -> Self {
-        Self { naive_race_window: Duration::ZERO, conflict_retries: 3 }
+        Self { naive_race_window: Duration::ZERO, conflict_retries: 3, reservation_ttl: Duration::from_secs(30) }
     }
 }
 

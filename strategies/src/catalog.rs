@@ -10,7 +10,7 @@ use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::error::StrategyError;
-use crate::kind::StrategyKind;
+use crate::kind::{Gate, StrategyKind};
 use crate::order::{OrderStatus, ProductId};
 use crate::plan::StockPlan;
 use crate::strategy::{OrderEntry, ProductLedger};
@@ -41,9 +41,11 @@ pub struct ResetSummary {
 pub async fn reset(pool: &PgPool, plan: &StockPlan) -> Result<ResetSummary, StrategyError> {
     let started = Instant::now();
     let mut tx = pool.begin().await?;
-    // A big COPY outlives the per-statement timeout meant for purchases.
+    // A big COPY outlives the per-statement timeout meant for purchases; a purchase holding a row
+    // lock must not hold the reset forever, though: past the lock timeout it answers 503.
     sqlx::query("SET LOCAL statement_timeout = 0").execute(&mut *tx).await?;
-    sqlx::query("TRUNCATE order_items, orders").execute(&mut *tx).await?;
+    sqlx::query("SET LOCAL lock_timeout = '5s'").execute(&mut *tx).await?;
+    sqlx::query("TRUNCATE order_items, orders, idempotency_claims").execute(&mut *tx).await?;
     let mut written = 0;
     if let Some(random) = plan.random_products {
         sqlx::query("TRUNCATE products").execute(&mut *tx).await?;
@@ -72,7 +74,9 @@ pub async fn reset(pool: &PgPool, plan: &StockPlan) -> Result<ResetSummary, Stra
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    let rebaselined = sqlx::query("UPDATE products SET initial_stock = stock WHERE initial_stock <> stock")
+    let rebaselined = sqlx::query(
+        "UPDATE products SET initial_stock = stock, gate = NULL WHERE initial_stock <> stock OR gate IS NOT NULL",
+    )
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -175,10 +179,17 @@ WITH sold AS (
 )
 SELECT p.id AS product_id, p.initial_stock, p.stock AS final_stock,
        COALESCE(s.units, 0) AS units_in_orders, COALESCE(s.orders, 0) AS orders,
-       COALESCE(s.duplicated, 0) AS duplicated
+       COALESCE(s.duplicated, 0) AS duplicated, p.gate
 FROM products p LEFT JOIN sold s ON s.product_id = p.id
-WHERE s.product_id IS NOT NULL OR p.stock <> p.initial_stock OR p.id = ANY($1)
+WHERE s.product_id IS NOT NULL OR p.stock <> p.initial_stock OR p.id = ANY($1) OR p.gate IS NOT NULL
 ORDER BY p.id
+"#;
+
+/// Units in live orders for products PostgreSQL has no row for: sold out of nothing.
+const ORPHAN_UNITS: &str = r#"
+SELECT COALESCE(SUM(i.quantity), 0)::bigint
+FROM order_items i JOIN orders o ON o.id = i.order_id
+WHERE o.status IN ('pending', 'confirmed') AND NOT EXISTS (SELECT 1 FROM products p WHERE p.id = i.product_id)
 "#;
 
 #[derive(FromRow)]
@@ -189,6 +200,14 @@ struct LedgerRow {
     units_in_orders: i64,
     orders: i64,
     duplicated: i64,
+    gate: Option<String>,
+}
+
+/// One product's row in PostgreSQL's books, with the gate that sells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqlProduct {
+    pub ledger: ProductLedger,
+    pub gate: Option<Gate>,
 }
 
 /// PostgreSQL's books, read from one snapshot: per-product rows for every product it has something
@@ -197,26 +216,27 @@ struct LedgerRow {
 ///
 /// # Errors
 /// When the database does not answer.
-pub async fn sql_books(
-    pool: &PgPool,
-    tracked: &[i64],
-) -> Result<(Vec<ProductLedger>, OrderTotals), StrategyError> {
+pub async fn sql_books(pool: &PgPool, tracked: &[i64]) -> Result<(Vec<SqlProduct>, OrderTotals), StrategyError> {
     let mut tx = pool.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY").execute(&mut *tx).await?;
     // Scanning millions of products outlives the timeout meant for purchases.
     sqlx::query("SET LOCAL statement_timeout = '300s'").execute(&mut *tx).await?;
     let rows: Vec<LedgerRow> = sqlx::query_as(SQL_LEDGER).bind(tracked).fetch_all(&mut *tx).await?;
-    let totals: OrderTotals = sqlx::query_as(ORDER_TOTALS).fetch_one(&mut *tx).await?;
+    let mut totals: OrderTotals = sqlx::query_as(ORDER_TOTALS).fetch_one(&mut *tx).await?;
+    totals.orphan_units = sqlx::query_scalar(ORPHAN_UNITS).fetch_one(&mut *tx).await?;
     tx.commit().await?;
     let ledger = rows
         .into_iter()
-        .map(|r| ProductLedger {
-            product_id: r.product_id,
-            initial_stock: r.initial_stock,
-            final_stock: r.final_stock,
-            units_in_orders: r.units_in_orders,
-            orders: r.orders,
-            duplicated: r.duplicated,
+        .map(|r| SqlProduct {
+            ledger: ProductLedger {
+                product_id: r.product_id,
+                initial_stock: r.initial_stock,
+                final_stock: r.final_stock,
+                units_in_orders: r.units_in_orders,
+                orders: r.orders,
+                duplicated: r.duplicated,
+            },
+            gate: crate::gates::parse_gate(r.gate.as_deref()),
         })
         .collect();
     Ok((ledger, totals))
@@ -226,7 +246,9 @@ const ORDER_TOTALS: &str = r#"
 SELECT COUNT(*) FILTER (WHERE status = 'pending') AS pending,
        COUNT(*) FILTER (WHERE status = 'confirmed') AS confirmed,
        COUNT(*) FILTER (WHERE status = 'cancelled') AS cancelled,
-       COUNT(idempotency_key) - COUNT(DISTINCT idempotency_key) AS duplicated
+       COUNT(*) FILTER (WHERE status = 'void') AS voided,
+       COUNT(idempotency_key) - COUNT(DISTINCT idempotency_key) AS duplicated,
+       0::bigint AS orphan_units
 FROM orders
 "#;
 
@@ -237,8 +259,12 @@ pub struct OrderTotals {
     pub pending: i64,
     pub confirmed: i64,
     pub cancelled: i64,
+    /// Order ids voided while in doubt ([`crate::fence`]): never orders, listed for the record.
+    pub voided: i64,
     /// Orders beyond the first for their idempotency key.
     pub duplicated: i64,
+    /// Units in live orders for products PostgreSQL has no row for.
+    pub orphan_units: i64,
 }
 
 /// True when no product exists yet (a database nobody has reset or populated).
@@ -255,7 +281,7 @@ pub async fn is_empty(pool: &PgPool) -> Result<bool, StrategyError> {
 /// When the database does not answer, or holds a status or strategy this build does not know.
 pub async fn order_entries(pool: &PgPool, limit: i64) -> Result<Vec<OrderEntry>, StrategyError> {
     let rows: Vec<(Uuid, String, String)> =
-        sqlx::query_as("SELECT id, strategy, status FROM orders LIMIT $1")
+        sqlx::query_as("SELECT id, strategy, status FROM orders WHERE status <> 'void' LIMIT $1")
             .bind(limit)
             .fetch_all(pool)
             .await?;

@@ -15,6 +15,11 @@ pub enum StrategyError {
     /// Serialization failures or deadlocks outlasted the bounded retries.
     #[error("gave up after repeated write conflicts: {0}")]
     Conflict(String),
+    /// A backend failed after the order may have been written, and asking PostgreSQL again
+    /// failed too: the order may exist. Its units stay reserved until the sweeper settles the
+    /// doubt; the client should look the order up later.
+    #[error("outcome unknown: {0}")]
+    InDoubt(String),
     /// A bug or an unexpected backend answer.
     #[error("internal error: {0}")]
     Internal(String),
@@ -26,8 +31,14 @@ impl StrategyError {
         match self {
             Self::Unavailable(_) => "backend_unavailable",
             Self::Conflict(_) => "contention",
+            Self::InDoubt(_) => "outcome_unknown",
             Self::Internal(_) => "internal",
         }
+    }
+
+    /// The failed purchase may still have placed its order.
+    pub const fn may_have_taken_effect(&self) -> bool {
+        matches!(self, Self::InDoubt(_))
     }
 }
 

@@ -22,11 +22,41 @@ pub enum StrategyKind {
     StreamDeferred,
 }
 
+/// Where a strategy takes stock first: the books its purchases are exact against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Gate {
+    /// Its own books in this process (the baseline).
+    InProcess,
+    /// PostgreSQL's stock row, inside the transaction that writes the order.
+    Postgres,
+    /// The Redis mirror, before PostgreSQL sees the order.
+    Redis,
+}
+
+impl Gate {
+    /// The spelling kept in `products.gate`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::InProcess => "in-process",
+            Self::Postgres => "postgres",
+            Self::Redis => "redis",
+        }
+    }
+}
+
 /// What a strategy promises, read by the HTTP listing, the README table and the behaviour suite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Guarantees {
-    /// Where stock and orders live.
+    /// Where stock and orders live, for people (`gate` and `queued` say it for code).
     pub backend: &'static str,
+    /// Where stock is taken first.
+    pub gate: Gate,
+    /// Its books live in one server process: several replicas would each sell the whole stock.
+    pub single_process: bool,
+    /// A queued order holds its units from the moment it is accepted (else the worker takes them
+    /// later, and an accepted order can still be refused).
+    pub reserves_before_accepting: bool,
     /// Never sells more than the stock, loses no order and never duplicates one, under contention.
     pub safe: bool,
     /// A confirmed order survives a crash of the server.
@@ -70,6 +100,9 @@ impl StrategyKind {
         match self {
             Self::Memory => Guarantees {
                 backend: "in-process",
+                gate: Gate::InProcess,
+                single_process: true,
+                reserves_before_accepting: true,
                 safe: true,
                 durable: false,
                 queued: false,
@@ -78,6 +111,9 @@ impl StrategyKind {
             },
             Self::SqlNaive => Guarantees {
                 backend: "postgres",
+                gate: Gate::Postgres,
+                single_process: false,
+                reserves_before_accepting: true,
                 safe: false,
                 durable: true,
                 queued: false,
@@ -86,6 +122,9 @@ impl StrategyKind {
             },
             Self::SqlForUpdate => Guarantees {
                 backend: "postgres",
+                gate: Gate::Postgres,
+                single_process: false,
+                reserves_before_accepting: true,
                 safe: true,
                 durable: true,
                 queued: false,
@@ -94,6 +133,9 @@ impl StrategyKind {
             },
             Self::SqlAtomic => Guarantees {
                 backend: "postgres",
+                gate: Gate::Postgres,
+                single_process: false,
+                reserves_before_accepting: true,
                 safe: true,
                 durable: true,
                 queued: false,
@@ -102,6 +144,9 @@ impl StrategyKind {
             },
             Self::RedisDecr => Guarantees {
                 backend: "redis+postgres",
+                gate: Gate::Redis,
+                single_process: false,
+                reserves_before_accepting: true,
                 safe: true,
                 durable: true,
                 queued: false,
@@ -111,6 +156,9 @@ impl StrategyKind {
             },
             Self::RedisLua => Guarantees {
                 backend: "redis+postgres",
+                gate: Gate::Redis,
+                single_process: false,
+                reserves_before_accepting: true,
                 safe: true,
                 durable: true,
                 queued: false,
@@ -119,6 +167,9 @@ impl StrategyKind {
             },
             Self::Stream => Guarantees {
                 backend: "redis+postgres",
+                gate: Gate::Redis,
+                single_process: false,
+                reserves_before_accepting: true,
                 safe: true,
                 durable: true,
                 queued: true,
@@ -129,6 +180,9 @@ impl StrategyKind {
             },
             Self::StreamDeferred => Guarantees {
                 backend: "redis+postgres",
+                gate: Gate::Redis,
+                single_process: false,
+                reserves_before_accepting: false,
                 safe: false,
                 durable: true,
                 queued: true,

@@ -11,23 +11,32 @@
 //! - One file per mechanism: [`in_memory`], [`sql_naive`], [`sql_for_update`], [`sql_atomic`],
 //!   [`redis_decr`], [`redis_lua`].
 //! - [`redis_stream`]: the queueing strategies (`stream`, `stream-deferred`) and their worker.
+//! - [`reservation`]: Redis reservations tied to order ids, their sweeper, and key recovery.
+//! - [`fence`]: settling a purchase whose outcome is in doubt, for good.
+//! - [`background`]: which background work each strategy needs, and running it.
+//! - `idempotency`: one claim per `Idempotency-Key`, in front of every strategy.
+//! - `gates`: which gate (PostgreSQL or Redis) sells a product since the reset.
 
+pub mod background;
 pub mod backends;
 pub mod catalog;
 pub mod error;
+pub mod fence;
+mod gates;
+mod idempotency;
 pub mod in_memory;
 pub mod kind;
 pub mod order;
 pub mod order_store;
 pub mod plan;
 pub mod redis_decr;
-mod redis_idempotency;
 pub mod redis_keys;
 pub mod redis_lua;
 mod redis_persist;
 pub mod redis_stock;
 pub mod redis_stream;
 pub mod registry;
+pub mod reservation;
 pub mod sql_atomic;
 pub mod sql_for_update;
 pub mod sql_naive;
@@ -36,7 +45,7 @@ pub mod strategy;
 
 pub use backends::{Backends, PgSettings, RedisBackend, RedisSettings, Tuning};
 pub use error::StrategyError;
-pub use kind::{Guarantees, StrategyKind, UnknownStrategy};
+pub use kind::{Gate, Guarantees, StrategyKind, UnknownStrategy};
 pub use order::{
     Delivery, IdempotencyKey, InvalidInput, OrderLine, OrderLines, OrderStatus, OrderView, ProductId,
     PurchaseOutcome, PurchaseRequest, Quantity, Receipt,

@@ -286,6 +286,11 @@ pub enum PurchaseOutcome {
     SoldOut(ProductId),
     /// No such product; nothing was taken.
     UnknownProduct(ProductId),
+    /// Another gate sells this product since the reset (see `crate::gates`); nothing was taken.
+    GateConflict { product: ProductId, gate: crate::kind::Gate },
+    /// The idempotency key names another purchase (a different body): this is that order's id;
+    /// nothing was taken.
+    KeyReused(Uuid),
 }
 
 /// An order as `GET /orders/{id}` shows it.

@@ -21,13 +21,14 @@ SELECT placed.id, line.product_id, line.quantity
 FROM placed, UNNEST($9::bigint[], $10::int[]) AS line (product_id, quantity)
 "#;
 
-const RECEIPT_BY_KEY: &str = "SELECT id, status, strategy FROM orders WHERE idempotency_key = $1";
+const RECEIPT_BY_KEY: &str =
+    "SELECT id, status, strategy FROM orders WHERE idempotency_key = $1 AND status <> 'void'";
 
 const ORDER_BY_ID: &str = r#"
 SELECT id, strategy, status, idempotency_key, user_name, address, phone, email, reason, created_at,
        ARRAY(SELECT product_id FROM order_items WHERE order_id = orders.id ORDER BY product_id) AS product_ids,
        ARRAY(SELECT quantity FROM order_items WHERE order_id = orders.id ORDER BY product_id) AS quantities
-FROM orders WHERE id = $1
+FROM orders WHERE id = $1 AND status <> 'void'
 "#;
 
 /// Writes `request` as an order of `kind` in `status`, on the caller's transaction.

@@ -1,53 +1,64 @@
 //! `redis-decr` — the seed's `redis` mode, with its missing half added: check the stock in Redis,
-//! `DECRBY` every line (pipelined), and if any went negative `INCRBY` them all back and answer
-//! sold out. Unlike the seed, which never wrote an order, the confirmed order (and the same
-//! decrement of PostgreSQL's stock) is committed to PostgreSQL before the client hears 201; if
-//! that write fails, the units go back to Redis and the client gets 503.
+//! `DECRBY` every line (one script that also records the reservation under the order's id), and if
+//! any went negative give them all back and answer sold out. Unlike the seed, which never wrote an
+//! order, the confirmed order (and the same, conditional, decrement of PostgreSQL's stock) is
+//! committed to PostgreSQL before the client hears 201; if that write fails, the units go back to
+//! Redis and the client gets 503.
 //!
-//! Guarantee: never oversells. A buyer keeps units only when its own `DECRBY` left the counter
-//! at zero or above, and Redis applies decrements one at a time. It can *undersell*: a buyer whose
-//! decrement overshot holds units until its compensation lands, and a buyer arriving in between
-//! is told sold out although the units come back. Durable: 201 only after COMMIT.
+//! Guarantee: never oversells. A buyer keeps units only when its own `DECRBY` left the counter at
+//! zero or above, Redis applies decrements one at a time, and PostgreSQL's decrement is conditional.
+//! It can *undersell* transiently: a buyer whose decrement overshot holds units until its
+//! compensation lands, and a buyer arriving in between is told sold out although the units come
+//! back. Durable: 201 only after COMMIT.
 //!
-//! Crash behaviour: a crash between `DECRBY` and the commit (or the compensation) leaves units
-//! taken in Redis that no order holds: Redis shows less stock than PostgreSQL (`redis_drift` in
-//! the audit; a reconcile repairs it). A lost reply to the pipeline has an unknown outcome and is
-//! never retried blindly: the client gets 503 and the audit counts the units.
+//! Crash behaviour: as `redis-lua` — every reservation is a record tied to the order id with a
+//! deadline, and the sweeper settles or releases what a crash or a lost reply left behind, after
+//! asking PostgreSQL whether the order committed.
 //!
 //! Why this shape: it is what teams write first when PostgreSQL's row lock becomes the bottleneck,
 //! and sold-out buyers — most of a flash sale — never reach PostgreSQL at all.
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::PgPool;
 
 use crate::backends::RedisBackend;
 use crate::error::StrategyError;
+use crate::gates::RedisGate;
 use crate::kind::StrategyKind;
 use crate::order::{PurchaseOutcome, PurchaseRequest};
-use crate::redis_idempotency::guarded;
-use crate::redis_persist::{persist_reserved, release, shelf};
+use crate::plan::StockPlan;
+use crate::redis_persist::{end, persist_reserved};
 use crate::redis_stock;
+use crate::reservation::{self, End, Reserved, Take};
 use crate::strategy::Strategy;
 
+/// How often a purchase rebuilds a missing stock key before giving up with 503.
+const RECOVERIES: usize = 2;
+
 /// The decrement-and-compensate strategy.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct RedisDecr {
     pg: PgPool,
     redis: RedisBackend,
+    ttl: Duration,
+    gate: RedisGate,
 }
 
 impl RedisDecr {
-    pub const fn new(pg: PgPool, redis: RedisBackend) -> Self {
-        Self { pg, redis }
+    pub fn new(pg: PgPool, redis: RedisBackend, reservation_ttl: Duration) -> Self {
+        Self { pg, redis, ttl: reservation_ttl, gate: RedisGate::default() }
     }
 
     /// The seed's check: refuses early when the shelf already looks short, recovering missing keys.
     async fn precheck(&self, request: &PurchaseRequest) -> Result<Option<PurchaseOutcome>, StrategyError> {
-        let seen = shelf(&self.redis, &request.lines).await?;
+        let keys = request.lines.iter().map(|line| self.redis.keys.stock(line.product_id.get()));
+        let seen = redis_stock::read_counts(&self.redis, keys).await?;
         for (line, stock) in request.lines.iter().zip(seen) {
             let stock = match stock {
                 Some(stock) => stock,
-                None => match redis_stock::recover(&self.pg, &self.redis, line.product_id).await? {
+                None => match reservation::recover(&self.pg, &self.redis, line.product_id).await? {
                     Some(stock) => stock,
                     None => return Ok(Some(PurchaseOutcome::UnknownProduct(line.product_id))),
                 },
@@ -67,26 +78,45 @@ impl Strategy for RedisDecr {
     }
 
     async fn purchase(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, StrategyError> {
-        guarded(&self.pg, &self.redis, request, self.reserve_and_persist(request)).await
-    }
-}
-
-impl RedisDecr {
-    async fn reserve_and_persist(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, StrategyError> {
-        if let Some(refusal) = self.precheck(request).await? {
+        if let Some(refusal) = self.gate.enter(&self.pg, &request.lines).await? {
             return Ok(refusal);
         }
-        let mut pipe = redis::pipe();
-        for line in &request.lines {
-            pipe.decr(self.redis.keys.stock(line.product_id.get()), line.quantity.get());
-            pipe.incr(self.redis.keys.inflight(line.product_id.get()), line.quantity.get()).ignore();
+        let lines: Vec<_> = request.lines.iter().copied().collect();
+        for _ in 0..=RECOVERIES {
+            if let Some(refusal) = self.precheck(request).await? {
+                return Ok(refusal);
+            }
+            let reserved = reservation::reserve(
+                &self.redis,
+                self.kind(),
+                request.order_id,
+                &request.lines,
+                Take::Decrement,
+                self.ttl,
+            )
+            .await;
+            match reserved {
+                Ok(Reserved::Taken(left)) => {
+                    if let Some(at) = left.iter().position(|left| *left < 0) {
+                        end(&self.pg, &self.redis, request, End::Release).await;
+                        return Ok(PurchaseOutcome::SoldOut(lines[at].product_id));
+                    }
+                    return persist_reserved(&self.pg, &self.redis, self.kind(), request).await;
+                }
+                // The key vanished between the check and the decrement: check (and recover) again.
+                Ok(Reserved::Missing(_)) => {}
+                Ok(Reserved::Short(at)) => return Ok(PurchaseOutcome::SoldOut(lines[at].product_id)),
+                Err(err) => {
+                    end(&self.pg, &self.redis, request, End::Release).await;
+                    return Err(err);
+                }
+            }
         }
-        let mut conn = self.redis.conn.clone();
-        let left: Vec<i64> = pipe.query_async(&mut conn).await?;
-        if let Some((line, _)) = request.lines.iter().zip(&left).find(|(_, left)| **left < 0) {
-            release(&self.redis, &request.lines).await?;
-            return Ok(PurchaseOutcome::SoldOut(line.product_id));
-        }
-        persist_reserved(&self.pg, &self.redis, self.kind(), request).await
+        Err(StrategyError::Unavailable("a stock key kept disappearing from Redis".into()))
+    }
+
+    async fn prepare(&self, _plan: &StockPlan) -> Result<(), StrategyError> {
+        self.gate.forget();
+        Ok(())
     }
 }

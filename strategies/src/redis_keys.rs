@@ -37,6 +37,23 @@ impl RedisKeys {
         format!("{}idem:{key}", self.prefix)
     }
 
+    /// Open reservations of the synchronous Redis strategies: order id → `strategy;id:qty;…`.
+    /// Every unit they hold in flight is tied to one of these records.
+    pub fn reservations(&self) -> String {
+        format!("{}resv", self.prefix)
+    }
+
+    /// When each open reservation expires (order id → deadline in Redis milliseconds).
+    pub fn reservation_deadlines(&self) -> String {
+        format!("{}resv:deadlines", self.prefix)
+    }
+
+    /// Products whose mirror may stand above PostgreSQL (rebuilt after Redis lost it, or refused
+    /// by PostgreSQL's stock): the sweeper rewrites them once no unit of theirs is in flight.
+    pub fn resync(&self) -> String {
+        format!("{}resync", self.prefix)
+    }
+
     /// A strategy's order stream.
     pub fn stream(&self, strategy: &str) -> String {
         format!("{}stream:{strategy}", self.prefix)

@@ -1,50 +1,51 @@
 //! `redis-lua` — one Lua script checks and reserves every line of the order atomically
-//! (all-or-nothing), then the order is committed to PostgreSQL with the same decrement of its
-//! stock, before the client hears 201.
+//! (all-or-nothing) and records the reservation under the order's id; then the order is committed
+//! to PostgreSQL with the same, conditional, decrement of its stock, before the client hears 201.
 //!
 //! Guarantee: never oversells and, unlike `redis-decr`, never undersells through a transient
 //! overshoot: the script checks every line before it takes any, and Redis runs it without
-//! interleaving. Durable: 201 only after COMMIT. A stock key that went missing is rebuilt from
-//! PostgreSQL (its stock minus units in flight) and the script runs again.
+//! interleaving. PostgreSQL stays the authority: its decrement is conditional, so a mirror above
+//! PostgreSQL costs a refusal, never an oversell. Durable: 201 only after COMMIT. A stock key that
+//! went missing is rebuilt from PostgreSQL and the script runs again.
 //!
-//! Crash behaviour: a crash between the script and the commit leaves the reservation in Redis with
-//! no order (Redis below PostgreSQL: `redis_drift` in the audit, repaired by a reconcile). A failed
-//! commit gives the reservation back through a second script, atomically.
+//! Crash behaviour: a reservation is a record tied to the order id with a deadline. A crash (or a
+//! lost reply) between the script and the commit leaves the record; the sweeper settles it after
+//! the deadline (the order is in PostgreSQL) or voids the order id and gives the units back (it is
+//! not). A commit whose reply was lost is settled the same way before anything is released.
 //!
 //! Why this shape: the script is loaded once and called by SHA (`redis::Script` reloads it on
-//! NOSCRIPT); every key goes through `KEYS`, so per-test prefixes work and the script stays
-//! cluster-friendly.
+//! NOSCRIPT); every key goes through `KEYS`, so per-test prefixes work.
 
-use std::sync::LazyLock;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::PgPool;
 
 use crate::backends::RedisBackend;
 use crate::error::StrategyError;
+use crate::gates::RedisGate;
 use crate::kind::StrategyKind;
 use crate::order::{PurchaseOutcome, PurchaseRequest};
-use crate::redis_idempotency::guarded;
-use crate::redis_persist::{persist_reserved, push_lines};
-use crate::redis_stock;
+use crate::plan::StockPlan;
+use crate::redis_persist::{end, persist_reserved};
+use crate::reservation::{self, End, Reserved, Take};
 use crate::strategy::Strategy;
-
-static RESERVE: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(include_str!("../lua/reserve.lua")));
 
 /// How often a purchase rebuilds a missing stock key before giving up with 503.
 const RECOVERIES: usize = 2;
 
 /// The atomic-script strategy.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct RedisLua {
     pg: PgPool,
     redis: RedisBackend,
+    ttl: Duration,
+    gate: RedisGate,
 }
 
 impl RedisLua {
-    pub const fn new(pg: PgPool, redis: RedisBackend) -> Self {
-        Self { pg, redis }
+    pub fn new(pg: PgPool, redis: RedisBackend, reservation_ttl: Duration) -> Self {
+        Self { pg, redis, ttl: reservation_ttl, gate: RedisGate::default() }
     }
 }
 
@@ -55,38 +56,35 @@ impl Strategy for RedisLua {
     }
 
     async fn purchase(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, StrategyError> {
-        guarded(&self.pg, &self.redis, request, self.reserve_and_persist(request)).await
-    }
-}
-
-impl RedisLua {
-    async fn reserve_and_persist(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, StrategyError> {
-        let lines: Vec<_> = request.lines.iter().collect();
+        if let Some(refusal) = self.gate.enter(&self.pg, &request.lines).await? {
+            return Ok(refusal);
+        }
+        let lines: Vec<_> = request.lines.iter().copied().collect();
         for _ in 0..=RECOVERIES {
-            let mut invocation = RESERVE.prepare_invoke();
-            push_lines(&mut invocation, &self.redis, &request.lines);
-            let mut conn = self.redis.conn.clone();
-            let reply: Vec<i64> = invocation.invoke_async(&mut conn).await?;
-            let line = |at: i64| usize::try_from(at - 1).ok().and_then(|i| lines.get(i)).copied();
-            match reply.as_slice() {
-                [0] => return persist_reserved(&self.pg, &self.redis, self.kind(), request).await,
-                [1, at] => {
-                    let line = line(*at).ok_or_else(|| bad_reply(&reply))?;
-                    return Ok(PurchaseOutcome::SoldOut(line.product_id));
-                }
-                [2, at] => {
-                    let line = line(*at).ok_or_else(|| bad_reply(&reply))?;
-                    if redis_stock::recover(&self.pg, &self.redis, line.product_id).await?.is_none() {
-                        return Ok(PurchaseOutcome::UnknownProduct(line.product_id));
+            let reserved =
+                reservation::reserve(&self.redis, self.kind(), request.order_id, &request.lines, Take::Check, self.ttl)
+                    .await;
+            match reserved {
+                Ok(Reserved::Taken(_)) => return persist_reserved(&self.pg, &self.redis, self.kind(), request).await,
+                Ok(Reserved::Short(at)) => return Ok(PurchaseOutcome::SoldOut(lines[at].product_id)),
+                Ok(Reserved::Missing(at)) => {
+                    if reservation::recover(&self.pg, &self.redis, lines[at].product_id).await?.is_none() {
+                        return Ok(PurchaseOutcome::UnknownProduct(lines[at].product_id));
                     }
                 }
-                _ => return Err(bad_reply(&reply)),
+                Err(err) => {
+                    // The reply is lost: the reservation may exist. This order will not be
+                    // committed, so it can go back now (or, if Redis is still away, by the sweeper).
+                    end(&self.pg, &self.redis, request, End::Release).await;
+                    return Err(err);
+                }
             }
         }
         Err(StrategyError::Unavailable("a stock key kept disappearing from Redis".into()))
     }
-}
 
-fn bad_reply(reply: &[i64]) -> StrategyError {
-    StrategyError::Internal(format!("reserve.lua answered {reply:?}"))
+    async fn prepare(&self, _plan: &StockPlan) -> Result<(), StrategyError> {
+        self.gate.forget();
+        Ok(())
+    }
 }

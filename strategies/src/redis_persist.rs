@@ -1,110 +1,113 @@
 //! Persisting an order whose units Redis already reserved: the order, its lines and the same
-//! decrement on PostgreSQL's stock, in one transaction, so the two stocks stay equal.
+//! decrement of PostgreSQL's stock, in one transaction, then the reservation's end in Redis.
+//!
+//! PostgreSQL stays the authority: its decrement is conditional (`stock >= quantity`), so a
+//! mirror that stands above PostgreSQL (rebuilt after Redis lost purchases in flight, or left
+//! behind by an unsafe strategy) can never make a Redis strategy confirm units PostgreSQL does not
+//! have. When the condition fails, the reservation goes back, the product is marked for a resync
+//! and the buyer hears sold out.
 
-use sqlx::PgPool;
+use sqlx::{Acquire, PgConnection, PgPool};
 
 use crate::backends::RedisBackend;
 use crate::error::{StrategyError, is_duplicate_key};
+use crate::fence::{self, Failed, is_voided};
 use crate::kind::StrategyKind;
-use crate::order::{OrderLines, OrderStatus, PurchaseOutcome, PurchaseRequest, Receipt};
+use crate::order::{OrderStatus, ProductId, PurchaseOutcome, PurchaseRequest, Receipt};
 use crate::order_store::{insert_order, replay_after_conflict};
-use crate::redis_stock::read_counts;
-use crate::sql_stock::take_lines;
+use crate::reservation::{self, End};
 
-/// Writes `request` to PostgreSQL as confirmed, moving PostgreSQL's stock by the units Redis took.
-/// Redis was the gate; PostgreSQL only follows, so its decrement is unconditional.
-///
-/// # Errors
-/// The raw database error; the caller gives the reservation back.
-async fn write_order(pg: &PgPool, kind: StrategyKind, request: &PurchaseRequest) -> Result<(), sqlx::Error> {
-    let mut tx = pg.begin().await?;
-    take_lines(&mut tx, &request.lines).await?;
-    insert_order(&mut tx, kind, OrderStatus::Confirmed, request).await?;
-    tx.commit().await
+const TAKE_IF_THERE: &str = "UPDATE products SET stock = stock - $2::bigint WHERE id = $1 AND stock >= $2::bigint";
+
+/// What the transaction did.
+enum Written {
+    Placed,
+    /// PostgreSQL's stock of this product does not cover the line: rolled back.
+    Short(ProductId),
 }
 
-/// Persists a reserved order and settles Redis: on success the units stop being in flight; on
-/// failure they go back on the shelf. A taken idempotency key answers with the first order.
+/// Writes `request` to PostgreSQL as confirmed, moving PostgreSQL's stock by the units Redis took,
+/// in product-id order (the order every writer locks rows in).
+async fn write_order(conn: &mut PgConnection, kind: StrategyKind, request: &PurchaseRequest) -> Result<Written, sqlx::Error> {
+    let mut tx = conn.begin().await?;
+    for line in &request.lines {
+        let taken = sqlx::query(TAKE_IF_THERE)
+            .bind(line.product_id.get())
+            .bind(i64::from(line.quantity.get()))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if taken == 0 {
+            tx.rollback().await?;
+            return Ok(Written::Short(line.product_id));
+        }
+    }
+    insert_order(&mut tx, kind, OrderStatus::Confirmed, request).await?;
+    tx.commit().await?;
+    Ok(Written::Placed)
+}
+
+/// Persists a reserved order and ends its reservation: settled when PostgreSQL holds the order,
+/// released when it certainly does not, left to the sweeper when that cannot be known now.
 ///
 /// # Errors
-/// [`StrategyError::Unavailable`] when PostgreSQL fails (the reservation is then given back, and
-/// the client may retry).
+/// [`StrategyError::Unavailable`] when PostgreSQL failed and the order certainly was not written
+/// (the reservation is given back); [`StrategyError::InDoubt`] when it may have been.
 pub(crate) async fn persist_reserved(
     pg: &PgPool,
     redis: &RedisBackend,
     kind: StrategyKind,
     request: &PurchaseRequest,
 ) -> Result<PurchaseOutcome, StrategyError> {
-    match write_order(pg, kind, request).await {
-        Ok(()) => {
-            settle(redis, &request.lines).await;
-            Ok(PurchaseOutcome::Placed(Receipt::confirmed(request.order_id, kind)))
-        }
+    let placed = || PurchaseOutcome::Placed(Receipt::confirmed(request.order_id, kind));
+    // A connection that cannot be had sent nothing: the reservation can go back at once.
+    let mut conn = match pg.acquire().await {
+        Ok(conn) => conn,
         Err(err) => {
-            release(redis, &request.lines).await?;
-            if is_duplicate_key(&err) {
-                Ok(PurchaseOutcome::Replayed(replay_after_conflict(pg, request).await?))
-            } else {
-                Err(err.into())
-            }
+            end(pg, redis, request, End::Release).await;
+            return Err(err.into());
         }
+    };
+    let written = write_order(&mut conn, kind, request).await;
+    drop(conn);
+    match written {
+        Ok(Written::Placed) => {
+            end(pg, redis, request, End::Settle).await;
+            Ok(placed())
+        }
+        Ok(Written::Short(product)) => {
+            end(pg, redis, request, End::Release).await;
+            tracing::warn!(%product, strategy = %kind, "Redis had units PostgreSQL does not: refused, mirror marked for resync");
+            if let Err(err) = reservation::mark_for_resync(redis, product.get()).await {
+                tracing::warn!(%err, %product, "could not mark a product for resync");
+            }
+            Ok(PurchaseOutcome::SoldOut(product))
+        }
+        // The sweeper voided this order after its reservation expired, and gave the units back.
+        Err(err) if is_voided(&err) => Err(StrategyError::Unavailable(
+            "the reservation expired before the order could be written; nothing was sold".into(),
+        )),
+        Err(err) if is_duplicate_key(&err) => {
+            end(pg, redis, request, End::Release).await;
+            Ok(PurchaseOutcome::Replayed(replay_after_conflict(pg, request).await?))
+        }
+        Err(err) => match fence::after_failed_write(pg, kind, request.order_id, err).await? {
+            Failed::Committed => {
+                end(pg, redis, request, End::Settle).await;
+                Ok(placed())
+            }
+            Failed::NotCommitted(err) => {
+                end(pg, redis, request, End::Release).await;
+                Err(err)
+            }
+        },
     }
 }
 
-/// The units are in PostgreSQL now: they no longer count as in flight. A failure here leaves the
-/// in-flight count too high, which can only make a later key recovery undersell; it is logged and
-/// repaired by a reconcile.
-async fn settle(redis: &RedisBackend, lines: &OrderLines) {
-    let mut conn = redis.conn.clone();
-    let mut pipe = redis::pipe();
-    for line in lines {
-        pipe.decr(redis.keys.inflight(line.product_id.get()), line.quantity.get()).ignore();
+/// Ends the request's reservation. A failure leaves it to the sweeper, which settles or releases
+/// it after its deadline by asking PostgreSQL; the buyer's answer does not depend on it.
+pub(crate) async fn end(pg: &PgPool, redis: &RedisBackend, request: &PurchaseRequest, how: End) {
+    if let Err(err) = reservation::finish(pg, redis, request.order_id, &request.lines, how).await {
+        tracing::warn!(%err, order = %request.order_id, ?how, "could not end a reservation; the sweeper will");
     }
-    if let Err(err) = pipe.query_async::<()>(&mut conn).await {
-        tracing::warn!(%err, "could not settle in-flight units after persisting an order");
-    }
-}
-
-/// Puts reserved units back on the shelf, atomically across lines.
-///
-/// # Errors
-/// When Redis does not answer: the units then stay reserved (an undersell the audit shows as
-/// `redis_drift` and a reconcile repairs).
-pub(crate) async fn release(redis: &RedisBackend, lines: &OrderLines) -> Result<(), StrategyError> {
-    static RELEASE: std::sync::LazyLock<redis::Script> =
-        std::sync::LazyLock::new(|| redis::Script::new(include_str!("../lua/release.lua")));
-    let mut invocation = RELEASE.prepare_invoke();
-    push_lines(&mut invocation, redis, lines);
-    let mut conn = redis.conn.clone();
-    invocation.invoke_async::<i64>(&mut conn).await?;
-    Ok(())
-}
-
-/// Adds stock keys, in-flight keys and quantities for `lines` to a script call, in the layout
-/// `reserve.lua` and `release.lua` expect.
-pub(crate) fn push_lines(
-    invocation: &mut redis::ScriptInvocation<'_>,
-    redis: &RedisBackend,
-    lines: &OrderLines,
-) {
-    for line in lines {
-        invocation.key(redis.keys.stock(line.product_id.get()));
-    }
-    for line in lines {
-        invocation.key(redis.keys.inflight(line.product_id.get()));
-    }
-    for line in lines {
-        invocation.arg(line.quantity.get());
-    }
-}
-
-/// Units of each line currently on Redis's shelf, `None` where the key is missing.
-///
-/// # Errors
-/// When Redis does not answer.
-pub(crate) async fn shelf(
-    redis: &RedisBackend,
-    lines: &OrderLines,
-) -> Result<Vec<Option<i64>>, StrategyError> {
-    read_counts(redis, lines.iter().map(|line| redis.keys.stock(line.product_id.get()))).await
 }

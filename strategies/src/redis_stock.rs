@@ -2,17 +2,16 @@
 //! recovering a key that went missing.
 //!
 //! All Redis strategies share these counters, and every one of them also moves PostgreSQL's
-//! stock when it persists an order, so after queues drain both hold the same numbers; the audit
-//! reports any gap as `redis_drift`.
+//! stock when it persists an order, so once nothing is held both hold the same numbers; the audit
+//! reports any gap as `redis_drift`. Missing keys are rebuilt by [`crate::reservation::recover`].
 
 use futures_util::TryStreamExt;
-use redis::AsyncCommands;
 use serde::Serialize;
 use sqlx::PgPool;
 
 use crate::backends::RedisBackend;
 use crate::error::StrategyError;
-use crate::order::ProductId;
+use crate::reservation::HeldUnits;
 
 /// Keys per `MSET` while loading.
 const LOAD_BATCH: usize = 1_000;
@@ -124,39 +123,6 @@ pub(crate) async fn read_counts(
     Ok(values)
 }
 
-/// Units of a product taken in Redis and not yet in PostgreSQL's stock.
-///
-/// # Errors
-/// When Redis does not answer.
-pub async fn inflight(redis: &RedisBackend, product: i64) -> Result<i64, StrategyError> {
-    let mut conn = redis.conn.clone();
-    Ok(conn.get::<_, Option<i64>>(redis.keys.inflight(product)).await?.unwrap_or(0))
-}
-
-/// Puts a missing stock key back from PostgreSQL: its stock minus the units in flight (taken in
-/// Redis, not yet persisted). `SET NX` makes concurrent recoveries agree on one value, and the
-/// in-flight count is read *before* PostgreSQL's stock: an order persisted in between is then
-/// subtracted twice (an undersell of its units until the next reconcile), never zero times (an
-/// oversell). Returns the stock now in Redis, or `None` for a product PostgreSQL does not know.
-///
-/// # Errors
-/// When either backend does not answer.
-pub async fn recover(
-    pg: &PgPool,
-    redis: &RedisBackend,
-    product: ProductId,
-) -> Result<Option<i64>, StrategyError> {
-    let in_flight = inflight(redis, product.get()).await?;
-    let Some(sql_stock) = crate::catalog::stock_of(pg, product).await? else { return Ok(None) };
-    let mut conn = redis.conn.clone();
-    let key = redis.keys.stock(product.get());
-    let value = (sql_stock - in_flight).max(0);
-    let _: bool = conn.set_nx(&key, value).await?;
-    let now: Option<i64> = conn.get(&key).await?;
-    tracing::info!(product = product.get(), sql_stock, in_flight, now, "recovered a missing Redis stock key");
-    Ok(now)
-}
-
 /// One product whose Redis mirror a repair changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Repair {
@@ -180,16 +146,16 @@ pub struct RepairReport {
 pub const REPAIRS_LISTED: usize = 1_000;
 
 /// Rewrites the Redis mirror from PostgreSQL: for every product, stock = PostgreSQL's stock minus
-/// `pending` units (accepted orders not yet persisted), in flight = `pending` units. Only products
-/// whose mirror differs are written. Run it with no purchase in progress: a purchase between its
-/// Redis reservation and its commit would be counted twice.
+/// the units of holds PostgreSQL does not hold yet, in flight = the units of every hold (see
+/// [`crate::reservation`]). Only products whose mirror differs are written. Run it with no purchase
+/// in progress: a purchase between its Redis reservation and its commit would be counted twice.
 ///
 /// # Errors
 /// When either backend does not answer.
 pub async fn repair(
     pg: &PgPool,
     redis: &RedisBackend,
-    pending: &std::collections::HashMap<i64, i64>,
+    holds: &std::collections::BTreeMap<i64, HeldUnits>,
 ) -> Result<RepairReport, StrategyError> {
     let mut report = RepairReport { products_checked: 0, products_repaired: 0, repairs: Vec::new() };
     let mut tx = pg.begin().await?;
@@ -203,7 +169,7 @@ pub async fn repair(
             batch.push(row);
         }
         if batch.len() == LOAD_BATCH || (row.is_none() && !batch.is_empty()) {
-            repair_batch(redis, pending, &batch, &mut report).await?;
+            repair_batch(redis, holds, &batch, &mut report).await?;
             batch.clear();
         }
         if row.is_none() {
@@ -212,12 +178,14 @@ pub async fn repair(
     }
     drop(rows);
     tx.commit().await?;
+    let mut conn = redis.conn.clone();
+    redis::cmd("DEL").arg(redis.keys.resync()).query_async::<i64>(&mut conn).await?;
     Ok(report)
 }
 
 async fn repair_batch(
     redis: &RedisBackend,
-    pending: &std::collections::HashMap<i64, i64>,
+    holds: &std::collections::BTreeMap<i64, HeldUnits>,
     batch: &[(i64, i64)],
     report: &mut RepairReport,
 ) -> Result<(), StrategyError> {
@@ -227,8 +195,8 @@ async fn repair_batch(
     let mut writes = 0;
     for ((&(id, sql_stock), stock), inflight) in batch.iter().zip(stocks).zip(inflight) {
         report.products_checked += 1;
-        let in_flight = pending.get(&id).copied().unwrap_or(0);
-        let want = sql_stock - in_flight;
+        let units = holds.get(&id).copied().unwrap_or_default();
+        let (want, in_flight) = (sql_stock - units.uncommitted, units.held);
         if stock == Some(want) && inflight.unwrap_or(0) == in_flight {
             continue;
         }

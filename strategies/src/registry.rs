@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::backends::Backends;
+use crate::idempotency::{Keyed, Peers};
 use crate::in_memory::InMemory;
 use crate::kind::StrategyKind;
 use crate::redis_decr::RedisDecr;
@@ -25,8 +26,16 @@ pub fn build(kind: StrategyKind, backends: &Backends) -> Arc<dyn Strategy> {
             Arc::new(SqlForUpdate::new(backends.pg.clone(), backends.tuning.conflict_retries))
         }
         StrategyKind::SqlAtomic => Arc::new(SqlAtomic::new(backends.pg.clone())),
-        StrategyKind::RedisDecr => Arc::new(RedisDecr::new(backends.pg.clone(), backends.redis.clone())),
-        StrategyKind::RedisLua => Arc::new(RedisLua::new(backends.pg.clone(), backends.redis.clone())),
+        StrategyKind::RedisDecr => Arc::new(RedisDecr::new(
+            backends.pg.clone(),
+            backends.redis.clone(),
+            backends.tuning.reservation_ttl,
+        )),
+        StrategyKind::RedisLua => Arc::new(RedisLua::new(
+            backends.pg.clone(),
+            backends.redis.clone(),
+            backends.tuning.reservation_ttl,
+        )),
         StrategyKind::Stream => Arc::new(Stream::new(backends.pg.clone(), backends.redis.clone())),
         StrategyKind::StreamDeferred => {
             Arc::new(StreamDeferred::new(backends.pg.clone(), backends.redis.clone()))
@@ -41,13 +50,20 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Builds every [`StrategyKind::ALL`] entry, each passed through `layer` (timing, metrics).
+    /// Builds every [`StrategyKind::ALL`] entry behind the shared idempotency claim
+    /// ([`crate::idempotency`]), each then passed through `layer` (timing, metrics).
     pub fn build_all(
         backends: &Backends,
         mut layer: impl FnMut(Arc<dyn Strategy>) -> Arc<dyn Strategy>,
     ) -> Self {
-        let strategies =
-            StrategyKind::ALL.into_iter().map(|kind| (kind, layer(build(kind, backends)))).collect();
+        let raw: Peers = Arc::new(StrategyKind::ALL.into_iter().map(|kind| (kind, build(kind, backends))).collect());
+        let strategies = raw
+            .iter()
+            .map(|(kind, strategy)| {
+                let keyed = Keyed::wrap(Arc::clone(strategy), backends.pg.clone(), Arc::clone(&raw));
+                (*kind, layer(keyed))
+            })
+            .collect();
         Self { strategies }
     }
 

@@ -6,7 +6,9 @@
 //! read can go stale between check and write. Durable: the client hears 201 only after COMMIT.
 //!
 //! Crash behaviour: before COMMIT, PostgreSQL rolls everything back (stock and order); after it,
-//! both are there. The server holds nothing of its own.
+//! both are there. The server holds nothing of its own. A reply lost with the connection is
+//! settled by voiding the order id ([`crate::fence`]): the buyer hears 201 if it had committed,
+//! 503 (nothing sold) if not.
 //!
 //! Why this shape: the hot row's lock is held from the UPDATE to the end of COMMIT, and on these
 //! machines that window is what caps throughput. A single-line order (the flash-sale case) is
@@ -16,19 +18,24 @@
 //! first line that does not fit.
 
 use async_trait::async_trait;
-use sqlx::{FromRow, PgPool};
+use sqlx::{Acquire, FromRow, PgConnection, PgPool};
 
 use crate::error::{StrategyError, is_duplicate_key};
-use crate::kind::StrategyKind;
-use crate::order::{OrderStatus, PurchaseOutcome, PurchaseRequest, Receipt};
+use crate::fence::{self, Failed};
+use crate::kind::{Gate, StrategyKind};
+use crate::order::{OrderStatus, ProductId, PurchaseOutcome, PurchaseRequest, Receipt};
 use crate::order_store::{insert_order, receipt_for_key, replay_after_conflict};
 use crate::strategy::Strategy;
 
-/// Decrement, order and line in one statement. `known` tells a missing product from a sold-out one
-/// without a second round trip: the sub-select sees the snapshot taken before the UPDATE.
+/// Decrement, order and line in one statement, claiming the product for the PostgreSQL gate
+/// (`crate::gates`). `gate` tells a missing product (NULL row) or one the Redis gate sells from a
+/// sold-out one without a second round trip: the sub-select sees the snapshot taken before the
+/// UPDATE.
 const BUY_ONE_LINE: &str = r#"
 WITH taken AS (
-    UPDATE products SET stock = stock - $2::bigint WHERE id = $1 AND stock >= $2::bigint RETURNING id
+    UPDATE products SET stock = stock - $2::bigint, gate = 'postgres'
+    WHERE id = $1 AND stock >= $2::bigint AND gate IS DISTINCT FROM 'redis'
+    RETURNING id
 ), placed AS (
     INSERT INTO orders (id, strategy, status, idempotency_key, user_name, address, phone, email)
     SELECT $3, $4, 'confirmed', $5, $6, $7, $8, $9 FROM taken
@@ -38,16 +45,30 @@ WITH taken AS (
     SELECT placed.id, $1, $2::int FROM placed
     RETURNING order_id
 )
-SELECT EXISTS (SELECT 1 FROM lines) AS placed, EXISTS (SELECT 1 FROM products WHERE id = $1) AS known
+SELECT EXISTS (SELECT 1 FROM lines) AS placed,
+       EXISTS (SELECT 1 FROM products WHERE id = $1) AS known,
+       (SELECT gate FROM products WHERE id = $1) AS gate
 "#;
 
-const TAKE_LINE: &str =
-    "UPDATE products SET stock = stock - $2::bigint WHERE id = $1 AND stock >= $2::bigint";
+const TAKE_LINE: &str = "UPDATE products SET stock = stock - $2::bigint, gate = 'postgres' \
+                         WHERE id = $1 AND stock >= $2::bigint AND gate IS DISTINCT FROM 'redis'";
+
+const WHY_NOT: &str = "SELECT gate FROM products WHERE id = $1";
 
 #[derive(FromRow)]
 struct OneLine {
     placed: bool,
     known: bool,
+    gate: Option<String>,
+}
+
+/// Why a line was not taken: no such product, another gate, or not enough stock.
+fn refusal(product: ProductId, known: bool, gate: Option<&str>) -> PurchaseOutcome {
+    match (known, gate) {
+        (false, _) => PurchaseOutcome::UnknownProduct(product),
+        (true, Some("redis")) => PurchaseOutcome::GateConflict { product, gate: Gate::Redis },
+        (true, _) => PurchaseOutcome::SoldOut(product),
+    }
 }
 
 /// The conditional-UPDATE strategy.
@@ -61,7 +82,11 @@ impl SqlAtomic {
         Self { pg }
     }
 
-    async fn buy_one_line(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, sqlx::Error> {
+    async fn buy_one_line(
+        &self,
+        conn: &mut PgConnection,
+        request: &PurchaseRequest,
+    ) -> Result<PurchaseOutcome, sqlx::Error> {
         let line = request.lines.iter().next().expect("OrderLines is never empty");
         let row: OneLine = sqlx::query_as(BUY_ONE_LINE)
             .bind(line.product_id.get())
@@ -73,17 +98,21 @@ impl SqlAtomic {
             .bind(&request.delivery.address)
             .bind(&request.delivery.phone)
             .bind(&request.delivery.email)
-            .fetch_one(&self.pg)
+            .fetch_one(conn)
             .await?;
-        Ok(match (row.placed, row.known) {
-            (true, _) => PurchaseOutcome::Placed(self.receipt(request)),
-            (false, true) => PurchaseOutcome::SoldOut(line.product_id),
-            (false, false) => PurchaseOutcome::UnknownProduct(line.product_id),
+        Ok(if row.placed {
+            PurchaseOutcome::Placed(self.receipt(request))
+        } else {
+            refusal(line.product_id, row.known, row.gate.as_deref())
         })
     }
 
-    async fn buy_many_lines(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, sqlx::Error> {
-        let mut tx = self.pg.begin().await?;
+    async fn buy_many_lines(
+        &self,
+        conn: &mut PgConnection,
+        request: &PurchaseRequest,
+    ) -> Result<PurchaseOutcome, sqlx::Error> {
+        let mut tx = conn.begin().await?;
         for line in &request.lines {
             let taken = sqlx::query(TAKE_LINE)
                 .bind(line.product_id.get())
@@ -92,16 +121,10 @@ impl SqlAtomic {
                 .await?
                 .rows_affected();
             if taken == 0 {
-                let known: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM products WHERE id = $1)")
-                    .bind(line.product_id.get())
-                    .fetch_one(&mut *tx)
-                    .await?;
+                let row: Option<Option<String>> =
+                    sqlx::query_scalar(WHY_NOT).bind(line.product_id.get()).fetch_optional(&mut *tx).await?;
                 tx.rollback().await?;
-                return Ok(if known {
-                    PurchaseOutcome::SoldOut(line.product_id)
-                } else {
-                    PurchaseOutcome::UnknownProduct(line.product_id)
-                });
+                return Ok(refusal(line.product_id, row.is_some(), row.flatten().as_deref()));
             }
         }
         insert_order(&mut tx, self.kind(), OrderStatus::Confirmed, request).await?;
@@ -124,17 +147,23 @@ impl Strategy for SqlAtomic {
         if let Some(first) = receipt_for_key(&self.pg, request).await? {
             return Ok(PurchaseOutcome::Replayed(first));
         }
+        // A connection that cannot be had sent nothing: that failure is certain, unlike one after.
+        let mut conn = self.pg.acquire().await?;
         let attempt = if request.lines.len() == 1 {
-            self.buy_one_line(request).await
+            self.buy_one_line(&mut conn, request).await
         } else {
-            self.buy_many_lines(request).await
+            self.buy_many_lines(&mut conn, request).await
         };
+        drop(conn);
         match attempt {
             Ok(outcome) => Ok(outcome),
             Err(err) if is_duplicate_key(&err) => {
                 Ok(PurchaseOutcome::Replayed(replay_after_conflict(&self.pg, request).await?))
             }
-            Err(err) => Err(err.into()),
+            Err(err) => match fence::after_failed_write(&self.pg, self.kind(), request.order_id, err).await? {
+                Failed::Committed => Ok(PurchaseOutcome::Placed(self.receipt(request))),
+                Failed::NotCommitted(err) => Err(err),
+            },
         }
     }
 }

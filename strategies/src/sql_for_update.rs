@@ -18,16 +18,33 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::PgPool;
+use sqlx::{Acquire, PgPool};
 
 use crate::error::{StrategyError, is_duplicate_key, is_retryable};
-use crate::kind::StrategyKind;
-use crate::order::{OrderStatus, PurchaseOutcome, PurchaseRequest, Receipt};
+use crate::fence::{self, Failed};
+use crate::kind::{Gate, StrategyKind};
+use crate::order::{OrderStatus, ProductId, PurchaseOutcome, PurchaseRequest, Receipt};
 use crate::order_store::{insert_order, receipt_for_key, replay_after_conflict};
-use crate::sql_stock::{check_lines, take_lines};
+use crate::sql_stock::check_lines;
+
+/// A failed attempt: a database error (maybe retried) or a refusal to answer as is.
+#[derive(Debug)]
+enum AttemptError {
+    Sql(sqlx::Error),
+    Strategy(StrategyError),
+}
+
+impl From<sqlx::Error> for AttemptError {
+    fn from(err: sqlx::Error) -> Self {
+        Self::Sql(err)
+    }
+}
 use crate::strategy::Strategy;
 
-const LOCK_PRODUCTS: &str = "SELECT id, stock FROM products WHERE id = ANY($1) ORDER BY id FOR UPDATE";
+const LOCK_PRODUCTS: &str =
+    "SELECT id, stock, gate FROM products WHERE id = ANY($1) ORDER BY id FOR UPDATE";
+/// The PostgreSQL gate's claim rides on the decrement (`crate::gates`).
+const TAKE: &str = "UPDATE products SET stock = stock - $2::bigint, gate = 'postgres' WHERE id = $1";
 
 /// The `SELECT … FOR UPDATE` strategy.
 #[derive(Debug, Clone)]
@@ -41,15 +58,31 @@ impl SqlForUpdate {
         Self { pg, conflict_retries }
     }
 
-    async fn attempt(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, sqlx::Error> {
+    async fn attempt(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, AttemptError> {
         let (ids, _) = request.lines.columns();
-        let mut tx = self.pg.begin().await?;
-        let locked: Vec<(i64, i64)> = sqlx::query_as(LOCK_PRODUCTS).bind(&ids).fetch_all(&mut *tx).await?;
-        if let Some(refusal) = check_lines(&request.lines, &locked) {
+        // A connection that cannot be had sent nothing: that failure is certain, unlike one after.
+        let mut conn = self.pg.acquire().await.map_err(|err| AttemptError::Strategy(err.into()))?;
+        let mut tx = conn.begin().await?;
+        let locked: Vec<(i64, i64, Option<String>)> =
+            sqlx::query_as(LOCK_PRODUCTS).bind(&ids).fetch_all(&mut *tx).await?;
+        if let Some((id, ..)) = locked.iter().find(|(.., gate)| gate.as_deref() == Some("redis")) {
+            tx.rollback().await?;
+            let product =
+                ProductId::parse(*id).map_err(|err| AttemptError::Strategy(StrategyError::Internal(err.0)))?;
+            return Ok(PurchaseOutcome::GateConflict { product, gate: Gate::Redis });
+        }
+        let stocks: Vec<(i64, i64)> = locked.iter().map(|(id, stock, _)| (*id, *stock)).collect();
+        if let Some(refusal) = check_lines(&request.lines, &stocks) {
             tx.rollback().await?;
             return Ok(refusal);
         }
-        take_lines(&mut tx, &request.lines).await?;
+        for line in &request.lines {
+            sqlx::query(TAKE)
+                .bind(line.product_id.get())
+                .bind(i64::from(line.quantity.get()))
+                .execute(&mut *tx)
+                .await?;
+        }
         insert_order(&mut tx, self.kind(), OrderStatus::Confirmed, request).await?;
         tx.commit().await?;
         Ok(PurchaseOutcome::Placed(Receipt::confirmed(request.order_id, self.kind())))
@@ -70,10 +103,11 @@ impl Strategy for SqlForUpdate {
         loop {
             match self.attempt(request).await {
                 Ok(outcome) => return Ok(outcome),
-                Err(err) if is_duplicate_key(&err) => {
+                Err(AttemptError::Strategy(err)) => return Err(err),
+                Err(AttemptError::Sql(err)) if is_duplicate_key(&err) => {
                     return Ok(PurchaseOutcome::Replayed(replay_after_conflict(&self.pg, request).await?));
                 }
-                Err(err) if is_retryable(&err) && retries_left > 0 => {
+                Err(AttemptError::Sql(err)) if is_retryable(&err) && retries_left > 0 => {
                     retries_left -= 1;
                     tracing::debug!(order_id = %request.order_id, error = %err, retries_left, "retrying after a write conflict");
                     tokio::time::sleep(Duration::from_millis(
@@ -81,7 +115,14 @@ impl Strategy for SqlForUpdate {
                     ))
                     .await;
                 }
-                Err(err) => return Err(err.into()),
+                Err(AttemptError::Sql(err)) => {
+                    return match fence::after_failed_write(&self.pg, self.kind(), request.order_id, err).await? {
+                        Failed::Committed => {
+                            Ok(PurchaseOutcome::Placed(Receipt::confirmed(request.order_id, self.kind())))
+                        }
+                        Failed::NotCommitted(err) => Err(err),
+                    };
+                }
             }
         }
     }

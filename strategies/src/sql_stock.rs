@@ -4,7 +4,10 @@ use sqlx::PgConnection;
 
 use crate::order::{OrderLines, PurchaseOutcome};
 
-const TAKE_UNCONDITIONALLY: &str = "UPDATE products SET stock = stock - $2::bigint WHERE id = $1";
+/// Claims the PostgreSQL gate when the product has none yet, but never checks it: only `sql-naive`
+/// decrements unconditionally, and it is unsafe by design (see `crate::gates`).
+const TAKE_UNCONDITIONALLY: &str =
+    "UPDATE products SET stock = stock - $2::bigint, gate = COALESCE(gate, 'postgres') WHERE id = $1";
 
 /// The refusal for `lines` given `(id, stock)` rows sorted by id, or `None` when every line fits.
 pub(crate) fn check_lines(lines: &OrderLines, rows: &[(i64, i64)]) -> Option<PurchaseOutcome> {

@@ -1,6 +1,5 @@
 //! The one trait every purchase strategy implements, and the ledger it hands the audit.
 
-use std::collections::HashMap;
 use std::fmt;
 
 use async_trait::async_trait;
@@ -46,12 +45,6 @@ pub trait Strategy: Send + Sync + fmt::Debug {
     /// Orders accepted and not yet settled, for strategies that queue. `None` for the others.
     async fn backlog(&self) -> Result<Option<Backlog>, StrategyError> {
         Ok(None)
-    }
-
-    /// Units per product in accepted orders not yet persisted (taken in Redis, not yet in
-    /// PostgreSQL's stock). Empty for strategies that do not queue.
-    async fn pending_units(&self) -> Result<HashMap<i64, i64>, StrategyError> {
-        Ok(HashMap::new())
     }
 
     /// An order this strategy keeps outside PostgreSQL.

@@ -123,15 +123,12 @@ async fn idempotent_replay(connect: PgConnectOptions, kind: StrategyKind) {
     assert_eq!(by_header.body, first.body, "{kind}: the key is the same through X-Strategy");
 
     let other_body = app.buy(kind, &order_body(&[(7, 1)]), Some(KEY)).await;
-    assert_eq!(
-        other_body.status, 200,
-        "{kind}: a reused key never places a second order: {}",
-        other_body.body
-    );
+    other_body.assert_error(422, "idempotency_key_reused");
     assert_eq!(
         other_body.body["order_id"],
-        order_id.as_str(),
-        "{kind}: a reused key answers the first order"
+        order_id.to_string().as_str(),
+        "{kind}: a key reused for another purchase is refused and names the first order: {}",
+        other_body.body
     );
 
     assert_eq!(orders_with_key(&app, kind, KEY).await, 1, "{kind}: one key, one order");
@@ -141,7 +138,8 @@ async fn idempotent_replay(connect: PgConnectOptions, kind: StrategyKind) {
 
     let stats = app.stats_of(kind).await;
     assert_eq!(stats["confirmed"], 1, "{kind}: one confirmation: {stats}");
-    assert_eq!(stats["replayed"], 3, "{kind}: three replays: {stats}");
+    assert_eq!(stats["replayed"], 2, "{kind}: two replays: {stats}");
+    assert_eq!(stats["errors"]["idempotency_key_reused"], 1, "{kind}: one reused key: {stats}");
 
     let audit = app.audit().await;
     assert_eq!(audit["clean"], true, "{kind}: replays keep the books clean: {audit}");
@@ -263,7 +261,18 @@ async fn strategies_list_every_kind_with_its_guarantees(_: PoolOptions<Postgres>
     let entries = listing.as_array().expect("GET /strategies is an array");
     let names: Vec<&str> = entries.iter().filter_map(|entry| entry["name"].as_str()).collect();
     assert_eq!(names, StrategyKind::names(), "every strategy is listed once, in order");
-    let fields: BTreeSet<&str> = ["name", "backend", "safe", "durable", "async", "description"].into();
+    let fields: BTreeSet<&str> = [
+        "name",
+        "backend",
+        "gate",
+        "single_process",
+        "reserves_before_accepting",
+        "safe",
+        "durable",
+        "async",
+        "description",
+    ]
+    .into();
     for (kind, entry) in StrategyKind::ALL.into_iter().zip(entries) {
         let keys: BTreeSet<&str> =
             entry.as_object().expect("entry is an object").keys().map(String::as_str).collect();

@@ -127,7 +127,8 @@ async fn loads_the_plan_and_orders_with_balanced_books(pool: PgPool) {
     .unwrap();
     assert_eq!(plain, 5_000, "generated orders are confirmed, unkeyed and attributed to sql-atomic");
 
-    let (ledger, totals) = catalog::sql_books(&pool, &[100]).await.unwrap();
+    let (rows, totals) = catalog::sql_books(&pool, &[100]).await.unwrap();
+    let ledger: Vec<_> = rows.iter().map(|row| row.ledger).collect();
     assert!(ledger.len() > 1_000, "most products are held by some order: {}", ledger.len());
     for row in &ledger {
         assert_eq!(row.initial_stock, row.final_stock + row.units_in_orders, "books of {}", row.product_id);
@@ -162,7 +163,8 @@ async fn a_hot_product_outside_the_range_is_added(pool: PgPool) {
     assert_eq!(summary.products.rows, 51);
     assert_eq!(count(&pool, "products").await, 51);
     assert_eq!(stock_and_initial(&pool, 1_000).await, (7, 7), "orders only draw from 1..=N");
-    let (ledger, _) = catalog::sql_books(&pool, &[1_000]).await.unwrap();
+    let (rows, _) = catalog::sql_books(&pool, &[1_000]).await.unwrap();
+    let ledger: Vec<_> = rows.iter().map(|row| row.ledger).collect();
     assert!(ledger.iter().all(|row| row.initial_stock == row.final_stock + row.units_in_orders));
 }
 

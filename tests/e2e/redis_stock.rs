@@ -1,6 +1,6 @@
 //! Stock mirrored into Redis: what a reset loads, what it clears, and what health reports.
 
-use checkout_strategies::{ProductId, StrategyKind, redis_stock};
+use checkout_strategies::{Backends, ProductId, StrategyKind, Tuning, Worker, WorkerSettings, reservation};
 use redis::AsyncCommands;
 use sqlx::Postgres;
 use sqlx::pool::PoolOptions;
@@ -41,26 +41,47 @@ async fn reset_clears_its_own_prefix_only(_: PoolOptions<Postgres>, connect: PgC
     assert_eq!(app.redis_stock(100).await, Some(10_000), "stock reloaded after the clear");
 }
 
+/// A lost stock key is rebuilt from PostgreSQL minus the units of holds PostgreSQL does not have:
+/// three queued orders hold a unit each, one of them already committed by a worker that has not
+/// settled it. The committed one is in PostgreSQL's stock already and must not count twice; the
+/// in-flight counter is rebuilt from the holds, whatever it said.
 #[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
-async fn a_missing_key_is_recovered_from_sql_minus_units_in_flight(
+async fn a_missing_key_is_recovered_from_postgres_minus_uncommitted_holds(
     _: PoolOptions<Postgres>,
     connect: PgConnectOptions,
 ) {
     let app = spawn_app(connect, Setup::default()).await;
+    for _ in 0..3 {
+        assert_eq!(app.purchase(StrategyKind::Stream, &order_body(&[(100, 1)])).await.status(), 202);
+    }
+    let backends = Backends { pg: app.pool.clone(), redis: app.redis.clone(), tuning: Tuning::default() };
+    let settings = WorkerSettings { batch: 1, ..WorkerSettings::default() };
+    let mut worker = Worker::new(&backends, StrategyKind::Stream, settings).unwrap();
+    let batch = worker.next_batch(false).await.unwrap().expect("an entry to persist");
+    let persisted = worker.persist(&batch).await.expect("persist one order, not settled yet");
+    assert_eq!(app.stock(100).await, 9_999, "one order committed");
+
     let mut conn = app.redis.conn.clone();
     let _: () = conn.del(app.redis.keys.stock(100)).await.unwrap();
-    let _: () = conn.set(app.redis.keys.inflight(100), 3).await.unwrap();
+    let _: () = conn.set(app.redis.keys.inflight(100), 40).await.unwrap();
     let hot = ProductId::parse(100).unwrap();
+    let recovered = reservation::recover(&app.pool, &app.redis, hot).await.expect("recover");
+    assert_eq!(recovered, Some(9_999 - 2), "PostgreSQL's stock minus the two uncommitted holds");
+    let inflight: i64 = conn.get(app.redis.keys.inflight(100)).await.unwrap();
+    assert_eq!(inflight, 3, "the in-flight counter is the units held");
 
-    let recovered = redis_stock::recover(&app.pool, &app.redis, hot).await.expect("recover");
-    assert_eq!(recovered, Some(10_000 - 3), "SQL stock minus units in flight");
-    assert_eq!(app.redis_stock(100).await, Some(9_997));
+    worker.settle(&batch, &persisted).await.expect("settle");
+    worker.run_until_idle(std::time::Duration::from_secs(10)).await.expect("drain");
+    assert_eq!(app.stock(100).await, 9_997);
+    assert_eq!(app.redis_stock(100).await, Some(9_997), "exact once everything settled");
+    let audit = app.audit().await;
+    assert_eq!(audit["clean"], true, "{audit}");
 
     let _: () = conn.set(app.redis.keys.stock(100), 5).await.unwrap();
-    let again = redis_stock::recover(&app.pool, &app.redis, hot).await.expect("recover");
+    let again = reservation::recover(&app.pool, &app.redis, hot).await.expect("recover");
     assert_eq!(again, Some(5), "a key that exists is never overwritten");
     let unknown =
-        redis_stock::recover(&app.pool, &app.redis, ProductId::parse(424_242).unwrap()).await.unwrap();
+        reservation::recover(&app.pool, &app.redis, ProductId::parse(424_242).unwrap()).await.unwrap();
     assert_eq!(unknown, None, "no key is invented for an unknown product");
 }
 
@@ -121,21 +142,42 @@ async fn audit_catches_redis_drift_and_reconcile_repairs_it(
     assert_eq!(app.audit().await["clean"], true, "repaired books are clean");
 }
 
+/// One gate per product: once a safe SQL strategy sold it, safe Redis strategies are refused
+/// (and the other way round after a reset), so neither sells units the other already sold. The
+/// refusal takes nothing and the books stay clean. Unsafe strategies are never refused.
 #[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
-async fn redis_is_not_held_to_account_when_sql_strategies_also_sold(
+async fn safe_strategies_of_two_gates_never_share_a_product(
     _: PoolOptions<Postgres>,
     connect: PgConnectOptions,
 ) {
-    let app = spawn_app(connect, Setup { plan: plan_of(&[(100, 10)]), ..Setup::default() }).await;
-    for kind in [StrategyKind::SqlAtomic, StrategyKind::RedisLua] {
-        assert_eq!(app.purchase(kind, &order_body(&[(100, 1)])).await.status(), 201, "{kind} sells");
+    let app = spawn_app(connect, Setup { plan: plan_of(&[(100, 10), (7, 10)]), ..Setup::default() }).await;
+    assert_eq!(app.purchase(StrategyKind::SqlAtomic, &order_body(&[(100, 1)])).await.status(), 201);
+    for kind in [StrategyKind::RedisLua, StrategyKind::RedisDecr, StrategyKind::Stream] {
+        let answer = app.buy(kind, &order_body(&[(100, 1)]), None).await;
+        answer.assert_error(409, "inventory_gate_conflict");
+        assert_eq!(answer.body["gate"], "postgres", "{kind}: names the gate: {}", answer.body);
+        assert_eq!(answer.body["product_id"], 100);
     }
+    assert_eq!(app.redis_stock(100).await, Some(10), "the refusals took nothing from Redis");
+    assert_eq!(app.purchase(StrategyKind::Stream, &order_body(&[(7, 1)])).await.status(), 202, "another product is free");
+    for kind in [StrategyKind::SqlAtomic, StrategyKind::SqlForUpdate] {
+        let answer = app.buy(kind, &order_body(&[(7, 1)]), None).await;
+        answer.assert_error(409, "inventory_gate_conflict");
+        assert_eq!(answer.body["gate"], "redis", "{kind}: {}", answer.body);
+        let multi = app.buy(kind, &order_body(&[(7, 1), (100, 1)]), None).await;
+        multi.assert_error(409, "inventory_gate_conflict");
+    }
+    assert_eq!(app.stock(7).await, 10, "the refusals took nothing from PostgreSQL");
+    assert_eq!(app.stock(100).await, 9);
+    let unsafe_sale = app.buy(StrategyKind::SqlNaive, &order_body(&[(7, 1)]), None).await;
+    assert_eq!(unsafe_sale.status, 201, "unsafe strategies are never refused: {}", unsafe_sale.body);
+
+    app.app.reset(plan_of(&[(100, 10), (7, 10)])).await.expect("reset");
+    assert_eq!(app.purchase(StrategyKind::RedisLua, &order_body(&[(100, 1)])).await.status(), 201, "a reset frees the gate");
+    app.buy(StrategyKind::SqlAtomic, &order_body(&[(100, 1)]), None).await.assert_error(409, "inventory_gate_conflict");
     let audit = app.audit().await;
-    assert_eq!(audit["redis"]["checked"], false, "{audit}");
-    assert_eq!(product(&audit, 100)["redis_drift"], 1, "Redis missed the PostgreSQL-only sale: {audit}");
-    assert_eq!(audit["clean"], true, "PostgreSQL's books still balance: {audit}");
-    let sold_by: Vec<&str> = audit["sold_by"].as_array().unwrap().iter().filter_map(|k| k.as_str()).collect();
-    assert_eq!(sold_by, ["sql-atomic", "redis-lua"]);
+    assert_eq!(audit["clean"], true, "{audit}");
+    assert_eq!(product(&audit, 100)["gate"], "redis", "{audit}");
 }
 
 /// The loader sends full pipelines as it goes; a catalogue that fills the last one exactly must

@@ -32,8 +32,8 @@ use crate::kind::StrategyKind;
 use crate::order::{
     Delivery, OrderLine, OrderLines, OrderStatus, OrderView, PurchaseOutcome, PurchaseRequest, Receipt,
 };
-use crate::order_store::receipt_for_key;
 use crate::redis_keys::RedisKeys;
+use crate::reservation::Hold;
 use crate::strategy::Backlog;
 
 mod persist;
@@ -51,10 +51,6 @@ pub const GROUP: &str = "persisters";
 
 /// Why the worker cancelled a `stream-deferred` order that no longer fit the stock.
 pub const SOLD_OUT_AFTER_ACCEPTANCE: &str = "sold_out_after_acceptance";
-
-/// How long an idempotency key names its order. It is the only guard until the worker persists
-/// the order, so it outlives any sensible backlog.
-const IDEMPOTENCY_TTL_SECS: u64 = 86_400;
 
 static ENQUEUE: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("../../lua/stream_enqueue.lua")));
@@ -149,8 +145,6 @@ enum Enqueued {
     Short(usize),
     /// Line `i`'s stock key is missing.
     Missing(usize),
-    /// The idempotency key already names this order.
-    Existing(Uuid),
 }
 
 /// What both stream strategies share: the backends, their keys, and the Redis side of a purchase.
@@ -166,30 +160,6 @@ impl Queue {
     pub(crate) fn new(kind: StrategyKind, pg: PgPool, redis: RedisBackend) -> Self {
         let keys = StreamKeys::new(&redis.keys, kind);
         Self { kind, pg, redis, keys }
-    }
-
-    /// The order PostgreSQL already holds under the request's idempotency key. A PostgreSQL that
-    /// does not answer is not a reason to refuse a queued purchase: the Redis key still guards the
-    /// replay, so the lookup is skipped then.
-    async fn persisted_replay(&self, request: &PurchaseRequest) -> Option<Receipt> {
-        match receipt_for_key(&self.pg, request).await {
-            Ok(receipt) => receipt,
-            Err(err) => {
-                tracing::warn!(%err, strategy = %self.kind, "idempotency lookup in PostgreSQL failed");
-                None
-            }
-        }
-    }
-
-    /// Answers a request whose idempotency key names `first`: PostgreSQL's receipt once the worker
-    /// persisted it, else pending.
-    async fn replay(&self, first: Uuid, request: &PurchaseRequest) -> PurchaseOutcome {
-        let receipt = self.persisted_replay(request).await.unwrap_or(Receipt {
-            order_id: first,
-            status: OrderStatus::Pending,
-            strategy: self.kind,
-        });
-        PurchaseOutcome::Replayed(receipt)
     }
 
     fn accepted(&self, request: &PurchaseRequest) -> PurchaseOutcome {
@@ -213,10 +183,7 @@ impl Queue {
                 invocation.key(self.redis.keys.inflight(line.product_id.get()));
             }
         }
-        if let Some(key) = &request.idempotency_key {
-            invocation.key(self.redis.keys.idempotency(key.as_str()));
-        }
-        invocation.arg(request.order_id.to_string()).arg(payload).arg(IDEMPOTENCY_TTL_SECS);
+        invocation.arg(request.order_id.to_string()).arg(payload);
         if reserve {
             for line in &request.lines {
                 invocation.arg(line.quantity.get());
@@ -236,7 +203,6 @@ impl Queue {
             0 => Enqueued::Accepted,
             1 => Enqueued::Short(line()?),
             2 => Enqueued::Missing(line()?),
-            3 => Enqueued::Existing(Uuid::parse_str(&detail).map_err(|_| bad_reply(code, &detail))?),
             _ => return Err(bad_reply(code, &detail)),
         })
     }
@@ -262,53 +228,48 @@ impl Queue {
         Ok(Some(order.view(OrderStatus::Pending)))
     }
 
-    /// Units per product reserved by pending orders (`stream`: every pending order holds its
-    /// lines from the purchase on).
-    async fn reserved_units(&self) -> Result<HashMap<i64, i64>, StrategyError> {
-        let mut conn = self.redis.conn.clone();
-        let mut units = HashMap::new();
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, fields): (u64, Vec<(String, Vec<u8>)>) = redis::cmd("HSCAN")
-                .arg(&self.keys.pending)
-                .arg(cursor)
-                .arg("COUNT")
-                .arg(1_000)
-                .query_async(&mut conn)
-                .await?;
-            add_units(&mut units, fields.iter().map(|(_, payload)| payload.as_slice()));
-            if next == 0 {
-                return Ok(units);
-            }
-            cursor = next;
-        }
-    }
-
-    /// Units per product the worker took for orders not yet settled (`stream-deferred`: only
-    /// orders whose take decision says `taken` hold anything).
-    async fn taken_units(&self) -> Result<HashMap<i64, i64>, StrategyError> {
-        let mut conn = self.redis.conn.clone();
-        let decisions: HashMap<String, String> =
-            redis::cmd("HGETALL").arg(&self.keys.taken).query_async(&mut conn).await?;
-        let taken: Vec<&String> =
-            decisions.iter().filter(|(_, decision)| *decision == "taken").map(|(id, _)| id).collect();
-        let mut units = HashMap::new();
-        for chunk in taken.chunks(1_000) {
-            let payloads: Vec<Option<Vec<u8>>> =
-                redis::cmd("HMGET").arg(&self.keys.pending).arg(chunk).query_async(&mut conn).await?;
-            add_units(&mut units, payloads.iter().flatten().map(Vec::as_slice));
-        }
-        Ok(units)
-    }
 }
 
-fn add_units<'a>(units: &mut HashMap<i64, i64>, payloads: impl Iterator<Item = &'a [u8]>) {
-    for payload in payloads {
-        let Ok(order) = QueuedOrder::decode(payload) else { continue };
-        for line in &order.lines {
-            *units.entry(line.product_id.get()).or_default() += i64::from(line.quantity.get());
+/// Orders of queueing strategy `kind` that hold units: every pending order when the strategy
+/// reserves at purchase (`stream`), else only the ones whose take decision says `taken`
+/// (`stream-deferred`). The hash named in each hold is the one whose field keeps it alive: the
+/// settle script removes that field in the call that moves the units.
+async fn holds_of(redis: &RedisBackend, kind: StrategyKind) -> Result<Vec<Hold>, StrategyError> {
+    let keys = StreamKeys::new(&redis.keys, kind);
+    let mut conn = redis.conn.clone();
+    let (hash, payloads): (&String, Vec<Vec<u8>>) = if kind.spec().reserves_before_accepting {
+        let all: HashMap<String, Vec<u8>> = redis::cmd("HGETALL").arg(&keys.pending).query_async(&mut conn).await?;
+        (&keys.pending, all.into_values().collect())
+    } else {
+        let decisions: HashMap<String, String> =
+            redis::cmd("HGETALL").arg(&keys.taken).query_async(&mut conn).await?;
+            let taken: Vec<&String> =
+                decisions.iter().filter(|(_, decision)| *decision == "taken").map(|(id, _)| id).collect();
+        let mut payloads = Vec::with_capacity(taken.len());
+        for chunk in taken.chunks(1_000) {
+            let part: Vec<Option<Vec<u8>>> =
+                redis::cmd("HMGET").arg(&keys.pending).arg(chunk).query_async(&mut conn).await?;
+            payloads.extend(part.into_iter().flatten());
         }
+        (&keys.taken, payloads)
+    };
+    Ok(payloads
+        .iter()
+        .filter_map(|payload| QueuedOrder::decode(payload).ok())
+        .map(|order| Hold { order_id: order.order_id, strategy: kind, hash: hash.clone(), lines: order.lines, deadline_ms: None })
+        .collect())
+}
+
+/// Holds of every queueing strategy, for [`crate::reservation::holds`].
+///
+/// # Errors
+/// When Redis does not answer.
+pub(crate) async fn queued_holds(redis: &RedisBackend) -> Result<Vec<Hold>, StrategyError> {
+    let mut out = Vec::new();
+    for kind in StrategyKind::ALL.into_iter().filter(|kind| kind.spec().queued) {
+        out.extend(holds_of(redis, kind).await?);
     }
+    Ok(out)
 }
 
 fn bad_reply(code: i64, detail: &str) -> StrategyError {

@@ -32,23 +32,26 @@ use uuid::Uuid;
 use super::{Enqueued, Queue};
 use crate::backends::RedisBackend;
 use crate::error::StrategyError;
+use crate::gates::RedisGate;
 use crate::kind::StrategyKind;
 use crate::order::{OrderView, PurchaseOutcome, PurchaseRequest};
-use crate::redis_stock;
+use crate::plan::StockPlan;
+use crate::reservation;
 use crate::strategy::{Backlog, Strategy};
 
 /// How often a purchase rebuilds a missing stock key before giving up with 503.
 const RECOVERIES: usize = 2;
 
 /// The reserve-then-queue strategy.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Stream {
     queue: Queue,
+    gate: RedisGate,
 }
 
 impl Stream {
     pub fn new(pg: PgPool, redis: RedisBackend) -> Self {
-        Self { queue: Queue::new(StrategyKind::Stream, pg, redis) }
+        Self { queue: Queue::new(StrategyKind::Stream, pg, redis), gate: RedisGate::default() }
     }
 }
 
@@ -59,17 +62,18 @@ impl Strategy for Stream {
     }
 
     async fn purchase(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, StrategyError> {
-        if let Some(first) = self.queue.persisted_replay(request).await {
-            return Ok(PurchaseOutcome::Replayed(first));
+        // PostgreSQL will not see these units before the client hears 202: no SQL strategy may
+        // sell the same product meanwhile.
+        if let Some(refusal) = self.gate.enter(&self.queue.pg, &request.lines).await? {
+            return Ok(refusal);
         }
         for _ in 0..=RECOVERIES {
             let line = match self.queue.enqueue(request, true).await? {
                 Enqueued::Accepted => return Ok(self.queue.accepted(request)),
-                Enqueued::Existing(first) => return Ok(self.queue.replay(first, request).await),
                 Enqueued::Short(at) => return Ok(PurchaseOutcome::SoldOut(nth(request, at).product_id)),
                 Enqueued::Missing(at) => nth(request, at),
             };
-            if redis_stock::recover(&self.queue.pg, &self.queue.redis, line.product_id).await?.is_none() {
+            if reservation::recover(&self.queue.pg, &self.queue.redis, line.product_id).await?.is_none() {
                 return Ok(PurchaseOutcome::UnknownProduct(line.product_id));
             }
         }
@@ -80,8 +84,9 @@ impl Strategy for Stream {
         Ok(Some(self.queue.backlog().await?))
     }
 
-    async fn pending_units(&self) -> Result<std::collections::HashMap<i64, i64>, StrategyError> {
-        self.queue.reserved_units().await
+    async fn prepare(&self, _plan: &StockPlan) -> Result<(), StrategyError> {
+        self.gate.forget();
+        Ok(())
     }
 
     async fn own_order(&self, id: Uuid) -> Result<Option<OrderView>, StrategyError> {

@@ -19,8 +19,9 @@
 //! failing goes to the dead-letter stream, giving back the units its take held.
 //!
 //! Why this shape: it is what the seed shipped, and it shows what an unreserved queue costs — the
-//! check is stale the moment it is read. The idempotency key is still checked and claimed
-//! atomically with the append, so a retried request never queues a second order.
+//! check is stale the moment it is read. Idempotency keys are claimed in PostgreSQL before the
+//! append, like every strategy's (`crate::idempotency`), so a retried request never queues a
+//! second order.
 
 use async_trait::async_trait;
 use sqlx::PgPool;
@@ -32,6 +33,7 @@ use crate::error::StrategyError;
 use crate::kind::StrategyKind;
 use crate::order::{OrderView, PurchaseOutcome, PurchaseRequest};
 use crate::redis_stock;
+use crate::reservation;
 use crate::strategy::{Backlog, Strategy};
 
 /// The check-then-queue strategy.
@@ -45,23 +47,11 @@ impl StreamDeferred {
         Self { queue: Queue::new(StrategyKind::StreamDeferred, pg, redis) }
     }
 
-    /// The seed's check: every line's stock as Redis shows it now, and the order the idempotency
-    /// key already names, in one round trip.
-    async fn look(
-        &self,
-        request: &PurchaseRequest,
-    ) -> Result<(Vec<Option<i64>>, Option<String>), StrategyError> {
+    /// The seed's check: every line's stock as Redis shows it now.
+    async fn look(&self, request: &PurchaseRequest) -> Result<Vec<Option<i64>>, StrategyError> {
         let redis = &self.queue.redis;
-        let stock_keys: Vec<String> =
-            request.lines.iter().map(|line| redis.keys.stock(line.product_id.get())).collect();
-        let mut conn = redis.conn.clone();
-        // Always MGET: redis-rs's `mget` sends GET for one key, whose reply does not read as a list.
-        let Some(key) = &request.idempotency_key else {
-            return Ok((redis::cmd("MGET").arg(&stock_keys).query_async(&mut conn).await?, None));
-        };
-        let mut pipe = redis::pipe();
-        pipe.cmd("MGET").arg(&stock_keys).cmd("GET").arg(redis.keys.idempotency(key.as_str()));
-        Ok(pipe.query_async(&mut conn).await?)
+        redis_stock::read_counts(redis, request.lines.iter().map(|line| redis.keys.stock(line.product_id.get())))
+            .await
     }
 }
 
@@ -72,17 +62,11 @@ impl Strategy for StreamDeferred {
     }
 
     async fn purchase(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, StrategyError> {
-        if let Some(first) = self.queue.persisted_replay(request).await {
-            return Ok(PurchaseOutcome::Replayed(first));
-        }
-        let (stocks, first) = self.look(request).await?;
-        if let Some(first) = first.and_then(|id| Uuid::parse_str(&id).ok()) {
-            return Ok(self.queue.replay(first, request).await);
-        }
+        let stocks = self.look(request).await?;
         for (line, stock) in request.lines.iter().zip(stocks) {
             let stock = match stock {
                 Some(stock) => stock,
-                None => match redis_stock::recover(&self.queue.pg, &self.queue.redis, line.product_id).await?
+                None => match reservation::recover(&self.queue.pg, &self.queue.redis, line.product_id).await?
                 {
                     Some(stock) => stock,
                     None => return Ok(PurchaseOutcome::UnknownProduct(line.product_id)),
@@ -94,7 +78,6 @@ impl Strategy for StreamDeferred {
         }
         match self.queue.enqueue(request, false).await? {
             Enqueued::Accepted => Ok(self.queue.accepted(request)),
-            Enqueued::Existing(first) => Ok(self.queue.replay(first, request).await),
             Enqueued::Short(_) | Enqueued::Missing(_) => {
                 Err(StrategyError::Internal("an enqueue without reservation looked at the stock".into()))
             }
@@ -103,10 +86,6 @@ impl Strategy for StreamDeferred {
 
     async fn backlog(&self) -> Result<Option<Backlog>, StrategyError> {
         Ok(Some(self.queue.backlog().await?))
-    }
-
-    async fn pending_units(&self) -> Result<std::collections::HashMap<i64, i64>, StrategyError> {
-        self.queue.taken_units().await
     }
 
     async fn own_order(&self, id: Uuid) -> Result<Option<OrderView>, StrategyError> {

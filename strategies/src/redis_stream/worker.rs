@@ -50,7 +50,8 @@ use crate::backends::{Backends, RedisBackend};
 use crate::error::StrategyError;
 use crate::kind::StrategyKind;
 use crate::order::{OrderStatus, ProductId};
-use crate::redis_stock;
+use crate::fence::{self, Doubt};
+use crate::reservation;
 
 static TAKE: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("../../lua/stream_take.lua")));
@@ -642,7 +643,7 @@ impl Worker {
                         StrategyError::Internal(format!("stream_take.lua answered {decisions:?}"))
                     })?;
                 let product = ProductId::parse(product).map_err(|err| StrategyError::Internal(err.0))?;
-                if redis_stock::recover(&self.pg, &self.redis, product).await?.is_none() {
+                if reservation::recover(&self.pg, &self.redis, product).await?.is_none() {
                     // The catalogue no longer has it: nothing can be taken, record the order as short.
                     let order = orders[decisions.len() - 1].order_id.to_string();
                     let recorded: Result<(), _> = redis::cmd("HSET")
@@ -716,8 +717,36 @@ impl Worker {
                 }
             }
         }
+        // An entry given up on may still have been written by an earlier delivery whose settle was
+        // lost: settle the doubt in PostgreSQL before its units go back.
+        for record in &mut records {
+            if record.1 != "dead" {
+                continue;
+            }
+            let Some(id) = record.0.order_id else { continue };
+            if fence::settle(&self.pg, self.kind, id, "dead_lettered").await? == Doubt::Committed {
+                tracing::warn!(strategy = %self.kind, order = %id, "an entry given up on was written before: settled, not dead-lettered");
+                report.dead_lettered -= 1;
+                report.redelivered += 1;
+                *record = (record.0, "settle", "");
+            }
+        }
         if !records.is_empty() {
-            self.run_settle(&records).await?;
+            match self.run_settle(&records).await {
+                Err(err) if !is_transient(&err) && records.len() > 1 => {
+                    tracing::warn!(strategy = %self.kind, %err, "settling the batch failed: settling entries one by one");
+                    for record in &records {
+                        if let Err(err) = self.run_settle(std::slice::from_ref(record)).await {
+                            if is_transient(&err) {
+                                return Err(err);
+                            }
+                            self.set_aside(record.0, &err).await?;
+                            report.dead_lettered += 1;
+                        }
+                    }
+                }
+                other => other?,
+            }
         }
         for (job, action, reason) in &records {
             if *action == "dead" {
@@ -792,8 +821,52 @@ impl Worker {
             }
         }
         let settled: Result<i64, _> = invocation.invoke_async(self.conn().await?).await;
-        settled.map_err(|err| self.redis_failed(err))?;
+        let settled = settled.map_err(|err| self.redis_failed(err))?;
+        if settled < 0 {
+            let product = usize::try_from(-settled - 1)
+                .ok()
+                .and_then(|j| products.get(j))
+                .and_then(|&id| ProductId::parse(id).ok())
+                .ok_or_else(|| StrategyError::Internal(format!("stream_settle.lua answered {settled}")))?;
+            reservation::recover(&self.pg, &self.redis, product).await?;
+            return Err(StrategyError::Unavailable(format!(
+                "stock key of product {product} was missing while settling; recovered, settling again"
+            )));
+        }
         Ok(())
+    }
+
+    /// Takes an entry that cannot be settled out of the stream, so it no longer holds back the
+    /// ones behind it: copied to the dead-letter stream and acknowledged. Its pending record and
+    /// units stay where they are, so the audit keeps showing them until someone looks.
+    async fn set_aside(&mut self, job: &Job, err: &StrategyError) -> Result<(), StrategyError> {
+        tracing::error!(strategy = %self.kind, entry = %job.entry_id, order = ?job.order_id, %err, "entry cannot be settled: set aside in the dead-letter stream");
+        let mut pipe = redis::pipe();
+        pipe.cmd("XADD")
+            .arg(&self.keys.dead_letter)
+            .arg("*")
+            .arg("entry_id")
+            .arg(&job.entry_id)
+            .arg("order_id")
+            .arg(job.order_id.map(|id| id.to_string()).unwrap_or_default())
+            .arg("payload")
+            .arg(job.payload.as_slice())
+            .arg("reason")
+            .arg(format!("settle failed: {err}"))
+            .arg("deliveries")
+            .arg(job.deliveries)
+            .ignore()
+            .cmd("XACK")
+            .arg(&self.keys.stream)
+            .arg(GROUP)
+            .arg(&job.entry_id)
+            .ignore()
+            .cmd("XDEL")
+            .arg(&self.keys.stream)
+            .arg(&job.entry_id)
+            .ignore();
+        let done: Result<(), _> = pipe.query_async(self.conn().await?).await;
+        done.map_err(|err| self.redis_failed(err))
     }
 
     /// Entries in the stream: new ones and ones delivered but not settled.

@@ -1,0 +1,80 @@
+//! Work strategies need beside their purchases, owned here: one closed `match` says which
+//! consumer or sweeper each strategy runs, and [`run`] starts exactly those.
+
+use std::collections::BTreeSet;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::backends::Backends;
+use crate::error::StrategyError;
+use crate::kind::StrategyKind;
+use crate::redis_stream::{Worker, WorkerSettings};
+use crate::reservation::{Sweeper, SweeperSettings};
+
+/// One kind of background work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Job {
+    /// Persists one queueing strategy's accepted orders.
+    StreamWorker(StrategyKind),
+    /// Ends Redis reservations past their deadline and resyncs marked products.
+    ReservationSweeper,
+}
+
+impl StrategyKind {
+    /// The background work this strategy needs, if any.
+    pub const fn background(self) -> Option<Job> {
+        match self {
+            Self::Memory | Self::SqlNaive | Self::SqlForUpdate | Self::SqlAtomic => None,
+            Self::RedisDecr | Self::RedisLua => Some(Job::ReservationSweeper),
+            Self::Stream | Self::StreamDeferred => Some(Job::StreamWorker(self)),
+        }
+    }
+}
+
+/// Every job some strategy needs, once each.
+pub fn jobs() -> BTreeSet<Job> {
+    StrategyKind::ALL.into_iter().filter_map(StrategyKind::background).collect()
+}
+
+/// How background work behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackgroundSettings {
+    /// `None` runs no stream worker (another process runs them).
+    pub workers: Option<WorkerSettings>,
+    pub sweeper: SweeperSettings,
+}
+
+/// Runs every job until `cancel` fires; workers finish the batch in hand. Several processes may
+/// run the same jobs side by side: workers share a consumer group, and sweepers settle each
+/// reservation once.
+///
+/// # Errors
+/// When a job's task dies outside its own error handling.
+pub async fn run(backends: &Backends, settings: BackgroundSettings, cancel: CancellationToken) -> Result<(), StrategyError> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for job in jobs() {
+        match job {
+            Job::StreamWorker(kind) => match settings.workers {
+                Some(worker) => {
+                    let work = Worker::new(backends, kind, worker)?.run(cancel.clone());
+                    // The worker logs its own report when it stops.
+                    tasks.spawn(async move {
+                        work.await;
+                    });
+                }
+                None => tracing::info!(strategy = %kind, "stream worker off: run `server worker` to persist queued orders"),
+            },
+            Job::ReservationSweeper => {
+                let sweeper = Sweeper::new(backends.pg.clone(), backends.redis.clone(), settings.sweeper);
+                tasks.spawn(sweeper.run(cancel.clone()));
+            }
+        }
+    }
+    if tasks.is_empty() {
+        cancel.cancelled().await;
+    }
+    while let Some(finished) = tasks.join_next().await {
+        finished.map_err(|err| StrategyError::Internal(format!("a background task died: {err}")))?;
+    }
+    Ok(())
+}

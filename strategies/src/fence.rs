@@ -1,0 +1,108 @@
+//! Settling a purchase whose outcome is in doubt, by its order id.
+//!
+//! A commit whose reply was lost, a reservation that outlived its deadline, a queued entry given
+//! up on: each time, somebody must decide whether the order exists before giving its units back,
+//! and the order may still be on its way (a transaction PostgreSQL has not finished). Reading the
+//! orders table cannot settle that; writing can. [`settle`] inserts a `void` row under the order's
+//! id: if the insert goes through, the order can never commit afterwards (its own insert collides
+//! with the primary key, see [`is_voided`]), so its units are free to go back; if the id is taken,
+//! PostgreSQL holds the order (an insert of a key another transaction is writing waits for that
+//! transaction to end, so an order in flight is waited for, not missed). Either answer is final.
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::error::StrategyError;
+use crate::kind::StrategyKind;
+
+/// What PostgreSQL decided about an order whose outcome was in doubt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Doubt {
+    /// The order is in PostgreSQL: it committed.
+    Committed,
+    /// The order is not, and never will be: its id is void.
+    Void,
+}
+
+const VOID: &str = r#"
+INSERT INTO orders (id, strategy, status, address, phone, email, reason)
+VALUES ($1, $2, 'void', '', '', '', $3)
+ON CONFLICT (id) DO NOTHING
+"#;
+
+const STATUS: &str = "SELECT status FROM orders WHERE id = $1";
+
+/// Settles whether order `id` exists, for good. `why` is kept on the void row.
+///
+/// # Errors
+/// When PostgreSQL does not answer: the doubt stays, and nothing may be released yet.
+pub async fn settle(pg: &PgPool, kind: StrategyKind, id: Uuid, why: &str) -> Result<Doubt, StrategyError> {
+    let voided = sqlx::query(VOID).bind(id).bind(kind.as_str()).bind(why).execute(pg).await?.rows_affected();
+    if voided == 1 {
+        return Ok(Doubt::Void);
+    }
+    let status: Option<String> = sqlx::query_scalar(STATUS).bind(id).fetch_optional(pg).await?;
+    Ok(match status.as_deref() {
+        Some("void") | None => Doubt::Void,
+        Some(_) => Doubt::Committed,
+    })
+}
+
+/// The order's insert collided with its own id: somebody voided it while it was in doubt, and
+/// its units were (or are being) given back. Nothing was sold.
+pub fn is_voided(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db)
+        if db.kind() == sqlx::error::ErrorKind::UniqueViolation && db.constraint() == Some("orders_pkey"))
+}
+
+/// The statement or its `COMMIT` may have taken effect although the client saw an error: the
+/// connection broke, or the server was told to stop, after the request left. An error PostgreSQL
+/// answered with otherwise means the transaction rolled back.
+pub fn may_have_committed(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed | sqlx::Error::Tls(_) => {
+            true
+        }
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03")
+        }
+        _ => false,
+    }
+}
+
+/// What became of a write of order `id` that failed with `err`.
+#[derive(Debug)]
+pub(crate) enum Failed {
+    /// PostgreSQL holds the order after all.
+    Committed,
+    /// It does not and never will: the error stands, and nothing was sold.
+    NotCommitted(StrategyError),
+}
+
+/// Settles a failed write of order `id`: errors PostgreSQL answered with roll back, and errors
+/// that may hide a commit are settled by voiding the id. When PostgreSQL cannot be asked either,
+/// the outcome stays unknown ([`StrategyError::InDoubt`]).
+///
+/// # Errors
+/// [`StrategyError::InDoubt`] as above.
+pub(crate) async fn after_failed_write(
+    pg: &PgPool,
+    kind: StrategyKind,
+    id: Uuid,
+    err: sqlx::Error,
+) -> Result<Failed, StrategyError> {
+    if !may_have_committed(&err) {
+        return Ok(Failed::NotCommitted(err.into()));
+    }
+    match settle(pg, kind, id, "commit_in_doubt").await {
+        Ok(Doubt::Committed) => {
+            tracing::warn!(%err, order = %id, "a commit whose reply was lost had gone through");
+            Ok(Failed::Committed)
+        }
+        Ok(Doubt::Void) => Ok(Failed::NotCommitted(err.into())),
+        Err(asked) => Err(StrategyError::InDoubt(format!(
+            "order {id}: the write failed ({err}) and PostgreSQL could not be asked whether it committed ({asked})"
+        ))),
+    }
+}

@@ -1,0 +1,81 @@
+//! Which gate sells a product: PostgreSQL's stock row or the Redis mirror, fixed per product by
+//! the first safe strategy that sells it after a reset (`products.gate`).
+//!
+//! Neither gate sees the other's sales before they commit: a SQL sale takes PostgreSQL's stock
+//! and leaves Redis's shelf as it was; a queued Redis sale takes Redis's shelf and answers 202
+//! before PostgreSQL's stock moves. Two safe strategies of different gates selling one product
+//! would each sell the same units. So the first safe sale claims the product for its gate, and a
+//! safe strategy of the other gate is refused (`PurchaseOutcome::GateConflict`) until the next
+//! reset. Strategies that are unsafe by design neither claim nor check: mixing them in is unsafe,
+//! and the audit shows what they did.
+//!
+//! The SQL strategies claim inside the statement that takes the stock (no extra round trip). The
+//! Redis strategies claim before their first reservation of a product, once per process and
+//! reset: [`RedisGate`] remembers the products PostgreSQL confirmed, and a reset forgets them.
+
+use std::collections::HashSet;
+use std::sync::{Mutex, PoisonError};
+
+use sqlx::PgPool;
+
+use crate::error::StrategyError;
+use crate::kind::Gate;
+use crate::order::{OrderLines, ProductId, PurchaseOutcome};
+
+const CLAIM_FOR_REDIS: &str =
+    "UPDATE products SET gate = 'redis' WHERE id = ANY($1) AND gate IS DISTINCT FROM 'postgres' RETURNING id";
+const KNOWN: &str = "SELECT id FROM products WHERE id = ANY($1)";
+
+/// Products this process knows PostgreSQL has given to the Redis gate.
+#[derive(Debug, Default)]
+pub(crate) struct RedisGate {
+    known: Mutex<HashSet<i64>>,
+}
+
+impl RedisGate {
+    /// Makes sure every product of `lines` is sold through Redis, claiming it in PostgreSQL on
+    /// first use. Returns the refusal for the first line that cannot be: a product PostgreSQL does
+    /// not have, or one the SQL gate already sells.
+    ///
+    /// # Errors
+    /// When PostgreSQL does not answer.
+    pub(crate) async fn enter(&self, pg: &PgPool, lines: &OrderLines) -> Result<Option<PurchaseOutcome>, StrategyError> {
+        let missing: Vec<i64> = {
+            let known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+            lines.iter().map(|line| line.product_id.get()).filter(|id| !known.contains(id)).collect()
+        };
+        if missing.is_empty() {
+            return Ok(None);
+        }
+        let claimed: HashSet<i64> =
+            sqlx::query_scalar(CLAIM_FOR_REDIS).bind(&missing).fetch_all(pg).await?.into_iter().collect();
+        self.known.lock().unwrap_or_else(PoisonError::into_inner).extend(claimed.iter().copied());
+        if claimed.len() == missing.len() {
+            return Ok(None);
+        }
+        let exists: HashSet<i64> = sqlx::query_scalar(KNOWN).bind(&missing).fetch_all(pg).await?.into_iter().collect();
+        for id in missing.into_iter().filter(|id| !claimed.contains(id)) {
+            let product = ProductId::parse(id).map_err(|err| StrategyError::Internal(err.0))?;
+            return Ok(Some(if exists.contains(&id) {
+                PurchaseOutcome::GateConflict { product, gate: Gate::Postgres }
+            } else {
+                PurchaseOutcome::UnknownProduct(product)
+            }));
+        }
+        Ok(None)
+    }
+
+    /// Forgets every claim: a reset cleared them in PostgreSQL.
+    pub(crate) fn forget(&self) {
+        self.known.lock().unwrap_or_else(PoisonError::into_inner).clear();
+    }
+}
+
+/// Reads `products.gate`.
+pub(crate) fn parse_gate(gate: Option<&str>) -> Option<Gate> {
+    match gate {
+        Some("postgres") => Some(Gate::Postgres),
+        Some("redis") => Some(Gate::Redis),
+        _ => None,
+    }
+}

@@ -1,0 +1,254 @@
+//! One idempotency namespace for every strategy.
+//!
+//! `Idempotency-Key` means "this purchase, once", whatever strategy the request names. Each
+//! strategy guarding keys its own way (the in-process baseline in its books, the SQL strategies
+//! through the orders table's unique index, the queued ones in Redis) let one key make an order
+//! in each, and let a later synchronous order push a queued one out after its client had heard 202.
+//! So every keyed purchase first claims its key in PostgreSQL (`idempotency_claims`, one row per
+//! key naming the order id), before any stock moves; this layer wraps every strategy in the
+//! registry, so none can skip it.
+//!
+//! - The claimant runs the purchase. If it ends with no order (sold out, refused, a failure that
+//!   certainly wrote nothing), the claim is deleted so a retry can buy; otherwise it stays.
+//! - Every other request with the key replays the claimed order, wherever it lives (PostgreSQL,
+//!   a queue's pending orders, the baseline's books), and waits for it while the claimant is still
+//!   working. A body that differs from the first one is refused (`KeyReused`, 422).
+//! - A claim whose order appears nowhere long after it was made belongs to a purchase that died:
+//!   its order id is voided ([`crate::fence`]), so it can never commit, and the key is taken over.
+//!
+//! Unkeyed purchases pass straight through, at no cost.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::{FromRow, PgPool};
+use uuid::Uuid;
+
+use crate::error::StrategyError;
+use crate::fence::{self, Doubt};
+use crate::kind::StrategyKind;
+use crate::order::{OrderStatus, OrderView, PurchaseOutcome, PurchaseRequest, Receipt};
+use crate::plan::StockPlan;
+use crate::strategy::{Backlog, OrderEntry, OwnLedger, Strategy};
+
+/// How long a copy waits for the claimant's order before answering 503.
+const WAIT_FOR_OWNER: Duration = Duration::from_secs(5);
+const POLL: Duration = Duration::from_millis(10);
+/// A claim older than this whose order is nowhere belongs to a purchase that died.
+const ABANDONED_AFTER: Duration = Duration::from_secs(60);
+
+const CLAIM: &str = r#"
+WITH mine AS (
+    INSERT INTO idempotency_claims (idempotency_key, order_id, strategy, fingerprint)
+    VALUES ($1, $2, $3, $4)
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING order_id, strategy, fingerprint, 0::float8 AS age_secs, true AS mine
+)
+SELECT * FROM mine
+UNION ALL
+SELECT order_id, strategy, fingerprint, EXTRACT(EPOCH FROM now() - claimed_at)::float8, false
+FROM idempotency_claims WHERE idempotency_key = $1 AND NOT EXISTS (SELECT 1 FROM mine)
+"#;
+
+const UNCLAIM: &str = "DELETE FROM idempotency_claims WHERE idempotency_key = $1 AND order_id = $2";
+
+const RECEIPT: &str = "SELECT status, strategy FROM orders WHERE id = $1 AND status <> 'void'";
+
+#[derive(FromRow)]
+struct ClaimRow {
+    order_id: Uuid,
+    strategy: String,
+    fingerprint: String,
+    age_secs: f64,
+    mine: bool,
+}
+
+/// Every strategy's raw instance, for finding a claimed order wherever it lives.
+pub(crate) type Peers = Arc<Vec<(StrategyKind, Arc<dyn Strategy>)>>;
+
+/// A strategy behind the shared idempotency claim.
+pub(crate) struct Keyed {
+    inner: Arc<dyn Strategy>,
+    pg: PgPool,
+    peers: Peers,
+}
+
+impl fmt::Debug for Keyed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Keyed").field("inner", &self.inner).finish_non_exhaustive()
+    }
+}
+
+impl Keyed {
+    pub(crate) fn wrap(inner: Arc<dyn Strategy>, pg: PgPool, peers: Peers) -> Arc<dyn Strategy> {
+        Arc::new(Self { inner, pg, peers })
+    }
+
+    /// The order `id` as its client should hear of it again, if it exists anywhere yet.
+    async fn find(&self, id: Uuid, strategy: StrategyKind) -> Result<Option<Receipt>, StrategyError> {
+        let row: Option<(String, String)> = sqlx::query_as(RECEIPT).bind(id).fetch_optional(&self.pg).await?;
+        if let Some((status, strategy)) = row {
+            let status = OrderStatus::from_db(&status)
+                .ok_or_else(|| StrategyError::Internal(format!("order {id} has status {status:?}")))?;
+            let strategy = strategy.parse().map_err(|_| {
+                StrategyError::Internal(format!("order {id} names strategy {strategy:?}"))
+            })?;
+            return Ok(Some(Receipt { order_id: id, status, strategy }));
+        }
+        let Some((_, owner)) = self.peers.iter().find(|(kind, _)| *kind == strategy) else { return Ok(None) };
+        Ok(owner.own_order(id).await?.map(|order| Receipt {
+            order_id: order.order_id,
+            status: order.status,
+            strategy: order.strategy,
+        }))
+    }
+
+    /// Claims the key for this request, or says what the request holding it did.
+    async fn claim(&self, key: &str, request: &PurchaseRequest, fingerprint: &str) -> Result<Claim, StrategyError> {
+        let deadline = tokio::time::Instant::now() + WAIT_FOR_OWNER;
+        loop {
+            let row: Option<ClaimRow> = sqlx::query_as(CLAIM)
+                .bind(key)
+                .bind(request.order_id)
+                .bind(self.kind().as_str())
+                .bind(fingerprint)
+                .fetch_optional(&self.pg)
+                .await?;
+            if let Some(row) = row {
+                if row.mine {
+                    return Ok(Claim::Mine);
+                }
+                if row.fingerprint != fingerprint {
+                    return Ok(Claim::Reused(row.order_id));
+                }
+                let owner: StrategyKind = row.strategy.parse().map_err(|_| {
+                    StrategyError::Internal(format!("idempotency claim names strategy {:?}", row.strategy))
+                })?;
+                if let Some(first) = self.find(row.order_id, owner).await? {
+                    return Ok(Claim::Replay(first));
+                }
+                if row.age_secs >= ABANDONED_AFTER.as_secs_f64() {
+                    if fence::settle(&self.pg, owner, row.order_id, "idempotency_claim_abandoned").await?
+                        == Doubt::Void
+                    {
+                        tracing::warn!(key, order = %row.order_id, "took over an idempotency key whose purchase died");
+                        sqlx::query(UNCLAIM).bind(key).bind(row.order_id).execute(&self.pg).await?;
+                    }
+                    continue;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(StrategyError::Unavailable(format!(
+                        "another request with this Idempotency-Key (order {}) is still in progress",
+                        row.order_id
+                    )));
+                }
+            }
+            // No row: the claim was deleted between our insert and our read. Claim again.
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+enum Claim {
+    Mine,
+    Replay(Receipt),
+    Reused(Uuid),
+}
+
+/// What makes two requests with one key the same purchase: the lines, the delivery and the buyer.
+/// The strategy is not part of it: a retry through another strategy replays the first order.
+fn fingerprint(request: &PurchaseRequest) -> String {
+    let mut text = String::new();
+    for line in &request.lines {
+        text.push_str(&format!("{}x{},", line.product_id, line.quantity.get()));
+    }
+    let delivery = &request.delivery;
+    for field in [&delivery.address, &delivery.phone, &delivery.email] {
+        text.push('|');
+        text.push_str(field);
+    }
+    text.push('|');
+    text.push_str(request.user.as_deref().unwrap_or(""));
+    // FNV-1a: stable across builds and platforms, unlike the standard hasher.
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{hash:016x}")
+}
+
+#[async_trait]
+impl Strategy for Keyed {
+    fn kind(&self) -> StrategyKind {
+        self.inner.kind()
+    }
+
+    async fn purchase(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, StrategyError> {
+        let Some(key) = &request.idempotency_key else { return self.inner.purchase(request).await };
+        match self.claim(key.as_str(), request, &fingerprint(request)).await? {
+            Claim::Mine => {}
+            Claim::Replay(first) => return Ok(PurchaseOutcome::Replayed(first)),
+            Claim::Reused(first) => return Ok(PurchaseOutcome::KeyReused(first)),
+        }
+        let outcome = self.inner.purchase(request).await;
+        let keep = match &outcome {
+            Ok(PurchaseOutcome::Placed(_) | PurchaseOutcome::Replayed(_)) => true,
+            Ok(_) => false,
+            Err(err) => err.may_have_taken_effect(),
+        };
+        if !keep && let Err(err) = sqlx::query(UNCLAIM).bind(key.as_str()).bind(request.order_id).execute(&self.pg).await
+        {
+            // The claim then outlives the purchase; a retry takes it over once it is abandoned.
+            tracing::warn!(%err, "could not free an idempotency key after a purchase that placed nothing");
+        }
+        outcome
+    }
+
+    async fn prepare(&self, plan: &StockPlan) -> Result<(), StrategyError> {
+        self.inner.prepare(plan).await
+    }
+
+    async fn own_ledger(&self) -> Result<Option<OwnLedger>, StrategyError> {
+        self.inner.own_ledger().await
+    }
+
+    async fn backlog(&self) -> Result<Option<Backlog>, StrategyError> {
+        self.inner.backlog().await
+    }
+
+    async fn own_order(&self, id: Uuid) -> Result<Option<OrderView>, StrategyError> {
+        self.inner.own_order(id).await
+    }
+
+    async fn own_orders(&self) -> Result<Vec<OrderEntry>, StrategyError> {
+        self.inner.own_orders().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::order::{Delivery, OrderLine, OrderLines, ProductId, Quantity};
+
+    fn request(quantity: i64, address: &str) -> PurchaseRequest {
+        PurchaseRequest {
+            order_id: Uuid::new_v4(),
+            lines: OrderLines::new(vec![OrderLine {
+                product_id: ProductId::parse(100).unwrap(),
+                quantity: Quantity::parse(quantity).unwrap(),
+            }])
+            .unwrap(),
+            delivery: Delivery::new(address.into(), "+380".into(), "a@b.c".into()).unwrap(),
+            user: None,
+            idempotency_key: None,
+        }
+    }
+
+    #[test]
+    fn fingerprints_tell_bodies_apart_and_ignore_the_order_id() {
+        assert_eq!(fingerprint(&request(1, "Kyiv")), fingerprint(&request(1, "Kyiv")));
+        assert_ne!(fingerprint(&request(1, "Kyiv")), fingerprint(&request(2, "Kyiv")));
+        assert_ne!(fingerprint(&request(1, "Kyiv")), fingerprint(&request(1, "Lviv")));
+    }
+}
