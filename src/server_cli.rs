@@ -72,7 +72,8 @@ pub async fn run(cli: ServerCli) -> anyhow::Result<()> {
     tokio::spawn(cancel_on_signal(stop.clone()));
     if let Some(Command::Worker { worker, .. }) = &cli.command {
         let backends = Backends { pg, redis, tuning: Tuning::default() };
-        let settings = BackgroundSettings { workers: Some(worker.settings()), sweeper: SweeperSettings::default() };
+        let settings =
+            BackgroundSettings { workers: Some(worker.settings()), sweeper: SweeperSettings::default() };
         background::run(&backends, settings, stop).await.context("background work failed")?;
         return Ok(());
     }

@@ -94,7 +94,11 @@ pub struct Tuning {
 
 impl Default for Tuning {
     fn default() -> Self {
-        Self { naive_race_window: Duration::ZERO, conflict_retries: 3, reservation_ttl: Duration::from_secs(30) }
+        Self {
+            naive_race_window: Duration::ZERO,
+            conflict_retries: 3,
+            reservation_ttl: Duration::from_secs(30),
+        }
     }
 }
 

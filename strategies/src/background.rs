@@ -50,7 +50,11 @@ pub struct BackgroundSettings {
 ///
 /// # Errors
 /// When a job's task dies outside its own error handling.
-pub async fn run(backends: &Backends, settings: BackgroundSettings, cancel: CancellationToken) -> Result<(), StrategyError> {
+pub async fn run(
+    backends: &Backends,
+    settings: BackgroundSettings,
+    cancel: CancellationToken,
+) -> Result<(), StrategyError> {
     let mut tasks = tokio::task::JoinSet::new();
     for job in jobs() {
         match job {
@@ -62,7 +66,9 @@ pub async fn run(backends: &Backends, settings: BackgroundSettings, cancel: Canc
                         work.await;
                     });
                 }
-                None => tracing::info!(strategy = %kind, "stream worker off: run `server worker` to persist queued orders"),
+                None => {
+                    tracing::info!(strategy = %kind, "stream worker off: run `server worker` to persist queued orders")
+                }
             },
             Job::ReservationSweeper => {
                 let sweeper = Sweeper::new(backends.pg.clone(), backends.redis.clone(), settings.sweeper);

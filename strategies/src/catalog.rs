@@ -216,7 +216,10 @@ pub struct SqlProduct {
 ///
 /// # Errors
 /// When the database does not answer.
-pub async fn sql_books(pool: &PgPool, tracked: &[i64]) -> Result<(Vec<SqlProduct>, OrderTotals), StrategyError> {
+pub async fn sql_books(
+    pool: &PgPool,
+    tracked: &[i64],
+) -> Result<(Vec<SqlProduct>, OrderTotals), StrategyError> {
     let mut tx = pool.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY").execute(&mut *tx).await?;
     // Scanning millions of products outlives the timeout meant for purchases.

@@ -39,7 +39,11 @@ impl RedisGate {
     ///
     /// # Errors
     /// When PostgreSQL does not answer.
-    pub(crate) async fn enter(&self, pg: &PgPool, lines: &OrderLines) -> Result<Option<PurchaseOutcome>, StrategyError> {
+    pub(crate) async fn enter(
+        &self,
+        pg: &PgPool,
+        lines: &OrderLines,
+    ) -> Result<Option<PurchaseOutcome>, StrategyError> {
         let missing: Vec<i64> = {
             let known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
             lines.iter().map(|line| line.product_id.get()).filter(|id| !known.contains(id)).collect()
@@ -53,16 +57,15 @@ impl RedisGate {
         if claimed.len() == missing.len() {
             return Ok(None);
         }
-        let exists: HashSet<i64> = sqlx::query_scalar(KNOWN).bind(&missing).fetch_all(pg).await?.into_iter().collect();
-        for id in missing.into_iter().filter(|id| !claimed.contains(id)) {
-            let product = ProductId::parse(id).map_err(|err| StrategyError::Internal(err.0))?;
-            return Ok(Some(if exists.contains(&id) {
-                PurchaseOutcome::GateConflict { product, gate: Gate::Postgres }
-            } else {
-                PurchaseOutcome::UnknownProduct(product)
-            }));
-        }
-        Ok(None)
+        let exists: HashSet<i64> =
+            sqlx::query_scalar(KNOWN).bind(&missing).fetch_all(pg).await?.into_iter().collect();
+        let Some(id) = missing.into_iter().find(|id| !claimed.contains(id)) else { return Ok(None) };
+        let product = ProductId::parse(id).map_err(|err| StrategyError::Internal(err.0))?;
+        Ok(Some(if exists.contains(&id) {
+            PurchaseOutcome::GateConflict { product, gate: Gate::Postgres }
+        } else {
+            PurchaseOutcome::UnknownProduct(product)
+        }))
     }
 
     /// Forgets every claim: a reset cleared them in PostgreSQL.

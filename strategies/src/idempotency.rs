@@ -92,9 +92,9 @@ impl Keyed {
         if let Some((status, strategy)) = row {
             let status = OrderStatus::from_db(&status)
                 .ok_or_else(|| StrategyError::Internal(format!("order {id} has status {status:?}")))?;
-            let strategy = strategy.parse().map_err(|_| {
-                StrategyError::Internal(format!("order {id} names strategy {strategy:?}"))
-            })?;
+            let strategy = strategy
+                .parse()
+                .map_err(|_| StrategyError::Internal(format!("order {id} names strategy {strategy:?}")))?;
             return Ok(Some(Receipt { order_id: id, status, strategy }));
         }
         let Some((_, owner)) = self.peers.iter().find(|(kind, _)| *kind == strategy) else { return Ok(None) };
@@ -106,7 +106,12 @@ impl Keyed {
     }
 
     /// Claims the key for this request, or says what the request holding it did.
-    async fn claim(&self, key: &str, request: &PurchaseRequest, fingerprint: &str) -> Result<Claim, StrategyError> {
+    async fn claim(
+        &self,
+        key: &str,
+        request: &PurchaseRequest,
+        fingerprint: &str,
+    ) -> Result<Claim, StrategyError> {
         let deadline = tokio::time::Instant::now() + WAIT_FOR_OWNER;
         loop {
             let row: Option<ClaimRow> = sqlx::query_as(CLAIM)
@@ -197,7 +202,9 @@ impl Strategy for Keyed {
             Ok(_) => false,
             Err(err) => err.may_have_taken_effect(),
         };
-        if !keep && let Err(err) = sqlx::query(UNCLAIM).bind(key.as_str()).bind(request.order_id).execute(&self.pg).await
+        if !keep
+            && let Err(err) =
+                sqlx::query(UNCLAIM).bind(key.as_str()).bind(request.order_id).execute(&self.pg).await
         {
             // The claim then outlives the purchase; a retry takes it over once it is abandoned.
             tracing::warn!(%err, "could not free an idempotency key after a purchase that placed nothing");

@@ -17,8 +17,8 @@
 //! - `idempotency`: one claim per `Idempotency-Key`, in front of every strategy.
 //! - `gates`: which gate (PostgreSQL or Redis) sells a product since the reset.
 
-pub mod background;
 pub mod backends;
+pub mod background;
 pub mod catalog;
 pub mod error;
 pub mod fence;

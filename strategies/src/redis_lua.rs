@@ -61,11 +61,19 @@ impl Strategy for RedisLua {
         }
         let lines: Vec<_> = request.lines.iter().copied().collect();
         for _ in 0..=RECOVERIES {
-            let reserved =
-                reservation::reserve(&self.redis, self.kind(), request.order_id, &request.lines, Take::Check, self.ttl)
-                    .await;
+            let reserved = reservation::reserve(
+                &self.redis,
+                self.kind(),
+                request.order_id,
+                &request.lines,
+                Take::Check,
+                self.ttl,
+            )
+            .await;
             match reserved {
-                Ok(Reserved::Taken(_)) => return persist_reserved(&self.pg, &self.redis, self.kind(), request).await,
+                Ok(Reserved::Taken(_)) => {
+                    return persist_reserved(&self.pg, &self.redis, self.kind(), request).await;
+                }
                 Ok(Reserved::Short(at)) => return Ok(PurchaseOutcome::SoldOut(lines[at].product_id)),
                 Ok(Reserved::Missing(at)) => {
                     if reservation::recover(&self.pg, &self.redis, lines[at].product_id).await?.is_none() {

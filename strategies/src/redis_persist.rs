@@ -17,7 +17,8 @@ use crate::order::{OrderStatus, ProductId, PurchaseOutcome, PurchaseRequest, Rec
 use crate::order_store::{insert_order, replay_after_conflict};
 use crate::reservation::{self, End};
 
-const TAKE_IF_THERE: &str = "UPDATE products SET stock = stock - $2::bigint WHERE id = $1 AND stock >= $2::bigint";
+const TAKE_IF_THERE: &str =
+    "UPDATE products SET stock = stock - $2::bigint WHERE id = $1 AND stock >= $2::bigint";
 
 /// What the transaction did.
 enum Written {
@@ -28,7 +29,11 @@ enum Written {
 
 /// Writes `request` to PostgreSQL as confirmed, moving PostgreSQL's stock by the units Redis took,
 /// in product-id order (the order every writer locks rows in).
-async fn write_order(conn: &mut PgConnection, kind: StrategyKind, request: &PurchaseRequest) -> Result<Written, sqlx::Error> {
+async fn write_order(
+    conn: &mut PgConnection,
+    kind: StrategyKind,
+    request: &PurchaseRequest,
+) -> Result<Written, sqlx::Error> {
     let mut tx = conn.begin().await?;
     for line in &request.lines {
         let taken = sqlx::query(TAKE_IF_THERE)

@@ -56,7 +56,8 @@ impl Registry {
         backends: &Backends,
         mut layer: impl FnMut(Arc<dyn Strategy>) -> Arc<dyn Strategy>,
     ) -> Self {
-        let raw: Peers = Arc::new(StrategyKind::ALL.into_iter().map(|kind| (kind, build(kind, backends))).collect());
+        let raw: Peers =
+            Arc::new(StrategyKind::ALL.into_iter().map(|kind| (kind, build(kind, backends))).collect());
         let strategies = raw
             .iter()
             .map(|(kind, strategy)| {

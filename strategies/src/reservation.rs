@@ -180,7 +180,11 @@ fn parse_record(record: &str) -> Option<(StrategyKind, OrderLines)> {
 }
 
 /// Stock keys, then in-flight keys, of `lines`.
-pub(crate) fn push_line_keys(invocation: &mut redis::ScriptInvocation<'_>, redis: &RedisBackend, lines: &OrderLines) {
+pub(crate) fn push_line_keys(
+    invocation: &mut redis::ScriptInvocation<'_>,
+    redis: &RedisBackend,
+    lines: &OrderLines,
+) {
     for line in lines {
         invocation.key(redis.keys.stock(line.product_id.get()));
     }
@@ -271,7 +275,11 @@ const RECOVERY_ATTEMPTS: usize = 3;
 ///
 /// # Errors
 /// When a backend does not answer.
-pub async fn recover(pg: &PgPool, redis: &RedisBackend, product: ProductId) -> Result<Option<i64>, StrategyError> {
+pub async fn recover(
+    pg: &PgPool,
+    redis: &RedisBackend,
+    product: ProductId,
+) -> Result<Option<i64>, StrategyError> {
     let id = product.get();
     for _ in 0..RECOVERY_ATTEMPTS {
         let holds: Vec<(Hold, i64)> = holds(redis)
@@ -288,8 +296,11 @@ pub async fn recover(pg: &PgPool, redis: &RedisBackend, product: ProductId) -> R
         let Some(stock) = stock else { return Ok(None) };
         let committed: HashSet<Uuid> = committed.into_iter().collect();
         let held: i64 = holds.iter().map(|(_, units)| units).sum();
-        let uncommitted: i64 =
-            holds.iter().filter(|(hold, _)| !committed.contains(&hold.order_id)).map(|(_, units)| units).sum();
+        let uncommitted: i64 = holds
+            .iter()
+            .filter(|(hold, _)| !committed.contains(&hold.order_id))
+            .map(|(_, units)| units)
+            .sum();
         let mut invocation = RECOVER.prepare_invoke();
         invocation.key(redis.keys.stock(id)).key(redis.keys.inflight(id)).key(redis.keys.resync());
         for (hold, _) in &holds {
@@ -303,7 +314,14 @@ pub async fn recover(pg: &PgPool, redis: &RedisBackend, product: ProductId) -> R
         let reply: Vec<i64> = invocation.invoke_async(&mut conn).await?;
         match reply.as_slice() {
             [1, now] => {
-                tracing::info!(product = id, sql_stock = stock, held, uncommitted, now, "recovered a missing Redis stock key");
+                tracing::info!(
+                    product = id,
+                    sql_stock = stock,
+                    held,
+                    uncommitted,
+                    now,
+                    "recovered a missing Redis stock key"
+                );
                 return Ok(Some(*now));
             }
             [0, now] => return Ok(Some(*now)),
@@ -379,7 +397,13 @@ impl Sweeper {
         tracing::info!(settings = ?self.settings, "reservation sweeper started");
         while !cancel.is_cancelled() {
             match self.sweep().await {
-                Ok(report) if report != SweepReport { resync_waiting: report.resync_waiting, ..SweepReport::default() } => {
+                Ok(report)
+                    if report
+                        != SweepReport {
+                            resync_waiting: report.resync_waiting,
+                            ..SweepReport::default()
+                        } =>
+                {
                     tracing::info!(?report, "swept reservations");
                 }
                 Ok(_) => {}
@@ -444,7 +468,11 @@ impl Sweeper {
             .await?;
         let Some(stock) = stock else {
             // A missing key is rebuilt exactly on first use; nothing to rewrite.
-            redis::cmd("SREM").arg(self.redis.keys.resync()).arg(product).query_async::<i64>(&mut conn).await?;
+            redis::cmd("SREM")
+                .arg(self.redis.keys.resync())
+                .arg(product)
+                .query_async::<i64>(&mut conn)
+                .await?;
             return Ok(true);
         };
         if inflight.unwrap_or(0) != 0 {
@@ -455,7 +483,11 @@ impl Sweeper {
             .fetch_optional(&self.pg)
             .await?;
         let Some(sql) = sql else {
-            redis::cmd("SREM").arg(self.redis.keys.resync()).arg(product).query_async::<i64>(&mut conn).await?;
+            redis::cmd("SREM")
+                .arg(self.redis.keys.resync())
+                .arg(product)
+                .query_async::<i64>(&mut conn)
+                .await?;
             return Ok(true);
         };
         let written: i64 = RESYNC

@@ -160,10 +160,12 @@ impl Strategy for SqlAtomic {
             Err(err) if is_duplicate_key(&err) => {
                 Ok(PurchaseOutcome::Replayed(replay_after_conflict(&self.pg, request).await?))
             }
-            Err(err) => match fence::after_failed_write(&self.pg, self.kind(), request.order_id, err).await? {
-                Failed::Committed => Ok(PurchaseOutcome::Placed(self.receipt(request))),
-                Failed::NotCommitted(err) => Err(err),
-            },
+            Err(err) => {
+                match fence::after_failed_write(&self.pg, self.kind(), request.order_id, err).await? {
+                    Failed::Committed => Ok(PurchaseOutcome::Placed(self.receipt(request))),
+                    Failed::NotCommitted(err) => Err(err),
+                }
+            }
         }
     }
 }

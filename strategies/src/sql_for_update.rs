@@ -41,8 +41,7 @@ impl From<sqlx::Error> for AttemptError {
 }
 use crate::strategy::Strategy;
 
-const LOCK_PRODUCTS: &str =
-    "SELECT id, stock, gate FROM products WHERE id = ANY($1) ORDER BY id FOR UPDATE";
+const LOCK_PRODUCTS: &str = "SELECT id, stock, gate FROM products WHERE id = ANY($1) ORDER BY id FOR UPDATE";
 /// The PostgreSQL gate's claim rides on the decrement (`crate::gates`).
 const TAKE: &str = "UPDATE products SET stock = stock - $2::bigint, gate = 'postgres' WHERE id = $1";
 
@@ -67,8 +66,8 @@ impl SqlForUpdate {
             sqlx::query_as(LOCK_PRODUCTS).bind(&ids).fetch_all(&mut *tx).await?;
         if let Some((id, ..)) = locked.iter().find(|(.., gate)| gate.as_deref() == Some("redis")) {
             tx.rollback().await?;
-            let product =
-                ProductId::parse(*id).map_err(|err| AttemptError::Strategy(StrategyError::Internal(err.0)))?;
+            let product = ProductId::parse(*id)
+                .map_err(|err| AttemptError::Strategy(StrategyError::Internal(err.0)))?;
             return Ok(PurchaseOutcome::GateConflict { product, gate: Gate::Redis });
         }
         let stocks: Vec<(i64, i64)> = locked.iter().map(|(id, stock, _)| (*id, *stock)).collect();
@@ -116,7 +115,9 @@ impl Strategy for SqlForUpdate {
                     .await;
                 }
                 Err(AttemptError::Sql(err)) => {
-                    return match fence::after_failed_write(&self.pg, self.kind(), request.order_id, err).await? {
+                    return match fence::after_failed_write(&self.pg, self.kind(), request.order_id, err)
+                        .await?
+                    {
                         Failed::Committed => {
                             Ok(PurchaseOutcome::Placed(Receipt::confirmed(request.order_id, self.kind())))
                         }

@@ -50,7 +50,11 @@ async fn within_bound<F: std::future::Future<Output = Answer>>(what: &str, reque
 fn assert_unavailable(what: &str, answer: &Answer) {
     assert_eq!(answer.status, 503, "{what}: an outage answers 503, never 500 or 2xx: {}", answer.body);
     if answer.body["error"] == "outcome_unknown" {
-        assert!(answer.body["order_id"].is_string(), "{what}: an unknown outcome names the order: {}", answer.body);
+        assert!(
+            answer.body["order_id"].is_string(),
+            "{what}: an unknown outcome names the order: {}",
+            answer.body
+        );
     } else {
         answer.assert_error(503, "backend_unavailable");
     }

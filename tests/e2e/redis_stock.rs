@@ -159,7 +159,11 @@ async fn safe_strategies_of_two_gates_never_share_a_product(
         assert_eq!(answer.body["product_id"], 100);
     }
     assert_eq!(app.redis_stock(100).await, Some(10), "the refusals took nothing from Redis");
-    assert_eq!(app.purchase(StrategyKind::Stream, &order_body(&[(7, 1)])).await.status(), 202, "another product is free");
+    assert_eq!(
+        app.purchase(StrategyKind::Stream, &order_body(&[(7, 1)])).await.status(),
+        202,
+        "another product is free"
+    );
     for kind in [StrategyKind::SqlAtomic, StrategyKind::SqlForUpdate] {
         let answer = app.buy(kind, &order_body(&[(7, 1)]), None).await;
         answer.assert_error(409, "inventory_gate_conflict");
@@ -173,8 +177,14 @@ async fn safe_strategies_of_two_gates_never_share_a_product(
     assert_eq!(unsafe_sale.status, 201, "unsafe strategies are never refused: {}", unsafe_sale.body);
 
     app.app.reset(plan_of(&[(100, 10), (7, 10)])).await.expect("reset");
-    assert_eq!(app.purchase(StrategyKind::RedisLua, &order_body(&[(100, 1)])).await.status(), 201, "a reset frees the gate");
-    app.buy(StrategyKind::SqlAtomic, &order_body(&[(100, 1)]), None).await.assert_error(409, "inventory_gate_conflict");
+    assert_eq!(
+        app.purchase(StrategyKind::RedisLua, &order_body(&[(100, 1)])).await.status(),
+        201,
+        "a reset frees the gate"
+    );
+    app.buy(StrategyKind::SqlAtomic, &order_body(&[(100, 1)]), None)
+        .await
+        .assert_error(409, "inventory_gate_conflict");
     let audit = app.audit().await;
     assert_eq!(audit["clean"], true, "{audit}");
     assert_eq!(product(&audit, 100)["gate"], "redis", "{audit}");

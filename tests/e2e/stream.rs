@@ -62,10 +62,12 @@ async fn backlog(app: &TestApp, kind: StrategyKind) -> Backlog {
 /// Orders PostgreSQL holds: id → (status, reason).
 async fn orders(app: &TestApp) -> Vec<(Uuid, String, Option<String>, String)> {
     // Void rows are fences for order ids settled while in doubt, not orders.
-    sqlx::query_as("SELECT id, status, reason, strategy FROM orders WHERE status <> 'void' ORDER BY created_at")
-        .fetch_all(&app.pool)
-        .await
-        .expect("read orders")
+    sqlx::query_as(
+        "SELECT id, status, reason, strategy FROM orders WHERE status <> 'void' ORDER BY created_at",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .expect("read orders")
 }
 
 async fn inflight(app: &TestApp, product: i64) -> i64 {

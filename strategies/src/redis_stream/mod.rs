@@ -227,7 +227,6 @@ impl Queue {
         let order = QueuedOrder::decode(&payload).map_err(StrategyError::Internal)?;
         Ok(Some(order.view(OrderStatus::Pending)))
     }
-
 }
 
 /// Orders of queueing strategy `kind` that hold units: every pending order when the strategy
@@ -238,13 +237,14 @@ async fn holds_of(redis: &RedisBackend, kind: StrategyKind) -> Result<Vec<Hold>,
     let keys = StreamKeys::new(&redis.keys, kind);
     let mut conn = redis.conn.clone();
     let (hash, payloads): (&String, Vec<Vec<u8>>) = if kind.spec().reserves_before_accepting {
-        let all: HashMap<String, Vec<u8>> = redis::cmd("HGETALL").arg(&keys.pending).query_async(&mut conn).await?;
+        let all: HashMap<String, Vec<u8>> =
+            redis::cmd("HGETALL").arg(&keys.pending).query_async(&mut conn).await?;
         (&keys.pending, all.into_values().collect())
     } else {
         let decisions: HashMap<String, String> =
             redis::cmd("HGETALL").arg(&keys.taken).query_async(&mut conn).await?;
-            let taken: Vec<&String> =
-                decisions.iter().filter(|(_, decision)| *decision == "taken").map(|(id, _)| id).collect();
+        let taken: Vec<&String> =
+            decisions.iter().filter(|(_, decision)| *decision == "taken").map(|(id, _)| id).collect();
         let mut payloads = Vec::with_capacity(taken.len());
         for chunk in taken.chunks(1_000) {
             let part: Vec<Option<Vec<u8>>> =
@@ -256,7 +256,13 @@ async fn holds_of(redis: &RedisBackend, kind: StrategyKind) -> Result<Vec<Hold>,
     Ok(payloads
         .iter()
         .filter_map(|payload| QueuedOrder::decode(payload).ok())
-        .map(|order| Hold { order_id: order.order_id, strategy: kind, hash: hash.clone(), lines: order.lines, deadline_ms: None })
+        .map(|order| Hold {
+            order_id: order.order_id,
+            strategy: kind,
+            hash: hash.clone(),
+            lines: order.lines,
+            deadline_ms: None,
+        })
         .collect())
 }
 

@@ -33,7 +33,8 @@ const ALREADY_THERE: &str = "SELECT id FROM orders WHERE id = ANY($1)";
 
 /// A worker sells through the Redis gate: the claim rides on the decrement for `stream-deferred`,
 /// which does not claim before accepting (it is unsafe by design, and never refused).
-const TAKE: &str = "UPDATE products SET stock = stock - $2::bigint, gate = COALESCE(gate, 'redis') WHERE id = $1";
+const TAKE: &str =
+    "UPDATE products SET stock = stock - $2::bigint, gate = COALESCE(gate, 'redis') WHERE id = $1";
 
 /// One order to write, and how.
 #[derive(Debug)]

@@ -50,8 +50,11 @@ impl StreamDeferred {
     /// The seed's check: every line's stock as Redis shows it now.
     async fn look(&self, request: &PurchaseRequest) -> Result<Vec<Option<i64>>, StrategyError> {
         let redis = &self.queue.redis;
-        redis_stock::read_counts(redis, request.lines.iter().map(|line| redis.keys.stock(line.product_id.get())))
-            .await
+        redis_stock::read_counts(
+            redis,
+            request.lines.iter().map(|line| redis.keys.stock(line.product_id.get())),
+        )
+        .await
     }
 }
 

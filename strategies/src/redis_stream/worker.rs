@@ -48,9 +48,9 @@ use super::persist::{self, ToWrite, Written};
 use super::{GROUP, QueuedOrder, SOLD_OUT_AFTER_ACCEPTANCE, StreamKeys};
 use crate::backends::{Backends, RedisBackend};
 use crate::error::StrategyError;
+use crate::fence::{self, Doubt};
 use crate::kind::StrategyKind;
 use crate::order::{OrderStatus, ProductId};
-use crate::fence::{self, Doubt};
 use crate::reservation;
 
 static TAKE: LazyLock<redis::Script> =
