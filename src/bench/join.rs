@@ -18,7 +18,7 @@ pub struct Anomalies {
     pub undersold: i64,
     /// Orders acknowledged (201/202) that the server does not hold, or holds cancelled after a 201.
     pub lost: i64,
-    /// Orders the server holds that no client was told about.
+    /// Orders the server holds that no client was told about (a 503 naming the order told).
     pub phantom: i64,
     /// Orders beyond the first for one idempotency key, and order ids acknowledged twice.
     pub duplicated: i64,
@@ -125,7 +125,12 @@ pub fn join(
             _ => {}
         }
     }
-    let phantom = held.iter().filter(|(id, status)| **status != "cancelled" && !acked.contains(id)).count();
+    // A 503 that named its order said it may still complete: landing later is no phantom.
+    let in_doubt: HashSet<Uuid> = record.in_doubt.iter().copied().collect();
+    let phantom = held
+        .iter()
+        .filter(|(id, status)| **status != "cancelled" && !acked.contains(id) && !in_doubt.contains(id))
+        .count();
     let undersold = record
         .sold_out_by_product
         .iter()
@@ -160,6 +165,7 @@ mod tests {
             sold_out_latency: crate::loadgen::record::latency_histogram(),
             errors: BTreeMap::new(),
             acks,
+            in_doubt: Vec::new(),
             sold_out_by_product: sold_out.iter().copied().collect(),
             windows: Vec::new(),
             hot_stock: 10,
@@ -216,6 +222,17 @@ mod tests {
         assert_eq!(found.phantom, 1, "held, never acknowledged; other strategies' orders are not this run's");
         assert_eq!(found.duplicated, 1, "one order id acknowledged twice");
         assert_eq!(found.undersold, 4, "sold-out answers while 3 units remained");
+    }
+
+    #[test]
+    fn an_order_a_503_named_is_no_phantom_when_it_lands() {
+        let landed = HeldOrder { order_id: Uuid::new_v4(), strategy: "s".into(), status: "confirmed".into() };
+        let stranger =
+            HeldOrder { order_id: Uuid::new_v4(), strategy: "s".into(), status: "confirmed".into() };
+        let mut run = record(Vec::new(), &[]);
+        run.in_doubt.push(landed.order_id);
+        let found = join(&run, &AuditView::default(), &[landed, stranger], "s", &HashMap::new());
+        assert_eq!(found.phantom, 1, "only the order nobody named is a phantom");
     }
 
     #[test]

@@ -50,6 +50,9 @@ pub(crate) enum Answer {
     Acked(AckStatus, Uuid),
     SoldOut,
     Failed(String),
+    /// A 503 that names its order: the purchase may still complete (a request timeout, an outcome
+    /// the server could not settle). Not an acknowledgement, and not a phantom if it lands.
+    InDoubt(String, Uuid),
 }
 
 #[derive(Debug, Deserialize)]
@@ -67,6 +70,10 @@ impl Answer {
             (200 | 201, Some(id)) => Self::Acked(AckStatus::Confirmed, id),
             (202, Some(id)) => Self::Acked(AckStatus::Pending, id),
             (409, _) => Self::SoldOut,
+            (503, Some(id)) => {
+                let error = parsed.and_then(|body| body.error).unwrap_or_else(|| "unknown".to_owned());
+                Self::InDoubt(format!("http_503_{error}"), id)
+            }
             (code, _) => {
                 let error = parsed.and_then(|body| body.error).unwrap_or_else(|| "unknown".to_owned());
                 Self::Failed(format!("http_{code}_{error}"))
@@ -240,6 +247,7 @@ pub(crate) struct Recorder {
     sold_out: Histogram<u64>,
     errors: BTreeMap<String, u64>,
     acks: Vec<Ack>,
+    in_doubt: Vec<Uuid>,
     sold_out_by_product: HashMap<i64, u64>,
     windows: Vec<Window>,
     max_lag: Duration,
@@ -254,6 +262,7 @@ impl Default for Recorder {
             sold_out: latency_histogram(),
             errors: BTreeMap::new(),
             acks: Vec::new(),
+            in_doubt: Vec::new(),
             sold_out_by_product: HashMap::new(),
             windows: Vec::new(),
             max_lag: Duration::ZERO,
@@ -340,16 +349,22 @@ impl Recorder {
                     live.sold_out(at);
                 }
             }
-            Answer::Failed(kind) => {
-                if kind.starts_with("http_") {
-                    self.counts.answered += 1;
-                }
-                self.counts.errors += 1;
-                *self.errors.entry(kind).or_default() += 1;
-                self.window(live, at).errors += 1;
-                live.errors.fetch_add(1, Ordering::Relaxed);
+            Answer::InDoubt(kind, order_id) => {
+                self.in_doubt.push(order_id);
+                self.failed(live, at, kind);
             }
+            Answer::Failed(kind) => self.failed(live, at, kind),
         }
+    }
+
+    fn failed(&mut self, live: &Live, at: Instant, kind: String) {
+        if kind.starts_with("http_") {
+            self.counts.answered += 1;
+        }
+        self.counts.errors += 1;
+        *self.errors.entry(kind).or_default() += 1;
+        self.window(live, at).errors += 1;
+        live.errors.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -367,6 +382,8 @@ pub struct RunRecord {
     pub sold_out_latency: Histogram<u64>,
     pub errors: BTreeMap<String, u64>,
     pub acks: Vec<Ack>,
+    /// Order ids named by 503 answers that may still complete.
+    pub in_doubt: Vec<Uuid>,
     pub sold_out_by_product: HashMap<i64, u64>,
     pub windows: Vec<Window>,
     pub hot_stock: i64,
@@ -389,6 +406,7 @@ impl RunRecord {
             sold_out_latency: latency_histogram(),
             errors: BTreeMap::new(),
             acks: Vec::new(),
+            in_doubt: Vec::new(),
             sold_out_by_product: HashMap::new(),
             windows: Vec::new(),
             hot_stock: live.hot_stock(),
@@ -405,6 +423,7 @@ impl RunRecord {
                 *record.errors.entry(kind).or_default() += count;
             }
             record.acks.extend(recorder.acks);
+            record.in_doubt.extend(recorder.in_doubt);
             for (product, count) in recorder.sold_out_by_product {
                 *record.sold_out_by_product.entry(product).or_default() += count;
             }
@@ -473,6 +492,11 @@ mod tests {
         assert_eq!(
             answer(503, r#"{"error":"backend_unavailable"}"#),
             Answer::Failed("http_503_backend_unavailable".into())
+        );
+        assert_eq!(
+            answer(503, &format!(r#"{{"error":"outcome_unknown","order_id":"{id}"}}"#)),
+            Answer::InDoubt("http_503_outcome_unknown".into(), id),
+            "a 503 naming its order may still complete"
         );
         assert_eq!(answer(502, "<html>"), Answer::Failed("http_502_unknown".into()));
         assert_eq!(answer(201, "{}"), Answer::Failed("http_201_unknown".into()), "a 201 without an order id");
