@@ -34,6 +34,13 @@ pub enum Gate {
     Redis,
 }
 
+impl Guarantees {
+    /// Orders and stock live in PostgreSQL (every strategy but the in-process baseline).
+    pub const fn persists_to_postgres(&self) -> bool {
+        !matches!(self.gate, Gate::InProcess)
+    }
+}
+
 impl Gate {
     /// The spelling kept in `products.gate`.
     pub const fn as_str(self) -> &'static str {

@@ -66,7 +66,7 @@ async fn flash_sale(connect: PgConnectOptions, kind: StrategyKind) {
         );
         assert_eq!(audit["clean"], false, "{kind}: an oversold run must not audit clean");
     }
-    if kind.spec().backend.contains("postgres") {
+    if kind.spec().persists_to_postgres() {
         assert_eq!(
             app.order_count().await,
             i64::try_from(confirmed).unwrap(),

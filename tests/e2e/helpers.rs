@@ -182,7 +182,7 @@ impl TestApp {
 
 /// The audit section that holds `kind`'s books: its own ledger when it keeps one, else PostgreSQL.
 pub(crate) fn books_of(audit: &Value, kind: StrategyKind) -> &Value {
-    if kind.spec().backend.contains("postgres") { audit } else { &audit["ledgers"][kind.as_str()] }
+    if kind.spec().persists_to_postgres() { audit } else { &audit["ledgers"][kind.as_str()] }
 }
 
 /// `product`'s row in `books` (the audit, or one of its ledgers); the test fails when it is missing.
@@ -360,7 +360,7 @@ impl TestApp {
 
     /// Stock of `product` in the books `kind` sells from: its own ledger, or PostgreSQL.
     pub(crate) async fn stock_in(&self, kind: StrategyKind, product: i64) -> i64 {
-        if kind.spec().backend.contains("postgres") {
+        if kind.spec().persists_to_postgres() {
             return self.stock(product).await;
         }
         let audit = self.audit().await;
@@ -375,7 +375,7 @@ impl TestApp {
 
     /// Orders in the books `kind` sells from.
     pub(crate) async fn orders_in(&self, kind: StrategyKind) -> i64 {
-        if kind.spec().backend.contains("postgres") {
+        if kind.spec().persists_to_postgres() {
             return self.order_count().await;
         }
         let audit = self.audit().await;

@@ -93,7 +93,7 @@ async fn sql_atomic_multi_item_orders_are_all_or_nothing(
 
 /// Orders holding `key` in the books `kind` sells from.
 async fn orders_with_key(app: &TestApp, kind: StrategyKind, key: &str) -> i64 {
-    if kind.spec().backend.contains("postgres") {
+    if kind.spec().persists_to_postgres() {
         return sqlx::query_scalar("SELECT COUNT(*) FROM orders WHERE idempotency_key = $1")
             .bind(key)
             .fetch_one(&app.pool)
