@@ -1,4 +1,5 @@
-//! Orders in PostgreSQL: the statements every SQL-backed strategy shares.
+//! Orders in PostgreSQL: the statements every SQL-backed strategy shares, and the one batch
+//! writer every strategy that persists many orders per transaction uses ([`write_batch`]).
 
 use sqlx::{FromRow, PgConnection, PgExecutor};
 use uuid::Uuid;
@@ -6,7 +7,7 @@ use uuid::Uuid;
 use crate::error::StrategyError;
 use crate::kind::StrategyKind;
 use crate::order::{
-    Delivery, OrderLine, OrderStatus, OrderView, ProductId, PurchaseRequest, Quantity, Receipt,
+    Delivery, OrderLine, OrderLines, OrderStatus, OrderView, ProductId, PurchaseRequest, Quantity, Receipt,
 };
 
 /// Inserts the order and its lines in one statement.
@@ -162,4 +163,183 @@ fn parse_status(status: &str) -> Result<OrderStatus, StrategyError> {
 
 fn parse_kind(name: &str) -> Result<StrategyKind, StrategyError> {
     name.parse().map_err(|e: crate::kind::UnknownStrategy| StrategyError::Internal(e.to_string()))
+}
+
+const INSERT_BATCH: &str = r#"
+INSERT INTO orders (id, strategy, status, idempotency_key, user_name, address, phone, email, reason, created_at)
+SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                     $8::text[], $9::text[], $10::timestamptz[])
+ON CONFLICT DO NOTHING
+RETURNING id
+"#;
+
+const INSERT_BATCH_ITEMS: &str = r#"
+INSERT INTO order_items (order_id, product_id, quantity)
+SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::int[])
+"#;
+
+const ALREADY_THERE: &str = "SELECT id FROM orders WHERE id = ANY($1)";
+
+/// Takes a confirmed batch's units from PostgreSQL's stock. The Redis gate decided already, so
+/// the decrement is unconditional; the claim of the gate rides on it for strategies that do not
+/// claim before accepting (`stream-deferred`).
+const TAKE_FOR_BATCH: &str =
+    "UPDATE products SET stock = stock - $2::bigint, gate = COALESCE(gate, 'redis') WHERE id = $1";
+
+/// One order of a batch, and how to write it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BatchOrder<'a> {
+    pub(crate) order_id: Uuid,
+    pub(crate) strategy: StrategyKind,
+    pub(crate) lines: &'a OrderLines,
+    pub(crate) delivery: &'a Delivery,
+    pub(crate) user: Option<&'a str>,
+    pub(crate) idempotency_key: Option<&'a str>,
+    pub(crate) created_at: chrono::DateTime<chrono::Utc>,
+    pub(crate) status: OrderStatus,
+    pub(crate) reason: Option<&'static str>,
+}
+
+/// What became of one order of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Written {
+    /// Inserted by this transaction (confirmed ones moved the stock when asked to).
+    Inserted,
+    /// The same order was committed before: a redelivery.
+    AlreadyThere,
+    /// Another order holds its idempotency key; this one was not written.
+    KeyTaken,
+}
+
+/// Why a batch failed: one error, cloned to every order (and every waiting buyer) of the batch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub(crate) struct BatchError {
+    /// No order's fault (the database is away, or writers conflicted): the same batch can be
+    /// written again later.
+    pub(crate) transient: bool,
+    pub(crate) message: String,
+}
+
+impl From<sqlx::Error> for BatchError {
+    fn from(err: sqlx::Error) -> Self {
+        let classified = StrategyError::from(err);
+        Self {
+            transient: matches!(classified, StrategyError::Unavailable(_) | StrategyError::Conflict(_)),
+            message: classified.to_string(),
+        }
+    }
+}
+
+impl From<BatchError> for StrategyError {
+    fn from(err: BatchError) -> Self {
+        if err.transient { Self::Unavailable(err.message) } else { Self::Internal(err.message) }
+    }
+}
+
+/// Writes `orders` on the caller's transaction, idempotently (`ON CONFLICT DO NOTHING` on the id
+/// and on the idempotency key), takes the confirmed ones' units from PostgreSQL's stock (summed
+/// per product, in product-id order: the order every writer locks rows in), and says what became
+/// of each order, in order. Only orders this call inserted move the stock, so a redelivered batch
+/// writes nothing twice.
+///
+/// # Errors
+/// The batch's error; the caller's transaction must then roll back.
+pub(crate) async fn write_batch(
+    conn: &mut PgConnection,
+    orders: &[BatchOrder<'_>],
+) -> Result<Vec<Written>, BatchError> {
+    let mut columns = Columns::default();
+    for order in orders {
+        columns.push(order);
+    }
+    let inserted: std::collections::HashSet<Uuid> = sqlx::query_scalar(INSERT_BATCH)
+        .bind(&columns.ids)
+        .bind(&columns.strategies)
+        .bind(&columns.statuses)
+        .bind(&columns.keys)
+        .bind(&columns.users)
+        .bind(&columns.addresses)
+        .bind(&columns.phones)
+        .bind(&columns.emails)
+        .bind(&columns.reasons)
+        .bind(&columns.created)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect();
+    let skipped: Vec<Uuid> = columns.ids.iter().copied().filter(|id| !inserted.contains(id)).collect();
+    let already: std::collections::HashSet<Uuid> = if skipped.is_empty() {
+        std::collections::HashSet::new()
+    } else {
+        sqlx::query_scalar(ALREADY_THERE).bind(&skipped).fetch_all(&mut *conn).await?.into_iter().collect()
+    };
+
+    let (mut item_orders, mut item_products, mut item_quantities) = (Vec::new(), Vec::new(), Vec::new());
+    let mut taken: std::collections::BTreeMap<i64, i64> = std::collections::BTreeMap::new();
+    for order in orders.iter().filter(|order| inserted.contains(&order.order_id)) {
+        for line in order.lines {
+            item_orders.push(order.order_id);
+            item_products.push(line.product_id.get());
+            item_quantities.push(line.quantity.get().cast_signed());
+            if order.status == OrderStatus::Confirmed {
+                *taken.entry(line.product_id.get()).or_default() += i64::from(line.quantity.get());
+            }
+        }
+    }
+    if !item_orders.is_empty() {
+        sqlx::query(INSERT_BATCH_ITEMS)
+            .bind(&item_orders)
+            .bind(&item_products)
+            .bind(&item_quantities)
+            .execute(&mut *conn)
+            .await?;
+    }
+    // BTreeMap iterates in product-id order: rows are locked in the order every writer uses.
+    for (product, units) in taken {
+        sqlx::query(TAKE_FOR_BATCH).bind(product).bind(units).execute(&mut *conn).await?;
+    }
+    Ok(columns
+        .ids
+        .iter()
+        .map(|id| {
+            if inserted.contains(id) {
+                Written::Inserted
+            } else if already.contains(id) {
+                Written::AlreadyThere
+            } else {
+                Written::KeyTaken
+            }
+        })
+        .collect())
+}
+
+/// Orders as the parallel arrays `UNNEST` takes.
+#[derive(Default)]
+struct Columns {
+    ids: Vec<Uuid>,
+    strategies: Vec<&'static str>,
+    statuses: Vec<&'static str>,
+    keys: Vec<Option<String>>,
+    users: Vec<Option<String>>,
+    addresses: Vec<String>,
+    phones: Vec<String>,
+    emails: Vec<String>,
+    reasons: Vec<Option<&'static str>>,
+    created: Vec<chrono::DateTime<chrono::Utc>>,
+}
+
+impl Columns {
+    fn push(&mut self, order: &BatchOrder<'_>) {
+        self.ids.push(order.order_id);
+        self.strategies.push(order.strategy.as_str());
+        self.statuses.push(order.status.as_str());
+        self.keys.push(order.idempotency_key.map(str::to_owned));
+        self.users.push(order.user.map(str::to_owned));
+        self.addresses.push(order.delivery.address.clone());
+        self.phones.push(order.delivery.phone.clone());
+        self.emails.push(order.delivery.email.clone());
+        self.reasons.push(order.reason);
+        self.created.push(order.created_at);
+    }
 }
