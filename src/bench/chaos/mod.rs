@@ -126,6 +126,30 @@ impl ChaosFlags {
     }
 }
 
+impl ChaosFlags {
+    /// The server's flags: chaos's own ([`SERVER_ARGS`]) but those a `--server-arg` sets too
+    /// (the server refuses a flag given twice), then the `--server-arg`s.
+    fn all_server_args(&self) -> Vec<String> {
+        let name = |arg: &str| arg.split('=').next().unwrap_or_default().to_owned();
+        let overridden: Vec<String> = self.server_args.iter().map(|arg| name(arg)).collect();
+        SERVER_ARGS
+            .iter()
+            .filter(|arg| !overridden.contains(&name(arg)))
+            .map(|arg| (*arg).to_owned())
+            .chain(self.server_args.iter().cloned())
+            .collect()
+    }
+}
+
+/// A row as `chaos.json` lists it: its fields and its verdict.
+fn row_json(row: &Row) -> serde_json::Value {
+    let mut value = serde_json::to_value(row).unwrap_or_default();
+    if let Some(fields) = value.as_object_mut() {
+        fields.insert("verdict".to_owned(), json!(row.verdict().to_string()));
+    }
+    value
+}
+
 /// What a chaos run produced.
 #[derive(Debug)]
 pub struct ChaosReport {
@@ -165,11 +189,7 @@ impl Rig {
             database_url: flags.database_url.clone(),
             redis_url: format!("redis://{}", proxy.addr()),
             redis_prefix: "chaos:".to_owned(),
-            server_args: SERVER_ARGS
-                .iter()
-                .map(|arg| (*arg).to_owned())
-                .chain(flags.server_args.clone())
-                .collect(),
+            server_args: flags.all_server_args(),
         };
         let server =
             Server::start_from(flags.server_exe.as_deref(), &server_flags, &folder.file("server.log"))
@@ -242,9 +262,9 @@ pub async fn run(flags: &ChaosFlags) -> anyhow::Result<ChaosReport> {
             "storm_ms": flags.storm_ms,
             "drain_timeout_secs": flags.drain_timeout_secs,
             "database_url": flags.database_url,
-            "server_args": SERVER_ARGS.iter().map(|arg| (*arg).to_owned()).chain(flags.server_args.clone()).collect::<Vec<_>>(),
+            "server_args": flags.all_server_args(),
         },
-        "rows": rows.iter().map(|row| json!({ "row": row, "verdict": row.verdict().to_string() })).collect::<Vec<_>>(),
+        "rows": rows.iter().map(row_json).collect::<Vec<_>>(),
         "incomplete": outcome.as_ref().err().map(|err| format!("{err:#}")),
     });
     std::fs::write(folder.file("chaos.json"), serde_json::to_string_pretty(&summary)?)
@@ -611,6 +631,20 @@ mod tests {
             server_exe: None,
         };
         assert_eq!(flags(Vec::new()).faults(), Fault::ALL);
+        let overriding = ChaosFlags {
+            server_args: vec!["--request-timeout-ms=5000".into(), "--pg-connections=4".into()],
+            ..flags(Vec::new())
+        };
+        let args = overriding.all_server_args();
+        assert_eq!(
+            args.iter().filter(|arg| arg.starts_with("--request-timeout-ms")).collect::<Vec<_>>(),
+            ["--request-timeout-ms=5000"],
+            "a --server-arg replaces chaos's own value of that flag: {args:?}"
+        );
+        assert!(
+            args.contains(&"--claim-idle-ms=2000".to_owned())
+                && args.contains(&"--pg-connections=4".to_owned())
+        );
         assert_eq!(
             flags(vec![Fault::Sigterm, Fault::PgTerminate, Fault::Sigterm]).faults(),
             [Fault::Sigterm, Fault::PgTerminate]
