@@ -240,12 +240,19 @@ pub async fn run(flags: &ChaosFlags) -> anyhow::Result<ChaosReport> {
     let folder = RunFolder::create(&flags.out, &git.short_sha)?;
     let started_at = chrono::Utc::now();
     eprintln!("bench chaos: run {} ({} build)", folder.path.display(), meta::profile());
-    let mut rig = Rig::start(flags, database, &folder).await?;
+    // Listened to from the start: a Ctrl-C while the rig starts drops what started so far (each
+    // child is killed on drop) instead of leaving a Redis behind.
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let mut rig = tokio::select! {
+        rig = Rig::start(flags, database, &folder) => rig?,
+        _ = &mut ctrl_c => anyhow::bail!("interrupted while starting the rig"),
+    };
     let mut rows = Vec::new();
     let mut strategies = Vec::new();
     let outcome = tokio::select! {
         outcome = run_all(&mut rig, flags, &folder, &mut strategies, &mut rows) => outcome,
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted: the rows done before Ctrl-C are written")),
+        _ = &mut ctrl_c => Err(anyhow::anyhow!("interrupted: the rows done before Ctrl-C are written")),
     };
     rig.stop().await;
     let summary = json!({
