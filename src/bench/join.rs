@@ -43,6 +43,9 @@ impl Anomalies {
 /// The parts of `GET /admin/audit` the join reads.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct AuditView {
+    /// No anomaly anywhere in the server's books.
+    #[serde(default)]
+    pub clean: bool,
     pub settled: bool,
     pub total: AuditTotals,
     #[serde(default)]
@@ -61,6 +64,10 @@ pub struct AuditTotals {
     pub duplicated: i64,
     #[serde(default)]
     pub redis_drift: i64,
+    /// Units taken in Redis that no order holds and no sweep gave back; 0 from a server whose
+    /// audit does not report it.
+    #[serde(default)]
+    pub stranded: i64,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize)]

@@ -7,7 +7,9 @@
 //! - [`results`]: the CSV rows and files of a run folder.
 //! - [`meta`]: what goes in `run.json`.
 //! - [`gate`]: invariants and same-run ratios against `results/baseline.json`.
+//! - [`chaos`]: `bench chaos`, fault scenarios against a server and a Redis of its own.
 
+pub mod chaos;
 pub mod gate;
 pub mod join;
 pub mod meta;

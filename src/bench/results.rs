@@ -547,6 +547,9 @@ mod tests {
         check(&TimeseriesRow::of(&key, &record), "timeseries.csv");
         check(&LatencyRow::of(&key, &record), "latency.csv");
         check(&ErrorRow::of(&key, &record), "errors.csv");
+        let chaos =
+            crate::bench::chaos::Row::skipped(crate::bench::chaos::Fault::Sigterm, "memory", true, "why");
+        check(&[crate::bench::chaos::table::CsvLine::from(&chaos)], "chaos.csv");
     }
 
     /// The serialized header, the declared columns and the documented ones are the same list.

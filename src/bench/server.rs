@@ -1,8 +1,9 @@
 //! The server under test: started by bench as a child process (the same build, so the same
-//! profile), or reached at `--url`; and the admin calls a comparison makes on it.
+//! profile), or reached at `--url`; and the admin calls a comparison makes on it. A server bench
+//! started can also be killed, stopped and started again on the same address (`bench chaos`).
 
-use std::path::Path;
-use std::process::Stdio;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -38,7 +39,19 @@ pub struct StrategyInfo {
 pub struct Server {
     pub target: Target,
     admin_token: Option<HeaderValue>,
+    /// The running child, when bench started it and it has not been stopped or killed.
     child: Option<Child>,
+    /// How bench started it, to start it again; `None` for `--url`.
+    launch: Option<Launch>,
+}
+
+/// How a spawned server was started: the same command starts it again on the same address.
+#[derive(Debug, Clone)]
+struct Launch {
+    exe: PathBuf,
+    bind: String,
+    flags: ServerFlags,
+    log: PathBuf,
 }
 
 /// Set in the environment of the server bench starts: its stdin is a pipe from bench, and the end
@@ -51,28 +64,96 @@ impl Server {
     /// # Errors
     /// When the server cannot be started, or does not answer `/healthz` in time.
     pub async fn start(flags: &ServerFlags, log: &Path) -> anyhow::Result<Self> {
+        Self::start_from(None, flags, log).await
+    }
+
+    /// Like [`Server::start`], but a server it starts is `exe serve` rather than this very
+    /// executable: a test binary is not `bench`, so tests pass the `bench` they built.
+    ///
+    /// # Errors
+    /// When the server cannot be started, or does not answer `/healthz` in time.
+    pub async fn start_from(exe: Option<&Path>, flags: &ServerFlags, log: &Path) -> anyhow::Result<Self> {
         let admin_token = flags
             .admin_token
             .as_deref()
             .map(|token| HeaderValue::from_str(&format!("Bearer {token}")))
             .transpose()
             .context("ADMIN_TOKEN is not a valid header value")?;
-        let (url, child) = match &flags.url {
-            Some(url) => (url.trim_end_matches('/').to_owned(), None),
+        let (url, child, launch) = match &flags.url {
+            Some(url) => (url.trim_end_matches('/').to_owned(), None, None),
             None => {
-                let (url, child) = spawn(flags, log)?;
-                (url, Some(child))
+                let exe = match exe {
+                    Some(exe) => exe.to_owned(),
+                    None => std::env::current_exe().context("cannot find the bench executable")?,
+                };
+                let launch =
+                    Launch { exe, bind: free_loopback_addr()?, flags: flags.clone(), log: log.to_owned() };
+                let child = launch.spawn(false)?;
+                (format!("http://{}", launch.bind), Some(child), Some(launch))
             }
         };
         let target = Target::resolve(&url).await?;
-        let mut server = Self { target, admin_token, child };
+        let mut server = Self { target, admin_token, child, launch };
         server.wait_healthy(log).await?;
         Ok(server)
     }
 
     /// Whether bench started this server.
     pub const fn spawned(&self) -> bool {
-        self.child.is_some()
+        self.launch.is_some()
+    }
+
+    /// Kills the server bench started (SIGKILL: no shutdown, nothing finished) and reaps it.
+    ///
+    /// # Errors
+    /// When bench did not start this server, or it is not running.
+    pub async fn kill(&mut self) -> anyhow::Result<()> {
+        let child = self.child.as_mut().context("no running server that bench started")?;
+        child.kill().await.context("cannot kill the server")?;
+        self.child = None;
+        Ok(())
+    }
+
+    /// Asks the server bench started to stop (SIGTERM: it finishes in-flight work) and returns its
+    /// exit status. Killed when it has not exited within `limit`.
+    ///
+    /// # Errors
+    /// When bench did not start this server, it is not running, or it outlived `limit`.
+    pub async fn terminate(&mut self, limit: Duration) -> anyhow::Result<ExitStatus> {
+        let child = self.child.as_mut().context("no running server that bench started")?;
+        let pid = child.id().context("the server has already exited")?;
+        let sent = Command::new("kill").args(["-TERM", &pid.to_string()]).status().await;
+        anyhow::ensure!(sent.is_ok_and(|status| status.success()), "cannot send SIGTERM to {pid}");
+        let exit = tokio::time::timeout(limit, child.wait()).await;
+        let outcome = match exit {
+            Ok(status) => Ok(status.context("cannot wait for the server")?),
+            Err(_) => {
+                let _ = child.kill().await;
+                Err(anyhow::anyhow!(
+                    "the server was still running {}s after SIGTERM: killed",
+                    limit.as_secs()
+                ))
+            }
+        };
+        self.child = None;
+        outcome
+    }
+
+    /// Starts the server bench started again, on the same address with the same flags (its log
+    /// goes on in the same file), and waits until it answers `/healthz`.
+    ///
+    /// # Errors
+    /// When the server is still running, bench did not start it, or it does not come up.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.child.is_none(), "the server is still running");
+        let launch = self.launch.clone().context("bench did not start this server")?;
+        self.child = Some(launch.spawn(true)?);
+        self.wait_healthy(&launch.log).await
+    }
+
+    /// Whether `/healthz` answers 200 right now (every backend up).
+    pub async fn is_healthy(&self) -> bool {
+        matches!(self.call(self.target.get("/healthz")).await, Ok((StatusCode::OK, _)))
     }
 
     async fn wait_healthy(&mut self, log: &Path) -> anyhow::Result<()> {
@@ -208,34 +289,45 @@ fn tail(log: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// Starts `bench serve` (this very binary) on a free loopback port.
-fn spawn(flags: &ServerFlags, log: &Path) -> anyhow::Result<(String, Child)> {
+/// `127.0.0.1:<a port nothing listens on right now>`.
+fn free_loopback_addr() -> anyhow::Result<String> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .context("no free loopback port")?
         .port();
-    let bind = format!("127.0.0.1:{port}");
-    let exe = std::env::current_exe().context("cannot find the bench executable")?;
-    let log_file = std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
-    let mut command = Command::new(exe);
-    command
-        .arg("serve")
-        .args(["--bind", &bind, "--database-url", &flags.database_url])
-        .args(["--redis-url", &flags.redis_url, "--redis-prefix", &flags.redis_prefix])
-        .args(&flags.server_args)
-        .env("RUST_LOG", std::env::var("BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".to_owned()))
-        // The child's own environment must not override the flags above.
-        .env_remove("DATABASE_URL")
-        .env_remove("BIND")
-        .env_remove("REDIS_PREFIX")
-        .env(PARENT_PIPE_ENV, "1")
-        // Held open by the `Child` for as long as bench lives.
-        .stdin(Stdio::piped())
-        .stdout(log_file.try_clone()?)
-        .stderr(log_file)
-        .kill_on_drop(true);
-    let child = command.spawn().context("cannot start the server")?;
-    Ok((format!("http://{bind}"), child))
+    Ok(format!("127.0.0.1:{port}"))
+}
+
+impl Launch {
+    /// Starts `<exe> serve` on `bind`, its output into the log (appended to when `append`).
+    fn spawn(&self, append: bool) -> anyhow::Result<Child> {
+        let Self { exe, bind, flags, log } = self;
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(log)
+            .with_context(|| format!("cannot create {}", log.display()))?;
+        let mut command = Command::new(exe);
+        command
+            .arg("serve")
+            .args(["--bind", bind, "--database-url", &flags.database_url])
+            .args(["--redis-url", &flags.redis_url, "--redis-prefix", &flags.redis_prefix])
+            .args(&flags.server_args)
+            .env("RUST_LOG", std::env::var("BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".to_owned()))
+            // The child's own environment must not override the flags above.
+            .env_remove("DATABASE_URL")
+            .env_remove("BIND")
+            .env_remove("REDIS_PREFIX")
+            .env(PARENT_PIPE_ENV, "1")
+            // Held open by the `Child` for as long as bench lives.
+            .stdin(Stdio::piped())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .kill_on_drop(true);
+        command.spawn().context("cannot start the server")
+    }
 }
 
 /// Asks the child to stop (SIGTERM: it finishes in-flight work), then kills it after a few seconds.

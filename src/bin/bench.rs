@@ -1,12 +1,13 @@
 //! `bench`: drives every strategy through the same flash sale and says which sells exactly the
 //! stock, and how fast. `bench compare` is the main job; `bench run` drives one strategy; `bench
-//! check` gates a finished run.
+//! check` gates a finished run; `bench chaos` injects faults and says which strategy stays exact.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use checkout_bench::bench;
+use checkout_bench::bench::chaos::{self, ChaosFlags};
 use checkout_bench::bench::options::{CompareFlags, LoadFlags, ServerFlags};
 use checkout_bench::bench::server::{self, Server};
 use checkout_bench::server_cli::{self, ServerCli};
@@ -39,6 +40,10 @@ enum Command {
         #[arg(long, default_value = "results/baseline.json")]
         baseline: PathBuf,
     },
+    /// Fault scenarios against a server, a Redis and a fault proxy of its own: for each scenario ×
+    /// strategy, a storm of buyers, the fault mid-storm, recovery, drain and audit; prints a table
+    /// and exits 1 when a safe strategy is not exact.
+    Chaos(Box<ChaosFlags>),
     /// The checkout server itself (what `compare` starts when no --url is given).
     #[command(hide = true)]
     Serve(Box<ServerCli>),
@@ -130,6 +135,18 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             println!("{}", bench::describe_gate(&report));
             Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
+        Command::Chaos(flags) => {
+            let report = chaos::run(&flags).await?;
+            println!("\n{}", chaos::table::text(&report.rows));
+            println!("results: {}", report.folder.path.display());
+            if report.passed() {
+                println!("chaos: every safe strategy stayed exact");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                println!("chaos: a safe strategy was NOT EXACT under a fault");
+                Ok(ExitCode::FAILURE)
+            }
+        }
         Command::Serve(cli) => {
             let gone = std::env::var_os(server::PARENT_PIPE_ENV).is_some().then(parent_gone);
             let parent_left = async {
@@ -167,8 +184,44 @@ fn parent_gone() -> tokio::sync::oneshot::Receiver<()> {
 mod tests {
     use clap::CommandFactory;
 
+    use clap::Parser;
+
+    use super::{Cli, Command};
+    use checkout_bench::bench::chaos::Fault;
+
     #[test]
     fn verify_cli() {
-        super::Cli::command().debug_assert();
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn chaos_takes_scenarios_and_strategies_as_lists() {
+        let cli = Cli::try_parse_from([
+            "bench",
+            "chaos",
+            "--scenarios",
+            "pg-terminate,server-crash",
+            "--strategies",
+            "sql-atomic,redis-lua",
+        ])
+        .expect("valid flags");
+        let Command::Chaos(flags) = cli.command else { panic!("parsed as chaos: {cli:?}") };
+        assert_eq!(flags.faults(), [Fault::PgTerminate, Fault::ServerCrash]);
+        assert_eq!(flags.strategies, ["sql-atomic", "redis-lua"]);
+        assert_eq!((flags.hot_stock, flags.clients), (200, 64), "defaults: 200 units, 64 clients");
+        let err = Cli::try_parse_from(["bench", "chaos", "--scenarios", "meteor"]).unwrap_err().to_string();
+        assert!(
+            err.contains("redis-reply-timeout") && err.contains("same-key-mixed"),
+            "lists every scenario: {err}"
+        );
+    }
+
+    #[test]
+    fn chaos_help_lists_every_scenario() {
+        let mut command = Cli::command();
+        let help = command.find_subcommand_mut("chaos").expect("chaos").render_long_help().to_string();
+        for fault in Fault::ALL {
+            assert!(help.contains(fault.as_str()), "--help names {fault}: {help}");
+        }
     }
 }

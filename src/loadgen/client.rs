@@ -46,6 +46,16 @@ impl Target {
         Ok(Self { addr, host, base: format!("http://{authority}") })
     }
 
+    /// The resolved address requests go to.
+    pub const fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The `Host` header requests carry.
+    pub fn host(&self) -> &str {
+        self.host.to_str().unwrap_or_default()
+    }
+
     /// The base URL, `http://host:port`.
     pub fn base(&self) -> &str {
         &self.base

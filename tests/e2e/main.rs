@@ -5,6 +5,7 @@ mod admin;
 mod backend_down;
 mod bad_input;
 mod bench;
+mod chaos;
 mod contention;
 mod disconnect;
 mod helpers;
