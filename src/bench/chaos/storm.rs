@@ -98,6 +98,8 @@ struct Book {
     tally: Tally,
     counts: Counts,
     acks: Vec<Ack>,
+    /// Order ids 503 answers named: they may still complete.
+    in_doubt: Vec<uuid::Uuid>,
     sold_out_by_product: HashMap<i64, u64>,
     errors: BTreeMap<String, u64>,
 }
@@ -162,6 +164,15 @@ impl Shared {
                             book.counts.sold_out += 1;
                             *book.sold_out_by_product.entry(product).or_default() += 1;
                             false
+                        }
+                        Answer::InDoubt(kind, order_id) => {
+                            // The purchase may still complete: the retry with the same key
+                            // replays it if it did.
+                            book.in_doubt.push(order_id);
+                            book.counts.errors += 1;
+                            *book.errors.entry(kind).or_default() += 1;
+                            book.tally.unavailable += 1;
+                            true
                         }
                         Answer::Failed(kind) => {
                             book.counts.errors += 1;
@@ -267,6 +278,7 @@ pub async fn run(target: Target, storm: Storm) -> StormOutcome {
         sold_out_latency: latency_histogram(),
         errors: book.errors,
         acks: book.acks,
+        in_doubt: book.in_doubt,
         sold_out_by_product: book.sold_out_by_product,
         windows: Vec::new(),
         hot_stock,
