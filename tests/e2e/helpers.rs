@@ -10,8 +10,8 @@ use checkout_strategies::{
     Backends, PgSettings, RedisBackend, RedisKeys, RedisSettings, StockPlan, StrategyKind, Tuning, backends,
 };
 use serde_json::{Value, json};
-use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::oneshot;
 
 /// How a test wants its server.
@@ -523,4 +523,44 @@ impl Drop for ChaosProxy {
         });
         self.accept_loop.abort();
     }
+}
+
+/// A session of its own holding one product's row lock until released: purchases of that product
+/// queue behind it, which catches them in flight.
+#[derive(Debug)]
+pub(crate) struct RowLock(PgConnection);
+
+impl RowLock {
+    /// Opens a session on the database `connect` names and locks `product`'s row.
+    pub(crate) async fn take(connect: &PgConnectOptions, product: i64) -> Self {
+        let mut locker = PgConnection::connect_with(connect).await.expect("connect the locking session");
+        sqlx::query("BEGIN").execute(&mut locker).await.expect("begin");
+        sqlx::query("SELECT stock FROM products WHERE id = $1 FOR UPDATE")
+            .bind(product)
+            .execute(&mut locker)
+            .await
+            .expect("lock the row");
+        Self(locker)
+    }
+
+    /// Commits, which lets the queued purchases go on, and closes the session.
+    pub(crate) async fn release(mut self) {
+        sqlx::query("COMMIT").execute(&mut self.0).await.expect("release the row lock");
+        self.0.close().await.expect("close the locking session");
+    }
+}
+
+/// Waits until at least `sessions` sessions of `pool`'s database wait on a lock: that many
+/// purchases have reached a locked row.
+pub(crate) async fn wait_for_lock_waiters(pool: &PgPool, sessions: i64, within: Duration) {
+    eventually(&format!("{sessions} purchases queue behind the row lock"), within, || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(pool)
+        .await
+        .expect("read pg_stat_activity")
+            >= sessions
+    })
+    .await;
 }
