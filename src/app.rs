@@ -9,6 +9,7 @@ use std::time::Duration;
 use checkout_strategies::{Backends, RedisBackend, Registry, StockPlan, StrategyError, catalog, redis_stock};
 use sqlx::PgPool;
 
+use crate::admission::InflightLimits;
 use crate::sessions::{SessionConfig, Sessions};
 use crate::stats::{Measured, Stats};
 
@@ -21,6 +22,8 @@ pub struct AppConfig {
     pub request_timeout: Duration,
     /// Where buyer sessions live and whether purchases need one.
     pub sessions: SessionConfig,
+    /// Most purchases in flight per backend before new ones are refused with 503.
+    pub inflight: InflightLimits,
 }
 
 /// Everything a request may touch.

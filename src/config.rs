@@ -9,6 +9,7 @@ use checkout_strategies::{PgSettings, RedisBackend, RedisKeys, RedisSettings, Tu
 use clap::Args;
 use clap::builder::BoolishValueParser;
 
+use crate::admission::{self, InflightLimits};
 use crate::sessions::SessionConfig;
 
 /// Where the backends are and how connections to them behave.
@@ -100,6 +101,21 @@ pub struct ServeArgs {
     /// product 100 with 10,000 units.
     #[arg(long, env = "DEFAULT_PRODUCTS", default_value_t = 1_000)]
     pub default_products: u64,
+
+    /// Most purchases in flight at once among strategies that commit to PostgreSQL before
+    /// answering (`sql-*`, `redis-decr`, `redis-lua`); beyond it a purchase is refused at once with
+    /// 503 `overloaded`. Default: 4 × `PG_CONNECTIONS`. 0 means no limit.
+    #[arg(long, env = "MAX_INFLIGHT_POSTGRES")]
+    pub max_inflight_postgres: Option<usize>,
+
+    /// Most purchases in flight at once among strategies that answer once Redis holds the order
+    /// (`stream`, `stream-deferred`). 0 means no limit.
+    #[arg(long, env = "MAX_INFLIGHT_REDIS", default_value_t = admission::DEFAULT_REDIS)]
+    pub max_inflight_redis: usize,
+
+    /// Most purchases in flight at once of the in-process baseline (`memory`). 0 means no limit.
+    #[arg(long, env = "MAX_INFLIGHT_MEMORY", default_value_t = admission::DEFAULT_IN_PROCESS)]
+    pub max_inflight_memory: usize,
 }
 
 impl ServeArgs {
@@ -108,6 +124,19 @@ impl ServeArgs {
         Tuning {
             naive_race_window: Duration::from_millis(self.naive_race_window_ms),
             conflict_retries: self.conflict_retries,
+        }
+    }
+
+    /// The in-flight limits these flags describe, the PostgreSQL one sized from a pool of
+    /// `pg_connections` unless given.
+    pub fn inflight_limits(&self, pg_connections: u32) -> InflightLimits {
+        let limit = |value: usize| (value > 0).then_some(value);
+        InflightLimits {
+            postgres: self
+                .max_inflight_postgres
+                .map_or(InflightLimits::for_pool(pg_connections).postgres, limit),
+            redis: limit(self.max_inflight_redis),
+            in_process: limit(self.max_inflight_memory),
         }
     }
 }

@@ -17,6 +17,8 @@ use axum::response::{IntoResponse, Response};
 use checkout_strategies::{ProductId, StrategyError, StrategyKind};
 use serde_json::{Value, json};
 
+use crate::admission::Overloaded;
+
 /// Everything a request can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -52,6 +54,9 @@ pub enum ApiError {
     Timeout(u64, uuid::Uuid),
     #[error("too many concurrent writers on the same rows; retry later")]
     Contention(String),
+    /// Refused before it started: its backend has as many purchases in flight as it may.
+    #[error(transparent)]
+    Overloaded(#[from] Overloaded),
     #[error("internal error")]
     Internal(String),
 }
@@ -70,7 +75,9 @@ impl ApiError {
             Self::Unauthorized | Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Unavailable(_) | Self::Timeout(..) | Self::Contention(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::Timeout(..) | Self::Contention(_) | Self::Overloaded(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -92,6 +99,7 @@ impl ApiError {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Unavailable(_) | Self::Timeout(..) => "backend_unavailable",
             Self::Contention(_) => "contention",
+            Self::Overloaded(_) => "overloaded",
             Self::Internal(_) => "internal",
         }
     }
@@ -107,6 +115,7 @@ impl ApiError {
             Self::UnknownStrategy(_) => body["strategies"] = json!(StrategyKind::names()),
             Self::UnknownProduct(id) | Self::SoldOut(id) => body["product_id"] = json!(id.get()),
             Self::UnknownOrder(id) | Self::Timeout(_, id) => body["order_id"] = json!(id),
+            Self::Overloaded(refusal) => body["backend"] = json!(refusal.class),
             _ => {}
         }
         body

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use checkout_bench::admission::InflightLimits;
 use checkout_bench::app::{App, AppConfig, AppState};
 use checkout_bench::sessions::SessionConfig;
 use checkout_strategies::{
@@ -30,6 +31,9 @@ pub(crate) struct Setup {
     pub(crate) sessions_url: Option<String>,
     pub(crate) session_ttl: Duration,
     pub(crate) require_session: bool,
+    /// In-flight limits per backend. No limit unless a test sets one: tests that start hundreds of
+    /// buyers at once are about contention, not admission.
+    pub(crate) inflight: InflightLimits,
 }
 
 impl Default for Setup {
@@ -45,6 +49,7 @@ impl Default for Setup {
             sessions_url: None,
             session_ttl: Duration::from_secs(1800),
             require_session: true,
+            inflight: InflightLimits::unlimited(),
         }
     }
 }
@@ -84,6 +89,7 @@ pub(crate) async fn spawn_app_on(pool: PgPool, setup: Setup, reset: bool) -> Tes
         admin_token: setup.admin_token.clone(),
         request_timeout: setup.request_timeout,
         sessions,
+        inflight: setup.inflight,
     };
     let app =
         Arc::new(App::new(&backends, config, setup.plan.clone()).await.expect("strategies take the plan"));
@@ -442,7 +448,12 @@ impl Drop for LiveConnection {
 impl ChaosProxy {
     /// Starts a proxy on a free loopback port forwarding to the server `backend` connects to.
     pub(crate) async fn start(backend: &PgConnectOptions) -> Self {
-        let target = (backend.get_host().to_owned(), backend.get_port());
+        Self::start_tcp(backend.get_host(), backend.get_port()).await
+    }
+
+    /// Starts a proxy on a free loopback port forwarding to `host:port` (Redis, for one).
+    pub(crate) async fn start_tcp(host: &str, port: u16) -> Self {
+        let target = (host.to_owned(), port);
         assert!(!target.0.starts_with('/'), "the proxy forwards TCP, not a Unix socket: {}", target.0);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
         let addr = listener.local_addr().expect("proxy address");
@@ -479,6 +490,11 @@ impl ChaosProxy {
             }
         });
         Self { addr, state, live, accept_loop }
+    }
+
+    /// The proxy's own address, where clients connect.
+    pub(crate) const fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// `backend` with its host and port replaced by the proxy's.

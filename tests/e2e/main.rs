@@ -9,6 +9,7 @@ mod contention;
 mod disconnect;
 mod helpers;
 mod orders;
+mod overload;
 mod populate;
 mod redis_stock;
 mod seed;
