@@ -11,6 +11,7 @@ mod helpers;
 mod orders;
 mod overload;
 mod populate;
+mod properties;
 mod redis_stock;
 mod seed;
 mod sessions;
