@@ -80,7 +80,9 @@ pub struct ServeArgs {
     pub bind: SocketAddr,
 
     /// Bearer token required by /admin routes. When unset, /admin accepts loopback clients only.
-    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
+    /// Letters, digits and `-._~+/=` only (RFC 6750), so it can be sent as it is; use a long random
+    /// one (`openssl rand -hex 32`).
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true, value_parser = admin_token)]
     pub admin_token: Option<String>,
 
     /// Longest a purchase may take, in milliseconds, before the client gets 503. The purchase
@@ -139,6 +141,22 @@ impl ServeArgs {
             in_process: limit(self.max_inflight_memory),
         }
     }
+}
+
+/// Parses an admin token: one a client can send in `Authorization: Bearer <token>`. An empty one
+/// would lock /admin for everybody, loopback included, and pass unnoticed.
+///
+/// # Errors
+/// An empty token, or one with a character outside RFC 6750's `b64token`.
+pub fn admin_token(token: &str) -> Result<String, String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "-._~+/=".contains(c);
+    if token.is_empty() {
+        return Err("the admin token is empty: set a long random one, or unset ADMIN_TOKEN".into());
+    }
+    if !token.chars().all(allowed) {
+        return Err("the admin token may hold letters, digits and -._~+/= only".into());
+    }
+    Ok(token.to_owned())
 }
 
 /// Buyer sessions: where they live and whether purchases need one.
@@ -252,5 +270,20 @@ pub struct WorkerSwitch {
 impl WorkerSwitch {
     pub const fn enabled(&self) -> bool {
         self.worker && !self.no_worker
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_admin_token_is_one_a_client_can_send() {
+        for good in ["s3cret", "0123456789abcdef0123456789abcdef", "dGVzdA==", "a-b.c_d~e+f/g"] {
+            assert_eq!(admin_token(good).as_deref(), Ok(good));
+        }
+        for bad in ["", " ", "two words", "tab\there", "ключ", "new\nline", "quote\""] {
+            assert!(admin_token(bad).is_err(), "{bad:?} must be refused");
+        }
     }
 }

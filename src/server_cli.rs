@@ -138,6 +138,16 @@ mod tests {
     }
 
     #[test]
+    fn an_admin_token_that_cannot_be_sent_is_refused_at_start() {
+        use clap::Parser;
+        for bad in ["", "two words"] {
+            assert!(super::ServerCli::try_parse_from(["server", "--admin-token", bad]).is_err(), "{bad:?}");
+        }
+        let cli = super::ServerCli::try_parse_from(["server", "--admin-token", "s3cret"]).expect("valid");
+        assert_eq!(cli.serve.admin_token.as_deref(), Some("s3cret"));
+    }
+
+    #[test]
     fn the_worker_runs_in_the_server_unless_switched_off() {
         use clap::Parser;
         let enabled = |args: &[&str]| {
