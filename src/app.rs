@@ -11,6 +11,7 @@ use checkout_strategies::{
 };
 use sqlx::PgPool;
 
+use crate::admission::InflightLimits;
 use crate::sessions::{SessionConfig, Sessions};
 use crate::stats::{Measured, Stats};
 
@@ -23,6 +24,8 @@ pub struct AppConfig {
     pub request_timeout: Duration,
     /// Where buyer sessions live and whether purchases need one.
     pub sessions: SessionConfig,
+    /// Most purchases in flight per backend before new ones are refused with 503.
+    pub inflight: InflightLimits,
 }
 
 /// Everything a request may touch.

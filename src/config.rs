@@ -9,6 +9,7 @@ use checkout_strategies::{PgSettings, RedisBackend, RedisKeys, RedisSettings, Tu
 use clap::Args;
 use clap::builder::BoolishValueParser;
 
+use crate::admission::{self, InflightLimits};
 use crate::sessions::SessionConfig;
 
 /// Where the backends are and how connections to them behave.
@@ -79,7 +80,9 @@ pub struct ServeArgs {
     pub bind: SocketAddr,
 
     /// Bearer token required by /admin routes. When unset, /admin accepts loopback clients only.
-    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
+    /// Letters, digits and `-._~+/=` only (RFC 6750), so it can be sent as it is; use a long random
+    /// one (`openssl rand -hex 32`).
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true, value_parser = admin_token)]
     pub admin_token: Option<String>,
 
     /// Longest a purchase may take, in milliseconds, before the client gets 503. The purchase
@@ -106,6 +109,21 @@ pub struct ServeArgs {
     /// product 100 with 10,000 units.
     #[arg(long, env = "DEFAULT_PRODUCTS", default_value_t = 1_000)]
     pub default_products: u64,
+
+    /// Most purchases in flight at once among strategies that commit to PostgreSQL before
+    /// answering (`sql-*`, `redis-decr`, `redis-lua`); beyond it a purchase is refused at once with
+    /// 503 `overloaded`. Default: 4 × `PG_CONNECTIONS`. 0 means no limit.
+    #[arg(long, env = "MAX_INFLIGHT_POSTGRES")]
+    pub max_inflight_postgres: Option<usize>,
+
+    /// Most purchases in flight at once among strategies that answer once Redis holds the order
+    /// (`stream`, `stream-deferred`). 0 means no limit.
+    #[arg(long, env = "MAX_INFLIGHT_REDIS", default_value_t = admission::DEFAULT_REDIS)]
+    pub max_inflight_redis: usize,
+
+    /// Most purchases in flight at once of the in-process baseline (`memory`). 0 means no limit.
+    #[arg(long, env = "MAX_INFLIGHT_MEMORY", default_value_t = admission::DEFAULT_IN_PROCESS)]
+    pub max_inflight_memory: usize,
 }
 
 impl ServeArgs {
@@ -117,6 +135,35 @@ impl ServeArgs {
             reservation_ttl: Duration::from_millis(self.reservation_ttl_ms),
         }
     }
+
+    /// The in-flight limits these flags describe, the PostgreSQL one sized from a pool of
+    /// `pg_connections` unless given.
+    pub fn inflight_limits(&self, pg_connections: u32) -> InflightLimits {
+        let limit = |value: usize| (value > 0).then_some(value);
+        InflightLimits {
+            postgres: self
+                .max_inflight_postgres
+                .map_or(InflightLimits::for_pool(pg_connections).postgres, limit),
+            redis: limit(self.max_inflight_redis),
+            in_process: limit(self.max_inflight_memory),
+        }
+    }
+}
+
+/// Parses an admin token: one a client can send in `Authorization: Bearer <token>`. An empty one
+/// would lock /admin for everybody, loopback included, and pass unnoticed.
+///
+/// # Errors
+/// An empty token, or one with a character outside RFC 6750's `b64token`.
+pub fn admin_token(token: &str) -> Result<String, String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "-._~+/=".contains(c);
+    if token.is_empty() {
+        return Err("the admin token is empty: set a long random one, or unset ADMIN_TOKEN".into());
+    }
+    if !token.chars().all(allowed) {
+        return Err("the admin token may hold letters, digits and -._~+/= only".into());
+    }
+    Ok(token.to_owned())
 }
 
 /// Buyer sessions: where they live and whether purchases need one.
@@ -230,5 +277,20 @@ pub struct WorkerSwitch {
 impl WorkerSwitch {
     pub const fn enabled(&self) -> bool {
         self.worker && !self.no_worker
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_admin_token_is_one_a_client_can_send() {
+        for good in ["s3cret", "0123456789abcdef0123456789abcdef", "dGVzdA==", "a-b.c_d~e+f/g"] {
+            assert_eq!(admin_token(good).as_deref(), Ok(good));
+        }
+        for bad in ["", " ", "two words", "tab\there", "ключ", "new\nline", "quote\""] {
+            assert!(admin_token(bad).is_err(), "{bad:?} must be refused");
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! - [`bench`]: the comparison `bench` runs: reset, load, drain, audit, results folder, gate.
 //! - [`config`]: flags and env vars shared by the binaries.
 //! - [`app`]: the application state handlers share.
+//! - [`admission`]: how many purchases may be in flight per backend; the rest are refused at once.
 //! - [`http`]: the router and the HTTP contract.
 //! - [`stats`]: per-strategy counters and latency histograms.
 //! - [`audit`]: reconciles stock with orders after a run.
@@ -16,6 +17,7 @@
 //!
 //! The strategies themselves live in the `checkout-strategies` crate.
 
+pub mod admission;
 pub mod app;
 pub mod audit;
 pub mod bench;

@@ -82,6 +82,7 @@ pub async fn run(cli: ServerCli) -> anyhow::Result<()> {
         admin_token: cli.serve.admin_token.clone(),
         request_timeout: std::time::Duration::from_millis(cli.serve.request_timeout_ms),
         sessions: cli.sessions.session_config(&cli.backends).context("invalid REDIS_URL")?,
+        inflight: cli.serve.inflight_limits(cli.backends.pg_connections),
     };
     crate::http::prometheus();
     let app = App::load(&backends, config, StockPlan::flash_sale(cli.serve.default_products)).await?;
@@ -106,6 +107,47 @@ mod tests {
     #[test]
     fn verify_cli() {
         super::ServerCli::command().debug_assert();
+    }
+
+    #[test]
+    fn inflight_limits_default_from_the_pool_and_zero_lifts_them() {
+        use clap::Parser;
+
+        use crate::admission::InflightLimits;
+        let limits = |args: &[&str]| {
+            let cli = super::ServerCli::try_parse_from(std::iter::once("server").chain(args.iter().copied()))
+                .expect("valid flags");
+            cli.serve.inflight_limits(cli.backends.pg_connections)
+        };
+        let set = ["PG_CONNECTIONS", "MAX_INFLIGHT_POSTGRES", "MAX_INFLIGHT_REDIS", "MAX_INFLIGHT_MEMORY"];
+        if set.iter().all(|name| std::env::var_os(name).is_none()) {
+            assert_eq!(limits(&[]), InflightLimits::for_pool(8), "documented defaults");
+            assert_eq!(limits(&["--pg-connections", "20"]).postgres, Some(80), "4 per pooled connection");
+        }
+        let explicit = limits(&[
+            "--max-inflight-postgres",
+            "3",
+            "--max-inflight-redis",
+            "0",
+            "--max-inflight-memory",
+            "7",
+        ]);
+        assert_eq!(explicit, InflightLimits { postgres: Some(3), redis: None, in_process: Some(7) });
+        assert_eq!(limits(&["--max-inflight-postgres", "0"]).postgres, None, "0 is no limit");
+        assert!(
+            super::ServerCli::try_parse_from(["server", "--max-inflight-redis", "-1"]).is_err(),
+            "a negative limit is refused"
+        );
+    }
+
+    #[test]
+    fn an_admin_token_that_cannot_be_sent_is_refused_at_start() {
+        use clap::Parser;
+        for bad in ["", "two words"] {
+            assert!(super::ServerCli::try_parse_from(["server", "--admin-token", bad]).is_err(), "{bad:?}");
+        }
+        let cli = super::ServerCli::try_parse_from(["server", "--admin-token", "s3cret"]).expect("valid");
+        assert_eq!(cli.serve.admin_token.as_deref(), Some("s3cret"));
     }
 
     #[test]

@@ -28,6 +28,7 @@ struct Counters {
     replayed: AtomicU64,
     sold_out: AtomicU64,
     unknown_product: AtomicU64,
+    shed: AtomicU64,
     errors: Mutex<BTreeMap<&'static str, u64>>,
     latency_us: Mutex<Histogram<u64>>,
 }
@@ -41,6 +42,7 @@ impl Counters {
             replayed: AtomicU64::new(0),
             sold_out: AtomicU64::new(0),
             unknown_product: AtomicU64::new(0),
+            shed: AtomicU64::new(0),
             errors: Mutex::new(BTreeMap::new()),
             latency_us: Mutex::new(new_histogram()),
         }
@@ -91,6 +93,8 @@ pub struct StrategyStats {
     pub replayed: u64,
     pub sold_out: u64,
     pub unknown_product: u64,
+    /// Purchases refused with 503 `overloaded` before reaching the strategy (not in `attempts`).
+    pub shed: u64,
     pub errors: BTreeMap<&'static str, u64>,
     pub latency: LatencySummary,
 }
@@ -148,6 +152,13 @@ impl Stats {
             .record(elapsed.as_secs_f64());
     }
 
+    /// Counts a purchase refused before it reached the strategy because its backend was full.
+    pub fn record_shed(&self, kind: StrategyKind) {
+        self.counters(kind).shed.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("checkout_purchases_total", "strategy" => kind.as_str(), "outcome" => "overloaded")
+            .increment(1);
+    }
+
     /// Strategies that placed orders (confirmed or pending) since the last reset.
     pub fn sold_by(&self) -> Vec<StrategyKind> {
         self.by_kind
@@ -167,6 +178,7 @@ impl Stats {
                 &counters.replayed,
                 &counters.sold_out,
                 &counters.unknown_product,
+                &counters.shed,
             ] {
                 counter.store(0, Ordering::Relaxed);
             }
@@ -191,6 +203,7 @@ impl Stats {
                     replayed: c.replayed.load(Ordering::Relaxed),
                     sold_out: c.sold_out.load(Ordering::Relaxed),
                     unknown_product: c.unknown_product.load(Ordering::Relaxed),
+                    shed: c.shed.load(Ordering::Relaxed),
                     errors: c.errors.lock().unwrap_or_else(PoisonError::into_inner).clone(),
                     latency: LatencySummary {
                         count: histogram.len(),

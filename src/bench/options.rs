@@ -205,7 +205,7 @@ pub struct ServerFlags {
     #[arg(long, env = "BENCH_URL")]
     pub url: Option<String>,
     /// Bearer token for the server's /admin routes.
-    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true, value_parser = crate::config::admin_token)]
     pub admin_token: Option<String>,
     /// PostgreSQL for the server bench starts; created when missing.
     #[arg(

@@ -120,8 +120,12 @@ mod tests {
     #[test]
     fn token_comparison() {
         assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(constant_time_eq(b"", b""));
+        assert!(!constant_time_eq(b"secret", b"secreT"), "last byte differs");
+        assert!(!constant_time_eq(b"secret", b"Secret"), "first byte differs");
+        assert!(!constant_time_eq(b"secret", b"secret2"), "a longer token with the same start");
+        assert!(!constant_time_eq(b"secret", b"secre"), "a prefix of the token");
+        assert!(!constant_time_eq(b"secret", b""), "nothing presented");
     }
 
     #[test]

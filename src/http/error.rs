@@ -17,6 +17,8 @@ use axum::response::{IntoResponse, Response};
 use checkout_strategies::{Gate, ProductId, StrategyError, StrategyKind};
 use serde_json::{Value, json};
 
+use crate::admission::Overloaded;
+
 /// Everything a request can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -62,6 +64,9 @@ pub enum ApiError {
     GateConflict(ProductId, Gate),
     #[error("this Idempotency-Key was used for a different purchase (order {0}); use a new key")]
     KeyReused(uuid::Uuid),
+    /// Refused before it started: its backend has as many purchases in flight as it may.
+    #[error(transparent)]
+    Overloaded(#[from] Overloaded),
     #[error("internal error")]
     Internal(String),
 }
@@ -81,9 +86,11 @@ impl ApiError {
             Self::Unauthorized | Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Unavailable(_) | Self::Timeout(..) | Self::Contention(_) | Self::InDoubt(..) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::Unavailable(_)
+            | Self::Timeout(..)
+            | Self::Contention(_)
+            | Self::InDoubt(..)
+            | Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -108,6 +115,7 @@ impl ApiError {
             Self::InDoubt(..) => "outcome_unknown",
             Self::GateConflict(..) => "inventory_gate_conflict",
             Self::KeyReused(_) => "idempotency_key_reused",
+            Self::Overloaded(_) => "overloaded",
             Self::Internal(_) => "internal",
         }
     }

@@ -9,13 +9,14 @@ mod purchase;
 pub mod read;
 pub mod seed;
 
-use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{get, post};
+use axum::{Extension, Router};
 use tower_http::trace::TraceLayer;
 
+use crate::admission::Admission;
 use crate::app::AppState;
 use crate::http::error::ApiError;
 pub use read::prometheus;
@@ -31,12 +32,15 @@ pub fn app(state: AppState) -> Router {
     // Installed before the first purchase so no count is lost to a missing recorder.
     prometheus();
     let with_deadline = axum::middleware::from_fn_with_state(state.clone(), deadline);
+    // One set of in-flight gates per server, shared by every purchase route.
+    let admission = Admission::new(state.config.inflight);
     let purchases = Router::new()
         .route("/purchase", post(purchase::by_header))
         .route("/strategies/{name}/purchase", post(purchase::by_route))
         .route("/auth", post(auth::login))
         .route("/index.php", post(seed::index))
-        .layer(DefaultBodyLimit::max(MAX_BODY));
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(Extension(admission));
     // A reset may COPY millions of rows: it is bounded by PostgreSQL, not by the request deadline.
     let admin = Router::new()
         .route("/admin/reset", post(admin::reset))

@@ -6,16 +6,21 @@
 //! not the purchase, so no order is ever half-written because someone closed a tab. The handler
 //! waits for the task up to the request timeout and then answers 503 with the order id, which the
 //! client can look up later.
+//!
+//! Before the task starts, the purchase takes a place among its backend's purchases in flight
+//! ([`crate::admission`]); when there is none, it is answered 503 `overloaded` at once, having
+//! touched nothing. The place moves into the task and is given back when the purchase ends.
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use checkout_strategies::{
     IdempotencyKey, OrderStatus, PurchaseOutcome, PurchaseRequest, StrategyError, StrategyKind,
 };
 use uuid::Uuid;
 
+use crate::admission::Admission;
 use crate::app::AppState;
 use crate::http::auth::Credentials;
 use crate::http::error::ApiError;
@@ -26,28 +31,38 @@ use crate::http::extract::{
 /// `POST /strategies/{name}/purchase`.
 pub(super) async fn by_route(
     State(state): State<AppState>,
+    Extension(admission): Extension<Admission>,
     StrategyPath(kind): StrategyPath,
     IdempotencyHeader(key): IdempotencyHeader,
     credentials: Credentials,
     ApiJson(body): ApiJson<PurchaseBody>,
 ) -> Result<Response, ApiError> {
-    purchase(state, kind, key, credentials, body).await
+    purchase(Front { state, admission }, kind, key, credentials, body).await
 }
 
 /// `POST /purchase` with `X-Strategy: {name}`.
 pub(super) async fn by_header(
     State(state): State<AppState>,
+    Extension(admission): Extension<Admission>,
     StrategyHeader(kind): StrategyHeader,
     IdempotencyHeader(key): IdempotencyHeader,
     credentials: Credentials,
     ApiJson(body): ApiJson<PurchaseBody>,
 ) -> Result<Response, ApiError> {
-    purchase(state, kind, key, credentials, body).await
+    purchase(Front { state, admission }, kind, key, credentials, body).await
 }
 
-/// Checks come in the contract's order: strategy and idempotency key (extractors), body, session.
+/// What every purchase front end hands to [`place`]: the application and the in-flight gates.
+#[derive(Debug, Clone)]
+pub(super) struct Front {
+    pub(super) state: AppState,
+    pub(super) admission: Admission,
+}
+
+/// Checks come in the contract's order: strategy and idempotency key (extractors), body, session,
+/// room on the backend.
 async fn purchase(
-    state: AppState,
+    front: Front,
     kind: StrategyKind,
     idempotency_key: Option<IdempotencyKey>,
     credentials: Credentials,
@@ -55,7 +70,7 @@ async fn purchase(
 ) -> Result<Response, ApiError> {
     let valid = body.validate()?;
     let names_buyer = valid.user.is_some();
-    Ok(match place(&state, kind, valid, idempotency_key, credentials, names_buyer).await? {
+    Ok(match place(&front, kind, valid, idempotency_key, credentials, names_buyer).await? {
         PurchaseOutcome::Placed(receipt) => {
             let status = match receipt.status {
                 OrderStatus::Pending => StatusCode::ACCEPTED,
@@ -89,13 +104,14 @@ pub(super) fn refusal(outcome: PurchaseOutcome) -> ApiError {
 /// # Errors
 /// 401/503 from the session check, or whatever [`run`] returns.
 pub(super) async fn place(
-    state: &AppState,
+    front: &Front,
     kind: StrategyKind,
     valid: ValidPurchase,
     idempotency_key: Option<IdempotencyKey>,
     credentials: Credentials,
     user_is_login: bool,
 ) -> Result<PurchaseOutcome, ApiError> {
+    let state = &front.state;
     let session_user = credentials.authorize(state, user_is_login).await?;
     let request = PurchaseRequest {
         order_id: Uuid::new_v4(),
@@ -104,25 +120,31 @@ pub(super) async fn place(
         user: valid.user.or(session_user),
         idempotency_key,
     };
-    let outcome = run(state, kind, request).await?;
+    let outcome = run(front, kind, request).await?;
     credentials.finish(state).await;
     Ok(outcome)
 }
 
 /// Runs a validated, authorised purchase with `kind`'s strategy in a task of its own and waits for
-/// it up to the request timeout.
+/// it up to the request timeout. The task holds the purchase's place on its backend until it ends.
 ///
 /// # Errors
-/// The strategy's error, or [`ApiError::Timeout`] (with the order id) when the purchase outlived
-/// the request timeout; it keeps running then.
+/// [`ApiError::Overloaded`] at once when the backend has no room, the strategy's error, or
+/// [`ApiError::Timeout`] (with the order id) when the purchase outlived the request timeout; it
+/// keeps running then.
 async fn run(
-    state: &AppState,
+    front: &Front,
     kind: StrategyKind,
     request: PurchaseRequest,
 ) -> Result<PurchaseOutcome, ApiError> {
+    let Front { state, admission } = front;
+    let admitted = admission.admit(kind).inspect_err(|_| state.stats.record_shed(kind))?;
     let order_id = request.order_id;
     let strategy = state.registry.get(kind).clone();
-    let task = tokio::spawn(async move { strategy.purchase(&request).await });
+    let task = tokio::spawn(async move {
+        let _admitted = admitted;
+        strategy.purchase(&request).await
+    });
     let timeout = state.config.request_timeout;
     match tokio::time::timeout(timeout, task).await {
         Ok(Ok(Err(StrategyError::InDoubt(detail)))) => Err(ApiError::InDoubt(detail, order_id)),

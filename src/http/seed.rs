@@ -17,6 +17,7 @@
 use std::collections::BTreeMap;
 use std::num::IntErrorKind;
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::header::{CONTENT_TYPE, RETRY_AFTER, SET_COOKIE};
@@ -28,11 +29,12 @@ use checkout_strategies::{
     UnknownStrategy,
 };
 
+use crate::admission::Admission;
 use crate::app::AppState;
 use crate::http::auth::{self, Credentials};
 use crate::http::error::ApiError;
 use crate::http::extract::{IdempotencyHeader, ValidPurchase};
-use crate::http::purchase;
+use crate::http::purchase::{self, Front};
 
 /// Most fields a form body may hold; a full order of [`MAX_LINES`] items needs about a hundred.
 pub const MAX_FIELDS: usize = 1_000;
@@ -51,10 +53,14 @@ pub fn strategy_name(mode: Option<&str>) -> &str {
 }
 
 /// `POST /index.php`: dispatches on `action` and renders every answer as text.
-pub(super) async fn index(State(state): State<AppState>, request: Request) -> Response {
+pub(super) async fn index(
+    State(state): State<AppState>,
+    Extension(admission): Extension<Admission>,
+    request: Request,
+) -> Response {
     let query = SeedQuery::parse(request.uri().query());
     let answer = match query.action.as_deref() {
-        Some("purchase") => purchase(&state, query.mode.as_deref(), request).await,
+        Some("purchase") => purchase(&Front { state, admission }, query.mode.as_deref(), request).await,
         Some("auth") => auth(&state, request).await,
         Some(other) => Err(ApiError::InvalidRequest(format!(
             "unknown action {}: use action=purchase or action=auth",
@@ -90,7 +96,8 @@ impl SeedQuery {
 
 /// `action=purchase`. Checks come in the JSON routes' order: strategy, idempotency key, body,
 /// session.
-async fn purchase(state: &AppState, mode: Option<&str>, request: Request) -> Result<Response, ApiError> {
+async fn purchase(front: &Front, mode: Option<&str>, request: Request) -> Result<Response, ApiError> {
+    let state = &front.state;
     let name = strategy_name(mode);
     let kind = name.parse::<StrategyKind>().map_err(|_| ApiError::UnknownStrategy(name.to_owned()))?;
     let (mut parts, body) = request.into_parts();
@@ -99,7 +106,7 @@ async fn purchase(state: &AppState, mode: Option<&str>, request: Request) -> Res
     let form = read_form(state, Request::from_parts(parts, body)).await?;
     let valid = purchase_from(&form)?;
     // The form's username names the buyer but, as in the seed, is no login.
-    match purchase::place(state, kind, valid, idempotency_key, credentials, false).await? {
+    match purchase::place(front, kind, valid, idempotency_key, credentials, false).await? {
         PurchaseOutcome::Placed(receipt) | PurchaseOutcome::Replayed(receipt) => Ok((
             StatusCode::OK,
             format!("Purchase successful: order {} ({})", receipt.order_id, receipt.status.as_str()),

@@ -178,7 +178,8 @@ INSERT INTO order_items (order_id, product_id, quantity)
 SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::int[])
 "#;
 
-const ALREADY_THERE: &str = "SELECT id FROM orders WHERE id = ANY($1)";
+/// A void row is a fence, not the order: an id voided while in doubt was never written.
+const ALREADY_THERE: &str = "SELECT id FROM orders WHERE id = ANY($1) AND status <> 'void'";
 
 /// Takes a confirmed batch's units from PostgreSQL's stock. The Redis gate decided already, so
 /// the decrement is unconditional; the claim of the gate rides on it for strategies that do not
@@ -207,7 +208,7 @@ pub(crate) enum Written {
     Inserted,
     /// The same order was committed before: a redelivery.
     AlreadyThere,
-    /// Another order holds its idempotency key; this one was not written.
+    /// Not written: another order holds its idempotency key, or its id was voided while in doubt.
     KeyTaken,
 }
 

@@ -9,49 +9,20 @@ use std::time::Duration;
 
 use checkout_strategies::StrategyKind;
 use serde_json::Value;
+use sqlx::Postgres;
 use sqlx::pool::PoolOptions;
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{Connection, PgConnection, PgPool, Postgres};
 use tokio::io::AsyncWriteExt;
 
-use crate::helpers::{Setup, TestApp, eventually, order_body, plan_of, spawn_app};
+use crate::helpers::{
+    RowLock, Setup, TestApp, eventually, order_body, plan_of, spawn_app, wait_for_lock_waiters,
+};
 
 const HOT: i64 = 100;
 const STOCK: i64 = 10;
 const QUANTITY: i64 = 3;
 /// How long the tests wait for a state before failing; only a stuck purchase reaches it.
 const PATIENCE: Duration = Duration::from_secs(15);
-
-/// A session holding the row lock of product [`HOT`] until it commits.
-async fn lock_hot_row(connect: &PgConnectOptions) -> PgConnection {
-    let mut locker = PgConnection::connect_with(connect).await.expect("connect the locking session");
-    sqlx::query("BEGIN").execute(&mut locker).await.expect("begin");
-    sqlx::query("SELECT stock FROM products WHERE id = $1 FOR UPDATE")
-        .bind(HOT)
-        .execute(&mut locker)
-        .await
-        .expect("lock the hot row");
-    locker
-}
-
-async fn release(mut locker: PgConnection) {
-    sqlx::query("COMMIT").execute(&mut locker).await.expect("release the row lock");
-    locker.close().await.expect("close the locking session");
-}
-
-/// Waits until some session of this database waits on a lock: the purchase has reached the row.
-async fn wait_for_lock_waiter(pool: &PgPool) {
-    eventually("the purchase queues behind the row lock", PATIENCE, || async {
-        sqlx::query_scalar::<_, i64>(
-            "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(pool)
-        .await
-        .expect("read pg_stat_activity")
-            > 0
-    })
-    .await;
-}
 
 /// The one order in PostgreSQL once it exists.
 async fn the_order(app: &TestApp, kind: StrategyKind) -> (uuid::Uuid, String, String) {
@@ -91,7 +62,7 @@ async fn assert_completed_once(app: &TestApp, kind: StrategyKind, order_id: uuid
 /// The client closes its connection while the purchase waits on the lock.
 async fn client_disconnects_mid_purchase(connect: PgConnectOptions, kind: StrategyKind) {
     let app = spawn_app(connect.clone(), Setup { plan: plan_of(&[(HOT, STOCK)]), ..Setup::default() }).await;
-    let locker = lock_hot_row(&connect).await;
+    let locker = RowLock::take(&connect, HOT).await;
 
     let body = serde_json::to_string(&order_body(&[(HOT, QUANTITY)])).expect("serialise");
     let request = format!(
@@ -103,14 +74,14 @@ async fn client_disconnects_mid_purchase(connect: PgConnectOptions, kind: Strate
         .await
         .expect("connect to the server");
     client.write_all(request.as_bytes()).await.expect("send the purchase");
-    wait_for_lock_waiter(&app.pool).await;
+    wait_for_lock_waiters(&app.pool, 1, PATIENCE).await;
     drop(client);
     // Not a timing assertion: gives the server the chance to see the closed connection and drop
     // its handler before the purchase can go on. The purchase must complete either way.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(app.order_count().await, 0, "{kind}: nothing is written while the row is locked");
 
-    release(locker).await;
+    locker.release().await;
     let (order_id, strategy, status) = the_order(&app, kind).await;
     assert_eq!(strategy, kind.as_str(), "{kind}: the order is the abandoned purchase");
     assert_eq!(status, "confirmed", "{kind}: the abandoned purchase is confirmed, not left pending");
@@ -126,7 +97,7 @@ async fn purchase_outlives_the_request_timeout(connect: PgConnectOptions, kind: 
         ..Setup::default()
     };
     let app = spawn_app(connect.clone(), setup).await;
-    let locker = lock_hot_row(&connect).await;
+    let locker = RowLock::take(&connect, HOT).await;
 
     let answer = app.buy(kind, &order_body(&[(HOT, QUANTITY)]), None).await;
     answer.assert_error(503, "backend_unavailable");
@@ -138,7 +109,7 @@ async fn purchase_outlives_the_request_timeout(connect: PgConnectOptions, kind: 
     let pending = app.get(&format!("/orders/{order_id}")).await;
     pending.assert_error(404, "unknown_order");
 
-    release(locker).await;
+    locker.release().await;
     let (found, _, status) = the_order(&app, kind).await;
     assert_eq!(found, order_id, "{kind}: the order completed under the id the 503 named");
     assert_eq!(status, "confirmed", "{kind}: the timed-out purchase is confirmed once it completes");

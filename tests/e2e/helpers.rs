@@ -4,14 +4,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use checkout_bench::admission::InflightLimits;
 use checkout_bench::app::{App, AppConfig, AppState};
 use checkout_bench::sessions::SessionConfig;
 use checkout_strategies::{
     Backends, PgSettings, RedisBackend, RedisKeys, RedisSettings, StockPlan, StrategyKind, Tuning, backends,
 };
 use serde_json::{Value, json};
-use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::oneshot;
 
 /// How a test wants its server.
@@ -30,6 +31,9 @@ pub(crate) struct Setup {
     pub(crate) sessions_url: Option<String>,
     pub(crate) session_ttl: Duration,
     pub(crate) require_session: bool,
+    /// In-flight limits per backend. No limit unless a test sets one: tests that start hundreds of
+    /// buyers at once are about contention, not admission.
+    pub(crate) inflight: InflightLimits,
 }
 
 impl Default for Setup {
@@ -45,6 +49,7 @@ impl Default for Setup {
             sessions_url: None,
             session_ttl: Duration::from_secs(1800),
             require_session: true,
+            inflight: InflightLimits::unlimited(),
         }
     }
 }
@@ -84,6 +89,7 @@ pub(crate) async fn spawn_app_on(pool: PgPool, setup: Setup, reset: bool) -> Tes
         admin_token: setup.admin_token.clone(),
         request_timeout: setup.request_timeout,
         sessions,
+        inflight: setup.inflight,
     };
     let app =
         Arc::new(App::new(&backends, config, setup.plan.clone()).await.expect("strategies take the plan"));
@@ -446,7 +452,12 @@ impl Drop for LiveConnection {
 impl ChaosProxy {
     /// Starts a proxy on a free loopback port forwarding to the server `backend` connects to.
     pub(crate) async fn start(backend: &PgConnectOptions) -> Self {
-        let target = (backend.get_host().to_owned(), backend.get_port());
+        Self::start_tcp(backend.get_host(), backend.get_port()).await
+    }
+
+    /// Starts a proxy on a free loopback port forwarding to `host:port` (Redis, for one).
+    pub(crate) async fn start_tcp(host: &str, port: u16) -> Self {
+        let target = (host.to_owned(), port);
         assert!(!target.0.starts_with('/'), "the proxy forwards TCP, not a Unix socket: {}", target.0);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
         let addr = listener.local_addr().expect("proxy address");
@@ -483,6 +494,11 @@ impl ChaosProxy {
             }
         });
         Self { addr, state, live, accept_loop }
+    }
+
+    /// The proxy's own address, where clients connect.
+    pub(crate) const fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// `backend` with its host and port replaced by the proxy's.
@@ -527,4 +543,44 @@ impl Drop for ChaosProxy {
         });
         self.accept_loop.abort();
     }
+}
+
+/// A session of its own holding one product's row lock until released: purchases of that product
+/// queue behind it, which catches them in flight.
+#[derive(Debug)]
+pub(crate) struct RowLock(PgConnection);
+
+impl RowLock {
+    /// Opens a session on the database `connect` names and locks `product`'s row.
+    pub(crate) async fn take(connect: &PgConnectOptions, product: i64) -> Self {
+        let mut locker = PgConnection::connect_with(connect).await.expect("connect the locking session");
+        sqlx::query("BEGIN").execute(&mut locker).await.expect("begin");
+        sqlx::query("SELECT stock FROM products WHERE id = $1 FOR UPDATE")
+            .bind(product)
+            .execute(&mut locker)
+            .await
+            .expect("lock the row");
+        Self(locker)
+    }
+
+    /// Commits, which lets the queued purchases go on, and closes the session.
+    pub(crate) async fn release(mut self) {
+        sqlx::query("COMMIT").execute(&mut self.0).await.expect("release the row lock");
+        self.0.close().await.expect("close the locking session");
+    }
+}
+
+/// Waits until at least `sessions` sessions of `pool`'s database wait on a lock: that many
+/// purchases have reached a locked row.
+pub(crate) async fn wait_for_lock_waiters(pool: &PgPool, sessions: i64, within: Duration) {
+    eventually(&format!("{sessions} purchases queue behind the row lock"), within, || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(pool)
+        .await
+        .expect("read pg_stat_activity")
+            >= sessions
+    })
+    .await;
 }
