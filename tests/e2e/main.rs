@@ -7,6 +7,7 @@ mod bad_input;
 mod bench;
 mod contention;
 mod disconnect;
+mod faults;
 mod helpers;
 mod orders;
 mod populate;
