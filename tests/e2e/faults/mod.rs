@@ -1,5 +1,8 @@
 //! Faults injected under load, against the real services: Redis replies lost after a script ran,
-//! Redis killed mid-sale with and without an AOF, and the in-flight counter across both.
+//! Redis killed mid-sale, PostgreSQL connections terminated, a commit whose reply is lost, stream
+//! workers dying mid-batch, one idempotency key sent through every strategy at once, two gates
+//! storming one product, a mirror key for a product PostgreSQL lacks, and a reset waiting on a row
+//! lock.
 //!
 //! Each scenario lets the buyers finish, then does what the server's background work would (drain
 //! the queues, sweep expired reservations) until the audit says the books are final, and checks
@@ -9,8 +12,8 @@
 //!
 //! Helpers: [`redis_server::DisposableRedis`] (a `redis-server` of the test's own, killed on drop),
 //! [`redis_proxy::RedisFaultProxy`] (replies held, or the link stalled right after a chosen
-//! command), [`storm`] (retrying buyers and a tally of their answers), [`books`] (settling and
-//! checking).
+//! command), [`pg_proxy::PgFaultProxy`] (the reply to a `COMMIT` lost), [`storm`] (retrying
+//! buyers and a tally of their answers), [`books`] (settling and checking).
 
 use std::time::Duration;
 
@@ -19,12 +22,20 @@ use checkout_strategies::{PgSettings, RedisSettings, StockPlan, Tuning};
 use crate::helpers::{Setup, TestApp, eventually};
 
 mod books;
+mod gates;
 mod inflight;
+mod lost_commit;
+mod pg_proxy;
+mod pg_terminate;
 mod redis_proxy;
 mod redis_replies;
 mod redis_restart;
 mod redis_server;
+mod reset_lock;
+mod shared_key;
 mod storm;
+mod unknown_product;
+mod worker_crash;
 
 /// Reservation deadline in these tests: long enough for a purchase to commit on a busy machine,
 /// short enough that a stranded reservation is swept within the test.

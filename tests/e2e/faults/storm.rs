@@ -118,6 +118,7 @@ pub(crate) struct Tally {
     /// 503 `backend_unavailable`: nothing was sold.
     pub(crate) unavailable: usize,
     pub(crate) sold_out: usize,
+    pub(crate) gate_conflicts: usize,
 }
 
 impl Tally {
@@ -141,6 +142,7 @@ impl Tally {
                     assert!(tally.created.insert(id), "{kind}: order {id} created twice");
                 }
                 (409, Some("sold_out")) => tally.sold_out += 1,
+                (409, Some("inventory_gate_conflict")) => tally.gate_conflicts += 1,
                 (503, Some("backend_unavailable")) => tally.unavailable += 1,
                 (503, Some("outcome_unknown")) => {
                     let id = order_id(body)
