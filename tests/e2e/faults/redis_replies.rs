@@ -19,7 +19,7 @@ use super::books::{self, Expect, RedisView, audit, settle};
 use super::redis_proxy::RedisFaultProxy;
 use super::redis_server::DisposableRedis;
 use super::storm::{self, Storm, Tally};
-use super::{ANSWER_BOUND, fault_setup, redis_reconnected, script_sha};
+use super::{ANSWER_BOUND, REDIS_REPLY_TIMEOUT, fault_setup, redis_reconnected, script_sha};
 use crate::helpers::{order_body, plan_of, spawn_app};
 
 const HOT: i64 = 100;
@@ -50,7 +50,9 @@ async fn replies_lost_mid_sale(connect: PgConnectOptions, kind: StrategyKind) {
     // One purchase's script runs; its reply, and whatever it sends next, never arrive.
     proxy.stall_after(&reserving_script(kind));
     proxy.triggered(Duration::from_secs(10)).await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Well past the reply timeout, so the purchase sends its compensation into the stall even on a
+    // busy machine.
+    tokio::time::sleep(REDIS_REPLY_TIMEOUT * 3).await;
     proxy.restore();
     let resumed = storm.created();
     storm.wait_for_sales(resumed + 2, Duration::from_secs(10)).await;
