@@ -8,6 +8,7 @@ mod bench;
 mod chaos;
 mod contention;
 mod disconnect;
+mod faults;
 mod helpers;
 mod orders;
 mod overload;

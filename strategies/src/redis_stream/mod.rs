@@ -190,7 +190,8 @@ impl Queue {
             }
         }
         let mut conn = self.redis.conn.clone();
-        let (code, detail): (i64, String) = invocation.invoke_async(&mut conn).await?;
+        let (code, detail): (i64, String) =
+            invocation.invoke_async(&mut conn).await.map_err(|err| unanswered(request.order_id, err))?;
         let line = || {
             detail
                 .parse::<usize>()
@@ -276,6 +277,20 @@ pub(crate) async fn queued_holds(redis: &RedisBackend) -> Result<Vec<Hold>, Stra
         out.extend(holds_of(redis, kind).await?);
     }
     Ok(out)
+}
+
+/// The enqueue script was sent and no answer came back: it may have run, and then the order is in
+/// the stream and a worker will persist it. The buyer must hear that the outcome is unknown (with
+/// the order id), and the idempotency key must stay claimed, or a retry with the key would queue a
+/// second order that the worker then drops. Only a refused connection certainly sent nothing.
+fn unanswered(order: Uuid, err: redis::RedisError) -> StrategyError {
+    let may_have_run = !err.is_connection_refusal()
+        && (err.is_timeout() || err.is_io_error() || err.is_connection_dropped());
+    if may_have_run {
+        StrategyError::InDoubt(format!("order {order}: the enqueue got no answer ({err}); it may be queued"))
+    } else {
+        err.into()
+    }
 }
 
 fn bad_reply(code: i64, detail: &str) -> StrategyError {
