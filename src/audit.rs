@@ -197,6 +197,10 @@ pub struct ReservationAudit {
     pub units: i64,
     /// Units held for orders PostgreSQL does not have yet.
     pub uncommitted_units: i64,
+    /// Synchronous reservations open: purchases between their reservation and its end. After a
+    /// run none should be; one left belongs to a purchase that died, and the sweeper ends it at
+    /// its deadline.
+    pub open: i64,
     /// Synchronous reservations past their deadline, not yet swept.
     pub expired: i64,
     /// Products whose mirror waits for a quiet moment to be rewritten from PostgreSQL.
@@ -209,8 +213,8 @@ pub struct AuditReport {
     /// No anomaly in PostgreSQL, in the Redis mirror (when checked), in the queues, or in any
     /// ledger below.
     pub clean: bool,
-    /// No accepted order is waiting for a worker, no reservation is past its deadline and no
-    /// mirror waits for a resync: the books are final.
+    /// No accepted order is waiting for a worker, no reservation is open and no mirror waits for
+    /// a resync: the books are final.
     pub settled: bool,
     /// Strategies that placed orders since the reset (this server process).
     pub sold_by: Vec<StrategyKind>,
@@ -284,6 +288,7 @@ pub async fn reconcile(app: &App) -> Result<AuditReport, StrategyError> {
         holds: i64::try_from(holds.len()).unwrap_or(i64::MAX),
         units: held.values().map(|units| units.held).sum(),
         uncommitted_units: held.values().map(|units| units.uncommitted).sum(),
+        open: i64::try_from(holds.iter().filter(|hold| hold.deadline_ms.is_some()).count()).unwrap_or(i64::MAX),
         expired: i64::try_from(
             holds.iter().filter(|hold| hold.deadline_ms.is_some_and(|d| d <= now_ms)).count(),
         )
@@ -300,7 +305,7 @@ pub async fn reconcile(app: &App) -> Result<AuditReport, StrategyError> {
         && ledgers.values().all(|ledger| ledger.clean);
     Ok(AuditReport {
         clean,
-        settled: queues.pending == 0 && reservations.expired == 0 && reservations.awaiting_resync == 0,
+        settled: queues.pending == 0 && reservations.open == 0 && reservations.awaiting_resync == 0,
         sold_by: app.stats.sold_by(),
         total: postgres.total,
         products: postgres.products,

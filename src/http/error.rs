@@ -137,6 +137,7 @@ impl ApiError {
             Self::UnknownOrder(id) | Self::Timeout(_, id) | Self::InDoubt(_, id) | Self::KeyReused(id) => {
                 body["order_id"] = json!(id);
             }
+            Self::Overloaded(refusal) => body["backend"] = json!(refusal.class),
             _ => {}
         }
         body

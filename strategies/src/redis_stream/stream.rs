@@ -6,8 +6,9 @@
 //! Guarantee: never oversells — the reservation is `redis-lua`'s all-or-nothing check-and-take,
 //! and the order enters the stream in the same script, so no accepted order lacks its units and
 //! no reservation lacks its order. No accepted order is cancelled: its units are already taken, so
-//! the worker only has to write it. The idempotency key is checked and claimed inside that script
-//! too, so copies of a request sent at once yield one order. Durable as far as Redis is: an
+//! the worker only has to write it. Idempotency keys are claimed in PostgreSQL before the script
+//! runs (`crate::idempotency`), so copies of a request sent at once yield one order, and a reply
+//! lost after the script ran answers `InDoubt` and keeps the claim, so a retry replays the order. Durable as far as Redis is: an
 //! accepted order survives a crash of the server or the worker; it does not survive a restart of
 //! a Redis that keeps nothing on disk (the orders accepted but not yet persisted are gone, and the
 //! stock mirror is rebuilt from PostgreSQL).
