@@ -56,15 +56,13 @@ impl fmt::Display for BackendClass {
 /// a strategy's guarantees for this; derive any other use from it.
 pub fn backend_class(kind: StrategyKind) -> BackendClass {
     let spec = kind.spec();
-    if !spec.backend.contains("postgres") && !spec.backend.contains("redis") {
-        BackendClass::InProcess
-    } else if spec.queued {
-        // The answer waits for Redis only; the worker meets PostgreSQL later.
-        BackendClass::Redis
-    } else {
+    match (spec.backend, spec.queued) {
+        ("in-process", _) => BackendClass::InProcess,
+        // The answer waits for the queue only (a Redis stream); the worker meets PostgreSQL later.
+        (_, true) => BackendClass::Redis,
         // Committed to PostgreSQL before the answer, whatever gates it first: the pool is the
-        // bottleneck, and an unknown backend gets the tightest bound.
-        BackendClass::Postgres
+        // bottleneck. A backend not named here gets this class too, the tightest bound.
+        _ => BackendClass::Postgres,
     }
 }
 

@@ -84,6 +84,8 @@ pub async fn run(cli: ServerCli) -> anyhow::Result<()> {
         sessions: cli.sessions.session_config(&cli.backends).context("invalid REDIS_URL")?,
         inflight: cli.serve.inflight_limits(cli.backends.pg_connections),
     };
+    // `None` is no limit: the operator sees what overload will do before it happens.
+    tracing::info!(limits = ?config.inflight, "most purchases in flight per backend");
     crate::http::prometheus();
     let app = App::load(&backends, config, StockPlan::flash_sale(cli.serve.default_products)).await?;
     let listener = tokio::net::TcpListener::bind(cli.serve.bind)
