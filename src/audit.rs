@@ -288,7 +288,8 @@ pub async fn reconcile(app: &App) -> Result<AuditReport, StrategyError> {
         holds: i64::try_from(holds.len()).unwrap_or(i64::MAX),
         units: held.values().map(|units| units.held).sum(),
         uncommitted_units: held.values().map(|units| units.uncommitted).sum(),
-        open: i64::try_from(holds.iter().filter(|hold| hold.deadline_ms.is_some()).count()).unwrap_or(i64::MAX),
+        open: i64::try_from(holds.iter().filter(|hold| hold.deadline_ms.is_some()).count())
+            .unwrap_or(i64::MAX),
         expired: i64::try_from(
             holds.iter().filter(|hold| hold.deadline_ms.is_some_and(|d| d <= now_ms)).count(),
         )
