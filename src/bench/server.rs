@@ -298,6 +298,9 @@ fn free_loopback_addr() -> anyhow::Result<String> {
     Ok(format!("127.0.0.1:{port}"))
 }
 
+/// The server's per-backend in-flight limits (`server --help`).
+const IN_FLIGHT_LIMITS: [&str; 3] = ["MAX_INFLIGHT_POSTGRES", "MAX_INFLIGHT_REDIS", "MAX_INFLIGHT_MEMORY"];
+
 impl Launch {
     /// Starts `<exe> serve` on `bind`, its output into the log (appended to when `append`).
     fn spawn(&self, append: bool) -> anyhow::Result<Child> {
@@ -310,6 +313,13 @@ impl Launch {
             .open(log)
             .with_context(|| format!("cannot create {}", log.display()))?;
         let mut command = Command::new(exe);
+        // A comparison measures what each strategy sells, not how the server sheds load: its
+        // server admits every purchase unless the caller's environment sets a limit.
+        for limit in IN_FLIGHT_LIMITS {
+            if std::env::var_os(limit).is_none() {
+                command.env(limit, "0");
+            }
+        }
         command
             .arg("serve")
             .args(["--bind", bind, "--database-url", &flags.database_url])
