@@ -110,6 +110,12 @@ pub struct ServeArgs {
     #[arg(long, env = "DEFAULT_PRODUCTS", default_value_t = 1_000)]
     pub default_products: u64,
 
+    /// Refuse purchases beyond the in-flight limits below with 503 `overloaded`, instead of letting
+    /// them queue. Off by default: a benchmark server must not shed the load it is asked to
+    /// measure, and Locust runs (the ancestor's included) expect every purchase answered.
+    #[arg(long, env = "SHED_LOAD", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub shed_load: bool,
+
     /// Most purchases in flight at once among strategies that commit to PostgreSQL before
     /// answering (`sql-*`, `redis-decr`, `redis-lua`); beyond it a purchase is refused at once with
     /// 503 `overloaded`. Default: 4 × `PG_CONNECTIONS`. 0 means no limit.
@@ -136,9 +142,12 @@ impl ServeArgs {
         }
     }
 
-    /// The in-flight limits these flags describe, the PostgreSQL one sized from a pool of
-    /// `pg_connections` unless given.
+    /// The in-flight limits these flags describe (none without `--shed-load`), the PostgreSQL one
+    /// sized from a pool of `pg_connections` unless given.
     pub fn inflight_limits(&self, pg_connections: u32) -> InflightLimits {
+        if !self.shed_load {
+            return InflightLimits::unlimited();
+        }
         let limit = |value: usize| (value > 0).then_some(value);
         InflightLimits {
             postgres: self

@@ -117,10 +117,21 @@ mod tests {
 
         use crate::admission::InflightLimits;
         let limits = |args: &[&str]| {
-            let cli = super::ServerCli::try_parse_from(std::iter::once("server").chain(args.iter().copied()))
-                .expect("valid flags");
+            let cli = super::ServerCli::try_parse_from(
+                ["server", "--shed-load"].into_iter().chain(args.iter().copied()),
+            )
+            .expect("valid flags");
             cli.serve.inflight_limits(cli.backends.pg_connections)
         };
+        let unshed = super::ServerCli::try_parse_from(["server", "--max-inflight-postgres", "3"])
+            .expect("valid flags");
+        if std::env::var_os("SHED_LOAD").is_none() {
+            assert_eq!(
+                unshed.serve.inflight_limits(8),
+                InflightLimits::unlimited(),
+                "no shedding unless asked for"
+            );
+        }
         let set = ["PG_CONNECTIONS", "MAX_INFLIGHT_POSTGRES", "MAX_INFLIGHT_REDIS", "MAX_INFLIGHT_MEMORY"];
         if set.iter().all(|name| std::env::var_os(name).is_none()) {
             assert_eq!(limits(&[]), InflightLimits::for_pool(8), "documented defaults");
