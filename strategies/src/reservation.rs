@@ -457,6 +457,13 @@ impl Sweeper {
         Ok(report)
     }
 
+    /// Takes `product` out of the resync set: there is no mirror (or no product) to rewrite.
+    async fn forget_resync(&self, product: i64) -> Result<bool, StrategyError> {
+        let mut conn = self.redis.conn.clone();
+        redis::cmd("SREM").arg(self.redis.keys.resync()).arg(product).query_async::<i64>(&mut conn).await?;
+        Ok(true)
+    }
+
     /// Rewrites `product`'s shelf from PostgreSQL if nothing of it is in flight and nothing moved
     /// between the two reads. Returns whether it is done.
     async fn resync(&self, product: i64) -> Result<bool, StrategyError> {
@@ -468,27 +475,14 @@ impl Sweeper {
             .await?;
         let Some(stock) = stock else {
             // A missing key is rebuilt exactly on first use; nothing to rewrite.
-            redis::cmd("SREM")
-                .arg(self.redis.keys.resync())
-                .arg(product)
-                .query_async::<i64>(&mut conn)
-                .await?;
-            return Ok(true);
+            return self.forget_resync(product).await;
         };
         if inflight.unwrap_or(0) != 0 {
             return Ok(false);
         }
-        let sql: Option<i64> = sqlx::query_scalar("SELECT stock FROM products WHERE id = $1")
-            .bind(product)
-            .fetch_optional(&self.pg)
-            .await?;
-        let Some(sql) = sql else {
-            redis::cmd("SREM")
-                .arg(self.redis.keys.resync())
-                .arg(product)
-                .query_async::<i64>(&mut conn)
-                .await?;
-            return Ok(true);
+        let id = ProductId::parse(product).map_err(|err| StrategyError::Internal(err.0))?;
+        let Some(sql) = crate::catalog::stock_of(&self.pg, id).await? else {
+            return self.forget_resync(product).await;
         };
         let written: i64 = RESYNC
             .key(self.redis.keys.stock(product))
