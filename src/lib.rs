@@ -13,6 +13,7 @@
 //! - [`server`]: serving with graceful shutdown.
 //! - [`server_cli`]: the `server` command line, which `bench` also runs as its child.
 //! - [`sessions`]: buyer sessions in their own Redis database.
+//! - [`run_folder`]: a run folder's schema, written by `bench` and read by `report`.
 //! - [`report`]: charts, a page and a Markdown table from a results folder; run comparisons.
 //!
 //! The strategies themselves live in the `checkout-strategies` crate.
@@ -26,6 +27,7 @@ pub mod http;
 pub mod loadgen;
 pub mod populate;
 pub mod report;
+pub mod run_folder;
 pub mod server;
 pub mod server_cli;
 pub mod sessions;

@@ -8,11 +8,8 @@ use std::path::Path;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use super::results::{SummaryRow, Verdict};
-use crate::report::figures::Spread;
-
-/// The strategy every ratio is taken against.
-pub const DENOMINATOR: &str = "memory";
+pub use crate::run_folder::DENOMINATOR;
+use crate::run_folder::{Spread, SummaryRow, Verdict};
 
 /// `results/baseline.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -4,17 +4,13 @@
 //! - [`options`]: flags and presets.
 //! - [`server`]: the server under test, spawned or reached, and its admin calls.
 //! - [`join`]: what clients were told against what the server holds.
-//! - [`results`]: the CSV rows and files of a run folder.
-//! - [`meta`]: what goes in `run.json`.
 //! - [`gate`]: invariants and same-run ratios against `results/baseline.json`.
 //! - [`chaos`]: `bench chaos`, fault scenarios against a server and a Redis of its own.
 
 pub mod chaos;
 pub mod gate;
 pub mod join;
-pub mod meta;
 pub mod options;
-pub mod results;
 pub mod server;
 
 use std::collections::BTreeMap;
@@ -28,10 +24,12 @@ use serde::Deserialize as _;
 use serde_json::json;
 
 use crate::loadgen::{self, LoadPlan, RunRecord};
+use crate::run_folder::{
+    self as results, ErrorRow, LatencyRow, RunFolder, RunKey, Settlement, SummaryRow, TimeseriesRow, meta,
+};
 use gate::{Baseline, GateReport};
 use join::{Anomalies, AuditView};
 use options::CompareFlags;
-use results::{ErrorRow, LatencyRow, RunFolder, RunKey, Settlement, SummaryRow, TimeseriesRow};
 use server::{Server, StrategyInfo};
 
 /// How often the drain asks whether queueing strategies have persisted everything.

@@ -23,16 +23,7 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(120);
 /// Admin calls are bounded: a hung server fails the comparison, it does not hang it.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// A strategy as `GET /strategies` describes it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
-pub struct StrategyInfo {
-    pub name: String,
-    pub backend: String,
-    pub safe: bool,
-    pub durable: bool,
-    #[serde(rename = "async")]
-    pub queued: bool,
-}
+pub use crate::run_folder::StrategyInfo;
 
 /// The server a comparison drives.
 #[derive(Debug)]

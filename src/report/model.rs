@@ -60,8 +60,6 @@ pub struct Gate {
     pub skipped: Option<String>,
 }
 
-pub use crate::bench::meta::RunMeta;
-pub use crate::bench::results::{
-    ANOMALIES, ErrorRow, LatencyRow, Outcome, SummaryRow, TimeseriesRow, Verdict,
+pub use crate::run_folder::{
+    ANOMALIES, ErrorRow, LatencyRow, Outcome, RunMeta, StrategyInfo, SummaryRow, TimeseriesRow, Verdict,
 };
-pub use crate::bench::server::StrategyInfo;

@@ -91,7 +91,7 @@ pub fn rows(figures: &[StrategyFigures], audited: bool) -> Vec<Row> {
 
 /// The strategy every ratio is taken against: in-process, not durable, so never the answer to
 /// "which strategy should we use".
-const BASELINE: &str = crate::bench::gate::DENOMINATOR;
+const BASELINE: &str = crate::run_folder::DENOMINATOR;
 
 /// The run in a few sentences, for the top of the page and of `summary.md`: the fastest safe
 /// strategy that stayed clean, and every strategy that showed an anomaly.

@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use checkout_bench::bench::join::Anomalies;
 use checkout_bench::bench::options::ServerFlags;
-use checkout_bench::bench::results::{LatencyRow, SummaryRow, TimeseriesRow, Verdict, read_csv};
 use checkout_bench::bench::server::Server;
 use checkout_bench::bench::settle;
 use checkout_bench::loadgen::{self, LoadPlan, Model, RunRecord, Scenario};
+use checkout_bench::run_folder::Anomalies;
+use checkout_bench::run_folder::{LatencyRow, SummaryRow, TimeseriesRow, Verdict, read_csv};
 use checkout_strategies::{Backends, StrategyKind, Tuning, redis_stream};
 use redis::AsyncCommands;
 use sqlx::Postgres;

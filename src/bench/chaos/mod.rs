@@ -28,10 +28,10 @@ use sqlx::postgres::PgConnectOptions;
 use uuid::Uuid;
 
 use super::join::AuditView;
-use super::meta;
 use super::options::ServerFlags;
-use super::results::{self, RunFolder};
 use super::server::{Server, StrategyInfo};
+use crate::run_folder::meta;
+use crate::run_folder::{self as results, RunFolder};
 pub use faults::Fault;
 use proxy::FaultProxy;
 use redis_server::DisposableRedis;

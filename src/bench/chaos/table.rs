@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::faults::Fault;
 use super::storm::Tally;
-use crate::bench::results::CsvRow;
+use crate::run_folder::CsvRow;
 
 /// What one fault did to one strategy.
 #[derive(Debug, Clone, Serialize)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::server::StrategyInfo;
+use super::StrategyInfo;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Git {

@@ -8,7 +8,7 @@ use anyhow::Context;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use super::join::Anomalies;
+use super::Anomalies;
 use crate::loadgen::RunRecord;
 use crate::loadgen::record::WINDOW;
 

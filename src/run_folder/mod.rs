@@ -1,0 +1,27 @@
+//! A run folder's schema (`results/README.md`): the types `bench` writes and `report` reads. Both
+//! depend on this module and neither on the other's internals, so every arrow points one way:
+//! `bench` → `report` → `run_folder` ← `bench`.
+//!
+//! - [`files`]: the folder, its CSV rows and histograms.
+//! - [`meta`](mod@meta): `run.json`.
+//! - [`anomalies`]: what a run's join found.
+//! - [`spread`]: median and range over repetitions.
+//! - [`strategy_info`]: a strategy as the folder records it.
+
+pub mod anomalies;
+pub mod files;
+pub mod meta;
+pub mod spread;
+pub mod strategy_info;
+
+pub use anomalies::Anomalies;
+pub use files::{
+    ANOMALIES, CsvRow, ErrorRow, LatencyRow, Outcome, PERCENTILES, RunFolder, RunKey, Settlement, SummaryRow,
+    TimeseriesRow, Verdict, read_csv, write_csv, write_hgrm,
+};
+pub use meta::RunMeta;
+pub use spread::Spread;
+pub use strategy_info::StrategyInfo;
+
+/// The strategy every same-run ratio is taken over: the in-process baseline.
+pub const DENOMINATOR: &str = "memory";
