@@ -25,7 +25,8 @@ use serde_json::json;
 
 use crate::loadgen::{self, LoadPlan, RunRecord};
 use crate::run_folder::{
-    self as results, ErrorRow, LatencyRow, RunFolder, RunKey, Settlement, SummaryRow, TimeseriesRow, meta,
+    self as results, ErrorRow, LatencyRow, Outcome, RunFolder, RunKey, Settlement, SummaryRow, TimeseriesRow,
+    meta,
 };
 use gate::{Baseline, GateReport};
 use join::{Anomalies, AuditView};
@@ -52,8 +53,8 @@ struct Collected {
     timeseries: Vec<TimeseriesRow>,
     latency: Vec<LatencyRow>,
     errors: Vec<ErrorRow>,
-    success: BTreeMap<String, hdrhistogram::Histogram<u64>>,
-    sold_out: BTreeMap<String, hdrhistogram::Histogram<u64>>,
+    /// Per strategy and outcome, merged over repetitions.
+    histograms: BTreeMap<(String, Outcome), hdrhistogram::Histogram<u64>>,
 }
 
 impl Collected {
@@ -62,14 +63,14 @@ impl Collected {
         self.timeseries.extend(TimeseriesRow::of(key, record));
         self.latency.extend(LatencyRow::of(key, record));
         self.errors.extend(ErrorRow::of(key, record));
-        let merge = |into: &mut BTreeMap<String, hdrhistogram::Histogram<u64>>,
-                     from: &hdrhistogram::Histogram<u64>| {
-            let total = into.entry(key.strategy.clone()).or_insert_with(loadgen::record::latency_histogram);
+        for (outcome, histogram) in Outcome::histograms(record) {
+            let total = self
+                .histograms
+                .entry((key.strategy.clone(), outcome))
+                .or_insert_with(loadgen::record::latency_histogram);
             // Same bounds on both sides: adding cannot fail.
-            let _ = total.add(from);
-        };
-        merge(&mut self.success, &record.success);
-        merge(&mut self.sold_out, &record.sold_out_latency);
+            let _ = total.add(&histogram);
+        }
     }
 
     fn write(&self, folder: &RunFolder) -> anyhow::Result<()> {
@@ -77,14 +78,15 @@ impl Collected {
         results::write_csv(&folder.file("timeseries.csv"), &self.timeseries)?;
         results::write_csv(&folder.file("latency.csv"), &self.latency)?;
         results::write_csv(&folder.file("errors.csv"), &self.errors)?;
-        for (strategy, histogram) in &self.success {
-            results::write_hgrm(&folder.path.join("histograms").join(format!("{strategy}.hgrm")), histogram)?;
-        }
-        for (strategy, histogram) in &self.sold_out {
-            results::write_hgrm(
-                &folder.path.join("histograms").join(format!("{strategy}.sold_out.hgrm")),
-                histogram,
-            )?;
+        for ((strategy, outcome), histogram) in &self.histograms {
+            // The success path keeps the plain name it always had.
+            let name = match outcome {
+                Outcome::Success => format!("{strategy}.hgrm"),
+                _ => format!("{strategy}.{}.hgrm", outcome.as_str()),
+            };
+            if !histogram.is_empty() || matches!(outcome, Outcome::Success | Outcome::SoldOut) {
+                results::write_hgrm(&folder.path.join("histograms").join(name), histogram)?;
+            }
         }
         Ok(())
     }

@@ -113,6 +113,8 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             server.stop().await;
             let record = record?;
             let at = |p: f64| record.success.value_at_percentile(p) as f64 / 1e3;
+            let due = record.due_latency();
+            let due_at = |p: f64| due.value_at_percentile(p) as f64 / 1e3;
             let summary = serde_json::json!({
                 "strategy": strategy,
                 "model": plan.model,
@@ -125,6 +127,7 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 "sales_per_sec": record.sales_per_sec(),
                 "time_to_sell_out_ms": record.time_to_sell_out.map(|d| d.as_secs_f64() * 1e3),
                 "latency_ms": {"p50": at(50.0), "p90": at(90.0), "p99": at(99.0), "p999": at(99.9), "max": at(100.0)},
+                "due_latency_ms": {"p50": due_at(50.0), "p99": due_at(99.0), "max": due_at(100.0)},
                 "max_send_lag_ms": record.max_lag.as_secs_f64() * 1e3,
             });
             println!("{}", serde_json::to_string_pretty(&summary).context("cannot print the summary")?);

@@ -8,7 +8,9 @@
 //!
 //! Latency in the open model counts from each request's *intended* send time, so a server that
 //! stalls is charged for every request it held back (coordinated omission, as wrk2 and oha correct
-//! it); requests sent late are counted, requests never sent are counted, none is skipped.
+//! it). Every due request gets a latency: requests sent late count their wait, and requests never
+//! sent before the run ended count as *censored* at (end − intended send), a lower bound, beside
+//! client timeouts (see [`record`]).
 
 pub mod client;
 pub mod record;
@@ -129,6 +131,8 @@ struct Shared {
     plan: LoadPlan,
     live: Live,
     next_ticket: AtomicU64,
+    /// Open model: tickets a worker took but gave up on because the run stopped while it waited.
+    abandoned: Mutex<Vec<u64>>,
     recorders: Vec<Mutex<Recorder>>,
 }
 
@@ -170,14 +174,9 @@ impl Shared {
         };
         let done = Instant::now();
         let latency = done.saturating_duration_since(due);
-        self.recorder(worker).answered(
-            &self.live,
-            done,
-            latency,
-            buyer.product,
-            self.plan.scenario.quantity,
-            answer,
-        );
+        let mut recorder = self.recorder(worker);
+        recorder.served(done.saturating_duration_since(sent_at));
+        recorder.answered(&self.live, done, latency, buyer.product, self.plan.scenario.quantity, answer);
     }
 }
 
@@ -197,6 +196,7 @@ pub async fn run(plan: &LoadPlan, target: &Target, strategy: &str, label: &str) 
         plan: plan.clone(),
         live,
         next_ticket: AtomicU64::new(0),
+        abandoned: Mutex::default(),
         recorders: (0..RECORDER_SHARDS.min(plan.connections.max(plan.users)))
             .map(|_| Mutex::default())
             .collect(),
@@ -223,16 +223,9 @@ pub async fn run(plan: &LoadPlan, target: &Target, strategy: &str, label: &str) 
     // The progress task holds the shared state until it has really stopped.
     let _ = progress.await;
     let finished = Instant::now();
-    let stopped = shared.live.deadline().min(finished);
-    let unsent = match plan.model {
-        Model::Open => {
-            let mut due = Timetable::new(plan.rate).due_within(stopped.saturating_duration_since(start));
-            if let Some(max) = plan.max_requests {
-                due = due.min(max);
-            }
-            due.saturating_sub(shared.live.sent.load(Ordering::Relaxed))
-        }
-        Model::Closed => 0,
+    let never_sent = match plan.model {
+        Model::Open => never_sent(&shared, start, finished),
+        Model::Closed => Vec::new(),
     };
     let shared = Arc::into_inner(shared).ok_or_else(|| anyhow::anyhow!("a load worker outlived the run"))?;
     let recorders = shared
@@ -240,11 +233,29 @@ pub async fn run(plan: &LoadPlan, target: &Target, strategy: &str, label: &str) 
         .into_iter()
         .map(|r| r.into_inner().unwrap_or_else(PoisonError::into_inner))
         .collect();
-    let record = RunRecord::merge(recorders, &shared.live, unsent, finished.saturating_duration_since(start));
+    let record =
+        RunRecord::merge(recorders, &shared.live, &never_sent, finished.saturating_duration_since(start));
     if std::io::stderr().is_terminal() {
         eprintln!();
     }
     Ok(record)
+}
+
+/// Open model: how long each request due before the run stopped sending, but never sent, had
+/// waited when the run `finished`. Tickets are taken in order, so the unsent ones are those never
+/// taken and those a worker took and gave up on.
+fn never_sent(shared: &Shared, start: Instant, finished: Instant) -> Vec<Duration> {
+    let plan = &shared.plan;
+    let table = Timetable::new(plan.rate);
+    let stopped = shared.live.deadline().min(finished);
+    let mut due = table.due_within(stopped.saturating_duration_since(start));
+    if let Some(max) = plan.max_requests {
+        due = due.min(max);
+    }
+    let taken = shared.next_ticket.load(Ordering::Relaxed);
+    let abandoned = shared.abandoned.lock().unwrap_or_else(PoisonError::into_inner);
+    let waited = |ticket: u64| finished.saturating_duration_since(start + table.due(ticket));
+    abandoned.iter().copied().filter(|ticket| *ticket < due).chain(taken.min(due)..due).map(waited).collect()
 }
 
 /// Open model: takes the next ticket off the shared timetable, waits for its time, sends.
@@ -264,6 +275,7 @@ async fn open_worker(shared: Arc<Shared>, worker: usize) {
         tokio::time::sleep_until(due.into()).await;
         // The sell-out may have moved the deadline while this worker slept.
         if Instant::now() >= shared.live.deadline() {
+            shared.abandoned.lock().unwrap_or_else(PoisonError::into_inner).push(ticket);
             break;
         }
         shared.purchase(worker, &mut connection, buyers.next(), due).await;
@@ -387,6 +399,91 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Target::resolve(&format!("http://{addr}")).await.unwrap()
+    }
+
+    /// A server that answers at once, except that it stalls: every request arriving from
+    /// `stall_from` after its first request until `stall` later waits for the stall to end.
+    async fn stalling_server(stall_from: Duration, stall: Duration) -> Target {
+        let first = Arc::new(std::sync::OnceLock::<Instant>::new());
+        let app = Router::new().route(
+            "/strategies/{name}/purchase",
+            post(move || {
+                let first = Arc::clone(&first);
+                async move {
+                    let first = *first.get_or_init(Instant::now);
+                    let since = first.elapsed();
+                    if since >= stall_from && since < stall_from + stall {
+                        tokio::time::sleep_until((first + stall_from + stall).into()).await;
+                    }
+                    (
+                        axum::http::StatusCode::CREATED,
+                        axum::Json(serde_json::json!({ "order_id": uuid::Uuid::new_v4() })),
+                    )
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Target::resolve(&format!("http://{addr}")).await.unwrap()
+    }
+
+    fn ms(histogram: &hdrhistogram::Histogram<u64>, percentile: f64) -> f64 {
+        histogram.value_at_percentile(percentile) as f64 / 1e3
+    }
+
+    /// The wrk2 demonstration: a server that answers at once but stalls for 1 s in the middle of
+    /// a 3 s run. Timed from the actual send, only the two requests caught in the stall are slow
+    /// and p99 stays low; timed from the intended send, every request the stall held back counts
+    /// its wait, and p99 is close to the stall.
+    #[tokio::test]
+    async fn a_stall_is_charged_to_every_request_it_held_back() {
+        let target = stalling_server(Duration::from_secs(1), Duration::from_secs(1)).await;
+        let plan = LoadPlan { rate: 200.0, connections: 2, ..plan(Model::Open, Duration::from_secs(3)) };
+        let record = run(&plan, &target, "x", "[test]").await.unwrap();
+        let due = Timetable::new(200.0).due_within(Duration::from_secs(3));
+        assert_eq!(record.counts.sent + record.unsent, due, "every due request is sent or counted unsent");
+        assert_eq!(record.due_latency().len(), due, "every due request has a latency");
+        let corrected = ms(&record.due_latency(), 99.0);
+        let uncorrected = ms(&record.service_latency, 99.0);
+        assert!(corrected >= 500.0, "the stall shows in the corrected p99: {corrected} ms");
+        assert!(
+            corrected >= 10.0 * uncorrected,
+            "corrected p99 {corrected} ms against uncorrected {uncorrected} ms"
+        );
+        assert!(ms(&record.dispatch, 99.0) >= 500.0, "the held-back requests went out late");
+        assert_eq!(record.counts.censored, 0, "every request was answered before the end");
+    }
+
+    /// A stall that outlasts the run: the requests due after it began are never sent, and each
+    /// counts as censored at (end − intended send) instead of leaving the distribution.
+    #[tokio::test]
+    async fn requests_never_sent_before_the_end_are_censored_not_dropped() {
+        let target = stalling_server(Duration::from_secs(1), Duration::from_secs(30)).await;
+        let plan = LoadPlan {
+            rate: 200.0,
+            connections: 2,
+            timeout: Duration::from_millis(1_500),
+            ..plan(Model::Open, Duration::from_secs(2))
+        };
+        let started = Instant::now();
+        let record = run(&plan, &target, "x", "[test]").await.unwrap();
+        let ended = started.elapsed();
+        let due = Timetable::new(200.0).due_within(Duration::from_secs(2));
+        assert_eq!(record.counts.sent + record.unsent, due, "{:?}", record.counts);
+        assert!(record.unsent >= 100, "about a second of requests never went out: {}", record.unsent);
+        let timeouts = record.errors.get("timeout").copied().unwrap_or(0);
+        assert!(timeouts >= 1, "the requests caught in the stall timed out: {:?}", record.errors);
+        assert_eq!(record.counts.censored, record.unsent + timeouts, "unsent and timed out are censored");
+        assert_eq!(record.censored_latency.len(), record.counts.censored);
+        let all = record.due_latency();
+        assert_eq!(all.len(), due, "nothing due left the distribution");
+        assert!(
+            ms(&all, 99.0) >= 1_000.0,
+            "censored at end − intended send, ≥ 1 s for the first unsent: p99 {} ms",
+            ms(&all, 99.0)
+        );
+        assert!(ms(&record.censored_latency, 100.0) <= ended.as_secs_f64() * 1e3, "bounded by the run");
     }
 
     fn plan(model: Model, duration: Duration) -> LoadPlan {

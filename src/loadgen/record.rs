@@ -1,5 +1,11 @@
 //! What a run saw: every answer classified, latency in HdrHistograms, a timeline in 100 ms
 //! windows, and the order ids clients were given, for the join with what the database holds.
+//!
+//! Every due request lands in exactly one latency histogram, measured from its intended send time:
+//! `success`, `sold_out`, `failed` (an error answer), or `censored` (no answer: a client timeout or
+//! a request never sent before the run ended, recorded at the lower bound of its latency). Two more
+//! histograms explain the first four: `dispatch` (intended → actual send) and `service` (actual
+//! send → answer, what a load generator without the correction would report).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -18,6 +24,14 @@ pub const WINDOW: Duration = Duration::from_millis(100);
 
 /// Latency is recorded in microseconds, up to ten minutes, to three significant digits.
 const LATENCY_MAX_US: u64 = 600_000_000;
+
+/// The error kind of a request without an answer within `--timeout-ms`.
+const TIMEOUT: &str = "timeout";
+
+/// A latency in whole microseconds, at least 1 (HdrHistogram's lowest value).
+fn micros(latency: Duration) -> u64 {
+    u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).max(1)
+}
 
 /// A fresh latency histogram.
 pub fn latency_histogram() -> Histogram<u64> {
@@ -86,7 +100,7 @@ impl Answer {
     }
 
     pub(crate) fn timeout() -> Self {
-        Self::Failed("timeout".to_owned())
+        Self::Failed(TIMEOUT.to_owned())
     }
 }
 
@@ -100,6 +114,9 @@ pub struct Counts {
     pub sold_out: u64,
     pub errors: u64,
     pub late: u64,
+    /// Requests whose latency is only a lower bound: client timeouts and, once the run is merged,
+    /// requests due but never sent.
+    pub censored: u64,
 }
 
 impl Counts {
@@ -111,6 +128,7 @@ impl Counts {
         self.sold_out += other.sold_out;
         self.errors += other.errors;
         self.late += other.late;
+        self.censored += other.censored;
     }
 }
 
@@ -245,6 +263,10 @@ pub(crate) struct Recorder {
     counts: Counts,
     success: Histogram<u64>,
     sold_out: Histogram<u64>,
+    failed: Histogram<u64>,
+    censored: Histogram<u64>,
+    dispatch: Histogram<u64>,
+    service: Histogram<u64>,
     errors: BTreeMap<String, u64>,
     acks: Vec<Ack>,
     in_doubt: Vec<Uuid>,
@@ -260,6 +282,10 @@ impl Default for Recorder {
             counts: Counts::default(),
             success: latency_histogram(),
             sold_out: latency_histogram(),
+            failed: latency_histogram(),
+            censored: latency_histogram(),
+            dispatch: latency_histogram(),
+            service: latency_histogram(),
             errors: BTreeMap::new(),
             acks: Vec::new(),
             in_doubt: Vec::new(),
@@ -289,6 +315,7 @@ impl Recorder {
             self.counts.late += 1;
         }
         self.max_lag = self.max_lag.max(lag);
+        self.dispatch.saturating_record(micros(lag));
         self.window(live, at).sent += 1;
         live.sent.fetch_add(1, Ordering::Relaxed);
     }
@@ -303,7 +330,7 @@ impl Recorder {
         units: u32,
         answer: Answer,
     ) {
-        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).max(1);
+        let micros = micros(latency);
         let hot = product == live.hot_product;
         self.last_answer = self.last_answer.max(Some(at));
         match answer {
@@ -351,13 +378,25 @@ impl Recorder {
             }
             Answer::InDoubt(kind, order_id) => {
                 self.in_doubt.push(order_id);
-                self.failed(live, at, kind);
+                self.failed(live, at, micros, kind);
             }
-            Answer::Failed(kind) => self.failed(live, at, kind),
+            Answer::Failed(kind) => self.failed(live, at, micros, kind),
         }
     }
 
-    fn failed(&mut self, live: &Live, at: Instant, kind: String) {
+    /// A request went out and its answer (or the client's giving up) came `took` later.
+    pub(crate) fn served(&mut self, took: Duration) {
+        self.service.saturating_record(micros(took));
+    }
+
+    fn failed(&mut self, live: &Live, at: Instant, micros: u64, kind: String) {
+        if kind == TIMEOUT {
+            // The answer would have come later still: the latency is a lower bound.
+            self.counts.censored += 1;
+            self.censored.saturating_record(micros);
+        } else {
+            self.failed.saturating_record(micros);
+        }
         if kind.starts_with("http_") {
             self.counts.answered += 1;
         }
@@ -380,6 +419,16 @@ pub struct RunRecord {
     pub success: Histogram<u64>,
     /// Sold-out (409) latency, microseconds.
     pub sold_out_latency: Histogram<u64>,
+    /// Latency of error answers and broken connections (client timeouts excluded), microseconds.
+    pub failed_latency: Histogram<u64>,
+    /// Lower bounds, microseconds: client timeouts at the time the client gave up, requests never
+    /// sent at the end of the run, both from their intended send time.
+    pub censored_latency: Histogram<u64>,
+    /// From the intended to the actual send time, microseconds, one per request sent.
+    pub dispatch: Histogram<u64>,
+    /// From the actual send time to the answer (or the client's giving up), microseconds: the
+    /// latency a load generator without the correction for coordinated omission reports.
+    pub service_latency: Histogram<u64>,
     pub errors: BTreeMap<String, u64>,
     pub acks: Vec<Ack>,
     /// Order ids named by 503 answers that may still complete.
@@ -395,15 +444,26 @@ pub struct RunRecord {
 
 impl RunRecord {
     /// Sums the recorders' shares; `ended` is when the run ended, the duration without answers.
-    pub(crate) fn merge(recorders: Vec<Recorder>, live: &Live, unsent: u64, ended: Duration) -> Self {
+    /// `never_sent` holds, for each request due but never sent, how long it had waited when the
+    /// run ended: each is a censored latency.
+    pub(crate) fn merge(
+        recorders: Vec<Recorder>,
+        live: &Live,
+        never_sent: &[Duration],
+        ended: Duration,
+    ) -> Self {
         let last_answer = recorders.iter().filter_map(|recorder| recorder.last_answer).max();
         let duration = last_answer.map_or(ended, |at| at.saturating_duration_since(live.start));
         let mut record = Self {
             counts: Counts::default(),
-            unsent,
+            unsent: never_sent.len() as u64,
             duration,
             success: latency_histogram(),
             sold_out_latency: latency_histogram(),
+            failed_latency: latency_histogram(),
+            censored_latency: latency_histogram(),
+            dispatch: latency_histogram(),
+            service_latency: latency_histogram(),
             errors: BTreeMap::new(),
             acks: Vec::new(),
             in_doubt: Vec::new(),
@@ -419,6 +479,10 @@ impl RunRecord {
             // Same bounds on both sides: adding cannot fail.
             let _ = record.success.add(&recorder.success);
             let _ = record.sold_out_latency.add(&recorder.sold_out);
+            let _ = record.failed_latency.add(&recorder.failed);
+            let _ = record.censored_latency.add(&recorder.censored);
+            let _ = record.dispatch.add(&recorder.dispatch);
+            let _ = record.service_latency.add(&recorder.service);
             for (kind, count) in recorder.errors {
                 *record.errors.entry(kind).or_default() += count;
             }
@@ -435,7 +499,22 @@ impl RunRecord {
             }
             record.max_lag = record.max_lag.max(recorder.max_lag);
         }
+        for waited in never_sent {
+            record.censored_latency.saturating_record(micros(*waited));
+        }
+        record.counts.censored += record.unsent;
         record
+    }
+
+    /// Every due request's latency from its intended send time: answered, failed, timed out and
+    /// never sent alike (the last two at their lower bound), so nothing due is left out.
+    pub fn due_latency(&self) -> Histogram<u64> {
+        let mut all = self.success.clone();
+        for part in [&self.sold_out_latency, &self.failed_latency, &self.censored_latency] {
+            // Same bounds on both sides: adding cannot fail.
+            let _ = all.add(part);
+        }
+        all
     }
 
     /// Answers per second over the run.
@@ -532,7 +611,7 @@ mod tests {
         );
         assert_eq!(live.first_hot_sold_out(), Some(Duration::from_millis(350)));
         assert_eq!(live.deadline(), start + Duration::from_millis(800), "the earliest stop wins");
-        let record = RunRecord::merge(vec![recorder], &live, 0, Duration::from_millis(400));
+        let record = RunRecord::merge(vec![recorder], &live, &[], Duration::from_millis(400));
         assert_eq!(record.units_left(), vec![3, 2, 1, 0]);
         assert_eq!(record.counts.confirmed, 3);
         assert_eq!(record.counts.sold_out, 1);
@@ -581,7 +660,8 @@ mod tests {
             1,
             Answer::timeout(),
         );
-        let record = RunRecord::merge(vec![a, b], &live, 4, Duration::from_secs(1));
+        let never_sent = [Duration::from_millis(700); 4];
+        let record = RunRecord::merge(vec![a, b], &live, &never_sent, Duration::from_secs(1));
         assert_eq!(record.counts.sent, 2);
         assert_eq!(record.counts.late, 1, "20 ms behind the timetable is late");
         assert_eq!(record.counts.answered, 1, "a timeout is not an answer");
@@ -591,5 +671,15 @@ mod tests {
         assert_eq!(record.units_left(), vec![8, 8]);
         assert_eq!(record.unsent, 4);
         assert_eq!(record.max_lag, Duration::from_millis(20));
+        assert_eq!(record.counts.censored, 5, "the timeout and the four requests never sent");
+        assert_eq!(record.censored_latency.len(), 5);
+        assert_eq!(record.dispatch.len(), 2, "one dispatch delay per request sent");
+        let due = record.due_latency();
+        assert_eq!(due.len(), 6, "every due request has a latency: one answer, one timeout, four unsent");
+        assert!(
+            due.value_at_percentile(50.0) >= 690_000,
+            "the unsent requests' 700 ms wait counts: p50 {} µs",
+            due.value_at_percentile(50.0)
+        );
     }
 }

@@ -17,6 +17,11 @@ pub struct StrategyFigures {
     pub achieved_rps: Spread,
     pub p50_ms: Spread,
     pub p99_ms: Spread,
+    /// p99 of every due request (censored ones included); `None` when the source has no schedule
+    /// to count from (Locust).
+    pub due_p99_ms: Option<Spread>,
+    /// Requests whose latency is a lower bound (timeouts, never sent), summed over repetitions.
+    pub censored: u64,
     /// Over the repetitions that sold out; `None` when none did.
     pub time_to_sell_out_ms: Option<Spread>,
     /// How many repetitions sold out.
@@ -78,6 +83,8 @@ fn strategy(name: String, rows: &[&SummaryRow]) -> Option<StrategyFigures> {
         achieved_rps: spread(|row| row.achieved_rps)?,
         p50_ms: Spread::of(rows.iter().filter_map(|row| row.p50_ms)).unwrap_or(Spread::ZERO),
         p99_ms: Spread::of(rows.iter().filter_map(|row| row.p99_ms)).unwrap_or(Spread::ZERO),
+        due_p99_ms: Spread::of(rows.iter().filter_map(|row| row.due_p99_ms)),
+        censored: rows.iter().map(|row| row.censored).sum(),
         sold_out_runs: sold_out.len(),
         time_to_sell_out_ms: Spread::of(sold_out),
         anomalies,

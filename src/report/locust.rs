@@ -400,6 +400,8 @@ fn summary(id: &str, strategy: &str, position: u32, success: &Entry, sold_out: &
         errors: success.failures + sold_out.failures,
         late: 0,
         unsent: 0,
+        // Locust's users wait for each answer: no schedule, so no request is due unsent.
+        censored: 0,
         duration_ms: span * 1000.0,
         // Successful purchases stop when the stock runs out, so their span is the selling time.
         sales_per_sec: per_sec(confirmed, success.span_secs),
@@ -414,6 +416,15 @@ fn summary(id: &str, strategy: &str, position: u32, success: &Entry, sold_out: &
         max_ms: at(success, 100.0),
         sold_out_p50_ms: at(sold_out, 50.0),
         sold_out_p99_ms: at(sold_out, 99.0),
+        // Locust times each request from its actual send: there is no intended time to count from.
+        due_p50_ms: None,
+        due_p90_ms: None,
+        due_p99_ms: None,
+        due_max_ms: None,
+        service_p99_ms: at(success, 99.0),
+        dispatch_p50_ms: None,
+        dispatch_p99_ms: None,
+        dispatch_max_ms: None,
         oversold: 0,
         undersold: 0,
         lost: 0,

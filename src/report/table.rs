@@ -5,7 +5,7 @@ use super::figures::{Spread, StrategyFigures};
 use super::model::{ANOMALIES, Verdict};
 
 /// Column headers of [`rows`].
-pub const HEADER: [&str; 10] = [
+pub const HEADER: [&str; 12] = [
     "strategy",
     "safe",
     "verdict",
@@ -13,6 +13,8 @@ pub const HEADER: [&str; 10] = [
     "achieved req/s",
     "p50 ms",
     "p99 ms",
+    "p99 ms, all due",
+    "censored",
     "time to sell out ms",
     "errors/s",
     "anomalies",
@@ -80,6 +82,8 @@ pub fn rows(figures: &[StrategyFigures], audited: bool) -> Vec<Row> {
                     spread(f.achieved_rps, f.repetitions),
                     spread(f.p50_ms, f.repetitions),
                     spread(f.p99_ms, f.repetitions),
+                    f.due_p99_ms.map_or_else(|| "–".to_owned(), |due| spread(due, f.repetitions)),
+                    f.censored.to_string(),
                     sell_out,
                     spread(f.errors_per_sec, f.repetitions),
                     anomaly_text,

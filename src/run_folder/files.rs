@@ -65,6 +65,10 @@ pub struct SummaryRow {
     pub errors: u64,
     pub late: u64,
     pub unsent: u64,
+    /// Columns added after a folder's schema was first written read as their default from older
+    /// folders.
+    #[serde(default)]
+    pub censored: u64,
     pub duration_ms: f64,
     pub sales_per_sec: f64,
     pub time_to_sell_out_ms: Option<f64>,
@@ -78,6 +82,22 @@ pub struct SummaryRow {
     pub max_ms: Option<f64>,
     pub sold_out_p50_ms: Option<f64>,
     pub sold_out_p99_ms: Option<f64>,
+    #[serde(default)]
+    pub due_p50_ms: Option<f64>,
+    #[serde(default)]
+    pub due_p90_ms: Option<f64>,
+    #[serde(default)]
+    pub due_p99_ms: Option<f64>,
+    #[serde(default)]
+    pub due_max_ms: Option<f64>,
+    #[serde(default)]
+    pub service_p99_ms: Option<f64>,
+    #[serde(default)]
+    pub dispatch_p50_ms: Option<f64>,
+    #[serde(default)]
+    pub dispatch_p99_ms: Option<f64>,
+    #[serde(default)]
+    pub dispatch_max_ms: Option<f64>,
     pub oversold: i64,
     pub undersold: i64,
     pub lost: i64,
@@ -157,6 +177,7 @@ impl SummaryRow {
         settlement: &Settlement,
     ) -> Self {
         let success = &record.success;
+        let due = record.due_latency();
         Self {
             run_id: key.run_id.clone(),
             strategy: key.strategy.clone(),
@@ -174,6 +195,7 @@ impl SummaryRow {
             errors: record.counts.errors,
             late: record.counts.late,
             unsent: record.unsent,
+            censored: record.counts.censored,
             duration_ms: ms(record.duration),
             sales_per_sec: record.sales_per_sec(),
             time_to_sell_out_ms: record.time_to_sell_out.map(ms),
@@ -187,6 +209,14 @@ impl SummaryRow {
             max_ms: at(success, 100.0),
             sold_out_p50_ms: at(&record.sold_out_latency, 50.0),
             sold_out_p99_ms: at(&record.sold_out_latency, 99.0),
+            due_p50_ms: at(&due, 50.0),
+            due_p90_ms: at(&due, 90.0),
+            due_p99_ms: at(&due, 99.0),
+            due_max_ms: at(&due, 100.0),
+            service_p99_ms: at(&record.service_latency, 99.0),
+            dispatch_p50_ms: at(&record.dispatch, 50.0),
+            dispatch_p99_ms: at(&record.dispatch, 99.0),
+            dispatch_max_ms: at(&record.dispatch, 100.0),
             oversold: settlement.anomalies.oversold,
             undersold: settlement.anomalies.undersold,
             lost: settlement.anomalies.lost,
@@ -240,13 +270,51 @@ impl TimeseriesRow {
 }
 
 /// `latency.csv`'s `outcome` column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// 201 and 202.
     Success,
     /// 409.
     SoldOut,
+    /// Error answers and broken connections.
+    Failed,
+    /// Lower bounds: client timeouts and requests due but never sent.
+    Censored,
+    /// Every due request: the four above together.
+    Due,
+    /// Intended → actual send, per request sent.
+    Dispatch,
+    /// Actual send → answer: the latency without the correction for coordinated omission.
+    Service,
+}
+
+impl Outcome {
+    /// The name `latency.csv` and the histogram files use.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::SoldOut => "sold_out",
+            Self::Failed => "failed",
+            Self::Censored => "censored",
+            Self::Due => "due",
+            Self::Dispatch => "dispatch",
+            Self::Service => "service",
+        }
+    }
+
+    /// Each outcome with its histogram in `record`.
+    pub fn histograms(record: &RunRecord) -> [(Self, Histogram<u64>); 7] {
+        [
+            (Self::Success, record.success.clone()),
+            (Self::SoldOut, record.sold_out_latency.clone()),
+            (Self::Failed, record.failed_latency.clone()),
+            (Self::Censored, record.censored_latency.clone()),
+            (Self::Due, record.due_latency()),
+            (Self::Dispatch, record.dispatch.clone()),
+            (Self::Service, record.service_latency.clone()),
+        ]
+    }
 }
 
 /// One row of `latency.csv`.
@@ -262,18 +330,21 @@ pub struct LatencyRow {
 
 impl LatencyRow {
     pub fn of(key: &RunKey, record: &RunRecord) -> Vec<Self> {
-        [(Outcome::Success, &record.success), (Outcome::SoldOut, &record.sold_out_latency)]
+        Outcome::histograms(record)
             .into_iter()
             .filter(|(_, histogram)| !histogram.is_empty())
             .flat_map(|(outcome, histogram)| {
-                PERCENTILES.iter().map(move |&percentile| Self {
-                    strategy: key.strategy.clone(),
-                    repetition: key.repetition,
-                    outcome,
-                    percentile,
-                    latency_ms: at(histogram, percentile).unwrap_or_default(),
-                    count: histogram.len(),
-                })
+                PERCENTILES
+                    .iter()
+                    .map(|&percentile| Self {
+                        strategy: key.strategy.clone(),
+                        repetition: key.repetition,
+                        outcome,
+                        percentile,
+                        latency_ms: at(&histogram, percentile).unwrap_or_default(),
+                        count: histogram.len(),
+                    })
+                    .collect::<Vec<_>>()
             })
             .collect()
     }
@@ -327,6 +398,7 @@ impl CsvRow for SummaryRow {
         "errors",
         "late",
         "unsent",
+        "censored",
         "duration_ms",
         "sales_per_sec",
         "time_to_sell_out_ms",
@@ -340,6 +412,14 @@ impl CsvRow for SummaryRow {
         "max_ms",
         "sold_out_p50_ms",
         "sold_out_p99_ms",
+        "due_p50_ms",
+        "due_p90_ms",
+        "due_p99_ms",
+        "due_max_ms",
+        "service_p99_ms",
+        "dispatch_p50_ms",
+        "dispatch_p99_ms",
+        "dispatch_max_ms",
         "oversold",
         "undersold",
         "lost",
@@ -533,7 +613,7 @@ mod tests {
         );
         recorder.answered(&live, at, Duration::from_millis(1), 7, 1, Answer::SoldOut);
         recorder.answered(&live, at, Duration::from_millis(9), 100, 1, Answer::timeout());
-        let record = RunRecord::merge(vec![recorder], &live, 0, Duration::from_secs(1));
+        let record = RunRecord::merge(vec![recorder], &live, &[], Duration::from_secs(1));
         let key =
             RunKey { run_id: "r".into(), strategy: "memory".into(), repetition: 1, position: 1, safe: true };
         let settlement = Settlement {
