@@ -135,6 +135,7 @@ mod tests {
 
     fn record(acks: Vec<Ack>, sold_out: &[(i64, u64)]) -> RunRecord {
         RunRecord {
+            started: std::time::Instant::now(),
             counts: Counts::default(),
             unsent: 0,
             duration: Duration::from_secs(1),

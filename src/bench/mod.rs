@@ -215,6 +215,7 @@ async fn run_all(
                 repetition: rep,
                 position,
                 safe: strategy.safe,
+                queued: strategy.queued,
             };
             let label = format!("[rep {rep}/{repeat} · {position}/{} · {}]", order.len(), strategy.name);
             let (record, settlement) = one_run(server, plan, flags, folder, &key, &label)
@@ -269,9 +270,16 @@ pub async fn settle(
 ) -> anyhow::Result<(Settlement, serde_json::Value)> {
     let drain_started = Instant::now();
     let mut last_said = drain_started;
+    let mut durable_at = None;
     let audit = loop {
+        let asked = Instant::now();
         let audit = server.audit().await?;
         let settled = audit.get("settled").and_then(serde_json::Value::as_bool).unwrap_or(false);
+        if settled {
+            // Nothing waited for a worker when the audit began reading: an upper bound, to
+            // `DRAIN_POLL`, of when the last accepted order became durable.
+            durable_at = Some(asked.saturating_duration_since(record.started));
+        }
         if settled || drain_started.elapsed() >= drain_limit {
             break audit;
         }
@@ -295,8 +303,13 @@ pub async fn settle(
         }
     }
     let anomalies: Anomalies = join::join(record, &view, &held.orders, strategy, &stock);
-    let settlement =
-        Settlement { anomalies, final_stock: stock.get(&hot_product).copied(), drain, settled: view.settled };
+    let settlement = Settlement {
+        anomalies,
+        final_stock: stock.get(&hot_product).copied(),
+        drain,
+        settled: view.settled,
+        durable_at,
+    };
     Ok((settlement, audit))
 }
 
@@ -307,11 +320,16 @@ fn one_line(row: &SummaryRow) -> String {
         .map_or_else(|| "not sold out".to_owned(), |ms| format!("sold out in {:.2} s", ms / 1e3));
     let anomalies: Vec<String> =
         row.named_anomalies().into_iter().map(|(name, count)| format!("{name} {count}")).collect();
+    let durable = row
+        .sold_out_durable_ms
+        .or(row.durable_ms)
+        .map_or_else(String::new, |ms| format!(", durable at {:.2} s", ms / 1e3));
     format!(
-        "{:.0} sales/s, {:.0} answers/s, p99 {}, {sold_out}, {} errors, {}{}",
+        "{:.0} sales/s, {:.0} answers/s, p99 {} (all due {}), {sold_out}{durable}, {} errors, {}{}",
         row.sales_per_sec,
         row.achieved_rps,
         row.p99_ms.map_or_else(|| "–".to_owned(), |ms| format!("{ms:.1} ms")),
+        row.due_p99_ms.map_or_else(|| "–".to_owned(), |ms| format!("{ms:.1} ms")),
         row.errors,
         serde_json::to_value(row.verdict)
             .ok()

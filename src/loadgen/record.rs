@@ -410,6 +410,8 @@ impl Recorder {
 /// Everything one run of one strategy recorded.
 #[derive(Debug, Clone)]
 pub struct RunRecord {
+    /// When the run started: request 0's intended send time.
+    pub started: Instant,
     pub counts: Counts,
     /// Open model: requests whose time had come when the run stopped and that never went out.
     pub unsent: u64,
@@ -455,6 +457,7 @@ impl RunRecord {
         let last_answer = recorders.iter().filter_map(|recorder| recorder.last_answer).max();
         let duration = last_answer.map_or(ended, |at| at.saturating_duration_since(live.start));
         let mut record = Self {
+            started: live.start,
             counts: Counts::default(),
             unsent: never_sent.len() as u64,
             duration,

@@ -405,7 +405,11 @@ fn summary(id: &str, strategy: &str, position: u32, success: &Entry, sold_out: &
         duration_ms: span * 1000.0,
         // Successful purchases stop when the stock runs out, so their span is the selling time.
         sales_per_sec: per_sec(confirmed, success.span_secs),
+        // Locust cannot see when a queued order reached the database.
+        durable_sales_per_sec: None,
         time_to_sell_out_ms: first_sold_out_ms,
+        sold_out_durable_ms: None,
+        durable_ms: None,
         first_sold_out_ms,
         hot_stock: 0,
         final_stock: None,

@@ -5,17 +5,19 @@ use super::figures::{Spread, StrategyFigures};
 use super::model::{ANOMALIES, Verdict};
 
 /// Column headers of [`rows`].
-pub const HEADER: [&str; 12] = [
+pub const HEADER: [&str; 14] = [
     "strategy",
     "safe",
     "verdict",
     "sales/s",
+    "durable sales/s",
     "achieved req/s",
     "p50 ms",
     "p99 ms",
     "p99 ms, all due",
     "censored",
     "time to sell out ms",
+    "sold out and durable ms",
     "errors/s",
     "anomalies",
 ];
@@ -38,6 +40,11 @@ fn spread(spread: Spread, repetitions: usize) -> String {
     } else {
         number(spread.median)
     }
+}
+
+/// A figure only some strategies have (queued ones, open-model runs); a dash elsewhere.
+fn optional(figure: Option<Spread>, repetitions: usize) -> String {
+    figure.map_or_else(|| "–".to_owned(), |figure| spread(figure, repetitions))
 }
 
 fn anomalies(figures: &StrategyFigures) -> String {
@@ -79,12 +86,14 @@ pub fn rows(figures: &[StrategyFigures], audited: bool) -> Vec<Row> {
                     if f.safe { "yes" } else { "no (by design)" }.to_owned(),
                     verdict_text,
                     spread(f.sales_per_sec, f.repetitions),
+                    optional(f.durable_sales_per_sec, f.repetitions),
                     spread(f.achieved_rps, f.repetitions),
                     spread(f.p50_ms, f.repetitions),
                     spread(f.p99_ms, f.repetitions),
-                    f.due_p99_ms.map_or_else(|| "–".to_owned(), |due| spread(due, f.repetitions)),
+                    optional(f.due_p99_ms, f.repetitions),
                     f.censored.to_string(),
                     sell_out,
+                    optional(f.sold_out_durable_ms, f.repetitions),
                     spread(f.errors_per_sec, f.repetitions),
                     anomaly_text,
                 ],

@@ -71,7 +71,13 @@ pub struct SummaryRow {
     pub censored: u64,
     pub duration_ms: f64,
     pub sales_per_sec: f64,
+    #[serde(default)]
+    pub durable_sales_per_sec: Option<f64>,
     pub time_to_sell_out_ms: Option<f64>,
+    #[serde(default)]
+    pub sold_out_durable_ms: Option<f64>,
+    #[serde(default)]
+    pub durable_ms: Option<f64>,
     pub first_sold_out_ms: Option<f64>,
     pub hot_stock: i64,
     pub final_stock: Option<i64>,
@@ -148,6 +154,8 @@ pub struct RunKey {
     pub repetition: u32,
     pub position: u32,
     pub safe: bool,
+    /// The strategy answers before its orders are durable (`Guarantees.queued`).
+    pub queued: bool,
 }
 
 /// What the drain and the audit found for one run.
@@ -157,6 +165,32 @@ pub struct Settlement {
     pub final_stock: Option<i64>,
     pub drain: Duration,
     pub settled: bool,
+    /// From the run's start until the first audit that found nothing waiting for a worker; `None`
+    /// when the drain gave up first.
+    pub durable_at: Option<Duration>,
+}
+
+/// When a queued strategy's accepted orders were all durable, and the rate that makes.
+#[derive(Debug, Clone, Copy)]
+struct Durable {
+    /// From the start until nothing accepted was left waiting for a worker.
+    at: Duration,
+    /// The hot product sold out and every unit of it durable: the later of the sell-out and `at`.
+    sold_out_at: Option<Duration>,
+    /// Hot-product units acknowledged per second until they were all durable.
+    sales_per_sec: f64,
+}
+
+impl Durable {
+    /// `None` when the drain gave up before the backlog was empty.
+    fn of(record: &RunRecord, settlement: &Settlement) -> Option<Self> {
+        let at = settlement.durable_at?;
+        let sold_out_at = record.time_to_sell_out.map(|sold_out| sold_out.max(at));
+        let units = if sold_out_at.is_some() { record.hot_stock } else { record.hot_units() };
+        let span = sold_out_at.unwrap_or(at);
+        let sales_per_sec = if span.is_zero() { 0.0 } else { units.max(0) as f64 / span.as_secs_f64() };
+        Some(Self { at, sold_out_at, sales_per_sec })
+    }
 }
 
 fn ms(duration: Duration) -> f64 {
@@ -178,6 +212,7 @@ impl SummaryRow {
     ) -> Self {
         let success = &record.success;
         let due = record.due_latency();
+        let durable = key.queued.then(|| Durable::of(record, settlement)).flatten();
         Self {
             run_id: key.run_id.clone(),
             strategy: key.strategy.clone(),
@@ -198,7 +233,10 @@ impl SummaryRow {
             censored: record.counts.censored,
             duration_ms: ms(record.duration),
             sales_per_sec: record.sales_per_sec(),
+            durable_sales_per_sec: durable.map(|d| d.sales_per_sec),
             time_to_sell_out_ms: record.time_to_sell_out.map(ms),
+            sold_out_durable_ms: durable.and_then(|d| d.sold_out_at).map(ms),
+            durable_ms: durable.map(|d| ms(d.at)),
             first_sold_out_ms: record.first_hot_sold_out.map(ms),
             hot_stock: record.hot_stock,
             final_stock: settlement.final_stock,
@@ -401,7 +439,10 @@ impl CsvRow for SummaryRow {
         "censored",
         "duration_ms",
         "sales_per_sec",
+        "durable_sales_per_sec",
         "time_to_sell_out_ms",
+        "sold_out_durable_ms",
+        "durable_ms",
         "first_sold_out_ms",
         "hot_stock",
         "final_stock",
@@ -614,13 +655,20 @@ mod tests {
         recorder.answered(&live, at, Duration::from_millis(1), 7, 1, Answer::SoldOut);
         recorder.answered(&live, at, Duration::from_millis(9), 100, 1, Answer::timeout());
         let record = RunRecord::merge(vec![recorder], &live, &[], Duration::from_secs(1));
-        let key =
-            RunKey { run_id: "r".into(), strategy: "memory".into(), repetition: 1, position: 1, safe: true };
+        let key = RunKey {
+            run_id: "r".into(),
+            strategy: "memory".into(),
+            repetition: 1,
+            position: 1,
+            safe: true,
+            queued: true,
+        };
         let settlement = Settlement {
             anomalies: Anomalies::default(),
             final_stock: Some(4),
             drain: Duration::ZERO,
             settled: true,
+            durable_at: Some(Duration::from_millis(900)),
         };
 
         check(&[SummaryRow::new(&key, "open", 10.0, &record, &settlement)], "summary.csv");
@@ -677,6 +725,62 @@ mod tests {
         assert!((value - 4.0).abs() < 0.01, "4 ms, to HdrHistogram's precision: {text}");
         assert_eq!(fields[1..3], ["1.000000000000", "4"], "{text}");
         assert!(text.contains("Total count    =            4"), "{text}");
+    }
+
+    /// Four units of the hot product acknowledged by 400 ms, the backlog empty at 1.6 s.
+    fn sold_out_run() -> RunRecord {
+        let start = Instant::now();
+        let live = Live::new(start, Duration::from_secs(5), 100, 4, Duration::ZERO);
+        let mut recorder = Recorder::default();
+        for i in 1..=4u64 {
+            let at = start + Duration::from_millis(100 * i);
+            recorder.sent(&live, at, Duration::ZERO);
+            recorder.answered(
+                &live,
+                at,
+                Duration::from_millis(1),
+                100,
+                1,
+                Answer::Acked(AckStatus::Pending, Uuid::new_v4()),
+            );
+        }
+        RunRecord::merge(vec![recorder], &live, &[], Duration::from_millis(500))
+    }
+
+    fn settled(durable_at: Option<Duration>) -> Settlement {
+        Settlement {
+            anomalies: Anomalies::default(),
+            final_stock: Some(0),
+            drain: Duration::from_millis(1_100),
+            settled: durable_at.is_some(),
+            durable_at,
+        }
+    }
+
+    #[test]
+    fn a_queued_strategy_reports_when_its_orders_were_durable() {
+        let record = sold_out_run();
+        let key = |queued| RunKey {
+            run_id: "r".into(),
+            strategy: "stream".into(),
+            repetition: 1,
+            position: 1,
+            safe: true,
+            queued,
+        };
+        let row =
+            SummaryRow::new(&key(true), "open", 10.0, &record, &settled(Some(Duration::from_millis(1_600))));
+        assert_eq!(row.time_to_sell_out_ms, Some(400.0), "accepted");
+        assert_eq!(row.sold_out_durable_ms, Some(1_600.0), "accepted and durable");
+        assert_eq!(row.durable_ms, Some(1_600.0));
+        assert!((row.sales_per_sec - 10.0).abs() < 1e-9, "4 units accepted in 400 ms");
+        assert!((row.durable_sales_per_sec.unwrap() - 2.5).abs() < 1e-9, "4 units durable in 1.6 s");
+
+        let unsettled = SummaryRow::new(&key(true), "open", 10.0, &record, &settled(None));
+        assert_eq!((unsettled.durable_ms, unsettled.durable_sales_per_sec), (None, None), "never durable");
+        let synchronous =
+            SummaryRow::new(&key(false), "open", 10.0, &record, &settled(Some(Duration::from_millis(1_600))));
+        assert_eq!(synchronous.durable_ms, None, "durable when answered: no column of its own");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use checkout_bench::bench::server::Server;
 use checkout_bench::bench::settle;
 use checkout_bench::loadgen::{self, LoadPlan, Model, RunRecord, Scenario};
 use checkout_bench::run_folder::Anomalies;
-use checkout_bench::run_folder::{LatencyRow, SummaryRow, TimeseriesRow, Verdict, read_csv};
+use checkout_bench::run_folder::{LatencyRow, RunKey, SummaryRow, TimeseriesRow, Verdict, read_csv};
 use checkout_strategies::{Backends, StrategyKind, Tuning, redis_stream};
 use redis::AsyncCommands;
 use sqlx::Postgres;
@@ -148,6 +148,43 @@ async fn the_join_finds_accepted_then_cancelled(_: PoolOptions<Postgres>, connec
     );
     assert_eq!(Verdict::of(false, &found), Verdict::Flagged);
     assert_eq!(Verdict::of(true, &found), Verdict::Invalid);
+}
+
+/// `stream` answers 202 before its orders are durable: while nothing persists them the drain
+/// cannot say when they were durable; once the worker has, the durable time is after the accepted
+/// sell-out, and the summary carries both.
+#[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
+async fn a_queued_strategy_is_durable_only_once_its_backlog_is_persisted(
+    _: PoolOptions<Postgres>,
+    connect: PgConnectOptions,
+) {
+    let app = spawn_app(connect, Setup { plan: plan_of(&[(100, STOCK)]), ..Setup::default() }).await;
+    let (server, record) = load(&app, StrategyKind::Stream).await;
+    assert_eq!(record.counts.pending, 20, "accepted, not yet durable");
+    let (waiting, _) =
+        settle(&server, &record, StrategyKind::Stream.as_str(), 100, Duration::ZERO).await.expect("settle");
+    assert_eq!(waiting.durable_at, None, "nothing persisted yet: no durable time");
+    let backends = Backends { pg: app.pool.clone(), redis: app.redis.clone(), tuning: Tuning::default() };
+    redis_stream::drain(&backends, StrategyKind::Stream, Duration::from_secs(20)).await.expect("drain");
+    let (settled, _) = settle(&server, &record, StrategyKind::Stream.as_str(), 100, Duration::from_secs(10))
+        .await
+        .expect("settle");
+    let durable_at = settled.durable_at.expect("durable once the worker persisted the backlog");
+    let sold_out = record.time_to_sell_out.expect("the 20 units were accepted");
+    assert!(durable_at > sold_out, "durable {durable_at:?} after the accepted sell-out {sold_out:?}");
+    let key = RunKey {
+        run_id: "r".into(),
+        strategy: "stream".into(),
+        repetition: 1,
+        position: 1,
+        safe: true,
+        queued: true,
+    };
+    let row = SummaryRow::new(&key, "closed", 0.0, &record, &settled);
+    assert_eq!(row.verdict, Verdict::Clean, "{row:?}");
+    let durable_ms = durable_at.as_secs_f64() * 1e3;
+    assert_eq!(row.sold_out_durable_ms, Some(durable_ms));
+    assert!(row.durable_sales_per_sec.unwrap() < row.sales_per_sec, "{row:?}");
 }
 
 /// A database of its own for a `bench` child process, dropped afterwards.

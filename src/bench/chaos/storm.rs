@@ -271,6 +271,7 @@ pub async fn run(target: Target, storm: Storm) -> StormOutcome {
     let hot_stock = shared.storm.hot_stock;
     let book = std::mem::take(&mut *shared.book());
     let record = RunRecord {
+        started: start,
         counts: book.counts,
         unsent: book.tally.unsent,
         duration,
