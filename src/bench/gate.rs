@@ -1,5 +1,6 @@
 //! The regression gate. Invariants are the hard gate: a run of a safe strategy with any anomaly
-//! fails it. Speed is judged only as same-run ratios against the `memory` baseline strategy,
+//! fails it, and so does a `degraded` run whose server errors exceed `degraded_tolerance` of its
+//! requests. Speed is judged only as same-run ratios against the `memory` baseline strategy,
 //! because absolute figures on shared CI machines say more about the neighbours than the code.
 
 use std::collections::BTreeMap;
@@ -16,10 +17,21 @@ use crate::run_folder::{Spread, SummaryRow, Verdict};
 pub struct Baseline {
     /// How far below its baseline a ratio may fall (0.5: to half) before the gate fails.
     pub tolerance: f64,
+    /// The share of a run's requests that may end in a server error (5xx, timeout, broken
+    /// connection) before a `degraded` run fails the gate.
+    #[serde(default = "default_degraded_tolerance")]
+    pub degraded_tolerance: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
     /// Per build profile (`debug`, `release`).
     pub profiles: BTreeMap<String, ProfileBaseline>,
+}
+
+/// 0.1 % of a run's requests.
+pub const DEFAULT_DEGRADED_TOLERANCE: f64 = 0.001;
+
+const fn default_degraded_tolerance() -> f64 {
+    DEFAULT_DEGRADED_TOLERANCE
 }
 
 /// The ratios measured with one profile and one preset.
@@ -45,6 +57,12 @@ impl Baseline {
             path.display(),
             baseline.tolerance
         );
+        anyhow::ensure!(
+            (0.0..1.0).contains(&baseline.degraded_tolerance),
+            "{}: degraded_tolerance must be in [0, 1), got {}",
+            path.display(),
+            baseline.degraded_tolerance
+        );
         Ok(baseline)
     }
 }
@@ -54,6 +72,16 @@ pub struct InvalidRun {
     pub strategy: String,
     pub repetition: u32,
     pub anomalies: BTreeMap<&'static str, u64>,
+}
+
+/// A `degraded` run with more server errors than the tolerance allows.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DegradedRun {
+    pub strategy: String,
+    pub repetition: u32,
+    pub server_errors: u64,
+    /// Of the run's due requests (sent and unsent).
+    pub share: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -78,6 +106,7 @@ pub struct BaselineRef {
 pub struct GateReport {
     pub passed: bool,
     pub invalid: Vec<InvalidRun>,
+    pub degraded: Vec<DegradedRun>,
     pub ratios: Vec<RatioCheck>,
     pub baseline: Option<BaselineRef>,
     pub skipped: Option<String>,
@@ -129,8 +158,27 @@ pub fn check(
             anomalies: row.named_anomalies().into_iter().collect(),
         })
         .collect();
-    let mut report =
-        GateReport { passed: invalid.is_empty(), invalid, ratios: Vec::new(), baseline: None, skipped: None };
+    let degraded: Vec<DegradedRun> = rows
+        .iter()
+        .filter(|row| row.verdict == Verdict::Degraded)
+        .filter_map(|row| {
+            let share = row.server_errors as f64 / (row.sent + row.unsent).max(1) as f64;
+            (share > baseline.degraded_tolerance).then(|| DegradedRun {
+                strategy: row.strategy.clone(),
+                repetition: row.repetition,
+                server_errors: row.server_errors,
+                share,
+            })
+        })
+        .collect();
+    let mut report = GateReport {
+        passed: invalid.is_empty() && degraded.is_empty(),
+        invalid,
+        degraded,
+        ratios: Vec::new(),
+        baseline: None,
+        skipped: None,
+    };
     let Some(reference) = baseline.profiles.get(profile) else {
         report.skipped = Some(format!("{} has no `{profile}` profile: ratios not gated", path.display()));
         return report;
@@ -177,7 +225,12 @@ pub fn rebaseline(
     run_id: &str,
 ) -> anyhow::Result<Baseline> {
     let ratios = ratios(rows).map_err(|why| anyhow::anyhow!(why))?;
-    let mut baseline = existing.unwrap_or(Baseline { tolerance: 0.5, note: None, profiles: BTreeMap::new() });
+    let mut baseline = existing.unwrap_or(Baseline {
+        tolerance: 0.5,
+        degraded_tolerance: DEFAULT_DEGRADED_TOLERANCE,
+        note: None,
+        profiles: BTreeMap::new(),
+    });
     baseline.profiles.insert(
         profile.to_owned(),
         ProfileBaseline { preset: preset.to_owned(), run_id: run_id.to_owned(), ratios },
@@ -207,6 +260,7 @@ mod tests {
     fn baseline(preset: &str) -> Baseline {
         Baseline {
             tolerance: 0.5,
+            degraded_tolerance: DEFAULT_DEGRADED_TOLERANCE,
             note: None,
             profiles: BTreeMap::from([(
                 "release".to_owned(),
@@ -261,6 +315,23 @@ mod tests {
         assert_eq!(report.invalid.len(), 1);
         assert_eq!(report.invalid[0].anomalies.get("oversold"), Some(&3));
         assert!(report.skipped.unwrap().contains("preset"), "another preset's ratios are not compared");
+    }
+
+    #[test]
+    fn a_degraded_run_fails_the_gate_above_the_tolerance_only() {
+        let degraded = |server_errors: u64| {
+            let mut row = row("sql-atomic", 1, 900.0, Verdict::Degraded, 0);
+            (row.sent, row.unsent, row.server_errors) = (9_000, 1_000, server_errors);
+            row
+        };
+        let memory = row("memory", 1, 1_000.0, Verdict::Clean, 0);
+        let report = gate(&[memory.clone(), degraded(11)], "other");
+        assert!(!report.passed, "11 server errors in 10,000 requests is above 0.1 %");
+        assert_eq!(report.degraded.len(), 1);
+        assert_eq!(report.degraded[0].server_errors, 11);
+        assert!(gate(&[memory, degraded(10)], "other").passed, "10 in 10,000 is within 0.1 %");
+        let old: Baseline = serde_json::from_str(r#"{"tolerance": 0.5, "profiles": {}}"#).unwrap();
+        assert_eq!(old.degraded_tolerance, DEFAULT_DEGRADED_TOLERANCE, "a baseline without the field");
     }
 
     #[test]

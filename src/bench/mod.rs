@@ -392,6 +392,15 @@ pub fn describe_gate(report: &GateReport) -> String {
     for run in &report.invalid {
         lines.push(format!("  invalid: {} repetition {}: {:?}", run.strategy, run.repetition, run.anomalies));
     }
+    for run in &report.degraded {
+        lines.push(format!(
+            "  degraded: {} repetition {}: {} server errors ({:.2} % of its requests)",
+            run.strategy,
+            run.repetition,
+            run.server_errors,
+            run.share * 100.0
+        ));
+    }
     for ratio in &report.ratios {
         let against = match (ratio.baseline, ratio.floor) {
             (Some(baseline), Some(floor)) => format!("baseline {baseline:.3}, floor {floor:.3}"),

@@ -20,6 +20,8 @@ pub struct StrategyFigures {
     /// p99 of every due request (censored ones included); `None` when the source has no schedule
     /// to count from (Locust).
     pub due_p99_ms: Option<Spread>,
+    /// 5xx answers, timeouts and broken connections, summed over repetitions.
+    pub server_errors: u64,
     /// Queued strategies: acknowledged units per second until they were durable.
     pub durable_sales_per_sec: Option<Spread>,
     /// Queued strategies: sold out and every accepted order durable.
@@ -89,6 +91,7 @@ fn strategy(name: String, rows: &[&SummaryRow]) -> Option<StrategyFigures> {
         p99_ms: Spread::of(rows.iter().filter_map(|row| row.p99_ms)).unwrap_or(Spread::ZERO),
         due_p99_ms: Spread::of(rows.iter().filter_map(|row| row.due_p99_ms)),
         censored: rows.iter().map(|row| row.censored).sum(),
+        server_errors: rows.iter().map(|row| row.server_errors).sum(),
         durable_sales_per_sec: Spread::of(rows.iter().filter_map(|row| row.durable_sales_per_sec)),
         sold_out_durable_ms: Spread::of(rows.iter().filter_map(|row| row.sold_out_durable_ms)),
         sold_out_runs: sold_out.len(),

@@ -17,7 +17,7 @@ pub struct Figure<'a> {
 
 const STYLE: &str = "body{font-family:'DejaVu Sans',sans-serif;margin:2em auto;max-width:1240px;color:#222}\
 table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #bbb;padding:4px 8px;text-align:left}\
-th{background:#eee}tr.clean td{background:#e6f4e7}tr.flagged td{background:#fdebc8}\
+th{background:#eee}tr.clean td{background:#e6f4e7}tr.flagged td{background:#fdebc8}tr.degraded td{background:#fdebc8}\
 tr.invalid td{background:#f7c6c6}figure{margin:2em 0}figure svg{max-width:100%;height:auto}\
 p.headline{font-size:1.2em;margin:.3em 0}dl{display:grid;grid-template-columns:max-content auto;gap:2px 1em}dt{font-weight:bold}";
 
@@ -128,8 +128,9 @@ fn summary(out: &mut String, run: &Run, figures: &[StrategyFigures]) {
     }
     out.push_str(
         "</table>\n<p>Medians over repetitions, (min–max) where they differ. Rows are green when clean, amber \
-         when an unsafe-by-design strategy showed its known anomaly (flagged), red when a safe strategy showed \
-         one (invalid: the run does not count).</p>\n",
+         when an unsafe-by-design strategy showed its known anomaly (flagged) or the books were clean but \
+         requests got server errors (degraded), red when a safe strategy showed one (invalid: the run does \
+         not count).</p>\n",
     );
 }
 

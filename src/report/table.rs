@@ -131,9 +131,16 @@ pub fn headline(figures: &[StrategyFigures], audited: bool) -> Vec<String> {
         lines.push("No server audit with this output: oversold and lost orders are unknown.".to_owned());
         return lines;
     }
-    let anomalous: Vec<&StrategyFigures> = figures.iter().filter(|f| f.verdict != Verdict::Clean).collect();
+    let anomalous: Vec<&StrategyFigures> =
+        figures.iter().filter(|f| !matches!(f.verdict, Verdict::Clean | Verdict::Degraded)).collect();
     if anomalous.is_empty() {
         lines.push("Every strategy sold exactly the stock: no anomaly anywhere.".to_owned());
+    }
+    for f in figures.iter().filter(|f| f.verdict == Verdict::Degraded) {
+        lines.push(format!(
+            "{}: DEGRADED: books clean, but {} requests got a server error (5xx, timeout, broken connection).",
+            f.name, f.server_errors
+        ));
     }
     for f in anomalous {
         let what = match f.verdict {

@@ -274,6 +274,17 @@ fn the_headline_names_the_fastest_clean_safe_strategy_and_every_anomaly() {
         "memory is the baseline: {lines:?}"
     );
     assert_eq!(lines[1], "sql-naive: oversold 21 (unsafe by design, as expected).");
+    by[1].verdict = Verdict::Degraded;
+    by[1].server_errors = 12;
+    let lines = super::table::headline(&by, true);
+    assert!(
+        lines.iter().any(|line| line.starts_with("sql-atomic: DEGRADED") && line.contains("12 requests")),
+        "{lines:?}"
+    );
+    assert!(
+        !lines.iter().any(|line| line.starts_with("Fastest")),
+        "a degraded strategy is not the clean winner: {lines:?}"
+    );
     by[1].verdict = Verdict::Invalid;
     by[1].anomalies[2] = 1;
     let lines = super::table::headline(&by, true);

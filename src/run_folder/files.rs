@@ -20,8 +20,11 @@ pub const PERCENTILES: [f64; 13] =
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
-    /// No anomaly.
+    /// No anomaly, and every request answered without a server error.
     Clean,
+    /// No anomaly, but some requests got a 5xx, timed out or broke: the books are right, the
+    /// service was not (the count is `server_errors`).
+    Degraded,
     /// A strategy unsafe by design showed the anomaly it is known for.
     Flagged,
     /// A strategy that claims to be safe showed an anomaly: the run does not count.
@@ -32,11 +35,13 @@ impl Verdict {
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Clean => "clean",
+            Self::Degraded => "degraded",
             Self::Flagged => "flagged",
             Self::Invalid => "invalid",
         }
     }
 
+    /// The verdict of the books alone.
     pub const fn of(safe: bool, anomalies: &Anomalies) -> Self {
         match (anomalies.is_clean(), safe) {
             (true, _) => Self::Clean,
@@ -44,6 +49,26 @@ impl Verdict {
             (false, false) => Self::Flagged,
         }
     }
+
+    /// The verdict of the books and the service: a clean run with `server_errors` is degraded;
+    /// an anomaly outranks errors.
+    #[must_use]
+    pub const fn with_errors(self, server_errors: u64) -> Self {
+        match self {
+            Self::Clean if server_errors > 0 => Self::Degraded,
+            other => other,
+        }
+    }
+}
+
+/// Errors the server (or the path to it) is to blame for: 5xx answers, timeouts, refused or broken
+/// connections. Other 4xx answers are the client's and 409 is an answer, not an error.
+pub fn server_errors(errors: &std::collections::BTreeMap<String, u64>) -> u64 {
+    errors
+        .iter()
+        .filter(|(kind, _)| kind.strip_prefix("http_").is_none_or(|rest| rest.starts_with('5')))
+        .map(|(_, count)| count)
+        .sum()
 }
 
 /// One row of `summary.csv`.
@@ -63,6 +88,9 @@ pub struct SummaryRow {
     pub pending: u64,
     pub sold_out: u64,
     pub errors: u64,
+    /// Of `errors`, those that make a run `degraded`.
+    #[serde(default)]
+    pub server_errors: u64,
     pub late: u64,
     pub unsent: u64,
     /// Columns added after a folder's schema was first written read as their default from older
@@ -213,6 +241,7 @@ impl SummaryRow {
         let success = &record.success;
         let due = record.due_latency();
         let durable = key.queued.then(|| Durable::of(record, settlement)).flatten();
+        let server_errors = server_errors(&record.errors);
         Self {
             run_id: key.run_id.clone(),
             strategy: key.strategy.clone(),
@@ -228,6 +257,7 @@ impl SummaryRow {
             pending: record.counts.pending,
             sold_out: record.counts.sold_out,
             errors: record.counts.errors,
+            server_errors,
             late: record.counts.late,
             unsent: record.unsent,
             censored: record.counts.censored,
@@ -264,7 +294,7 @@ impl SummaryRow {
             redis_drift: settlement.anomalies.redis_drift,
             drain_ms: ms(settlement.drain),
             settled: settlement.settled,
-            verdict: Verdict::of(key.safe, &settlement.anomalies),
+            verdict: Verdict::of(key.safe, &settlement.anomalies).with_errors(server_errors),
         }
     }
 }
@@ -434,6 +464,7 @@ impl CsvRow for SummaryRow {
         "pending",
         "sold_out",
         "errors",
+        "server_errors",
         "late",
         "unsent",
         "censored",
@@ -655,6 +686,31 @@ mod tests {
         recorder.answered(&live, at, Duration::from_millis(1), 7, 1, Answer::SoldOut);
         recorder.answered(&live, at, Duration::from_millis(9), 100, 1, Answer::timeout());
         let record = RunRecord::merge(vec![recorder], &live, &[], Duration::from_secs(1));
+        let row = SummaryRow::new(
+            &RunKey {
+                run_id: "r".into(),
+                strategy: "m".into(),
+                repetition: 1,
+                position: 1,
+                safe: true,
+                queued: false,
+            },
+            "open",
+            10.0,
+            &record,
+            &Settlement {
+                anomalies: Anomalies::default(),
+                final_stock: Some(4),
+                drain: Duration::ZERO,
+                settled: true,
+                durable_at: None,
+            },
+        );
+        assert_eq!(
+            (row.server_errors, row.verdict),
+            (1, Verdict::Degraded),
+            "a timeout degrades a clean run"
+        );
         let key = RunKey {
             run_id: "r".into(),
             strategy: "memory".into(),
@@ -791,5 +847,26 @@ mod tests {
         assert_eq!(Verdict::of(true, &dirty), Verdict::Invalid);
         assert_eq!(Verdict::of(false, &dirty), Verdict::Flagged);
         assert!(Verdict::Invalid > Verdict::Flagged && Verdict::Flagged > Verdict::Clean, "worst sorts last");
+        assert_eq!(Verdict::of(true, &Anomalies::default()).with_errors(3), Verdict::Degraded);
+        assert_eq!(Verdict::of(true, &Anomalies::default()).with_errors(0), Verdict::Clean);
+        assert_eq!(Verdict::of(true, &dirty).with_errors(3), Verdict::Invalid, "an anomaly outranks errors");
+        assert_eq!(Verdict::of(false, &dirty).with_errors(3), Verdict::Flagged);
+    }
+
+    #[test]
+    fn server_errors_are_5xx_timeouts_and_broken_connections() {
+        let errors: std::collections::BTreeMap<String, u64> = [
+            ("http_503_backend_unavailable", 4),
+            ("http_500_internal", 1),
+            ("timeout", 2),
+            ("connect", 1),
+            ("io", 1),
+            ("http_400_invalid_request", 7),
+            ("http_404_unknown_strategy", 5),
+        ]
+        .into_iter()
+        .map(|(kind, count)| (kind.to_owned(), count))
+        .collect();
+        assert_eq!(server_errors(&errors), 9, "4xx answers are the client's");
     }
 }

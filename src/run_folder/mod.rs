@@ -17,7 +17,7 @@ pub mod strategy_info;
 pub use anomalies::Anomalies;
 pub use files::{
     ANOMALIES, CsvRow, ErrorRow, LatencyRow, Outcome, PERCENTILES, RunFolder, RunKey, Settlement, SummaryRow,
-    TimeseriesRow, Verdict, read_csv, write_csv, write_hgrm,
+    TimeseriesRow, Verdict, read_csv, server_errors, write_csv, write_hgrm,
 };
 pub use meta::RunMeta;
 pub use spread::Spread;

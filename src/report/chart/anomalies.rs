@@ -29,7 +29,7 @@ impl Anomalies<'_> {
     fn verdict_fill(verdict: Verdict) -> RGBColor {
         match verdict {
             Verdict::Clean => CLEAN_GREEN,
-            Verdict::Flagged => AMBER,
+            Verdict::Flagged | Verdict::Degraded => AMBER,
             Verdict::Invalid => ANOMALY_RED,
         }
     }
