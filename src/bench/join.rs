@@ -108,16 +108,16 @@ pub fn join(
         .iter()
         .filter(|(id, status)| **status != "cancelled" && !acked.contains(id) && !in_doubt.contains(id))
         .count();
-    let undersold = record
+    // Units left on the shelf while buyers were refused, per product a sold-out answer named.
+    let undersold: i64 = record
         .sold_out_by_product
         .iter()
-        .filter(|(product, _)| stock.get(product).is_some_and(|left| *left > 0))
-        .map(|(_, answers)| *answers)
-        .sum::<u64>();
+        .filter_map(|(product, refused)| stock.get(product).map(|left| refused.undersold(*left)))
+        .sum();
     let own = audit.ledgers.get(strategy).map(|ledger| ledger.total).unwrap_or_default();
     Anomalies {
         oversold: audit.total.oversold + own.oversold,
-        undersold: i64::try_from(undersold).unwrap_or(i64::MAX),
+        undersold,
         lost,
         phantom: i64::try_from(phantom).unwrap_or(i64::MAX),
         duplicated: audit.total.duplicated + own.duplicated + twice,
@@ -131,9 +131,14 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::loadgen::{Ack, Counts};
+    use crate::loadgen::{Ack, Counts, Refused};
 
     fn record(acks: Vec<Ack>, sold_out: &[(i64, u64)]) -> RunRecord {
+        let sold_out = sold_out.iter().map(|&(product, answers)| {
+            let mut refused = Refused::default();
+            refused.add(answers, 1);
+            (product, refused)
+        });
         RunRecord {
             started: std::time::Instant::now(),
             counts: Counts::default(),
@@ -148,7 +153,7 @@ mod tests {
             errors: BTreeMap::new(),
             acks,
             in_doubt: Vec::new(),
-            sold_out_by_product: sold_out.iter().copied().collect(),
+            sold_out_by_product: sold_out.collect(),
             windows: Vec::new(),
             hot_stock: 10,
             time_to_sell_out: None,
@@ -203,7 +208,26 @@ mod tests {
         assert_eq!(found.lost, 2, "one never held, one cancelled after a 201");
         assert_eq!(found.phantom, 1, "held, never acknowledged; other strategies' orders are not this run's");
         assert_eq!(found.duplicated, 1, "one order id acknowledged twice");
-        assert_eq!(found.undersold, 4, "sold-out answers while 3 units remained");
+        assert_eq!(found.undersold, 3, "3 units left on the shelf while 4 buyers were refused");
+    }
+
+    #[test]
+    fn undersold_counts_units_a_refused_buyer_could_have_taken() {
+        let refused = |answers, units| {
+            let mut refused = Refused::default();
+            refused.add(answers, units);
+            refused
+        };
+        assert_eq!(refused(10, 1).undersold(2), 2, "two units on the shelf, ten buyers refused");
+        assert_eq!(refused(1, 1).undersold(5), 1, "no more than the refused buyers asked for");
+        assert_eq!(refused(4, 3).undersold(2), 0, "2 left cannot serve a buyer of 3: refusing was right");
+        assert_eq!(refused(4, 3).undersold(7), 6, "two whole purchases of 3 were left");
+        assert_eq!(refused(0, 1).undersold(9), 0, "nobody refused, nothing undersold");
+        assert_eq!(refused(3, 1).undersold(-2), 0, "an oversold shelf is not undersold");
+        let mut mixed = refused(2, 5);
+        mixed.add(1, 2);
+        assert_eq!(mixed.smallest, 2);
+        assert_eq!(mixed.undersold(3), 2, "a buyer of 2 could have had 2 of the 3 left");
     }
 
     #[test]

@@ -27,7 +27,7 @@ use tokio::sync::Semaphore;
 
 pub use client::{Connection, Target, Transport};
 
-pub use record::{Ack, AckStatus, Counts, RunRecord, Window};
+pub use record::{Ack, AckStatus, Counts, Refused, RunRecord, Window};
 use record::{Answer, Live, Recorder};
 pub use scenario::Scenario;
 use schedule::{Pace, Timetable};

@@ -132,6 +132,36 @@ impl Counts {
     }
 }
 
+/// The sold-out answers for one product.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Refused {
+    pub answers: u64,
+    /// The fewest units a refused buyer asked for: with fewer left, the refusal was right.
+    pub smallest: u32,
+}
+
+impl Refused {
+    /// `answers` more refusals, each asking for at least `units`.
+    pub fn add(&mut self, answers: u64, units: u32) {
+        if answers == 0 {
+            return;
+        }
+        self.smallest = if self.answers == 0 { units } else { self.smallest.min(units) };
+        self.answers += answers;
+    }
+
+    /// Units that were `left` on the shelf while a refused buyer could have taken them: whole
+    /// purchases of the smallest refused size, no more than the refused buyers asked for.
+    pub fn undersold(self, left: i64) -> i64 {
+        let size = i64::from(self.smallest.max(1));
+        if self.answers == 0 || left < size {
+            return 0;
+        }
+        let asked = i64::try_from(self.answers).unwrap_or(i64::MAX).saturating_mul(size);
+        (left - left % size).min(asked)
+    }
+}
+
 /// One 100 ms window of the timeline: what was sent in it and what came back in it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Window {
@@ -270,7 +300,7 @@ pub(crate) struct Recorder {
     errors: BTreeMap<String, u64>,
     acks: Vec<Ack>,
     in_doubt: Vec<Uuid>,
-    sold_out_by_product: HashMap<i64, u64>,
+    sold_out_by_product: HashMap<i64, Refused>,
     windows: Vec<Window>,
     max_lag: Duration,
     last_answer: Option<Instant>,
@@ -368,7 +398,7 @@ impl Recorder {
                 self.counts.answered += 1;
                 self.counts.sold_out += 1;
                 self.sold_out.saturating_record(micros);
-                *self.sold_out_by_product.entry(product).or_default() += 1;
+                self.sold_out_by_product.entry(product).or_default().add(1, units);
                 self.window(live, at).sold_out += 1;
                 live.sold_out.fetch_add(1, Ordering::Relaxed);
                 if hot {
@@ -435,7 +465,8 @@ pub struct RunRecord {
     pub acks: Vec<Ack>,
     /// Order ids named by 503 answers that may still complete.
     pub in_doubt: Vec<Uuid>,
-    pub sold_out_by_product: HashMap<i64, u64>,
+    /// Sold-out answers by product.
+    pub sold_out_by_product: HashMap<i64, Refused>,
     pub windows: Vec<Window>,
     pub hot_stock: i64,
     pub time_to_sell_out: Option<Duration>,
@@ -491,8 +522,9 @@ impl RunRecord {
             }
             record.acks.extend(recorder.acks);
             record.in_doubt.extend(recorder.in_doubt);
-            for (product, count) in recorder.sold_out_by_product {
-                *record.sold_out_by_product.entry(product).or_default() += count;
+            for (product, refused) in recorder.sold_out_by_product {
+                let total = record.sold_out_by_product.entry(product).or_default();
+                total.add(refused.answers, refused.smallest);
             }
             if record.windows.len() < recorder.windows.len() {
                 record.windows.resize(recorder.windows.len(), Window::default());

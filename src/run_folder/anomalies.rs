@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 pub struct Anomalies {
     /// Units in orders beyond the initial stock.
     pub oversold: i64,
-    /// Sold-out answers for a product that still had stock after the drain.
+    /// Units left on the shelf after the drain while buyers of that product were refused.
     pub undersold: i64,
     /// Orders acknowledged (201/202) that the server does not hold, or holds cancelled after a 201.
     pub lost: i64,

@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use uuid::Uuid;
 
 use crate::loadgen::record::{Answer, latency_histogram};
-use crate::loadgen::{Ack, AckStatus, Connection, Counts, RunRecord, Target};
+use crate::loadgen::{Ack, AckStatus, Connection, Counts, Refused, RunRecord, Target};
 
 /// The product everyone hunts.
 pub const HOT: i64 = 100;
@@ -100,7 +100,7 @@ struct Book {
     acks: Vec<Ack>,
     /// Order ids 503 answers named: they may still complete.
     in_doubt: Vec<uuid::Uuid>,
-    sold_out_by_product: HashMap<i64, u64>,
+    sold_out_by_product: HashMap<i64, Refused>,
     errors: BTreeMap<String, u64>,
 }
 
@@ -162,7 +162,8 @@ impl Shared {
                         }
                         Answer::SoldOut => {
                             book.counts.sold_out += 1;
-                            *book.sold_out_by_product.entry(product).or_default() += 1;
+                            // Every storm purchase is of one unit.
+                            book.sold_out_by_product.entry(product).or_default().add(1, 1);
                             false
                         }
                         Answer::InDoubt(kind, order_id) => {
