@@ -8,7 +8,14 @@ tagged with the strategy it drives (``memory``, ``sql-atomic``, ``redis-lua``, â
 
 Request names are what the report reads: ``<strategy>`` for an accepted order (201/202),
 ``<strategy> (sold out)`` for 409, ``seed:<mode>`` / ``seed:<mode> (sold out)`` (418) on the
-seed endpoint. Anything else is a failure whose message carries the status and the error code.
+seed endpoint. Regular customers' requests carry `` (regular)`` after the strategy
+(``sql-atomic (regular)``, ``sql-atomic (regular) (sold out)``), so the hot product's sales are
+counted apart from theirs. Anything else is a failure whose message carries the status and the
+error code.
+
+When the run writes CSVs (``--csv PREFIX``), the quit hook saves the server's ``GET /admin/audit``
+as ``PREFIX_audit.json`` beside them (with ``ADMIN_TOKEN`` as a bearer token when it is set): the
+report reads the anomalies from it, and without it marks the verdict unknown.
 
 Environment (besides Locust's own ``LOCUST_*``):
 
@@ -19,6 +26,8 @@ Environment (besides Locust's own ``LOCUST_*``):
                   ``stream-deferred`` on this server; ``simple``, ``redis`` or any strategy name)
     SEED_AUTH     ``session`` (default: log in with ``action=auth`` first, as the seed did) or
                   ``skip`` (send ``skip_auth=1``)
+    ADMIN_TOKEN   the server's admin token, for the audit saved at the end (unset: the server
+                  answers admin calls from loopback only)
 """
 
 from __future__ import annotations
@@ -86,6 +95,8 @@ class Buyer(HttpUser):
     abstract = True
     host = "http://127.0.0.1:8080"
     wait_time = constant_throughput(0.1)
+    # Appended to the strategy in request names: the report counts hot-product sales apart.
+    name_suffix = ""
 
     def on_start(self) -> None:
         # Names the buyer in every order (the contract's `user`): no session needed.
@@ -105,13 +116,13 @@ class Buyer(HttpUser):
             f"/strategies/{strategy}/purchase",
             json=body,
             headers={"X-Strategy": strategy},
-            name=strategy,
+            name=f"{strategy}{self.name_suffix}",
             catch_response=True,
         ) as response:
             if response.status_code in ACCEPTED:
                 response.success()
             elif response.status_code == SOLD_OUT:
-                response.request_meta["name"] = f"{strategy} (sold out)"
+                response.request_meta["name"] = f"{strategy}{self.name_suffix} (sold out)"
                 response.success()
             elif response.status_code == 0:
                 response.failure(f"no answer: {response.error}")
@@ -146,7 +157,7 @@ class Buyer(HttpUser):
             "username": self.user_id,
         }
         form.update({f"delivery[{key}]": value for key, value in delivery().items()})
-        name = f"seed:{SEED_MODE}"
+        name = f"seed:{SEED_MODE}{self.name_suffix}"
         with self.client.post(
             f"/index.php?{params}", data=form, name=name, catch_response=True
         ) as response:
@@ -221,9 +232,30 @@ class RegularCustomer(Buyer):
     """Buys a random product from the catalogue (the seed's weight 3)."""
 
     weight = 3
+    name_suffix = " (regular)"
 
     def product_id(self) -> int:
         return random.randint(1, PRODUCTS)
+
+
+@events.quitting.add_listener
+def save_audit(environment, **_kwargs) -> None:
+    """Saves the server's audit beside the CSVs, so the report can judge the run."""
+    prefix = getattr(environment.parsed_options, "csv_prefix", None)
+    if not prefix:
+        return
+    host = (environment.host or Buyer.host).rstrip("/")
+    token = os.environ.get("ADMIN_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        answer = requests.get(f"{host}/admin/audit", headers=headers, timeout=30)
+        answer.raise_for_status()
+        audit = answer.json()
+    except (requests.RequestException, ValueError) as exc:
+        log.warning("could not save %s/admin/audit (%s): the report will say the verdict is unknown", host, exc)
+        return
+    with open(f"{prefix}_audit.json", "w", encoding="utf-8") as out:
+        json.dump(audit, out, indent=2)
 
 
 @events.test_start.add_listener

@@ -45,10 +45,8 @@ pub const MAX_DEPTH: usize = 3;
 /// reproduce them; any other mode is taken as a strategy name, and no mode is the seed's default.
 pub fn strategy_name(mode: Option<&str>) -> &str {
     match mode {
-        Some("simple") => "sql-naive",
-        Some("redis") => "redis-decr",
-        None | Some("stream") => "stream-deferred",
-        Some(name) => name,
+        None => StrategyKind::SEED_DEFAULT.as_str(),
+        Some(mode) => StrategyKind::of_seed_mode(mode).map_or(mode, |kind| kind.as_str()),
     }
 }
 

@@ -1,14 +1,23 @@
 //! Locust output mapped into the bench's [`Run`], so the same charts and tables draw a Locust run.
 //!
 //! Reads a folder holding Locust's `--csv <prefix>` files (`<prefix>_stats.csv`,
-//! `<prefix>_stats_history.csv`, `<prefix>_failures.csv`) and/or its `--json-file` output. The
-//! locustfile names a purchase `<strategy>` when it got 201/202 and `<strategy> (sold out)` for a
-//! 409, and `seed:<mode>` for the seed-compatible endpoint; other request names (browsing) are not
-//! purchases and are left out.
+//! `<prefix>_stats_history.csv`, `<prefix>_failures.csv`) and/or its `--json-file` output, and the
+//! server's audit the locustfile saves beside them (`<prefix>_audit.json`). The locustfile names a
+//! hunter's purchase `<strategy>` when it got 201/202 and `<strategy> (sold out)` for a 409, a
+//! regular customer's `<strategy> (regular)` and `<strategy> (regular) (sold out)`, and
+//! `seed:<mode>` for the seed-compatible endpoint; other request names (browsing) are not
+//! purchases and are left out. Output from before regular customers were named apart counts every
+//! purchase as a hunter's.
 //!
-//! What Locust cannot say: 201 from 202 (all acknowledged purchases count as confirmed), the
-//! stock (so no units left, only units acknowledged), and anything the server audit finds (so
-//! the run is marked not audited). Time to sell out is the first sold-out answer.
+//! Sales per second are the hunters' acknowledged purchases over the hunters' selling time, so
+//! regular customers buying other products do not count as hot-product sales. The anomalies come
+//! from the saved audit: `oversold`, `duplicated`, `accepted_then_cancelled` and `redis_drift` as
+//! the server counts them (for the whole run: with several strategies in one Locust run, each is
+//! charged with the run's); `lost`, `phantom` and `undersold` need the order ids and products
+//! clients were told about, which Locust does not keep, and read 0. Without an audit file the
+//! verdict is `unknown`. What Locust cannot say either: 201 from 202 (all acknowledged purchases
+//! count as confirmed) and the stock (so no units left, only units acknowledged). Time to sell out
+//! is the first sold-out answer a hunter got.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -20,9 +29,12 @@ use serde::Deserialize;
 
 use super::load;
 use super::model::{ErrorRow, LatencyRow, Origin, Outcome, Run, SummaryRow, TimeseriesRow, Verdict};
-use crate::http::seed;
+use crate::run_folder::Anomalies;
 
 const SOLD_OUT_SUFFIX: &str = " (sold out)";
+const REGULAR_SUFFIX: &str = " (regular)";
+/// What the locustfile's quit hook names the audit it saves beside `<prefix>_stats.csv`.
+const AUDIT_SUFFIX: &str = "_audit.json";
 const SEED_PREFIX: &str = "seed:";
 /// Locust's `PERCENTILES_TO_REPORT`, the percentile columns of its CSVs.
 const PERCENTILES: [(f64, &str); 11] = [
@@ -58,6 +70,8 @@ struct Entry {
 struct Purchase {
     strategy: String,
     outcome: Outcome,
+    /// A regular customer's, not a hot-product hunter's.
+    regular: bool,
 }
 
 fn classify(name: &str) -> Option<Purchase> {
@@ -65,15 +79,81 @@ fn classify(name: &str) -> Option<Purchase> {
         Some(base) => (base, Outcome::SoldOut),
         None => (name, Outcome::Success),
     };
+    let (base, regular) = match base.strip_suffix(REGULAR_SUFFIX) {
+        Some(base) => (base, true),
+        None => (base, false),
+    };
     let known = base.parse::<StrategyKind>().is_ok() || base.starts_with(SEED_PREFIX);
-    known.then(|| Purchase { strategy: base.to_owned(), outcome })
+    known.then(|| Purchase { strategy: base.to_owned(), outcome, regular })
+}
+
+/// The strategy a Locust name stands for (a seed mode's, for `seed:<mode>`).
+fn kind(strategy: &str) -> Option<StrategyKind> {
+    match strategy.strip_prefix(SEED_PREFIX) {
+        Some(mode) => StrategyKind::of_seed_mode(mode),
+        None => strategy.parse().ok(),
+    }
 }
 
 /// Whether the strategy (or the one a seed mode stands for) claims to be safe; an unknown seed
 /// mode claims nothing.
 fn safe(strategy: &str) -> bool {
-    let name = strategy.strip_prefix(SEED_PREFIX).map_or(strategy, |mode| seed::strategy_name(Some(mode)));
-    name.parse::<StrategyKind>().is_ok_and(|kind| kind.spec().safe)
+    kind(strategy).is_some_and(|kind| kind.spec().safe)
+}
+
+/// The parts of the saved `GET /admin/audit` the anomalies come from.
+#[derive(Debug, Clone, Default, Deserialize)]
+struct SavedAudit {
+    total: AuditTotals,
+    #[serde(default)]
+    queues: AuditQueues,
+    #[serde(default)]
+    redis: AuditRedis,
+    #[serde(default)]
+    ledgers: BTreeMap<String, AuditLedger>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+struct AuditTotals {
+    #[serde(default)]
+    oversold: i64,
+    #[serde(default)]
+    duplicated: i64,
+    #[serde(default)]
+    redis_drift: i64,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+struct AuditQueues {
+    #[serde(default)]
+    accepted_then_cancelled: i64,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+struct AuditRedis {
+    #[serde(default)]
+    checked: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+struct AuditLedger {
+    #[serde(default)]
+    total: AuditTotals,
+}
+
+impl SavedAudit {
+    /// What the audit charges `strategy` with: the server's books plus its own ledger, if any.
+    fn anomalies(&self, strategy: &str) -> Anomalies {
+        let name = kind(strategy).map_or(strategy, |kind| kind.as_str());
+        let own = self.ledgers.get(name).map(|ledger| ledger.total).unwrap_or_default();
+        Anomalies {
+            oversold: self.total.oversold + own.oversold,
+            duplicated: self.total.duplicated + own.duplicated,
+            accepted_then_cancelled: self.queues.accepted_then_cancelled,
+            redis_drift: if self.redis.checked { self.total.redis_drift } else { 0 },
+            ..Anomalies::default()
+        }
+    }
 }
 
 /// Whether `dir` holds Locust output.
@@ -98,12 +178,19 @@ fn stats_csv(dir: &Path) -> anyhow::Result<Option<PathBuf>> {
     Ok(files(dir)?.into_iter().find(|path| path.to_string_lossy().ends_with("_stats.csv")))
 }
 
-/// The first JSON file that is not the bench's own.
+/// The first JSON file that is neither the bench's own nor a saved audit.
 fn json_file(dir: &Path) -> anyhow::Result<Option<PathBuf>> {
     Ok(files(dir)?.into_iter().find(|path| {
         path.extension().is_some_and(|ext| ext == "json")
-            && !path.file_name().is_some_and(|name| name == "run.json" || name == "gate.json")
+            && !path.file_name().is_some_and(|name| {
+                name == "run.json" || name == "gate.json" || name.to_string_lossy().ends_with(AUDIT_SUFFIX)
+            })
     }))
+}
+
+/// The audit the locustfile saved, if any.
+fn audit_file(dir: &Path) -> anyhow::Result<Option<PathBuf>> {
+    Ok(files(dir)?.into_iter().find(|path| path.to_string_lossy().ends_with(AUDIT_SUFFIX)))
 }
 
 /// Loads Locust output from `dir`, preferring the JSON output (per-second history for every
@@ -126,9 +213,10 @@ pub fn load(dir: &Path) -> anyhow::Result<Run> {
         }
         None => Vec::new(),
     };
+    let audit: Option<SavedAudit> = audit_file(dir)?.map(|path| load::json(&path)).transpose()?;
     let id =
         dir.file_name().map_or_else(|| dir.display().to_string(), |name| name.to_string_lossy().into_owned());
-    Ok(to_run(id, &entries, &failures))
+    Ok(to_run(id, &entries, &failures, audit.as_ref()))
 }
 
 fn sibling(stats: &Path, suffix: &str) -> PathBuf {
@@ -319,21 +407,21 @@ fn json_entries(path: &Path) -> anyhow::Result<Vec<Entry>> {
     Ok(entries)
 }
 
-fn to_run(id: String, entries: &[Entry], failures: &[FailureRow]) -> Run {
+fn to_run(id: String, entries: &[Entry], failures: &[FailureRow], audit: Option<&SavedAudit>) -> Run {
     let mut strategies: Vec<String> = Vec::new();
     for purchase in entries.iter().filter_map(|e| classify(&e.name)) {
         if !strategies.contains(&purchase.strategy) {
             strategies.push(purchase.strategy);
         }
     }
-    let find = |strategy: &str, outcome| {
+    let find = |strategy: &str, outcome, regular| {
         entries
             .iter()
-            .find(|e| classify(&e.name) == Some(Purchase { strategy: strategy.to_owned(), outcome }))
+            .find(|e| classify(&e.name) == Some(Purchase { strategy: strategy.to_owned(), outcome, regular }))
     };
     let mut run = Run {
         id: id.clone(),
-        origin: Origin::Locust,
+        origin: Origin::Locust { audited: audit.is_some() },
         meta: None,
         summary: Vec::new(),
         timeseries: Vec::new(),
@@ -343,8 +431,12 @@ fn to_run(id: String, entries: &[Entry], failures: &[FailureRow]) -> Run {
     };
     for (position, strategy) in (1..).zip(&strategies) {
         let empty = Entry::default();
-        let success = find(strategy, Outcome::Success).unwrap_or(&empty);
-        let sold_out = find(strategy, Outcome::SoldOut).unwrap_or(&empty);
+        let success = find(strategy, Outcome::Success, false).unwrap_or(&empty);
+        let sold_out = find(strategy, Outcome::SoldOut, false).unwrap_or(&empty);
+        let regular = [
+            find(strategy, Outcome::Success, true).unwrap_or(&empty),
+            find(strategy, Outcome::SoldOut, true).unwrap_or(&empty),
+        ];
         for (entry, outcome) in [(success, Outcome::Success), (sold_out, Outcome::SoldOut)] {
             run.latency.extend(entry.percentiles.iter().map(|&(percentile, latency_ms)| LatencyRow {
                 strategy: strategy.clone(),
@@ -366,7 +458,27 @@ fn to_run(id: String, entries: &[Entry], failures: &[FailureRow]) -> Run {
                 }
             }),
         );
-        run.summary.push(summary(&id, strategy, position, success, sold_out));
+        let mut row = summary(&id, strategy, position, success, sold_out);
+        for entry in regular {
+            row.sent += entry.requests;
+            row.answered += entry.requests;
+            row.errors += entry.failures;
+            row.server_errors += entry.failures;
+        }
+        row.confirmed += regular[0].requests - regular[0].failures;
+        row.sold_out += regular[1].requests - regular[1].failures;
+        row.verdict = match audit {
+            Some(audit) => {
+                let anomalies = audit.anomalies(strategy);
+                row.oversold = anomalies.oversold;
+                row.duplicated = anomalies.duplicated;
+                row.accepted_then_cancelled = anomalies.accepted_then_cancelled;
+                row.redis_drift = anomalies.redis_drift;
+                Verdict::of(row.safe, &anomalies).with_errors(row.server_errors)
+            }
+            None => Verdict::Unknown,
+        };
+        run.summary.push(row);
     }
     run
 }
@@ -441,7 +553,8 @@ fn summary(id: &str, strategy: &str, position: u32, success: &Entry, sold_out: &
         redis_drift: 0,
         drain_ms: 0.0,
         settled: true,
-        verdict: Verdict::Clean,
+        // Judged by the caller, from the saved audit.
+        verdict: Verdict::Unknown,
     }
 }
 
@@ -491,7 +604,16 @@ mod tests {
     #[test]
     fn names_map_to_strategies_and_outcomes() {
         let sold_out = classify("sql-atomic (sold out)").unwrap();
-        assert_eq!(sold_out, Purchase { strategy: "sql-atomic".to_owned(), outcome: Outcome::SoldOut });
+        assert_eq!(
+            sold_out,
+            Purchase { strategy: "sql-atomic".to_owned(), outcome: Outcome::SoldOut, regular: false }
+        );
+        let regular = classify("sql-atomic (regular) (sold out)").unwrap();
+        assert_eq!(
+            regular,
+            Purchase { strategy: "sql-atomic".to_owned(), outcome: Outcome::SoldOut, regular: true }
+        );
+        assert!(classify("seed:redis (regular)").unwrap().regular);
         assert_eq!(classify("memory").unwrap().outcome, Outcome::Success);
         assert_eq!(classify("seed:simple").unwrap().strategy, "seed:simple");
         assert!(classify("/products").is_none(), "browsing is not a purchase");

@@ -3,20 +3,21 @@
 
 use serde::Deserialize;
 
-/// Where a run's figures came from; Locust output carries no server audit.
+/// Where a run's figures came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
     /// A `bench compare` results folder.
     Bench,
-    /// Locust's `--csv` and/or `--json-file` output.
-    Locust,
+    /// Locust's `--csv` and/or `--json-file` output; `audited` when the server's audit was saved
+    /// beside it (`<prefix>_audit.json`).
+    Locust { audited: bool },
 }
 
 impl Origin {
-    /// Whether the anomaly columns come from a server audit (Locust's output has none).
+    /// Whether the anomaly columns come from a server audit.
     #[must_use]
     pub const fn audited(self) -> bool {
-        matches!(self, Self::Bench)
+        matches!(self, Self::Bench | Self::Locust { audited: true })
     }
 }
 

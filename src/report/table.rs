@@ -77,7 +77,7 @@ pub fn rows(figures: &[StrategyFigures], audited: bool) -> Vec<Row> {
             let (verdict, verdict_text, anomaly_text) = if audited {
                 (Some(f.verdict), f.verdict.as_str().to_owned(), anomalies(f))
             } else {
-                (None, "not audited".to_owned(), "not audited".to_owned())
+                (None, "unknown (no audit saved)".to_owned(), "unknown (no audit saved)".to_owned())
             };
             Row {
                 verdict,
@@ -145,6 +145,7 @@ pub fn headline(figures: &[StrategyFigures], audited: bool) -> Vec<String> {
     for f in anomalous {
         let what = match f.verdict {
             Verdict::Invalid => "INVALID: it claims to be safe",
+            Verdict::Unknown => "not audited",
             _ => "unsafe by design, as expected",
         };
         lines.push(format!("{}: {} ({what}).", f.name, anomalies(f)));

@@ -190,10 +190,51 @@ fn compare_keeps_strategies_of_one_run_apart() {
     assert!(only_new.is_empty());
 }
 
+/// Regular customers' purchases are named apart and do not count as hot-product sales; the saved
+/// audit gives the anomalies and the verdict, and without it the verdict is unknown.
+#[test]
+fn locust_hot_sales_stand_apart_and_the_verdict_comes_from_the_saved_audit() {
+    let dir = scratch("locust-sample", "locust-audit");
+    let stats = dir.join("run_stats.csv");
+    let mut text = fs::read_to_string(&stats).unwrap();
+    text = text.replace(
+        ",Aggregated,",
+        "POST,sql-atomic (regular),40,0,9,11.2,3,60.4,120.0,10.0,0.0,9,11,12,13,17,21,28,35,60,60,60\n,Aggregated,",
+    );
+    fs::write(&stats, text).unwrap();
+    let run = load::run(&dir).unwrap();
+    assert_eq!(run.origin, Origin::Locust { audited: false });
+    let atomic = run.summary.iter().find(|row| row.strategy == "sql-atomic").unwrap();
+    assert_eq!(atomic.confirmed, 198 + 40, "every acknowledged purchase is counted");
+    assert_close(atomic.sales_per_sec, 49.5);
+    assert_eq!(atomic.verdict, Verdict::Unknown, "no audit saved");
+
+    let audit = serde_json::json!({
+        "clean": false,
+        "settled": true,
+        "total": {"oversold": 2, "duplicated": 0, "redis_drift": 0},
+        "queues": {"pending": 0, "dead_lettered": 0, "accepted_then_cancelled": 0},
+        "redis": {"checked": false},
+        "ledgers": {"memory": {"total": {"oversold": 0, "duplicated": 1}}}
+    });
+    fs::write(dir.join("run_audit.json"), audit.to_string()).unwrap();
+    let run = load::run(&dir).unwrap();
+    assert_eq!(run.origin, Origin::Locust { audited: true });
+    let verdict = |name: &str| run.summary.iter().find(|row| row.strategy == name).unwrap().verdict;
+    assert_eq!(verdict("sql-atomic"), Verdict::Invalid, "safe, and the audit found 2 oversold");
+    assert_eq!(verdict("sql-naive"), Verdict::Flagged);
+    let memory = run.summary.iter().find(|row| row.strategy == "memory").unwrap();
+    assert_eq!((memory.oversold, memory.duplicated), (2, 1), "memory's own ledger counts for it");
+    let rendered = render(&dir).unwrap();
+    let html = fs::read_to_string(&rendered.index_html).unwrap();
+    assert!(html.contains("INVALID") && !html.contains("no audit saved"), "the page shows the audit");
+    fs::remove_dir_all(dir).unwrap();
+}
+
 #[test]
 fn locust_csv_maps_into_the_run_model() {
     let run = load::run(&fixture("locust-sample")).unwrap();
-    assert_eq!(run.origin, Origin::Locust);
+    assert_eq!(run.origin, Origin::Locust { audited: false });
     assert!(!run.origin.audited());
     assert_eq!(run.strategies(), ["memory", "sql-atomic", "sql-naive"], "/products is not a purchase");
     let atomic = run.summary.iter().find(|row| row.strategy == "sql-atomic").unwrap();
@@ -259,7 +300,7 @@ fn render_draws_locust_output() {
     let rendered = render(&dir).unwrap();
     assert_eq!(rendered.charts.len(), 4);
     let html = fs::read_to_string(&rendered.index_html).unwrap();
-    assert!(html.contains("not audited"));
+    assert!(html.contains("no audit saved"));
     assert!(html.contains("Locust output"));
     fs::remove_dir_all(dir).unwrap();
 }

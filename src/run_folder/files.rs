@@ -29,6 +29,8 @@ pub enum Verdict {
     Flagged,
     /// A strategy that claims to be safe showed an anomaly: the run does not count.
     Invalid,
+    /// Nobody audited the run (Locust output saved without the server's audit).
+    Unknown,
 }
 
 impl Verdict {
@@ -38,6 +40,7 @@ impl Verdict {
             Self::Degraded => "degraded",
             Self::Flagged => "flagged",
             Self::Invalid => "invalid",
+            Self::Unknown => "unknown",
         }
     }
 

@@ -102,6 +102,20 @@ impl StrategyKind {
         }
     }
 
+    /// What the seed's `/index.php` endpoint runs without a `mode`: its `stream` mode.
+    pub const SEED_DEFAULT: Self = Self::StreamDeferred;
+
+    /// The strategy a `mode` of the seed's endpoint stands for: its three modes map to the
+    /// strategies that reproduce them, any other mode is read as a strategy name.
+    pub fn of_seed_mode(mode: &str) -> Option<Self> {
+        match mode {
+            "simple" => Some(Self::SqlNaive),
+            "redis" => Some(Self::RedisDecr),
+            "stream" => Some(Self::StreamDeferred),
+            name => name.parse().ok(),
+        }
+    }
+
     /// What this strategy promises.
     pub const fn spec(self) -> Guarantees {
         match self {

@@ -31,6 +31,7 @@ impl Anomalies<'_> {
             Verdict::Clean => CLEAN_GREEN,
             Verdict::Flagged | Verdict::Degraded => AMBER,
             Verdict::Invalid => ANOMALY_RED,
+            Verdict::Unknown => UNKNOWN_GREY,
         }
     }
 }
