@@ -252,6 +252,9 @@ async fn bench_compare_writes_a_complete_results_folder_and_gates_it() {
         assert_eq!(row.final_stock, Some(0), "{}", row.strategy);
         assert!(row.time_to_sell_out_ms.is_some() && row.sold_out > 0, "{row:?}");
         assert!(row.p99_ms.is_some_and(|p99| p99 > 0.0));
+        assert!(row.due_max_ms >= row.max_ms, "the due requests include the successes: {row:?}");
+        assert!(row.dispatch_p99_ms.is_some(), "{row:?}");
+        assert_eq!(row.durable_ms, None, "{}: durable when answered", row.strategy);
     }
     let timeseries: Vec<TimeseriesRow> = read_csv(&run.join("timeseries.csv")).unwrap();
     for strategy in ["memory", "sql-atomic"] {
@@ -270,6 +273,8 @@ async fn bench_compare_writes_a_complete_results_folder_and_gates_it() {
         "errors.csv",
         "histograms/memory.hgrm",
         "histograms/sql-atomic.sold_out.hgrm",
+        "histograms/sql-atomic.due.hgrm",
+        "histograms/sql-atomic.dispatch.hgrm",
         "audit/memory-1.json",
         "audit/sql-atomic-2.json",
         "index.html",
@@ -293,6 +298,7 @@ async fn bench_compare_writes_a_complete_results_folder_and_gates_it() {
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("gate.json")).unwrap()).unwrap();
     assert_eq!(report["passed"], true);
+    assert_eq!(report["degraded"], serde_json::json!([]), "no degraded run above the tolerance");
     let _ = std::fs::remove_dir_all(&out);
 }
 
