@@ -263,6 +263,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn seed_modes_name_the_strategies_that_reproduce_them() {
+        assert_eq!(StrategyKind::of_seed_mode("simple"), Some(StrategyKind::SqlNaive));
+        assert_eq!(StrategyKind::of_seed_mode("redis"), Some(StrategyKind::RedisDecr));
+        assert_eq!(StrategyKind::of_seed_mode("stream"), Some(StrategyKind::StreamDeferred));
+        assert_eq!(StrategyKind::SEED_DEFAULT, StrategyKind::StreamDeferred, "the seed's default mode");
+        for kind in StrategyKind::ALL.into_iter().filter(|kind| kind.as_str() != "stream") {
+            assert_eq!(StrategyKind::of_seed_mode(kind.as_str()), Some(kind), "a strategy name is a mode");
+        }
+        assert_eq!(StrategyKind::of_seed_mode("nope"), None);
+    }
+
+    #[test]
     fn every_name_round_trips_through_from_str_and_serde() {
         for kind in StrategyKind::ALL {
             assert_eq!(kind.as_str().parse::<StrategyKind>(), Ok(kind));
