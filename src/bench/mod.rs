@@ -5,8 +5,10 @@
 //! - [`server`]: the server under test, spawned or reached, and its admin calls.
 //! - [`join`]: what clients were told against what the server holds.
 //! - [`gate`]: invariants and same-run ratios against `results/baseline.json`.
+//! - [`ceilings`]: `bench ceilings`, the raw tools' ceilings beside the strategies.
 //! - [`chaos`]: `bench chaos`, fault scenarios against a server and a Redis of its own.
 
+pub mod ceilings;
 pub mod chaos;
 pub mod gate;
 pub mod join;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use checkout_bench::bench;
+use checkout_bench::bench::ceilings::{self, CeilingFlags};
 use checkout_bench::bench::chaos::{self, ChaosFlags};
 use checkout_bench::bench::options::{CompareFlags, LoadFlags, ServerFlags};
 use checkout_bench::bench::server::{self, Server};
@@ -44,6 +45,10 @@ enum Command {
     /// strategy, a storm of buyers, the fault mid-storm, recovery, drain and audit; prints a table
     /// and exits 1 when a safe strategy is not exact.
     Chaos(Box<ChaosFlags>),
+    /// Measure the raw ceilings beside the strategies on this machine: wrk and our own client
+    /// against a static route and `memory`, redis-benchmark of each Redis strategy's command,
+    /// pgbench of `sql-atomic`'s statement; write ceilings.csv and ceiling_ratios.csv.
+    Ceilings(Box<CeilingFlags>),
     /// The checkout server itself (what `compare` starts when no --url is given).
     #[command(hide = true)]
     Serve(Box<ServerCli>),
@@ -146,6 +151,12 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 println!("chaos: a safe strategy was NOT EXACT under a fault");
                 Ok(ExitCode::FAILURE)
             }
+        }
+        Command::Ceilings(flags) => {
+            let report = ceilings::run(&flags).await?;
+            println!("\n{}", ceilings::table(&report));
+            println!("results: {}", report.folder.display());
+            Ok(ExitCode::SUCCESS)
         }
         Command::Serve(cli) => {
             let gone = std::env::var_os(server::PARENT_PIPE_ENV).is_some().then(parent_gone);

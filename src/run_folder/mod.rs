@@ -5,10 +5,12 @@
 //! - [`files`]: the folder, its CSV rows and histograms.
 //! - [`meta`](mod@meta): `run.json`.
 //! - [`anomalies`]: what a run's join found.
+//! - [`ceilings`]: raw backend ceilings measured beside the strategies, and the ratios to them.
 //! - [`spread`]: median and range over repetitions.
 //! - [`strategy_info`]: a strategy as the folder records it.
 
 pub mod anomalies;
+pub mod ceilings;
 pub mod files;
 pub mod meta;
 pub mod spread;

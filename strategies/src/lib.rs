@@ -26,6 +26,7 @@ mod gates;
 mod idempotency;
 pub mod in_memory;
 pub mod kind;
+pub mod lua_sources;
 pub mod order;
 pub mod order_store;
 pub mod plan;
