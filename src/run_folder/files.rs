@@ -547,6 +547,27 @@ mod tests {
         check(&TimeseriesRow::of(&key, &record), "timeseries.csv");
         check(&LatencyRow::of(&key, &record), "latency.csv");
         check(&ErrorRow::of(&key, &record), "errors.csv");
+        let ceiling = super::super::ceilings::CeilingRow {
+            run_id: "r".into(),
+            ceiling: "pg-hot-row".into(),
+            tool: "pgbench".into(),
+            operation: "o".into(),
+            clients: 8,
+            repetition: 1,
+            seconds: 1.0,
+            ops_per_sec: 1.0,
+            cpu_server: 0.0,
+            cpu_postgres: 0.0,
+            cpu_redis: 0.0,
+            cpu_rest: 0.0,
+        };
+        check(std::slice::from_ref(&ceiling), "ceilings.csv");
+        let ratios = super::super::ceilings::ratios(
+            &std::collections::BTreeMap::from([("sql-atomic".to_owned(), 1.0)]),
+            &[ceiling],
+        );
+        assert!(!ratios.is_empty());
+        check(&ratios, "ceiling_ratios.csv");
         let chaos =
             crate::bench::chaos::Row::skipped(crate::bench::chaos::Fault::Sigterm, "memory", true, "why");
         check(&[crate::bench::chaos::table::CsvLine::from(&chaos)], "chaos.csv");

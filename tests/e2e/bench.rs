@@ -298,3 +298,43 @@ fn tempdir() -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// `bench ceilings` measures real tools against the real services and writes both files; the
+/// subset needs only what the services' own packages bring (pgbench, redis-benchmark).
+#[tokio::test]
+async fn bench_ceilings_measures_the_raw_tools_and_writes_its_files() {
+    use checkout_bench::run_folder::ceilings::CeilingRow;
+    let db = ScratchDatabase::new();
+    let out = tempdir();
+    let prefix = format!("e2e-{}:", uuid::Uuid::new_v4().simple());
+    let url = db.url();
+    let args = format!(
+        "ceilings --repeat 2 --secs 1 --pg-clients 2,4 --redis-clients 4 --connections 4 \
+         --only client-static,client-memory,redis-reserve-check,pg-hot-row \
+         --out {} --database-url {url} --redis-prefix {prefix}",
+        out.display()
+    );
+    let output = tokio::task::spawn_blocking(move || bench(&args.split_whitespace().collect::<Vec<_>>()))
+        .await
+        .unwrap();
+    db.drop_it().await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "bench ceilings failed:\n{stderr}");
+    assert!(stderr.contains("[ceilings · rep 2/2 · pg-hot-row · c=4]"), "one progress line each:\n{stderr}");
+    let folder = std::fs::read_dir(&out).unwrap().flatten().find(|e| e.path().is_dir()).unwrap().path();
+    let rows: Vec<CeilingRow> = read_csv(&folder.join("ceilings.csv")).unwrap();
+    assert_eq!(rows.len(), 2 * (1 + 1 + 1 + 2), "every ceiling × client count × repetition: {rows:?}");
+    for row in &rows {
+        assert!(row.ops_per_sec > 0.0 && row.seconds > 0.0, "{row:?}");
+    }
+    let pg: Vec<_> = rows.iter().filter(|r| r.ceiling == "pg-hot-row").collect();
+    assert!(pg.iter().any(|r| r.cpu_postgres > 0.0), "PostgreSQL's CPU is counted: {pg:?}");
+    let client: Vec<_> = rows.iter().filter(|r| r.ceiling == "client-memory").collect();
+    assert!(client.iter().any(|r| r.cpu_server > 0.0), "the server's CPU is counted: {client:?}");
+    let ratios = std::fs::read_to_string(folder.join("ceiling_ratios.csv")).unwrap();
+    assert!(ratios.starts_with("subject,"), "{ratios}");
+    let bad = bench(&["ceilings", "--only", "wrk-turbo"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown ceiling \"wrk-turbo\""));
+    let _ = std::fs::remove_dir_all(&out);
+}
