@@ -53,7 +53,7 @@ pub fn render(dir: &Path) -> anyhow::Result<Rendered> {
         anyhow::bail!("{}: no strategy has a summary to chart", dir.display());
     }
     let charts_dir = dir.join("charts");
-    let charts = vec![
+    let mut charts = vec![
         (
             chart::write(&Throughput { figures: &figures }, &charts_dir)?,
             "Confirmed sales, sold-out and error answers per second by strategy.",
@@ -71,6 +71,18 @@ pub fn render(dir: &Path) -> anyhow::Result<Rendered> {
             "Anomalies found by the audit after each run; red cells are non-zero.",
         ),
     ];
+    // `bench ceilings` writes its ratios into the folder it measured beside (`--into`).
+    let ceiling_ratios = dir.join("ceiling_ratios.csv");
+    if ceiling_ratios.exists() {
+        let ratios: Vec<crate::run_folder::ceilings::CeilingRatioRow> = load::csv_rows(&ceiling_ratios)?;
+        if !ratios.is_empty() {
+            charts.push((
+                chart::write(&chart::CeilingRatios { ratios: &ratios }, &charts_dir)?,
+                "Each figure over the raw ceiling that bounds it, measured by `bench ceilings` in the \
+                 same folder; black marks are targets (orange: missed).",
+            ));
+        }
+    }
     let svgs: Vec<String> = charts
         .iter()
         .map(|(files, _)| {

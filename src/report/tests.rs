@@ -96,6 +96,25 @@ fn render_writes_every_output() {
 }
 
 #[test]
+fn ceiling_ratios_beside_a_run_get_their_chart() {
+    let dir = scratch("results-sample", "ceilings");
+    fs::write(
+        dir.join("ceiling_ratios.csv"),
+        "subject,subject_ops_per_sec,ceiling,ceiling_ops_per_sec,ceiling_min,ceiling_max,ratio,target,status\n\
+         memory,40000,wrk-static,100000,90000,110000,0.4,0.5,missed\n\
+         redis-lua,3000,redis-reserve-check,90000,85000,95000,0.033,,\n",
+    )
+    .unwrap();
+    let rendered = render(&dir).unwrap();
+    let chart = rendered.charts.iter().find(|c| c.name == "ceilings").expect("a ceilings chart");
+    let svg = fs::read_to_string(&chart.svg).unwrap();
+    assert!(svg.contains("memory / wrk-static") && svg.contains("target ≥0.50"), "labels drawn");
+    let html = fs::read_to_string(&rendered.index_html).unwrap();
+    assert_eq!(html.matches("<svg").count(), rendered.charts.len(), "every chart inlined");
+    fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
 fn a_malformed_csv_names_the_file_and_line() {
     let dir = scratch("results-sample", "malformed");
     let path = dir.join("summary.csv");
