@@ -11,6 +11,7 @@ use crate::redis_decr::RedisDecr;
 use crate::redis_lua::RedisLua;
 use crate::redis_stream::{Stream, StreamDeferred};
 use crate::sql_atomic::SqlAtomic;
+use crate::sql_coalesce::SqlCoalesce;
 use crate::sql_for_update::SqlForUpdate;
 use crate::sql_naive::SqlNaive;
 use crate::strategy::Strategy;
@@ -26,6 +27,9 @@ pub fn build(kind: StrategyKind, backends: &Backends) -> Arc<dyn Strategy> {
             Arc::new(SqlForUpdate::new(backends.pg.clone(), backends.tuning.conflict_retries))
         }
         StrategyKind::SqlAtomic => Arc::new(SqlAtomic::new(backends.pg.clone())),
+        StrategyKind::SqlCoalesce => {
+            Arc::new(SqlCoalesce::new(backends.pg.clone(), backends.tuning.coalesce_max_batch))
+        }
         StrategyKind::RedisDecr => Arc::new(RedisDecr::new(
             backends.pg.clone(),
             backends.redis.clone(),

@@ -79,3 +79,18 @@ async fn sql_atomic_single_statement_reply_lost(_: PoolOptions<Postgres>, connec
 async fn sql_atomic_multi_line_commit_reply_lost(_: PoolOptions<Postgres>, connect: PgConnectOptions) {
     commit_replies_lost(connect, StrategyKind::SqlAtomic, &[(HOT, 1), (OTHER, 1)], Trigger::Commit).await;
 }
+
+/// A lost reply to a batch's `COMMIT` leaves every purchase of the batch in doubt at once: the
+/// batch is settled by voiding all its order ids.
+#[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
+async fn sql_coalesce_batch_commit_reply_lost(_: PoolOptions<Postgres>, connect: PgConnectOptions) {
+    commit_replies_lost(connect, StrategyKind::SqlCoalesce, &[(HOT, 1)], Trigger::Commit).await;
+}
+
+#[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
+async fn sql_coalesce_multi_line_batch_commit_reply_lost(
+    _: PoolOptions<Postgres>,
+    connect: PgConnectOptions,
+) {
+    commit_replies_lost(connect, StrategyKind::SqlCoalesce, &[(HOT, 1), (OTHER, 1)], Trigger::Commit).await;
+}
