@@ -275,4 +275,8 @@ impl Strategy for Measured {
     fn batch_sizes(&self) -> Option<BatchSizeSummary> {
         self.inner.batch_sizes()
     }
+
+    async fn shutdown(&self) {
+        self.inner.shutdown().await;
+    }
 }

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use futures_util::FutureExt;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// One queued request and where its answer goes.
 struct Waiter<Req, Resp> {
@@ -37,7 +37,10 @@ struct Waiter<Req, Resp> {
 pub struct Coalescer<Req, Resp> {
     queue: mpsc::Sender<Waiter<Req, Resp>>,
     sizes: Arc<BatchSizes>,
-    task: JoinHandle<()>,
+    /// Asks the batcher to stop taking requests.
+    stop: CancellationToken,
+    /// Fires once the batcher has answered everything it took and returned.
+    stopped: CancellationToken,
 }
 
 impl<Req, Resp> fmt::Debug for Coalescer<Req, Resp> {
@@ -93,8 +96,14 @@ where
     {
         let max_batch = settings.max_batch.max(1);
         let (queue, receiver) = mpsc::channel(settings.queue.max(1));
-        let task = tokio::spawn(run(receiver, max_batch, step, Arc::clone(&sizes)));
-        Self { queue, sizes, task }
+        let (stop, stopped) = (CancellationToken::new(), CancellationToken::new());
+        let batcher = Batcher { max_batch, sizes: Arc::clone(&sizes), stop: stop.clone() };
+        let done = stopped.clone();
+        tokio::spawn(async move {
+            let _done = done.drop_guard();
+            batcher.run(receiver, step).await;
+        });
+        Self { queue, sizes, stop, stopped }
     }
 
     /// Queues `request` and waits for its answer.
@@ -112,6 +121,9 @@ where
     /// # Errors
     /// As [`Self::submit`].
     pub fn enqueue(&self, request: Req) -> Result<oneshot::Receiver<Resp>, Refused> {
+        if self.stop.is_cancelled() {
+            return Err(Refused::Closed);
+        }
         let (answer, receiver) = oneshot::channel();
         self.queue.try_send(Waiter { request, answer }).map_err(|err| match err {
             mpsc::error::TrySendError::Full(_) => Refused::Full,
@@ -125,47 +137,73 @@ where
         &self.sizes
     }
 
-    /// Stops taking requests, lets the batcher commit and answer everything already queued, and
-    /// waits for it to finish.
-    pub async fn close(self) {
-        let Self { queue, task, .. } = self;
-        drop(queue);
-        if let Err(err) = task.await {
-            tracing::error!(%err, "the batcher died");
+    /// Stops taking requests (later ones are [`Refused::Closed`]), lets the batcher commit and
+    /// answer everything already queued, and waits for it to finish. Dropping the last handle
+    /// does the same without waiting.
+    pub async fn shutdown(&self) {
+        self.stop.cancel();
+        self.stopped.cancelled().await;
+    }
+}
+
+/// The batcher task's settings.
+struct Batcher {
+    max_batch: usize,
+    sizes: Arc<BatchSizes>,
+    stop: CancellationToken,
+}
+
+impl Batcher {
+    async fn run<Req, Resp, Step, Fut>(self, mut receiver: mpsc::Receiver<Waiter<Req, Resp>>, mut step: Step)
+    where
+        Step: FnMut(Vec<Req>) -> Fut,
+        Fut: Future<Output = Vec<Resp>>,
+    {
+        let Self { max_batch, sizes, stop } = self;
+        let mut waiters = Vec::with_capacity(max_batch);
+        loop {
+            // `recv_many` waits for the first request, then takes whatever else is queued, up to
+            // the cap; it returns 0 only once the queue is closed (or every sender gone) and empty.
+            let taken = tokio::select! {
+                taken = receiver.recv_many(&mut waiters, max_batch) => taken,
+                () = stop.cancelled(), if !receiver.is_closed() => {
+                    receiver.close();
+                    continue;
+                }
+            };
+            if taken == 0 {
+                break;
+            }
+            commit(&mut step, &mut waiters, &sizes).await;
         }
     }
 }
 
-async fn run<Req, Resp, Step, Fut>(
-    mut receiver: mpsc::Receiver<Waiter<Req, Resp>>,
-    max_batch: usize,
-    mut step: Step,
-    sizes: Arc<BatchSizes>,
+/// Runs `step` once for `waiters` (emptied) and answers each of them.
+async fn commit<Req, Resp, Step, Fut>(
+    step: &mut Step,
+    waiters: &mut Vec<Waiter<Req, Resp>>,
+    sizes: &BatchSizes,
 ) where
     Step: FnMut(Vec<Req>) -> Fut,
     Fut: Future<Output = Vec<Resp>>,
 {
-    let mut waiters = Vec::with_capacity(max_batch);
-    // `recv_many` waits for the first request, then takes whatever else is queued, up to the cap;
-    // it returns 0 only once every sender is gone and the queue is empty.
-    while receiver.recv_many(&mut waiters, max_batch).await > 0 {
-        sizes.record(waiters.len());
-        let (requests, answers): (Vec<Req>, Vec<oneshot::Sender<Resp>>) =
-            waiters.drain(..).map(|waiter| (waiter.request, waiter.answer)).unzip();
-        let expected = answers.len();
-        match AssertUnwindSafe(step(requests)).catch_unwind().await {
-            Ok(responses) => {
-                if responses.len() != expected {
-                    tracing::error!(expected, got = responses.len(), "a batch step answered the wrong count");
-                }
-                // A caller that stopped waiting is not the step's concern: its answer is dropped.
-                for (answer, response) in answers.into_iter().zip(responses) {
-                    let _ = answer.send(response);
-                }
+    sizes.record(waiters.len());
+    let (requests, answers): (Vec<Req>, Vec<oneshot::Sender<Resp>>) =
+        waiters.drain(..).map(|waiter| (waiter.request, waiter.answer)).unzip();
+    let expected = answers.len();
+    match AssertUnwindSafe(step(requests)).catch_unwind().await {
+        Ok(responses) => {
+            if responses.len() != expected {
+                tracing::error!(expected, got = responses.len(), "a batch step answered the wrong count");
             }
-            // The answers drop with the batch: every caller of it hears `Answer::Lost`.
-            Err(_) => tracing::error!(batch = expected, "a batch step panicked"),
+            // A caller that stopped waiting is not the step's concern: its answer is dropped.
+            for (answer, response) in answers.into_iter().zip(responses) {
+                let _ = answer.send(response);
+            }
         }
+        // The answers drop with the batch: every caller of it hears `Answer::Lost`.
+        Err(_) => tracing::error!(batch = expected, "a batch step panicked"),
     }
 }
 
@@ -360,12 +398,17 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn close_answers_what_was_queued() {
+    async fn shutdown_answers_what_was_queued() {
         let gate = HeldStep::default();
         let coalescer = gate.spawn(SETTINGS);
         let receivers: Vec<_> = (1..=10).map(|n| coalescer.enqueue(n).unwrap()).collect();
         gate.release.add_permits(100);
-        coalescer.close().await;
+        coalescer.shutdown().await;
+        assert_eq!(
+            coalescer.enqueue(11).unwrap_err(),
+            Refused::Closed,
+            "a stopped batcher takes nothing more"
+        );
         let mut answers = Vec::new();
         for receiver in receivers {
             answers.push(receiver.await.expect("answered before the batcher stopped"));

@@ -236,6 +236,10 @@ impl Strategy for Keyed {
     fn batch_sizes(&self) -> Option<BatchSizeSummary> {
         self.inner.batch_sizes()
     }
+
+    async fn shutdown(&self) {
+        self.inner.shutdown().await;
+    }
 }
 
 #[cfg(test)]

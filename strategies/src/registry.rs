@@ -77,6 +77,13 @@ impl Registry {
         &self.strategies.iter().find(|(k, _)| *k == kind).expect("build_all builds every kind").1
     }
 
+    /// Stops every strategy's own background work, each after finishing what it took.
+    pub async fn shutdown(&self) {
+        for strategy in self.iter() {
+            strategy.shutdown().await;
+        }
+    }
+
     /// Every strategy, in [`StrategyKind::ALL`] order.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn Strategy>> {
         self.strategies.iter().map(|(_, strategy)| strategy)

@@ -24,9 +24,9 @@
 //! with the load up to `Tuning::coalesce_max_batch`. One batcher serves every product; a batch
 //! that mixes products locks each of them once.
 //!
-//! The batcher starts on the first purchase and belongs to this strategy; it runs as long as the
-//! strategy lives, so a graceful shutdown, which waits for purchases in flight, still has it
-//! answer every queued purchase.
+//! The batcher starts on the first purchase and belongs to this strategy. A graceful shutdown
+//! ([`Strategy::shutdown`], once the server stops taking requests) closes its queue and waits
+//! while it commits and answers every purchase already queued.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
@@ -123,14 +123,23 @@ impl Strategy for SqlCoalesce {
     fn batch_sizes(&self) -> Option<BatchSizeSummary> {
         Some(self.sizes.summary())
     }
+
+    async fn shutdown(&self) {
+        if let Some(batcher) = self.batcher.get() {
+            batcher.shutdown().await;
+        }
+    }
 }
 
 /// The batch step died without answering (a panic): whether its transaction committed is
 /// settled by the order id.
 async fn settle_lost(pg: &PgPool, id: Uuid) -> Reply {
-    match fence::settle(pg, KIND, id, "batch_lost").await? {
-        Doubt::Committed => Ok(PurchaseOutcome::Placed(Receipt::confirmed(id, KIND))),
-        Doubt::Void => Err(StrategyError::Internal("the batch holding this purchase failed".into())),
+    match fence::settle(pg, KIND, id, "batch_lost").await {
+        Ok(Doubt::Committed) => Ok(PurchaseOutcome::Placed(Receipt::confirmed(id, KIND))),
+        Ok(Doubt::Void) => Err(StrategyError::Internal("the batch holding this purchase failed".into())),
+        Err(asked) => Err(StrategyError::InDoubt(format!(
+            "order {id}: its batch failed and PostgreSQL could not be asked whether it committed ({asked})"
+        ))),
     }
 }
 

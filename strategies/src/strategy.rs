@@ -53,6 +53,10 @@ pub trait Strategy: Send + Sync + fmt::Debug {
         Ok(None)
     }
 
+    /// Stops the strategy's own background work once no purchase will come any more, after
+    /// finishing what it took (the batcher answers what was queued). Most have none.
+    async fn shutdown(&self) {}
+
     /// How many purchases each of its commits carried, for strategies that commit many at once.
     /// `None` for the others.
     fn batch_sizes(&self) -> Option<BatchSizeSummary> {

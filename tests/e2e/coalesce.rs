@@ -255,3 +255,48 @@ async fn a_full_queue_answers_503_at_once(_: PoolOptions<Postgres>, connect: PgC
     }
     assert_eq!(app.stock(A).await, 84, "only the queued purchases sold");
 }
+
+/// A graceful shutdown stops taking purchases at once and waits while the batcher commits and
+/// answers every purchase already queued.
+#[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
+async fn shutdown_answers_every_queued_purchase(_: PoolOptions<Postgres>, connect: PgConnectOptions) {
+    let app =
+        spawn_app(connect.clone(), Setup { plan: plan_of(&[(LOCKED, 5), (A, 50)]), ..Setup::default() })
+            .await;
+    let lock = RowLock::take(&connect, LOCKED).await;
+    let strategy = Arc::clone(app.app.registry.get(KIND));
+    let blocker = {
+        let strategy = Arc::clone(&strategy);
+        let request = request(&[(LOCKED, 1)], None);
+        tokio::spawn(async move { strategy.purchase(&request).await })
+    };
+    wait_for_lock_waiters(&app.pool, 1, PATIENCE).await;
+    let requests: Vec<PurchaseRequest> = (0..5).map(|_| request(&[(A, 1)], None)).collect();
+    let queued = join_all(requests.iter().map(|request| strategy.purchase(request)));
+    tokio::pin!(queued);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), &mut queued).await.is_err(),
+        "the queued purchases wait for the held batch"
+    );
+
+    let shutdown = app.app.registry.shutdown();
+    tokio::pin!(shutdown);
+    // Its first poll closes the queue; it then waits for the batcher.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), &mut shutdown).await.is_err(),
+        "shutdown waits for the held batch and the queue"
+    );
+    let late = tokio::time::timeout(PATIENCE, strategy.purchase(&request(&[(A, 1)], None)))
+        .await
+        .expect("a purchase after the shutdown began is answered at once");
+    assert!(matches!(late, Err(StrategyError::Unavailable(_))), "refused once shutting down: {late:?}");
+
+    lock.release().await;
+    tokio::time::timeout(PATIENCE, shutdown).await.expect("shutdown ends once the queue is answered");
+    assert!(matches!(blocker.await.expect("blocker"), Ok(PurchaseOutcome::Placed(_))));
+    for answer in queued.await {
+        assert!(matches!(answer, Ok(PurchaseOutcome::Placed(_))), "a queued purchase is served: {answer:?}");
+    }
+    assert_eq!(app.stock(A).await, 45, "the five queued purchases sold, nothing after the shutdown began");
+    assert_eq!(app.order_count().await, 6, "the held purchase and the five queued ones");
+}
