@@ -300,3 +300,31 @@ async fn shutdown_answers_every_queued_purchase(_: PoolOptions<Postgres>, connec
     assert_eq!(app.stock(A).await, 45, "the five queued purchases sold, nothing after the shutdown began");
     assert_eq!(app.order_count().await, 6, "the held purchase and the five queued ones");
 }
+
+/// A crowd arriving at once is served in fewer commits than buyers: the batches gather while a
+/// commit is in flight, each within the cap, and every buyer is sold exactly one unit.
+#[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
+async fn a_crowd_shares_commits(_: PoolOptions<Postgres>, connect: PgConnectOptions) {
+    const BUYERS: usize = 200;
+    let setup = Setup {
+        plan: plan_of(&[(A, 1_000)]),
+        tuning: Tuning { coalesce_max_batch: 64, ..Tuning::default() },
+        ..Setup::default()
+    };
+    let app = Arc::new(spawn_app(connect, setup).await);
+    let answers =
+        all_at_once(&app, BUYERS, |app| async move { app.buy(KIND, &order_body(&[(A, 1)]), None).await })
+            .await;
+    for answer in &answers {
+        answer.assert_placed(KIND);
+    }
+    assert_eq!(app.stock(A).await, 1_000 - BUYERS as i64, "one unit per buyer");
+    assert_eq!(app.order_count().await, BUYERS as i64, "one order per buyer");
+    let batches = &app.stats_of(KIND).await["batches"];
+    assert_eq!(batches["requests"], BUYERS, "every purchase in exactly one batch: {batches}");
+    let (count, largest) = (batches["batches"].as_u64().unwrap(), batches["largest"].as_u64().unwrap());
+    assert!(count < BUYERS as u64, "buyers shared commits: {count} batches for {BUYERS} buyers: {batches}");
+    assert!((2..=64).contains(&largest), "batches formed, within the cap: {batches}");
+    let audit = app.audit().await;
+    assert_eq!(audit["clean"], true, "the books stay clean: {audit}");
+}
