@@ -8,7 +8,7 @@
 //! [`Coalescer::submit`] refuses at once when it is full rather than letting callers hang.
 //!
 //! The batcher owns a request from the moment it is queued: a caller that stops waiting changes
-//! nothing about what the step does with it. Closing the queue ([`Coalescer::close`]) lets the
+//! nothing about what the step does with it. Shutting down ([`Coalescer::shutdown`]) lets the
 //! batcher commit what is already queued, answer it, and stop. A step that panics drops its
 //! batch's answer channels (callers see [`Answer::Lost`] and must settle the outcome themselves);
 //! the batcher carries on with the next batch.
