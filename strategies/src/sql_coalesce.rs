@@ -6,7 +6,7 @@
 //! locks rows in), accepts orders greedily in arrival order while every line still fits
 //! (multi-item orders stay all-or-nothing), inserts the accepted ones in one multi-row statement
 //! and takes their units with a decrement that checks the stock again
-//! ([`crate::order_store::write_batch`] with [`StockTake::Checked`]). Refusals read as in
+//! (`order_store::write_batch` with `StockTake::Checked`). Refusals read as in
 //! `sql-atomic`: 404 for an unknown product, 409 `inventory_gate_conflict` for one the Redis gate
 //! sells, 409 sold out otherwise; a sale claims `products.gate = 'postgres'`.
 //!
