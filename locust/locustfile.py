@@ -40,6 +40,7 @@ STRATEGIES = (
     "sql-naive",
     "sql-for-update",
     "sql-atomic",
+    "sql-coalesce",
     "redis-decr",
     "redis-lua",
     "stream",
@@ -181,6 +182,11 @@ class Buyer(HttpUser):
     @task
     def sql_atomic(self) -> None:
         self.purchase("sql-atomic")
+
+    @tag("sql-coalesce")
+    @task
+    def sql_coalesce(self) -> None:
+        self.purchase("sql-coalesce")
 
     @tag("redis-decr")
     @task

@@ -273,6 +273,22 @@ mod tests {
     }
 
     #[test]
+    fn a_strategy_the_baseline_does_not_know_is_reported_but_not_gated() {
+        let rows = [
+            row("memory", 1, 1_000.0, Verdict::Clean, 0),
+            row("sql-atomic", 1, 250.0, Verdict::Clean, 0),
+            row("sql-coalesce", 1, 1.0, Verdict::Clean, 0),
+        ];
+        let report = gate(&rows, "ci");
+        assert!(report.passed, "a new strategy has no floor to fall below: {report:?}");
+        let new = report.ratios.iter().find(|check| check.strategy == "sql-coalesce").expect("reported");
+        assert_eq!((new.baseline, new.floor, new.passed), (None, None, true));
+        let invalid =
+            [row("memory", 1, 1_000.0, Verdict::Clean, 0), row("sql-coalesce", 1, 1.0, Verdict::Invalid, 2)];
+        assert!(!gate(&invalid, "ci").passed, "without a baseline its invariants are still gated");
+    }
+
+    #[test]
     fn rebaselining_keeps_other_profiles_and_the_tolerance() {
         let rows =
             [row("memory", 1, 1_000.0, Verdict::Clean, 0), row("sql-atomic", 1, 300.0, Verdict::Clean, 0)];
