@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use super::capacity::{self, CapacityFigures};
 use super::figures::StrategyFigures;
 use super::model::{Run, Verdict};
 use super::table;
@@ -45,9 +46,14 @@ const fn verdict_class(verdict: Option<Verdict>) -> &'static str {
     }
 }
 
-/// The page.
+/// The page: capacity first (headline, table), then the flash sale's, the run, the charts.
 #[must_use]
-pub fn page(run: &Run, figures: &[StrategyFigures], charts: &[Figure<'_>]) -> String {
+pub fn page(
+    run: &Run,
+    capacity: &[CapacityFigures],
+    figures: &[StrategyFigures],
+    charts: &[Figure<'_>],
+) -> String {
     let title = format!("checkout-bench results {}", run.id);
     let mut out = format!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>{}</title>\n\
@@ -55,11 +61,15 @@ pub fn page(run: &Run, figures: &[StrategyFigures], charts: &[Figure<'_>]) -> St
         escape(&title),
         escape(&title)
     );
-    for line in table::headline(figures, run.origin.audited()) {
+    for line in capacity::headline(capacity).into_iter().chain(table::headline(figures, run.origin.audited()))
+    {
         let _ = writeln!(out, "<p class=\"headline\">{}</p>", escape(&line));
     }
+    capacity_table(&mut out, capacity);
+    if !figures.is_empty() {
+        summary(&mut out, run, figures);
+    }
     metadata(&mut out, run);
-    summary(&mut out, run, figures);
     for chart in charts {
         // The SVG's own XML declaration is not allowed inside HTML.
         let svg = chart.svg.trim_start_matches(|c| c != '<').trim_start();
@@ -131,6 +141,25 @@ fn summary(out: &mut String, run: &Run, figures: &[StrategyFigures]) {
          when an unsafe-by-design strategy showed its known anomaly (flagged), red when a safe strategy showed \
          one (invalid: the run does not count).</p>\n",
     );
+}
+
+fn capacity_table(out: &mut String, figures: &[CapacityFigures]) {
+    if figures.is_empty() {
+        return;
+    }
+    out.push_str("<h2>Sustainable capacity</h2>\n<table class=\"capacity\">\n<tr>");
+    for header in capacity::HEADER {
+        let _ = write!(out, "<th>{}</th>", escape(header));
+    }
+    out.push_str("</tr>\n");
+    for row in capacity::rows(figures) {
+        out.push_str("<tr>");
+        for cell in &row {
+            let _ = write!(out, "<td>{}</td>", escape(cell));
+        }
+        out.push_str("</tr>\n");
+    }
+    let _ = writeln!(out, "</table>\n<p>{}</p>", escape(&capacity::legend(figures)));
 }
 
 fn errors(out: &mut String, run: &Run) {

@@ -32,12 +32,16 @@ pub struct Run {
     pub timeseries: Vec<TimeseriesRow>,
     pub latency: Vec<LatencyRow>,
     pub errors: Vec<ErrorRow>,
+    /// `capacity.csv` and `capacity_steps.csv`; empty when the run had no capacity step.
+    pub capacity: Vec<CapacityRow>,
+    pub capacity_steps: Vec<CapacityStepRow>,
     /// `gate.json`, when the gate ran.
     pub gate: Option<Gate>,
 }
 
 impl Run {
-    /// Strategy names in the order the run declared them (`run.json`), else first appearance.
+    /// Strategy names in the order the run declared them (`run.json`), else first appearance;
+    /// only those with a flash-sale summary.
     #[must_use]
     pub fn strategies(&self) -> Vec<String> {
         let mut names: Vec<String> =
@@ -61,5 +65,6 @@ pub struct Gate {
 }
 
 pub use crate::run_folder::{
-    ANOMALIES, ErrorRow, LatencyRow, Outcome, RunMeta, StrategyInfo, SummaryRow, TimeseriesRow, Verdict,
+    ANOMALIES, CapacityRow, CapacityStepRow, ErrorRow, LatencyRow, Outcome, RunMeta, StrategyInfo,
+    SummaryRow, TimeseriesRow, Verdict,
 };
