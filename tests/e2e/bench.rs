@@ -222,6 +222,16 @@ async fn bench_compare_writes_a_complete_results_folder_and_gates_it() {
     let capacity: Vec<CapacityRow> = read_csv(&run.join("capacity.csv")).unwrap();
     assert_eq!(capacity.len(), 2, "the ci preset runs a capacity step: one row per strategy");
     assert!(capacity.iter().all(|row| row.cap_rps == 2_000.0 && row.steps > 0), "{capacity:?}");
+    let page = std::fs::read_to_string(run.join("index.html")).unwrap();
+    let first = |text: &str| page.find(text).unwrap_or_else(|| panic!("the page has no {text:?}"));
+    assert!(
+        first("<h2>Sustainable capacity</h2>") < first("<h2>Summary</h2>"),
+        "capacity is the first table"
+    );
+    let first_figure = page[first("<figure>")..].split("</figure>").next().unwrap_or_default();
+    assert!(first_figure.contains("Sustainable capacity: p99"), "capacity is the first chart");
+    let markdown = std::fs::read_to_string(run.join("summary.md")).unwrap();
+    assert!(markdown.find("### Sustainable capacity") < markdown.find("### Flash sale"), "{markdown}");
     let timeseries: Vec<TimeseriesRow> = read_csv(&run.join("timeseries.csv")).unwrap();
     for strategy in ["memory", "sql-atomic"] {
         let last = timeseries.iter().rfind(|r| r.strategy == strategy && r.repetition == 1).unwrap();

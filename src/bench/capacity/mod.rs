@@ -35,9 +35,10 @@ pub struct CapacityArgs {
     /// Seconds each capacity probe offers load for [default: 2; compare --preset ci: 1].
     #[arg(long)]
     pub probe_secs: Option<f64>,
-    /// The first rate probed, requests per second; doubled while probes pass.
-    #[arg(long, default_value_t = 500.0)]
-    pub start_rate: f64,
+    /// The first rate probed, requests per second; doubled while probes pass, halved while they
+    /// fail [default: 1000; compare --preset ci: 500].
+    #[arg(long)]
+    pub start_rate: Option<f64>,
     /// Never probe above this rate, requests per second (the measured load generator ceiling
     /// lowers it further).
     #[arg(long, default_value_t = 64_000.0)]
@@ -46,7 +47,7 @@ pub struct CapacityArgs {
     /// passing one [default: 0.1; compare --preset ci: 0.25].
     #[arg(long)]
     pub resolution: Option<f64>,
-    /// Bisection stops after this many probes whatever the resolution [default: 4; compare
+    /// Bisection stops after this many probes whatever the resolution [default: 3; compare
     /// --preset ci: 2].
     #[arg(long)]
     pub max_bisections: Option<u32>,
@@ -112,18 +113,20 @@ impl CapacityArgs {
         connections: usize,
         drain_limit: Duration,
     ) -> anyhow::Result<Settings> {
-        let (probe_secs, resolution, max_bisections) = match depth {
-            Depth::Full => (2.0, 0.1, 4),
-            Depth::Short => (1.0, 0.25, 2),
+        // Full: about 7 probes of 2 s per strategy, so twelve strategies take about 3.5 minutes.
+        let (probe_secs, start, resolution, max_bisections) = match depth {
+            Depth::Full => (2.0, 1_000.0, 0.1, 3),
+            Depth::Short => (1.0, 500.0, 0.25, 2),
         };
+        let start = self.start_rate.unwrap_or(start);
         let probe = seconds(self.probe_secs.unwrap_or(probe_secs), "--probe-secs")?;
         anyhow::ensure!(!probe.is_zero(), "--probe-secs must be above 0");
         anyhow::ensure!(self.slo_ms > 0, "--slo-ms must be above 0");
         anyhow::ensure!(connections >= 1, "--connections must be at least 1");
         let search = SearchPlan {
-            start: self.start_rate,
+            start,
             cap: self.generator_cap.map_or(self.max_rate, |cap| cap.min(self.max_rate)),
-            floor: (self.start_rate / 32.0).max(1.0),
+            floor: (start / 32.0).max(1.0),
             resolution: self.resolution.unwrap_or(resolution),
             max_bisections: self.max_bisections.unwrap_or(max_bisections),
         };
