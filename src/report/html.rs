@@ -66,6 +66,7 @@ pub fn page(
         let _ = writeln!(out, "<p class=\"headline\">{}</p>", escape(&line));
     }
     capacity_table(&mut out, capacity);
+    capacity_steps(&mut out, run);
     if !figures.is_empty() {
         summary(&mut out, run, figures);
     }
@@ -113,6 +114,11 @@ fn metadata(out: &mut String, run: &Run) {
         let mut verdict = if gate.passed { "passed".to_owned() } else { "FAILED".to_owned() };
         if let Some(skipped) = &gate.skipped {
             let _ = write!(verdict, " (ratio gate skipped: {skipped})");
+        } else if let Some(metric) = &gate.metric {
+            let _ = write!(verdict, " (ratios of {metric} over memory)");
+        }
+        if let Some(note) = &gate.note {
+            let _ = write!(verdict, "; {note}");
         }
         items.push(("gate", verdict));
     }
@@ -160,6 +166,38 @@ fn capacity_table(out: &mut String, figures: &[CapacityFigures]) {
         out.push_str("</tr>\n");
     }
     let _ = writeln!(out, "</table>\n<p>{}</p>", escape(&capacity::legend(figures)));
+}
+
+/// Every probe of every search, folded away: the table above is what most readers want.
+fn capacity_steps(out: &mut String, run: &Run) {
+    if run.capacity_steps.is_empty() {
+        return;
+    }
+    out.push_str(
+        "<details>\n<summary>Search steps (every capacity probe)</summary>\n<table class=\"steps\">\n<tr><th>strategy</th>\
+         <th>repetition</th><th>step</th><th>phase</th><th>offered req/s</th><th>result</th><th>p99 ms</th>\
+         <th>unsent</th><th>errors</th><th>drain ms</th><th>why it failed</th></tr>\n",
+    );
+    for step in &run.capacity_steps {
+        let _ = writeln!(
+            out,
+            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0}</td><td>{}</td><td>{}</td>\
+             <td>{}</td><td>{}</td><td>{:.0}</td><td>{}</td></tr>",
+            if step.passed { "clean" } else { "flagged" },
+            escape(&step.strategy),
+            step.repetition,
+            step.step,
+            step.phase.as_str(),
+            step.offered_rps,
+            if step.passed { "pass" } else { "fail" },
+            step.p99_ms.map_or_else(|| "–".to_owned(), |ms| format!("{ms:.1}")),
+            step.unsent,
+            step.errors,
+            step.drain_ms,
+            escape(&step.failure),
+        );
+    }
+    out.push_str("</table>\n</details>\n");
 }
 
 fn errors(out: &mut String, run: &Run) {

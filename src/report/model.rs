@@ -62,6 +62,12 @@ pub struct Gate {
     pub passed: bool,
     #[serde(default)]
     pub skipped: Option<String>,
+    /// What the ratios divide (`capacity` or `sales_per_sec`); absent from older runs.
+    #[serde(default)]
+    pub metric: Option<String>,
+    /// What a reader must know about the ratios (the sales/s fallback, a lower-bound denominator).
+    #[serde(default)]
+    pub note: Option<String>,
 }
 
 pub use crate::run_folder::{
