@@ -128,6 +128,7 @@ pub async fn compare(flags: &CompareFlags, command: String) -> anyhow::Result<Co
     let (plan, preset_repeat) = flags.load.resolve()?;
     let repeat = flags.repeat.unwrap_or(preset_repeat);
     anyhow::ensure!(repeat >= 1, "--repeat must be at least 1");
+    let capacity = flags.capacity_settings(&plan)?;
     let git = meta::git();
     let folder = RunFolder::create(&flags.out, &git.short_sha)?;
     let started_at = chrono::Utc::now();
@@ -149,7 +150,6 @@ pub async fn compare(flags: &CompareFlags, command: String) -> anyhow::Result<Co
             order
         })
         .collect();
-    let capacity = flags.capacity_settings(&plan)?;
     let mut collected = Collected {
         capacity: capacity.as_ref().map(|_| capacity::Collected::default()),
         ..Collected::default()

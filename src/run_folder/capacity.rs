@@ -35,20 +35,6 @@ pub struct CapacityRow {
     pub steps: u32,
 }
 
-impl CapacityRow {
-    /// The capacity as people read it: `≥ 64000` at the cap, `< 250` when nothing passed.
-    #[must_use]
-    pub fn shown(&self, lowest_tried: Option<f64>) -> String {
-        if self.at_least {
-            format!("≥ {:.0}", self.capacity_rps)
-        } else if self.capacity_rps <= 0.0 {
-            lowest_tried.map_or_else(|| "none".to_owned(), |rate| format!("< {rate:.0}"))
-        } else {
-            format!("{:.0}", self.capacity_rps)
-        }
-    }
-}
-
 /// Why a search probed a rate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
