@@ -49,6 +49,7 @@ STRATEGIES = (
     "sql-naive",
     "sql-for-update",
     "sql-atomic",
+    "sql-coalesce",
     "redis-decr",
     "redis-lua",
     "stream",
@@ -192,6 +193,11 @@ class Buyer(HttpUser):
     @task
     def sql_atomic(self) -> None:
         self.purchase("sql-atomic")
+
+    @tag("sql-coalesce")
+    @task
+    def sql_coalesce(self) -> None:
+        self.purchase("sql-coalesce")
 
     @tag("redis-decr")
     @task

@@ -202,6 +202,7 @@ mod tests {
             StrategyKind::SqlNaive
             | StrategyKind::SqlForUpdate
             | StrategyKind::SqlAtomic
+            | StrategyKind::SqlCoalesce
             | StrategyKind::RedisDecr
             | StrategyKind::RedisLua => BackendClass::Postgres,
             StrategyKind::Stream | StrategyKind::StreamDeferred => BackendClass::Redis,

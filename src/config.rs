@@ -105,6 +105,11 @@ pub struct ServeArgs {
     #[arg(long, env = "RESERVATION_TTL_MS", default_value_t = 30_000)]
     pub reservation_ttl_ms: u64,
 
+    /// Most purchases `sql-coalesce` commits in one transaction. Batches form on their own while
+    /// the previous one commits; this only caps them.
+    #[arg(long, env = "COALESCE_MAX_BATCH", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub coalesce_max_batch: u32,
+
     /// Random products (ids 1..=N) a fresh, empty database is given at first start, next to the hot
     /// product 100 with 10,000 units.
     #[arg(long, env = "DEFAULT_PRODUCTS", default_value_t = 1_000)]
@@ -139,6 +144,7 @@ impl ServeArgs {
             naive_race_window: Duration::from_millis(self.naive_race_window_ms),
             conflict_retries: self.conflict_retries,
             reservation_ttl: Duration::from_millis(self.reservation_ttl_ms),
+            coalesce_max_batch: self.coalesce_max_batch as usize,
         }
     }
 

@@ -10,7 +10,8 @@ use tokio::net::TcpListener;
 
 use crate::app::AppState;
 
-/// Serves `state` on `listener` until `shutdown` resolves, then lets in-flight requests finish.
+/// Serves `state` on `listener` until `shutdown` resolves, then lets in-flight requests finish
+/// and the strategies finish what they took (a batcher answers its queue).
 ///
 /// # Errors
 /// When accepting connections fails for good.
@@ -19,8 +20,10 @@ pub async fn run(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let service = crate::http::app(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, service).with_graceful_shutdown(shutdown).await
+    let service = crate::http::app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let served = axum::serve(listener, service).with_graceful_shutdown(shutdown).await;
+    state.registry.shutdown().await;
+    served
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

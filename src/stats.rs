@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use checkout_strategies::coalescer::BatchSizeSummary;
 use checkout_strategies::{
     Backlog, OrderEntry, OrderStatus, OrderView, OwnLedger, PurchaseOutcome, PurchaseRequest, StockPlan,
     Strategy, StrategyError, StrategyKind,
@@ -97,6 +98,10 @@ pub struct StrategyStats {
     pub shed: u64,
     pub errors: BTreeMap<&'static str, u64>,
     pub latency: LatencySummary,
+    /// Purchases per commit, for strategies that commit many at once (`sql-coalesce`); absent
+    /// for the others.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batches: Option<BatchSizeSummary>,
 }
 
 impl Stats {
@@ -213,6 +218,7 @@ impl Stats {
                         p999_ms: ms(0.999),
                         max_ms: ms(1.0),
                     },
+                    batches: None,
                 }
             })
             .collect()
@@ -264,5 +270,13 @@ impl Strategy for Measured {
 
     async fn own_orders(&self) -> Result<Vec<OrderEntry>, StrategyError> {
         self.inner.own_orders().await
+    }
+
+    fn batch_sizes(&self) -> Option<BatchSizeSummary> {
+        self.inner.batch_sizes()
+    }
+
+    async fn shutdown(&self) {
+        self.inner.shutdown().await;
     }
 }

@@ -2,6 +2,11 @@
 //! fails it, and so does a `degraded` run whose server errors exceed `degraded_tolerance` of its
 //! requests. Speed is judged only as same-run ratios against the `memory` baseline strategy,
 //! because absolute figures on shared CI machines say more about the neighbours than the code.
+//!
+//! A ratio is of sustainable capacity (`capacity.csv`) when the run measured it, else of the
+//! flash sale's `sales_per_sec`: at a fixed offered rate every strategy fast enough sells at that
+//! rate, so sales/s ratios cannot see a regression above it. A baseline says which of the two it
+//! holds, and a run is compared on that one only.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -10,7 +15,28 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 pub use crate::run_folder::DENOMINATOR;
-use crate::run_folder::{Spread, SummaryRow, Verdict};
+use crate::run_folder::{CapacityRow, Spread, SummaryRow, Verdict};
+
+/// What a same-run ratio divides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RatioMetric {
+    /// Median `capacity_rps` (`capacity.csv`) over `memory`'s.
+    Capacity,
+    /// Median flash-sale `sales_per_sec` (`summary.csv`) over `memory`'s: the fallback for runs
+    /// without a capacity step, and what baselines written before capacity existed hold.
+    #[default]
+    SalesPerSec,
+}
+
+impl RatioMetric {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Capacity => "capacity",
+            Self::SalesPerSec => "sales/s (fallback)",
+        }
+    }
+}
 
 /// `results/baseline.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,7 +65,10 @@ const fn default_degraded_tolerance() -> f64 {
 pub struct ProfileBaseline {
     pub preset: String,
     pub run_id: String,
-    /// `sales_per_sec` of each strategy over `memory`'s, medians over repetitions.
+    /// What the ratios divide; files without the field hold sales/s ratios.
+    #[serde(default)]
+    pub metric: RatioMetric,
+    /// Each strategy's figure over `memory`'s, medians over repetitions.
     pub ratios: BTreeMap<String, f64>,
 }
 
@@ -107,6 +136,10 @@ pub struct GateReport {
     pub passed: bool,
     pub invalid: Vec<InvalidRun>,
     pub degraded: Vec<DegradedRun>,
+    /// What `ratios` divide; `None` when the ratio gate was skipped before choosing.
+    pub metric: Option<RatioMetric>,
+    /// What a reader must know about the ratios (a fallback, a lower-bound denominator).
+    pub note: Option<String>,
     pub ratios: Vec<RatioCheck>,
     pub baseline: Option<BaselineRef>,
     pub skipped: Option<String>,
@@ -140,10 +173,66 @@ pub fn ratios(rows: &[SummaryRow]) -> Result<BTreeMap<String, f64>, String> {
         .collect())
 }
 
-/// Judges a run's rows against `baseline` (read from `path`), for a run built with `profile` from
-/// `preset`.
+/// Median `capacity_rps` of each strategy over `memory`'s, and whether `memory`'s is only a lower
+/// bound (it passed at the load generator's ceiling), or why there is none.
+///
+/// # Errors
+/// When `memory` has no capacity in this run.
+pub fn capacity_ratios(rows: &[CapacityRow]) -> Result<(BTreeMap<String, f64>, bool), String> {
+    let mut by_strategy: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for row in rows {
+        by_strategy.entry(&row.strategy).or_default().push(row.capacity_rps);
+    }
+    let denominator = by_strategy.get(DENOMINATOR).and_then(|values| median(values)).ok_or_else(|| {
+        format!("`{DENOMINATOR}` has no capacity in this run: no capacity ratio can be taken")
+    })?;
+    if denominator <= 0.0 {
+        return Err(format!("`{DENOMINATOR}` sustained no probed rate in this run"));
+    }
+    let lower_bound = rows.iter().any(|row| row.strategy == DENOMINATOR && row.at_least);
+    let ratios = by_strategy
+        .into_iter()
+        .filter(|(strategy, _)| *strategy != DENOMINATOR)
+        .filter_map(|(strategy, values)| Some((strategy.to_owned(), median(&values)? / denominator)))
+        .collect();
+    Ok((ratios, lower_bound))
+}
+
+/// The run's ratios of `metric`, and a note for the reader.
+fn measured(
+    metric: RatioMetric,
+    rows: &[SummaryRow],
+    capacity: &[CapacityRow],
+) -> Result<(BTreeMap<String, f64>, Option<String>), String> {
+    match metric {
+        RatioMetric::Capacity if capacity.is_empty() => {
+            Err("the baseline holds capacity ratios and this run measured no capacity".to_owned())
+        }
+        RatioMetric::Capacity => capacity_ratios(capacity).map(|(ratios, lower_bound)| {
+            let note = lower_bound.then(|| {
+                format!(
+                    "`{DENOMINATOR}` passed at the load generator's ceiling: its capacity is a lower bound, \
+                     so every ratio is at most what it shows"
+                )
+            });
+            (ratios, note)
+        }),
+        RatioMetric::SalesPerSec => {
+            let note = if capacity.is_empty() {
+                "sales/s ratios: this run has no capacity figures"
+            } else {
+                "sales/s ratios (fallback): the baseline holds sales/s ratios, not capacity ones"
+            };
+            ratios(rows).map(|ratios| (ratios, Some(note.to_owned())))
+        }
+    }
+}
+
+/// Judges a run's rows (and its capacity rows, if any) against `baseline` (read from `path`), for
+/// a run built with `profile` from `preset`.
 pub fn check(
     rows: &[SummaryRow],
+    capacity: &[CapacityRow],
     baseline: &Baseline,
     path: &Path,
     profile: &str,
@@ -175,6 +264,8 @@ pub fn check(
         passed: invalid.is_empty() && degraded.is_empty(),
         invalid,
         degraded,
+        metric: None,
+        note: None,
         ratios: Vec::new(),
         baseline: None,
         skipped: None,
@@ -196,8 +287,12 @@ pub fn check(
         ));
         return report;
     }
-    let measured = match ratios(rows) {
-        Ok(measured) => measured,
+    report.metric = Some(reference.metric);
+    let measured = match measured(reference.metric, rows, capacity) {
+        Ok((measured, note)) => {
+            report.note = note;
+            measured
+        }
         Err(why) => {
             report.skipped = Some(why);
             return report;
@@ -213,18 +308,24 @@ pub fn check(
     report
 }
 
-/// This run's ratios as the baseline of `profile`, keeping the other profiles and the tolerance.
+/// This run's ratios as the baseline of `profile` (capacity ratios when the run measured capacity),
+/// keeping the other profiles and the tolerance.
 ///
 /// # Errors
 /// When the run has no ratios.
 pub fn rebaseline(
     existing: Option<Baseline>,
     rows: &[SummaryRow],
+    capacity: &[CapacityRow],
     profile: &str,
     preset: &str,
     run_id: &str,
 ) -> anyhow::Result<Baseline> {
-    let ratios = ratios(rows).map_err(|why| anyhow::anyhow!(why))?;
+    let (metric, ratios) = if capacity.is_empty() {
+        (RatioMetric::SalesPerSec, ratios(rows).map_err(|why| anyhow::anyhow!(why))?)
+    } else {
+        (RatioMetric::Capacity, capacity_ratios(capacity).map_err(|why| anyhow::anyhow!(why))?.0)
+    };
     let mut baseline = existing.unwrap_or(Baseline {
         tolerance: 0.5,
         degraded_tolerance: DEFAULT_DEGRADED_TOLERANCE,
@@ -233,7 +334,7 @@ pub fn rebaseline(
     });
     baseline.profiles.insert(
         profile.to_owned(),
-        ProfileBaseline { preset: preset.to_owned(), run_id: run_id.to_owned(), ratios },
+        ProfileBaseline { preset: preset.to_owned(), run_id: run_id.to_owned(), metric, ratios },
     );
     Ok(baseline)
 }
@@ -267,6 +368,7 @@ mod tests {
                 ProfileBaseline {
                     preset: preset.to_owned(),
                     run_id: "r0".to_owned(),
+                    metric: RatioMetric::SalesPerSec,
                     ratios: BTreeMap::from([("sql-atomic".to_owned(), 0.4)]),
                 },
             )]),
@@ -274,7 +376,7 @@ mod tests {
     }
 
     fn gate(rows: &[SummaryRow], preset: &str) -> GateReport {
-        check(rows, &baseline("ci"), Path::new("results/baseline.json"), "release", preset)
+        check(rows, &[], &baseline("ci"), Path::new("results/baseline.json"), "release", preset)
     }
 
     #[test]
@@ -339,17 +441,116 @@ mod tests {
         let report = gate(&[row("sql-atomic", 1, 100.0, Verdict::Clean, 0)], "ci");
         assert!(report.passed);
         assert!(report.skipped.unwrap().contains("memory"));
-        let report = check(&[], &baseline("ci"), Path::new("b.json"), "debug", "ci");
+        let report = check(&[], &[], &baseline("ci"), Path::new("b.json"), "debug", "ci");
         assert!(report.skipped.unwrap().contains("debug"));
+    }
+
+    #[test]
+    fn a_strategy_the_baseline_does_not_know_is_reported_but_not_gated() {
+        let rows = [
+            row("memory", 1, 1_000.0, Verdict::Clean, 0),
+            row("sql-atomic", 1, 250.0, Verdict::Clean, 0),
+            row("sql-coalesce", 1, 1.0, Verdict::Clean, 0),
+        ];
+        let report = gate(&rows, "ci");
+        assert!(report.passed, "a new strategy has no floor to fall below: {report:?}");
+        let new = report.ratios.iter().find(|check| check.strategy == "sql-coalesce").expect("reported");
+        assert_eq!((new.baseline, new.floor, new.passed), (None, None, true));
+        let invalid =
+            [row("memory", 1, 1_000.0, Verdict::Clean, 0), row("sql-coalesce", 1, 1.0, Verdict::Invalid, 2)];
+        assert!(!gate(&invalid, "ci").passed, "without a baseline its invariants are still gated");
     }
 
     #[test]
     fn rebaselining_keeps_other_profiles_and_the_tolerance() {
         let rows =
             [row("memory", 1, 1_000.0, Verdict::Clean, 0), row("sql-atomic", 1, 300.0, Verdict::Clean, 0)];
-        let updated = rebaseline(Some(baseline("ci")), &rows, "debug", "ci", "r1").unwrap();
+        let updated = rebaseline(Some(baseline("ci")), &rows, &[], "debug", "ci", "r1").unwrap();
         assert_eq!(updated.tolerance, 0.5);
         assert_eq!(updated.profiles.len(), 2);
         assert_eq!(updated.profiles["debug"].ratios["sql-atomic"], 0.3);
+        assert_eq!(updated.profiles["debug"].metric, RatioMetric::SalesPerSec, "no capacity: sales/s");
+        let capacity = [capacity_row("memory", 8_000.0, false), capacity_row("sql-atomic", 2_000.0, false)];
+        let updated = rebaseline(Some(baseline("ci")), &rows, &capacity, "debug", "ci", "r2").unwrap();
+        assert_eq!(updated.profiles["debug"].metric, RatioMetric::Capacity);
+        assert_eq!(updated.profiles["debug"].ratios["sql-atomic"], 0.25);
+        assert_eq!(updated.profiles["release"].metric, RatioMetric::SalesPerSec, "other profiles kept");
+    }
+
+    fn capacity_row(strategy: &str, capacity_rps: f64, at_least: bool) -> CapacityRow {
+        CapacityRow {
+            run_id: "r".to_owned(),
+            strategy: strategy.to_owned(),
+            repetition: 1,
+            safe: true,
+            slo_ms: 100.0,
+            probe_secs: 2.0,
+            cap_rps: 64_000.0,
+            capacity_rps,
+            at_least,
+            first_fail_rps: None,
+            sales_per_sec: capacity_rps,
+            achieved_rps: capacity_rps,
+            p50_ms: Some(1.0),
+            p99_ms: Some(5.0),
+            steps: 6,
+        }
+    }
+
+    fn capacity_baseline(ratio: f64) -> Baseline {
+        let mut baseline = baseline("ci");
+        let profile = baseline.profiles.get_mut("release").unwrap();
+        profile.metric = RatioMetric::Capacity;
+        profile.ratios = BTreeMap::from([("sql-atomic".to_owned(), ratio)]);
+        baseline
+    }
+
+    #[test]
+    fn a_capacity_baseline_gates_capacity_ratios_whatever_the_sales_per_sec() {
+        // The flash sale's sales/s tie (both sell at the offered rate); capacity tells them apart.
+        let rows =
+            [row("memory", 1, 9_700.0, Verdict::Clean, 0), row("sql-atomic", 1, 9_700.0, Verdict::Clean, 0)];
+        let capacity = [capacity_row("memory", 20_000.0, false), capacity_row("sql-atomic", 2_000.0, false)];
+        let path = Path::new("b.json");
+        let report = check(&rows, &capacity, &capacity_baseline(0.4), path, "release", "ci");
+        assert_eq!(report.metric, Some(RatioMetric::Capacity));
+        assert!((report.ratios[0].measured - 0.1).abs() < 1e-9, "{:?}", report.ratios);
+        assert!(!report.passed, "0.1 is below the floor 0.2, although sales/s say 1.0");
+        let report = check(&rows, &capacity, &capacity_baseline(0.15), path, "release", "ci");
+        assert!(report.passed);
+        let without = check(&rows, &[], &capacity_baseline(0.15), path, "release", "ci");
+        assert!(
+            without.skipped.unwrap().contains("no capacity"),
+            "never a sales/s ratio against a capacity one"
+        );
+    }
+
+    #[test]
+    fn a_sales_baseline_is_the_labelled_fallback_and_a_lower_bound_denominator_is_said() {
+        let rows =
+            [row("memory", 1, 1_000.0, Verdict::Clean, 0), row("sql-atomic", 1, 500.0, Verdict::Clean, 0)];
+        let capacity = [capacity_row("memory", 20_000.0, true), capacity_row("sql-atomic", 2_000.0, false)];
+        let report = gate_with(&rows, &capacity);
+        assert_eq!(report.metric, Some(RatioMetric::SalesPerSec));
+        assert!(report.note.unwrap().contains("fallback"));
+        assert_eq!(report.ratios[0].measured, 0.5, "sales/s against a sales/s baseline");
+        let path = Path::new("b.json");
+        let report = check(&rows, &capacity, &capacity_baseline(0.05), path, "release", "ci");
+        assert!(report.note.unwrap().contains("lower bound"), "memory at the ceiling is said");
+        let (ratios, lower_bound) = capacity_ratios(&capacity).unwrap();
+        assert!(lower_bound && (ratios["sql-atomic"] - 0.1).abs() < 1e-9);
+    }
+
+    fn gate_with(rows: &[SummaryRow], capacity: &[CapacityRow]) -> GateReport {
+        check(rows, capacity, &baseline("ci"), Path::new("results/baseline.json"), "release", "ci")
+    }
+
+    #[test]
+    fn a_strategy_without_a_baseline_is_not_gated() {
+        let rows = [row("memory", 1, 1_000.0, Verdict::Clean, 0), row("newcomer", 1, 1.0, Verdict::Clean, 0)];
+        let report = gate_with(&rows, &[]);
+        assert!(report.passed, "a newcomer far below memory does not fail: it has no baseline");
+        assert_eq!(report.ratios[0].floor, None);
+        assert!(super::super::describe_gate(&report).contains("not gated"));
     }
 }

@@ -1,12 +1,16 @@
 //! `bench`: the comparison. For each strategy, in a shuffled order per repetition: reset → load →
 //! drain → audit → join, then the run folder (`results/README.md`), the gate and the report.
 //!
+//! - [`capacity`]: the highest rate each strategy sustains within a latency objective.
 //! - [`options`]: flags and presets.
 //! - [`server`]: the server under test, spawned or reached, and its admin calls.
 //! - [`join`]: what clients were told against what the server holds.
 //! - [`gate`]: invariants and same-run ratios against `results/baseline.json`.
+//! - [`ceilings`]: `bench ceilings`, the raw tools' ceilings beside the strategies.
 //! - [`chaos`]: `bench chaos`, fault scenarios against a server and a Redis of its own.
 
+pub mod capacity;
+pub mod ceilings;
 pub mod chaos;
 pub mod gate;
 pub mod join;
@@ -43,6 +47,8 @@ pub struct Comparison {
     /// The strategies compared, in the server's order.
     pub strategies: Vec<StrategyInfo>,
     pub rows: Vec<SummaryRow>,
+    /// The capacity step's rows; empty when it did not run.
+    pub capacity: Vec<results::CapacityRow>,
     pub gate: Option<GateReport>,
 }
 
@@ -55,6 +61,8 @@ struct Collected {
     errors: Vec<ErrorRow>,
     /// Per strategy and outcome, merged over repetitions.
     histograms: BTreeMap<(String, Outcome), hdrhistogram::Histogram<u64>>,
+    /// `None` when the run has no capacity step.
+    capacity: Option<capacity::Collected>,
 }
 
 impl Collected {
@@ -78,6 +86,9 @@ impl Collected {
         results::write_csv(&folder.file("timeseries.csv"), &self.timeseries)?;
         results::write_csv(&folder.file("latency.csv"), &self.latency)?;
         results::write_csv(&folder.file("errors.csv"), &self.errors)?;
+        if let Some(capacity) = &self.capacity {
+            capacity.write(folder)?;
+        }
         for ((strategy, outcome), histogram) in &self.histograms {
             // The success path keeps the plain name it always had.
             let name = match outcome {
@@ -121,6 +132,7 @@ pub async fn compare(flags: &CompareFlags, command: String) -> anyhow::Result<Co
     let (plan, preset_repeat) = flags.load.resolve()?;
     let repeat = flags.repeat.unwrap_or(preset_repeat);
     anyhow::ensure!(repeat >= 1, "--repeat must be at least 1");
+    let capacity = flags.capacity_settings(&plan)?;
     let git = meta::git();
     let folder = RunFolder::create(&flags.out, &git.short_sha)?;
     let started_at = chrono::Utc::now();
@@ -142,9 +154,12 @@ pub async fn compare(flags: &CompareFlags, command: String) -> anyhow::Result<Co
             order
         })
         .collect();
-    let mut collected = Collected::default();
+    let mut collected = Collected {
+        capacity: capacity.as_ref().map(|_| capacity::Collected::default()),
+        ..Collected::default()
+    };
     let outcome = tokio::select! {
-        outcome = run_all(&server, &plan, flags, &folder, &orders, &mut collected) => outcome,
+        outcome = run_all(&server, &plan, flags, capacity.as_ref(), &folder, &orders, &mut collected) => outcome,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted: the runs finished before Ctrl-C are written")),
     };
     let meta = meta::RunMeta {
@@ -166,6 +181,7 @@ pub async fn compare(flags: &CompareFlags, command: String) -> anyhow::Result<Co
             "gate": flags.gate,
             "baseline": flags.baseline,
             "server_args": flags.server.server_args,
+            "capacity": capacity.as_ref().map(capacity::Settings::describe),
         }),
         strategies,
         repetition_order: orders.iter().map(|order| order.iter().map(|s| s.name.clone()).collect()).collect(),
@@ -178,9 +194,11 @@ pub async fn compare(flags: &CompareFlags, command: String) -> anyhow::Result<Co
     collected.write(&folder)?;
     folder.mark_latest(&flags.out)?;
     outcome?;
+    let capacity_rows = collected.capacity.map(|capacity| capacity.rows).unwrap_or_default();
     let gate = if flags.gate || flags.write_baseline {
         Some(judge(
             &collected.summary,
+            &capacity_rows,
             &folder,
             &flags.baseline,
             &meta.profile,
@@ -195,17 +213,29 @@ pub async fn compare(flags: &CompareFlags, command: String) -> anyhow::Result<Co
             crate::report::render(&folder.path).context("the run is written, but its report failed")?;
         eprintln!("bench: report {}", rendered.index_html.display());
     }
-    Ok(Comparison { folder, strategies: meta.strategies, rows: collected.summary, gate })
+    Ok(Comparison {
+        folder,
+        strategies: meta.strategies,
+        rows: collected.summary,
+        capacity: capacity_rows,
+        gate,
+    })
 }
 
 async fn run_all(
     server: &Server,
     plan: &LoadPlan,
     flags: &CompareFlags,
+    capacity: Option<&capacity::Settings>,
     folder: &RunFolder,
     orders: &[Vec<StrategyInfo>],
     collected: &mut Collected,
 ) -> anyhow::Result<()> {
+    if let (Some(settings), Some(into), Some(order)) = (capacity, collected.capacity.as_mut(), orders.first())
+    {
+        let cap = capacity::generator_cap(settings).await?;
+        capacity::measure(server, order, settings, cap, &folder.id, 1, into).await?;
+    }
     let repeat = orders.len();
     for (rep, order) in (1u32..).zip(orders) {
         for (position, strategy) in (1u32..).zip(order) {
@@ -346,6 +376,7 @@ fn one_line(row: &SummaryRow) -> String {
 /// When the baseline cannot be read or written.
 pub fn judge(
     rows: &[SummaryRow],
+    capacity: &[results::CapacityRow],
     folder: &RunFolder,
     baseline_path: &Path,
     profile: &str,
@@ -354,13 +385,13 @@ pub fn judge(
 ) -> anyhow::Result<GateReport> {
     if write_baseline {
         let existing = baseline_path.exists().then(|| Baseline::load(baseline_path)).transpose()?;
-        let updated = gate::rebaseline(existing, rows, profile, preset, &folder.id)?;
+        let updated = gate::rebaseline(existing, rows, capacity, profile, preset, &folder.id)?;
         std::fs::write(baseline_path, serde_json::to_string_pretty(&updated)? + "\n")
             .with_context(|| format!("cannot write {}", baseline_path.display()))?;
         eprintln!("bench: wrote the `{profile}` baseline to {}", baseline_path.display());
     }
     let baseline = Baseline::load(baseline_path)?;
-    let report = gate::check(rows, &baseline, baseline_path, profile, preset);
+    let report = gate::check(rows, capacity, &baseline, baseline_path, profile, preset);
     std::fs::write(folder.file("gate.json"), serde_json::to_string_pretty(&report)?)
         .with_context(|| format!("cannot write {}", folder.file("gate.json").display()))?;
     Ok(report)
@@ -383,7 +414,10 @@ pub fn check_folder(dir: &Path, baseline: &Path) -> anyhow::Result<GateReport> {
     let id = field("run_id")
         .unwrap_or_else(|| dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
     let rows: Vec<SummaryRow> = results::read_csv(&dir.join("summary.csv"))?;
-    judge(&rows, &RunFolder { id, path: PathBuf::from(&dir) }, baseline, &profile, &preset, false)
+    let capacity_path = dir.join("capacity.csv");
+    let capacity: Vec<results::CapacityRow> =
+        if capacity_path.exists() { results::read_csv(&capacity_path)? } else { Vec::new() };
+    judge(&rows, &capacity, &RunFolder { id, path: PathBuf::from(&dir) }, baseline, &profile, &preset, false)
 }
 
 /// The gate's verdict for people.
@@ -391,6 +425,12 @@ pub fn describe_gate(report: &GateReport) -> String {
     let mut lines = vec![format!("gate: {}", if report.passed { "passed" } else { "FAILED" })];
     for run in &report.invalid {
         lines.push(format!("  invalid: {} repetition {}: {:?}", run.strategy, run.repetition, run.anomalies));
+    }
+    if let Some(metric) = report.metric {
+        lines.push(format!("  ratios of {} over {}", metric.as_str(), gate::DENOMINATOR));
+    }
+    if let Some(note) = &report.note {
+        lines.push(format!("  note: {note}"));
     }
     for run in &report.degraded {
         lines.push(format!(
@@ -404,7 +444,7 @@ pub fn describe_gate(report: &GateReport) -> String {
     for ratio in &report.ratios {
         let against = match (ratio.baseline, ratio.floor) {
             (Some(baseline), Some(floor)) => format!("baseline {baseline:.3}, floor {floor:.3}"),
-            _ => "no baseline".to_owned(),
+            _ => "not gated: no baseline".to_owned(),
         };
         lines.push(format!(
             "  {:<16} {:.3}× memory ({against}){}",

@@ -7,23 +7,34 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
+use super::capacity::{CapacityArgs, Depth, Settings};
 use crate::loadgen::{LoadPlan, Model, Scenario};
 
 /// Starting points for the load flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Preset {
-    /// The flash sale: 10,000 purchases per second offered against 10,000 units of product 100,
-    /// three repetitions.
+    /// Capacity, then the flash sale: 10,000 purchases per second offered against 10,000 units
+    /// of product 100, two repetitions.
     Default,
-    /// A short comparison for CI (under two minutes for every strategy): 3,000 per second against
-    /// 2,000 units, one repetition.
+    /// A short comparison for CI: a short capacity search, then 3,000 per second against 2,000
+    /// units, one repetition.
     Ci,
     /// The seed's Locust shape: 5,500 users, each buying once every ten seconds.
     SeedLocust,
 }
 
 impl Preset {
+    /// How deep the capacity step of `compare` searches; `None`: no capacity step unless asked.
+    pub const fn capacity_depth(self) -> Option<Depth> {
+        match self {
+            Self::Default => Some(Depth::Full),
+            Self::Ci => Some(Depth::Short),
+            // Locust's shape is a closed model of users; the preset reproduces it, nothing more.
+            Self::SeedLocust => None,
+        }
+    }
+
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Default => "default",
@@ -50,13 +61,15 @@ impl Preset {
             user_rate: 0.1,
             ramp: Duration::from_secs(1),
             scenario,
-            duration: Duration::from_secs(30),
+            // The slowest strategies sell 10,000 units in 4-8 s here; a run still going at 15 s
+            // has said what it can.
+            duration: Duration::from_secs(15),
             max_requests: None,
             grace: Duration::from_secs(1),
             timeout: Duration::from_secs(30),
         };
         match self {
-            Self::Default => (default, 3),
+            Self::Default => (default, 2),
             Self::Ci => (
                 LoadPlan {
                     rate: 3_000.0,
@@ -235,9 +248,16 @@ pub struct CompareFlags {
     /// Strategies to compare, comma-separated [default: every strategy the server has].
     #[arg(long, value_delimiter = ',')]
     pub strategies: Vec<String>,
-    /// Repetitions; the order of strategies is shuffled in each [default: 3; ci, seed-locust: 1].
+    /// Repetitions of the flash sale; the order of strategies is shuffled in each [default: 2;
+    /// ci, seed-locust: 1].
     #[arg(long)]
     pub repeat: Option<u32>,
+    /// Search each strategy's sustainable capacity before the flash sale (`--capacity=false`
+    /// skips it) [default: true; seed-locust: false].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub capacity: Option<bool>,
+    #[command(flatten)]
+    pub capacity_search: CapacityArgs,
     /// Where run folders go.
     #[arg(long, default_value = "results")]
     pub out: PathBuf,
@@ -256,6 +276,26 @@ pub struct CompareFlags {
     /// Do not render the charts and the page after the run.
     #[arg(long)]
     pub no_report: bool,
+}
+
+impl CompareFlags {
+    /// The capacity step's settings for `plan` (its product and connections), `None` without one.
+    ///
+    /// # Errors
+    /// When a capacity flag makes no search.
+    pub fn capacity_settings(&self, plan: &LoadPlan) -> anyhow::Result<Option<Settings>> {
+        let preset = self.load.preset();
+        let depth = match (self.capacity, preset.capacity_depth()) {
+            (Some(false), _) => return Ok(None),
+            (Some(true), None) => Depth::Full,
+            (_, depth) => match depth {
+                Some(depth) => depth,
+                None => return Ok(None),
+            },
+        };
+        let drain = Duration::from_secs(self.drain_timeout_secs);
+        self.capacity_search.settings(depth, plan.scenario.hot_product, plan.connections, drain).map(Some)
+    }
 }
 
 #[cfg(test)]
@@ -286,7 +326,7 @@ mod tests {
         let (plan, repeat) = resolve(&[]).unwrap();
         assert_eq!(
             (plan.model, plan.rate, plan.scenario.hot_stock, repeat),
-            (Model::Open, 10_000.0, 10_000, 3)
+            (Model::Open, 10_000.0, 10_000, 2)
         );
         let (plan, _) = resolve(&["--preset", "seed-locust"]).unwrap();
         assert_eq!((plan.model, plan.users, plan.user_rate), (Model::Closed, 5_500, 0.1));

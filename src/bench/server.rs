@@ -89,6 +89,11 @@ impl Server {
         Ok(server)
     }
 
+    /// The process id of the server bench started (`None` for `--url`, or once it exited).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(tokio::process::Child::id)
+    }
+
     /// Whether bench started this server.
     pub const fn spawned(&self) -> bool {
         self.launch.is_some()

@@ -1,12 +1,15 @@
 //! `bench`: drives every strategy through the same flash sale and says which sells exactly the
-//! stock, and how fast. `bench compare` is the main job; `bench run` drives one strategy; `bench
-//! check` gates a finished run; `bench chaos` injects faults and says which strategy stays exact.
+//! stock, and how fast. `bench compare` is the main job; `bench capacity` searches each
+//! strategy's sustainable rate; `bench run` drives one strategy; `bench check` gates a finished
+//! run; `bench chaos` injects faults and says which strategy stays exact.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use checkout_bench::bench;
+use checkout_bench::bench::capacity::CapacityFlags;
+use checkout_bench::bench::ceilings::{self, CeilingFlags};
 use checkout_bench::bench::chaos::{self, ChaosFlags};
 use checkout_bench::bench::options::{CompareFlags, LoadFlags, ServerFlags};
 use checkout_bench::bench::server::{self, Server};
@@ -28,6 +31,10 @@ enum Command {
     /// Compare strategies: for each, reset → load → drain → audit, repeated; write
     /// results/<run-id>/ and render the report.
     Compare(Box<CompareFlags>),
+    /// Search each strategy's sustainable capacity: the highest offered rate with p99 (from the
+    /// intended send time) within --slo-ms, nothing unsent, no error; write capacity.csv and
+    /// capacity_steps.csv into results/<run-id>/ and render the report.
+    Capacity(Box<CapacityFlags>),
     /// Drive one strategy on a running server (no reset unless --reset) and print what clients saw.
     Run(Box<RunFlags>),
     /// Gate a finished run: exit 1 when a safe strategy's run is invalid or a throughput ratio fell
@@ -44,6 +51,10 @@ enum Command {
     /// strategy, a storm of buyers, the fault mid-storm, recovery, drain and audit; prints a table
     /// and exits 1 when a safe strategy is not exact.
     Chaos(Box<ChaosFlags>),
+    /// Measure the raw ceilings beside the strategies on this machine: wrk and our own client
+    /// against a static route and `memory`, redis-benchmark of each Redis strategy's command,
+    /// pgbench of `sql-atomic`'s statement; write ceilings.csv and ceiling_ratios.csv.
+    Ceilings(Box<CeilingFlags>),
     /// The checkout server itself (what `compare` starts when no --url is given).
     #[command(hide = true)]
     Serve(Box<ServerCli>),
@@ -85,13 +96,20 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
         Command::Compare(flags) => {
             let command_line = std::env::args().collect::<Vec<_>>().join(" ");
             let comparison = bench::compare(&flags, command_line).await?;
-            let names = comparison.strategies.iter().map(|s| s.name.clone()).collect();
+            let names: Vec<String> = comparison.strategies.iter().map(|s| s.name.clone()).collect();
+            let capacity = report::capacity::figures(&names, &comparison.capacity, &[]);
             let figures = report::figures::of_rows(names, &comparison.rows);
             println!();
-            for line in report::table::headline(&figures, true) {
+            for line in report::capacity::headline(&capacity)
+                .into_iter()
+                .chain(report::table::headline(&figures, true))
+            {
                 println!("{line}");
             }
-            println!("\n{}", report::table::text(&figures, true));
+            if !capacity.is_empty() {
+                println!("\nSustainable capacity\n{}", report::capacity::text(&capacity));
+            }
+            println!("\nFlash sale\n{}", report::table::text(&figures, true));
             println!("results: {}", comparison.folder.path.display());
             if let Some(gate) = &comparison.gate {
                 println!("{}", bench::describe_gate(gate));
@@ -99,6 +117,20 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::FAILURE);
                 }
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Capacity(flags) => {
+            let command_line = std::env::args().collect::<Vec<_>>().join(" ");
+            let measured = bench::capacity::run(&flags, command_line).await?;
+            let names: Vec<String> = measured.strategies.iter().map(|s| s.name.clone()).collect();
+            let capacity = report::capacity::figures(&names, &measured.rows, &[]);
+            println!();
+            for line in report::capacity::headline(&capacity) {
+                println!("{line}");
+            }
+            println!("\n{}", report::capacity::text(&capacity));
+            println!("{}", report::capacity::legend(&capacity));
+            println!("results: {}", measured.folder.path.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(flags) => {
@@ -149,6 +181,12 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 println!("chaos: a safe strategy was NOT EXACT under a fault");
                 Ok(ExitCode::FAILURE)
             }
+        }
+        Command::Ceilings(flags) => {
+            let report = ceilings::run(&flags).await?;
+            println!("\n{}", ceilings::table(&report));
+            println!("results: {}", report.folder.display());
+            Ok(ExitCode::SUCCESS)
         }
         Command::Serve(cli) => {
             let gone = std::env::var_os(server::PARENT_PIPE_ENV).is_some().then(parent_gone);

@@ -70,7 +70,11 @@ pub(super) async fn order(
 
 /// `GET /stats`: per-strategy counters and latency percentiles since the last reset.
 pub(super) async fn stats(State(state): State<AppState>) -> Json<Vec<StrategyStats>> {
-    Json(state.stats.snapshot())
+    let mut snapshot = state.stats.snapshot();
+    for line in &mut snapshot {
+        line.batches = state.registry.get(line.strategy).batch_sizes();
+    }
+    Json(snapshot)
 }
 
 /// The process-wide Prometheus recorder, installed on first use.

@@ -16,7 +16,13 @@ pub struct FigureSpec {
 }
 
 /// The figures `compare` reports, in table order.
-pub const FIGURES: [FigureSpec; 6] = [
+pub const FIGURES: [FigureSpec; 7] = [
+    FigureSpec {
+        key: "capacity_rps",
+        label: "capacity req/s",
+        higher_is_better: true,
+        value: |f| f.capacity_rps,
+    },
     FigureSpec {
         key: "sales_per_sec",
         label: "sales/s",
@@ -199,7 +205,8 @@ pub fn markdown(
 ) -> String {
     let mut out = format!(
         "# {new_id} against {old_id}\n\nEach cell is old → new (new ÷ old), medians over repetitions. \
-         Higher is better for sales/s and achieved req/s; lower for latency, time to sell out and anomalies.\n\n"
+         Higher is better for capacity, sales/s and achieved req/s; lower for latency, time to sell out and \
+         anomalies. Capacity is `–` where a run has none or only a lower bound (the load generator's ceiling).\n\n"
     );
     if !differences.is_empty() {
         let _ = writeln!(out, "**The runs differ in more than the code**: {}.\n", differences.join("; "));

@@ -36,6 +36,10 @@ pub struct StrategyFigures {
     pub anomalies: [u64; ANOMALIES.len()],
     /// The worst verdict of any repetition.
     pub verdict: Verdict,
+    /// Median sustainable capacity (`capacity.csv`), req/s; `None` without a capacity step, or
+    /// when it is only a lower bound (the load generator's ceiling): a bound is no figure to
+    /// compare.
+    pub capacity_rps: Option<f64>,
 }
 
 impl StrategyFigures {
@@ -49,7 +53,13 @@ impl StrategyFigures {
 /// Figures per strategy, in the run's strategy order.
 #[must_use]
 pub fn by_strategy(run: &Run) -> Vec<StrategyFigures> {
-    of_rows(run.strategies(), &run.summary)
+    let mut figures = of_rows(run.strategies(), &run.summary);
+    let capacity = super::capacity::figures(&[], &run.capacity, &run.capacity_steps);
+    for f in &mut figures {
+        f.capacity_rps =
+            capacity.iter().find(|c| c.name == f.name && !c.at_least).map(|c| c.capacity_rps.median);
+    }
+    figures
 }
 
 /// Figures of each strategy in `names`, from `summary.csv` rows, in that order.
@@ -98,6 +108,7 @@ fn strategy(name: String, rows: &[&SummaryRow]) -> Option<StrategyFigures> {
         time_to_sell_out_ms: Spread::of(sold_out),
         anomalies,
         verdict: rows.iter().map(|row| row.verdict).max()?,
+        capacity_rps: None,
         name,
     })
 }

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use super::capacity::{self, CapacityFigures};
 use super::figures::StrategyFigures;
 use super::model::{Run, Verdict};
 use super::table;
@@ -45,9 +46,14 @@ const fn verdict_class(verdict: Option<Verdict>) -> &'static str {
     }
 }
 
-/// The page.
+/// The page: capacity first (headline, table), then the flash sale's, the run, the charts.
 #[must_use]
-pub fn page(run: &Run, figures: &[StrategyFigures], charts: &[Figure<'_>]) -> String {
+pub fn page(
+    run: &Run,
+    capacity: &[CapacityFigures],
+    figures: &[StrategyFigures],
+    charts: &[Figure<'_>],
+) -> String {
     let title = format!("checkout-bench results {}", run.id);
     let mut out = format!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>{}</title>\n\
@@ -55,11 +61,16 @@ pub fn page(run: &Run, figures: &[StrategyFigures], charts: &[Figure<'_>]) -> St
         escape(&title),
         escape(&title)
     );
-    for line in table::headline(figures, run.origin.audited()) {
+    for line in capacity::headline(capacity).into_iter().chain(table::headline(figures, run.origin.audited()))
+    {
         let _ = writeln!(out, "<p class=\"headline\">{}</p>", escape(&line));
     }
+    capacity_table(&mut out, capacity);
+    capacity_steps(&mut out, run);
+    if !figures.is_empty() {
+        summary(&mut out, run, figures);
+    }
     metadata(&mut out, run);
-    summary(&mut out, run, figures);
     for chart in charts {
         // The SVG's own XML declaration is not allowed inside HTML.
         let svg = chart.svg.trim_start_matches(|c| c != '<').trim_start();
@@ -103,6 +114,11 @@ fn metadata(out: &mut String, run: &Run) {
         let mut verdict = if gate.passed { "passed".to_owned() } else { "FAILED".to_owned() };
         if let Some(skipped) = &gate.skipped {
             let _ = write!(verdict, " (ratio gate skipped: {skipped})");
+        } else if let Some(metric) = &gate.metric {
+            let _ = write!(verdict, " (ratios of {metric} over memory)");
+        }
+        if let Some(note) = &gate.note {
+            let _ = write!(verdict, "; {note}");
         }
         items.push(("gate", verdict));
     }
@@ -132,6 +148,57 @@ fn summary(out: &mut String, run: &Run, figures: &[StrategyFigures]) {
          requests got server errors (degraded), red when a safe strategy showed one (invalid: the run does \
          not count).</p>\n",
     );
+}
+
+fn capacity_table(out: &mut String, figures: &[CapacityFigures]) {
+    if figures.is_empty() {
+        return;
+    }
+    out.push_str("<h2>Sustainable capacity</h2>\n<table class=\"capacity\">\n<tr>");
+    for header in capacity::HEADER {
+        let _ = write!(out, "<th>{}</th>", escape(header));
+    }
+    out.push_str("</tr>\n");
+    for row in capacity::rows(figures) {
+        out.push_str("<tr>");
+        for cell in &row {
+            let _ = write!(out, "<td>{}</td>", escape(cell));
+        }
+        out.push_str("</tr>\n");
+    }
+    let _ = writeln!(out, "</table>\n<p>{}</p>", escape(&capacity::legend(figures)));
+}
+
+/// Every probe of every search, folded away: the table above is what most readers want.
+fn capacity_steps(out: &mut String, run: &Run) {
+    if run.capacity_steps.is_empty() {
+        return;
+    }
+    out.push_str(
+        "<details>\n<summary>Search steps (every capacity probe)</summary>\n<table class=\"steps\">\n<tr><th>strategy</th>\
+         <th>repetition</th><th>step</th><th>phase</th><th>offered req/s</th><th>result</th><th>p99 ms</th>\
+         <th>unsent</th><th>errors</th><th>drain ms</th><th>why it failed</th></tr>\n",
+    );
+    for step in &run.capacity_steps {
+        let _ = writeln!(
+            out,
+            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0}</td><td>{}</td><td>{}</td>\
+             <td>{}</td><td>{}</td><td>{:.0}</td><td>{}</td></tr>",
+            if step.passed { "clean" } else { "flagged" },
+            escape(&step.strategy),
+            step.repetition,
+            step.step,
+            step.phase.as_str(),
+            step.offered_rps,
+            if step.passed { "pass" } else { "fail" },
+            step.p99_ms.map_or_else(|| "–".to_owned(), |ms| format!("{ms:.1}")),
+            step.unsent,
+            step.errors,
+            step.drain_ms,
+            escape(&step.failure),
+        );
+    }
+    out.push_str("</table>\n</details>\n");
 }
 
 fn errors(out: &mut String, run: &Run) {

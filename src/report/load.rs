@@ -20,7 +20,7 @@ pub fn run(dir: &Path) -> anyhow::Result<Run> {
     if !dir.is_dir() {
         bail!("results folder {} does not exist (or is not a folder)", dir.display());
     }
-    if dir.join("summary.csv").exists() {
+    if dir.join("summary.csv").exists() || dir.join("capacity.csv").exists() {
         bench(dir)
     } else if locust::detect(dir)? {
         locust::load(dir)
@@ -33,12 +33,23 @@ pub fn run(dir: &Path) -> anyhow::Result<Run> {
     }
 }
 
+/// A bench folder: `bench compare` writes every file, `bench capacity` only `run.json` and the
+/// capacity files, and runs older than the capacity step have none of those.
 fn bench(dir: &Path) -> anyhow::Result<Run> {
     let meta: RunMeta = json(&dir.join("run.json"))?;
-    let summary = csv_rows(&dir.join("summary.csv"))?;
-    if summary.is_empty() {
-        bail!("{} has a header but no rows", dir.join("summary.csv").display());
+    let optional = |name: &str| dir.join(name).exists().then(|| dir.join(name));
+    let capacity = optional("capacity.csv").map(|path| csv_rows(&path)).transpose()?.unwrap_or_default();
+    let capacity_steps =
+        optional("capacity_steps.csv").map(|path| csv_rows(&path)).transpose()?.unwrap_or_default();
+    let has_summary = dir.join("summary.csv").exists();
+    let summary = if has_summary { csv_rows(&dir.join("summary.csv"))? } else { Vec::new() };
+    if summary.is_empty() && capacity.is_empty() {
+        bail!(
+            "{} has a header but no rows",
+            dir.join(if has_summary { "summary.csv" } else { "capacity.csv" }).display()
+        );
     }
+
     let gate_path = dir.join("gate.json");
     let gate: Option<Gate> = if gate_path.exists() { Some(json(&gate_path)?) } else { None };
     Ok(Run {
@@ -46,11 +57,18 @@ fn bench(dir: &Path) -> anyhow::Result<Run> {
         origin: Origin::Bench,
         meta: Some(meta),
         summary,
-        timeseries: csv_rows(&dir.join("timeseries.csv"))?,
-        latency: csv_rows(&dir.join("latency.csv"))?,
-        errors: csv_rows(&dir.join("errors.csv"))?,
+        timeseries: flash_sale(dir, "timeseries.csv", has_summary)?,
+        latency: flash_sale(dir, "latency.csv", has_summary)?,
+        errors: flash_sale(dir, "errors.csv", has_summary)?,
+        capacity,
+        capacity_steps,
         gate,
     })
+}
+
+/// A flash-sale file: required beside `summary.csv`, absent from a capacity-only folder.
+fn flash_sale<T: DeserializeOwned>(dir: &Path, name: &str, has_summary: bool) -> anyhow::Result<Vec<T>> {
+    if has_summary { csv_rows(&dir.join(name)) } else { Ok(Vec::new()) }
 }
 
 /// Reads a JSON file into `T`.

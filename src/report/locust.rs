@@ -427,6 +427,8 @@ fn to_run(id: String, entries: &[Entry], failures: &[FailureRow], audit: Option<
         timeseries: Vec::new(),
         latency: Vec::new(),
         errors: Vec::new(),
+        capacity: Vec::new(),
+        capacity_steps: Vec::new(),
         gate: None,
     };
     for (position, strategy) in (1..).zip(&strategies) {

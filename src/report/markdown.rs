@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 
+use super::capacity::{self, CapacityFigures};
 use super::figures::StrategyFigures;
 use super::model::Run;
 use super::table;
@@ -11,11 +12,12 @@ fn escape(cell: &str) -> String {
     cell.replace('|', "\\|")
 }
 
-/// The Markdown page: a heading naming the run, the table, and where the charts are.
+/// The Markdown page: a heading naming the run, the capacity table, the flash sale's table.
 #[must_use]
-pub fn summary(run: &Run, figures: &[StrategyFigures]) -> String {
+pub fn summary(run: &Run, capacity: &[CapacityFigures], figures: &[StrategyFigures]) -> String {
     let mut out = format!("## Results: {}\n\n", run.id);
-    for line in table::headline(figures, run.origin.audited()) {
+    for line in capacity::headline(capacity).into_iter().chain(table::headline(figures, run.origin.audited()))
+    {
         let _ = writeln!(out, "{line}  ");
     }
     out.push('\n');
@@ -33,6 +35,20 @@ pub fn summary(run: &Run, figures: &[StrategyFigures]) -> String {
             meta.host.arch
         );
     }
+    if !capacity.is_empty() {
+        out.push_str("### Sustainable capacity\n\n");
+        let _ = writeln!(out, "| {} |", capacity::HEADER.join(" | "));
+        let _ = writeln!(out, "|{}", "---|".repeat(capacity::HEADER.len()));
+        for row in capacity::rows(capacity) {
+            let cells: Vec<String> = row.iter().map(|cell| escape(cell)).collect();
+            let _ = writeln!(out, "| {} |", cells.join(" | "));
+        }
+        let _ = writeln!(out, "\n{}\n", capacity::legend(capacity));
+    }
+    if figures.is_empty() {
+        return out;
+    }
+    out.push_str("### Flash sale\n\n");
     let _ = writeln!(out, "| {} |", table::HEADER.join(" | "));
     let _ = writeln!(out, "|{}", "---|".repeat(table::HEADER.len()));
     for row in table::rows(figures, run.origin.audited()) {

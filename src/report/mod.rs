@@ -6,6 +6,7 @@
 //! combines repetitions, `chart` draws, [`html`] and [`markdown`] write pages, [`compare`] puts
 //! two runs side by side.
 
+pub mod capacity;
 mod chart;
 pub mod compare;
 pub mod figures;
@@ -22,7 +23,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 pub use chart::ChartFiles;
-use chart::{Anomalies, LatencySpectrum, Ratios, Throughput, UnitsLeft};
+use chart::{Anomalies, Capacity, LatencySpectrum, Ratios, Throughput, UnitsLeft};
 pub use compare::{FigureRatio, StrategyComparison};
 use figures::StrategyFigures;
 use model::{Outcome, Run};
@@ -49,28 +50,35 @@ pub struct Rendered {
 pub fn render(dir: &Path) -> anyhow::Result<Rendered> {
     let run = load::run(dir)?;
     let figures = figures::by_strategy(&run);
-    if figures.is_empty() {
+    let capacity = capacity_figures(&run);
+    if figures.is_empty() && capacity.is_empty() {
         anyhow::bail!("{}: no strategy has a summary to chart", dir.display());
     }
     let charts_dir = dir.join("charts");
-    let charts = vec![
-        (
-            chart::write(&Throughput { figures: &figures }, &charts_dir)?,
-            "Confirmed sales, sold-out and error answers per second by strategy.",
-        ),
-        (
-            chart::write(&latency_chart(&run, &figures), &charts_dir)?,
-            "Latency of successful purchases by percentile.",
-        ),
-        (
-            chart::write(&units_left_chart(&run, &figures), &charts_dir)?,
-            "Hot product stock as clients saw it, with the moment each strategy sold out.",
-        ),
-        (
-            chart::write(&Anomalies { figures: &figures, audited: run.origin.audited() }, &charts_dir)?,
-            "Anomalies found by the audit after each run; red cells are non-zero.",
-        ),
-    ];
+    let mut charts = Vec::new();
+    if !capacity.is_empty() {
+        charts.push((
+            chart::write(&Capacity { figures: &capacity }, &charts_dir)?,
+            "Sustainable capacity: the highest offered rate each strategy sustained within the latency \
+             objective, highest first, with its p99 at that rate; grey bars reached the load generator's \
+             ceiling (at least that fast).",
+        ));
+    }
+    if !figures.is_empty() {
+        charts.extend(flash_sale_charts(&run, &figures, &charts_dir)?);
+    }
+    // `bench ceilings` writes its ratios into the folder it measured beside (`--into`).
+    let ceiling_ratios = dir.join("ceiling_ratios.csv");
+    if ceiling_ratios.exists() {
+        let ratios: Vec<crate::run_folder::ceilings::CeilingRatioRow> = load::csv_rows(&ceiling_ratios)?;
+        if !ratios.is_empty() {
+            charts.push((
+                chart::write(&chart::CeilingRatios { ratios: &ratios }, &charts_dir)?,
+                "Each figure over the raw ceiling that bounds it, measured by `bench ceilings` in the \
+                 same folder; black marks are targets (orange: missed).",
+            ));
+        }
+    }
     let svgs: Vec<String> = charts
         .iter()
         .map(|(files, _)| {
@@ -80,15 +88,49 @@ pub fn render(dir: &Path) -> anyhow::Result<Rendered> {
     let inlined: Vec<html::Figure<'_>> =
         charts.iter().zip(&svgs).map(|((_, caption), svg)| html::Figure { caption, svg }).collect();
     let index_html = dir.join("index.html");
-    write(&index_html, &html::page(&run, &figures, &inlined))?;
+    write(&index_html, &html::page(&run, &capacity, &figures, &inlined))?;
     let summary_md = dir.join("summary.md");
-    write(&summary_md, &markdown::summary(&run, &figures))?;
+    write(&summary_md, &markdown::summary(&run, &capacity, &figures))?;
     Ok(Rendered {
         run_id: run.id,
         charts: charts.into_iter().map(|(files, _)| files).collect(),
         index_html,
         summary_md,
     })
+}
+
+/// The run's capacity figures, highest first; empty without a capacity step.
+#[must_use]
+pub fn capacity_figures(run: &Run) -> Vec<capacity::CapacityFigures> {
+    let order: Vec<String> =
+        run.meta.iter().flat_map(|meta| meta.strategies.iter().map(|s| s.name.clone())).collect();
+    capacity::figures(&order, &run.capacity, &run.capacity_steps)
+}
+
+/// The flash sale's charts, in page order.
+fn flash_sale_charts(
+    run: &Run,
+    figures: &[StrategyFigures],
+    charts_dir: &Path,
+) -> anyhow::Result<Vec<(ChartFiles, &'static str)>> {
+    Ok(vec![
+        (
+            chart::write(&Throughput { figures }, charts_dir)?,
+            "Confirmed sales, sold-out and error answers per second by strategy.",
+        ),
+        (
+            chart::write(&latency_chart(run, figures), charts_dir)?,
+            "Latency of successful purchases by percentile.",
+        ),
+        (
+            chart::write(&units_left_chart(run, figures), charts_dir)?,
+            "Hot product stock as clients saw it, with the moment each strategy sold out.",
+        ),
+        (
+            chart::write(&Anomalies { figures, audited: run.origin.audited() }, charts_dir)?,
+            "Anomalies found by the audit after each run; red cells are non-zero.",
+        ),
+    ])
 }
 
 fn write(path: &Path, text: &str) -> anyhow::Result<()> {

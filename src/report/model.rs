@@ -33,12 +33,16 @@ pub struct Run {
     pub timeseries: Vec<TimeseriesRow>,
     pub latency: Vec<LatencyRow>,
     pub errors: Vec<ErrorRow>,
+    /// `capacity.csv` and `capacity_steps.csv`; empty when the run had no capacity step.
+    pub capacity: Vec<CapacityRow>,
+    pub capacity_steps: Vec<CapacityStepRow>,
     /// `gate.json`, when the gate ran.
     pub gate: Option<Gate>,
 }
 
 impl Run {
-    /// Strategy names in the order the run declared them (`run.json`), else first appearance.
+    /// Strategy names in the order the run declared them (`run.json`), else first appearance;
+    /// only those with a flash-sale summary.
     #[must_use]
     pub fn strategies(&self) -> Vec<String> {
         let mut names: Vec<String> =
@@ -59,8 +63,15 @@ pub struct Gate {
     pub passed: bool,
     #[serde(default)]
     pub skipped: Option<String>,
+    /// What the ratios divide (`capacity` or `sales_per_sec`); absent from older runs.
+    #[serde(default)]
+    pub metric: Option<String>,
+    /// What a reader must know about the ratios (the sales/s fallback, a lower-bound denominator).
+    #[serde(default)]
+    pub note: Option<String>,
 }
 
 pub use crate::run_folder::{
-    ANOMALIES, ErrorRow, LatencyRow, Outcome, RunMeta, StrategyInfo, SummaryRow, TimeseriesRow, Verdict,
+    ANOMALIES, CapacityRow, CapacityStepRow, ErrorRow, LatencyRow, Outcome, RunMeta, StrategyInfo,
+    SummaryRow, TimeseriesRow, Verdict,
 };

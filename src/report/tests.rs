@@ -96,6 +96,25 @@ fn render_writes_every_output() {
 }
 
 #[test]
+fn ceiling_ratios_beside_a_run_get_their_chart() {
+    let dir = scratch("results-sample", "ceilings");
+    fs::write(
+        dir.join("ceiling_ratios.csv"),
+        "subject,subject_ops_per_sec,ceiling,ceiling_ops_per_sec,ceiling_min,ceiling_max,ratio,target,status\n\
+         memory,40000,wrk-static,100000,90000,110000,0.4,0.5,missed\n\
+         redis-lua,3000,redis-reserve-check,90000,85000,95000,0.033,,\n",
+    )
+    .unwrap();
+    let rendered = render(&dir).unwrap();
+    let chart = rendered.charts.iter().find(|c| c.name == "ceilings").expect("a ceilings chart");
+    let svg = fs::read_to_string(&chart.svg).unwrap();
+    assert!(svg.contains("memory / wrk-static") && svg.contains("target ≥0.50"), "labels drawn");
+    let html = fs::read_to_string(&rendered.index_html).unwrap();
+    assert_eq!(html.matches("<svg").count(), rendered.charts.len(), "every chart inlined");
+    fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
 fn a_malformed_csv_names_the_file_and_line() {
     let dir = scratch("results-sample", "malformed");
     let path = dir.join("summary.csv");
@@ -153,6 +172,31 @@ fn compare_reports_new_over_old() {
         fs::read_to_string(new.join("run.json")).unwrap().replace("20261125T104500Z-1c15c75", "new-run");
     fs::write(new.join("run.json"), run_json).unwrap();
 
+    // Capacity: memory from 8,000 to 12,000 req/s; sql-atomic's new figure is only a lower bound.
+    let capacity = |dir: &std::path::Path, memory: f64, atomic: f64, atomic_at_least: bool| {
+        let row = |strategy: &str, capacity: f64, at_least: bool| crate::run_folder::CapacityRow {
+            run_id: "r".into(),
+            strategy: strategy.into(),
+            repetition: 1,
+            safe: true,
+            slo_ms: 100.0,
+            probe_secs: 2.0,
+            cap_rps: 16_000.0,
+            capacity_rps: capacity,
+            at_least,
+            first_fail_rps: None,
+            sales_per_sec: capacity,
+            achieved_rps: capacity,
+            p50_ms: Some(1.0),
+            p99_ms: Some(9.0),
+            steps: 5,
+        };
+        let rows = [row("memory", memory, false), row("sql-atomic", atomic, atomic_at_least)];
+        crate::run_folder::write_csv(&dir.join("capacity.csv"), &rows).unwrap();
+    };
+    capacity(&old, 8_000.0, 2_000.0, false);
+    capacity(&new, 12_000.0, 16_000.0, true);
+
     let comparison = super::compare(&old, &new, &new).unwrap();
     assert_eq!(
         (comparison.old_id.as_str(), comparison.new_id.as_str()),
@@ -163,7 +207,9 @@ fn compare_reports_new_over_old() {
     assert_close(memory.ratio("sales_per_sec").unwrap(), 2.0);
     assert_close(memory.ratio("p99_ms").unwrap(), 1.0);
     assert_close(memory.ratio("anomalies").unwrap(), 1.0);
+    assert_close(memory.ratio("capacity_rps").unwrap(), 1.5);
     let atomic = &comparison.strategies[1];
+    assert_eq!(atomic.ratio("capacity_rps"), None, "a lower bound is not compared as a figure");
     assert_close(atomic.ratio("p99_ms").unwrap(), 0.5);
     assert_close(atomic.ratio("sales_per_sec").unwrap(), 1.0);
     let naive = &comparison.strategies[2];
@@ -172,7 +218,8 @@ fn compare_reports_new_over_old() {
 
     assert!(comparison.markdown.ends_with("compare-20261125T104500Z-1c15c75.md"));
     let md = fs::read_to_string(&comparison.markdown).unwrap();
-    assert!(md.contains("| memory | 2450 → 4900 (2.00×) |"), "{md}");
+    assert!(md.contains("| memory | 8000 → 12000 (1.50×) | 2450 → 4900 (2.00×) |"), "{md}");
+    assert!(md.contains("| sql-atomic | 2000 → – (–) |"), "{md}");
     assert!(fs::metadata(&comparison.chart.png).unwrap().len() > 0);
     assert!(comparison.text_table().contains("2450 → 4900 (2.00×)"));
     fs::remove_dir_all(old).unwrap();

@@ -734,9 +734,55 @@ mod tests {
         check(&TimeseriesRow::of(&key, &record), "timeseries.csv");
         check(&LatencyRow::of(&key, &record), "latency.csv");
         check(&ErrorRow::of(&key, &record), "errors.csv");
+        let ceiling = super::super::ceilings::CeilingRow {
+            run_id: "r".into(),
+            ceiling: "pg-hot-row".into(),
+            tool: "pgbench".into(),
+            operation: "o".into(),
+            clients: 8,
+            repetition: 1,
+            seconds: 1.0,
+            ops_per_sec: 1.0,
+            cpu_server: 0.0,
+            cpu_postgres: 0.0,
+            cpu_redis: 0.0,
+            cpu_rest: 0.0,
+        };
+        check(std::slice::from_ref(&ceiling), "ceilings.csv");
+        let ratios = super::super::ceilings::ratios(
+            &std::collections::BTreeMap::from([("sql-atomic".to_owned(), 1.0)]),
+            &[ceiling],
+        );
+        assert!(!ratios.is_empty());
+        check(&ratios, "ceiling_ratios.csv");
         let chaos =
             crate::bench::chaos::Row::skipped(crate::bench::chaos::Fault::Sigterm, "memory", true, "why");
         check(&[crate::bench::chaos::table::CsvLine::from(&chaos)], "chaos.csv");
+        let probe = crate::bench::capacity::probe::Measured {
+            record,
+            drain: Duration::ZERO,
+            failure: Some("why".into()),
+        };
+        let step = probe.row("r", "memory", 1, 1, super::super::Phase::Ramp, 500.0, false);
+        check(std::slice::from_ref(&step), "capacity_steps.csv");
+        let capacity = super::super::CapacityRow {
+            run_id: "r".into(),
+            strategy: "memory".into(),
+            repetition: 1,
+            safe: true,
+            slo_ms: 100.0,
+            probe_secs: 2.0,
+            cap_rps: 16_000.0,
+            capacity_rps: 8_000.0,
+            at_least: false,
+            first_fail_rps: Some(9_000.0),
+            sales_per_sec: 7_900.0,
+            achieved_rps: 8_000.0,
+            p50_ms: Some(1.0),
+            p99_ms: Some(9.0),
+            steps: 7,
+        };
+        check(&[capacity], "capacity.csv");
     }
 
     /// The serialized header, the declared columns and the documented ones are the same list.

@@ -5,16 +5,21 @@
 //! - [`files`]: the folder, its CSV rows and histograms.
 //! - [`meta`](mod@meta): `run.json`.
 //! - [`anomalies`]: what a run's join found.
+//! - [`ceilings`]: raw backend ceilings measured beside the strategies, and the ratios to them.
+//! - [`capacity`]: the sustainable capacity per strategy and the search behind it.
 //! - [`spread`]: median and range over repetitions.
 //! - [`strategy_info`]: a strategy as the folder records it.
 
 pub mod anomalies;
+pub mod capacity;
+pub mod ceilings;
 pub mod files;
 pub mod meta;
 pub mod spread;
 pub mod strategy_info;
 
 pub use anomalies::Anomalies;
+pub use capacity::{CapacityRow, CapacityStepRow, Phase};
 pub use files::{
     ANOMALIES, CsvRow, ErrorRow, LatencyRow, Outcome, PERCENTILES, RunFolder, RunKey, Settlement, SummaryRow,
     TimeseriesRow, Verdict, read_csv, server_errors, write_csv, write_hgrm,

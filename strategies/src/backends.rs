@@ -90,6 +90,8 @@ pub struct Tuning {
     pub conflict_retries: u32,
     /// How long a Redis reservation may wait for its order's commit before the sweeper settles it.
     pub reservation_ttl: Duration,
+    /// Most purchases `sql-coalesce` commits in one transaction.
+    pub coalesce_max_batch: usize,
 }
 
 impl Default for Tuning {
@@ -98,6 +100,7 @@ impl Default for Tuning {
             naive_race_window: Duration::ZERO,
             conflict_retries: 3,
             reservation_ttl: Duration::from_secs(30),
+            coalesce_max_batch: 256,
         }
     }
 }

@@ -24,7 +24,9 @@ impl StrategyKind {
     /// The background work this strategy needs, if any.
     pub const fn background(self) -> Option<Job> {
         match self {
-            Self::Memory | Self::SqlNaive | Self::SqlForUpdate | Self::SqlAtomic => None,
+            // `sql-coalesce`'s batcher serves its own purchases only: the strategy starts it on
+            // first use and owns it, so nothing runs for a server that never sells through it.
+            Self::Memory | Self::SqlNaive | Self::SqlForUpdate | Self::SqlAtomic | Self::SqlCoalesce => None,
             Self::RedisDecr | Self::RedisLua => Some(Job::ReservationSweeper),
             Self::Stream | Self::StreamDeferred => Some(Job::StreamWorker(self)),
         }

@@ -48,6 +48,33 @@ pub async fn settle(pg: &PgPool, kind: StrategyKind, id: Uuid, why: &str) -> Res
     })
 }
 
+const VOID_ALL: &str = r#"
+INSERT INTO orders (id, strategy, status, address, phone, email, reason)
+SELECT id, $2, 'void', '', '', '', $3 FROM UNNEST($1::uuid[]) AS id
+ON CONFLICT (id) DO NOTHING
+"#;
+
+const LIVE_AMONG: &str = "SELECT id FROM orders WHERE id = ANY($1) AND status <> 'void'";
+
+/// [`settle`] for many order ids in two statements (a batch written by one transaction whose
+/// `COMMIT` reply was lost): every id comes back [`Doubt::Committed`] or [`Doubt::Void`], for good.
+///
+/// # Errors
+/// When PostgreSQL does not answer: the doubt stays for every id.
+pub async fn settle_all(
+    pg: &PgPool,
+    kind: StrategyKind,
+    ids: &[Uuid],
+    why: &str,
+) -> Result<std::collections::HashMap<Uuid, Doubt>, StrategyError> {
+    // The insert waits for any transaction still writing one of these ids, so after it every id
+    // is either void (ours) or an order that committed.
+    sqlx::query(VOID_ALL).bind(ids).bind(kind.as_str()).bind(why).execute(pg).await?;
+    let live: std::collections::HashSet<Uuid> =
+        sqlx::query_scalar(LIVE_AMONG).bind(ids).fetch_all(pg).await?.into_iter().collect();
+    Ok(ids.iter().map(|&id| (id, if live.contains(&id) { Doubt::Committed } else { Doubt::Void })).collect())
+}
+
 /// The order's insert collided with its own id: somebody voided it while it was in doubt, and
 /// its units were (or are being) given back. Nothing was sold.
 pub fn is_voided(err: &sqlx::Error) -> bool {

@@ -26,6 +26,7 @@ use async_trait::async_trait;
 use sqlx::{FromRow, PgPool};
 use uuid::Uuid;
 
+use crate::coalescer::BatchSizeSummary;
 use crate::error::StrategyError;
 use crate::fence::{self, Doubt};
 use crate::kind::StrategyKind;
@@ -230,6 +231,14 @@ impl Strategy for Keyed {
 
     async fn own_orders(&self) -> Result<Vec<OrderEntry>, StrategyError> {
         self.inner.own_orders().await
+    }
+
+    fn batch_sizes(&self) -> Option<BatchSizeSummary> {
+        self.inner.batch_sizes()
+    }
+
+    async fn shutdown(&self) {
+        self.inner.shutdown().await;
     }
 }
 

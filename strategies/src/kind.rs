@@ -16,6 +16,7 @@ pub enum StrategyKind {
     SqlNaive,
     SqlForUpdate,
     SqlAtomic,
+    SqlCoalesce,
     RedisDecr,
     RedisLua,
     Stream,
@@ -77,11 +78,12 @@ pub struct Guarantees {
 
 impl StrategyKind {
     /// Every kind, in the order listings show them.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Memory,
         Self::SqlNaive,
         Self::SqlForUpdate,
         Self::SqlAtomic,
+        Self::SqlCoalesce,
         Self::RedisDecr,
         Self::RedisLua,
         Self::Stream,
@@ -95,6 +97,7 @@ impl StrategyKind {
             Self::SqlNaive => "sql-naive",
             Self::SqlForUpdate => "sql-for-update",
             Self::SqlAtomic => "sql-atomic",
+            Self::SqlCoalesce => "sql-coalesce",
             Self::RedisDecr => "redis-decr",
             Self::RedisLua => "redis-lua",
             Self::Stream => "stream",
@@ -162,6 +165,18 @@ impl StrategyKind {
                 queued: false,
                 description: "One conditional UPDATE ... WHERE stock >= quantity per item and the order \
                               insert in one transaction (one statement for single-item orders).",
+            },
+            Self::SqlCoalesce => Guarantees {
+                backend: "postgres",
+                gate: Gate::Postgres,
+                single_process: false,
+                reserves_before_accepting: true,
+                safe: true,
+                durable: true,
+                queued: false,
+                description: "Group commit: purchases join a batch, and one transaction locks the batch's \
+                              products, accepts orders in arrival order while they fit, inserts them in one \
+                              statement and commits; each buyer hears 201 or 409 after that COMMIT.",
             },
             Self::RedisDecr => Guarantees {
                 backend: "redis+postgres",

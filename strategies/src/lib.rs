@@ -9,7 +9,8 @@
 //! - [`catalog`]: reset, bulk `COPY`, and the SQL books the audit reads.
 //! - [`redis_stock`]: stock mirrored into Redis, and its recovery.
 //! - One file per mechanism: [`in_memory`], [`sql_naive`], [`sql_for_update`], [`sql_atomic`],
-//!   [`redis_decr`], [`redis_lua`].
+//!   [`sql_coalesce`], [`redis_decr`], [`redis_lua`].
+//! - [`coalescer`]: group commit for any batch step (the mechanism under `sql-coalesce`).
 //! - [`redis_stream`]: the queueing strategies (`stream`, `stream-deferred`) and their worker.
 //! - [`reservation`]: Redis reservations tied to order ids, their sweeper, and key recovery.
 //! - [`fence`]: settling a purchase whose outcome is in doubt, for good.
@@ -20,12 +21,14 @@
 pub mod backends;
 pub mod background;
 pub mod catalog;
+pub mod coalescer;
 pub mod error;
 pub mod fence;
 mod gates;
 mod idempotency;
 pub mod in_memory;
 pub mod kind;
+pub mod lua_sources;
 pub mod order;
 pub mod order_store;
 pub mod plan;
@@ -38,6 +41,7 @@ pub mod redis_stream;
 pub mod registry;
 pub mod reservation;
 pub mod sql_atomic;
+pub mod sql_coalesce;
 pub mod sql_for_update;
 pub mod sql_naive;
 mod sql_stock;

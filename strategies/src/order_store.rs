@@ -181,11 +181,27 @@ SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::int[])
 /// A void row is a fence, not the order: an id voided while in doubt was never written.
 const ALREADY_THERE: &str = "SELECT id FROM orders WHERE id = ANY($1) AND status <> 'void'";
 
-/// Takes a confirmed batch's units from PostgreSQL's stock. The Redis gate decided already, so
-/// the decrement is unconditional; the claim of the gate rides on it for strategies that do not
-/// claim before accepting (`stream-deferred`).
-const TAKE_FOR_BATCH: &str =
+/// Takes a confirmed batch's units from PostgreSQL's stock after the Redis gate decided: the
+/// decrement is unconditional; the claim of the gate rides on it for strategies that do not claim
+/// before accepting (`stream-deferred`).
+const TAKE_DECIDED: &str =
     "UPDATE products SET stock = stock - $2::bigint, gate = COALESCE(gate, 'redis') WHERE id = $1";
+
+/// Takes a batch's units when PostgreSQL's row is the gate: the caller checked the stock under
+/// the row lock, and the statement checks it again (and the gate) so a caller's mistake fails the
+/// batch instead of overselling. Claims the product for the PostgreSQL gate, as `sql-atomic` does.
+const TAKE_CHECKED: &str = "UPDATE products SET stock = stock - $2::bigint, gate = 'postgres' \
+                            WHERE id = $1 AND stock >= $2::bigint AND gate IS DISTINCT FROM 'redis'";
+
+/// How a batch's confirmed units leave PostgreSQL's stock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StockTake {
+    /// The Redis gate already decided: decrement unconditionally (the stream worker).
+    Decided,
+    /// PostgreSQL's row is the gate and the caller holds its lock (`SELECT … FOR UPDATE`) and
+    /// checked the stock: decrement only where it still fits, else fail the whole batch.
+    Checked,
+}
 
 /// One order of a batch, and how to write it.
 #[derive(Debug, Clone, Copy)]
@@ -239,16 +255,18 @@ impl From<BatchError> for StrategyError {
 }
 
 /// Writes `orders` on the caller's transaction, idempotently (`ON CONFLICT DO NOTHING` on the id
-/// and on the idempotency key), takes the confirmed ones' units from PostgreSQL's stock (summed
-/// per product, in product-id order: the order every writer locks rows in), and says what became
-/// of each order, in order. Only orders this call inserted move the stock, so a redelivered batch
-/// writes nothing twice.
+/// and on the idempotency key), takes the confirmed ones' units from PostgreSQL's stock as `take`
+/// says (summed per product, in product-id order: the order every writer locks rows in), and says
+/// what became of each order, in order. Only orders this call inserted move the stock, so a
+/// redelivered batch writes nothing twice.
 ///
 /// # Errors
-/// The batch's error; the caller's transaction must then roll back.
+/// The batch's error; the caller's transaction must then roll back. With [`StockTake::Checked`],
+/// a product whose stock no longer covers the batch's units fails the batch.
 pub(crate) async fn write_batch(
     conn: &mut PgConnection,
     orders: &[BatchOrder<'_>],
+    take: StockTake,
 ) -> Result<Vec<Written>, BatchError> {
     let mut columns = Columns::default();
     for order in orders {
@@ -298,7 +316,20 @@ pub(crate) async fn write_batch(
     }
     // BTreeMap iterates in product-id order: rows are locked in the order every writer uses.
     for (product, units) in taken {
-        sqlx::query(TAKE_FOR_BATCH).bind(product).bind(units).execute(&mut *conn).await?;
+        let statement = match take {
+            StockTake::Decided => TAKE_DECIDED,
+            StockTake::Checked => TAKE_CHECKED,
+        };
+        let moved =
+            sqlx::query(statement).bind(product).bind(units).execute(&mut *conn).await?.rows_affected();
+        if moved == 0 && take == StockTake::Checked {
+            return Err(BatchError {
+                transient: false,
+                message: format!(
+                    "product {product}: its stock no longer covers {units} units checked under lock"
+                ),
+            });
+        }
     }
     Ok(columns
         .ids

@@ -11,6 +11,7 @@ use crate::redis_decr::RedisDecr;
 use crate::redis_lua::RedisLua;
 use crate::redis_stream::{Stream, StreamDeferred};
 use crate::sql_atomic::SqlAtomic;
+use crate::sql_coalesce::SqlCoalesce;
 use crate::sql_for_update::SqlForUpdate;
 use crate::sql_naive::SqlNaive;
 use crate::strategy::Strategy;
@@ -26,6 +27,9 @@ pub fn build(kind: StrategyKind, backends: &Backends) -> Arc<dyn Strategy> {
             Arc::new(SqlForUpdate::new(backends.pg.clone(), backends.tuning.conflict_retries))
         }
         StrategyKind::SqlAtomic => Arc::new(SqlAtomic::new(backends.pg.clone())),
+        StrategyKind::SqlCoalesce => {
+            Arc::new(SqlCoalesce::new(backends.pg.clone(), backends.tuning.coalesce_max_batch))
+        }
         StrategyKind::RedisDecr => Arc::new(RedisDecr::new(
             backends.pg.clone(),
             backends.redis.clone(),
@@ -71,6 +75,13 @@ impl Registry {
     /// The strategy for `kind`.
     pub fn get(&self, kind: StrategyKind) -> &Arc<dyn Strategy> {
         &self.strategies.iter().find(|(k, _)| *k == kind).expect("build_all builds every kind").1
+    }
+
+    /// Stops every strategy's own background work, each after finishing what it took.
+    pub async fn shutdown(&self) {
+        for strategy in self.iter() {
+            strategy.shutdown().await;
+        }
     }
 
     /// Every strategy, in [`StrategyKind::ALL`] order.

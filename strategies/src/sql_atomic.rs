@@ -50,6 +50,11 @@ SELECT EXISTS (SELECT 1 FROM lines) AS placed,
        (SELECT gate FROM products WHERE id = $1) AS gate
 "#;
 
+/// The single-line purchase statement, for tools that measure it raw (`bench ceilings` runs it
+/// under pgbench). Parameters: product, quantity, order id, strategy, idempotency key, user,
+/// address, phone, email.
+pub const ONE_LINE_STATEMENT: &str = BUY_ONE_LINE;
+
 const TAKE_LINE: &str = "UPDATE products SET stock = stock - $2::bigint, gate = 'postgres' \
                          WHERE id = $1 AND stock >= $2::bigint AND gate IS DISTINCT FROM 'redis'";
 

@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::coalescer::BatchSizeSummary;
 use crate::error::StrategyError;
 use crate::kind::{Guarantees, StrategyKind};
 use crate::order::{OrderStatus, OrderView, PurchaseOutcome, PurchaseRequest};
@@ -50,6 +51,16 @@ pub trait Strategy: Send + Sync + fmt::Debug {
     /// An order this strategy keeps outside PostgreSQL.
     async fn own_order(&self, _id: Uuid) -> Result<Option<OrderView>, StrategyError> {
         Ok(None)
+    }
+
+    /// Stops the strategy's own background work once no purchase will come any more, after
+    /// finishing what it took (the batcher answers what was queued). Most have none.
+    async fn shutdown(&self) {}
+
+    /// How many purchases each of its commits carried, for strategies that commit many at once.
+    /// `None` for the others.
+    fn batch_sizes(&self) -> Option<BatchSizeSummary> {
+        None
     }
 
     /// Every order this strategy keeps outside PostgreSQL, for the load generator's join of what

@@ -10,7 +10,9 @@ use checkout_bench::bench::server::Server;
 use checkout_bench::bench::settle;
 use checkout_bench::loadgen::{self, LoadPlan, Model, RunRecord, Scenario};
 use checkout_bench::run_folder::Anomalies;
-use checkout_bench::run_folder::{LatencyRow, RunKey, SummaryRow, TimeseriesRow, Verdict, read_csv};
+use checkout_bench::run_folder::{
+    CapacityRow, CapacityStepRow, LatencyRow, RunKey, SummaryRow, TimeseriesRow, Verdict, read_csv,
+};
 use checkout_strategies::{Backends, StrategyKind, Tuning, redis_stream};
 use redis::AsyncCommands;
 use sqlx::Postgres;
@@ -234,7 +236,8 @@ async fn bench_compare_writes_a_complete_results_folder_and_gates_it() {
     let url = db.url();
     let args = format!(
         "compare --preset ci --strategies memory,sql-atomic --repeat 2 --rate 400 --hot-stock 150 \
-         --regular-weight 0 --duration-secs 4 --grace-ms 200 --out {} --database-url {url} --redis-prefix {prefix}",
+         --regular-weight 0 --duration-secs 4 --grace-ms 200 --probe-secs 0.5 --warmup-secs 0 --generator-cap 2000 \
+         --out {} --database-url {url} --redis-prefix {prefix}",
         out.display()
     );
     let output = bench(&args.split_whitespace().collect::<Vec<_>>());
@@ -256,6 +259,19 @@ async fn bench_compare_writes_a_complete_results_folder_and_gates_it() {
         assert!(row.dispatch_p99_ms.is_some(), "{row:?}");
         assert_eq!(row.durable_ms, None, "{}: durable when answered", row.strategy);
     }
+    let capacity: Vec<CapacityRow> = read_csv(&run.join("capacity.csv")).unwrap();
+    assert_eq!(capacity.len(), 2, "the ci preset runs a capacity step: one row per strategy");
+    assert!(capacity.iter().all(|row| row.cap_rps == 2_000.0 && row.steps > 0), "{capacity:?}");
+    let page = std::fs::read_to_string(run.join("index.html")).unwrap();
+    let first = |text: &str| page.find(text).unwrap_or_else(|| panic!("the page has no {text:?}"));
+    assert!(
+        first("<h2>Sustainable capacity</h2>") < first("<h2>Summary</h2>"),
+        "capacity is the first table"
+    );
+    let first_figure = page[first("<figure>")..].split("</figure>").next().unwrap_or_default();
+    assert!(first_figure.contains("Sustainable capacity: p99"), "capacity is the first chart");
+    let markdown = std::fs::read_to_string(run.join("summary.md")).unwrap();
+    assert!(markdown.find("### Sustainable capacity") < markdown.find("### Flash sale"), "{markdown}");
     let timeseries: Vec<TimeseriesRow> = read_csv(&run.join("timeseries.csv")).unwrap();
     for strategy in ["memory", "sql-atomic"] {
         let last = timeseries.iter().rfind(|r| r.strategy == strategy && r.repetition == 1).unwrap();
@@ -281,6 +297,8 @@ async fn bench_compare_writes_a_complete_results_folder_and_gates_it() {
         "summary.md",
         "charts/throughput.png",
         "charts/throughput.svg",
+        "charts/capacity.png",
+        "capacity_steps.csv",
     ] {
         let len = std::fs::metadata(run.join(file)).map(|m| m.len()).unwrap_or(0);
         assert!(len > 0, "{file} is missing or empty");
@@ -336,8 +354,113 @@ async fn bench_names_the_strategies_it_knows_when_asked_for_another(
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--rate"), "a bad flag is named");
 }
 
+/// `bench capacity` against its own server: each strategy gets a capacity from probes it records,
+/// and the strategy that commits every sale to one PostgreSQL row sustains less than the one that
+/// counts in memory.
+#[tokio::test]
+async fn bench_capacity_ranks_memory_above_sql_atomic_and_records_every_probe() {
+    let db = ScratchDatabase::new();
+    let out = tempdir();
+    let prefix = format!("e2e-{}:", uuid::Uuid::new_v4().simple());
+    let url = db.url();
+    let args = format!(
+        "capacity --strategies memory,sql-atomic --probe-secs 1 --warmup-secs 0.2 --start-rate 250 \
+         --max-rate 8000 --generator-cap 8000 --resolution 0.25 --max-bisections 2 --connections 64 \
+         --out {} --database-url {url} --redis-prefix {prefix}",
+        out.display()
+    );
+    let output = bench(&args.split_whitespace().collect::<Vec<_>>());
+    db.drop_it().await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "bench capacity failed:\n{stderr}");
+    assert!(
+        stderr.lines().any(|line| line.starts_with("[capacity · sql-atomic] 250/s: ")),
+        "one progress line per probe:\n{stderr}"
+    );
+
+    let run = out.join("latest").canonicalize().expect("results/latest points at the run");
+    let rows: Vec<CapacityRow> = read_csv(&run.join("capacity.csv")).unwrap();
+    let steps: Vec<CapacityStepRow> = read_csv(&run.join("capacity_steps.csv")).unwrap();
+    let of = |name: &str| {
+        rows.iter().find(|row| row.strategy == name).unwrap_or_else(|| panic!("{name}: {rows:?}"))
+    };
+    for row in &rows {
+        assert!(row.capacity_rps > 0.0, "{}: some rate passed: {row:?}", row.strategy);
+        assert!(row.capacity_rps <= 8_000.0 && row.cap_rps == 8_000.0, "never above the cap: {row:?}");
+        assert!(row.p99_ms.is_some_and(|p99| p99 <= 100.0), "the passing probe met the objective: {row:?}");
+        let mine: Vec<&CapacityStepRow> = steps.iter().filter(|step| step.strategy == row.strategy).collect();
+        assert_eq!(mine.len(), row.steps as usize, "{}: every probe recorded", row.strategy);
+        assert!(
+            mine.iter().any(|step| step.passed && step.offered_rps == row.capacity_rps),
+            "{}: the capacity is a rate that passed",
+            row.strategy
+        );
+        for step in &mine {
+            assert_eq!(step.passed, step.failure.is_empty(), "a failure says why: {step:?}");
+            if step.passed {
+                assert_eq!((step.errors, step.unsent, step.sold_out), (0, 0, 0), "{step:?}");
+                assert!(step.offered_rps <= row.capacity_rps, "no pass above the capacity: {step:?}");
+            }
+        }
+        if let Some(fail) = row.first_fail_rps {
+            assert!(fail > row.capacity_rps);
+            assert!(mine.iter().any(|step| !step.passed && step.offered_rps == fail));
+        } else {
+            assert!(row.at_least, "no failure below the cap means at least the cap: {row:?}");
+        }
+    }
+    assert!(
+        of("sql-atomic").capacity_rps < of("memory").capacity_rps,
+        "one PostgreSQL row per sale sustains less than memory: {rows:?}"
+    );
+    let page = std::fs::read_to_string(run.join("index.html")).unwrap();
+    assert!(page.contains("Sustainable capacity"), "the page shows the capacity table");
+    assert!(std::fs::metadata(run.join("charts/capacity.png")).is_ok_and(|m| m.len() > 0));
+    let _ = std::fs::remove_dir_all(&out);
+}
+
 fn tempdir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("bench-e2e-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// `bench ceilings` measures real tools against the real services and writes both files; the
+/// subset needs only what the services' own packages bring (pgbench, redis-benchmark).
+#[tokio::test]
+async fn bench_ceilings_measures_the_raw_tools_and_writes_its_files() {
+    use checkout_bench::run_folder::ceilings::CeilingRow;
+    let db = ScratchDatabase::new();
+    let out = tempdir();
+    let prefix = format!("e2e-{}:", uuid::Uuid::new_v4().simple());
+    let url = db.url();
+    let args = format!(
+        "ceilings --repeat 2 --secs 1 --pg-clients 2,4 --redis-clients 4 --connections 4 \
+         --only client-static,client-memory,redis-reserve-check,pg-hot-row \
+         --out {} --database-url {url} --redis-prefix {prefix}",
+        out.display()
+    );
+    let output = tokio::task::spawn_blocking(move || bench(&args.split_whitespace().collect::<Vec<_>>()))
+        .await
+        .unwrap();
+    db.drop_it().await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "bench ceilings failed:\n{stderr}");
+    assert!(stderr.contains("[ceilings · rep 2/2 · pg-hot-row · c=4]"), "one progress line each:\n{stderr}");
+    let folder = std::fs::read_dir(&out).unwrap().flatten().find(|e| e.path().is_dir()).unwrap().path();
+    let rows: Vec<CeilingRow> = read_csv(&folder.join("ceilings.csv")).unwrap();
+    assert_eq!(rows.len(), 2 * (1 + 1 + 1 + 2), "every ceiling × client count × repetition: {rows:?}");
+    for row in &rows {
+        assert!(row.ops_per_sec > 0.0 && row.seconds > 0.0, "{row:?}");
+    }
+    let pg: Vec<_> = rows.iter().filter(|r| r.ceiling == "pg-hot-row").collect();
+    assert!(pg.iter().any(|r| r.cpu_postgres > 0.0), "PostgreSQL's CPU is counted: {pg:?}");
+    let client: Vec<_> = rows.iter().filter(|r| r.ceiling == "client-memory").collect();
+    assert!(client.iter().any(|r| r.cpu_server > 0.0), "the server's CPU is counted: {client:?}");
+    let ratios = std::fs::read_to_string(folder.join("ceiling_ratios.csv")).unwrap();
+    assert!(ratios.starts_with("subject,"), "{ratios}");
+    let bad = bench(&["ceilings", "--only", "wrk-turbo"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown ceiling \"wrk-turbo\""));
+    let _ = std::fs::remove_dir_all(&out);
 }

@@ -99,6 +99,7 @@ contention_tests! {
     sql_naive_is_caught_overselling => StrategyKind::SqlNaive,
     sql_for_update_sells_exactly_the_stock => StrategyKind::SqlForUpdate,
     sql_atomic_sells_exactly_the_stock => StrategyKind::SqlAtomic,
+    sql_coalesce_sells_exactly_the_stock => StrategyKind::SqlCoalesce,
     redis_decr_sells_exactly_the_stock => StrategyKind::RedisDecr,
     redis_lua_sells_exactly_the_stock => StrategyKind::RedisLua,
     stream_accepts_and_persists_exactly_the_stock => StrategyKind::Stream,

@@ -136,4 +136,5 @@ disconnect_tests! {
     sql_naive_completes_after_the_client_left, sql_naive_completes_after_the_request_timeout => StrategyKind::SqlNaive,
     sql_for_update_completes_after_the_client_left, sql_for_update_completes_after_the_request_timeout => StrategyKind::SqlForUpdate,
     sql_atomic_completes_after_the_client_left, sql_atomic_completes_after_the_request_timeout => StrategyKind::SqlAtomic,
+    sql_coalesce_completes_after_the_client_left, sql_coalesce_completes_after_the_request_timeout => StrategyKind::SqlCoalesce,
 }

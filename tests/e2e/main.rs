@@ -6,6 +6,7 @@ mod backend_down;
 mod bad_input;
 mod bench;
 mod chaos;
+mod coalesce;
 mod contention;
 mod disconnect;
 mod faults;

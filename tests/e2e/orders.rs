@@ -91,6 +91,14 @@ async fn sql_atomic_multi_item_orders_are_all_or_nothing(
     multi_item_orders_are_all_or_nothing(connect, StrategyKind::SqlAtomic).await;
 }
 
+#[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
+async fn sql_coalesce_multi_item_orders_are_all_or_nothing(
+    _: PoolOptions<Postgres>,
+    connect: PgConnectOptions,
+) {
+    multi_item_orders_are_all_or_nothing(connect, StrategyKind::SqlCoalesce).await;
+}
+
 /// Orders holding `key` in the books `kind` sells from.
 async fn orders_with_key(app: &TestApp, kind: StrategyKind, key: &str) -> i64 {
     if kind.spec().persists_to_postgres() {
@@ -197,6 +205,7 @@ idempotency_tests! {
     sql_naive_replays_a_key, sql_naive_replays_a_key_sent_concurrently => StrategyKind::SqlNaive,
     sql_for_update_replays_a_key, sql_for_update_replays_a_key_sent_concurrently => StrategyKind::SqlForUpdate,
     sql_atomic_replays_a_key, sql_atomic_replays_a_key_sent_concurrently => StrategyKind::SqlAtomic,
+    sql_coalesce_replays_a_key, sql_coalesce_replays_a_key_sent_concurrently => StrategyKind::SqlCoalesce,
     redis_decr_replays_a_key, redis_decr_replays_a_key_sent_concurrently => StrategyKind::RedisDecr,
     redis_lua_replays_a_key, redis_lua_replays_a_key_sent_concurrently => StrategyKind::RedisLua,
     stream_replays_a_key, stream_replays_a_key_sent_concurrently => StrategyKind::Stream,

@@ -808,7 +808,10 @@ fn shelves(world: &World, kind: StrategyKind) -> Vec<BTreeMap<i64, i64>> {
                 })
                 .collect(),
         ],
-        StrategyKind::SqlNaive | StrategyKind::SqlForUpdate | StrategyKind::SqlAtomic => vec![pg()],
+        StrategyKind::SqlNaive
+        | StrategyKind::SqlForUpdate
+        | StrategyKind::SqlAtomic
+        | StrategyKind::SqlCoalesce => vec![pg()],
         // Reserved in Redis, committed to PostgreSQL before the answer: both move.
         StrategyKind::RedisDecr | StrategyKind::RedisLua => vec![pg(), redis()],
         StrategyKind::Stream => vec![redis()],
@@ -825,6 +828,7 @@ fn orders_held(world: &World, kind: StrategyKind) -> i64 {
         StrategyKind::SqlNaive
         | StrategyKind::SqlForUpdate
         | StrategyKind::SqlAtomic
+        | StrategyKind::SqlCoalesce
         | StrategyKind::RedisDecr
         | StrategyKind::RedisLua => world.pg.orders,
     }
@@ -995,6 +999,7 @@ macro_rules! form_properties {
 json_properties! {
     json_purchase_bodies_memory => StrategyKind::Memory,
     json_purchase_bodies_sql_atomic => StrategyKind::SqlAtomic,
+    json_purchase_bodies_sql_coalesce => StrategyKind::SqlCoalesce,
     json_purchase_bodies_redis_lua => StrategyKind::RedisLua,
     json_purchase_bodies_stream => StrategyKind::Stream,
 }

@@ -3,6 +3,8 @@
 //! `ab_glyph` backend finds none on its own.
 
 mod anomalies;
+mod capacity;
+mod ceilings;
 mod latency;
 mod ratios;
 mod throughput;
@@ -21,6 +23,8 @@ use plotters::style::FontStyle;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 pub(crate) use anomalies::Anomalies;
+pub(crate) use capacity::Capacity;
+pub(crate) use ceilings::CeilingRatios;
 pub(crate) use latency::{Curve, LatencySpectrum};
 pub(crate) use ratios::Ratios;
 pub(crate) use throughput::Throughput;

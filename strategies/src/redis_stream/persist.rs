@@ -9,7 +9,7 @@ use sqlx::PgPool;
 use super::QueuedOrder;
 use crate::order::OrderStatus;
 pub(super) use crate::order_store::Written;
-use crate::order_store::{BatchError, BatchOrder, write_batch};
+use crate::order_store::{BatchError, BatchOrder, StockTake, write_batch};
 
 /// One order to write, and how.
 #[derive(Debug)]
@@ -43,7 +43,7 @@ impl ToWrite<'_> {
 pub(super) async fn write(pg: &PgPool, orders: &[ToWrite<'_>]) -> Result<Vec<Written>, BatchError> {
     let batch: Vec<BatchOrder<'_>> = orders.iter().map(ToWrite::batch_order).collect();
     let mut tx = pg.begin().await?;
-    let written = write_batch(&mut tx, &batch).await?;
+    let written = write_batch(&mut tx, &batch, StockTake::Decided).await?;
     tx.commit().await?;
     Ok(written)
 }

@@ -22,6 +22,9 @@ const OTHER: i64 = 7;
 const PRODUCTS: [(i64, i64); 2] = [(HOT, 10), (OTHER, 10)];
 /// Replies lost per run.
 const LOST: usize = 3;
+/// Replies lost per run of a batching strategy: one `COMMIT` may sell the whole stock, so only
+/// the first is certain to come.
+const LOST_IN_BATCHES: usize = 1;
 
 /// `sql-atomic`'s one-line purchase is a single statement in autocommit: it sends no `COMMIT`, so
 /// the reply lost is the one to the statement itself (the order insert rides in it).
@@ -32,6 +35,7 @@ async fn commit_replies_lost(
     kind: StrategyKind,
     items: &[(i64, i64)],
     trigger: Trigger,
+    lost: usize,
 ) {
     let proxy = PgFaultProxy::start(&connect).await;
     let redis_url = Setup::default().redis_url;
@@ -39,7 +43,7 @@ async fn commit_replies_lost(
         spawn_app(proxy.connect_options(&connect), fault_setup(plan_of(&PRODUCTS), redis_url.clone())).await,
     );
     let view = RedisView::new(&redis_url, &app);
-    proxy.lose_replies(trigger, LOST);
+    proxy.lose_replies(trigger, lost);
     let storm = storm::start(
         &app,
         kind,
@@ -47,7 +51,7 @@ async fn commit_replies_lost(
         Storm { buyers: 30, stagger: Duration::from_millis(5), ..Storm::default() },
     );
     let attempts = storm.finish().await;
-    assert_eq!(proxy.cuts(), LOST, "{kind}: the proxy lost {LOST} replies");
+    assert_eq!(proxy.cuts(), lost, "{kind}: the proxy lost {lost} replies");
     let tally = Tally::of(kind, &attempts, ANSWER_BOUND);
 
     let settled = settle(&app, &[kind]).await;
@@ -61,21 +65,51 @@ async fn commit_replies_lost(
 
 #[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
 async fn redis_lua_commit_reply_lost(_: PoolOptions<Postgres>, connect: PgConnectOptions) {
-    commit_replies_lost(connect, StrategyKind::RedisLua, &[(HOT, 1)], Trigger::Commit).await;
+    commit_replies_lost(connect, StrategyKind::RedisLua, &[(HOT, 1)], Trigger::Commit, LOST).await;
 }
 
 #[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
 async fn sql_for_update_commit_reply_lost(_: PoolOptions<Postgres>, connect: PgConnectOptions) {
-    commit_replies_lost(connect, StrategyKind::SqlForUpdate, &[(HOT, 1)], Trigger::Commit).await;
+    commit_replies_lost(connect, StrategyKind::SqlForUpdate, &[(HOT, 1)], Trigger::Commit, LOST).await;
 }
 
 #[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
 async fn sql_atomic_single_statement_reply_lost(_: PoolOptions<Postgres>, connect: PgConnectOptions) {
-    commit_replies_lost(connect, StrategyKind::SqlAtomic, &[(HOT, 1)], Trigger::Statement(ORDER_INSERT))
-        .await;
+    commit_replies_lost(
+        connect,
+        StrategyKind::SqlAtomic,
+        &[(HOT, 1)],
+        Trigger::Statement(ORDER_INSERT),
+        LOST,
+    )
+    .await;
 }
 
 #[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
 async fn sql_atomic_multi_line_commit_reply_lost(_: PoolOptions<Postgres>, connect: PgConnectOptions) {
-    commit_replies_lost(connect, StrategyKind::SqlAtomic, &[(HOT, 1), (OTHER, 1)], Trigger::Commit).await;
+    commit_replies_lost(connect, StrategyKind::SqlAtomic, &[(HOT, 1), (OTHER, 1)], Trigger::Commit, LOST)
+        .await;
+}
+
+/// A lost reply to a batch's `COMMIT` leaves every purchase of the batch in doubt at once: the
+/// batch is settled by voiding all its order ids.
+#[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
+async fn sql_coalesce_batch_commit_reply_lost(_: PoolOptions<Postgres>, connect: PgConnectOptions) {
+    commit_replies_lost(connect, StrategyKind::SqlCoalesce, &[(HOT, 1)], Trigger::Commit, LOST_IN_BATCHES)
+        .await;
+}
+
+#[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
+async fn sql_coalesce_multi_line_batch_commit_reply_lost(
+    _: PoolOptions<Postgres>,
+    connect: PgConnectOptions,
+) {
+    commit_replies_lost(
+        connect,
+        StrategyKind::SqlCoalesce,
+        &[(HOT, 1), (OTHER, 1)],
+        Trigger::Commit,
+        LOST_IN_BATCHES,
+    )
+    .await;
 }

@@ -82,6 +82,7 @@ macro_rules! per_kind {
 per_kind! {
     sql_for_update_survives_terminated_connections: StrategyKind::SqlForUpdate,
     sql_atomic_survives_terminated_connections: StrategyKind::SqlAtomic,
+    sql_coalesce_survives_terminated_connections: StrategyKind::SqlCoalesce,
     redis_lua_survives_terminated_connections: StrategyKind::RedisLua,
     redis_decr_survives_terminated_connections: StrategyKind::RedisDecr,
     stream_survives_terminated_connections: StrategyKind::Stream,

@@ -1,0 +1,208 @@
+//! The search for the highest rate that passes: double from a start rate until a probe fails
+//! (halve instead when the start fails), then bisect between the last pass and the first fail.
+//! It knows nothing of HTTP: a probe is any async function from a rate to pass or fail, so the
+//! unit tests drive it with a synthetic server.
+
+pub use crate::run_folder::Phase;
+
+/// Where the search starts, where it must stop, and how fine it gets.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SearchPlan {
+    /// The first rate probed, requests per second.
+    pub start: f64,
+    /// The highest rate the load generator can offer: never probed above.
+    pub cap: f64,
+    /// Halving below `start` stops under this rate: the capacity is then "below the lowest rate".
+    pub floor: f64,
+    /// Bisection stops when the first fail is within this fraction above the last pass.
+    pub resolution: f64,
+    /// Bisection stops after this many probes whatever the resolution.
+    pub max_bisections: u32,
+}
+
+impl SearchPlan {
+    /// # Errors
+    /// When a bound makes no search: a start or cap not above zero, or a resolution not in (0, 1).
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.start.is_finite() && self.start > 0.0, "--start-rate must be above 0");
+        anyhow::ensure!(self.cap.is_finite() && self.cap > 0.0, "--max-rate must be above 0");
+        anyhow::ensure!(
+            self.resolution > 0.0 && self.resolution < 1.0,
+            "--resolution must be a fraction between 0 and 1, got {}",
+            self.resolution
+        );
+        Ok(())
+    }
+}
+
+/// One probe of a search.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tried<T> {
+    pub rate: f64,
+    pub phase: Phase,
+    pub passed: bool,
+    /// What the probe measured.
+    pub probe: T,
+}
+
+/// What a search found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Found<T> {
+    /// The highest rate that passed; `None` when even the lowest probed failed.
+    pub capacity: Option<f64>,
+    /// The probe at the cap passed: the capacity is at least `capacity`, not equal to it.
+    pub at_least: bool,
+    /// The lowest rate that failed.
+    pub first_fail: Option<f64>,
+    pub steps: Vec<Tried<T>>,
+}
+
+impl<T> Found<T> {
+    /// The probe at the capacity, when one passed.
+    pub fn at_capacity(&self) -> Option<&Tried<T>> {
+        let capacity = self.capacity?;
+        self.steps.iter().find(|step| step.passed && step.rate.total_cmp(&capacity).is_eq())
+    }
+
+    /// The lowest rate probed.
+    pub fn lowest_tried(&self) -> Option<f64> {
+        self.steps.iter().map(|step| step.rate).min_by(f64::total_cmp)
+    }
+}
+
+/// Rates are whole requests per second: tables read better and a probe cannot offer a fraction.
+fn whole(rate: f64) -> f64 {
+    rate.round().max(1.0)
+}
+
+/// Runs the search; `probe(rate, phase)` offers `rate` and says whether it passed.
+///
+/// # Errors
+/// The first error a probe returns (a reset that failed, a server that went away).
+pub async fn search<T>(
+    plan: &SearchPlan,
+    mut probe: impl AsyncFnMut(f64, Phase) -> anyhow::Result<(bool, T)>,
+) -> anyhow::Result<Found<T>> {
+    plan.validate()?;
+    let mut steps = Vec::new();
+    let mut try_rate = async |rate: f64, phase: Phase, steps: &mut Vec<Tried<T>>| -> anyhow::Result<bool> {
+        let (passed, measured) = probe(rate, phase).await?;
+        steps.push(Tried { rate, phase, passed, probe: measured });
+        Ok(passed)
+    };
+    let cap = whole(plan.cap);
+    let mut last_pass = None;
+    let mut first_fail = None;
+    let mut rate = whole(plan.start.min(cap));
+    loop {
+        if try_rate(rate, Phase::Ramp, &mut steps).await? {
+            last_pass = Some(rate);
+            if rate >= cap {
+                break;
+            }
+            rate = whole((rate * 2.0).min(cap));
+        } else {
+            first_fail = Some(rate);
+            break;
+        }
+    }
+    if last_pass.is_none() {
+        rate = whole(rate / 2.0);
+        while rate >= plan.floor.max(1.0) {
+            if try_rate(rate, Phase::Descend, &mut steps).await? {
+                last_pass = Some(rate);
+                break;
+            }
+            first_fail = Some(rate);
+            if rate <= 1.0 {
+                break;
+            }
+            rate = whole(rate / 2.0);
+        }
+    }
+    if let (Some(mut pass), Some(mut fail)) = (last_pass, first_fail) {
+        for _ in 0..plan.max_bisections {
+            if fail <= pass * (1.0 + plan.resolution) {
+                break;
+            }
+            let mid = whole(f64::midpoint(pass, fail));
+            if mid <= pass || mid >= fail {
+                break;
+            }
+            if try_rate(mid, Phase::Bisect, &mut steps).await? {
+                pass = mid;
+            } else {
+                fail = mid;
+            }
+        }
+        last_pass = Some(pass);
+        first_fail = Some(fail);
+    }
+    let at_least = last_pass.is_some_and(|pass| pass >= cap);
+    Ok(Found { capacity: last_pass, at_least, first_fail, steps })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(cap: f64) -> SearchPlan {
+        SearchPlan { start: 500.0, cap, floor: 50.0, resolution: 0.05, max_bisections: 8 }
+    }
+
+    /// A synthetic server that sustains up to `capacity` requests per second.
+    async fn against(plan: &SearchPlan, capacity: f64) -> Found<()> {
+        search(plan, async |rate, _| Ok((rate <= capacity, ()))).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn converges_to_the_capacity_within_the_resolution() {
+        for capacity in [730.0, 2_900.0, 5_000.0, 11_300.0] {
+            let found = against(&plan(64_000.0), capacity).await;
+            let pass = found.capacity.unwrap();
+            let fail = found.first_fail.unwrap();
+            assert!(pass <= capacity && fail > capacity, "{capacity}: bracketed by {pass}..{fail}");
+            assert!(fail <= pass * 1.05 + 1.0, "{capacity}: within 5 %: {pass}..{fail}");
+            assert!(!found.at_least, "{capacity}: below the cap is a figure, not a bound");
+            assert!(found.steps.len() <= 16, "{capacity}: {} probes", found.steps.len());
+            let ramp: Vec<f64> =
+                found.steps.iter().filter(|s| s.phase == Phase::Ramp).map(|s| s.rate).collect();
+            assert_eq!(ramp[0], 500.0, "starts at the start rate");
+            assert!(ramp.windows(2).all(|w| w[1] == w[0] * 2.0), "doubles while passing: {ramp:?}");
+            assert!(found.at_capacity().is_some_and(|step| step.passed && step.rate == pass));
+        }
+    }
+
+    #[tokio::test]
+    async fn never_probes_above_the_cap_and_says_at_least_there() {
+        let found = against(&plan(6_000.0), 1e9).await;
+        assert!(found.steps.iter().all(|step| step.rate <= 6_000.0), "{:?}", found.steps);
+        assert_eq!(found.capacity, Some(6_000.0));
+        assert!(found.at_least, "passing at the cap is a lower bound");
+        assert_eq!(found.first_fail, None);
+        assert_eq!(found.steps.last().map(|s| s.rate), Some(6_000.0), "the cap itself was probed");
+    }
+
+    #[tokio::test]
+    async fn a_failing_start_rate_halves_down_then_bisects() {
+        let found = against(&plan(64_000.0), 180.0).await;
+        let pass = found.capacity.unwrap();
+        assert!((170.0..=180.0).contains(&pass), "{pass}");
+        assert!(found.steps.iter().any(|s| s.phase == Phase::Descend));
+        assert!(!found.at_least);
+        let nothing = against(&plan(64_000.0), 10.0).await;
+        assert_eq!(nothing.capacity, None, "nothing passed above the floor");
+        assert!(nothing.lowest_tried().is_some_and(|rate| rate >= 50.0), "stops at the floor");
+    }
+
+    #[tokio::test]
+    async fn a_probe_error_ends_the_search() {
+        let err = search(&plan(64_000.0), async |rate, _| {
+            anyhow::ensure!(rate < 2_000.0, "the server went away");
+            Ok((true, ()))
+        })
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("went away"));
+    }
+}

@@ -1,0 +1,443 @@
+//! `sql-coalesce` — application-level group commit: purchases join a batch, and one PostgreSQL
+//! transaction sells the whole batch.
+//!
+//! Guarantee: never oversells, and answers nobody before the commit. The transaction locks every
+//! product the batch names (`SELECT … FOR UPDATE`, in product-id order, the order every writer
+//! locks rows in), accepts orders greedily in arrival order while every line still fits
+//! (multi-item orders stay all-or-nothing), inserts the accepted ones in one multi-row statement
+//! and takes their units with a decrement that checks the stock again
+//! (`order_store::write_batch` with `StockTake::Checked`). Refusals read as in
+//! `sql-atomic`: 404 for an unknown product, 409 `inventory_gate_conflict` for one the Redis gate
+//! sells, 409 sold out otherwise; a sale claims `products.gate = 'postgres'`.
+//!
+//! Crash behaviour: before COMMIT, PostgreSQL rolls the whole batch back; after it, every accepted
+//! order and its units are there. The server holds nothing of its own: the queue into the batcher
+//! lives in memory, and its purchases were answered nothing yet. A batch that fails before COMMIT
+//! answers every buyer in it 503 and leaves nothing behind. A COMMIT whose reply was lost is
+//! settled by voiding every order id of the batch ([`crate::fence::settle_all`]): each buyer hears
+//! 201 if the batch committed, 503 if not.
+//!
+//! Why this shape: every safe SQL strategy holds the hot row's lock from its UPDATE to the end of
+//! its COMMIT, so one row sells one order per commit. Here one commit (one fsync, one lock window)
+//! sells a whole batch. The batcher ([`crate::coalescer`]) has no timer: a lone purchase commits at
+//! once, and under load the next batch gathers while the current one commits, so batches grow
+//! with the load up to `Tuning::coalesce_max_batch`. One batcher serves every product; a batch
+//! that mixes products locks each of them once.
+//!
+//! The batcher starts on the first purchase and belongs to this strategy. A graceful shutdown
+//! ([`Strategy::shutdown`], once the server stops taking requests) closes its queue and waits
+//! while it commits and answers every purchase already queued.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::{Acquire, FromRow, PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::coalescer::{Answer, BatchSizeSummary, BatchSizes, Coalescer, CoalescerSettings, Refused};
+use crate::error::StrategyError;
+use crate::fence::{self, Doubt};
+use crate::kind::{Gate, StrategyKind};
+use crate::order::{OrderStatus, PurchaseOutcome, PurchaseRequest, Receipt};
+use crate::order_store::{BatchError, BatchOrder, StockTake, Written, receipt_for_key, write_batch};
+use crate::plan::StockPlan;
+use crate::strategy::Strategy;
+
+const KIND: StrategyKind = StrategyKind::SqlCoalesce;
+
+/// Requests waiting for a batch, per unit of the batch cap: enough to keep the next batches full
+/// while one commits, bounded so an overloaded server answers 503 instead of queueing forever.
+const QUEUE_PER_BATCH: usize = 16;
+
+/// Longest one batch may take, COMMIT and settling a lost reply included. Far above a healthy
+/// batch (milliseconds); it only bounds a network that stops answering without closing anything,
+/// which would otherwise hold every later purchase behind the batch.
+const BATCH_DEADLINE: Duration = Duration::from_secs(10);
+
+const LOCK_PRODUCTS: &str = "SELECT id, stock, gate FROM products WHERE id = ANY($1) ORDER BY id FOR UPDATE";
+
+const RECEIPTS_BY_KEY: &str = "SELECT idempotency_key, id, status, strategy FROM orders \
+                               WHERE idempotency_key = ANY($1) AND status <> 'void'";
+
+type Reply = Result<PurchaseOutcome, StrategyError>;
+
+/// The group-commit strategy.
+#[derive(Debug)]
+pub struct SqlCoalesce {
+    pg: PgPool,
+    settings: CoalescerSettings,
+    sizes: Arc<BatchSizes>,
+    batcher: OnceLock<Coalescer<PurchaseRequest, Reply>>,
+}
+
+impl SqlCoalesce {
+    /// A strategy whose batches hold at most `max_batch` purchases. Its batcher starts on the
+    /// first purchase.
+    pub fn new(pg: PgPool, max_batch: usize) -> Self {
+        let max_batch = max_batch.max(1);
+        Self {
+            pg,
+            settings: CoalescerSettings { max_batch, queue: max_batch.saturating_mul(QUEUE_PER_BATCH) },
+            sizes: Arc::default(),
+            batcher: OnceLock::new(),
+        }
+    }
+
+    fn batcher(&self) -> &Coalescer<PurchaseRequest, Reply> {
+        self.batcher.get_or_init(|| {
+            let pg = self.pg.clone();
+            Coalescer::spawn(self.settings, Arc::clone(&self.sizes), move |batch| {
+                let pg = pg.clone();
+                async move { commit_batch(&pg, batch).await }
+            })
+        })
+    }
+}
+
+#[async_trait]
+impl Strategy for SqlCoalesce {
+    fn kind(&self) -> StrategyKind {
+        KIND
+    }
+
+    async fn purchase(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, StrategyError> {
+        match self.batcher().submit(request.clone()).await {
+            Ok(Answer::Done(reply)) => reply,
+            Ok(Answer::Lost) => settle_lost(&self.pg, request.order_id).await,
+            Err(Refused::Full) => {
+                Err(StrategyError::Unavailable("sql-coalesce: too many purchases waiting for a batch".into()))
+            }
+            Err(Refused::Closed) => {
+                Err(StrategyError::Unavailable("sql-coalesce: the batcher has stopped".into()))
+            }
+        }
+    }
+
+    async fn prepare(&self, _plan: &StockPlan) -> Result<(), StrategyError> {
+        self.sizes.reset();
+        Ok(())
+    }
+
+    fn batch_sizes(&self) -> Option<BatchSizeSummary> {
+        Some(self.sizes.summary())
+    }
+
+    async fn shutdown(&self) {
+        if let Some(batcher) = self.batcher.get() {
+            batcher.shutdown().await;
+        }
+    }
+}
+
+/// The batch step died without answering (a panic): whether its transaction committed is
+/// settled by the order id.
+async fn settle_lost(pg: &PgPool, id: Uuid) -> Reply {
+    match fence::settle(pg, KIND, id, "batch_lost").await {
+        Ok(Doubt::Committed) => Ok(PurchaseOutcome::Placed(Receipt::confirmed(id, KIND))),
+        Ok(Doubt::Void) => Err(StrategyError::Internal("the batch holding this purchase failed".into())),
+        Err(asked) => Err(StrategyError::InDoubt(format!(
+            "order {id}: its batch failed and PostgreSQL could not be asked whether it committed ({asked})"
+        ))),
+    }
+}
+
+/// What the batch's transaction decided for one purchase before writing anything.
+#[derive(Debug)]
+enum Verdict {
+    /// Every line fits: the order is written and its units taken.
+    Take,
+    /// Refused (sold out, unknown product, other gate): nothing written.
+    Refuse(PurchaseOutcome),
+    /// Its idempotency key already names a committed order.
+    Replay(Receipt),
+    /// An earlier purchase of this batch holds the same idempotency key: it is answered with
+    /// that one's order once the batch committed.
+    SameKey,
+}
+
+#[derive(FromRow)]
+struct Shelf {
+    id: i64,
+    stock: i64,
+    gate: Option<String>,
+}
+
+#[derive(FromRow)]
+struct KeyedReceipt {
+    idempotency_key: String,
+    id: Uuid,
+    status: String,
+    strategy: String,
+}
+
+/// Sells `batch` in one transaction and answers each purchase, in order.
+async fn commit_batch(pg: &PgPool, batch: Vec<PurchaseRequest>) -> Vec<Reply> {
+    if let Ok(replies) = tokio::time::timeout(BATCH_DEADLINE, sell(pg, &batch)).await {
+        return replies;
+    }
+    // The transaction was abandoned at an unknown step: settle every order id.
+    let ids: Vec<Uuid> = batch.iter().map(|request| request.order_id).collect();
+    let detail = format!("the batch outlived {BATCH_DEADLINE:?}");
+    match tokio::time::timeout(BATCH_DEADLINE, fence::settle_all(pg, KIND, &ids, "batch_timed_out")).await {
+        Ok(Ok(settled)) => ids
+            .iter()
+            .map(|id| match settled.get(id) {
+                Some(Doubt::Committed) => Ok(PurchaseOutcome::Placed(Receipt::confirmed(*id, KIND))),
+                _ => Err(StrategyError::Unavailable(detail.clone())),
+            })
+            .collect(),
+        Ok(Err(_)) | Err(_) => ids
+            .iter()
+            .map(|_| Err(StrategyError::InDoubt(format!("{detail}; PostgreSQL cannot be asked"))))
+            .collect(),
+    }
+}
+
+/// The batch's transaction, from taking a connection to answering after COMMIT.
+async fn sell(pg: &PgPool, batch: &[PurchaseRequest]) -> Vec<Reply> {
+    // A connection that cannot be had sent nothing: that failure is certain.
+    let mut conn = match pg.acquire().await {
+        Ok(conn) => conn,
+        Err(err) => return fail_all(batch, &BatchError::from(err)),
+    };
+    let attempt = write(&mut conn, batch).await;
+    drop(conn);
+    match attempt {
+        Ok(Committed { verdicts, written }) => answer(pg, batch, verdicts, &written).await,
+        // COMMIT was never sent, or PostgreSQL answered it with an error: nothing was committed.
+        Err(Failure::NotCommitted(err)) => fail_all(batch, &err),
+        Err(Failure::CommitInDoubt(Committed { verdicts, written }, err)) => {
+            settle_commit(pg, batch, verdicts, written, &err).await
+        }
+    }
+}
+
+/// A COMMIT whose reply was lost: the batch is one transaction, so its inserted orders all
+/// committed or none did. Voiding their ids settles which, for good.
+async fn settle_commit(
+    pg: &PgPool,
+    batch: &[PurchaseRequest],
+    verdicts: Vec<Verdict>,
+    written: HashMap<Uuid, Written>,
+    err: &BatchError,
+) -> Vec<Reply> {
+    let inserted: Vec<Uuid> =
+        written.iter().filter(|(_, fate)| **fate == Written::Inserted).map(|(id, _)| *id).collect();
+    match fence::settle_all(pg, KIND, &inserted, "commit_in_doubt").await {
+        Ok(settled) if settled.values().any(|doubt| *doubt == Doubt::Committed) => {
+            tracing::warn!(%err, orders = inserted.len(), "a batch whose COMMIT reply was lost had committed");
+            answer(pg, batch, verdicts, &written).await
+        }
+        Ok(_) => fail_all(batch, err),
+        Err(asked) => batch
+            .iter()
+            .zip(verdicts)
+            .map(|(request, verdict)| {
+                Err(match verdict {
+                    Verdict::Take => StrategyError::InDoubt(format!(
+                        "order {}: the batch's COMMIT failed ({err}) and PostgreSQL could not be asked whether it committed ({asked})",
+                        request.order_id
+                    )),
+                    _ => StrategyError::Unavailable(format!("the batch's COMMIT failed: {err}")),
+                })
+            })
+            .collect(),
+    }
+}
+
+/// The whole batch failed with `err`, nothing committed: every purchase hears 503. A buyer is
+/// never the cause of its batch's failure, and nothing of it was written, so a retry is the
+/// right move whatever PostgreSQL said.
+fn fail_all(batch: &[PurchaseRequest], err: &BatchError) -> Vec<Reply> {
+    if !err.transient {
+        tracing::error!(%err, batch = batch.len(), "a batch failed and was rolled back");
+    }
+    batch
+        .iter()
+        .map(|_| Err(StrategyError::Unavailable(format!("the batch failed and was rolled back: {err}"))))
+        .collect()
+}
+
+/// Each purchase's answer once its batch committed.
+async fn answer(
+    pg: &PgPool,
+    batch: &[PurchaseRequest],
+    verdicts: Vec<Verdict>,
+    written: &HashMap<Uuid, Written>,
+) -> Vec<Reply> {
+    let mut replies = Vec::with_capacity(batch.len());
+    for (request, verdict) in batch.iter().zip(verdicts) {
+        replies.push(match verdict {
+            Verdict::Refuse(outcome) => Ok(outcome),
+            Verdict::Replay(receipt) => Ok(PurchaseOutcome::Replayed(receipt)),
+            Verdict::Take => match written.get(&request.order_id) {
+                Some(Written::Inserted | Written::AlreadyThere) => {
+                    Ok(PurchaseOutcome::Placed(Receipt::confirmed(request.order_id, KIND)))
+                }
+                // Another order took the key between the look-up and the insert, or the id was
+                // voided: nothing of this purchase was written.
+                Some(Written::KeyTaken) | None => replay_by_key(pg, request).await,
+            },
+            Verdict::SameKey => replay_by_key(pg, request).await,
+        });
+    }
+    replies
+}
+
+/// A purchase whose key another order holds hears that order; without one it may retry.
+async fn replay_by_key(pg: &PgPool, request: &PurchaseRequest) -> Reply {
+    match receipt_for_key(pg, request).await? {
+        Some(first) => Ok(PurchaseOutcome::Replayed(first)),
+        None => Err(StrategyError::Unavailable(
+            "another purchase of this batch held the same order id or idempotency key and placed nothing; retry"
+                .into(),
+        )),
+    }
+}
+
+/// A batch written and committed.
+struct Committed {
+    verdicts: Vec<Verdict>,
+    written: HashMap<Uuid, Written>,
+}
+
+/// Why a batch's transaction did not end in a known COMMIT.
+enum Failure {
+    /// Rolled back, or never committed: nothing was written.
+    NotCommitted(BatchError),
+    /// COMMIT was sent and its reply lost: the batch may have committed.
+    CommitInDoubt(Committed, BatchError),
+}
+
+impl From<sqlx::Error> for Failure {
+    fn from(err: sqlx::Error) -> Self {
+        Self::NotCommitted(err.into())
+    }
+}
+
+impl From<BatchError> for Failure {
+    fn from(err: BatchError) -> Self {
+        Self::NotCommitted(err)
+    }
+}
+
+/// Decides, writes and commits the batch on `conn`.
+///
+/// # Errors
+/// [`Failure`]: certain when COMMIT was not sent or PostgreSQL refused it, in doubt otherwise.
+async fn write(conn: &mut PgConnection, batch: &[PurchaseRequest]) -> Result<Committed, Failure> {
+    let mut tx = conn.begin().await?;
+    let verdicts = decide(&mut tx, batch).await?;
+    let now = chrono::Utc::now();
+    let accepted: Vec<BatchOrder<'_>> = batch
+        .iter()
+        .zip(&verdicts)
+        .filter(|(_, verdict)| matches!(verdict, Verdict::Take))
+        .map(|(request, _)| BatchOrder {
+            order_id: request.order_id,
+            strategy: KIND,
+            lines: &request.lines,
+            delivery: &request.delivery,
+            user: request.user.as_deref(),
+            idempotency_key: request.idempotency_key.as_ref().map(|key| key.as_str()),
+            created_at: now,
+            status: OrderStatus::Confirmed,
+            reason: None,
+        })
+        .collect();
+    if accepted.is_empty() {
+        // Refusals and replays only: nothing to write, and the row locks go with the rollback.
+        tx.rollback().await?;
+        return Ok(Committed { verdicts, written: HashMap::new() });
+    }
+    let fates = write_batch(&mut tx, &accepted, StockTake::Checked).await?;
+    let written: HashMap<Uuid, Written> = accepted.iter().map(|order| order.order_id).zip(fates).collect();
+    match tx.commit().await {
+        Ok(()) => Ok(Committed { verdicts, written }),
+        Err(err) if fence::may_have_committed(&err) => {
+            Err(Failure::CommitInDoubt(Committed { verdicts, written }, err.into()))
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Locks the batch's products and takes its purchases in order while they fit.
+async fn decide(conn: &mut PgConnection, batch: &[PurchaseRequest]) -> Result<Vec<Verdict>, BatchError> {
+    let products: Vec<i64> = batch
+        .iter()
+        .flat_map(|request| request.lines.iter().map(|line| line.product_id.get()))
+        .collect::<BTreeSet<i64>>()
+        .into_iter()
+        .collect();
+    let mut shelves: HashMap<i64, Shelf> = sqlx::query_as::<_, Shelf>(LOCK_PRODUCTS)
+        .bind(&products)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .map(|shelf| (shelf.id, shelf))
+        .collect();
+    let keys: Vec<&str> =
+        batch.iter().filter_map(|request| request.idempotency_key.as_ref().map(|key| key.as_str())).collect();
+    let mut replays: HashMap<String, Receipt> = HashMap::new();
+    if !keys.is_empty() {
+        let rows: Vec<KeyedReceipt> =
+            sqlx::query_as(RECEIPTS_BY_KEY).bind(&keys).fetch_all(&mut *conn).await?;
+        for row in rows {
+            let receipt =
+                row.receipt().map_err(|err| BatchError { transient: false, message: err.to_string() })?;
+            replays.insert(row.idempotency_key, receipt);
+        }
+    }
+    let mut keys_seen: HashSet<&str> = HashSet::new();
+    Ok(batch
+        .iter()
+        .map(|request| {
+            if let Some(key) = &request.idempotency_key {
+                if let Some(first) = replays.get(key.as_str()) {
+                    return Verdict::Replay(first.clone());
+                }
+                if !keys_seen.insert(key.as_str()) {
+                    return Verdict::SameKey;
+                }
+            }
+            take_if_it_fits(&mut shelves, request)
+        })
+        .collect())
+}
+
+/// Takes every line of `request` off `shelves`, or none: the first line that does not fit names
+/// the refusal, as `sql-atomic` does.
+fn take_if_it_fits(shelves: &mut HashMap<i64, Shelf>, request: &PurchaseRequest) -> Verdict {
+    for line in &request.lines {
+        let product = line.product_id;
+        let Some(shelf) = shelves.get(&product.get()) else {
+            return Verdict::Refuse(PurchaseOutcome::UnknownProduct(product));
+        };
+        if shelf.gate.as_deref() == Some(Gate::Redis.as_str()) {
+            return Verdict::Refuse(PurchaseOutcome::GateConflict { product, gate: Gate::Redis });
+        }
+        if shelf.stock < i64::from(line.quantity.get()) {
+            return Verdict::Refuse(PurchaseOutcome::SoldOut(product));
+        }
+    }
+    for line in &request.lines {
+        if let Some(shelf) = shelves.get_mut(&line.product_id.get()) {
+            shelf.stock -= i64::from(line.quantity.get());
+        }
+    }
+    Verdict::Take
+}
+
+impl KeyedReceipt {
+    fn receipt(&self) -> Result<Receipt, StrategyError> {
+        let status = OrderStatus::from_db(&self.status).ok_or_else(|| {
+            StrategyError::Internal(format!("order {} has status {:?}", self.id, self.status))
+        })?;
+        let strategy = self.strategy.parse().map_err(|_| {
+            StrategyError::Internal(format!("order {} names strategy {:?}", self.id, self.strategy))
+        })?;
+        Ok(Receipt { order_id: self.id, status, strategy })
+    }
+}
