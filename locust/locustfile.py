@@ -42,6 +42,7 @@ STRATEGIES = (
     "sql-atomic",
     "redis-decr",
     "redis-lua",
+    "redis-orderlog",
     "stream",
     "stream-deferred",
 )
@@ -191,6 +192,11 @@ class Buyer(HttpUser):
     @task
     def redis_lua(self) -> None:
         self.purchase("redis-lua")
+
+    @tag("redis-orderlog")
+    @task
+    def redis_orderlog(self) -> None:
+        self.purchase("redis-orderlog")
 
     @tag("stream")
     @task

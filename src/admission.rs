@@ -203,7 +203,8 @@ mod tests {
             | StrategyKind::SqlForUpdate
             | StrategyKind::SqlAtomic
             | StrategyKind::RedisDecr
-            | StrategyKind::RedisLua => BackendClass::Postgres,
+            | StrategyKind::RedisLua
+            | StrategyKind::RedisOrderlog => BackendClass::Postgres,
             StrategyKind::Stream | StrategyKind::StreamDeferred => BackendClass::Redis,
         };
         for kind in StrategyKind::ALL {

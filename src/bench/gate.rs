@@ -276,6 +276,20 @@ mod tests {
     }
 
     #[test]
+    fn a_strategy_missing_from_the_baseline_is_not_gated() {
+        let rows = [
+            row("memory", 1, 1_000.0, Verdict::Clean, 0),
+            row("sql-atomic", 1, 250.0, Verdict::Clean, 0),
+            row("redis-orderlog", 1, 1.0, Verdict::Clean, 0),
+        ];
+        let report = gate(&rows, "ci");
+        assert!(report.passed, "a strategy newer than the baseline cannot fail it: {report:?}");
+        let new = report.ratios.iter().find(|ratio| ratio.strategy == "redis-orderlog").expect("listed");
+        assert_eq!((new.baseline, new.floor, new.passed), (None, None, true));
+        assert!(crate::bench::describe_gate(&report).contains("not gated, no baseline"));
+    }
+
+    #[test]
     fn rebaselining_keeps_other_profiles_and_the_tolerance() {
         let rows =
             [row("memory", 1, 1_000.0, Verdict::Clean, 0), row("sql-atomic", 1, 300.0, Verdict::Clean, 0)];

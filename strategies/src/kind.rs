@@ -18,6 +18,7 @@ pub enum StrategyKind {
     SqlAtomic,
     RedisDecr,
     RedisLua,
+    RedisOrderlog,
     Stream,
     StreamDeferred,
 }
@@ -77,13 +78,14 @@ pub struct Guarantees {
 
 impl StrategyKind {
     /// Every kind, in the order listings show them.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Memory,
         Self::SqlNaive,
         Self::SqlForUpdate,
         Self::SqlAtomic,
         Self::RedisDecr,
         Self::RedisLua,
+        Self::RedisOrderlog,
         Self::Stream,
         Self::StreamDeferred,
     ];
@@ -97,6 +99,7 @@ impl StrategyKind {
             Self::SqlAtomic => "sql-atomic",
             Self::RedisDecr => "redis-decr",
             Self::RedisLua => "redis-lua",
+            Self::RedisOrderlog => "redis-orderlog",
             Self::Stream => "stream",
             Self::StreamDeferred => "stream-deferred",
         }
@@ -171,6 +174,18 @@ impl StrategyKind {
                 queued: false,
                 description: "One Lua script checks and reserves every line atomically in Redis; the order \
                               and the same decrement are committed to PostgreSQL before 201.",
+            },
+            Self::RedisOrderlog => Guarantees {
+                backend: "redis+postgres",
+                gate: Gate::Redis,
+                single_process: false,
+                reserves_before_accepting: true,
+                safe: true,
+                durable: true,
+                queued: false,
+                description: "The same atomic Lua reservation as `redis-lua`, then an insert-only commit of \
+                              the order before 201 (no update of the product row); a stock sync applies \
+                              committed orders to PostgreSQL's stock in one transaction per interval.",
             },
             Self::Stream => Guarantees {
                 backend: "redis+postgres",

@@ -9,7 +9,8 @@
 //! - [`catalog`]: reset, bulk `COPY`, and the SQL books the audit reads.
 //! - [`redis_stock`]: stock mirrored into Redis, and its recovery.
 //! - One file per mechanism: [`in_memory`], [`sql_naive`], [`sql_for_update`], [`sql_atomic`],
-//!   [`redis_decr`], [`redis_lua`].
+//!   [`redis_decr`], [`redis_lua`], [`redis_orderlog`].
+//! - [`stock_sync`]: applies `redis-orderlog`'s insert-only orders to PostgreSQL's stock.
 //! - [`redis_stream`]: the queueing strategies (`stream`, `stream-deferred`) and their worker.
 //! - [`reservation`]: Redis reservations tied to order ids, their sweeper, and key recovery.
 //! - [`fence`]: settling a purchase whose outcome is in doubt, for good.
@@ -32,6 +33,7 @@ pub mod plan;
 pub mod redis_decr;
 pub mod redis_keys;
 pub mod redis_lua;
+pub mod redis_orderlog;
 mod redis_persist;
 pub mod redis_stock;
 pub mod redis_stream;
@@ -41,6 +43,7 @@ pub mod sql_atomic;
 pub mod sql_for_update;
 pub mod sql_naive;
 mod sql_stock;
+pub mod stock_sync;
 pub mod strategy;
 
 pub use backends::{Backends, PgSettings, RedisBackend, RedisSettings, Tuning};

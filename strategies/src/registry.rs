@@ -9,6 +9,7 @@ use crate::in_memory::InMemory;
 use crate::kind::StrategyKind;
 use crate::redis_decr::RedisDecr;
 use crate::redis_lua::RedisLua;
+use crate::redis_orderlog::RedisOrderlog;
 use crate::redis_stream::{Stream, StreamDeferred};
 use crate::sql_atomic::SqlAtomic;
 use crate::sql_for_update::SqlForUpdate;
@@ -32,6 +33,11 @@ pub fn build(kind: StrategyKind, backends: &Backends) -> Arc<dyn Strategy> {
             backends.tuning.reservation_ttl,
         )),
         StrategyKind::RedisLua => Arc::new(RedisLua::new(
+            backends.pg.clone(),
+            backends.redis.clone(),
+            backends.tuning.reservation_ttl,
+        )),
+        StrategyKind::RedisOrderlog => Arc::new(RedisOrderlog::new(
             backends.pg.clone(),
             backends.redis.clone(),
             backends.tuning.reservation_ttl,

@@ -260,15 +260,20 @@ pub async fn committed(pg: &PgPool, ids: &[Uuid]) -> Result<HashSet<Uuid>, Strat
     Ok(found.into_iter().collect())
 }
 
-const STOCK_AND_COMMITTED: &str = r#"
-SELECT (SELECT stock FROM products WHERE id = $1) AS stock,
-       ARRAY(SELECT id FROM orders WHERE id = ANY($2) AND status IN ('pending', 'confirmed')) AS committed
-"#;
+/// What is left to sell (the stock row less the units awaiting the stock sync) and which holds
+/// PostgreSQL has, in one snapshot: an order committed, or synced, in between is counted exactly
+/// once.
+const STOCK_AND_COMMITTED: &str = concat!(
+    "SELECT ",
+    crate::catalog::left_to_sell!(),
+    " AS stock, ARRAY(SELECT id FROM orders WHERE id = ANY($2) AND status IN ('pending', 'confirmed')) AS committed"
+);
 
 /// How often a recovery starts again when a hold it counted ended under it.
 const RECOVERY_ATTEMPTS: usize = 3;
 
-/// Puts a missing stock key back from PostgreSQL: its stock minus the units of every hold of the
+/// Puts a missing stock key back from PostgreSQL: what is left to sell (the stock row less the
+/// units awaiting the stock sync) minus the units of every hold of the
 /// product whose order PostgreSQL does not hold, both read in one snapshot, so an order committed
 /// in between is counted exactly once. Returns the stock now in Redis, or `None` for a product
 /// PostgreSQL does not know.

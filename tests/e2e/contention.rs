@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use checkout_strategies::background::Job;
 use checkout_strategies::{StrategyKind, Tuning};
 use sqlx::Postgres;
 use sqlx::pool::PoolOptions;
@@ -37,6 +38,17 @@ async fn flash_sale(connect: PgConnectOptions, kind: StrategyKind) {
     let other: Vec<_> = statuses.iter().filter(|&&s| s != 201 && s != 409).collect();
     assert!(other.is_empty(), "{kind}: unexpected statuses {other:?}");
 
+    if kind.background().contains(&Job::StockSync) {
+        // Sold and committed, not yet applied to the stock row: the audit must say so, not drift.
+        let before = app.audit().await;
+        assert_eq!(before["settled"], false, "{kind}: orders await the stock sync: {before}");
+        assert_eq!(before["total"]["awaiting_sync"], STOCK, "{kind}: units awaiting sync: {before}");
+        assert_eq!(before["order_status"]["awaiting_sync"], STOCK, "{kind}: orders awaiting sync: {before}");
+        assert_eq!(app.stock(HOT).await, STOCK, "{kind}: the purchase itself leaves the stock row alone");
+        assert_eq!(before["clean"], true, "{kind}: units awaiting sync are not drift: {before}");
+        assert_eq!(app.sync_stock().await, STOCK, "{kind}: the sync applies every order line once");
+        assert_eq!(app.audit().await["settled"], true, "{kind}: settled once the sync caught up");
+    }
     let audit = app.audit().await;
     let books = books_of(&audit, kind);
     let product = audited_product(books, HOT, kind);
@@ -101,6 +113,7 @@ contention_tests! {
     sql_atomic_sells_exactly_the_stock => StrategyKind::SqlAtomic,
     redis_decr_sells_exactly_the_stock => StrategyKind::RedisDecr,
     redis_lua_sells_exactly_the_stock => StrategyKind::RedisLua,
+    redis_orderlog_sells_exactly_the_stock => StrategyKind::RedisOrderlog,
     stream_accepts_and_persists_exactly_the_stock => StrategyKind::Stream,
     stream_deferred_accepts_too_many_and_cancels_the_excess => StrategyKind::StreamDeferred,
 }

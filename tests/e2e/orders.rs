@@ -91,6 +91,14 @@ async fn sql_atomic_multi_item_orders_are_all_or_nothing(
     multi_item_orders_are_all_or_nothing(connect, StrategyKind::SqlAtomic).await;
 }
 
+#[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
+async fn redis_orderlog_multi_item_orders_are_all_or_nothing(
+    _: PoolOptions<Postgres>,
+    connect: PgConnectOptions,
+) {
+    multi_item_orders_are_all_or_nothing(connect, StrategyKind::RedisOrderlog).await;
+}
+
 /// Orders holding `key` in the books `kind` sells from.
 async fn orders_with_key(app: &TestApp, kind: StrategyKind, key: &str) -> i64 {
     if kind.spec().persists_to_postgres() {
@@ -199,6 +207,7 @@ idempotency_tests! {
     sql_atomic_replays_a_key, sql_atomic_replays_a_key_sent_concurrently => StrategyKind::SqlAtomic,
     redis_decr_replays_a_key, redis_decr_replays_a_key_sent_concurrently => StrategyKind::RedisDecr,
     redis_lua_replays_a_key, redis_lua_replays_a_key_sent_concurrently => StrategyKind::RedisLua,
+    redis_orderlog_replays_a_key, redis_orderlog_replays_a_key_sent_concurrently => StrategyKind::RedisOrderlog,
     stream_replays_a_key, stream_replays_a_key_sent_concurrently => StrategyKind::Stream,
     stream_deferred_replays_a_key, stream_deferred_replays_a_key_sent_concurrently => StrategyKind::StreamDeferred,
 }

@@ -811,7 +811,9 @@ fn shelves(world: &World, kind: StrategyKind) -> Vec<BTreeMap<i64, i64>> {
         StrategyKind::SqlNaive | StrategyKind::SqlForUpdate | StrategyKind::SqlAtomic => vec![pg()],
         // Reserved in Redis, committed to PostgreSQL before the answer: both move.
         StrategyKind::RedisDecr | StrategyKind::RedisLua => vec![pg(), redis()],
-        StrategyKind::Stream => vec![redis()],
+        // Only Redis's shelf moves before the answer: `stream` queues the order, `redis-orderlog`
+        // commits it insert-only and the stock row follows by the stock sync.
+        StrategyKind::RedisOrderlog | StrategyKind::Stream => vec![redis()],
         // Checks the stock only; the worker takes it later.
         StrategyKind::StreamDeferred => vec![],
     }
@@ -826,7 +828,8 @@ fn orders_held(world: &World, kind: StrategyKind) -> i64 {
         | StrategyKind::SqlForUpdate
         | StrategyKind::SqlAtomic
         | StrategyKind::RedisDecr
-        | StrategyKind::RedisLua => world.pg.orders,
+        | StrategyKind::RedisLua
+        | StrategyKind::RedisOrderlog => world.pg.orders,
     }
 }
 
