@@ -40,6 +40,7 @@ STRATEGIES = (
     "sql-naive",
     "sql-for-update",
     "sql-atomic",
+    "sql-skip-locked",
     "redis-decr",
     "redis-lua",
     "redis-orderlog",
@@ -182,6 +183,11 @@ class Buyer(HttpUser):
     @task
     def sql_atomic(self) -> None:
         self.purchase("sql-atomic")
+
+    @tag("sql-skip-locked")
+    @task
+    def sql_skip_locked(self) -> None:
+        self.purchase("sql-skip-locked")
 
     @tag("redis-decr")
     @task

@@ -202,6 +202,7 @@ mod tests {
             StrategyKind::SqlNaive
             | StrategyKind::SqlForUpdate
             | StrategyKind::SqlAtomic
+            | StrategyKind::SqlSkipLocked
             | StrategyKind::RedisDecr
             | StrategyKind::RedisLua
             | StrategyKind::RedisOrderlog => BackendClass::Postgres,

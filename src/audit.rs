@@ -300,8 +300,8 @@ pub async fn reconcile(app: &App) -> Result<AuditReport, StrategyError> {
             p = p.with_awaiting_sync(row.awaiting_sync);
             p.gate = row.gate;
             // The mirror belongs to the products the Redis gate sells, or may sell: not to the
-            // ones the PostgreSQL gate claimed.
-            if row.gate != Some(Gate::Postgres) {
+            // ones the PostgreSQL gate or the unit pool claimed.
+            if matches!(row.gate, None | Some(Gate::Redis)) {
                 p = p.with_redis(stock, inflight, held.get(&p.product_id).copied().unwrap_or_default());
             }
             p

@@ -45,7 +45,7 @@ pub async fn reset(pool: &PgPool, plan: &StockPlan) -> Result<ResetSummary, Stra
     // lock must not hold the reset forever, though: past the lock timeout it answers 503.
     sqlx::query("SET LOCAL statement_timeout = 0").execute(&mut *tx).await?;
     sqlx::query("SET LOCAL lock_timeout = '5s'").execute(&mut *tx).await?;
-    sqlx::query("TRUNCATE stock_unapplied, order_items, orders, idempotency_claims")
+    sqlx::query("TRUNCATE inventory_units, stock_unapplied, order_items, orders, idempotency_claims")
         .execute(&mut *tx)
         .await?;
     let mut written = 0;
@@ -157,19 +157,22 @@ pub fn write_row(out: &mut Vec<u8>, fields: &[&dyn std::fmt::Display]) {
     out.push(b'\n');
 }
 
-/// What is left to sell of product `$1`: its stock row less the units sold insert-only that the
-/// stock sync has not applied yet. `NULL` for a product PostgreSQL does not have. A macro, so
+/// What is left to sell of product `$1`: its free unit rows when `sql-skip-locked`'s pool sells it,
+/// else its stock row less the units sold insert-only that the stock sync has not applied yet.
+/// `NULL` for a product PostgreSQL does not have. A macro, so
 /// statements embed it with `concat!` and stay `&'static str`.
 macro_rules! left_to_sell {
     () => {
-        "((SELECT stock FROM products WHERE id = $1) \
-          - (SELECT COALESCE(SUM(quantity), 0) FROM stock_unapplied WHERE product_id = $1)::bigint)"
+        "(SELECT CASE WHEN p.gate = 'units' \
+                 THEN (SELECT COUNT(*) FROM inventory_units WHERE product_id = $1 AND order_id IS NULL) \
+                 ELSE p.stock - (SELECT COALESCE(SUM(quantity), 0) FROM stock_unapplied WHERE product_id = $1)::bigint \
+                 END \
+          FROM products p WHERE p.id = $1)"
     };
 }
 pub(crate) use left_to_sell;
 
-/// What is left to sell of one product (its stock row less the units awaiting the stock sync), if
-/// it exists.
+/// What is left to sell of one product (see `left_to_sell!`), if it exists.
 ///
 /// # Errors
 /// When the database does not answer.
@@ -191,7 +194,11 @@ WITH sold AS (
 ), unapplied AS (
     SELECT product_id, SUM(quantity)::bigint AS units FROM stock_unapplied GROUP BY product_id
 )
-SELECT p.id AS product_id, p.initial_stock, p.stock AS final_stock,
+SELECT p.id AS product_id, p.initial_stock,
+       CASE WHEN p.gate = 'units'
+            THEN (SELECT COUNT(*) FROM inventory_units f WHERE f.product_id = p.id AND f.order_id IS NULL)
+            ELSE p.stock
+       END AS final_stock,
        COALESCE(s.units, 0) AS units_in_orders, COALESCE(s.orders, 0) AS orders,
        COALESCE(s.duplicated, 0) AS duplicated, p.gate, COALESCE(u.units, 0) AS awaiting_sync
 FROM products p LEFT JOIN sold s ON s.product_id = p.id LEFT JOIN unapplied u ON u.product_id = p.id

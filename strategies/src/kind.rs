@@ -16,6 +16,7 @@ pub enum StrategyKind {
     SqlNaive,
     SqlForUpdate,
     SqlAtomic,
+    SqlSkipLocked,
     RedisDecr,
     RedisLua,
     RedisOrderlog,
@@ -33,6 +34,9 @@ pub enum Gate {
     Postgres,
     /// The Redis mirror, before PostgreSQL sees the order.
     Redis,
+    /// PostgreSQL's unit pool (`inventory_units`, one row per unit): its own books, apart from the
+    /// stock row.
+    Units,
 }
 
 impl Guarantees {
@@ -49,6 +53,7 @@ impl Gate {
             Self::InProcess => "in-process",
             Self::Postgres => "postgres",
             Self::Redis => "redis",
+            Self::Units => "units",
         }
     }
 }
@@ -78,11 +83,12 @@ pub struct Guarantees {
 
 impl StrategyKind {
     /// Every kind, in the order listings show them.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::Memory,
         Self::SqlNaive,
         Self::SqlForUpdate,
         Self::SqlAtomic,
+        Self::SqlSkipLocked,
         Self::RedisDecr,
         Self::RedisLua,
         Self::RedisOrderlog,
@@ -97,6 +103,7 @@ impl StrategyKind {
             Self::SqlNaive => "sql-naive",
             Self::SqlForUpdate => "sql-for-update",
             Self::SqlAtomic => "sql-atomic",
+            Self::SqlSkipLocked => "sql-skip-locked",
             Self::RedisDecr => "redis-decr",
             Self::RedisLua => "redis-lua",
             Self::RedisOrderlog => "redis-orderlog",
@@ -151,6 +158,18 @@ impl StrategyKind {
                 queued: false,
                 description: "One conditional UPDATE ... WHERE stock >= quantity per item and the order \
                               insert in one transaction (one statement for single-item orders).",
+            },
+            Self::SqlSkipLocked => Guarantees {
+                backend: "postgres",
+                gate: Gate::Units,
+                single_process: false,
+                reserves_before_accepting: true,
+                safe: true,
+                durable: true,
+                queued: false,
+                description: "One row per unit: claim `quantity` free unit rows with FOR UPDATE SKIP \
+                              LOCKED, mark them with the order and insert it in one transaction; buyers \
+                              of one product never wait for each other's row locks.",
             },
             Self::RedisDecr => Guarantees {
                 backend: "redis+postgres",

@@ -14,6 +14,7 @@ use crate::redis_stream::{Stream, StreamDeferred};
 use crate::sql_atomic::SqlAtomic;
 use crate::sql_for_update::SqlForUpdate;
 use crate::sql_naive::SqlNaive;
+use crate::sql_skip_locked::SqlSkipLocked;
 use crate::strategy::Strategy;
 
 /// Builds the strategy `kind` names on the shared backends.
@@ -27,6 +28,7 @@ pub fn build(kind: StrategyKind, backends: &Backends) -> Arc<dyn Strategy> {
             Arc::new(SqlForUpdate::new(backends.pg.clone(), backends.tuning.conflict_retries))
         }
         StrategyKind::SqlAtomic => Arc::new(SqlAtomic::new(backends.pg.clone())),
+        StrategyKind::SqlSkipLocked => Arc::new(SqlSkipLocked::new(backends.pg.clone())),
         StrategyKind::RedisDecr => Arc::new(RedisDecr::new(
             backends.pg.clone(),
             backends.redis.clone(),

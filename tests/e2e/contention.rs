@@ -111,6 +111,7 @@ contention_tests! {
     sql_naive_is_caught_overselling => StrategyKind::SqlNaive,
     sql_for_update_sells_exactly_the_stock => StrategyKind::SqlForUpdate,
     sql_atomic_sells_exactly_the_stock => StrategyKind::SqlAtomic,
+    sql_skip_locked_sells_exactly_the_stock => StrategyKind::SqlSkipLocked,
     redis_decr_sells_exactly_the_stock => StrategyKind::RedisDecr,
     redis_lua_sells_exactly_the_stock => StrategyKind::RedisLua,
     redis_orderlog_sells_exactly_the_stock => StrategyKind::RedisOrderlog,

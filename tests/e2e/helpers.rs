@@ -10,7 +10,8 @@ use checkout_bench::sessions::SessionConfig;
 use checkout_strategies::background::Job;
 use checkout_strategies::stock_sync::{StockSync, StockSyncSettings};
 use checkout_strategies::{
-    Backends, PgSettings, RedisBackend, RedisKeys, RedisSettings, StockPlan, StrategyKind, Tuning, backends,
+    Backends, Gate, PgSettings, RedisBackend, RedisKeys, RedisSettings, StockPlan, StrategyKind, Tuning,
+    backends,
 };
 use serde_json::{Value, json};
 use sqlx::postgres::PgConnectOptions;
@@ -377,6 +378,11 @@ impl TestApp {
     pub(crate) async fn stock_in(&self, kind: StrategyKind, product: i64) -> i64 {
         if kind.background().contains(&Job::StockSync) {
             self.sync_stock().await;
+        }
+        if kind.spec().gate == Gate::Units {
+            // The unit pool is its books: what is left is its free rows, as GET /products says.
+            let product = self.get_json(&format!("/products/{product}")).await;
+            return product["stock"].as_i64().expect("stock");
         }
         if kind.spec().persists_to_postgres() {
             return self.stock(product).await;

@@ -19,3 +19,4 @@ mod redis_stock;
 mod seed;
 mod sessions;
 mod stream;
+mod unit_pool;

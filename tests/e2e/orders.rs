@@ -92,6 +92,14 @@ async fn sql_atomic_multi_item_orders_are_all_or_nothing(
 }
 
 #[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
+async fn sql_skip_locked_multi_item_orders_are_all_or_nothing(
+    _: PoolOptions<Postgres>,
+    connect: PgConnectOptions,
+) {
+    multi_item_orders_are_all_or_nothing(connect, StrategyKind::SqlSkipLocked).await;
+}
+
+#[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
 async fn redis_orderlog_multi_item_orders_are_all_or_nothing(
     _: PoolOptions<Postgres>,
     connect: PgConnectOptions,
@@ -205,6 +213,7 @@ idempotency_tests! {
     sql_naive_replays_a_key, sql_naive_replays_a_key_sent_concurrently => StrategyKind::SqlNaive,
     sql_for_update_replays_a_key, sql_for_update_replays_a_key_sent_concurrently => StrategyKind::SqlForUpdate,
     sql_atomic_replays_a_key, sql_atomic_replays_a_key_sent_concurrently => StrategyKind::SqlAtomic,
+    sql_skip_locked_replays_a_key, sql_skip_locked_replays_a_key_sent_concurrently => StrategyKind::SqlSkipLocked,
     redis_decr_replays_a_key, redis_decr_replays_a_key_sent_concurrently => StrategyKind::RedisDecr,
     redis_lua_replays_a_key, redis_lua_replays_a_key_sent_concurrently => StrategyKind::RedisLua,
     redis_orderlog_replays_a_key, redis_orderlog_replays_a_key_sent_concurrently => StrategyKind::RedisOrderlog,

@@ -814,8 +814,9 @@ fn shelves(world: &World, kind: StrategyKind) -> Vec<BTreeMap<i64, i64>> {
         // Only Redis's shelf moves before the answer: `stream` queues the order, `redis-orderlog`
         // commits it insert-only and the stock row follows by the stock sync.
         StrategyKind::RedisOrderlog | StrategyKind::Stream => vec![redis()],
-        // Checks the stock only; the worker takes it later.
-        StrategyKind::StreamDeferred => vec![],
+        // `stream-deferred` checks the stock only, and the worker takes it later; `sql-skip-locked`'s
+        // books are its unit pool, which this snapshot does not read (the stock row stays).
+        StrategyKind::StreamDeferred | StrategyKind::SqlSkipLocked => vec![],
     }
 }
 
@@ -827,6 +828,7 @@ fn orders_held(world: &World, kind: StrategyKind) -> i64 {
         StrategyKind::SqlNaive
         | StrategyKind::SqlForUpdate
         | StrategyKind::SqlAtomic
+        | StrategyKind::SqlSkipLocked
         | StrategyKind::RedisDecr
         | StrategyKind::RedisLua
         | StrategyKind::RedisOrderlog => world.pg.orders,
