@@ -41,6 +41,7 @@ STRATEGIES = (
     "sql-for-update",
     "sql-atomic",
     "sql-skip-locked",
+    "sql-optimistic",
     "redis-decr",
     "redis-lua",
     "redis-orderlog",
@@ -188,6 +189,11 @@ class Buyer(HttpUser):
     @task
     def sql_skip_locked(self) -> None:
         self.purchase("sql-skip-locked")
+
+    @tag("sql-optimistic")
+    @task
+    def sql_optimistic(self) -> None:
+        self.purchase("sql-optimistic")
 
     @tag("redis-decr")
     @task

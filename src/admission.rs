@@ -203,6 +203,7 @@ mod tests {
             | StrategyKind::SqlForUpdate
             | StrategyKind::SqlAtomic
             | StrategyKind::SqlSkipLocked
+            | StrategyKind::SqlOptimistic
             | StrategyKind::RedisDecr
             | StrategyKind::RedisLua
             | StrategyKind::RedisOrderlog => BackendClass::Postgres,

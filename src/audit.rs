@@ -53,6 +53,10 @@ pub struct ProductAudit {
     /// Units in committed orders the stock sync has not taken from `final_stock` yet; the
     /// anomalies above are computed on `final_stock − awaiting_sync`.
     pub awaiting_sync: i64,
+    /// Purchases of this product refused with 409 `contention` (`sql-optimistic` lost its
+    /// compare-and-swap every time) since the reset: buyers turned away while stock may be left.
+    /// An undersell, not an anomaly: it does not make the audit unclean.
+    pub contention_refusals: u64,
     /// Redis's stock, when the Redis mirror was read and holds the key.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_stock: Option<i64>,
@@ -92,6 +96,7 @@ impl ProductAudit {
             duplicated: ledger.duplicated,
             orders: ledger.orders,
             awaiting_sync: 0,
+            contention_refusals: 0,
             redis_stock: None,
             redis_inflight: None,
             redis_held: None,
@@ -163,6 +168,8 @@ pub struct AuditTotal {
     pub orphan_units: i64,
     /// Units in committed orders the stock sync has not applied yet.
     pub awaiting_sync: i64,
+    /// Purchases refused with 409 `contention`.
+    pub contention_refusals: u64,
 }
 
 /// The books of one place that holds stock.
@@ -189,6 +196,7 @@ impl LedgerAudit {
             total.redis_drift += p.redis_drift.unwrap_or(0).abs();
             total.stranded += p.stranded;
             total.awaiting_sync += p.awaiting_sync;
+            total.contention_refusals += p.contention_refusals;
         }
         let clean = duplicated == 0 && products.iter().all(ProductAudit::is_clean);
         Self { clean, total, products }
@@ -268,7 +276,11 @@ pub async fn reconcile(app: &App) -> Result<AuditReport, StrategyError> {
     // from the books of an audit that calls itself settled (and show as Redis drift).
     let mut ledgers = BTreeMap::new();
     let mut queues = QueueAudit::default();
+    let mut contention: BTreeMap<i64, u64> = BTreeMap::new();
     for strategy in app.registry.iter() {
+        for (product, refusals) in strategy.contention_refusals() {
+            *contention.entry(product).or_default() += refusals;
+        }
         if let Some(backlog) = strategy.backlog().await? {
             queues.pending += backlog.pending;
             queues.dead_lettered += backlog.dead_lettered;
@@ -281,7 +293,10 @@ pub async fn reconcile(app: &App) -> Result<AuditReport, StrategyError> {
     let holds = reservation::holds(&app.redis).await?;
     let awaiting_resync = reservation::awaiting_resync(&app.redis).await?;
     let now_ms = reservation::redis_now_ms(&app.redis).await?;
-    let (rows, totals) = catalog::sql_books(&app.pg, &app.tracked_products()).await?;
+    // A product buyers were turned away from is listed even if nobody bought it.
+    let mut tracked = app.tracked_products();
+    tracked.extend(contention.keys());
+    let (rows, totals) = catalog::sql_books(&app.pg, &tracked).await?;
     let ids: Vec<uuid::Uuid> = holds.iter().map(|hold| hold.order_id).collect();
     let committed = reservation::committed(&app.pg, &ids).await?;
     let held = reservation::units_by_product(&holds, &committed, now_ms);
@@ -298,6 +313,7 @@ pub async fn reconcile(app: &App) -> Result<AuditReport, StrategyError> {
         .zip(stocks.into_iter().zip(inflight))
         .map(|((mut p, row), (stock, inflight))| {
             p = p.with_awaiting_sync(row.awaiting_sync);
+            p.contention_refusals = contention.get(&p.product_id).copied().unwrap_or(0);
             p.gate = row.gate;
             // The mirror belongs to the products the Redis gate sells, or may sell: not to the
             // ones the PostgreSQL gate or the unit pool claimed.
@@ -313,6 +329,7 @@ pub async fn reconcile(app: &App) -> Result<AuditReport, StrategyError> {
     postgres.total.stock_drift = postgres.products.iter().map(|p| p.stock_drift.abs()).sum();
     postgres.total.negative_stock = postgres.products.iter().map(|p| p.negative_stock).sum();
     postgres.total.awaiting_sync = postgres.products.iter().map(|p| p.awaiting_sync).sum();
+    postgres.total.contention_refusals = postgres.products.iter().map(|p| p.contention_refusals).sum();
     // Judged again on the adjusted rows: `from_rows` saw units awaiting sync as drift.
     postgres.clean = totals.duplicated == 0 && postgres.products.iter().all(ProductAudit::is_clean);
     let reservations = ReservationAudit {

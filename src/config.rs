@@ -105,6 +105,12 @@ pub struct ServeArgs {
     #[arg(long, env = "RESERVATION_TTL_MS", default_value_t = 30_000)]
     pub reservation_ttl_ms: u64,
 
+    /// Times `sql-optimistic` retries its version compare-and-swap (after a random pause that
+    /// doubles each time) when another buyer changed the row first; past it the buyer gets 409
+    /// `contention`.
+    #[arg(long, env = "OPTIMISTIC_RETRIES", default_value_t = 8)]
+    pub optimistic_retries: u32,
+
     /// Random products (ids 1..=N) a fresh, empty database is given at first start, next to the hot
     /// product 100 with 10,000 units.
     #[arg(long, env = "DEFAULT_PRODUCTS", default_value_t = 1_000)]
@@ -139,6 +145,7 @@ impl ServeArgs {
             naive_race_window: Duration::from_millis(self.naive_race_window_ms),
             conflict_retries: self.conflict_retries,
             reservation_ttl: Duration::from_millis(self.reservation_ttl_ms),
+            optimistic_retries: self.optimistic_retries,
         }
     }
 

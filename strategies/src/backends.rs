@@ -90,6 +90,9 @@ pub struct Tuning {
     pub conflict_retries: u32,
     /// How long a Redis reservation may wait for its order's commit before the sweeper settles it.
     pub reservation_ttl: Duration,
+    /// How often `sql-optimistic` tries its compare-and-swap again after another buyer changed the
+    /// row, before answering 409 `contention`.
+    pub optimistic_retries: u32,
 }
 
 impl Default for Tuning {
@@ -98,6 +101,7 @@ impl Default for Tuning {
             naive_race_window: Duration::ZERO,
             conflict_retries: 3,
             reservation_ttl: Duration::from_secs(30),
+            optimistic_retries: 8,
         }
     }
 }

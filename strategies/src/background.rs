@@ -27,7 +27,12 @@ impl StrategyKind {
     /// The background work this strategy needs.
     pub const fn background(self) -> &'static [Job] {
         match self {
-            Self::Memory | Self::SqlNaive | Self::SqlForUpdate | Self::SqlAtomic | Self::SqlSkipLocked => &[],
+            Self::Memory
+            | Self::SqlNaive
+            | Self::SqlForUpdate
+            | Self::SqlAtomic
+            | Self::SqlSkipLocked
+            | Self::SqlOptimistic => &[],
             Self::RedisDecr | Self::RedisLua => &[Job::ReservationSweeper],
             Self::RedisOrderlog => &[Job::ReservationSweeper, Job::StockSync],
             Self::Stream => &[Job::StreamWorker(Self::Stream)],

@@ -231,6 +231,10 @@ impl Strategy for Keyed {
     async fn own_orders(&self) -> Result<Vec<OrderEntry>, StrategyError> {
         self.inner.own_orders().await
     }
+
+    fn contention_refusals(&self) -> std::collections::BTreeMap<i64, u64> {
+        self.inner.contention_refusals()
+    }
 }
 
 #[cfg(test)]

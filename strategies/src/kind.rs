@@ -17,6 +17,7 @@ pub enum StrategyKind {
     SqlForUpdate,
     SqlAtomic,
     SqlSkipLocked,
+    SqlOptimistic,
     RedisDecr,
     RedisLua,
     RedisOrderlog,
@@ -83,12 +84,13 @@ pub struct Guarantees {
 
 impl StrategyKind {
     /// Every kind, in the order listings show them.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::Memory,
         Self::SqlNaive,
         Self::SqlForUpdate,
         Self::SqlAtomic,
         Self::SqlSkipLocked,
+        Self::SqlOptimistic,
         Self::RedisDecr,
         Self::RedisLua,
         Self::RedisOrderlog,
@@ -104,6 +106,7 @@ impl StrategyKind {
             Self::SqlForUpdate => "sql-for-update",
             Self::SqlAtomic => "sql-atomic",
             Self::SqlSkipLocked => "sql-skip-locked",
+            Self::SqlOptimistic => "sql-optimistic",
             Self::RedisDecr => "redis-decr",
             Self::RedisLua => "redis-lua",
             Self::RedisOrderlog => "redis-orderlog",
@@ -170,6 +173,19 @@ impl StrategyKind {
                 description: "One row per unit: claim `quantity` free unit rows with FOR UPDATE SKIP \
                               LOCKED, mark them with the order and insert it in one transaction; buyers \
                               of one product never wait for each other's row locks.",
+            },
+            Self::SqlOptimistic => Guarantees {
+                backend: "postgres",
+                gate: Gate::Postgres,
+                single_process: false,
+                reserves_before_accepting: true,
+                safe: true,
+                durable: true,
+                queued: false,
+                description: "Version-column compare-and-swap: read stock and version, then UPDATE ... \
+                              WHERE version = read AND stock >= quantity, and insert the order, in one \
+                              transaction; bounded retries with jitter, then 409 contention. Never \
+                              oversells; may undersell under contention.",
             },
             Self::RedisDecr => Guarantees {
                 backend: "redis+postgres",

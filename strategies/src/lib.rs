@@ -9,7 +9,7 @@
 //! - [`catalog`]: reset, bulk `COPY`, and the SQL books the audit reads.
 //! - [`redis_stock`]: stock mirrored into Redis, and its recovery.
 //! - One file per mechanism: [`in_memory`], [`sql_naive`], [`sql_for_update`], [`sql_atomic`],
-//!   [`sql_skip_locked`],
+//!   [`sql_skip_locked`], [`sql_optimistic`],
 //!   [`redis_decr`], [`redis_lua`], [`redis_orderlog`].
 //! - [`stock_sync`]: applies `redis-orderlog`'s insert-only orders to PostgreSQL's stock.
 //! - [`redis_stream`]: the queueing strategies (`stream`, `stream-deferred`) and their worker.
@@ -43,6 +43,7 @@ pub mod reservation;
 pub mod sql_atomic;
 pub mod sql_for_update;
 pub mod sql_naive;
+pub mod sql_optimistic;
 pub mod sql_skip_locked;
 mod sql_stock;
 pub mod stock_sync;

@@ -14,6 +14,7 @@ use crate::redis_stream::{Stream, StreamDeferred};
 use crate::sql_atomic::SqlAtomic;
 use crate::sql_for_update::SqlForUpdate;
 use crate::sql_naive::SqlNaive;
+use crate::sql_optimistic::SqlOptimistic;
 use crate::sql_skip_locked::SqlSkipLocked;
 use crate::strategy::Strategy;
 
@@ -29,6 +30,9 @@ pub fn build(kind: StrategyKind, backends: &Backends) -> Arc<dyn Strategy> {
         }
         StrategyKind::SqlAtomic => Arc::new(SqlAtomic::new(backends.pg.clone())),
         StrategyKind::SqlSkipLocked => Arc::new(SqlSkipLocked::new(backends.pg.clone())),
+        StrategyKind::SqlOptimistic => {
+            Arc::new(SqlOptimistic::new(backends.pg.clone(), backends.tuning.optimistic_retries))
+        }
         StrategyKind::RedisDecr => Arc::new(RedisDecr::new(
             backends.pg.clone(),
             backends.redis.clone(),

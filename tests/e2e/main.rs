@@ -10,6 +10,7 @@ mod contention;
 mod disconnect;
 mod faults;
 mod helpers;
+mod optimistic;
 mod orderlog;
 mod orders;
 mod overload;

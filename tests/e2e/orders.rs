@@ -100,6 +100,14 @@ async fn sql_skip_locked_multi_item_orders_are_all_or_nothing(
 }
 
 #[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
+async fn sql_optimistic_multi_item_orders_are_all_or_nothing(
+    _: PoolOptions<Postgres>,
+    connect: PgConnectOptions,
+) {
+    multi_item_orders_are_all_or_nothing(connect, StrategyKind::SqlOptimistic).await;
+}
+
+#[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
 async fn redis_orderlog_multi_item_orders_are_all_or_nothing(
     _: PoolOptions<Postgres>,
     connect: PgConnectOptions,
@@ -214,6 +222,7 @@ idempotency_tests! {
     sql_for_update_replays_a_key, sql_for_update_replays_a_key_sent_concurrently => StrategyKind::SqlForUpdate,
     sql_atomic_replays_a_key, sql_atomic_replays_a_key_sent_concurrently => StrategyKind::SqlAtomic,
     sql_skip_locked_replays_a_key, sql_skip_locked_replays_a_key_sent_concurrently => StrategyKind::SqlSkipLocked,
+    sql_optimistic_replays_a_key, sql_optimistic_replays_a_key_sent_concurrently => StrategyKind::SqlOptimistic,
     redis_decr_replays_a_key, redis_decr_replays_a_key_sent_concurrently => StrategyKind::RedisDecr,
     redis_lua_replays_a_key, redis_lua_replays_a_key_sent_concurrently => StrategyKind::RedisLua,
     redis_orderlog_replays_a_key, redis_orderlog_replays_a_key_sent_concurrently => StrategyKind::RedisOrderlog,

@@ -808,7 +808,10 @@ fn shelves(world: &World, kind: StrategyKind) -> Vec<BTreeMap<i64, i64>> {
                 })
                 .collect(),
         ],
-        StrategyKind::SqlNaive | StrategyKind::SqlForUpdate | StrategyKind::SqlAtomic => vec![pg()],
+        StrategyKind::SqlNaive
+        | StrategyKind::SqlForUpdate
+        | StrategyKind::SqlAtomic
+        | StrategyKind::SqlOptimistic => vec![pg()],
         // Reserved in Redis, committed to PostgreSQL before the answer: both move.
         StrategyKind::RedisDecr | StrategyKind::RedisLua => vec![pg(), redis()],
         // Only Redis's shelf moves before the answer: `stream` queues the order, `redis-orderlog`
@@ -829,6 +832,7 @@ fn orders_held(world: &World, kind: StrategyKind) -> i64 {
         | StrategyKind::SqlForUpdate
         | StrategyKind::SqlAtomic
         | StrategyKind::SqlSkipLocked
+        | StrategyKind::SqlOptimistic
         | StrategyKind::RedisDecr
         | StrategyKind::RedisLua
         | StrategyKind::RedisOrderlog => world.pg.orders,
