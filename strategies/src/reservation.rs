@@ -12,8 +12,10 @@
 //! - The [`Sweeper`] ends reservations past their deadline: it settles each order's doubt in
 //!   PostgreSQL ([`crate::fence::settle`]: committed, or void for good) and then settles or
 //!   releases it. It never releases an order that committed.
-//! - [`recover`] rebuilds a missing stock key from the same per-order truth: PostgreSQL's stock
-//!   minus the units of every hold (reservation or queued order) PostgreSQL does not hold yet.
+//! - [`recover`] rebuilds a missing stock key from the same per-order truth: what is left to sell
+//!   in PostgreSQL (its stock row less the units `redis-orderlog` committed that the stock sync has
+//!   not applied yet) minus the units of every hold (reservation or queued order) PostgreSQL does
+//!   not hold yet. The sweeper's resync reads the same "left to sell".
 //! - Products whose mirror may stand *above* PostgreSQL (rebuilt after Redis lost purchases in
 //!   flight, or refused by PostgreSQL's conditional decrement) go into a resync set; the sweeper
 //!   rewrites each one from PostgreSQL once nothing of it is in flight.

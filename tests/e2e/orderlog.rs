@@ -120,3 +120,34 @@ async fn the_sync_applies_each_line_once_in_batches(_: PoolOptions<Postgres>, co
     let audit = app.audit().await;
     assert_eq!((audit["clean"].clone(), audit["settled"].clone()), (true.into(), true.into()), "{audit}");
 }
+
+/// The sweeper's resync rewrites a quiet mirror from PostgreSQL: from what is left to sell, not
+/// from a stock row the sync has not caught up with.
+#[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
+async fn a_resync_leaves_out_units_awaiting_sync(_: PoolOptions<Postgres>, connect: PgConnectOptions) {
+    let app = spawn_app(connect, Setup { plan: plan_of(&[(HOT, STOCK)]), ..Setup::default() }).await;
+    for _ in 0..4 {
+        app.buy(KIND, &order_body(&[(HOT, 1)]), None).await.assert_placed(KIND);
+    }
+    assert_eq!(app.redis_stock(HOT).await, Some(STOCK - 4), "the mirror took the units");
+    let mut conn = app.redis.conn.clone();
+    redis::cmd("SADD")
+        .arg(app.redis.keys.resync())
+        .arg(HOT)
+        .query_async::<i64>(&mut conn)
+        .await
+        .expect("mark the product for a resync");
+    let report = checkout_strategies::reservation::Sweeper::new(
+        app.pool.clone(),
+        app.redis.clone(),
+        SweeperSettings::default(),
+    )
+    .sweep()
+    .await
+    .expect("sweep");
+    assert_eq!(report.resynced, 1, "the quiet product was rewritten: {report:?}");
+    assert_eq!(app.stock(HOT).await, STOCK, "no sync ran");
+    assert_eq!(app.redis_stock(HOT).await, Some(STOCK - 4), "four units sold are not offered again");
+    let audit = app.audit().await;
+    assert_eq!(audit["clean"], true, "{audit}");
+}
