@@ -50,8 +50,11 @@ STRATEGIES = (
     "sql-for-update",
     "sql-atomic",
     "sql-coalesce",
+    "sql-skip-locked",
+    "sql-optimistic",
     "redis-decr",
     "redis-lua",
+    "redis-orderlog",
     "stream",
     "stream-deferred",
 )
@@ -198,6 +201,15 @@ class Buyer(HttpUser):
     @task
     def sql_coalesce(self) -> None:
         self.purchase("sql-coalesce")
+    @tag("sql-skip-locked")
+    @task
+    def sql_skip_locked(self) -> None:
+        self.purchase("sql-skip-locked")
+
+    @tag("sql-optimistic")
+    @task
+    def sql_optimistic(self) -> None:
+        self.purchase("sql-optimistic")
 
     @tag("redis-decr")
     @task
@@ -208,6 +220,11 @@ class Buyer(HttpUser):
     @task
     def redis_lua(self) -> None:
         self.purchase("redis-lua")
+
+    @tag("redis-orderlog")
+    @task
+    def redis_orderlog(self) -> None:
+        self.purchase("redis-orderlog")
 
     @tag("stream")
     @task

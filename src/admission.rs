@@ -203,8 +203,11 @@ mod tests {
             | StrategyKind::SqlForUpdate
             | StrategyKind::SqlAtomic
             | StrategyKind::SqlCoalesce
+            | StrategyKind::SqlSkipLocked
+            | StrategyKind::SqlOptimistic
             | StrategyKind::RedisDecr
-            | StrategyKind::RedisLua => BackendClass::Postgres,
+            | StrategyKind::RedisLua
+            | StrategyKind::RedisOrderlog => BackendClass::Postgres,
             StrategyKind::Stream | StrategyKind::StreamDeferred => BackendClass::Redis,
         };
         for kind in StrategyKind::ALL {

@@ -18,6 +18,10 @@
 //! is not theirs. Queueing strategies add `pending` (accepted, not yet persisted),
 //! `dead_lettered` and `accepted_then_cancelled`; orders for products PostgreSQL has no row for
 //! are `orphan_units`. Any of these makes the audit not clean, whatever mix of strategies sold.
+//!
+//! `redis-orderlog` commits orders without touching the stock row; the stock sync takes their
+//! units later. Until it has, those units are `awaiting_sync`: the books are judged on what is
+//! left to sell (`final_stock − awaiting_sync`), and the audit is not `settled` while any remain.
 
 use std::collections::BTreeMap;
 
@@ -46,6 +50,13 @@ pub struct ProductAudit {
     pub duplicated: i64,
     /// Live (pending or confirmed) orders holding this product.
     pub orders: i64,
+    /// Units in committed orders the stock sync has not taken from `final_stock` yet; the
+    /// anomalies above are computed on `final_stock − awaiting_sync`.
+    pub awaiting_sync: i64,
+    /// Purchases of this product refused with 409 `contention` (`sql-optimistic` lost its
+    /// compare-and-swap every time) since the reset: buyers turned away while stock may be left.
+    /// An undersell, not an anomaly: it does not make the audit unclean.
+    pub contention_refusals: u64,
     /// Redis's stock, when the Redis mirror was read and holds the key.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_stock: Option<i64>,
@@ -58,7 +69,7 @@ pub struct ProductAudit {
     /// Of those, units whose order PostgreSQL does not hold yet.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_uncommitted: Option<i64>,
-    /// `redis_stock − (final_stock − redis_uncommitted)`, plus any gap between the in-flight
+    /// `redis_stock − (final_stock − awaiting_sync − redis_uncommitted)`, plus any gap between the in-flight
     /// counter and the holds: non-zero when the mirror disagrees.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_drift: Option<i64>,
@@ -84,6 +95,8 @@ impl ProductAudit {
             stock_drift: ledger.initial_stock - ledger.final_stock - ledger.units_in_orders,
             duplicated: ledger.duplicated,
             orders: ledger.orders,
+            awaiting_sync: 0,
+            contention_refusals: 0,
             redis_stock: None,
             redis_inflight: None,
             redis_held: None,
@@ -94,12 +107,27 @@ impl ProductAudit {
         }
     }
 
+    /// Judges the books on what is left to sell: `final_stock` less the units awaiting the stock
+    /// sync, which are in orders already.
+    const fn with_awaiting_sync(mut self, units: i64) -> Self {
+        let left = self.final_stock - units;
+        self.awaiting_sync = units;
+        self.negative_stock = if left < 0 { -left } else { 0 };
+        self.stock_drift = self.initial_stock - left - self.units_in_orders;
+        self
+    }
+
+    /// What is left to sell once the stock sync has caught up.
+    const fn left_to_sell(&self) -> i64 {
+        self.final_stock - self.awaiting_sync
+    }
+
     /// Adds what Redis holds for this product. A missing stock key is a mirror not built yet (it
     /// is rebuilt exactly on first use), so only held units can disagree then.
     fn with_redis(mut self, stock: Option<i64>, inflight: Option<i64>, held: HeldUnits) -> Self {
         let inflight = inflight.unwrap_or(0);
         let counter_gap = inflight - held.held;
-        let shelf_gap = stock.map_or(0, |stock| stock - (self.final_stock - held.uncommitted));
+        let shelf_gap = stock.map_or(0, |stock| stock - (self.left_to_sell() - held.uncommitted));
         self.redis_stock = stock;
         self.redis_inflight = Some(inflight);
         self.redis_held = Some(held.held);
@@ -138,6 +166,10 @@ pub struct AuditTotal {
     pub stranded: i64,
     /// Units in live orders for products PostgreSQL has no row for.
     pub orphan_units: i64,
+    /// Units in committed orders the stock sync has not applied yet.
+    pub awaiting_sync: i64,
+    /// Purchases refused with 409 `contention`.
+    pub contention_refusals: u64,
 }
 
 /// The books of one place that holds stock.
@@ -163,6 +195,8 @@ impl LedgerAudit {
             total.stock_drift += p.stock_drift.abs();
             total.redis_drift += p.redis_drift.unwrap_or(0).abs();
             total.stranded += p.stranded;
+            total.awaiting_sync += p.awaiting_sync;
+            total.contention_refusals += p.contention_refusals;
         }
         let clean = duplicated == 0 && products.iter().all(ProductAudit::is_clean);
         Self { clean, total, products }
@@ -213,8 +247,8 @@ pub struct AuditReport {
     /// No anomaly in PostgreSQL, in the Redis mirror (when checked), in the queues, or in any
     /// ledger below.
     pub clean: bool,
-    /// No accepted order is waiting for a worker, no reservation is open and no mirror waits for
-    /// a resync: the books are final.
+    /// No accepted order is waiting for a worker, no reservation is open, no mirror waits for a
+    /// resync and no committed order waits for the stock sync: the books are final.
     pub settled: bool,
     /// Strategies that placed orders since the reset (this server process).
     pub sold_by: Vec<StrategyKind>,
@@ -242,7 +276,11 @@ pub async fn reconcile(app: &App) -> Result<AuditReport, StrategyError> {
     // from the books of an audit that calls itself settled (and show as Redis drift).
     let mut ledgers = BTreeMap::new();
     let mut queues = QueueAudit::default();
+    let mut contention: BTreeMap<i64, u64> = BTreeMap::new();
     for strategy in app.registry.iter() {
+        for (product, refusals) in strategy.contention_refusals() {
+            *contention.entry(product).or_default() += refusals;
+        }
         if let Some(backlog) = strategy.backlog().await? {
             queues.pending += backlog.pending;
             queues.dead_lettered += backlog.dead_lettered;
@@ -255,7 +293,10 @@ pub async fn reconcile(app: &App) -> Result<AuditReport, StrategyError> {
     let holds = reservation::holds(&app.redis).await?;
     let awaiting_resync = reservation::awaiting_resync(&app.redis).await?;
     let now_ms = reservation::redis_now_ms(&app.redis).await?;
-    let (rows, totals) = catalog::sql_books(&app.pg, &app.tracked_products()).await?;
+    // A product buyers were turned away from is listed even if nobody bought it.
+    let mut tracked = app.tracked_products();
+    tracked.extend(contention.keys());
+    let (rows, totals) = catalog::sql_books(&app.pg, &tracked).await?;
     let ids: Vec<uuid::Uuid> = holds.iter().map(|hold| hold.order_id).collect();
     let committed = reservation::committed(&app.pg, &ids).await?;
     let held = reservation::units_by_product(&holds, &committed, now_ms);
@@ -271,10 +312,12 @@ pub async fn reconcile(app: &App) -> Result<AuditReport, StrategyError> {
         .zip(&rows)
         .zip(stocks.into_iter().zip(inflight))
         .map(|((mut p, row), (stock, inflight))| {
+            p = p.with_awaiting_sync(row.awaiting_sync);
+            p.contention_refusals = contention.get(&p.product_id).copied().unwrap_or(0);
             p.gate = row.gate;
             // The mirror belongs to the products the Redis gate sells, or may sell: not to the
-            // ones the PostgreSQL gate claimed.
-            if row.gate != Some(Gate::Postgres) {
+            // ones the PostgreSQL gate or the unit pool claimed.
+            if matches!(row.gate, None | Some(Gate::Redis)) {
                 p = p.with_redis(stock, inflight, held.get(&p.product_id).copied().unwrap_or_default());
             }
             p
@@ -283,7 +326,12 @@ pub async fn reconcile(app: &App) -> Result<AuditReport, StrategyError> {
     postgres.total.redis_drift = postgres.products.iter().map(|p| p.redis_drift.unwrap_or(0).abs()).sum();
     postgres.total.stranded = postgres.products.iter().map(|p| p.stranded).sum();
     postgres.total.orphan_units = totals.orphan_units;
-    postgres.clean = postgres.clean && postgres.products.iter().all(ProductAudit::is_clean);
+    postgres.total.stock_drift = postgres.products.iter().map(|p| p.stock_drift.abs()).sum();
+    postgres.total.negative_stock = postgres.products.iter().map(|p| p.negative_stock).sum();
+    postgres.total.awaiting_sync = postgres.products.iter().map(|p| p.awaiting_sync).sum();
+    postgres.total.contention_refusals = postgres.products.iter().map(|p| p.contention_refusals).sum();
+    // Judged again on the adjusted rows: `from_rows` saw units awaiting sync as drift.
+    postgres.clean = totals.duplicated == 0 && postgres.products.iter().all(ProductAudit::is_clean);
     let reservations = ReservationAudit {
         holds: i64::try_from(holds.len()).unwrap_or(i64::MAX),
         units: held.values().map(|units| units.held).sum(),
@@ -306,7 +354,10 @@ pub async fn reconcile(app: &App) -> Result<AuditReport, StrategyError> {
         && ledgers.values().all(|ledger| ledger.clean);
     Ok(AuditReport {
         clean,
-        settled: queues.pending == 0 && reservations.open == 0 && reservations.awaiting_resync == 0,
+        settled: queues.pending == 0
+            && reservations.open == 0
+            && reservations.awaiting_resync == 0
+            && totals.awaiting_sync == 0,
         sold_by: app.stats.sold_by(),
         total: postgres.total,
         products: postgres.products,
@@ -353,6 +404,19 @@ mod tests {
         // Two buyers read 10 and both wrote 9: two orders, one unit gone from the shelf.
         let audit = ProductAudit::of(&books(10, 9, 2));
         assert_eq!((audit.oversold, audit.negative_stock, audit.stock_drift), (0, 0, -1));
+    }
+
+    #[test]
+    fn units_awaiting_sync_are_neither_drift_nor_hidden() {
+        // Ten sold insert-only, four of them applied to the stock row so far.
+        let audit = ProductAudit::of(&books(10, 6, 10)).with_awaiting_sync(6);
+        assert!(audit.is_clean(), "sold out exactly, sync pending: {audit:?}");
+        assert_eq!((audit.awaiting_sync, audit.left_to_sell()), (6, 0));
+        let unsynced = ProductAudit::of(&books(10, 6, 10));
+        assert_eq!(unsynced.stock_drift, -6, "without the sync's backlog the books would not balance");
+        let oversold = ProductAudit::of(&books(10, 10, 11)).with_awaiting_sync(11);
+        assert_eq!((oversold.oversold, oversold.negative_stock, oversold.stock_drift), (1, 1, 0));
+        assert!(!oversold.is_clean());
     }
 
     #[test]

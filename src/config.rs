@@ -109,6 +109,11 @@ pub struct ServeArgs {
     /// the previous one commits; this only caps them.
     #[arg(long, env = "COALESCE_MAX_BATCH", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub coalesce_max_batch: u32,
+    /// Times `sql-optimistic` retries its version compare-and-swap (after a random pause that
+    /// doubles each time) when another buyer changed the row first; past it the buyer gets 409
+    /// `contention`.
+    #[arg(long, env = "OPTIMISTIC_RETRIES", default_value_t = 8)]
+    pub optimistic_retries: u32,
 
     /// Random products (ids 1..=N) a fresh, empty database is given at first start, next to the hot
     /// product 100 with 10,000 units.
@@ -145,6 +150,7 @@ impl ServeArgs {
             conflict_retries: self.conflict_retries,
             reservation_ttl: Duration::from_millis(self.reservation_ttl_ms),
             coalesce_max_batch: self.coalesce_max_batch as usize,
+            optimistic_retries: self.optimistic_retries,
         }
     }
 

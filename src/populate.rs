@@ -202,7 +202,11 @@ pub async fn run(pool: &PgPool, args: &PopulateArgs) -> anyhow::Result<PopulateS
     let mut tx = conn.begin().await?;
     // A load of millions of rows outlives the per-statement timeout meant for purchases.
     sqlx::query("SET LOCAL statement_timeout = 0").execute(&mut *tx).await?;
-    sqlx::query("TRUNCATE order_items, orders, idempotency_claims, products").execute(&mut *tx).await?;
+    sqlx::query(
+        "TRUNCATE inventory_units, stock_unapplied, order_items, orders, idempotency_claims, products",
+    )
+    .execute(&mut *tx)
+    .await?;
     let keys = Keys::read(&mut tx).await?;
     keys.drop_all(&mut tx).await?;
 

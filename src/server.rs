@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use checkout_strategies::background::{self, BackgroundSettings};
 use checkout_strategies::reservation::SweeperSettings;
+use checkout_strategies::stock_sync::StockSyncSettings;
 use checkout_strategies::{Backends, CancellationToken, WorkerSettings};
 use tokio::net::TcpListener;
 
@@ -71,7 +72,11 @@ pub async fn serve_with_worker(
 ) -> anyhow::Result<()> {
     let mut api = tokio::spawn(run(listener, state, stop.clone().cancelled_owned()));
     let worker_stop = stop.clone();
-    let settings = BackgroundSettings { workers: worker, sweeper: SweeperSettings::default() };
+    let settings = BackgroundSettings {
+        workers: worker,
+        sweeper: SweeperSettings::default(),
+        stock_sync: StockSyncSettings::default(),
+    };
     let mut worker = tokio::spawn(async move { background::run(&backends, settings, worker_stop).await });
     let (first, second) = tokio::select! {
         exit = &mut api => {

@@ -6,6 +6,7 @@
 use anyhow::Context;
 use checkout_strategies::background::{self, BackgroundSettings};
 use checkout_strategies::reservation::SweeperSettings;
+use checkout_strategies::stock_sync::StockSyncSettings;
 use checkout_strategies::{Backends, CancellationToken, StockPlan, Tuning, backends};
 use clap::{Parser, Subcommand};
 
@@ -72,8 +73,11 @@ pub async fn run(cli: ServerCli) -> anyhow::Result<()> {
     tokio::spawn(cancel_on_signal(stop.clone()));
     if let Some(Command::Worker { worker, .. }) = &cli.command {
         let backends = Backends { pg, redis, tuning: Tuning::default() };
-        let settings =
-            BackgroundSettings { workers: Some(worker.settings()), sweeper: SweeperSettings::default() };
+        let settings = BackgroundSettings {
+            workers: Some(worker.settings()),
+            sweeper: SweeperSettings::default(),
+            stock_sync: StockSyncSettings::default(),
+        };
         background::run(&backends, settings, stop).await.context("background work failed")?;
         return Ok(());
     }

@@ -146,6 +146,7 @@ impl Stats {
             // Refusals that are the client's to fix: counted with the errors, under their codes.
             Ok(PurchaseOutcome::GateConflict { .. }) => count_error(counters, "inventory_gate_conflict"),
             Ok(PurchaseOutcome::KeyReused(_)) => count_error(counters, "idempotency_key_reused"),
+            Ok(PurchaseOutcome::Contention(_)) => count_error(counters, "contention"),
             Err(err) => count_error(counters, err.code()),
         };
         let micros =
@@ -278,5 +279,9 @@ impl Strategy for Measured {
 
     async fn shutdown(&self) {
         self.inner.shutdown().await;
+    }
+
+    fn contention_refusals(&self) -> std::collections::BTreeMap<i64, u64> {
+        self.inner.contention_refusals()
     }
 }

@@ -444,7 +444,7 @@ pub fn describe_gate(report: &GateReport) -> String {
     for ratio in &report.ratios {
         let against = match (ratio.baseline, ratio.floor) {
             (Some(baseline), Some(floor)) => format!("baseline {baseline:.3}, floor {floor:.3}"),
-            _ => "not gated: no baseline".to_owned(),
+            _ => "not gated, no baseline".to_owned(),
         };
         lines.push(format!(
             "  {:<16} {:.3}× memory ({against}){}",

@@ -64,6 +64,9 @@ pub enum ApiError {
     GateConflict(ProductId, Gate),
     #[error("this Idempotency-Key was used for a different purchase (order {0}); use a new key")]
     KeyReused(uuid::Uuid),
+    /// `sql-optimistic` lost its compare-and-swap on this product every time it tried.
+    #[error("other buyers kept changing product {0} until the retries ran out; nothing was taken, retry")]
+    OutOfRetries(ProductId),
     /// Refused before it started: its backend has as many purchases in flight as it may.
     #[error(transparent)]
     Overloaded(#[from] Overloaded),
@@ -79,7 +82,7 @@ impl ApiError {
             Self::UnknownStrategy(_) | Self::UnknownProduct(_) | Self::UnknownOrder(_) | Self::NoRoute => {
                 StatusCode::NOT_FOUND
             }
-            Self::SoldOut(_) | Self::GateConflict(..) => StatusCode::CONFLICT,
+            Self::SoldOut(_) | Self::GateConflict(..) | Self::OutOfRetries(_) => StatusCode::CONFLICT,
             Self::KeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -111,7 +114,7 @@ impl ApiError {
             Self::NoRoute => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Unavailable(_) | Self::Timeout(..) => "backend_unavailable",
-            Self::Contention(_) => "contention",
+            Self::Contention(_) | Self::OutOfRetries(_) => "contention",
             Self::InDoubt(..) => "outcome_unknown",
             Self::GateConflict(..) => "inventory_gate_conflict",
             Self::KeyReused(_) => "idempotency_key_reused",
@@ -129,7 +132,9 @@ impl ApiError {
                 body["strategies"] = json!(StrategyKind::names());
             }
             Self::UnknownStrategy(_) => body["strategies"] = json!(StrategyKind::names()),
-            Self::UnknownProduct(id) | Self::SoldOut(id) => body["product_id"] = json!(id.get()),
+            Self::UnknownProduct(id) | Self::SoldOut(id) | Self::OutOfRetries(id) => {
+                body["product_id"] = json!(id.get());
+            }
             Self::GateConflict(id, gate) => {
                 body["product_id"] = json!(id.get());
                 body["gate"] = json!(gate);

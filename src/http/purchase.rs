@@ -92,6 +92,7 @@ pub(super) fn refusal(outcome: PurchaseOutcome) -> ApiError {
         PurchaseOutcome::UnknownProduct(product) => ApiError::UnknownProduct(product),
         PurchaseOutcome::GateConflict { product, gate } => ApiError::GateConflict(product, gate),
         PurchaseOutcome::KeyReused(first) => ApiError::KeyReused(first),
+        PurchaseOutcome::Contention(product) => ApiError::OutOfRetries(product),
         PurchaseOutcome::Placed(receipt) | PurchaseOutcome::Replayed(receipt) => {
             ApiError::Internal(format!("order {} was placed, not refused", receipt.order_id))
         }

@@ -30,7 +30,7 @@ pub(super) async fn strategies(State(state): State<AppState>) -> Json<Vec<Strate
     Json(state.registry.iter().map(|s| StrategyInfo { name: s.kind(), guarantees: s.guarantees() }).collect())
 }
 
-/// `GET /products/{id}`: the PostgreSQL stock.
+/// `GET /products/{id}`: what PostgreSQL has left to sell (`catalog::stock_of`).
 pub(super) async fn product(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -83,6 +83,11 @@ impl Answer {
         match (status.as_u16(), order_id) {
             (200 | 201, Some(id)) => Self::Acked(AckStatus::Confirmed, id),
             (202, Some(id)) => Self::Acked(AckStatus::Pending, id),
+            // Refused while stock may be left (`sql-optimistic` out of retries): not sold out, so
+            // it cannot count as an undersell; it is counted with the errors, under its code.
+            (409, _) if parsed.as_ref().and_then(|body| body.error.as_deref()) == Some("contention") => {
+                Self::Failed("http_409_contention".to_owned())
+            }
             (409, _) => Self::SoldOut,
             (503, Some(id)) => {
                 let error = parsed.and_then(|body| body.error).unwrap_or_else(|| "unknown".to_owned());
@@ -603,6 +608,11 @@ mod tests {
         );
         assert_eq!(answer(202, &format!(r#"{{"order_id":"{id}"}}"#)), Answer::Acked(AckStatus::Pending, id));
         assert_eq!(answer(409, r#"{"error":"sold_out","product_id":100}"#), Answer::SoldOut);
+        assert_eq!(
+            answer(409, r#"{"error":"contention","product_id":100}"#),
+            Answer::Failed("http_409_contention".into()),
+            "a buyer refused for contention was not told the product is sold out"
+        );
         assert_eq!(
             answer(503, r#"{"error":"backend_unavailable"}"#),
             Answer::Failed("http_503_backend_unavailable".into())

@@ -92,6 +92,9 @@ pub struct Tuning {
     pub reservation_ttl: Duration,
     /// Most purchases `sql-coalesce` commits in one transaction.
     pub coalesce_max_batch: usize,
+    /// How often `sql-optimistic` tries its compare-and-swap again after another buyer changed the
+    /// row, before answering 409 `contention`.
+    pub optimistic_retries: u32,
 }
 
 impl Default for Tuning {
@@ -101,6 +104,7 @@ impl Default for Tuning {
             conflict_retries: 3,
             reservation_ttl: Duration::from_secs(30),
             coalesce_max_batch: 256,
+            optimistic_retries: 8,
         }
     }
 }

@@ -10,6 +10,7 @@ use crate::error::StrategyError;
 use crate::kind::StrategyKind;
 use crate::redis_stream::{Worker, WorkerSettings};
 use crate::reservation::{Sweeper, SweeperSettings};
+use crate::stock_sync::{StockSync, StockSyncSettings};
 
 /// One kind of background work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -18,24 +19,34 @@ pub enum Job {
     StreamWorker(StrategyKind),
     /// Ends Redis reservations past their deadline and resyncs marked products.
     ReservationSweeper,
+    /// Applies orders committed insert-only to PostgreSQL's stock.
+    StockSync,
 }
 
 impl StrategyKind {
-    /// The background work this strategy needs, if any.
-    pub const fn background(self) -> Option<Job> {
+    /// The background work this strategy needs.
+    pub const fn background(self) -> &'static [Job] {
         match self {
             // `sql-coalesce`'s batcher serves its own purchases only: the strategy starts it on
             // first use and owns it, so nothing runs for a server that never sells through it.
-            Self::Memory | Self::SqlNaive | Self::SqlForUpdate | Self::SqlAtomic | Self::SqlCoalesce => None,
-            Self::RedisDecr | Self::RedisLua => Some(Job::ReservationSweeper),
-            Self::Stream | Self::StreamDeferred => Some(Job::StreamWorker(self)),
+            Self::Memory
+            | Self::SqlNaive
+            | Self::SqlForUpdate
+            | Self::SqlAtomic
+            | Self::SqlCoalesce
+            | Self::SqlSkipLocked
+            | Self::SqlOptimistic => &[],
+            Self::RedisDecr | Self::RedisLua => &[Job::ReservationSweeper],
+            Self::RedisOrderlog => &[Job::ReservationSweeper, Job::StockSync],
+            Self::Stream => &[Job::StreamWorker(Self::Stream)],
+            Self::StreamDeferred => &[Job::StreamWorker(Self::StreamDeferred)],
         }
     }
 }
 
 /// Every job some strategy needs, once each.
 pub fn jobs() -> BTreeSet<Job> {
-    StrategyKind::ALL.into_iter().filter_map(StrategyKind::background).collect()
+    StrategyKind::ALL.into_iter().flat_map(|kind| kind.background().iter().copied()).collect()
 }
 
 /// How background work behaves.
@@ -44,6 +55,7 @@ pub struct BackgroundSettings {
     /// `None` runs no stream worker (another process runs them).
     pub workers: Option<WorkerSettings>,
     pub sweeper: SweeperSettings,
+    pub stock_sync: StockSyncSettings,
 }
 
 /// Runs every job until `cancel` fires; workers finish the batch in hand. Several processes may
@@ -76,6 +88,10 @@ pub async fn run(
                 let sweeper = Sweeper::new(backends.pg.clone(), backends.redis.clone(), settings.sweeper);
                 tasks.spawn(sweeper.run(cancel.clone()));
             }
+            Job::StockSync => {
+                let sync = StockSync::new(backends.pg.clone(), settings.stock_sync);
+                tasks.spawn(sync.run(cancel.clone()));
+            }
         }
     }
     if tasks.is_empty() {
@@ -85,4 +101,17 @@ pub async fn run(
         finished.map_err(|err| StrategyError::Internal(format!("a background task died: {err}")))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_insert_only_strategy_has_its_stock_synced_and_its_reservations_swept() {
+        let needs = StrategyKind::RedisOrderlog.background();
+        assert!(needs.contains(&Job::StockSync), "nobody would apply redis-orderlog's orders to the stock");
+        assert!(needs.contains(&Job::ReservationSweeper), "redis-orderlog's reservations would never expire");
+        assert!(jobs().contains(&Job::StockSync), "the stock sync is started once");
+    }
 }

@@ -45,7 +45,9 @@ pub async fn reset(pool: &PgPool, plan: &StockPlan) -> Result<ResetSummary, Stra
     // lock must not hold the reset forever, though: past the lock timeout it answers 503.
     sqlx::query("SET LOCAL statement_timeout = 0").execute(&mut *tx).await?;
     sqlx::query("SET LOCAL lock_timeout = '5s'").execute(&mut *tx).await?;
-    sqlx::query("TRUNCATE order_items, orders, idempotency_claims").execute(&mut *tx).await?;
+    sqlx::query("TRUNCATE inventory_units, stock_unapplied, order_items, orders, idempotency_claims")
+        .execute(&mut *tx)
+        .await?;
     let mut written = 0;
     if let Some(random) = plan.random_products {
         sqlx::query("TRUNCATE products").execute(&mut *tx).await?;
@@ -155,16 +157,29 @@ pub fn write_row(out: &mut Vec<u8>, fields: &[&dyn std::fmt::Display]) {
     out.push(b'\n');
 }
 
-/// Current stock of one product, if it exists.
+/// What is left to sell of product `$1`: its free unit rows when `sql-skip-locked`'s pool sells it,
+/// else its stock row less the units sold insert-only that the stock sync has not applied yet.
+/// `NULL` for a product PostgreSQL does not have. A macro, so
+/// statements embed it with `concat!` and stay `&'static str`.
+macro_rules! left_to_sell {
+    () => {
+        "(SELECT CASE WHEN p.gate = 'units' \
+                 THEN (SELECT COUNT(*) FROM inventory_units WHERE product_id = $1 AND order_id IS NULL) \
+                 ELSE p.stock - (SELECT COALESCE(SUM(quantity), 0) FROM stock_unapplied WHERE product_id = $1)::bigint \
+                 END \
+          FROM products p WHERE p.id = $1)"
+    };
+}
+pub(crate) use left_to_sell;
+
+/// What is left to sell of one product (see `left_to_sell!`), if it exists.
 ///
 /// # Errors
 /// When the database does not answer.
 pub async fn stock_of(pool: &PgPool, id: ProductId) -> Result<Option<i64>, StrategyError> {
-    let row: Option<(i64,)> = sqlx::query_as("SELECT stock FROM products WHERE id = $1")
-        .bind(id.get())
-        .fetch_optional(pool)
-        .await?;
-    Ok(row.map(|(stock,)| stock))
+    let row: Option<(Option<i64>,)> =
+        sqlx::query_as(concat!("SELECT ", left_to_sell!())).bind(id.get()).fetch_optional(pool).await?;
+    Ok(row.and_then(|(stock,)| stock))
 }
 
 const SQL_LEDGER: &str = r#"
@@ -176,12 +191,19 @@ WITH sold AS (
     FROM order_items i JOIN orders o ON o.id = i.order_id
     WHERE o.status IN ('pending', 'confirmed')
     GROUP BY i.product_id
+), unapplied AS (
+    SELECT product_id, SUM(quantity)::bigint AS units FROM stock_unapplied GROUP BY product_id
 )
-SELECT p.id AS product_id, p.initial_stock, p.stock AS final_stock,
+SELECT p.id AS product_id, p.initial_stock,
+       CASE WHEN p.gate = 'units'
+            THEN (SELECT COUNT(*) FROM inventory_units f WHERE f.product_id = p.id AND f.order_id IS NULL)
+            ELSE p.stock
+       END AS final_stock,
        COALESCE(s.units, 0) AS units_in_orders, COALESCE(s.orders, 0) AS orders,
-       COALESCE(s.duplicated, 0) AS duplicated, p.gate
-FROM products p LEFT JOIN sold s ON s.product_id = p.id
+       COALESCE(s.duplicated, 0) AS duplicated, p.gate, COALESCE(u.units, 0) AS awaiting_sync
+FROM products p LEFT JOIN sold s ON s.product_id = p.id LEFT JOIN unapplied u ON u.product_id = p.id
 WHERE s.product_id IS NOT NULL OR p.stock <> p.initial_stock OR p.id = ANY($1) OR p.gate IS NOT NULL
+   OR u.product_id IS NOT NULL
 ORDER BY p.id
 "#;
 
@@ -201,6 +223,7 @@ struct LedgerRow {
     orders: i64,
     duplicated: i64,
     gate: Option<String>,
+    awaiting_sync: i64,
 }
 
 /// One product's row in PostgreSQL's books, with the gate that sells it.
@@ -208,6 +231,9 @@ struct LedgerRow {
 pub struct SqlProduct {
     pub ledger: ProductLedger,
     pub gate: Option<Gate>,
+    /// Units in committed orders the stock sync has not taken from the stock row yet
+    /// ([`crate::stock_sync`]).
+    pub awaiting_sync: i64,
 }
 
 /// PostgreSQL's books, read from one snapshot: per-product rows for every product it has something
@@ -240,6 +266,7 @@ pub async fn sql_books(
                 duplicated: r.duplicated,
             },
             gate: crate::gates::parse_gate(r.gate.as_deref()),
+            awaiting_sync: r.awaiting_sync,
         })
         .collect();
     Ok((ledger, totals))
@@ -251,7 +278,8 @@ SELECT COUNT(*) FILTER (WHERE status = 'pending') AS pending,
        COUNT(*) FILTER (WHERE status = 'cancelled') AS cancelled,
        COUNT(*) FILTER (WHERE status = 'void') AS voided,
        COUNT(idempotency_key) - COUNT(DISTINCT idempotency_key) AS duplicated,
-       0::bigint AS orphan_units
+       0::bigint AS orphan_units,
+       (SELECT COUNT(DISTINCT order_id) FROM stock_unapplied) AS awaiting_sync
 FROM orders
 "#;
 
@@ -268,6 +296,8 @@ pub struct OrderTotals {
     pub duplicated: i64,
     /// Units in live orders for products PostgreSQL has no row for.
     pub orphan_units: i64,
+    /// Committed orders whose units the stock sync has not applied to the stock rows yet.
+    pub awaiting_sync: i64,
 }
 
 /// True when no product exists yet (a database nobody has reset or populated).

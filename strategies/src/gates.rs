@@ -1,5 +1,6 @@
-//! Which gate sells a product: PostgreSQL's stock row or the Redis mirror, fixed per product by
-//! the first safe strategy that sells it after a reset (`products.gate`).
+//! Which gate sells a product: PostgreSQL's stock row, the Redis mirror or PostgreSQL's unit pool
+//! (`sql-skip-locked`), fixed per product by the first safe strategy that sells it after a reset
+//! (`products.gate`).
 //!
 //! Neither gate sees the other's sales before they commit: a SQL sale takes PostgreSQL's stock
 //! and leaves Redis's shelf as it was; a queued Redis sale takes Redis's shelf and answers 202
@@ -13,7 +14,7 @@
 //! Redis strategies claim before their first reservation of a product, once per process and
 //! reset: [`RedisGate`] remembers the products PostgreSQL confirmed, and a reset forgets them.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, PoisonError};
 
 use sqlx::PgPool;
@@ -22,9 +23,8 @@ use crate::error::StrategyError;
 use crate::kind::Gate;
 use crate::order::{OrderLines, ProductId, PurchaseOutcome};
 
-const CLAIM_FOR_REDIS: &str =
-    "UPDATE products SET gate = 'redis' WHERE id = ANY($1) AND gate IS DISTINCT FROM 'postgres' RETURNING id";
-const KNOWN: &str = "SELECT id FROM products WHERE id = ANY($1)";
+const CLAIM_FOR_REDIS: &str = "UPDATE products SET gate = 'redis' WHERE id = ANY($1) AND COALESCE(gate, 'redis') = 'redis' RETURNING id";
+const KNOWN: &str = "SELECT id, gate FROM products WHERE id = ANY($1)";
 
 /// Products this process knows PostgreSQL has given to the Redis gate.
 #[derive(Debug, Default)]
@@ -57,14 +57,16 @@ impl RedisGate {
         if claimed.len() == missing.len() {
             return Ok(None);
         }
-        let exists: HashSet<i64> =
-            sqlx::query_scalar(KNOWN).bind(&missing).fetch_all(pg).await?.into_iter().collect();
+        let exists: HashMap<i64, Option<String>> =
+            sqlx::query_as(KNOWN).bind(&missing).fetch_all(pg).await?.into_iter().collect();
         let Some(id) = missing.into_iter().find(|id| !claimed.contains(id)) else { return Ok(None) };
         let product = ProductId::parse(id).map_err(|err| StrategyError::Internal(err.0))?;
-        Ok(Some(if exists.contains(&id) {
-            PurchaseOutcome::GateConflict { product, gate: Gate::Postgres }
-        } else {
-            PurchaseOutcome::UnknownProduct(product)
+        Ok(Some(match exists.get(&id) {
+            Some(gate) => PurchaseOutcome::GateConflict {
+                product,
+                gate: parse_gate(gate.as_deref()).unwrap_or(Gate::Postgres),
+            },
+            None => PurchaseOutcome::UnknownProduct(product),
         }))
     }
 
@@ -79,6 +81,7 @@ pub(crate) fn parse_gate(gate: Option<&str>) -> Option<Gate> {
     match gate {
         Some("postgres") => Some(Gate::Postgres),
         Some("redis") => Some(Gate::Redis),
+        Some("units") => Some(Gate::Units),
         _ => None,
     }
 }

@@ -17,8 +17,11 @@ pub enum StrategyKind {
     SqlForUpdate,
     SqlAtomic,
     SqlCoalesce,
+    SqlSkipLocked,
+    SqlOptimistic,
     RedisDecr,
     RedisLua,
+    RedisOrderlog,
     Stream,
     StreamDeferred,
 }
@@ -33,6 +36,9 @@ pub enum Gate {
     Postgres,
     /// The Redis mirror, before PostgreSQL sees the order.
     Redis,
+    /// PostgreSQL's unit pool (`inventory_units`, one row per unit): its own books, apart from the
+    /// stock row.
+    Units,
 }
 
 impl Guarantees {
@@ -49,6 +55,7 @@ impl Gate {
             Self::InProcess => "in-process",
             Self::Postgres => "postgres",
             Self::Redis => "redis",
+            Self::Units => "units",
         }
     }
 }
@@ -78,14 +85,17 @@ pub struct Guarantees {
 
 impl StrategyKind {
     /// Every kind, in the order listings show them.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 12] = [
         Self::Memory,
         Self::SqlNaive,
         Self::SqlForUpdate,
         Self::SqlAtomic,
         Self::SqlCoalesce,
+        Self::SqlSkipLocked,
+        Self::SqlOptimistic,
         Self::RedisDecr,
         Self::RedisLua,
+        Self::RedisOrderlog,
         Self::Stream,
         Self::StreamDeferred,
     ];
@@ -98,8 +108,11 @@ impl StrategyKind {
             Self::SqlForUpdate => "sql-for-update",
             Self::SqlAtomic => "sql-atomic",
             Self::SqlCoalesce => "sql-coalesce",
+            Self::SqlSkipLocked => "sql-skip-locked",
+            Self::SqlOptimistic => "sql-optimistic",
             Self::RedisDecr => "redis-decr",
             Self::RedisLua => "redis-lua",
+            Self::RedisOrderlog => "redis-orderlog",
             Self::Stream => "stream",
             Self::StreamDeferred => "stream-deferred",
         }
@@ -178,6 +191,31 @@ impl StrategyKind {
                               products, accepts orders in arrival order while they fit, inserts them in one \
                               statement and commits; each buyer hears 201 or 409 after that COMMIT.",
             },
+            Self::SqlSkipLocked => Guarantees {
+                backend: "postgres",
+                gate: Gate::Units,
+                single_process: false,
+                reserves_before_accepting: true,
+                safe: true,
+                durable: true,
+                queued: false,
+                description: "One row per unit: claim `quantity` free unit rows with FOR UPDATE SKIP \
+                              LOCKED, mark them with the order and insert it in one transaction; buyers \
+                              of one product never wait for each other's row locks.",
+            },
+            Self::SqlOptimistic => Guarantees {
+                backend: "postgres",
+                gate: Gate::Postgres,
+                single_process: false,
+                reserves_before_accepting: true,
+                safe: true,
+                durable: true,
+                queued: false,
+                description: "Version-column compare-and-swap: read stock and version, then UPDATE ... \
+                              WHERE version = read AND stock >= quantity, and insert the order, in one \
+                              transaction; bounded retries with jitter, then 409 contention. Never \
+                              oversells; may undersell under contention.",
+            },
             Self::RedisDecr => Guarantees {
                 backend: "redis+postgres",
                 gate: Gate::Redis,
@@ -200,6 +238,18 @@ impl StrategyKind {
                 queued: false,
                 description: "One Lua script checks and reserves every line atomically in Redis; the order \
                               and the same decrement are committed to PostgreSQL before 201.",
+            },
+            Self::RedisOrderlog => Guarantees {
+                backend: "redis+postgres",
+                gate: Gate::Redis,
+                single_process: false,
+                reserves_before_accepting: true,
+                safe: true,
+                durable: true,
+                queued: false,
+                description: "The same atomic Lua reservation as `redis-lua`, then an insert-only commit of \
+                              the order before 201 (no update of the product row); a stock sync applies \
+                              committed orders to PostgreSQL's stock in one transaction per interval.",
             },
             Self::Stream => Guarantees {
                 backend: "redis+postgres",

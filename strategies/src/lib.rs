@@ -9,8 +9,10 @@
 //! - [`catalog`]: reset, bulk `COPY`, and the SQL books the audit reads.
 //! - [`redis_stock`]: stock mirrored into Redis, and its recovery.
 //! - One file per mechanism: [`in_memory`], [`sql_naive`], [`sql_for_update`], [`sql_atomic`],
-//!   [`sql_coalesce`], [`redis_decr`], [`redis_lua`].
+//!   [`sql_coalesce`], [`sql_skip_locked`], [`sql_optimistic`],
+//!   [`redis_decr`], [`redis_lua`], [`redis_orderlog`].
 //! - [`coalescer`]: group commit for any batch step (the mechanism under `sql-coalesce`).
+//! - [`stock_sync`]: applies `redis-orderlog`'s insert-only orders to PostgreSQL's stock.
 //! - [`redis_stream`]: the queueing strategies (`stream`, `stream-deferred`) and their worker.
 //! - [`reservation`]: Redis reservations tied to order ids, their sweeper, and key recovery.
 //! - [`fence`]: settling a purchase whose outcome is in doubt, for good.
@@ -35,6 +37,7 @@ pub mod plan;
 pub mod redis_decr;
 pub mod redis_keys;
 pub mod redis_lua;
+pub mod redis_orderlog;
 mod redis_persist;
 pub mod redis_stock;
 pub mod redis_stream;
@@ -44,7 +47,10 @@ pub mod sql_atomic;
 pub mod sql_coalesce;
 pub mod sql_for_update;
 pub mod sql_naive;
+pub mod sql_optimistic;
+pub mod sql_skip_locked;
 mod sql_stock;
+pub mod stock_sync;
 pub mod strategy;
 
 pub use backends::{Backends, PgSettings, RedisBackend, RedisSettings, Tuning};

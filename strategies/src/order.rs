@@ -291,6 +291,9 @@ pub enum PurchaseOutcome {
     /// The idempotency key names another purchase (a different body): this is that order's id;
     /// nothing was taken.
     KeyReused(Uuid),
+    /// Other buyers kept changing this product's row until the retries ran out (`sql-optimistic`);
+    /// nothing was taken, and the product may still have stock.
+    Contention(ProductId),
 }
 
 /// An order as `GET /orders/{id}` shows it.

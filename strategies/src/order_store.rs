@@ -191,7 +191,7 @@ const TAKE_DECIDED: &str =
 /// the row lock, and the statement checks it again (and the gate) so a caller's mistake fails the
 /// batch instead of overselling. Claims the product for the PostgreSQL gate, as `sql-atomic` does.
 const TAKE_CHECKED: &str = "UPDATE products SET stock = stock - $2::bigint, gate = 'postgres' \
-                            WHERE id = $1 AND stock >= $2::bigint AND gate IS DISTINCT FROM 'redis'";
+                            WHERE id = $1 AND stock >= $2::bigint AND COALESCE(gate, 'postgres') = 'postgres'";
 
 /// How a batch's confirmed units leave PostgreSQL's stock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

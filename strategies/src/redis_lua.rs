@@ -27,7 +27,7 @@ use crate::gates::RedisGate;
 use crate::kind::StrategyKind;
 use crate::order::{PurchaseOutcome, PurchaseRequest};
 use crate::plan::StockPlan;
-use crate::redis_persist::{end, persist_reserved};
+use crate::redis_persist::{Commit, end, persist_reserved};
 use crate::reservation::{self, End, Reserved, Take};
 use crate::strategy::Strategy;
 
@@ -41,18 +41,31 @@ pub struct RedisLua {
     redis: RedisBackend,
     ttl: Duration,
     gate: RedisGate,
+    kind: StrategyKind,
+    commit: Commit,
 }
 
 impl RedisLua {
     pub fn new(pg: PgPool, redis: RedisBackend, reservation_ttl: Duration) -> Self {
-        Self { pg, redis, ttl: reservation_ttl, gate: RedisGate::default() }
+        Self::committing(pg, redis, reservation_ttl, StrategyKind::RedisLua, Commit::TakeStock)
+    }
+
+    /// The same reservation, with the order reaching PostgreSQL as `commit` says, sold as `kind`.
+    pub(crate) fn committing(
+        pg: PgPool,
+        redis: RedisBackend,
+        reservation_ttl: Duration,
+        kind: StrategyKind,
+        commit: Commit,
+    ) -> Self {
+        Self { pg, redis, ttl: reservation_ttl, gate: RedisGate::default(), kind, commit }
     }
 }
 
 #[async_trait]
 impl Strategy for RedisLua {
     fn kind(&self) -> StrategyKind {
-        StrategyKind::RedisLua
+        self.kind
     }
 
     async fn purchase(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, StrategyError> {
@@ -72,7 +85,7 @@ impl Strategy for RedisLua {
             .await;
             match reserved {
                 Ok(Reserved::Taken(_)) => {
-                    return persist_reserved(&self.pg, &self.redis, self.kind(), request).await;
+                    return persist_reserved(&self.pg, &self.redis, self.kind(), self.commit, request).await;
                 }
                 Ok(Reserved::Short(at)) => return Ok(PurchaseOutcome::SoldOut(lines[at].product_id)),
                 Ok(Reserved::Missing(at)) => {

@@ -2,8 +2,9 @@
 //! recovering a key that went missing.
 //!
 //! All Redis strategies share these counters, and every one of them also moves PostgreSQL's
-//! stock when it persists an order, so once nothing is held both hold the same numbers; the audit
-//! reports any gap as `redis_drift`. Missing keys are rebuilt by [`crate::reservation::recover`].
+//! stock when it persists an order (`redis-orderlog` through the stock sync, so its units awaiting
+//! sync count as gone), so once nothing is held both hold the same numbers; the audit reports any
+//! gap as `redis_drift`. Missing keys are rebuilt by [`crate::reservation::recover`].
 
 use futures_util::TryStreamExt;
 use serde::Serialize;
@@ -12,6 +13,18 @@ use sqlx::PgPool;
 use crate::backends::RedisBackend;
 use crate::error::StrategyError;
 use crate::reservation::HeldUnits;
+
+/// Every product's stock left to sell: the stock row less the units awaiting the stock sync
+/// ([`crate::stock_sync`]), which the mirror must not offer again.
+macro_rules! left_to_sell_all {
+    () => {
+        "SELECT p.id, p.stock - COALESCE(u.units, 0)::bigint FROM products p \
+         LEFT JOIN (SELECT product_id, SUM(quantity) AS units FROM stock_unapplied GROUP BY product_id) u \
+         ON u.product_id = p.id"
+    };
+}
+const LEFT_TO_SELL_ALL: &str = left_to_sell_all!();
+const LEFT_TO_SELL_ALL_BY_ID: &str = concat!(left_to_sell_all!(), " ORDER BY p.id");
 
 /// Keys per `MSET` while loading.
 const LOAD_BATCH: usize = 1_000;
@@ -49,7 +62,7 @@ pub async fn clear(redis: &RedisBackend) -> Result<u64, StrategyError> {
     }
 }
 
-/// Copies every product's PostgreSQL stock into Redis, pipelined, in bounded memory. Returns how
+/// Copies every product's PostgreSQL stock (left to sell) into Redis, pipelined, in bounded memory. Returns how
 /// many products were loaded.
 ///
 /// # Errors
@@ -59,7 +72,7 @@ pub async fn load_from_sql(pg: &PgPool, redis: &RedisBackend) -> Result<u64, Str
     let mut tx = pg.begin().await?;
     // Streaming millions of rows outlives the timeout meant for purchases.
     sqlx::query("SET LOCAL statement_timeout = 0").execute(&mut *tx).await?;
-    let mut rows = sqlx::query_as::<_, (i64, i64)>("SELECT id, stock FROM products").fetch(&mut *tx);
+    let mut rows = sqlx::query_as::<_, (i64, i64)>(LEFT_TO_SELL_ALL).fetch(&mut *tx);
     let mut pipe = redis::pipe();
     let mut batch: Vec<(String, i64)> = Vec::with_capacity(LOAD_BATCH);
     let (mut batches_in_pipe, mut loaded) = (0, 0_u64);
@@ -160,8 +173,7 @@ pub async fn repair(
     let mut report = RepairReport { products_checked: 0, products_repaired: 0, repairs: Vec::new() };
     let mut tx = pg.begin().await?;
     sqlx::query("SET LOCAL statement_timeout = 0").execute(&mut *tx).await?;
-    let mut rows =
-        sqlx::query_as::<_, (i64, i64)>("SELECT id, stock FROM products ORDER BY id").fetch(&mut *tx);
+    let mut rows = sqlx::query_as::<_, (i64, i64)>(LEFT_TO_SELL_ALL_BY_ID).fetch(&mut *tx);
     let mut batch: Vec<(i64, i64)> = Vec::with_capacity(LOAD_BATCH);
     loop {
         let row = rows.try_next().await?;

@@ -9,11 +9,14 @@ use crate::in_memory::InMemory;
 use crate::kind::StrategyKind;
 use crate::redis_decr::RedisDecr;
 use crate::redis_lua::RedisLua;
+use crate::redis_orderlog::RedisOrderlog;
 use crate::redis_stream::{Stream, StreamDeferred};
 use crate::sql_atomic::SqlAtomic;
 use crate::sql_coalesce::SqlCoalesce;
 use crate::sql_for_update::SqlForUpdate;
 use crate::sql_naive::SqlNaive;
+use crate::sql_optimistic::SqlOptimistic;
+use crate::sql_skip_locked::SqlSkipLocked;
 use crate::strategy::Strategy;
 
 /// Builds the strategy `kind` names on the shared backends.
@@ -30,12 +33,21 @@ pub fn build(kind: StrategyKind, backends: &Backends) -> Arc<dyn Strategy> {
         StrategyKind::SqlCoalesce => {
             Arc::new(SqlCoalesce::new(backends.pg.clone(), backends.tuning.coalesce_max_batch))
         }
+        StrategyKind::SqlSkipLocked => Arc::new(SqlSkipLocked::new(backends.pg.clone())),
+        StrategyKind::SqlOptimistic => {
+            Arc::new(SqlOptimistic::new(backends.pg.clone(), backends.tuning.optimistic_retries))
+        }
         StrategyKind::RedisDecr => Arc::new(RedisDecr::new(
             backends.pg.clone(),
             backends.redis.clone(),
             backends.tuning.reservation_ttl,
         )),
         StrategyKind::RedisLua => Arc::new(RedisLua::new(
+            backends.pg.clone(),
+            backends.redis.clone(),
+            backends.tuning.reservation_ttl,
+        )),
+        StrategyKind::RedisOrderlog => Arc::new(RedisOrderlog::new(
             backends.pg.clone(),
             backends.redis.clone(),
             backends.tuning.reservation_ttl,

@@ -12,8 +12,10 @@
 //! - The [`Sweeper`] ends reservations past their deadline: it settles each order's doubt in
 //!   PostgreSQL ([`crate::fence::settle`]: committed, or void for good) and then settles or
 //!   releases it. It never releases an order that committed.
-//! - [`recover`] rebuilds a missing stock key from the same per-order truth: PostgreSQL's stock
-//!   minus the units of every hold (reservation or queued order) PostgreSQL does not hold yet.
+//! - [`recover`] rebuilds a missing stock key from the same per-order truth: what is left to sell
+//!   in PostgreSQL (its stock row less the units `redis-orderlog` committed that the stock sync has
+//!   not applied yet) minus the units of every hold (reservation or queued order) PostgreSQL does
+//!   not hold yet. The sweeper's resync reads the same "left to sell".
 //! - Products whose mirror may stand *above* PostgreSQL (rebuilt after Redis lost purchases in
 //!   flight, or refused by PostgreSQL's conditional decrement) go into a resync set; the sweeper
 //!   rewrites each one from PostgreSQL once nothing of it is in flight.
@@ -260,15 +262,20 @@ pub async fn committed(pg: &PgPool, ids: &[Uuid]) -> Result<HashSet<Uuid>, Strat
     Ok(found.into_iter().collect())
 }
 
-const STOCK_AND_COMMITTED: &str = r#"
-SELECT (SELECT stock FROM products WHERE id = $1) AS stock,
-       ARRAY(SELECT id FROM orders WHERE id = ANY($2) AND status IN ('pending', 'confirmed')) AS committed
-"#;
+/// What is left to sell (the stock row less the units awaiting the stock sync) and which holds
+/// PostgreSQL has, in one snapshot: an order committed, or synced, in between is counted exactly
+/// once.
+const STOCK_AND_COMMITTED: &str = concat!(
+    "SELECT ",
+    crate::catalog::left_to_sell!(),
+    " AS stock, ARRAY(SELECT id FROM orders WHERE id = ANY($2) AND status IN ('pending', 'confirmed')) AS committed"
+);
 
 /// How often a recovery starts again when a hold it counted ended under it.
 const RECOVERY_ATTEMPTS: usize = 3;
 
-/// Puts a missing stock key back from PostgreSQL: its stock minus the units of every hold of the
+/// Puts a missing stock key back from PostgreSQL: what is left to sell (the stock row less the
+/// units awaiting the stock sync) minus the units of every hold of the
 /// product whose order PostgreSQL does not hold, both read in one snapshot, so an order committed
 /// in between is counted exactly once. Returns the stock now in Redis, or `None` for a product
 /// PostgreSQL does not know.

@@ -34,7 +34,7 @@ use crate::strategy::Strategy;
 const BUY_ONE_LINE: &str = r#"
 WITH taken AS (
     UPDATE products SET stock = stock - $2::bigint, gate = 'postgres'
-    WHERE id = $1 AND stock >= $2::bigint AND gate IS DISTINCT FROM 'redis'
+    WHERE id = $1 AND stock >= $2::bigint AND COALESCE(gate, 'postgres') = 'postgres'
     RETURNING id
 ), placed AS (
     INSERT INTO orders (id, strategy, status, idempotency_key, user_name, address, phone, email)
@@ -56,7 +56,7 @@ SELECT EXISTS (SELECT 1 FROM lines) AS placed,
 pub const ONE_LINE_STATEMENT: &str = BUY_ONE_LINE;
 
 const TAKE_LINE: &str = "UPDATE products SET stock = stock - $2::bigint, gate = 'postgres' \
-                         WHERE id = $1 AND stock >= $2::bigint AND gate IS DISTINCT FROM 'redis'";
+                         WHERE id = $1 AND stock >= $2::bigint AND COALESCE(gate, 'postgres') = 'postgres'";
 
 const WHY_NOT: &str = "SELECT gate FROM products WHERE id = $1";
 
@@ -71,8 +71,12 @@ struct OneLine {
 fn refusal(product: ProductId, known: bool, gate: Option<&str>) -> PurchaseOutcome {
     match (known, gate) {
         (false, _) => PurchaseOutcome::UnknownProduct(product),
-        (true, Some("redis")) => PurchaseOutcome::GateConflict { product, gate: Gate::Redis },
-        (true, _) => PurchaseOutcome::SoldOut(product),
+        (true, gate) => match crate::gates::parse_gate(gate) {
+            Some(other @ (Gate::Redis | Gate::Units)) => {
+                PurchaseOutcome::GateConflict { product, gate: other }
+            }
+            _ => PurchaseOutcome::SoldOut(product),
+        },
     }
 }
 

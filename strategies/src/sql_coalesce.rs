@@ -8,7 +8,7 @@
 //! and takes their units with a decrement that checks the stock again
 //! (`order_store::write_batch` with `StockTake::Checked`). Refusals read as in
 //! `sql-atomic`: 404 for an unknown product, 409 `inventory_gate_conflict` for one the Redis gate
-//! sells, 409 sold out otherwise; a sale claims `products.gate = 'postgres'`.
+//! or a unit pool sells, 409 sold out otherwise; a sale claims `products.gate = 'postgres'`.
 //!
 //! Crash behaviour: before COMMIT, PostgreSQL rolls the whole batch back; after it, every accepted
 //! order and its units are there. The server holds nothing of its own: the queue into the batcher
@@ -415,8 +415,8 @@ fn take_if_it_fits(shelves: &mut HashMap<i64, Shelf>, request: &PurchaseRequest)
         let Some(shelf) = shelves.get(&product.get()) else {
             return Verdict::Refuse(PurchaseOutcome::UnknownProduct(product));
         };
-        if shelf.gate.as_deref() == Some(Gate::Redis.as_str()) {
-            return Verdict::Refuse(PurchaseOutcome::GateConflict { product, gate: Gate::Redis });
+        if let Some(other @ (Gate::Redis | Gate::Units)) = crate::gates::parse_gate(shelf.gate.as_deref()) {
+            return Verdict::Refuse(PurchaseOutcome::GateConflict { product, gate: other });
         }
         if shelf.stock < i64::from(line.quantity.get()) {
             return Verdict::Refuse(PurchaseOutcome::SoldOut(product));

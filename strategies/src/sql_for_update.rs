@@ -64,11 +64,14 @@ impl SqlForUpdate {
         let mut tx = conn.begin().await?;
         let locked: Vec<(i64, i64, Option<String>)> =
             sqlx::query_as(LOCK_PRODUCTS).bind(&ids).fetch_all(&mut *tx).await?;
-        if let Some((id, ..)) = locked.iter().find(|(.., gate)| gate.as_deref() == Some("redis")) {
+        let other_gate = |gate: &Option<String>| {
+            crate::gates::parse_gate(gate.as_deref()).filter(|gate| *gate != Gate::Postgres)
+        };
+        if let Some((id, gate)) = locked.iter().find_map(|(id, _, gate)| Some((id, other_gate(gate)?))) {
             tx.rollback().await?;
             let product = ProductId::parse(*id)
                 .map_err(|err| AttemptError::Strategy(StrategyError::Internal(err.0)))?;
-            return Ok(PurchaseOutcome::GateConflict { product, gate: Gate::Redis });
+            return Ok(PurchaseOutcome::GateConflict { product, gate });
         }
         let stocks: Vec<(i64, i64)> = locked.iter().map(|(id, stock, _)| (*id, *stock)).collect();
         if let Some(refusal) = check_lines(&request.lines, &stocks) {

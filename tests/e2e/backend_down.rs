@@ -139,8 +139,8 @@ async fn database_lost_and_restored(_: PoolOptions<Postgres>, connect: PgConnect
     assert_eq!(healthy.orders, sql_kind_count(), "one order per SQL strategy before the outage");
 
     proxy.break_networking().await;
-    // Six purchases, more than the pool's connections: every connection opened before the outage
-    // meets it here, so what follows the restore is about reconnecting. Connections the outage
+    // Two purchases per SQL strategy, more than the pool's connections: every connection opened
+    // before the outage meets it here, so what follows the restore is about reconnecting. Connections the outage
     // killed while idle are `purchases_after_a_network_blip_succeed`'s subject.
     assert_sql_purchases_unavailable(&app).await;
     let health = within_bound("GET /healthz", app.get("/healthz")).await;

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use checkout_strategies::background::Job;
 use checkout_strategies::{StrategyKind, Tuning};
 use sqlx::Postgres;
 use sqlx::pool::PoolOptions;
@@ -28,15 +29,29 @@ async fn flash_sale(connect: PgConnectOptions, kind: StrategyKind) {
         ..Setup::default()
     };
     let app = Arc::new(spawn_app(connect, setup).await);
-    let statuses = all_at_once(&app, BUYERS, |app| async move {
-        app.purchase(kind, &order_body(&[(HOT, 1)])).await.status().as_u16()
+    let answers = all_at_once(&app, BUYERS, |app| async move {
+        let answer = app.buy(kind, &order_body(&[(HOT, 1)]), None).await;
+        (answer.status, answer.body["error"].as_str().unwrap_or_default().to_owned())
     })
     .await;
-    let confirmed = statuses.iter().filter(|&&s| s == 201).count();
-    let sold_out = statuses.iter().filter(|&&s| s == 409).count();
-    let other: Vec<_> = statuses.iter().filter(|&&s| s != 201 && s != 409).collect();
-    assert!(other.is_empty(), "{kind}: unexpected statuses {other:?}");
+    let confirmed = answers.iter().filter(|(status, _)| *status == 201).count();
+    let contention = answers.iter().filter(|(status, error)| *status == 409 && error == "contention").count();
+    let sold_out = answers.iter().filter(|(status, error)| *status == 409 && error == "sold_out").count();
+    let other: Vec<_> = answers.iter().filter(|(status, _)| *status != 201 && *status != 409).collect();
+    assert!(other.is_empty(), "{kind}: unexpected answers {other:?}");
+    assert_eq!(confirmed + contention + sold_out, BUYERS, "{kind}: every 409 is sold_out or contention");
 
+    if kind.background().contains(&Job::StockSync) {
+        // Sold and committed, not yet applied to the stock row: the audit must say so, not drift.
+        let before = app.audit().await;
+        assert_eq!(before["settled"], false, "{kind}: orders await the stock sync: {before}");
+        assert_eq!(before["total"]["awaiting_sync"], STOCK, "{kind}: units awaiting sync: {before}");
+        assert_eq!(before["order_status"]["awaiting_sync"], STOCK, "{kind}: orders awaiting sync: {before}");
+        assert_eq!(app.stock(HOT).await, STOCK, "{kind}: the purchase itself leaves the stock row alone");
+        assert_eq!(before["clean"], true, "{kind}: units awaiting sync are not drift: {before}");
+        assert_eq!(app.sync_stock().await, STOCK, "{kind}: the sync applies every order line once");
+        assert_eq!(app.audit().await["settled"], true, "{kind}: settled once the sync caught up");
+    }
     let audit = app.audit().await;
     let books = books_of(&audit, kind);
     let product = audited_product(books, HOT, kind);
@@ -47,7 +62,21 @@ async fn flash_sale(connect: PgConnectOptions, kind: StrategyKind) {
         "{kind}: units in orders != confirmations: {product}"
     );
 
-    if kind.spec().safe {
+    assert_eq!(
+        product["contention_refusals"], contention,
+        "{kind}: the audit counts every buyer refused for contention: {product}"
+    );
+    if kind == StrategyKind::SqlOptimistic {
+        // Safe but not exact: buyers who lost every compare-and-swap leave units on the shelf.
+        assert!(confirmed as i64 <= STOCK, "{kind}: oversold: {confirmed} confirmed > {STOCK} in stock");
+        assert_eq!(product["final_stock"], STOCK - confirmed as i64, "{kind}: stock left: {product}");
+        assert!(
+            confirmed as i64 == STOCK || contention > 0,
+            "{kind}: undersold ({confirmed} < {STOCK}) with no buyer refused for contention"
+        );
+        assert_eq!(audit["clean"], true, "{kind}: an undersell is not an anomaly: {audit}");
+    } else if kind.spec().safe {
+        assert_eq!(contention, 0, "{kind}: only sql-optimistic refuses for contention");
         assert!(confirmed as i64 <= STOCK, "{kind}: oversold: {confirmed} confirmed > {STOCK} in stock");
         assert_eq!(confirmed as i64, STOCK, "{kind}: undersold: {confirmed} confirmed < {STOCK} in stock");
         assert_eq!(sold_out, BUYERS - STOCK as usize, "{kind}: sold-out answers");
@@ -100,8 +129,11 @@ contention_tests! {
     sql_for_update_sells_exactly_the_stock => StrategyKind::SqlForUpdate,
     sql_atomic_sells_exactly_the_stock => StrategyKind::SqlAtomic,
     sql_coalesce_sells_exactly_the_stock => StrategyKind::SqlCoalesce,
+    sql_skip_locked_sells_exactly_the_stock => StrategyKind::SqlSkipLocked,
+    sql_optimistic_never_oversells => StrategyKind::SqlOptimistic,
     redis_decr_sells_exactly_the_stock => StrategyKind::RedisDecr,
     redis_lua_sells_exactly_the_stock => StrategyKind::RedisLua,
+    redis_orderlog_sells_exactly_the_stock => StrategyKind::RedisOrderlog,
     stream_accepts_and_persists_exactly_the_stock => StrategyKind::Stream,
     stream_deferred_accepts_too_many_and_cancels_the_excess => StrategyKind::StreamDeferred,
 }

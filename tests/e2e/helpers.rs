@@ -7,8 +7,11 @@ use std::time::Duration;
 use checkout_bench::admission::InflightLimits;
 use checkout_bench::app::{App, AppConfig, AppState};
 use checkout_bench::sessions::SessionConfig;
+use checkout_strategies::background::Job;
+use checkout_strategies::stock_sync::{StockSync, StockSyncSettings};
 use checkout_strategies::{
-    Backends, PgSettings, RedisBackend, RedisKeys, RedisSettings, StockPlan, StrategyKind, Tuning, backends,
+    Backends, Gate, PgSettings, RedisBackend, RedisKeys, RedisSettings, StockPlan, StrategyKind, Tuning,
+    backends,
 };
 use serde_json::{Value, json};
 use sqlx::postgres::PgConnectOptions;
@@ -364,8 +367,23 @@ impl TestApp {
             .clone()
     }
 
-    /// Stock of `product` in the books `kind` sells from: its own ledger, or PostgreSQL.
+    /// Applies every order committed insert-only to PostgreSQL's stock, as the stock sync job
+    /// does in a server. Returns the order lines applied.
+    pub(crate) async fn sync_stock(&self) -> i64 {
+        StockSync::new(self.pool.clone(), StockSyncSettings::default()).drain().await.expect("stock sync")
+    }
+
+    /// Stock of `product` in the books `kind` sells from: its own ledger, or PostgreSQL (once the
+    /// stock sync caught up, for strategies that need one).
     pub(crate) async fn stock_in(&self, kind: StrategyKind, product: i64) -> i64 {
+        if kind.background().contains(&Job::StockSync) {
+            self.sync_stock().await;
+        }
+        if kind.spec().gate == Gate::Units {
+            // The unit pool is its books: what is left is its free rows, as GET /products says.
+            let product = self.get_json(&format!("/products/{product}")).await;
+            return product["stock"].as_i64().expect("stock");
+        }
         if kind.spec().persists_to_postgres() {
             return self.stock(product).await;
         }

@@ -99,6 +99,30 @@ async fn sql_coalesce_multi_item_orders_are_all_or_nothing(
     multi_item_orders_are_all_or_nothing(connect, StrategyKind::SqlCoalesce).await;
 }
 
+#[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
+async fn sql_skip_locked_multi_item_orders_are_all_or_nothing(
+    _: PoolOptions<Postgres>,
+    connect: PgConnectOptions,
+) {
+    multi_item_orders_are_all_or_nothing(connect, StrategyKind::SqlSkipLocked).await;
+}
+
+#[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
+async fn sql_optimistic_multi_item_orders_are_all_or_nothing(
+    _: PoolOptions<Postgres>,
+    connect: PgConnectOptions,
+) {
+    multi_item_orders_are_all_or_nothing(connect, StrategyKind::SqlOptimistic).await;
+}
+
+#[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
+async fn redis_orderlog_multi_item_orders_are_all_or_nothing(
+    _: PoolOptions<Postgres>,
+    connect: PgConnectOptions,
+) {
+    multi_item_orders_are_all_or_nothing(connect, StrategyKind::RedisOrderlog).await;
+}
+
 /// Orders holding `key` in the books `kind` sells from.
 async fn orders_with_key(app: &TestApp, kind: StrategyKind, key: &str) -> i64 {
     if kind.spec().persists_to_postgres() {
@@ -206,8 +230,11 @@ idempotency_tests! {
     sql_for_update_replays_a_key, sql_for_update_replays_a_key_sent_concurrently => StrategyKind::SqlForUpdate,
     sql_atomic_replays_a_key, sql_atomic_replays_a_key_sent_concurrently => StrategyKind::SqlAtomic,
     sql_coalesce_replays_a_key, sql_coalesce_replays_a_key_sent_concurrently => StrategyKind::SqlCoalesce,
+    sql_skip_locked_replays_a_key, sql_skip_locked_replays_a_key_sent_concurrently => StrategyKind::SqlSkipLocked,
+    sql_optimistic_replays_a_key, sql_optimistic_replays_a_key_sent_concurrently => StrategyKind::SqlOptimistic,
     redis_decr_replays_a_key, redis_decr_replays_a_key_sent_concurrently => StrategyKind::RedisDecr,
     redis_lua_replays_a_key, redis_lua_replays_a_key_sent_concurrently => StrategyKind::RedisLua,
+    redis_orderlog_replays_a_key, redis_orderlog_replays_a_key_sent_concurrently => StrategyKind::RedisOrderlog,
     stream_replays_a_key, stream_replays_a_key_sent_concurrently => StrategyKind::Stream,
     stream_deferred_replays_a_key, stream_deferred_replays_a_key_sent_concurrently => StrategyKind::StreamDeferred,
 }

@@ -811,12 +811,16 @@ fn shelves(world: &World, kind: StrategyKind) -> Vec<BTreeMap<i64, i64>> {
         StrategyKind::SqlNaive
         | StrategyKind::SqlForUpdate
         | StrategyKind::SqlAtomic
-        | StrategyKind::SqlCoalesce => vec![pg()],
+        | StrategyKind::SqlCoalesce
+        | StrategyKind::SqlOptimistic => vec![pg()],
         // Reserved in Redis, committed to PostgreSQL before the answer: both move.
         StrategyKind::RedisDecr | StrategyKind::RedisLua => vec![pg(), redis()],
-        StrategyKind::Stream => vec![redis()],
-        // Checks the stock only; the worker takes it later.
-        StrategyKind::StreamDeferred => vec![],
+        // Only Redis's shelf moves before the answer: `stream` queues the order, `redis-orderlog`
+        // commits it insert-only and the stock row follows by the stock sync.
+        StrategyKind::RedisOrderlog | StrategyKind::Stream => vec![redis()],
+        // `stream-deferred` checks the stock only, and the worker takes it later; `sql-skip-locked`'s
+        // books are its unit pool, which this snapshot does not read (the stock row stays).
+        StrategyKind::StreamDeferred | StrategyKind::SqlSkipLocked => vec![],
     }
 }
 
@@ -829,8 +833,11 @@ fn orders_held(world: &World, kind: StrategyKind) -> i64 {
         | StrategyKind::SqlForUpdate
         | StrategyKind::SqlAtomic
         | StrategyKind::SqlCoalesce
+        | StrategyKind::SqlSkipLocked
+        | StrategyKind::SqlOptimistic
         | StrategyKind::RedisDecr
-        | StrategyKind::RedisLua => world.pg.orders,
+        | StrategyKind::RedisLua
+        | StrategyKind::RedisOrderlog => world.pg.orders,
     }
 }
 
