@@ -15,6 +15,7 @@
 //! - [`stock_sync`]: applies `redis-orderlog`'s insert-only orders to PostgreSQL's stock.
 //! - [`redis_stream`]: the queueing strategies (`stream`, `stream-deferred`) and their worker.
 //! - [`reservation`]: Redis reservations tied to order ids, their sweeper, and key recovery.
+//! - [`one_transaction`]: the purchase every one-transaction SQL strategy shares, failures settled.
 //! - [`fence`]: settling a purchase whose outcome is in doubt, for good.
 //! - [`background`]: which background work each strategy needs, and running it.
 //! - `idempotency`: one claim per `Idempotency-Key`, in front of every strategy.
@@ -31,6 +32,7 @@ mod idempotency;
 pub mod in_memory;
 pub mod kind;
 pub mod lua_sources;
+pub mod one_transaction;
 pub mod order;
 pub mod order_store;
 pub mod plan;

@@ -27,12 +27,12 @@ use async_trait::async_trait;
 use rand::{Rng, SeedableRng};
 use sqlx::{Acquire, PgConnection, PgPool};
 
-use crate::error::{StrategyError, is_duplicate_key};
-use crate::fence::{self, Failed};
+use crate::error::StrategyError;
 use crate::gates::parse_gate;
 use crate::kind::{Gate, StrategyKind};
+use crate::one_transaction::{self, SellsOnOneConnection};
 use crate::order::{OrderStatus, ProductId, PurchaseOutcome, PurchaseRequest, Receipt};
-use crate::order_store::{insert_order, receipt_for_key, replay_after_conflict};
+use crate::order_store::insert_order;
 use crate::plan::StockPlan;
 use crate::strategy::Strategy;
 
@@ -138,33 +138,24 @@ impl SqlOptimistic {
 }
 
 #[async_trait]
+impl SellsOnOneConnection for SqlOptimistic {
+    async fn sell_on(
+        &self,
+        conn: &mut PgConnection,
+        request: &PurchaseRequest,
+    ) -> Result<PurchaseOutcome, sqlx::Error> {
+        self.buy(conn, request).await
+    }
+}
+
+#[async_trait]
 impl Strategy for SqlOptimistic {
     fn kind(&self) -> StrategyKind {
         StrategyKind::SqlOptimistic
     }
 
     async fn purchase(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, StrategyError> {
-        if let Some(first) = receipt_for_key(&self.pg, request).await? {
-            return Ok(PurchaseOutcome::Replayed(first));
-        }
-        // A connection that cannot be had sent nothing: that failure is certain, unlike one after.
-        let mut conn = self.pg.acquire().await?;
-        let attempt = self.buy(&mut conn, request).await;
-        drop(conn);
-        match attempt {
-            Ok(outcome) => Ok(outcome),
-            Err(err) if is_duplicate_key(&err) => {
-                Ok(PurchaseOutcome::Replayed(replay_after_conflict(&self.pg, request).await?))
-            }
-            Err(err) => {
-                match fence::after_failed_write(&self.pg, self.kind(), request.order_id, err).await? {
-                    Failed::Committed => {
-                        Ok(PurchaseOutcome::Placed(Receipt::confirmed(request.order_id, self.kind())))
-                    }
-                    Failed::NotCommitted(err) => Err(err),
-                }
-            }
-        }
+        one_transaction::purchase(self, &self.pg, self.kind(), request).await
     }
 
     async fn prepare(&self, _plan: &StockPlan) -> Result<(), StrategyError> {
