@@ -187,6 +187,7 @@ impl Shared {
 /// When the plan is invalid.
 pub async fn run(plan: &LoadPlan, target: &Target, strategy: &str, label: &str) -> anyhow::Result<RunRecord> {
     plan.validate()?;
+    let mut warm = warm_connections(target, plan.connections, plan.timeout).await;
     let start = Instant::now();
     let live =
         Live::new(start, plan.duration, plan.scenario.hot_product, plan.scenario.hot_stock, plan.grace);
@@ -204,10 +205,11 @@ pub async fn run(plan: &LoadPlan, target: &Target, strategy: &str, label: &str) 
     let progress = tokio::spawn(progress(Arc::clone(&shared), label.to_owned()));
     let workers: Vec<_> = match plan.model {
         Model::Open => (0..plan.connections)
-            .map(|worker| tokio::spawn(open_worker(Arc::clone(&shared), worker)))
+            .map(|worker| tokio::spawn(open_worker(Arc::clone(&shared), worker, warm.pop().flatten())))
             .collect(),
         Model::Closed => {
             let pool = Arc::new(Pool::new(plan.connections));
+            pool.idle.lock().unwrap_or_else(PoisonError::into_inner).extend(warm.drain(..).flatten());
             (0..plan.users)
                 .map(|user| tokio::spawn(closed_user(Arc::clone(&shared), Arc::clone(&pool), user)))
                 .collect()
@@ -258,11 +260,35 @@ fn never_sent(shared: &Shared, start: Instant, finished: Instant) -> Vec<Duratio
     abandoned.iter().copied().filter(|ticket| *ticket < due).chain(taken.min(due)..due).map(waited).collect()
 }
 
+/// Connects opened before the clock starts, in bounded waves. A connect is not a purchase, and
+/// hundreds of them at the first due instant overflow the server's accept queue: a dropped SYN is
+/// retried after a second, which would charge connection setup to the first requests as timeouts.
+/// A connection that cannot be opened here (within the request timeout) is `None`, opened again at
+/// its first request.
+async fn warm_connections(target: &Target, count: usize, limit: Duration) -> Vec<Option<Connection>> {
+    const WAVE: usize = 32;
+    let mut warm = Vec::with_capacity(count);
+    while warm.len() < count {
+        let wave: Vec<_> = (0..WAVE.min(count - warm.len()))
+            .map(|_| {
+                let target = target.clone();
+                tokio::spawn(async move {
+                    tokio::time::timeout(limit, Connection::open(&target)).await.ok()?.ok()
+                })
+            })
+            .collect();
+        for open in wave {
+            warm.push(open.await.ok().flatten());
+        }
+    }
+    warm
+}
+
 /// Open model: takes the next ticket off the shared timetable, waits for its time, sends.
-async fn open_worker(shared: Arc<Shared>, worker: usize) {
+async fn open_worker(shared: Arc<Shared>, worker: usize, connection: Option<Connection>) {
     let table = Timetable::new(shared.plan.rate);
     let mut buyers = scenario::Buyers::new(&shared.plan.scenario, worker as u64);
-    let mut connection = None;
+    let mut connection = connection;
     loop {
         let ticket = shared.next_ticket.fetch_add(1, Ordering::Relaxed);
         if shared.plan.max_requests.is_some_and(|max| ticket >= max) {
