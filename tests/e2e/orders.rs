@@ -123,6 +123,41 @@ async fn redis_orderlog_multi_item_orders_are_all_or_nothing(
     multi_item_orders_are_all_or_nothing(connect, StrategyKind::RedisOrderlog).await;
 }
 
+#[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
+async fn redis_lua_multi_item_orders_are_all_or_nothing(_: PoolOptions<Postgres>, connect: PgConnectOptions) {
+    multi_item_orders_are_all_or_nothing(connect, StrategyKind::RedisLua).await;
+}
+
+#[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
+async fn redis_decr_multi_item_orders_are_all_or_nothing(
+    _: PoolOptions<Postgres>,
+    connect: PgConnectOptions,
+) {
+    multi_item_orders_are_all_or_nothing(connect, StrategyKind::RedisDecr).await;
+}
+
+/// Every safe strategy answers multi-item orders all or nothing: the ones above, and `stream`,
+/// whose accepted orders are persisted later (`stream::stream_reservations_are_all_or_nothing`).
+/// A new safe strategy fails here until it has its own case.
+#[test]
+fn every_safe_strategy_has_a_multi_item_test() {
+    let covered = [
+        StrategyKind::Memory,
+        StrategyKind::SqlForUpdate,
+        StrategyKind::SqlAtomic,
+        StrategyKind::SqlCoalesce,
+        StrategyKind::SqlSkipLocked,
+        StrategyKind::SqlOptimistic,
+        StrategyKind::RedisDecr,
+        StrategyKind::RedisLua,
+        StrategyKind::RedisOrderlog,
+        StrategyKind::Stream,
+    ];
+    for kind in StrategyKind::ALL.into_iter().filter(|kind| kind.spec().safe) {
+        assert!(covered.contains(&kind), "{kind} is safe but has no multi-item all-or-nothing test");
+    }
+}
+
 /// Orders holding `key` in the books `kind` sells from.
 async fn orders_with_key(app: &TestApp, kind: StrategyKind, key: &str) -> i64 {
     if kind.spec().persists_to_postgres() {
