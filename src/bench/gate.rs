@@ -15,7 +15,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 pub use crate::run_folder::DENOMINATOR;
-use crate::run_folder::{CapacityRow, Spread, SummaryRow, Verdict};
+use crate::run_folder::{CapacityRow, SummaryRow, Verdict, medians_by_strategy};
 
 /// What a same-run ratio divides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -145,32 +145,28 @@ pub struct GateReport {
     pub skipped: Option<String>,
 }
 
-/// The median over repetitions, as the report computes it.
-fn median(values: &[f64]) -> Option<f64> {
-    Spread::of(values.iter().copied()).map(|spread| spread.median)
-}
-
 /// Median `sales_per_sec` of each strategy over `memory`'s, or why there is none.
 ///
 /// # Errors
 /// When `memory` is not in the run or sold nothing.
 pub fn ratios(rows: &[SummaryRow]) -> Result<BTreeMap<String, f64>, String> {
-    let mut by_strategy: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
-    for row in rows {
-        by_strategy.entry(&row.strategy).or_default().push(row.sales_per_sec);
-    }
-    let denominator = by_strategy
+    let medians = medians_by_strategy(rows.iter().map(|row| (row.strategy.as_str(), row.sales_per_sec)));
+    let denominator = *medians
         .get(DENOMINATOR)
-        .and_then(|values| median(values))
         .ok_or_else(|| format!("`{DENOMINATOR}` is not in this run: no same-run ratio can be taken"))?;
     if denominator <= 0.0 {
         return Err(format!("`{DENOMINATOR}` sold nothing in this run"));
     }
-    Ok(by_strategy
+    Ok(over(medians, denominator))
+}
+
+/// Every strategy's median but the denominator's, divided by it.
+fn over(medians: BTreeMap<String, f64>, denominator: f64) -> BTreeMap<String, f64> {
+    medians
         .into_iter()
-        .filter(|(strategy, _)| *strategy != DENOMINATOR)
-        .filter_map(|(strategy, values)| Some((strategy.to_owned(), median(&values)? / denominator)))
-        .collect())
+        .filter(|(strategy, _)| strategy != DENOMINATOR)
+        .map(|(strategy, median)| (strategy, median / denominator))
+        .collect()
 }
 
 /// Median `capacity_rps` of each strategy over `memory`'s, and whether `memory`'s is only a lower
@@ -179,23 +175,15 @@ pub fn ratios(rows: &[SummaryRow]) -> Result<BTreeMap<String, f64>, String> {
 /// # Errors
 /// When `memory` has no capacity in this run.
 pub fn capacity_ratios(rows: &[CapacityRow]) -> Result<(BTreeMap<String, f64>, bool), String> {
-    let mut by_strategy: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
-    for row in rows {
-        by_strategy.entry(&row.strategy).or_default().push(row.capacity_rps);
-    }
-    let denominator = by_strategy.get(DENOMINATOR).and_then(|values| median(values)).ok_or_else(|| {
+    let medians = medians_by_strategy(rows.iter().map(|row| (row.strategy.as_str(), row.capacity_rps)));
+    let denominator = *medians.get(DENOMINATOR).ok_or_else(|| {
         format!("`{DENOMINATOR}` has no capacity in this run: no capacity ratio can be taken")
     })?;
     if denominator <= 0.0 {
         return Err(format!("`{DENOMINATOR}` sustained no probed rate in this run"));
     }
     let lower_bound = rows.iter().any(|row| row.strategy == DENOMINATOR && row.at_least);
-    let ratios = by_strategy
-        .into_iter()
-        .filter(|(strategy, _)| *strategy != DENOMINATOR)
-        .filter_map(|(strategy, values)| Some((strategy.to_owned(), median(&values)? / denominator)))
-        .collect();
-    Ok((ratios, lower_bound))
+    Ok((over(medians, denominator), lower_bound))
 }
 
 /// The run's ratios of `metric`, and a note for the reader.

@@ -25,7 +25,7 @@ pub use files::{
     TimeseriesRow, Verdict, read_csv, server_errors, write_csv, write_hgrm,
 };
 pub use meta::RunMeta;
-pub use spread::Spread;
+pub use spread::{Spread, medians_by_strategy};
 pub use strategy_info::StrategyInfo;
 
 /// The strategy every same-run ratio is taken over: the in-process baseline.

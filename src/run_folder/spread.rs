@@ -1,5 +1,20 @@
 //! Median and range over repetitions, so one noisy repetition cannot pass for the result.
 
+use std::collections::BTreeMap;
+
+/// Each strategy's median over its repetitions, from `(strategy, value)` pairs, by name; a
+/// strategy without a finite value is left out.
+pub fn medians_by_strategy<'a>(values: impl IntoIterator<Item = (&'a str, f64)>) -> BTreeMap<String, f64> {
+    let mut by_strategy: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for (strategy, value) in values {
+        by_strategy.entry(strategy).or_default().push(value);
+    }
+    by_strategy
+        .into_iter()
+        .filter_map(|(strategy, values)| Some((strategy.to_owned(), Spread::of(values)?.median)))
+        .collect()
+}
+
 /// Median and range of one figure over repetitions.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Spread {

@@ -20,8 +20,9 @@ use serde_json::json;
 
 use super::options::ServerFlags;
 use super::server::Server;
+use crate::run_folder::capacity::CapacityRow;
 use crate::run_folder::ceilings::{Ceiling, CeilingRatioRow, CeilingRow, ratios};
-use crate::run_folder::{RunFolder, meta, read_csv, write_csv};
+use crate::run_folder::{RunFolder, medians_by_strategy, meta, read_csv, write_csv};
 
 /// The product every ceiling buys or decrements; the pgbench spread uses products 1..=100.
 const HOT: i64 = 100;
@@ -192,20 +193,8 @@ pub async fn run(flags: &CeilingFlags) -> anyhow::Result<CeilingsReport> {
 
 /// Each strategy's median capacity in `folder`, when the folder has a capacity search.
 fn capacities(folder: &Path) -> BTreeMap<String, f64> {
-    #[derive(serde::Deserialize)]
-    struct Capacity {
-        strategy: String,
-        capacity_rps: f64,
-    }
-    let Ok(rows) = read_csv::<Capacity>(&folder.join("capacity.csv")) else { return BTreeMap::new() };
-    let mut by_strategy: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    for row in rows {
-        by_strategy.entry(row.strategy).or_default().push(row.capacity_rps);
-    }
-    by_strategy
-        .into_iter()
-        .filter_map(|(name, values)| Some((name, crate::run_folder::Spread::of(values)?.median)))
-        .collect()
+    let Ok(rows) = read_csv::<CapacityRow>(&folder.join("capacity.csv")) else { return BTreeMap::new() };
+    medians_by_strategy(rows.iter().map(|row| (row.strategy.as_str(), row.capacity_rps)))
 }
 
 async fn measure_all(
