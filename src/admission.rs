@@ -58,7 +58,8 @@ pub fn backend_class(kind: StrategyKind) -> BackendClass {
     let spec = kind.spec();
     match (spec.backend, spec.queued) {
         ("in-process", _) => BackendClass::InProcess,
-        // The answer waits for the queue only (a Redis stream); the worker meets PostgreSQL later.
+        // The answer waits for the queue only (a Redis stream, or Redis and the broker's PubAck);
+        // the worker meets PostgreSQL later.
         (_, true) => BackendClass::Redis,
         // Committed to PostgreSQL before the answer, whatever gates it first: the pool is the
         // bottleneck. A backend not named here gets this class too, the tightest bound.
@@ -208,7 +209,9 @@ mod tests {
             | StrategyKind::RedisDecr
             | StrategyKind::RedisLua
             | StrategyKind::RedisOrderlog => BackendClass::Postgres,
-            StrategyKind::Stream | StrategyKind::StreamDeferred => BackendClass::Redis,
+            StrategyKind::Stream | StrategyKind::StreamDeferred | StrategyKind::QueueNats => {
+                BackendClass::Redis
+            }
         };
         for kind in StrategyKind::ALL {
             assert_eq!(backend_class(kind), expected(kind), "{kind}");

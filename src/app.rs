@@ -102,8 +102,8 @@ impl App {
     }
 
     /// Resets PostgreSQL to `plan`, mirrors its stock into Redis (clearing everything else under
-    /// the Redis prefix: streams, in-flight counters, idempotency keys), hands every strategy the
-    /// plan and clears the statistics.
+    /// the Redis prefix: streams, in-flight counters, idempotency keys), drops what strategies queue
+    /// elsewhere (the broker's stream), hands every strategy the plan and clears the statistics.
     ///
     /// # Errors
     /// When a backend does not answer; strategies may then hold the old plan.
@@ -118,6 +118,9 @@ impl App {
         };
         let mut prepared = Ok(());
         for strategy in self.registry.iter() {
+            if let Err(err) = strategy.discard_queue().await {
+                prepared = Err(err);
+            }
             if let Err(err) = strategy.prepare(&plan).await {
                 prepared = Err(err);
             }

@@ -208,6 +208,10 @@ impl LedgerAudit {
 pub struct QueueAudit {
     /// Accepted (202) orders not yet persisted: zero once workers drained.
     pub pending: i64,
+    /// Units those orders hold.
+    pub pending_units: i64,
+    /// Messages the queues (Redis streams, the NATS broker) still hold: zero once drained.
+    pub in_queue: i64,
     /// Accepted orders given up on after failing too often; their stock was released.
     pub dead_lettered: i64,
     /// Orders whose client was told 202 and that were cancelled later.
@@ -247,7 +251,7 @@ pub struct AuditReport {
     /// No anomaly in PostgreSQL, in the Redis mirror (when checked), in the queues, or in any
     /// ledger below.
     pub clean: bool,
-    /// No accepted order is waiting for a worker, no reservation is open, no mirror waits for a
+    /// No accepted order is waiting for a worker, no queue holds a message, no reservation is open, no mirror waits for a
     /// resync and no committed order waits for the stock sync: the books are final.
     pub settled: bool,
     /// Strategies that placed orders since the reset (this server process).
@@ -283,6 +287,8 @@ pub async fn reconcile(app: &App) -> Result<AuditReport, StrategyError> {
         }
         if let Some(backlog) = strategy.backlog().await? {
             queues.pending += backlog.pending;
+            queues.pending_units += backlog.pending_units;
+            queues.in_queue += backlog.in_queue;
             queues.dead_lettered += backlog.dead_lettered;
         }
         if let Some(own) = strategy.own_ledger().await? {
@@ -355,6 +361,7 @@ pub async fn reconcile(app: &App) -> Result<AuditReport, StrategyError> {
     Ok(AuditReport {
         clean,
         settled: queues.pending == 0
+            && queues.in_queue == 0
             && reservations.open == 0
             && reservations.awaiting_resync == 0
             && totals.awaiting_sync == 0,

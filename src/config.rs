@@ -5,7 +5,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use checkout_strategies::{PgSettings, RedisBackend, RedisKeys, RedisSettings, Tuning, WorkerSettings};
+use checkout_strategies::{
+    NatsBackend, NatsSettings, PgSettings, RedisBackend, RedisKeys, RedisSettings, Tuning, WorkerSettings,
+};
 use clap::Args;
 use clap::builder::BoolishValueParser;
 
@@ -32,6 +34,16 @@ pub struct BackendArgs {
     #[arg(long, env = "REDIS_RESPONSE_TIMEOUT_MS", default_value_t = 2_000)]
     pub redis_response_timeout_ms: u64,
 
+    /// NATS URL, for `queue-nats` (JetStream must be enabled: `nats-server -js`). Its streams are
+    /// named after `REDIS_PREFIX`.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+
+    /// Longest wait for the broker's PubAck, in milliseconds: past it the buyer hears 503
+    /// `outcome_unknown` and the order is published again later if the broker lacks it.
+    #[arg(long, env = "NATS_PUBLISH_TIMEOUT_MS", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub nats_publish_timeout_ms: u64,
+
     /// PostgreSQL connections in the pool. Small on purpose: a hot row serialises writers, and
     /// more connections only queue on its lock.
     #[arg(long, env = "PG_CONNECTIONS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
@@ -53,6 +65,15 @@ impl BackendArgs {
     /// When `REDIS_URL` is not a Redis URL.
     pub fn redis_backend(&self) -> Result<RedisBackend, redis::RedisError> {
         RedisBackend::lazy(&self.redis_url, RedisKeys::new(self.redis_prefix.clone()), self.redis_settings())
+    }
+
+    /// The NATS backend these flags describe; it connects on first use.
+    pub fn nats_backend(&self) -> NatsBackend {
+        let settings = NatsSettings {
+            publish_timeout: Duration::from_millis(self.nats_publish_timeout_ms),
+            ..NatsSettings::default()
+        };
+        NatsBackend::lazy(&self.nats_url, &self.redis_prefix, settings)
     }
 
     fn redis_settings(&self) -> RedisSettings {
@@ -133,7 +154,7 @@ pub struct ServeArgs {
     pub max_inflight_postgres: Option<usize>,
 
     /// Most purchases in flight at once among strategies that answer once Redis holds the order
-    /// (`stream`, `stream-deferred`). 0 means no limit.
+    /// (`stream`, `stream-deferred`, `queue-nats`). 0 means no limit.
     #[arg(long, env = "MAX_INFLIGHT_REDIS", default_value_t = admission::DEFAULT_REDIS)]
     pub max_inflight_redis: usize,
 

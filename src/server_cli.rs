@@ -72,7 +72,7 @@ pub async fn run(cli: ServerCli) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     tokio::spawn(cancel_on_signal(stop.clone()));
     if let Some(Command::Worker { worker, .. }) = &cli.command {
-        let backends = Backends { pg, redis, tuning: Tuning::default() };
+        let backends = Backends { pg, redis, nats: backend_args.nats_backend(), tuning: Tuning::default() };
         let settings = BackgroundSettings {
             workers: Some(worker.settings()),
             sweeper: SweeperSettings::default(),
@@ -81,7 +81,7 @@ pub async fn run(cli: ServerCli) -> anyhow::Result<()> {
         background::run(&backends, settings, stop).await.context("background work failed")?;
         return Ok(());
     }
-    let backends = Backends { pg, redis, tuning: cli.serve.tuning() };
+    let backends = Backends { pg, redis, nats: backend_args.nats_backend(), tuning: cli.serve.tuning() };
     let config = AppConfig {
         admin_token: cli.serve.admin_token.clone(),
         request_timeout: std::time::Duration::from_millis(cli.serve.request_timeout_ms),

@@ -9,6 +9,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgPool, Postgres};
 
 use crate::MIGRATOR;
+use crate::queue_nats::NatsBackend;
 use crate::redis_keys::RedisKeys;
 
 /// Everything a strategy may talk to, built once and cloned into each strategy.
@@ -16,6 +17,8 @@ use crate::redis_keys::RedisKeys;
 pub struct Backends {
     pub pg: PgPool,
     pub redis: RedisBackend,
+    /// The NATS JetStream broker of `queue-nats`.
+    pub nats: NatsBackend,
     pub tuning: Tuning,
 }
 

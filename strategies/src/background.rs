@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backends::Backends;
 use crate::error::StrategyError;
 use crate::kind::StrategyKind;
+use crate::queue_nats::Consumer;
 use crate::redis_stream::{Worker, WorkerSettings};
 use crate::reservation::{Sweeper, SweeperSettings};
 use crate::stock_sync::{StockSync, StockSyncSettings};
@@ -15,8 +16,11 @@ use crate::stock_sync::{StockSync, StockSyncSettings};
 /// One kind of background work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Job {
-    /// Persists one queueing strategy's accepted orders.
+    /// Persists one queueing strategy's accepted orders from its Redis stream.
     StreamWorker(StrategyKind),
+    /// Persists `queue-nats`'s accepted orders from the broker, and publishes again the orders
+    /// the broker never got.
+    BrokerConsumer,
     /// Ends Redis reservations past their deadline and resyncs marked products.
     ReservationSweeper,
     /// Applies orders committed insert-only to PostgreSQL's stock.
@@ -40,6 +44,7 @@ impl StrategyKind {
             Self::RedisOrderlog => &[Job::ReservationSweeper, Job::StockSync],
             Self::Stream => &[Job::StreamWorker(Self::Stream)],
             Self::StreamDeferred => &[Job::StreamWorker(Self::StreamDeferred)],
+            Self::QueueNats => &[Job::BrokerConsumer],
         }
     }
 }
@@ -52,7 +57,8 @@ pub fn jobs() -> BTreeSet<Job> {
 /// How background work behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BackgroundSettings {
-    /// `None` runs no stream worker (another process runs them).
+    /// `None` runs no stream worker and no broker consumer (another process runs them). The broker
+    /// consumer reads its settings from here too: `claim_idle` is its `ack_wait`.
     pub workers: Option<WorkerSettings>,
     pub sweeper: SweeperSettings,
     pub stock_sync: StockSyncSettings,
@@ -82,6 +88,18 @@ pub async fn run(
                 }
                 None => {
                     tracing::info!(strategy = %kind, "stream worker off: run `server worker` to persist queued orders")
+                }
+            },
+            Job::BrokerConsumer => match settings.workers {
+                Some(worker) => {
+                    let work = Consumer::new(backends, worker).run(cancel.clone());
+                    // The consumer logs its own report when it stops.
+                    tasks.spawn(async move {
+                        work.await;
+                    });
+                }
+                None => {
+                    tracing::info!(strategy = %StrategyKind::QueueNats, "broker consumer off: run `server worker` to persist queued orders")
                 }
             },
             Job::ReservationSweeper => {

@@ -225,6 +225,10 @@ impl Strategy for Keyed {
         self.inner.backlog().await
     }
 
+    async fn discard_queue(&self) -> Result<(), StrategyError> {
+        self.inner.discard_queue().await
+    }
+
     async fn own_order(&self, id: Uuid) -> Result<Option<OrderView>, StrategyError> {
         self.inner.own_order(id).await
     }

@@ -24,6 +24,7 @@ pub enum StrategyKind {
     RedisOrderlog,
     Stream,
     StreamDeferred,
+    QueueNats,
 }
 
 /// Where a strategy takes stock first: the books its purchases are exact against.
@@ -60,6 +61,17 @@ impl Gate {
     }
 }
 
+/// What carries a queueing strategy's accepted orders to the worker that persists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Queue {
+    /// A Redis stream under the key prefix, read by a consumer group
+    /// ([`crate::redis_stream::Worker`]).
+    RedisStream,
+    /// A NATS JetStream stream, read by a durable pull consumer ([`crate::queue_nats::Consumer`]).
+    NatsJetstream,
+}
+
 /// What a strategy promises, read by the HTTP listing, the README table and the behaviour suite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Guarantees {
@@ -79,13 +91,15 @@ pub struct Guarantees {
     /// Clients get `202 pending` and a worker confirms the order later.
     #[serde(rename = "async")]
     pub queued: bool,
+    /// What carries the accepted orders of a queueing strategy (`None` for the others).
+    pub queue: Option<Queue>,
     /// One line for listings.
     pub description: &'static str,
 }
 
 impl StrategyKind {
     /// Every kind, in the order listings show them.
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 13] = [
         Self::Memory,
         Self::SqlNaive,
         Self::SqlForUpdate,
@@ -98,6 +112,7 @@ impl StrategyKind {
         Self::RedisOrderlog,
         Self::Stream,
         Self::StreamDeferred,
+        Self::QueueNats,
     ];
 
     /// The one name used everywhere (kebab-case).
@@ -115,6 +130,7 @@ impl StrategyKind {
             Self::RedisOrderlog => "redis-orderlog",
             Self::Stream => "stream",
             Self::StreamDeferred => "stream-deferred",
+            Self::QueueNats => "queue-nats",
         }
     }
 
@@ -143,6 +159,7 @@ impl StrategyKind {
                 safe: true,
                 durable: false,
                 queued: false,
+                queue: None,
                 description: "Baseline: one in-process mutex-guarded counter per product, no \
                               database. Measures the server's own overhead; loses everything on restart.",
             },
@@ -154,6 +171,7 @@ impl StrategyKind {
                 safe: false,
                 durable: true,
                 queued: false,
+                queue: None,
                 description: "Unsafe by design (the seed's `simple` mode): read the stock, check it in \
                               the application, then decrement unconditionally. Oversells under contention.",
             },
@@ -165,6 +183,7 @@ impl StrategyKind {
                 safe: true,
                 durable: true,
                 queued: false,
+                queue: None,
                 description: "Pessimistic: SELECT ... FOR UPDATE on the order's products in id order, \
                               check, decrement and insert the order in one transaction.",
             },
@@ -176,6 +195,7 @@ impl StrategyKind {
                 safe: true,
                 durable: true,
                 queued: false,
+                queue: None,
                 description: "One conditional UPDATE ... WHERE stock >= quantity per item and the order \
                               insert in one transaction (one statement for single-item orders).",
             },
@@ -187,6 +207,7 @@ impl StrategyKind {
                 safe: true,
                 durable: true,
                 queued: false,
+                queue: None,
                 description: "Group commit: purchases join a batch, and one transaction locks the batch's \
                               products, accepts orders in arrival order while they fit, inserts them in one \
                               statement and commits; each buyer hears 201 or 409 after that COMMIT.",
@@ -199,6 +220,7 @@ impl StrategyKind {
                 safe: true,
                 durable: true,
                 queued: false,
+                queue: None,
                 description: "One row per unit: claim `quantity` free unit rows with FOR UPDATE SKIP \
                               LOCKED, mark them with the order and insert it in one transaction; buyers \
                               of one product never wait for each other's row locks.",
@@ -211,6 +233,7 @@ impl StrategyKind {
                 safe: true,
                 durable: true,
                 queued: false,
+                queue: None,
                 description: "Version-column compare-and-swap: read stock and version, then UPDATE ... \
                               WHERE version = read AND stock >= quantity, and insert the order, in one \
                               transaction; bounded retries with jitter, then 409 contention. Never \
@@ -224,6 +247,7 @@ impl StrategyKind {
                 safe: true,
                 durable: true,
                 queued: false,
+                queue: None,
                 description: "The seed's `redis` mode: DECRBY every line in Redis, INCRBY back when one \
                               went negative; the order and the same decrement are committed to \
                               PostgreSQL before 201. Never oversells; may undersell transiently.",
@@ -236,6 +260,7 @@ impl StrategyKind {
                 safe: true,
                 durable: true,
                 queued: false,
+                queue: None,
                 description: "One Lua script checks and reserves every line atomically in Redis; the order \
                               and the same decrement are committed to PostgreSQL before 201.",
             },
@@ -247,6 +272,7 @@ impl StrategyKind {
                 safe: true,
                 durable: true,
                 queued: false,
+                queue: None,
                 description: "The same atomic Lua reservation as `redis-lua`, then an insert-only commit of \
                               the order before 201 (no update of the product row); a stock sync applies \
                               committed orders to PostgreSQL's stock in one transaction per interval.",
@@ -259,6 +285,7 @@ impl StrategyKind {
                 safe: true,
                 durable: true,
                 queued: true,
+                queue: Some(Queue::RedisStream),
                 description: "One Lua script reserves every line and appends the order to a Redis stream \
                               atomically; the client hears 202 pending and a worker commits the order to \
                               PostgreSQL. Never oversells; an accepted order survives a server or worker \
@@ -272,10 +299,25 @@ impl StrategyKind {
                 safe: false,
                 durable: true,
                 queued: true,
+                queue: Some(Queue::RedisStream),
                 description: "Unsafe by design (the seed's `stream` mode): checks the stock with MGET, \
                               appends the order to a stream and answers 202; the worker takes the stock \
                               later and cancels what no longer fits, so clients told 202 can end up with a \
                               cancelled order.",
+            },
+            Self::QueueNats => Guarantees {
+                backend: "redis+nats+postgres",
+                gate: Gate::Redis,
+                single_process: false,
+                reserves_before_accepting: true,
+                safe: true,
+                durable: true,
+                queued: true,
+                queue: Some(Queue::NatsJetstream),
+                description: "`stream`'s atomic Lua reservation, then a publish to a NATS JetStream \
+                              stream (file storage, `Nats-Msg-Id` = order id); 202 pending only after \
+                              the broker's PubAck. A durable pull consumer commits the orders to \
+                              PostgreSQL and acknowledges them after the commit.",
             },
         }
     }
@@ -356,6 +398,14 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), StrategyKind::ALL.len(), "two strategies share a name");
+    }
+
+    #[test]
+    fn queued_strategies_name_their_queue() {
+        for kind in StrategyKind::ALL {
+            let spec = kind.spec();
+            assert_eq!(spec.queued, spec.queue.is_some(), "{kind}: `async` and `queue` disagree");
+        }
     }
 
     #[test]

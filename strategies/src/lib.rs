@@ -14,6 +14,7 @@
 //! - [`coalescer`]: group commit for any batch step (the mechanism under `sql-coalesce`).
 //! - [`stock_sync`]: applies `redis-orderlog`'s insert-only orders to PostgreSQL's stock.
 //! - [`redis_stream`]: the queueing strategies (`stream`, `stream-deferred`) and their worker.
+//! - [`queue_nats`]: `queue-nats`, queueing through a NATS JetStream broker, and its consumer.
 //! - [`reservation`]: Redis reservations tied to order ids, their sweeper, and key recovery.
 //! - [`one_transaction`]: the purchase every one-transaction SQL strategy shares, failures settled.
 //! - [`fence`]: settling a purchase whose outcome is in doubt, for good.
@@ -36,6 +37,7 @@ pub mod one_transaction;
 pub mod order;
 pub mod order_store;
 pub mod plan;
+pub mod queue_nats;
 pub mod redis_decr;
 pub mod redis_keys;
 pub mod redis_lua;
@@ -57,12 +59,13 @@ pub mod strategy;
 
 pub use backends::{Backends, PgSettings, RedisBackend, RedisSettings, Tuning};
 pub use error::StrategyError;
-pub use kind::{Gate, Guarantees, StrategyKind, UnknownStrategy};
+pub use kind::{Gate, Guarantees, Queue, StrategyKind, UnknownStrategy};
 pub use order::{
     Delivery, IdempotencyKey, InvalidInput, OrderLine, OrderLines, OrderStatus, OrderView, ProductId,
     PurchaseOutcome, PurchaseRequest, Quantity, Receipt,
 };
 pub use plan::{ProductStock, RandomProducts, StockPlan};
+pub use queue_nats::{NatsBackend, NatsSettings};
 pub use redis_keys::RedisKeys;
 pub use redis_stream::{CancellationToken, DrainReport, Worker, WorkerSettings};
 pub use registry::Registry;

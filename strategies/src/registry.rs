@@ -7,6 +7,7 @@ use crate::backends::Backends;
 use crate::idempotency::{Keyed, Peers};
 use crate::in_memory::InMemory;
 use crate::kind::StrategyKind;
+use crate::queue_nats::QueueNats;
 use crate::redis_decr::RedisDecr;
 use crate::redis_lua::RedisLua;
 use crate::redis_orderlog::RedisOrderlog;
@@ -55,6 +56,9 @@ pub fn build(kind: StrategyKind, backends: &Backends) -> Arc<dyn Strategy> {
         StrategyKind::Stream => Arc::new(Stream::new(backends.pg.clone(), backends.redis.clone())),
         StrategyKind::StreamDeferred => {
             Arc::new(StreamDeferred::new(backends.pg.clone(), backends.redis.clone()))
+        }
+        StrategyKind::QueueNats => {
+            Arc::new(QueueNats::new(backends.pg.clone(), backends.redis.clone(), backends.nats.clone()))
         }
     }
 }

@@ -48,6 +48,12 @@ pub trait Strategy: Send + Sync + fmt::Debug {
         Ok(None)
     }
 
+    /// At a reset, once PostgreSQL and the Redis prefix were cleared: drops what the strategy
+    /// queues elsewhere (a broker's stream), so no order of the old plan reaches the new books.
+    async fn discard_queue(&self) -> Result<(), StrategyError> {
+        Ok(())
+    }
+
     /// An order this strategy keeps outside PostgreSQL.
     async fn own_order(&self, _id: Uuid) -> Result<Option<OrderView>, StrategyError> {
         Ok(None)
@@ -114,6 +120,11 @@ pub struct OwnLedger {
 pub struct Backlog {
     /// Accepted (202) and not yet written to PostgreSQL.
     pub pending: i64,
+    /// Units those orders hold.
+    pub pending_units: i64,
+    /// Messages the queue (Redis stream or broker) still holds: orders not yet persisted and
+    /// acknowledged. Zero once the queue is drained.
+    pub in_queue: i64,
     /// Moved to the dead-letter stream after failing too often; their stock was released.
     pub dead_lettered: i64,
 }

@@ -10,8 +10,8 @@ use checkout_bench::sessions::SessionConfig;
 use checkout_strategies::background::Job;
 use checkout_strategies::stock_sync::{StockSync, StockSyncSettings};
 use checkout_strategies::{
-    Backends, Gate, PgSettings, RedisBackend, RedisKeys, RedisSettings, StockPlan, StrategyKind, Tuning,
-    backends,
+    Backends, Gate, NatsBackend, NatsSettings, PgSettings, RedisBackend, RedisKeys, RedisSettings, StockPlan,
+    StrategyKind, Tuning, backends,
 };
 use serde_json::{Value, json};
 use sqlx::postgres::PgConnectOptions;
@@ -29,6 +29,9 @@ pub(crate) struct Setup {
     /// Redis URL (`REDIS_URL`, else the local default); keys go under a prefix unique to the test.
     pub(crate) redis_url: String,
     pub(crate) redis: RedisSettings,
+    /// NATS URL (`NATS_URL`, else the local default); streams are named after the test's prefix.
+    pub(crate) nats_url: String,
+    pub(crate) nats: NatsSettings,
     /// Redis URL of the session store; `None` is `redis_url`. Sessions go in database 1, under
     /// the test's prefix.
     pub(crate) sessions_url: Option<String>,
@@ -49,6 +52,8 @@ impl Default for Setup {
             request_timeout: Duration::from_secs(10),
             redis_url: std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
             redis: RedisSettings::default(),
+            nats_url: std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
+            nats: NatsSettings::default(),
             sessions_url: None,
             session_ttl: Duration::from_secs(1800),
             require_session: true,
@@ -66,6 +71,8 @@ pub(crate) struct TestApp {
     pub(crate) app: Arc<App>,
     /// The test's Redis backend, keys under its own prefix.
     pub(crate) redis: RedisBackend,
+    /// The test's broker, streams under the same prefix.
+    pub(crate) nats: NatsBackend,
     _shutdown: oneshot::Sender<()>,
 }
 
@@ -79,7 +86,9 @@ pub(crate) async fn spawn_app(connect: PgConnectOptions, setup: Setup) -> TestAp
 pub(crate) async fn spawn_app_on(pool: PgPool, setup: Setup, reset: bool) -> TestApp {
     let keys = RedisKeys::new(format!("test-{}:", uuid::Uuid::new_v4().simple()));
     let redis = RedisBackend::lazy(&setup.redis_url, keys.clone(), setup.redis).expect("valid REDIS_URL");
-    let backends = Backends { pg: pool.clone(), redis: redis.clone(), tuning: setup.tuning };
+    let nats = NatsBackend::lazy(&setup.nats_url, keys.prefix(), setup.nats);
+    let backends =
+        Backends { pg: pool.clone(), redis: redis.clone(), nats: nats.clone(), tuning: setup.tuning };
     let sessions_url = setup.sessions_url.as_deref().unwrap_or(&setup.redis_url);
     let sessions = SessionConfig {
         prefix: keys.prefix().to_owned(),
@@ -115,7 +124,7 @@ pub(crate) async fn spawn_app_on(pool: PgPool, setup: Setup, reset: bool) -> Tes
         .timeout(Duration::from_secs(30))
         .build()
         .expect("http client");
-    TestApp { url: format!("http://{addr}"), pool, client, app, redis, _shutdown: shutdown }
+    TestApp { url: format!("http://{addr}"), pool, client, app, redis, nats, _shutdown: shutdown }
 }
 
 /// A valid purchase body.

@@ -815,9 +815,9 @@ fn shelves(world: &World, kind: StrategyKind) -> Vec<BTreeMap<i64, i64>> {
         | StrategyKind::SqlOptimistic => vec![pg()],
         // Reserved in Redis, committed to PostgreSQL before the answer: both move.
         StrategyKind::RedisDecr | StrategyKind::RedisLua => vec![pg(), redis()],
-        // Only Redis's shelf moves before the answer: `stream` queues the order, `redis-orderlog`
-        // commits it insert-only and the stock row follows by the stock sync.
-        StrategyKind::RedisOrderlog | StrategyKind::Stream => vec![redis()],
+        // Only Redis's shelf moves before the answer: `stream` and `queue-nats` queue the order,
+        // `redis-orderlog` commits it insert-only and the stock row follows by the stock sync.
+        StrategyKind::RedisOrderlog | StrategyKind::Stream | StrategyKind::QueueNats => vec![redis()],
         // `stream-deferred` checks the stock only, and the worker takes it later; `sql-skip-locked`'s
         // books are its unit pool, which this snapshot does not read (the stock row stays).
         StrategyKind::StreamDeferred | StrategyKind::SqlSkipLocked => vec![],
@@ -828,7 +828,9 @@ fn shelves(world: &World, kind: StrategyKind) -> Vec<BTreeMap<i64, i64>> {
 fn orders_held(world: &World, kind: StrategyKind) -> i64 {
     match kind {
         StrategyKind::Memory => world.ledger["total"]["orders"].as_i64().expect("the ledger counts orders"),
-        StrategyKind::Stream | StrategyKind::StreamDeferred => i64::try_from(world.queued).expect("small"),
+        StrategyKind::Stream | StrategyKind::StreamDeferred | StrategyKind::QueueNats => {
+            i64::try_from(world.queued).expect("small")
+        }
         StrategyKind::SqlNaive
         | StrategyKind::SqlForUpdate
         | StrategyKind::SqlAtomic
@@ -1002,13 +1004,15 @@ macro_rules! form_properties {
     };
 }
 
-// One strategy of each family: in-process, PostgreSQL, Redis then PostgreSQL, queued in Redis.
+// One strategy of each family: in-process, PostgreSQL, Redis then PostgreSQL, queued in Redis,
+// queued in a broker.
 json_properties! {
     json_purchase_bodies_memory => StrategyKind::Memory,
     json_purchase_bodies_sql_atomic => StrategyKind::SqlAtomic,
     json_purchase_bodies_sql_coalesce => StrategyKind::SqlCoalesce,
     json_purchase_bodies_redis_lua => StrategyKind::RedisLua,
     json_purchase_bodies_stream => StrategyKind::Stream,
+    json_purchase_bodies_queue_nats => StrategyKind::QueueNats,
 }
 
 // The seed's own modes, plus the baseline by name; no mode is the seed's default.

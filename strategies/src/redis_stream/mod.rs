@@ -36,7 +36,7 @@ use crate::redis_keys::RedisKeys;
 use crate::reservation::Hold;
 use crate::strategy::Backlog;
 
-mod persist;
+pub(crate) mod persist;
 pub mod stream;
 pub mod stream_deferred;
 pub mod worker;
@@ -100,7 +100,7 @@ fn lines_from_items<'de, D: Deserializer<'de>>(deserializer: D) -> Result<OrderL
 }
 
 impl QueuedOrder {
-    fn of(kind: StrategyKind, request: &PurchaseRequest) -> Self {
+    pub(crate) fn of(kind: StrategyKind, request: &PurchaseRequest) -> Self {
         Self {
             order_id: request.order_id,
             strategy: kind,
@@ -119,11 +119,11 @@ impl QueuedOrder {
         serde_json::from_slice(payload).map_err(|err| format!("undecodable payload: {err}"))
     }
 
-    fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         serde_json::to_string(self).expect("an order always serialises")
     }
 
-    fn view(self, status: OrderStatus) -> OrderView {
+    pub(crate) fn view(self, status: OrderStatus) -> OrderView {
         OrderView {
             order_id: self.order_id,
             strategy: self.strategy,
@@ -210,12 +210,21 @@ impl Queue {
 
     async fn backlog(&self) -> Result<Backlog, StrategyError> {
         let mut conn = self.redis.conn.clone();
-        let (pending, dead_lettered): (i64, i64) = redis::pipe()
-            .hlen(&self.keys.pending)
+        let (payloads, in_queue, dead_lettered): (Vec<Vec<u8>>, i64, i64) = redis::pipe()
+            .hvals(&self.keys.pending)
+            .xlen(&self.keys.stream)
             .xlen(&self.keys.dead_letter)
             .query_async(&mut conn)
             .await?;
-        Ok(Backlog { pending, dead_lettered })
+        let pending_units = payloads
+            .iter()
+            .filter_map(|payload| QueuedOrder::decode(payload).ok())
+            .flat_map(|order| {
+                order.lines.iter().map(|line| i64::from(line.quantity.get())).collect::<Vec<_>>()
+            })
+            .sum();
+        let pending = i64::try_from(payloads.len()).unwrap_or(i64::MAX);
+        Ok(Backlog { pending, pending_units, in_queue, dead_lettered })
     }
 
     /// The order while it waits for the worker; `None` once settled (PostgreSQL has it then).

@@ -8,15 +8,15 @@ use sqlx::PgPool;
 
 use super::QueuedOrder;
 use crate::order::OrderStatus;
-pub(super) use crate::order_store::Written;
+pub(crate) use crate::order_store::Written;
 use crate::order_store::{BatchError, BatchOrder, StockTake, write_batch};
 
 /// One order to write, and how.
 #[derive(Debug)]
-pub(super) struct ToWrite<'a> {
-    pub(super) order: &'a QueuedOrder,
-    pub(super) status: OrderStatus,
-    pub(super) reason: Option<&'static str>,
+pub(crate) struct ToWrite<'a> {
+    pub(crate) order: &'a QueuedOrder,
+    pub(crate) status: OrderStatus,
+    pub(crate) reason: Option<&'static str>,
 }
 
 impl ToWrite<'_> {
@@ -40,7 +40,7 @@ impl ToWrite<'_> {
 ///
 /// # Errors
 /// The batch's error; nothing is committed then.
-pub(super) async fn write(pg: &PgPool, orders: &[ToWrite<'_>]) -> Result<Vec<Written>, BatchError> {
+pub(crate) async fn write(pg: &PgPool, orders: &[ToWrite<'_>]) -> Result<Vec<Written>, BatchError> {
     let batch: Vec<BatchOrder<'_>> = orders.iter().map(ToWrite::batch_order).collect();
     let mut tx = pg.begin().await?;
     let written = write_batch(&mut tx, &batch, StockTake::Decided).await?;

@@ -49,7 +49,7 @@ use super::{GROUP, QueuedOrder, SOLD_OUT_AFTER_ACCEPTANCE, StreamKeys};
 use crate::backends::{Backends, RedisBackend};
 use crate::error::StrategyError;
 use crate::fence::{self, Doubt};
-use crate::kind::StrategyKind;
+use crate::kind::{Queue, StrategyKind};
 use crate::order::{OrderStatus, ProductId};
 use crate::reservation;
 
@@ -135,10 +135,12 @@ pub struct DrainReport {
     pub failed_attempts: u64,
     /// Steps that panicked.
     pub panics: u64,
+    /// Orders published to the broker again because it did not hold them (`queue-nats` only).
+    pub republished: u64,
 }
 
 impl DrainReport {
-    fn since(self, start: Self) -> Self {
+    pub(crate) fn since(self, start: Self) -> Self {
         Self {
             batches: self.batches - start.batches,
             persisted: self.persisted - start.persisted,
@@ -148,6 +150,7 @@ impl DrainReport {
             dead_lettered: self.dead_lettered - start.dead_lettered,
             failed_attempts: self.failed_attempts - start.failed_attempts,
             panics: self.panics - start.panics,
+            republished: self.republished - start.republished,
         }
     }
 }
@@ -269,8 +272,8 @@ impl Worker {
         kind: StrategyKind,
         settings: WorkerSettings,
     ) -> Result<Self, StrategyError> {
-        if !kind.spec().queued {
-            return Err(StrategyError::Internal(format!("{kind} has no stream to work on")));
+        if kind.spec().queue != Some(Queue::RedisStream) {
+            return Err(StrategyError::Internal(format!("{kind} has no Redis stream to work on")));
         }
         Ok(Self {
             kind,
@@ -951,7 +954,7 @@ pub async fn run_workers(
     cancel: CancellationToken,
 ) -> Result<(), StrategyError> {
     let mut workers = tokio::task::JoinSet::new();
-    for kind in StrategyKind::ALL.into_iter().filter(|kind| kind.spec().queued) {
+    for kind in StrategyKind::ALL.into_iter().filter(|kind| kind.spec().queue == Some(Queue::RedisStream)) {
         workers.spawn(Worker::new(backends, kind, settings)?.run(cancel.clone()));
     }
     while let Some(finished) = workers.join_next().await {
