@@ -136,4 +136,5 @@ contention_tests! {
     redis_orderlog_sells_exactly_the_stock => StrategyKind::RedisOrderlog,
     stream_accepts_and_persists_exactly_the_stock => StrategyKind::Stream,
     stream_deferred_accepts_too_many_and_cancels_the_excess => StrategyKind::StreamDeferred,
+    queue_nats_accepts_and_persists_exactly_the_stock => StrategyKind::QueueNats,
 }

@@ -136,8 +136,8 @@ async fn redis_decr_multi_item_orders_are_all_or_nothing(
     multi_item_orders_are_all_or_nothing(connect, StrategyKind::RedisDecr).await;
 }
 
-/// Every safe strategy answers multi-item orders all or nothing: the ones above, and `stream`,
-/// whose accepted orders are persisted later (`stream::stream_reservations_are_all_or_nothing`).
+/// Every safe strategy answers multi-item orders all or nothing: the ones above, and `stream` and
+/// `queue-nats`, whose accepted orders are persisted later (`stream::reservations_are_all_or_nothing`).
 /// A new safe strategy fails here until it has its own case.
 #[test]
 fn every_safe_strategy_has_a_multi_item_test() {
@@ -152,6 +152,7 @@ fn every_safe_strategy_has_a_multi_item_test() {
         StrategyKind::RedisLua,
         StrategyKind::RedisOrderlog,
         StrategyKind::Stream,
+        StrategyKind::QueueNats,
     ];
     for kind in StrategyKind::ALL.into_iter().filter(|kind| kind.spec().safe) {
         assert!(covered.contains(&kind), "{kind} is safe but has no multi-item all-or-nothing test");
@@ -272,6 +273,7 @@ idempotency_tests! {
     redis_orderlog_replays_a_key, redis_orderlog_replays_a_key_sent_concurrently => StrategyKind::RedisOrderlog,
     stream_replays_a_key, stream_replays_a_key_sent_concurrently => StrategyKind::Stream,
     stream_deferred_replays_a_key, stream_deferred_replays_a_key_sent_concurrently => StrategyKind::StreamDeferred,
+    queue_nats_replays_a_key, queue_nats_replays_a_key_sent_concurrently => StrategyKind::QueueNats,
 }
 
 #[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
@@ -341,6 +343,7 @@ async fn strategies_list_every_kind_with_its_guarantees(_: PoolOptions<Postgres>
         "safe",
         "durable",
         "async",
+        "queue",
         "description",
     ]
     .into();
@@ -361,6 +364,8 @@ async fn strategies_list_every_kind_with_its_guarantees(_: PoolOptions<Postgres>
             "{kind}: only memory is not durable: {entry}"
         );
         assert_eq!(entry["async"], spec.queued, "{kind}: async: {entry}");
+        assert_eq!(entry["queue"], serde_json::to_value(spec.queue).unwrap(), "{kind}: queue: {entry}");
+        assert_eq!(entry["async"], !entry["queue"].is_null(), "{kind}: a queued strategy names its queue");
         assert!(
             entry["description"].as_str().is_some_and(|text| !text.trim().is_empty()),
             "{kind}: has a description: {entry}"

@@ -12,7 +12,8 @@ use std::time::Duration;
 use checkout_strategies::redis_stream::{GROUP, SOLD_OUT_AFTER_ACCEPTANCE, StreamKeys};
 use checkout_strategies::{
     Backends, Backlog, CancellationToken, Delivery, DrainReport, OrderLine, OrderLines, OrderStatus,
-    ProductId, PurchaseOutcome, PurchaseRequest, Quantity, StrategyKind, Tuning, Worker, WorkerSettings,
+    ProductId, PurchaseOutcome, PurchaseRequest, Quantity, Queue, StrategyKind, Tuning, Worker,
+    WorkerSettings, queue_nats,
 };
 use redis::AsyncCommands;
 use serde_json::{Value, json};
@@ -33,7 +34,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Worker settings for tests: short waits, a small claim threshold so a dead consumer's entries
 /// are taken over quickly, and few deliveries before the dead-letter stream.
-fn quick() -> WorkerSettings {
+pub(crate) fn quick() -> WorkerSettings {
     WorkerSettings {
         batch: 100,
         block: Duration::from_millis(50),
@@ -42,7 +43,7 @@ fn quick() -> WorkerSettings {
     }
 }
 
-fn backends(app: &TestApp) -> Backends {
+pub(crate) fn backends(app: &TestApp) -> Backends {
     Backends {
         pg: app.pool.clone(),
         redis: app.redis.clone(),
@@ -55,17 +56,25 @@ fn worker(app: &TestApp, kind: StrategyKind, settings: WorkerSettings) -> Worker
     Worker::new(&backends(app), kind, settings).expect("a queueing strategy has a worker")
 }
 
-/// Persists everything `kind`'s stream holds.
-async fn drain(app: &TestApp, kind: StrategyKind) -> DrainReport {
-    worker(app, kind, quick()).run_until_idle(DRAIN_TIMEOUT).await.expect("the stream drains")
+/// Persists everything `kind`'s queue holds: its Redis stream, or the broker for `queue-nats`.
+pub(crate) async fn drain(app: &TestApp, kind: StrategyKind) -> DrainReport {
+    match kind.spec().queue.expect("a queueing strategy") {
+        Queue::RedisStream => {
+            worker(app, kind, quick()).run_until_idle(DRAIN_TIMEOUT).await.expect("the stream drains")
+        }
+        Queue::NatsJetstream => queue_nats::Consumer::new(&backends(app), quick())
+            .run_until_idle(DRAIN_TIMEOUT)
+            .await
+            .expect("the broker drains"),
+    }
 }
 
-async fn backlog(app: &TestApp, kind: StrategyKind) -> Backlog {
+pub(crate) async fn backlog(app: &TestApp, kind: StrategyKind) -> Backlog {
     app.app.registry.get(kind).backlog().await.expect("backlog").expect("queueing strategies report one")
 }
 
 /// Orders PostgreSQL holds: id → (status, reason).
-async fn orders(app: &TestApp) -> Vec<(Uuid, String, Option<String>, String)> {
+pub(crate) async fn orders(app: &TestApp) -> Vec<(Uuid, String, Option<String>, String)> {
     // Void rows are fences for order ids settled while in doubt, not orders.
     sqlx::query_as(
         "SELECT id, status, reason, strategy FROM orders WHERE status <> 'void' ORDER BY created_at",
@@ -75,7 +84,7 @@ async fn orders(app: &TestApp) -> Vec<(Uuid, String, Option<String>, String)> {
     .expect("read orders")
 }
 
-async fn inflight(app: &TestApp, product: i64) -> i64 {
+pub(crate) async fn inflight(app: &TestApp, product: i64) -> i64 {
     let mut conn = app.redis.conn.clone();
     conn.get::<_, Option<i64>>(app.redis.keys.inflight(product)).await.expect("Redis answers").unwrap_or(0)
 }
@@ -87,7 +96,7 @@ async fn stream_len(app: &TestApp, kind: StrategyKind) -> u64 {
 
 /// Asserts `202 Accepted`, pending, pointing at the order; returns the order id.
 #[track_caller]
-fn assert_accepted(answer: &Answer, kind: StrategyKind) -> Uuid {
+pub(crate) fn assert_accepted(answer: &Answer, kind: StrategyKind) -> Uuid {
     assert_eq!(answer.status, 202, "{kind}: an accepted order answers 202: {}", answer.body);
     assert_eq!(answer.body["status"], "pending", "{kind}: accepted orders are pending: {}", answer.body);
     assert_eq!(answer.body["strategy"], kind.as_str(), "{kind}: the receipt names the strategy");
@@ -98,7 +107,7 @@ fn assert_accepted(answer: &Answer, kind: StrategyKind) -> Uuid {
 }
 
 /// Places `count` single-unit orders of `HOT` one after the other; returns their ids.
-async fn place(app: &TestApp, kind: StrategyKind, count: usize) -> Vec<Uuid> {
+pub(crate) async fn place(app: &TestApp, kind: StrategyKind, count: usize) -> Vec<Uuid> {
     let mut ids = Vec::with_capacity(count);
     for _ in 0..count {
         ids.push(assert_accepted(&app.buy(kind, &order_body(&[(HOT, 1)]), None).await, kind));
@@ -455,8 +464,14 @@ per_kind! {
 
 #[test]
 fn every_queueing_strategy_is_covered() {
-    let queued: Vec<StrategyKind> = StrategyKind::ALL.into_iter().filter(|kind| kind.spec().queued).collect();
-    assert_eq!(queued, KINDS, "every queueing strategy runs the scenarios above");
+    let on_redis: Vec<StrategyKind> =
+        StrategyKind::ALL.into_iter().filter(|kind| kind.spec().queue == Some(Queue::RedisStream)).collect();
+    assert_eq!(on_redis, KINDS, "every Redis stream strategy runs the scenarios above");
+    let on_broker: Vec<StrategyKind> = StrategyKind::ALL
+        .into_iter()
+        .filter(|kind| kind.spec().queue == Some(Queue::NatsJetstream))
+        .collect();
+    assert_eq!(on_broker, crate::nats::KINDS, "every broker strategy runs `nats`'s scenarios");
 }
 
 #[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
@@ -516,29 +531,33 @@ async fn a_deferred_order_the_stock_no_longer_covers_reads_cancelled(
 
 #[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
 async fn stream_reservations_are_all_or_nothing(_: PoolOptions<Postgres>, connect: PgConnectOptions) {
-    const KIND: StrategyKind = StrategyKind::Stream;
+    reservations_are_all_or_nothing(connect, StrategyKind::Stream).await;
+}
+
+/// A multi-line order is reserved whole or not at all, and persisted whole.
+pub(crate) async fn reservations_are_all_or_nothing(connect: PgConnectOptions, kind: StrategyKind) {
     let app = spawn_app(connect, Setup { plan: plan_of(&[(1, 10), (2, 3)]), ..Setup::default() }).await;
 
-    let refused = app.buy(KIND, &order_body(&[(1, 2), (2, 5)]), None).await;
+    let refused = app.buy(kind, &order_body(&[(1, 2), (2, 5)]), None).await;
     refused.assert_error(409, "sold_out");
     assert_eq!(refused.body["product_id"], 2, "names the product that does not fit: {}", refused.body);
-    let unknown = app.buy(KIND, &order_body(&[(1, 2), (999, 1)]), None).await;
+    let unknown = app.buy(kind, &order_body(&[(1, 2), (999, 1)]), None).await;
     unknown.assert_error(404, "unknown_product");
     assert_eq!(
         (app.redis_stock(1).await, app.redis_stock(2).await),
         (Some(10), Some(3)),
         "refusals take nothing"
     );
-    assert_eq!(backlog(&app, KIND).await.pending, 0, "refusals queue nothing");
+    assert_eq!(backlog(&app, kind).await.pending, 0, "refusals queue nothing");
 
-    assert_accepted(&app.buy(KIND, &order_body(&[(2, 3), (1, 2)]), None).await, KIND);
+    assert_accepted(&app.buy(kind, &order_body(&[(2, 3), (1, 2)]), None).await, kind);
     assert_eq!(
         (app.redis_stock(1).await, app.redis_stock(2).await),
         (Some(8), Some(0)),
         "every line reserved"
     );
     assert_eq!((inflight(&app, 1).await, inflight(&app, 2).await), (2, 3), "and in flight");
-    drain(&app, KIND).await;
+    drain(&app, kind).await;
     assert_eq!((app.stock(1).await, app.stock(2).await), (8, 0), "PostgreSQL follows");
     assert_eq!((inflight(&app, 1).await, inflight(&app, 2).await), (0, 0), "settled");
     assert_eq!(app.audit().await["clean"], true, "the books balance");

@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use checkout_strategies::reservation::{Sweeper, SweeperSettings};
-use checkout_strategies::{Backends, RedisKeys, StrategyKind, Tuning, Worker, WorkerSettings};
+use checkout_strategies::{
+    Backends, Queue, RedisKeys, StrategyKind, Tuning, Worker, WorkerSettings, queue_nats,
+};
 use serde_json::Value;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -56,9 +58,20 @@ pub(crate) async fn settle(app: &TestApp, kinds: &[StrategyKind]) -> Value {
     let sweeper = Sweeper::new(app.pool.clone(), app.redis.clone(), SweeperSettings::default());
     let deadline = Instant::now() + SETTLE_WITHIN;
     loop {
-        for &kind in kinds.iter().filter(|kind| kind.spec().queued) {
-            let mut worker = Worker::new(&backends(app), kind, quick_worker()).expect("a queue");
-            if let Err(err) = worker.run_until_idle(Duration::from_secs(5)).await {
+        for &kind in kinds {
+            let drained = match kind.spec().queue {
+                None => continue,
+                Some(Queue::RedisStream) => Worker::new(&backends(app), kind, quick_worker())
+                    .expect("a queue")
+                    .run_until_idle(Duration::from_secs(5))
+                    .await
+                    .map(drop),
+                Some(Queue::NatsJetstream) => queue_nats::Consumer::new(&backends(app), quick_worker())
+                    .run_until_idle(Duration::from_secs(5))
+                    .await
+                    .map(drop),
+            };
+            if let Err(err) = drained {
                 eprintln!("{kind}: drain not finished yet: {err}");
             }
         }

@@ -1,5 +1,5 @@
 //! Faults injected under load, against the real services: Redis replies lost after a script ran,
-//! Redis killed mid-sale, PostgreSQL connections terminated, a commit whose reply is lost, stream
+//! Redis killed mid-sale, the NATS broker down or killed mid-sale, PostgreSQL connections terminated, a commit whose reply is lost, stream
 //! workers dying mid-batch, one idempotency key sent through every strategy at once, two gates
 //! storming one product, a mirror key for a product PostgreSQL lacks, and a reset waiting on a row
 //! lock.
@@ -11,6 +11,7 @@
 //! half-written, nothing stranded, and Redis equal to PostgreSQL for what the Redis gate sells.
 //!
 //! Helpers: [`redis_server::DisposableRedis`] (a `redis-server` of the test's own, killed on drop),
+//! [`nats_server::DisposableNats`] (a `nats-server -js` with its own store, likewise),
 //! [`redis_proxy::RedisFaultProxy`] (replies held, or the link stalled right after a chosen
 //! command), [`pg_proxy::PgFaultProxy`] (the reply to a `COMMIT` lost), [`storm`] (retrying
 //! buyers and a tally of their answers), [`books`] (settling and checking).
@@ -22,9 +23,11 @@ use checkout_strategies::{PgSettings, RedisSettings, StockPlan, Tuning};
 use crate::helpers::{Setup, TestApp, eventually};
 
 mod books;
+mod broker;
 mod gates;
 mod inflight;
 mod lost_commit;
+mod nats_server;
 mod pg_proxy;
 mod pg_terminate;
 mod redis_proxy;
@@ -76,4 +79,10 @@ async fn redis_reconnected(app: &TestApp) {
         redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok()
     })
     .await;
+}
+
+/// A loopback port nothing listens on right now.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("bound address").port()
 }

@@ -39,7 +39,7 @@ impl DisposableRedis {
         std::fs::create_dir_all(&dir).expect("create the Redis directory");
         // A port taken between the probe and the bind makes the server exit: try another one.
         for _ in 0..5 {
-            let mut redis = Self { port: free_port(), dir: dir.clone(), aof, child: None };
+            let mut redis = Self { port: super::free_port(), dir: dir.clone(), aof, child: None };
             if redis.spawn_and_wait().await {
                 return redis;
             }
@@ -136,10 +136,4 @@ async fn pong(addr: SocketAddr) -> bool {
         Some(&reply == b"+PONG\r\n")
     };
     tokio::time::timeout(Duration::from_millis(500), attempt).await.ok().flatten().unwrap_or(false)
-}
-
-/// A loopback port nothing listens on right now.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("bound address").port()
 }
