@@ -57,6 +57,7 @@ STRATEGIES = (
     "redis-orderlog",
     "stream",
     "stream-deferred",
+    "queue-nats",
 )
 SEED_TAG = "seed_compat"
 
@@ -235,6 +236,11 @@ class Buyer(HttpUser):
     @task
     def stream_deferred(self) -> None:
         self.purchase("stream-deferred")
+
+    @tag("queue-nats")
+    @task
+    def queue_nats(self) -> None:
+        self.purchase("queue-nats")
 
     @tag(SEED_TAG)
     @task

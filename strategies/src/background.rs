@@ -132,4 +132,26 @@ mod tests {
         assert!(needs.contains(&Job::ReservationSweeper), "redis-orderlog's reservations would never expire");
         assert!(jobs().contains(&Job::StockSync), "the stock sync is started once");
     }
+
+    #[test]
+    fn every_queue_has_its_consumer_started_by_the_registry() {
+        for kind in StrategyKind::ALL {
+            let needs = kind.background();
+            match kind.spec().queue {
+                Some(crate::kind::Queue::RedisStream) => {
+                    assert!(needs.contains(&Job::StreamWorker(kind)), "{kind}: nobody reads its stream");
+                }
+                Some(crate::kind::Queue::NatsJetstream) => {
+                    assert!(
+                        needs.contains(&Job::BrokerConsumer),
+                        "{kind}: nobody consumes its broker stream"
+                    );
+                }
+                None => assert!(
+                    !needs.iter().any(|job| matches!(job, Job::StreamWorker(_) | Job::BrokerConsumer)),
+                    "{kind} queues nothing"
+                ),
+            }
+        }
+    }
 }
