@@ -127,6 +127,25 @@ pub(crate) async fn spawn_app_on(pool: PgPool, setup: Setup, reset: bool) -> Tes
     TestApp { url: format!("http://{addr}"), pool, client, app, redis, nats, _shutdown: shutdown }
 }
 
+impl Drop for TestApp {
+    /// Deletes the test's streams from the shared broker, which would otherwise keep them: on a
+    /// fresh connection on a thread of its own, since the test's runtime is the one blocked here.
+    fn drop(&mut self) {
+        if !self.nats.is_connected() {
+            return;
+        }
+        let nats = NatsBackend::lazy(self.nats.url(), self.redis.keys.prefix(), NatsSettings::default());
+        let deleted = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            runtime.block_on(nats.delete_streams()).ok()
+        })
+        .join();
+        if !matches!(deleted, Ok(Some(()))) {
+            eprintln!("the test's broker streams were not deleted");
+        }
+    }
+}
+
 /// A valid purchase body.
 pub(crate) fn order_body(items: &[(i64, i64)]) -> Value {
     json!({

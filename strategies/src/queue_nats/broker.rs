@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::ErrorCode;
+use async_nats::jetstream::context::{GetStreamErrorKind, PublishErrorKind};
 use async_nats::jetstream::stream::{Config, RetentionPolicy, StorageType};
 use async_nats::jetstream::{self, consumer};
 use async_nats::{ConnectOptions, HeaderMap};
@@ -146,7 +147,17 @@ impl NatsBackend {
     /// # Errors
     /// [`StrategyError::Unavailable`] when the broker cannot be reached.
     pub async fn jetstream(&self) -> Result<jetstream::Context, StrategyError> {
-        let js = self
+        let js = self.connect().await?;
+        if !self.link.streams_ready.load(Ordering::Acquire) {
+            self.create_streams(&js).await?;
+            self.link.streams_ready.store(true, Ordering::Release);
+        }
+        Ok(js)
+    }
+
+    /// The JetStream context, connecting on first use; the streams may not exist yet.
+    async fn connect(&self) -> Result<jetstream::Context, StrategyError> {
+        Ok(self
             .link
             .context
             .get_or_try_init(|| async {
@@ -164,12 +175,7 @@ impl NatsBackend {
                 )
             })
             .await?
-            .clone();
-        if !self.link.streams_ready.load(Ordering::Acquire) {
-            self.create_streams(&js).await?;
-            self.link.streams_ready.store(true, Ordering::Release);
-        }
-        Ok(js)
+            .clone())
     }
 
     /// The JetStream context when the connection is open now: a publish on a closed connection
@@ -251,17 +257,18 @@ impl NatsBackend {
         }
     }
 
-    /// The durable pull consumer of the order stream, created when missing.
+    /// The durable pull consumer of the order stream, created when missing; `None` while no
+    /// purchase created the stream (a server that never sells through `queue-nats` leaves no
+    /// trace on the broker).
     ///
     /// # Errors
     /// When the broker does not answer.
     pub(crate) async fn consumer(
         &self,
         ack_wait: Duration,
-    ) -> Result<consumer::Consumer<consumer::pull::Config>, StrategyError> {
-        let js = self.jetstream().await?;
-        let stream =
-            js.get_stream(&self.names.stream).await.map_err(|err| self.failed("get the stream", &err))?;
+    ) -> Result<Option<consumer::Consumer<consumer::pull::Config>>, StrategyError> {
+        let js = self.connect().await?;
+        let Some(stream) = self.existing(&js, &self.names.stream).await? else { return Ok(None) };
         let config = consumer::pull::Config {
             durable_name: Some(self.names.consumer.clone()),
             ack_policy: consumer::AckPolicy::Explicit,
@@ -274,6 +281,7 @@ impl NatsBackend {
         stream
             .get_or_create_consumer(&self.names.consumer, config)
             .await
+            .map(Some)
             .map_err(|err| self.failed("create the consumer", &err))
     }
 
@@ -293,23 +301,57 @@ impl NatsBackend {
         self.messages_in(&self.names.dead_stream).await
     }
 
+    /// Messages in stream `name`; a stream nobody created yet holds none.
     async fn messages_in(&self, name: &str) -> Result<u64, StrategyError> {
-        let js = self.jetstream().await?;
-        let mut stream = js.get_stream(name).await.map_err(|err| self.failed("get a stream", &err))?;
+        let js = self.connect().await?;
+        let Some(mut stream) = self.existing(&js, name).await? else { return Ok(0) };
         let info = stream.info().await.map_err(|err| self.failed("read a stream's state", &err))?;
         Ok(info.state.messages)
     }
 
-    /// Drops every message of both streams: a reset starts the books again.
+    async fn existing(
+        &self,
+        js: &jetstream::Context,
+        name: &str,
+    ) -> Result<Option<jetstream::stream::Stream>, StrategyError> {
+        match js.get_stream(name).await {
+            Ok(stream) => Ok(Some(stream)),
+            Err(err) => match err.kind() {
+                GetStreamErrorKind::JetStream(api) if api.error_code() == ErrorCode::STREAM_NOT_FOUND => {
+                    Ok(None)
+                }
+                _ => Err(self.failed("get a stream", &err)),
+            },
+        }
+    }
+
+    /// Drops every message of both streams: a reset starts the books again. Streams nobody
+    /// created yet are left uncreated.
     ///
     /// # Errors
     /// When the broker does not answer.
     pub async fn purge(&self) -> Result<(), StrategyError> {
-        let js = self.jetstream().await?;
+        let js = self.connect().await?;
         for name in [&self.names.stream, &self.names.dead_stream] {
-            let stream = js.get_stream(name).await.map_err(|err| self.failed("get a stream", &err))?;
-            stream.purge().await.map_err(|err| self.failed("purge a stream", &err))?;
+            if let Some(stream) = self.existing(&js, name).await? {
+                stream.purge().await.map_err(|err| self.failed("purge a stream", &err))?;
+            }
         }
+        Ok(())
+    }
+
+    /// Deletes both streams and their consumer, for a setup that goes away (a test's prefix).
+    ///
+    /// # Errors
+    /// When the broker does not answer.
+    pub async fn delete_streams(&self) -> Result<(), StrategyError> {
+        let js = self.connect().await?;
+        for name in [&self.names.stream, &self.names.dead_stream] {
+            if self.existing(&js, name).await?.is_some() {
+                js.delete_stream(name).await.map_err(|err| self.failed("delete a stream", &err))?;
+            }
+        }
+        self.forget_streams();
         Ok(())
     }
 

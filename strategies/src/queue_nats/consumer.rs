@@ -354,11 +354,12 @@ impl Consumer {
         Ok(Some(Batch { jobs }))
     }
 
-    async fn pull(&mut self) -> Result<&consumer::Consumer<consumer::pull::Config>, StrategyError> {
+    /// The pull consumer; `None` while the order stream does not exist (nothing was ever sold).
+    async fn pull(&mut self) -> Result<Option<&consumer::Consumer<consumer::pull::Config>>, StrategyError> {
         if self.pull.is_none() {
-            self.pull = Some(self.nats.consumer(self.settings.claim_idle).await?);
+            self.pull = self.nats.consumer(self.settings.claim_idle).await?;
         }
-        Ok(self.pull.as_ref().expect("set above"))
+        Ok(self.pull.as_ref())
     }
 
     /// Up to `max` messages the broker has now, without waiting.
@@ -366,7 +367,7 @@ impl Consumer {
         if max == 0 {
             return Ok(Vec::new());
         }
-        let pull = self.pull().await?;
+        let Some(pull) = self.pull().await? else { return Ok(Vec::new()) };
         let mut messages =
             pull.fetch().max_messages(max).messages().await.map_err(|err| fetch_failed(&err))?;
         let mut jobs = Vec::new();
@@ -387,7 +388,10 @@ impl Consumer {
     /// the broker deliver messages nobody reads, each then waiting `ack_wait` for redelivery.
     async fn pull_waiting(&mut self) -> Result<Option<Job>, StrategyError> {
         let block = self.settings.block;
-        let pull = self.pull().await?;
+        let Some(pull) = self.pull().await? else {
+            tokio::time::sleep(block).await;
+            return Ok(None);
+        };
         let mut messages =
             pull.batch().max_messages(1).expires(block).messages().await.map_err(|err| fetch_failed(&err))?;
         match messages.next().await {
