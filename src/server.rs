@@ -57,7 +57,7 @@ pub async fn shutdown_signal() {
 }
 
 /// Serves the API beside the strategies' background work (the reservation sweeper, and, with
-/// `worker` settings, the stream workers), until `stop` is cancelled or one of them stops on its
+/// `worker` settings, the stream workers and the broker consumer), until `stop` is cancelled or one of them stops on its
 /// own. Whichever stops first is reported; the other is then asked to stop and waited for, so the
 /// API finishes its requests and the workers their batch.
 ///

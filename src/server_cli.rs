@@ -1,5 +1,5 @@
 //! The `server` command line: serve the API with the stream worker beside it (the default),
-//! `worker` to run stream workers alone, `populate` to bulk-load a catalogue. The `server` binary
+//! `worker` to run stream workers (and the broker consumer) alone, `populate` to bulk-load a catalogue. The `server` binary
 //! is this and nothing else; `bench` runs the same command as a child process when it starts its
 //! own server.
 
@@ -41,7 +41,8 @@ pub enum Command {
         #[command(flatten)]
         args: PopulateArgs,
     },
-    /// Run the stream workers alone until Ctrl-C or SIGTERM; several may run side by side.
+    /// Run the stream workers and the broker consumer alone until Ctrl-C or SIGTERM; several may run
+    /// side by side.
     Worker {
         #[command(flatten)]
         backends: BackendArgs,
