@@ -61,18 +61,20 @@ impl From<sqlx::Error> for StrategyError {
             | sqlx::Error::Tls(_)
             | sqlx::Error::WorkerCrashed
             | sqlx::Error::Protocol(_) => Self::Unavailable(err.to_string()),
-            sqlx::Error::Database(db) => {
-                let code = db.code().unwrap_or_default();
-                if UNAVAILABLE_STATES.contains(&code.as_ref()) || code.starts_with("08") {
-                    Self::Unavailable(err.to_string())
-                } else if is_retryable(&err) {
-                    Self::Conflict(err.to_string())
-                } else {
-                    Self::Internal(err.to_string())
-                }
-            }
+            sqlx::Error::Database(db) => from_sqlstate(&db.code().unwrap_or_default(), err.to_string()),
             _ => Self::Internal(err.to_string()),
         }
+    }
+}
+
+/// The error a failure PostgreSQL answered with SQLSTATE `code` is, whichever driver carried it.
+pub(crate) fn from_sqlstate(code: &str, message: String) -> StrategyError {
+    if UNAVAILABLE_STATES.contains(&code) || code.starts_with("08") {
+        StrategyError::Unavailable(message)
+    } else if matches!(code, "40001" | "40P01") {
+        StrategyError::Conflict(message)
+    } else {
+        StrategyError::Internal(message)
     }
 }
 

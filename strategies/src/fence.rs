@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use crate::error::StrategyError;
 use crate::kind::StrategyKind;
+use crate::pg_driver::DbError;
 
 /// What PostgreSQL decided about an order whose outcome was in doubt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,9 +118,9 @@ pub(crate) async fn after_failed_write(
     pg: &PgPool,
     kind: StrategyKind,
     id: Uuid,
-    err: sqlx::Error,
+    err: DbError,
 ) -> Result<Failed, StrategyError> {
-    if !may_have_committed(&err) {
+    if !err.may_have_committed() {
         return Ok(Failed::NotCommitted(err.into()));
     }
     match settle(pg, kind, id, "commit_in_doubt").await {

@@ -13,8 +13,9 @@
 use sqlx::{Acquire, PgConnection, PgPool};
 
 use crate::backends::RedisBackend;
-use crate::error::{StrategyError, is_duplicate_key};
-use crate::fence::{self, Failed, is_voided};
+use crate::error::StrategyError;
+use crate::fence::{self, Failed};
+use crate::pg_driver::DbError;
 use crate::kind::StrategyKind;
 use crate::order::{OrderStatus, ProductId, PurchaseOutcome, PurchaseRequest, Receipt};
 use crate::order_store::{insert_order, replay_after_conflict};
@@ -63,7 +64,7 @@ async fn write_order(
     kind: StrategyKind,
     commit: Commit,
     request: &PurchaseRequest,
-) -> Result<Written, sqlx::Error> {
+) -> Result<Written, DbError> {
     if commit == Commit::InsertOnly {
         let (product_ids, quantities) = request.lines.columns();
         sqlx::query(INSERT_ORDER_LOGGED)
@@ -93,7 +94,7 @@ async fn write_order(
             return Ok(Written::Short(line.product_id));
         }
     }
-    insert_order(&mut tx, kind, OrderStatus::Confirmed, request).await?;
+    insert_order(&mut *tx, kind, OrderStatus::Confirmed, request).await?;
     tx.commit().await?;
     Ok(Written::Placed)
 }
@@ -136,10 +137,10 @@ pub(crate) async fn persist_reserved(
             Ok(PurchaseOutcome::SoldOut(product))
         }
         // The sweeper voided this order after its reservation expired, and gave the units back.
-        Err(err) if is_voided(&err) => Err(StrategyError::Unavailable(
+        Err(err) if err.is_voided() => Err(StrategyError::Unavailable(
             "the reservation expired before the order could be written; nothing was sold".into(),
         )),
-        Err(err) if is_duplicate_key(&err) => {
+        Err(err) if err.is_duplicate_key() => {
             end(pg, redis, request, End::Release).await;
             Ok(PurchaseOutcome::Replayed(replay_after_conflict(pg, request).await?))
         }

@@ -138,7 +138,7 @@ async fn the_join_finds_accepted_then_cancelled(_: PoolOptions<Postgres>, connec
     let app = spawn_app(connect, Setup { plan: plan_of(&[(100, STOCK)]), ..Setup::default() }).await;
     let (server, record) = load(&app, StrategyKind::StreamDeferred).await;
     assert_eq!(record.counts.pending, BUYERS, "stream-deferred accepts whatever the shelf showed");
-    let backends = Backends { pg: app.pool.clone(), redis: app.redis.clone(), tuning: Tuning::default() };
+    let backends = Backends::new(app.pool.clone(), app.redis.clone(), Tuning::default());
     redis_stream::drain(&backends, StrategyKind::StreamDeferred, Duration::from_secs(20))
         .await
         .expect("drain");
@@ -166,7 +166,7 @@ async fn a_queued_strategy_is_durable_only_once_its_backlog_is_persisted(
     let (waiting, _) =
         settle(&server, &record, StrategyKind::Stream.as_str(), 100, Duration::ZERO).await.expect("settle");
     assert_eq!(waiting.durable_at, None, "nothing persisted yet: no durable time");
-    let backends = Backends { pg: app.pool.clone(), redis: app.redis.clone(), tuning: Tuning::default() };
+    let backends = Backends::new(app.pool.clone(), app.redis.clone(), Tuning::default());
     redis_stream::drain(&backends, StrategyKind::Stream, Duration::from_secs(20)).await.expect("drain");
     let (settled, _) = settle(&server, &record, StrategyKind::Stream.as_str(), 100, Duration::from_secs(10))
         .await
