@@ -5,7 +5,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use checkout_strategies::{PgDriver, PgSettings, RedisBackend, RedisKeys, RedisSettings, Tuning, WorkerSettings};
+use checkout_strategies::{
+    PgDriver, PgSettings, RedisBackend, RedisKeys, RedisSettings, Tuning, WorkerSettings,
+};
 use clap::Args;
 use clap::builder::BoolishValueParser;
 

@@ -60,12 +60,12 @@ pub mod strategy;
 
 pub use backends::{Backends, PgSettings, RedisBackend, RedisSettings, Tuning};
 pub use error::StrategyError;
-pub use pg_driver::{PgDriver, PurchasePool};
 pub use kind::{Gate, Guarantees, StrategyKind, UnknownStrategy};
 pub use order::{
     Delivery, IdempotencyKey, InvalidInput, OrderLine, OrderLines, OrderStatus, OrderView, ProductId,
     PurchaseOutcome, PurchaseRequest, Quantity, Receipt,
 };
+pub use pg_driver::{PgDriver, PurchasePool};
 pub use plan::{ProductStock, RandomProducts, StockPlan};
 pub use redis_keys::RedisKeys;
 pub use redis_stream::{CancellationToken, DrainReport, Worker, WorkerSettings};

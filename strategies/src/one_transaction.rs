@@ -20,11 +20,7 @@ use crate::pg_driver::{Conn, DbError, PurchasePool};
 pub(crate) trait SellsOnOneConnection: Send + Sync {
     /// Sells `request` on `conn` in one transaction (or one statement). A raw database error is
     /// returned as is, for [`purchase`] to settle.
-    async fn sell_on(
-        &self,
-        conn: &mut Conn,
-        request: &PurchaseRequest,
-    ) -> Result<PurchaseOutcome, DbError>;
+    async fn sell_on(&self, conn: &mut Conn, request: &PurchaseRequest) -> Result<PurchaseOutcome, DbError>;
 }
 
 /// Sells `request` through `seller` as strategy `kind`, on a connection of `purchases`.

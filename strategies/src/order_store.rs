@@ -6,10 +6,10 @@ use uuid::Uuid;
 
 use crate::error::StrategyError;
 use crate::kind::StrategyKind;
-use crate::pg_driver::{DbError, Statements};
 use crate::order::{
     Delivery, OrderLine, OrderLines, OrderStatus, OrderView, ProductId, PurchaseRequest, Quantity, Receipt,
 };
+use crate::pg_driver::{DbError, Statements};
 
 /// Inserts the order and its lines in one statement.
 pub(crate) const INSERT_ORDER: &str = r#"

@@ -91,7 +91,12 @@ impl PurchasePool {
 
     /// [`PurchasePool::open`] from sqlx's options (tests and benches hold these); a password does
     /// not carry over, since sqlx does not give it back.
-    pub fn with_options(driver: PgDriver, pg: &PgPool, options: &PgConnectOptions, settings: PgSettings) -> Self {
+    pub fn with_options(
+        driver: PgDriver,
+        pg: &PgPool,
+        options: &PgConnectOptions,
+        settings: PgSettings,
+    ) -> Self {
         match driver {
             PgDriver::Sqlx => Self::Sqlx(pg.clone()),
             PgDriver::TokioPostgres => Self::tokio_postgres(config_of(options), settings),
@@ -107,7 +112,8 @@ impl PurchasePool {
             .connect_timeout(settings.acquire_timeout);
         // `Fast` reuses a connection unless its socket is known closed: no round trip per
         // checkout, like sqlx's `test_before_acquire(false)`.
-        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager =
+            Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(usize::try_from(settings.connections).unwrap_or(usize::MAX))
             .runtime(Runtime::Tokio1)
@@ -395,7 +401,9 @@ impl DbError {
     fn constraint(&self) -> Option<&str> {
         match self {
             Self::Sqlx(sqlx::Error::Database(db)) => db.constraint(),
-            Self::TokioPostgres(err) => err.as_db_error().and_then(tokio_postgres::error::DbError::constraint),
+            Self::TokioPostgres(err) => {
+                err.as_db_error().and_then(tokio_postgres::error::DbError::constraint)
+            }
             _ => None,
         }
     }
@@ -443,14 +451,17 @@ impl DbError {
 /// The I/O failure under a tokio-postgres error, when that is what it is.
 fn is_io(err: &tokio_postgres::Error) -> bool {
     err.is_closed()
-        || std::error::Error::source(err).is_some_and(|source| source.downcast_ref::<std::io::Error>().is_some())
+        || std::error::Error::source(err)
+            .is_some_and(|source| source.downcast_ref::<std::io::Error>().is_some())
 }
 
 impl From<DbError> for StrategyError {
     fn from(err: DbError) -> Self {
         match err {
             DbError::Sqlx(err) => err.into(),
-            DbError::Pool(deadpool_postgres::PoolError::NoRuntimeSpecified) => Self::Internal(err.to_string()),
+            DbError::Pool(deadpool_postgres::PoolError::NoRuntimeSpecified) => {
+                Self::Internal(err.to_string())
+            }
             DbError::Pool(_) => Self::Unavailable(err.to_string()),
             DbError::NoRow(_) => Self::Internal(err.to_string()),
             DbError::TokioPostgres(ref inner) => match inner.code() {

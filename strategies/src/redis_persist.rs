@@ -15,10 +15,10 @@ use sqlx::{Acquire, PgConnection, PgPool};
 use crate::backends::RedisBackend;
 use crate::error::StrategyError;
 use crate::fence::{self, Failed};
-use crate::pg_driver::DbError;
 use crate::kind::StrategyKind;
 use crate::order::{OrderStatus, ProductId, PurchaseOutcome, PurchaseRequest, Receipt};
 use crate::order_store::{insert_order, replay_after_conflict};
+use crate::pg_driver::DbError;
 use crate::reservation::{self, End};
 
 const TAKE_IF_THERE: &str =

@@ -87,7 +87,11 @@ impl SqlAtomic {
         Self { pg, purchases }
     }
 
-    async fn buy_one_line(&self, conn: &mut Conn, request: &PurchaseRequest) -> Result<PurchaseOutcome, DbError> {
+    async fn buy_one_line(
+        &self,
+        conn: &mut Conn,
+        request: &PurchaseRequest,
+    ) -> Result<PurchaseOutcome, DbError> {
         let line = request.lines.iter().next().expect("OrderLines is never empty");
         let row = conn
             .fetch_one(
@@ -141,11 +145,7 @@ impl SqlAtomic {
 
 #[async_trait]
 impl SellsOnOneConnection for SqlAtomic {
-    async fn sell_on(
-        &self,
-        conn: &mut Conn,
-        request: &PurchaseRequest,
-    ) -> Result<PurchaseOutcome, DbError> {
+    async fn sell_on(&self, conn: &mut Conn, request: &PurchaseRequest) -> Result<PurchaseOutcome, DbError> {
         if request.lines.len() == 1 {
             self.buy_one_line(conn, request).await
         } else {

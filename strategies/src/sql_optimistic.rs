@@ -110,11 +110,7 @@ impl SqlOptimistic {
     }
 
     /// Tries until the swap holds, the order is refused, or the retries run out.
-    async fn buy(
-        &self,
-        conn: &mut Conn,
-        request: &PurchaseRequest,
-    ) -> Result<PurchaseOutcome, DbError> {
+    async fn buy(&self, conn: &mut Conn, request: &PurchaseRequest) -> Result<PurchaseOutcome, DbError> {
         // Seeded from the order id (random per request): buyers that collided pause differently.
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(request.order_id.as_u64_pair().0);
         let (mut pause, mut retries) = (FIRST_PAUSE, 0);
@@ -138,11 +134,7 @@ impl SqlOptimistic {
 
 #[async_trait]
 impl SellsOnOneConnection for SqlOptimistic {
-    async fn sell_on(
-        &self,
-        conn: &mut Conn,
-        request: &PurchaseRequest,
-    ) -> Result<PurchaseOutcome, DbError> {
+    async fn sell_on(&self, conn: &mut Conn, request: &PurchaseRequest) -> Result<PurchaseOutcome, DbError> {
         self.buy(conn, request).await
     }
 }

@@ -89,11 +89,7 @@ impl SqlSkipLocked {
 
     /// Makes sure the unit pool sells `product`, laying its pool out on first use. Returns the
     /// refusal when it cannot: no such product, or another gate sells it.
-    async fn enter(
-        &self,
-        conn: &mut Conn,
-        product: ProductId,
-    ) -> Result<Option<PurchaseOutcome>, DbError> {
+    async fn enter(&self, conn: &mut Conn, product: ProductId) -> Result<Option<PurchaseOutcome>, DbError> {
         let laid = conn.fetch_one(LAY_OUT_POOL, &[&product.get()]).await?;
         let (claimed, units): (bool, i64) = (laid.get(0)?, laid.get(1)?);
         if claimed {
@@ -117,11 +113,7 @@ impl SqlSkipLocked {
         Ok(None)
     }
 
-    async fn buy(
-        &self,
-        conn: &mut Conn,
-        request: &PurchaseRequest,
-    ) -> Result<PurchaseOutcome, DbError> {
+    async fn buy(&self, conn: &mut Conn, request: &PurchaseRequest) -> Result<PurchaseOutcome, DbError> {
         for line in &request.lines {
             if !self.is_pooled(line.product_id)
                 && let Some(refusal) = self.enter(conn, line.product_id).await?
@@ -133,7 +125,8 @@ impl SqlSkipLocked {
         // Lines come in product-id order: two multi-item buyers never wait for each other in a cycle.
         for line in &request.lines {
             let wanted = i64::from(line.quantity.get());
-            let taken = tx.execute(CLAIM_UNITS, &[&line.product_id.get(), &wanted, &request.order_id]).await?;
+            let taken =
+                tx.execute(CLAIM_UNITS, &[&line.product_id.get(), &wanted, &request.order_id]).await?;
             if i64::try_from(taken).unwrap_or(i64::MAX) < wanted {
                 tx.rollback().await?;
                 return Ok(PurchaseOutcome::SoldOut(line.product_id));
@@ -151,11 +144,7 @@ impl SqlSkipLocked {
 
 #[async_trait]
 impl SellsOnOneConnection for SqlSkipLocked {
-    async fn sell_on(
-        &self,
-        conn: &mut Conn,
-        request: &PurchaseRequest,
-    ) -> Result<PurchaseOutcome, DbError> {
+    async fn sell_on(&self, conn: &mut Conn, request: &PurchaseRequest) -> Result<PurchaseOutcome, DbError> {
         self.buy(conn, request).await
     }
 }

@@ -28,7 +28,8 @@ pub(crate) async fn take_lines(
     lines: &OrderLines,
 ) -> Result<(), DbError> {
     for line in lines {
-        conn.execute(TAKE_UNCONDITIONALLY, &[&line.product_id.get(), &i64::from(line.quantity.get())]).await?;
+        conn.execute(TAKE_UNCONDITIONALLY, &[&line.product_id.get(), &i64::from(line.quantity.get())])
+            .await?;
     }
     Ok(())
 }

@@ -53,6 +53,13 @@ async fn flash_sale(connect: PgConnectOptions, kind: StrategyKind, pg_driver: Pg
         assert_eq!(app.sync_stock().await, STOCK, "{kind}: the sync applies every order line once");
         assert_eq!(app.audit().await["settled"], true, "{kind}: settled once the sync caught up");
     }
+    if kind.runs_on_pg_driver() {
+        // The purchases went through the chosen driver's pool, not sqlx's behind its back.
+        assert!(
+            app.purchases.idle_connections() > 0,
+            "{kind}: no connection of the {pg_driver} pool was used"
+        );
+    }
     let audit = app.audit().await;
     let books = books_of(&audit, kind);
     let product = audited_product(books, HOT, kind);

@@ -10,8 +10,8 @@ use checkout_bench::sessions::SessionConfig;
 use checkout_strategies::background::Job;
 use checkout_strategies::stock_sync::{StockSync, StockSyncSettings};
 use checkout_strategies::{
-    Backends, Gate, PgDriver, PgSettings, PurchasePool, RedisBackend, RedisKeys, RedisSettings, StockPlan, StrategyKind, Tuning,
-    backends,
+    Backends, Gate, PgDriver, PgSettings, PurchasePool, RedisBackend, RedisKeys, RedisSettings, StockPlan,
+    StrategyKind, Tuning, backends,
 };
 use serde_json::{Value, json};
 use sqlx::postgres::PgConnectOptions;

@@ -27,7 +27,11 @@ async fn buy_by_header(app: &TestApp, kind: StrategyKind, body: &Value, key: &st
 
 /// Product 1 has plenty, product 2 has three units; an order for five of product 2 must leave
 /// product 1 alone, and one for three must take both.
-async fn multi_item_orders_are_all_or_nothing(connect: PgConnectOptions, kind: StrategyKind, pg_driver: PgDriver) {
+async fn multi_item_orders_are_all_or_nothing(
+    connect: PgConnectOptions,
+    kind: StrategyKind,
+    pg_driver: PgDriver,
+) {
     let app =
         spawn_app(connect, Setup { plan: plan_of(&[(1, 10), (2, 3)]), pg_driver, ..Setup::default() }).await;
 
@@ -189,8 +193,9 @@ async fn concurrent_replay(connect: PgConnectOptions, kind: StrategyKind, pg_dri
     }
     const KEY: &str = "concurrent-order-0001";
     const CLIENTS: usize = 20;
-    let app =
-        Arc::new(spawn_app(connect, Setup { plan: plan_of(&[(100, 50)]), pg_driver, ..Setup::default() }).await);
+    let app = Arc::new(
+        spawn_app(connect, Setup { plan: plan_of(&[(100, 50)]), pg_driver, ..Setup::default() }).await,
+    );
     let answers =
         all_at_once(
             &app,
