@@ -128,8 +128,10 @@ fn purchase_statement(c: &mut Criterion) {
     };
     let (mut sqlx_conn, raw_client) = runtime.block_on(async {
         let sqlx_conn = PgConnection::connect(&url).await.expect("one sqlx connection");
-        let (client, connection) =
-            pg_driver::config_of(&options).connect(tokio_postgres::NoTls).await.expect("one tokio-postgres client");
+        let (client, connection) = pg_driver::config_of(&options)
+            .connect(tokio_postgres::NoTls)
+            .await
+            .expect("one tokio-postgres client");
         tokio::spawn(connection);
         (sqlx_conn, client)
     });
@@ -139,7 +141,8 @@ fn purchase_statement(c: &mut Criterion) {
     group.bench_function("select_1/sqlx_connection", |b| {
         b.iter(|| {
             runtime.block_on(async {
-                let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&mut sqlx_conn).await.expect("SELECT 1");
+                let one: i32 =
+                    sqlx::query_scalar("SELECT 1").fetch_one(&mut sqlx_conn).await.expect("SELECT 1");
                 black_box(one)
             })
         });

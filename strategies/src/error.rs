@@ -4,8 +4,6 @@
 //! left is a backend that did not answer (retry later: 503), contention that outlasted the retries
 //! (retry later: 503), and bugs (500).
 
-use sqlx::error::ErrorKind;
-
 /// Why a strategy could not give an answer.
 #[derive(Debug, thiserror::Error)]
 pub enum StrategyError {
@@ -87,15 +85,4 @@ impl From<redis::RedisError> for StrategyError {
             Self::Internal(err.to_string())
         }
     }
-}
-
-/// A serialization failure or deadlock: the transaction may succeed if run again.
-pub fn is_retryable(err: &sqlx::Error) -> bool {
-    matches!(err, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40001" | "40P01")))
-}
-
-/// The idempotency key is already taken by another order.
-pub fn is_duplicate_key(err: &sqlx::Error) -> bool {
-    matches!(err, sqlx::Error::Database(db)
-        if db.kind() == ErrorKind::UniqueViolation && db.constraint() == Some("orders_idempotency_key"))
 }

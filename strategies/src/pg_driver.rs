@@ -9,8 +9,8 @@
 //! is one Bind/Execute. On two cores that CPU is taken from PostgreSQL itself, so the lighter
 //! client can sell more per second; `bench compare --pg-driver sqlx,tokio-postgres` measures it.
 //!
-//! The seam is small on purpose: a strategy asks its [`PurchasePool`] for a [`Conn`], runs
-//! `&'static str` statements with [`Param`]s through [`Statements`], reads [`Row`] columns by
+//! The seam is small on purpose: a strategy asks its [`PurchasePool`] for a `Conn`, runs
+//! `&'static str` statements with `Param`s through `Statements`, reads `Row` columns by
 //! index, and gets one [`DbError`] whose classification (duplicate key, retryable, may have
 //! committed, and the [`StrategyError`] it answers) matches sqlx's for either driver. Everything
 //! that is not a purchase (replays, fences, the audit, resets, the batch writer) stays on sqlx.
@@ -417,8 +417,8 @@ impl DbError {
         self.unique_violation_of("orders_idempotency_key")
     }
 
-    /// The order's insert collided with its own id: it was voided while in doubt
-    /// ([`crate::fence::is_voided`]).
+    /// The order's insert collided with its own id: somebody voided it while it was in doubt
+    /// ([`crate::fence`]), and its units were (or are being) given back. Nothing was sold.
     pub fn is_voided(&self) -> bool {
         self.unique_violation_of("orders_pkey")
     }
