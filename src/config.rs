@@ -107,8 +107,8 @@ pub struct ServeArgs {
     #[arg(long, env = "RESERVATION_TTL_MS", default_value_t = 30_000)]
     pub reservation_ttl_ms: u64,
 
-    /// Most purchases `sql-coalesce` commits in one transaction. Batches form on their own while
-    /// the previous one commits; this only caps them.
+    /// Most purchases one commit of `sql-coalesce` or `redis-orderlog` carries. Batches form on
+    /// their own while the previous one commits; this only caps them.
     #[arg(long, env = "COALESCE_MAX_BATCH", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub coalesce_max_batch: u32,
     /// Times `sql-optimistic` retries its version compare-and-swap (after a random pause that

@@ -125,6 +125,7 @@ pub(super) async fn healthz(State(state): State<AppState>) -> Response {
     let body = json!({
         "status": if healthy { "ok" } else { "degraded" },
         "backends": { "postgres": postgres, "redis": redis },
+        "plan_id": state.plan_id(),
     });
     (status, Json(body)).into_response()
 }

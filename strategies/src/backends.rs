@@ -108,7 +108,7 @@ pub struct Tuning {
     pub conflict_retries: u32,
     /// How long a Redis reservation may wait for its order's commit before the sweeper settles it.
     pub reservation_ttl: Duration,
-    /// Most purchases `sql-coalesce` commits in one transaction.
+    /// Most purchases one commit of `sql-coalesce` or `redis-orderlog` carries.
     pub coalesce_max_batch: usize,
     /// How often `sql-optimistic` tries its compare-and-swap again after another buyer changed the
     /// row, before answering 409 `contention`.

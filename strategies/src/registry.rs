@@ -59,6 +59,7 @@ pub fn build(kind: StrategyKind, backends: &Backends) -> Arc<dyn Strategy> {
             backends.pg.clone(),
             backends.redis.clone(),
             backends.tuning.reservation_ttl,
+            backends.tuning.coalesce_max_batch,
         )),
         StrategyKind::Stream => Arc::new(Stream::new(backends.pg.clone(), backends.redis.clone())),
         StrategyKind::StreamDeferred => {

@@ -18,6 +18,7 @@ mod overload;
 mod populate;
 mod properties;
 mod redis_stock;
+mod replicas;
 mod seed;
 mod sessions;
 mod stream;
