@@ -148,6 +148,7 @@ mod tests {
             durable: true,
             queued: false,
             pg_driver: pg_driver.map(str::to_owned),
+            single_process: false,
         }
     }
 

@@ -109,9 +109,21 @@ impl Collected {
 
 /// Picks the strategies to compare, in the server's order; unknown names are an error that lists
 /// the known ones.
-fn select(available: &[StrategyInfo], wanted: &[String]) -> anyhow::Result<Vec<StrategyInfo>> {
+fn select(available: &[StrategyInfo], wanted: &[String], replicas: u16) -> anyhow::Result<Vec<StrategyInfo>> {
     if wanted.is_empty() {
-        return Ok(available.to_vec());
+        // Across replicas, a strategy whose books live in one process would sell each replica's
+        // stock once per replica: it is left out rather than shown overselling.
+        let shareable: Vec<StrategyInfo> =
+            available.iter().filter(|s| replicas <= 1 || !s.single_process).cloned().collect();
+        if shareable.len() < available.len() {
+            let left_out: Vec<&str> =
+                available.iter().filter(|s| s.single_process).map(|s| s.name.as_str()).collect();
+            eprintln!(
+                "bench: {} left out: its books live in one process, and --replicas {replicas} runs several",
+                left_out.join(", ")
+            );
+        }
+        return Ok(shareable);
     }
     let known = || available.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ");
     let mut selected = Vec::new();
@@ -120,6 +132,11 @@ fn select(available: &[StrategyInfo], wanted: &[String]) -> anyhow::Result<Vec<S
             .iter()
             .find(|s| s.name == name.trim())
             .with_context(|| format!("unknown strategy {name:?}; the server has: {}", known()))?;
+        anyhow::ensure!(
+            replicas <= 1 || !strategy.single_process,
+            "{} keeps its books in one server process: it cannot run across --replicas {replicas}",
+            strategy.name
+        );
         if !selected.contains(strategy) {
             selected.push(strategy.clone());
         }
@@ -185,7 +202,7 @@ impl Ran {
         let chosen = async {
             let available = server.strategies().await?;
             if pass.first {
-                self.selected = select(&available, wanted)?;
+                self.selected = select(&available, wanted, pass.server.replicas)?;
             }
             pass.choose(&available, &self.selected)
         }
@@ -196,6 +213,7 @@ impl Ran {
                     self.server = Some(meta::ServerInfo {
                         url: server.target.base().to_owned(),
                         spawned: server.spawned(),
+                        replicas: server.replicas(),
                     });
                 }
                 self.strategies.extend(chosen.iter().cloned());
@@ -379,7 +397,7 @@ async fn one_run(
     label: &str,
 ) -> anyhow::Result<(RunRecord, Settlement)> {
     server.reset(&plan.scenario.reset_plan()).await?;
-    let record = loadgen::run(plan, &server.target, name, label).await?;
+    let record = loadgen::run_spread(plan, &server.load_targets(), name, label).await?;
     let drain_limit = Duration::from_secs(flags.drain_timeout_secs);
     let (settlement, audit) = settle(server, &record, name, plan.scenario.hot_product, drain_limit).await?;
     if !settlement.settled {

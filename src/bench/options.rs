@@ -236,6 +236,11 @@ pub struct ServerFlags {
     /// Extra flag for the server bench starts, repeatable: `--server-arg=--pg-connections=16`.
     #[arg(long = "server-arg", allow_hyphen_values = true)]
     pub server_args: Vec<String>,
+    /// Server processes bench starts, each on its own port, sharing the database and Redis; the
+    /// load is spread over all of them (connection i goes to replica i mod N). Strategies that keep
+    /// their books in one process (`memory`) are left out when above 1.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub replicas: u16,
 }
 
 /// `bench compare`.

@@ -126,7 +126,8 @@ impl LoadPlan {
 const RECORDER_SHARDS: usize = 16;
 
 struct Shared {
-    target: Target,
+    /// Every replica of the server: connection `i` goes to `targets[i % len]`.
+    targets: Vec<Target>,
     path: String,
     plan: LoadPlan,
     live: Live,
@@ -152,11 +153,12 @@ impl Shared {
         let sent_at = Instant::now();
         self.recorder(worker).sent(&self.live, sent_at, sent_at.saturating_duration_since(due));
         let exchange = async {
+            let target = &self.targets[worker % self.targets.len()];
             if connection.is_none() {
-                *connection = Some(Connection::open(&self.target).await?);
+                *connection = Some(Connection::open(target).await?);
             }
             match connection.as_mut() {
-                Some(open) => open.send(self.target.post(&self.path, buyer.body)).await,
+                Some(open) => open.send(target.post(&self.path, buyer.body)).await,
                 None => Err(client::Transport::Connect),
             }
         };
@@ -186,13 +188,29 @@ impl Shared {
 /// # Errors
 /// When the plan is invalid.
 pub async fn run(plan: &LoadPlan, target: &Target, strategy: &str, label: &str) -> anyhow::Result<RunRecord> {
+    run_spread(plan, std::slice::from_ref(target), strategy, label).await
+}
+
+/// [`run`] against several replicas of the server at once: connection `i` (open model: worker
+/// `i`; closed model: the connection user `i` opens) goes to `targets[i % len]`, so the load
+/// splits evenly.
+///
+/// # Errors
+/// When the plan is invalid or no target is given.
+pub async fn run_spread(
+    plan: &LoadPlan,
+    targets: &[Target],
+    strategy: &str,
+    label: &str,
+) -> anyhow::Result<RunRecord> {
     plan.validate()?;
-    let mut warm = warm_connections(target, plan.connections, plan.timeout).await;
+    anyhow::ensure!(!targets.is_empty(), "no server to send the load to");
+    let mut warm = warm_connections(targets, plan.connections, plan.timeout).await.into_iter();
     let start = Instant::now();
     let live =
         Live::new(start, plan.duration, plan.scenario.hot_product, plan.scenario.hot_stock, plan.grace);
     let shared = Arc::new(Shared {
-        target: target.clone(),
+        targets: targets.to_vec(),
         path: format!("/strategies/{strategy}/purchase"),
         plan: plan.clone(),
         live,
@@ -205,11 +223,11 @@ pub async fn run(plan: &LoadPlan, target: &Target, strategy: &str, label: &str) 
     let progress = tokio::spawn(progress(Arc::clone(&shared), label.to_owned()));
     let workers: Vec<_> = match plan.model {
         Model::Open => (0..plan.connections)
-            .map(|worker| tokio::spawn(open_worker(Arc::clone(&shared), worker, warm.pop().flatten())))
+            .map(|worker| tokio::spawn(open_worker(Arc::clone(&shared), worker, warm.next().flatten())))
             .collect(),
         Model::Closed => {
             let pool = Arc::new(Pool::new(plan.connections));
-            pool.idle.lock().unwrap_or_else(PoisonError::into_inner).extend(warm.drain(..).flatten());
+            pool.idle.lock().unwrap_or_else(PoisonError::into_inner).extend(warm.flatten());
             (0..plan.users)
                 .map(|user| tokio::spawn(closed_user(Arc::clone(&shared), Arc::clone(&pool), user)))
                 .collect()
@@ -264,14 +282,15 @@ fn never_sent(shared: &Shared, start: Instant, finished: Instant) -> Vec<Duratio
 /// hundreds of them at the first due instant overflow the server's accept queue: a dropped SYN is
 /// retried after a second, which would charge connection setup to the first requests as timeouts.
 /// A connection that cannot be opened here (within the request timeout) is `None`, opened again at
-/// its first request.
-async fn warm_connections(target: &Target, count: usize, limit: Duration) -> Vec<Option<Connection>> {
+/// its first request. Connection `i` goes to `targets[i % len]`.
+async fn warm_connections(targets: &[Target], count: usize, limit: Duration) -> Vec<Option<Connection>> {
     const WAVE: usize = 32;
     let mut warm = Vec::with_capacity(count);
     while warm.len() < count {
-        let wave: Vec<_> = (0..WAVE.min(count - warm.len()))
-            .map(|_| {
-                let target = target.clone();
+        let first = warm.len();
+        let wave: Vec<_> = (first..first + WAVE.min(count - first))
+            .map(|i| {
+                let target = targets[i % targets.len()].clone();
                 tokio::spawn(async move {
                     tokio::time::timeout(limit, Connection::open(&target)).await.ok()?.ok()
                 })
@@ -452,6 +471,53 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Target::resolve(&format!("http://{addr}")).await.unwrap()
+    }
+
+    /// A server that counts the purchases it answers.
+    async fn counting_server() -> (Target, Arc<AtomicU64>) {
+        let count = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&count);
+        let app = Router::new().route(
+            "/strategies/{name}/purchase",
+            post(move || {
+                let counted = Arc::clone(&counted);
+                async move {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                    (
+                        axum::http::StatusCode::CREATED,
+                        axum::Json(serde_json::json!({ "order_id": uuid::Uuid::new_v4() })),
+                    )
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (Target::resolve(&format!("http://{addr}")).await.unwrap(), count)
+    }
+
+    #[tokio::test]
+    async fn load_spread_over_replicas_splits_evenly() {
+        let (first, on_first) = counting_server().await;
+        let (second, on_second) = counting_server().await;
+        let plan = LoadPlan {
+            rate: 400.0,
+            connections: 8,
+            max_requests: Some(400),
+            ..plan(Model::Open, Duration::from_secs(5))
+        };
+        let record = run_spread(&plan, &[first, second], "x", "[test]").await.unwrap();
+        let (a, b) = (on_first.load(Ordering::Relaxed), on_second.load(Ordering::Relaxed));
+        assert_eq!(a + b, 400, "every request reached one replica");
+        assert_eq!(record.counts.sent, 400);
+        // Four connections each, taking tickets from one timetable: close to half each.
+        assert!(a.abs_diff(b) <= 40, "the load split {a} / {b}");
+    }
+
+    #[tokio::test]
+    async fn a_spread_without_a_target_is_refused() {
+        let plan = plan(Model::Open, Duration::from_millis(100));
+        assert!(run_spread(&plan, &[], "x", "[test]").await.is_err());
     }
 
     fn ms(histogram: &hdrhistogram::Histogram<u64>, percentile: f64) -> f64 {

@@ -15,6 +15,9 @@ pub struct StrategyInfo {
     /// the server's `PG_DRIVER` switches; absent for the others and from older servers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pg_driver: Option<String>,
+    /// Its books live in one server process (`memory`): it cannot run across replicas.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub single_process: bool,
 }
 
 /// The driver rows leave unnamed: every strategy ran on it before drivers could be chosen.
@@ -45,6 +48,7 @@ mod tests {
             durable: true,
             queued: false,
             pg_driver: pg_driver.map(str::to_owned),
+            single_process: false,
         };
         assert_eq!(info(None).label(), "sql-atomic");
         assert_eq!(info(Some("sqlx")).label(), "sql-atomic");

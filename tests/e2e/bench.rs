@@ -57,6 +57,7 @@ async fn server_for(app: &TestApp) -> Server {
         redis_url: String::new(),
         redis_prefix: String::new(),
         server_args: Vec::new(),
+        replicas: 1,
     };
     Server::start(&flags, Path::new("unused.log")).await.expect("the test server answers")
 }
@@ -521,4 +522,51 @@ async fn bench_ceilings_measures_the_raw_tools_and_writes_its_files() {
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown ceiling \"wrk-turbo\""));
     let _ = std::fs::remove_dir_all(&out);
+}
+
+/// `--replicas 2`: two server processes on one database and Redis, the load spread over both; the
+/// flash sale still sells exactly the stock, and the run records the replica count. A strategy
+/// whose books live in one process is refused by name and left out by default.
+#[tokio::test]
+async fn bench_compare_spreads_the_load_over_replicas() {
+    let db = ScratchDatabase::new();
+    let out = tempdir();
+    let prefix = format!("e2e-{}:", uuid::Uuid::new_v4().simple());
+    let url = db.url();
+    let common = format!(
+        "--preset ci --repeat 1 --rate 400 --hot-stock 150 --regular-weight 0 --duration-secs 4 \
+         --grace-ms 200 --capacity=false --no-report --out {} --database-url {url} --redis-prefix {prefix} \
+         --replicas 2",
+        out.display()
+    );
+    let refused =
+        bench(&format!("compare --strategies memory {common}").split_whitespace().collect::<Vec<_>>());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "memory across replicas must be refused:\n{stderr}");
+    assert!(stderr.contains("memory keeps its books in one server process"), "{stderr}");
+
+    let output = bench(
+        &format!("compare --strategies sql-atomic,redis-lua,stream {common}")
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+    );
+    db.drop_it().await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "bench compare --replicas 2 failed:\n{stderr}");
+    let run = out.join("latest").canonicalize().expect("results/latest points at the run");
+    let summary: Vec<SummaryRow> = read_csv(&run.join("summary.csv")).unwrap();
+    assert_eq!(summary.len(), 3, "one row per strategy");
+    for row in &summary {
+        assert_eq!(row.verdict, Verdict::Clean, "{row:?}");
+        assert_eq!(
+            row.confirmed + row.pending,
+            150,
+            "{}: exactly the stock sold across replicas",
+            row.strategy
+        );
+    }
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).unwrap()).unwrap();
+    assert_eq!(meta["server"]["replicas"], 2, "{meta}");
+    assert!(run.join("server-replica-2.log").exists(), "the second replica logs beside the first");
 }

@@ -110,6 +110,7 @@ async fn every_safe_strategy_sells_exactly_the_stock_across_two_replicas(
         redis_url: Setup::default().redis_url,
         redis_prefix: format!("test-replicas-{}:", uuid::Uuid::new_v4().simple()),
         server_args: Vec::new(),
+        replicas: 1,
     };
     let (a, b) = tokio::join!(replica(&flags, "a"), replica(&flags, "b"));
     let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
@@ -167,6 +168,7 @@ async fn a_reset_through_one_replica_reaches_the_others(_: PoolOptions<Postgres>
         redis_url: Setup::default().redis_url,
         redis_prefix: format!("test-replicas-{}:", uuid::Uuid::new_v4().simple()),
         server_args: Vec::new(),
+        replicas: 1,
     };
     let (a, b) = tokio::join!(replica(&flags, "a"), replica(&flags, "b"));
     let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");

@@ -184,7 +184,9 @@ pub async fn probe(
     if let Some(server) = server {
         server.reset(&plan.scenario.reset_plan()).await?;
     }
-    let record = loadgen::run(&plan, target, strategy, label).await?;
+    // A server bench drives spreads the load over its replicas; a bare target takes it all.
+    let targets = server.map_or_else(|| vec![target.clone()], Server::load_targets);
+    let record = loadgen::run_spread(&plan, &targets, strategy, label).await?;
     let drain = match server {
         Some(server) => drain(server, shape.drain_limit, label).await?,
         None => Duration::ZERO,
