@@ -36,7 +36,7 @@ pub struct Server {
     launch: Option<Launch>,
     /// The other replicas (`--replicas`): the same server on other ports, sharing its database
     /// and Redis. Admin calls go to this one; the load goes to all.
-    others: Vec<Server>,
+    others: Vec<Self>,
 }
 
 /// Longest the replicas may take to take up a reset made through the first one (they look every
