@@ -15,6 +15,7 @@ pub mod chaos;
 pub mod gate;
 pub mod join;
 pub mod options;
+pub mod scale;
 pub mod server;
 
 use std::collections::BTreeMap;
