@@ -213,7 +213,10 @@ async fn ensure_populated(url: &str, scale: Scale, repopulate: bool, label: &str
     backends::prepare_database(url).await.with_context(|| format!("cannot prepare {url}"))?;
     let pool = PgPool::connect(url).await.with_context(|| format!("cannot reach {url}"))?;
     let held = held_scale(&pool).await?;
-    if !repopulate && held == Some(scale) {
+    // A purchase a probe gave up on may commit after the next reset, and then counts as history:
+    // a few orders more than populate wrote are still this catalogue.
+    let holds_it = held.is_some_and(|held| held.products == scale.products && held.orders >= scale.orders);
+    if !repopulate && holds_it {
         eprintln!("{label} {url} holds it already (--repopulate loads it again)");
         pool.close().await;
         return Ok(());

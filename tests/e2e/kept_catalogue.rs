@@ -3,6 +3,12 @@
 //! the products it touched back to their stock before it — while history and every untouched
 //! product stay as populate wrote them.
 
+use std::path::Path;
+use std::time::Duration;
+
+use checkout_bench::bench::capacity::probe::{self, ProbeShape, Regulars};
+use checkout_bench::bench::options::ServerFlags;
+use checkout_bench::bench::server::Server;
 use checkout_bench::populate::{self, PopulateArgs};
 use checkout_strategies::reservation::{Sweeper, SweeperSettings};
 use checkout_strategies::{ProductId, StrategyKind, catalog};
@@ -158,4 +164,78 @@ async fn keeping_the_catalogue_and_replacing_it_at_once_is_refused(pool: PgPool)
     assert_eq!(body["error"], "invalid_request");
     assert!(body["message"].as_str().unwrap().contains("keep_catalogue"), "{body}");
     assert_eq!(stocks(&pool).await.len(), 2_000, "nothing was touched");
+}
+
+/// Capacity probes over a populated catalogue, as `bench capacity --catalogue existing` runs them:
+/// hunters and regular customers over every product, one strategy per probe, each probe's reset
+/// undoing the last. The audit of the last probe is exact and reads only its orders, and a final
+/// reset leaves every product but the hunted one as populate wrote it.
+#[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
+async fn capacity_probes_over_a_kept_catalogue_leave_it_as_populate_wrote_it(pool: PgPool) {
+    let args = seed_fixtures();
+    populate::run(&pool, &args).await.unwrap();
+    let populated = stocks(&pool).await;
+    let history = history_digest(&pool).await;
+    let plan = catalog::latest_plan(&pool).await.unwrap().unwrap();
+    let app = spawn_app_on(pool.clone(), Setup { plan, ..Setup::default() }, false).await;
+    let flags = ServerFlags {
+        url: Some(app.url.clone()),
+        admin_token: None,
+        database_url: String::new(),
+        redis_url: String::new(),
+        redis_prefix: String::new(),
+        server_args: Vec::new(),
+    };
+    let server = Server::start(&flags, Path::new("unused.log")).await.unwrap();
+    let shape = ProbeShape {
+        product: HOT,
+        connections: 8,
+        probe: Duration::from_secs(1),
+        slo: Duration::from_secs(5),
+        // The sweeper that resyncs mirrors loaded on first sale runs in the server binary, not
+        // here: the test sweeps itself before auditing.
+        drain_limit: Duration::from_millis(200),
+        // Heavier than the seed's 3, so one short probe reaches many products.
+        regulars: Regulars { weight: 50, products: 2_000 },
+        keep_catalogue: true,
+    };
+
+    let mut last = None;
+    for kind in [StrategyKind::SqlAtomic, StrategyKind::RedisLua] {
+        let measured = probe::probe(Some(&server), &server.target, kind.as_str(), &shape, 300.0, "[test]")
+            .await
+            .unwrap();
+        let counts = &measured.record.counts;
+        assert_eq!(
+            (counts.sent, counts.confirmed, counts.errors, counts.sold_out),
+            (300, 300, 0, 0),
+            "{kind}"
+        );
+        last = Some(measured);
+    }
+    Sweeper::new(pool.clone(), app.redis.clone(), SweeperSettings::default()).sweep().await.unwrap();
+
+    let audit = app.audit().await;
+    assert_eq!(audit["clean"], true, "{audit}");
+    assert_eq!(audit["settled"], true, "{audit}");
+    assert_eq!(audit["order_status"]["confirmed"], 300, "the last probe's orders only: {audit}");
+    assert_eq!(audit["sold_by"], json!(["redis-lua"]), "{audit}");
+    let products = audit["products"].as_array().unwrap();
+    let hunted = products.iter().find(|p| p["product_id"] == HOT).unwrap();
+    let hunters =
+        i64::try_from(last.unwrap().record.acks.iter().filter(|ack| ack.product_id == HOT).count()).unwrap();
+    assert_eq!(hunted["units_in_orders"], hunters, "{hunted}");
+    assert_eq!(hunted["initial_stock"], 600, "twice the probe's requests: {hunted}");
+    assert!(products.len() > 50, "regulars bought all over the catalogue: {} products", products.len());
+    assert!(products.iter().all(|p| p["stock_drift"] == 0 && p["redis_drift"] == 0), "{audit}");
+
+    keep_reset(&app, 10_000).await;
+    assert_eq!(history_digest(&pool).await, history, "history is untouched");
+    let after = stocks(&pool).await;
+    for (before, now) in populated.iter().zip(&after) {
+        if before.0 != HOT {
+            assert_eq!(before, now, "product {} is back as populate wrote it", before.0);
+        }
+    }
+    assert_eq!(app.order_count().await, 5_000, "populate's orders, and nothing of the probes");
 }

@@ -57,12 +57,12 @@ pub struct CapacityFlags {
     pub products: Option<i64>,
 }
 
-/// Which catalogue capacity probes run on.
+/// Which catalogue capacity probes run on: laid out by each probe's reset (`Fresh`), or the one in
+/// the database, kept with its history (`Existing`). Variant doc comments would turn `--help` into
+/// a list of possible values and spread every flag out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Catalogue {
-    /// Laid out by each probe's reset.
     Fresh,
-    /// The one in the database, kept with its history.
     Existing,
 }
 

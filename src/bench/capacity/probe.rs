@@ -279,7 +279,7 @@ mod tests {
         assert_eq!(reset["keep_catalogue"], true);
         assert!(reset.get("random_products").is_none(), "the catalogue is not laid out again: {reset}");
         assert_eq!(reset["products"][0]["stock"], plan.scenario.hot_stock);
-        let fresh = ProbeShape { keep_catalogue: false, ..shape.clone() };
+        let fresh = ProbeShape { keep_catalogue: false, ..shape };
         assert_eq!(fresh.reset_plan(&plan)["random_products"]["count"], 5_000_000);
     }
 
