@@ -5,7 +5,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use checkout_strategies::{PgSettings, RedisBackend, RedisKeys, RedisSettings, Tuning, WorkerSettings};
+use checkout_strategies::{
+    PgDriver, PgSettings, RedisBackend, RedisKeys, RedisSettings, Tuning, WorkerSettings,
+};
 use clap::Args;
 use clap::builder::BoolishValueParser;
 
@@ -105,8 +107,8 @@ pub struct ServeArgs {
     #[arg(long, env = "RESERVATION_TTL_MS", default_value_t = 30_000)]
     pub reservation_ttl_ms: u64,
 
-    /// Most purchases `sql-coalesce` commits in one transaction. Batches form on their own while
-    /// the previous one commits; this only caps them.
+    /// Most purchases one commit of `sql-coalesce` or `redis-orderlog` carries. Batches form on
+    /// their own while the previous one commits; this only caps them.
     #[arg(long, env = "COALESCE_MAX_BATCH", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub coalesce_max_batch: u32,
     /// Times `sql-optimistic` retries its version compare-and-swap (after a random pause that
@@ -114,6 +116,13 @@ pub struct ServeArgs {
     /// `contention`.
     #[arg(long, env = "OPTIMISTIC_RETRIES", default_value_t = 8)]
     pub optimistic_retries: u32,
+
+    /// PostgreSQL client of the per-sale SQL strategies (`sql-naive`, `sql-for-update`, `sql-atomic`,
+    /// `sql-skip-locked`, `sql-optimistic`): `sqlx` (sqlx's pool, as the rest of the server) or
+    /// `tokio-postgres` (a deadpool-postgres pool of its own, `PG_CONNECTIONS` strong, statements
+    /// prepared once per connection).
+    #[arg(long, env = "PG_DRIVER", default_value = "sqlx")]
+    pub pg_driver: PgDriver,
 
     /// Random products (ids 1..=N) a fresh, empty database is given at first start, next to the hot
     /// product 100 with 10,000 units.

@@ -13,7 +13,7 @@ use checkout_bench::bench::ceilings::{self, CeilingFlags};
 use checkout_bench::bench::chaos::{self, ChaosFlags};
 use checkout_bench::bench::options::{CompareFlags, LoadFlags, ServerFlags};
 use checkout_bench::bench::scale::ScaleFlags;
-use checkout_bench::bench::server::{self, Server};
+use checkout_bench::bench::server::{self, Server, StrategyInfo};
 use checkout_bench::server_cli::{self, ServerCli};
 use checkout_bench::{loadgen, report};
 use clap::{Parser, Subcommand};
@@ -103,7 +103,7 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
         Command::Compare(flags) => {
             let command_line = std::env::args().collect::<Vec<_>>().join(" ");
             let comparison = bench::compare(&flags, command_line).await?;
-            let names: Vec<String> = comparison.strategies.iter().map(|s| s.name.clone()).collect();
+            let names: Vec<String> = comparison.strategies.iter().map(StrategyInfo::label).collect();
             let capacity = report::capacity::figures(&names, &comparison.capacity, &[]);
             let figures = report::figures::of_rows(names, &comparison.rows);
             println!();
@@ -129,7 +129,7 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
         Command::Capacity(flags) => {
             let command_line = std::env::args().collect::<Vec<_>>().join(" ");
             let measured = bench::capacity::run(&flags, command_line).await?;
-            let names: Vec<String> = measured.strategies.iter().map(|s| s.name.clone()).collect();
+            let names: Vec<String> = measured.strategies.iter().map(StrategyInfo::label).collect();
             let capacity = report::capacity::figures(&names, &measured.rows, &[]);
             println!();
             for line in report::capacity::headline(&capacity) {

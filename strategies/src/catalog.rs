@@ -241,6 +241,27 @@ pub async fn reset_keeping(
     Ok((summary, in_force))
 }
 
+/// The id of the last recorded plan: it changes with every reset or populate, whichever process
+/// made it, so every replica can tell its strategies hold an older plan.
+///
+/// # Errors
+/// When the database does not answer.
+pub async fn latest_plan_id(pool: &PgPool) -> Result<Option<i64>, StrategyError> {
+    Ok(sqlx::query_scalar("SELECT id FROM stock_plans ORDER BY id DESC LIMIT 1").fetch_optional(pool).await?)
+}
+
+/// The last recorded plan and its id.
+///
+/// # Errors
+/// When the database does not answer.
+pub async fn latest_plan_with_id(pool: &PgPool) -> Result<Option<(i64, StockPlan)>, StrategyError> {
+    let row: Option<(i64, Json<StockPlan>)> =
+        sqlx::query_as("SELECT id, plan FROM stock_plans ORDER BY id DESC LIMIT 1")
+            .fetch_optional(pool)
+            .await?;
+    Ok(row.map(|(id, Json(plan))| (id, plan)))
+}
+
 /// The plan of the last reset or populate, if there was one.
 ///
 /// # Errors

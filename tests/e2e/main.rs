@@ -19,6 +19,7 @@ mod overload;
 mod populate;
 mod properties;
 mod redis_stock;
+mod replicas;
 mod seed;
 mod sessions;
 mod stream;

@@ -43,7 +43,7 @@ fn quick() -> WorkerSettings {
 }
 
 fn backends(app: &TestApp) -> Backends {
-    Backends { pg: app.pool.clone(), redis: app.redis.clone(), tuning: Tuning::default() }
+    Backends::new(app.pool.clone(), app.redis.clone(), Tuning::default())
 }
 
 fn worker(app: &TestApp, kind: StrategyKind, settings: WorkerSettings) -> Worker {
@@ -294,6 +294,12 @@ async fn a_dead_consumers_batch_is_reclaimed(connect: PgConnectOptions, kind: St
         .expect("XPENDING");
     assert_eq!(held.len(), 10, "{kind}: the batch waits in the group's pending list");
     assert!(held.iter().all(|(_, owner, ..)| *owner == doomed_name), "{kind}: held by the dead consumer");
+    // Idle long past the limit, but holding entries: its name must stay, or they would leave the
+    // pending list unpersisted.
+    let mut survivor = worker(&app, kind, quick());
+    tokio::time::sleep(quick().claim_idle * 12).await;
+    let forgotten = survivor.forget_dead_consumers().await.expect("XINFO");
+    assert!(!forgotten.contains(&doomed_name), "{kind}: a consumer holding entries was dropped");
 
     let report = drain(&app, kind).await;
     assert_eq!(report.persisted, 30, "{kind}: every accepted order persisted once: {report:?}");
@@ -306,6 +312,22 @@ async fn a_dead_consumers_batch_is_reclaimed(connect: PgConnectOptions, kind: St
     assert_eq!(app.redis_stock(HOT).await, Some(20), "{kind}: Redis agrees");
     assert_eq!(inflight(&app, HOT).await, 0, "{kind}: nothing left in flight");
     assert_eq!(stream_len(&app, kind).await, 0, "{kind}: every entry acknowledged and removed");
+
+    // Its entries taken over, the dead consumer's name leaves the group once idle long enough.
+    tokio::time::sleep(quick().claim_idle * 12).await;
+    survivor.forget_dead_consumers().await.expect("XINFO");
+    let consumers: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(&stream)
+        .arg(GROUP)
+        .query_async(&mut conn)
+        .await
+        .expect("XINFO CONSUMERS");
+    let names: Vec<String> = consumers
+        .iter()
+        .map(|consumer| redis::from_redis_value(consumer["name"].clone()).expect("a name"))
+        .collect();
+    assert!(!names.contains(&doomed_name), "{kind}: the dead consumer is still in the group: {names:?}");
 }
 
 /// A worker commits a batch and dies before settling it in Redis; the redelivery writes no second

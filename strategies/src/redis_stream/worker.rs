@@ -69,6 +69,10 @@ const RETRY_MIN: Duration = Duration::from_millis(100);
 const DRAIN_POLL: Duration = Duration::from_millis(20);
 /// The `XAUTOCLAIM` cursor that starts (and, returned, ends) a pass over the pending list.
 const CURSOR_START: &str = "0-0";
+/// A consumer of the group idle for this many `claim_idle`s, with nothing pending, belongs to a
+/// process that is gone: its name is dropped from the group. Were it alive after all, its next read
+/// would add it back, so the only cost of a mistake is one line in `XINFO`.
+const FORGET_AFTER_CLAIM_IDLES: u32 = 10;
 
 /// How a worker behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -442,6 +446,10 @@ impl Worker {
             let (cursor, entries) = self.autoclaim().await?;
             if cursor == CURSOR_START {
                 self.next_claim = now + self.settings.claim_every();
+                // A full pass took over what dead consumers held: their names can go now.
+                if let Err(err) = self.forget_dead_consumers().await {
+                    tracing::warn!(strategy = %self.kind, %err, "could not forget dead consumers; trying again later");
+                }
             }
             self.claim_cursor = cursor;
             if !entries.is_empty() {
@@ -511,6 +519,44 @@ impl Worker {
             .query_async(self.conn().await?)
             .await?;
         Ok((cursor, entries))
+    }
+
+    /// Drops from the group every other consumer idle for [`FORGET_AFTER_CLAIM_IDLES`] ×
+    /// `claim_idle` with no pending entry: replicas come and go under fresh names, and the group
+    /// would otherwise list every process that ever ran. A consumer with pending entries is kept
+    /// whatever its idle time (dropping it would drop them from the pending list); `XAUTOCLAIM`
+    /// takes them over first. Returns the names dropped.
+    ///
+    /// # Errors
+    /// When Redis does not answer.
+    pub async fn forget_dead_consumers(&mut self) -> Result<Vec<String>, redis::RedisError> {
+        let dead_after = self.settings.claim_idle.saturating_mul(FORGET_AFTER_CLAIM_IDLES);
+        let consumers: Vec<HashMap<String, redis::Value>> = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(&self.keys.stream)
+            .arg(GROUP)
+            .query_async(self.conn().await?)
+            .await?;
+        let mut forgotten = Vec::new();
+        for consumer in consumers {
+            let field = |name: &str| consumer.get(name).cloned().unwrap_or(redis::Value::Nil);
+            let name: String = redis::from_redis_value(field("name"))?;
+            let pending: u64 = redis::from_redis_value(field("pending"))?;
+            let idle_ms: u64 = redis::from_redis_value(field("idle"))?;
+            if name == self.consumer || pending > 0 || Duration::from_millis(idle_ms) < dead_after {
+                continue;
+            }
+            redis::cmd("XGROUP")
+                .arg("DELCONSUMER")
+                .arg(&self.keys.stream)
+                .arg(GROUP)
+                .arg(&name)
+                .query_async::<u64>(self.conn().await?)
+                .await?;
+            tracing::info!(strategy = %self.kind, consumer = %name, idle_ms, "forgot a dead consumer");
+            forgotten.push(name);
+        }
+        Ok(forgotten)
     }
 
     /// Builds a batch from entries delivered before, with their delivery counts from the pending
