@@ -120,18 +120,30 @@ impl App {
     /// the Redis prefix: streams, in-flight counters, idempotency keys), hands every strategy the
     /// plan and clears the statistics.
     ///
+    /// With `keep_catalogue`, PostgreSQL keeps its catalogue and history
+    /// ([`catalog::reset_keeping`]), the plan in force is the last one with `plan`'s products, and
+    /// only those are mirrored into Redis: millions of keys per reset would cost seconds, and the
+    /// rest load on first use.
+    ///
     /// # Errors
     /// When a backend does not answer; strategies may then hold the old plan.
-    pub async fn reset(&self, plan: StockPlan) -> Result<catalog::ResetSummary, StrategyError> {
+    pub async fn reset(&self, plan: StockPlan) -> Result<(catalog::ResetSummary, StockPlan), StrategyError> {
         let _changing = self.plan_change.lock().await;
         let started = std::time::Instant::now();
-        let mut summary = catalog::reset(&self.pg, &plan).await?;
+        let (mut summary, plan) = if plan.keep_catalogue {
+            catalog::reset_keeping(&self.pg, &plan).await?
+        } else {
+            (catalog::reset(&self.pg, &plan).await?, plan)
+        };
         if let Ok(Some(id)) = catalog::latest_plan_id(&self.pg).await {
             self.plan_id.store(id, Ordering::Relaxed);
         }
+        let explicit: Vec<i64> = plan.products.iter().map(|p| p.id.get()).collect();
+        let keep_catalogue = summary.run_orders_deleted.is_some();
         // PostgreSQL is reset now: whatever happens to the Redis mirror, the strategies and the
         // statistics must follow, so the server never serves the old plan beside the new catalogue.
         let mirrored = match redis_stock::clear(&self.redis).await {
+            Ok(_) if keep_catalogue => redis_stock::load_products(&self.pg, &self.redis, &explicit).await,
             Ok(_) => redis_stock::load_from_sql(&self.pg, &self.redis).await,
             Err(err) => Err(err),
         };
@@ -142,11 +154,11 @@ impl App {
             }
         }
         self.stats.reset();
-        *self.plan.write().unwrap_or_else(PoisonError::into_inner) = plan;
+        *self.plan.write().unwrap_or_else(PoisonError::into_inner) = plan.clone();
         summary.redis_keys_loaded = mirrored?;
         prepared?;
         summary.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        Ok(summary)
+        Ok((summary, plan))
     }
 
     /// Rewrites the Redis mirror from PostgreSQL, keeping units of accepted, not yet persisted

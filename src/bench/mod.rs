@@ -17,6 +17,7 @@ pub mod drivers;
 pub mod gate;
 pub mod join;
 pub mod options;
+pub mod scale;
 pub mod server;
 
 use std::collections::BTreeMap;

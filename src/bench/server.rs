@@ -264,12 +264,13 @@ impl Server {
         self.json(self.target.get("/strategies"), "GET /strategies").await
     }
 
-    /// `POST /admin/reset` with `plan`.
-    pub async fn reset(&self, plan: &serde_json::Value) -> anyhow::Result<()> {
+    /// `POST /admin/reset` with `plan`; the answer says what the reset did and the plan in force.
+    pub async fn reset(&self, plan: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
         let body = Bytes::from(plan.to_string());
-        let _: serde_json::Value =
+        let answer: serde_json::Value =
             self.json(self.target.post("/admin/reset", body), "POST /admin/reset").await?;
-        self.replicas_agree().await
+        self.replicas_agree().await?;
+        Ok(answer)
     }
 
     /// Waits until every other replica holds the plan this one does: a reset made through one

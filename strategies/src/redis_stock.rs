@@ -104,6 +104,34 @@ pub async fn load_from_sql(pg: &PgPool, redis: &RedisBackend) -> Result<u64, Str
     Ok(loaded)
 }
 
+/// Copies the stock left to sell of `products` only into Redis; the rest of the catalogue loads on
+/// first use ([`crate::reservation::recover`]). Returns how many products were loaded.
+///
+/// # Errors
+/// When either backend does not answer.
+pub async fn load_products(
+    pg: &PgPool,
+    redis: &RedisBackend,
+    products: &[i64],
+) -> Result<u64, StrategyError> {
+    let rows: Vec<(i64, i64)> = sqlx::query_as(concat!(left_to_sell_all!(), " WHERE p.id = ANY($1)"))
+        .bind(products)
+        .fetch_all(pg)
+        .await?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let mut conn = redis.conn.clone();
+    let mut pipe = redis::pipe();
+    for chunk in rows.chunks(LOAD_BATCH) {
+        let batch: Vec<(String, i64)> =
+            chunk.iter().map(|&(id, stock)| (redis.keys.stock(id), stock)).collect();
+        pipe.mset(&batch).ignore();
+    }
+    pipe.query_async::<()>(&mut conn).await?;
+    Ok(rows.len() as u64)
+}
+
 /// Redis stock and in-flight units of each product, for the audit.
 ///
 /// # Errors

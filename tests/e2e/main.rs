@@ -11,6 +11,7 @@ mod contention;
 mod disconnect;
 mod faults;
 mod helpers;
+mod kept_catalogue;
 mod optimistic;
 mod orderlog;
 mod orders;

@@ -203,7 +203,8 @@ async fn a_catalogue_filling_whole_pipelines_loads(_: PoolOptions<Postgres>, con
     }))
     .unwrap();
     let app = spawn_app(connect, Setup { plan: plan.clone(), ..Setup::default() }).await;
-    let summary = app.app.reset(plan.clone()).await.expect("a reset of exactly one full pipeline succeeds");
+    let (summary, _) =
+        app.app.reset(plan.clone()).await.expect("a reset of exactly one full pipeline succeeds");
     assert_eq!(summary.redis_keys_loaded, 10_000, "every product mirrored");
     assert_eq!(app.redis_stock(10_000).await, plan.stock_of(ProductId::parse(10_000).unwrap()));
 }

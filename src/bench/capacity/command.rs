@@ -7,9 +7,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 
-use super::{CapacityArgs, Collected, Depth, generator_cap, measure};
+use super::{CapacityArgs, Collected, Depth, generator_cap, measure, probe};
 use crate::bench::drivers::{self, DriverFlags};
 use crate::bench::options::ServerFlags;
+use crate::bench::server::Server;
 use crate::bench::{Ran, shuffled};
 use crate::run_folder::{CapacityRow, RunFolder, StrategyInfo, meta};
 
@@ -43,6 +44,68 @@ pub struct CapacityFlags {
     /// Do not render the charts and the page after the run.
     #[arg(long)]
     pub no_report: bool,
+    /// `fresh`: each probe lays out its own catalogue (`--products` random products); `existing`:
+    /// probes run on the catalogue the server's database holds (loaded by `server populate`),
+    /// keeping it and its order history, and each reset undoes only the last probe.
+    #[arg(long, value_enum, default_value = "fresh")]
+    pub catalogue: Catalogue,
+    /// Regular customers per 100 hunters, each buying one random product of the catalogue (the
+    /// seed: 3) [default: 0; --catalogue existing: 3].
+    #[arg(long)]
+    pub regular_weight: Option<u32>,
+    /// `--catalogue fresh`: products regular customers pick from, laid out by each probe's reset
+    /// [default: 1,000]. An existing catalogue's size is read from the server.
+    #[arg(long)]
+    pub products: Option<i64>,
+}
+
+/// Which catalogue capacity probes run on: laid out by each probe's reset (`Fresh`), or the one in
+/// the database, kept with its history (`Existing`). Variant doc comments would turn `--help` into
+/// a list of possible values and spread every flag out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Catalogue {
+    Fresh,
+    Existing,
+}
+
+impl CapacityFlags {
+    /// Regulars and catalogue of the probes, once the server said how large its catalogue is.
+    async fn regulars(&self, server: &Server) -> anyhow::Result<probe::Regulars> {
+        match self.catalogue {
+            Catalogue::Fresh => {
+                anyhow::ensure!(self.products.is_none_or(|n| n >= 1), "--products must be at least 1");
+                Ok(probe::Regulars {
+                    weight: self.regular_weight.unwrap_or(0),
+                    products: self.products.unwrap_or(1_000),
+                })
+            }
+            Catalogue::Existing => {
+                anyhow::ensure!(
+                    self.products.is_none(),
+                    "--products sizes a fresh catalogue; an existing one has its own size"
+                );
+                // A first reset that keeps the catalogue answers with the plan in force.
+                let answer = server
+                    .reset(&serde_json::json!({
+                        "products": [{ "id": self.product, "stock": 1 }],
+                        "keep_catalogue": true,
+                    }))
+                    .await?;
+                let products = answer["plan"]["random_products"]["count"].as_i64().ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "the server's database has no random catalogue to keep: load one with \
+                         `server populate` first (the reset answered {answer})"
+                    )
+                })?;
+                eprintln!(
+                    "[capacity] existing catalogue: {products} products, order history kept \
+                     ({} orders of the last run deleted)",
+                    answer["summary"]["run_orders_deleted"]
+                );
+                Ok(probe::Regulars { weight: self.regular_weight.unwrap_or(3), products })
+            }
+        }
+    }
 }
 
 /// What `bench capacity` produced.
@@ -72,6 +135,8 @@ pub async fn run(flags: &CapacityFlags, command: String) -> anyhow::Result<Capac
     let started_at = chrono::Utc::now();
     eprintln!("bench capacity: run {} ({} build)", folder.path.display(), meta::profile());
     let passes = flags.drivers.passes(&flags.server)?;
+    let mut settings = settings;
+    settings.shape.keep_catalogue = flags.catalogue == Catalogue::Existing;
     let order_seed = u64::try_from(started_at.timestamp_micros()).unwrap_or_default();
     let mut collected = Collected::default();
     let mut ran = Ran::new(flags.repeat);
@@ -87,6 +152,18 @@ pub async fn run(flags: &CapacityFlags, command: String) -> anyhow::Result<Capac
                 break;
             }
         };
+        // Every pass runs on the same catalogue; each server says how large it is.
+        match flags.regulars(&server).await {
+            Ok(regulars) => settings.shape.regulars = regulars,
+            Err(err) => {
+                server.stop().await;
+                if pass.first {
+                    return Err(err);
+                }
+                outcome = Err(err);
+                break;
+            }
+        }
         let orders = shuffled(&ran.pass_strategies, flags.repeat, order_seed);
         ran.record(&orders);
         let measured = async {

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-pub use command::{CapacityFlags, CapacityReport, run};
+pub use command::{CapacityFlags, CapacityReport, Catalogue, run};
 
 use super::server::Server;
 use crate::run_folder::{CapacityRow, CapacityStepRow, RunFolder, StrategyInfo};
@@ -94,6 +94,9 @@ impl Settings {
             "warmup_secs": self.warmup.as_secs_f64(),
             "connections": self.shape.connections,
             "product": self.shape.product,
+            "regular_weight": self.shape.regulars.weight,
+            "products": self.shape.regulars.products,
+            "catalogue": if self.shape.keep_catalogue { "existing" } else { "fresh" },
         })
     }
 }
@@ -141,6 +144,8 @@ impl CapacityArgs {
                 probe,
                 slo: Duration::from_millis(self.slo_ms),
                 drain_limit,
+                regulars: probe::Regulars::default(),
+                keep_catalogue: false,
             },
             warmup: seconds(self.warmup_secs, "--warmup-secs")?,
             generator_cap: self.generator_cap,
