@@ -247,11 +247,14 @@ impl SessionArgs {
     }
 }
 
+/// The worker's default batch, the library's: one place decides it.
+const DEFAULT_WORKER_BATCH: u64 = checkout_strategies::redis_stream::worker::DEFAULT_BATCH as u64;
+
 /// The stream worker: how it reads, takes over and gives up on entries.
 #[derive(Debug, Clone, Args)]
 pub struct WorkerArgs {
     /// Stream entries read, and persisted in one PostgreSQL transaction, at a time.
-    #[arg(long, env = "WORKER_BATCH", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    #[arg(long, env = "WORKER_BATCH", default_value_t = DEFAULT_WORKER_BATCH, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub worker_batch: u64,
 
     /// Longest a worker's read waits for new entries, in milliseconds (`XREADGROUP … BLOCK`). Its

@@ -67,6 +67,7 @@ impl Preset {
             max_requests: None,
             grace: Duration::from_secs(1),
             timeout: Duration::from_secs(30),
+            give_up: None,
         };
         match self {
             Self::Default => (default, 2),
@@ -301,7 +302,9 @@ impl CompareFlags {
             },
         };
         let drain = Duration::from_secs(self.drain_timeout_secs);
-        self.capacity_search.settings(depth, plan.scenario.hot_product, plan.connections, drain).map(Some)
+        self.capacity_search
+            .settings_near_last(depth, plan.scenario.hot_product, plan.connections, drain, &self.out)
+            .map(Some)
     }
 }
 

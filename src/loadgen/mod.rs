@@ -79,6 +79,21 @@ pub struct LoadPlan {
     /// A request without an answer after this long counts as a `timeout` error.
     #[serde(rename = "timeout_ms", serialize_with = "millis")]
     pub timeout: Duration,
+    /// Stop sending once the run has certainly missed this objective (capacity probes); `None`:
+    /// run to the end whatever the answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub give_up: Option<GiveUp>,
+}
+
+/// When a run has failed whatever its remaining requests do: more answers slower than `slo` (or
+/// not a sale) than `misses`. A probe of N requests judged on its p99 fails once more than N/100
+/// of them missed, so sending the rest only costs time (and, for a queueing strategy, a longer
+/// drain).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct GiveUp {
+    #[serde(rename = "slo_ms", serialize_with = "millis")]
+    pub slo: Duration,
+    pub misses: u64,
 }
 
 /// Durations in `run.json` are milliseconds, as the flags that set them.
@@ -176,6 +191,11 @@ impl Shared {
         };
         let done = Instant::now();
         let latency = done.saturating_duration_since(due);
+        if let Some(rule) = self.plan.give_up
+            && (latency.as_micros() > rule.slo.as_micros() || !matches!(answer, Answer::Acked(..)))
+        {
+            self.live.missed(done, rule.misses);
+        }
         let mut recorder = self.recorder(worker);
         recorder.served(done.saturating_duration_since(sent_at));
         recorder.answered(&self.live, done, latency, buyer.product, self.plan.scenario.quantity, answer);
@@ -547,6 +567,37 @@ mod tests {
         assert_eq!(record.counts.censored, 0, "every request was answered before the end");
     }
 
+    /// A run that gives up once its objective is certainly missed stops sending there: only the
+    /// requests due by then are sent or counted unsent; the same run without the rule accounts
+    /// for all of them. The stall starts at once and outlasts the run, so only the rule can end it
+    /// early.
+    #[tokio::test]
+    async fn a_run_that_certainly_missed_its_objective_stops_sending() {
+        let target = stalling_server(Duration::ZERO, Duration::from_secs(30)).await;
+        let rule = GiveUp { slo: Duration::from_millis(20), misses: 3 };
+        let base = LoadPlan {
+            rate: 100.0,
+            connections: 4,
+            timeout: Duration::from_millis(300),
+            max_requests: Some(150),
+            ..plan(Model::Open, Duration::from_secs(2))
+        };
+        let gave_up =
+            run(&LoadPlan { give_up: Some(rule), ..base.clone() }, &target, "x", "[test]").await.unwrap();
+        let at = gave_up.gave_up.expect("the fourth miss ends the run");
+        assert!(at < Duration::from_secs(1), "gave up at {at:?}");
+        let due_by_then = Timetable::new(100.0).due_within(at + Duration::from_millis(50));
+        assert!(
+            gave_up.counts.sent + gave_up.unsent <= due_by_then,
+            "nothing due after the stop was sent or counted: {} sent, {} unsent, {due_by_then} due by {at:?}",
+            gave_up.counts.sent,
+            gave_up.unsent
+        );
+        let full = run(&base, &target, "x", "[test]").await.unwrap();
+        assert_eq!(full.gave_up, None);
+        assert_eq!(full.counts.sent + full.unsent, 150, "without the rule every request is accounted for");
+    }
+
     /// A stall that outlasts the run: the requests due after it began are never sent, and each
     /// counts as censored at (end − intended send) instead of leaving the distribution.
     #[tokio::test]
@@ -599,6 +650,7 @@ mod tests {
             max_requests: None,
             grace: Duration::ZERO,
             timeout: Duration::from_secs(5),
+            give_up: None,
         }
     }
 

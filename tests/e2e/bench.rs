@@ -46,6 +46,7 @@ fn plan() -> LoadPlan {
         max_requests: Some(BUYERS),
         grace: Duration::from_secs(30),
         timeout: Duration::from_secs(10),
+        give_up: None,
     }
 }
 

@@ -124,11 +124,12 @@ pub struct CapacityReport {
 /// be written. What was measured before the error is written first.
 pub async fn run(flags: &CapacityFlags, command: String) -> anyhow::Result<CapacityReport> {
     anyhow::ensure!(flags.repeat >= 1, "--repeat must be at least 1");
-    let settings = flags.search.settings(
+    let settings = flags.search.settings_near_last(
         Depth::Full,
         flags.product,
         flags.connections,
         Duration::from_secs(flags.drain_timeout_secs),
+        &flags.out,
     )?;
     let git = meta::git();
     let folder = RunFolder::create(&flags.out, &git.short_sha)?;

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::bench::server::Server;
-use crate::loadgen::{self, LoadPlan, Model, RunRecord, Scenario, Target};
+use crate::loadgen::{self, GiveUp, LoadPlan, Model, RunRecord, Scenario, Target};
 use crate::run_folder::{CapacityStepRow, Phase};
 
 /// How often the drain asks whether a queueing strategy has persisted everything.
@@ -69,6 +69,8 @@ impl ProbeShape {
             grace: Duration::from_secs(1),
             // An answer this late fails the probe anyway; waiting longer only slows the search.
             timeout: (self.slo * 10).max(Duration::from_secs(1)),
+            // One miss more than the p99 allows, plus one against rounding: the verdict is certain.
+            give_up: Some(GiveUp { slo: self.slo, misses: requests / 100 + 1 }),
         }
     }
 }
@@ -113,6 +115,9 @@ pub fn failure(record: &RunRecord, slo: Duration) -> Option<String> {
     let answered_ok = record.counts.confirmed + record.counts.pending;
     if answered_ok < record.counts.sent && record.counts.errors == 0 && record.counts.sold_out == 0 {
         why.push(format!("{} of {} sent unanswered", record.counts.sent - answered_ok, record.counts.sent));
+    }
+    if let Some(at) = record.gave_up {
+        why.push(format!("gave up after {:.2} s, the objective already missed", at.as_secs_f64()));
     }
     if record.success.is_empty() {
         why.push("no sale".to_owned());
@@ -293,6 +298,11 @@ mod tests {
         assert_eq!(plan.scenario.regular_weight, 0, "every request buys the reset product");
         assert_eq!(plan.scenario.products, 1, "and the reset lays out no catalogue");
         assert!(plan.duration > Duration::from_secs(3), "room for the last due request");
+        assert_eq!(
+            plan.give_up,
+            Some(GiveUp { slo: Duration::from_millis(100), misses: 121 }),
+            "stops once more than 1 % of 12,000 (and one for rounding) missed: the p99 cannot pass then"
+        );
         plan.validate().unwrap();
     }
 

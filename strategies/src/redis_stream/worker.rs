@@ -87,10 +87,18 @@ pub struct WorkerSettings {
     pub max_deliveries: u64,
 }
 
+/// Entries per read and per transaction unless told otherwise. Each batch pays a fixed price —
+/// the read, five statements with a commit's fsync, the settle script — so under a backlog (a
+/// queued strategy accepts faster than one consumer persists) small batches spend the worker's
+/// share of the machine on that price: draining a 40,000-order backlog here ran at 4,700-5,800
+/// orders/s in batches of 100 and 5,900-12,400 in batches of 500. Larger batches hold Redis a
+/// little longer in the settle script (hundreds of microseconds), well inside any request's budget.
+pub const DEFAULT_BATCH: usize = 500;
+
 impl Default for WorkerSettings {
     fn default() -> Self {
         Self {
-            batch: 100,
+            batch: DEFAULT_BATCH,
             block: Duration::from_secs(2),
             claim_idle: Duration::from_secs(30),
             max_deliveries: 5,
