@@ -58,7 +58,7 @@ impl Rig {
         let pg = backends::pg_pool(&pg_url, PgSettings::default()).map_err(|err| err.to_string())?;
         let product = ProductId::parse(PRODUCT).map_err(|err| err.0)?;
         let plan =
-            StockPlan { products: vec![ProductStock { id: product, stock: STOCK }], random_products: None };
+            StockPlan { products: vec![ProductStock { id: product, stock: STOCK }], ..StockPlan::default() };
         catalog::reset(&pg, &plan).await.map_err(|err| err.to_string())?;
         redis_stock::load_from_sql(&pg, &redis).await.map_err(|err| err.to_string())?;
         Ok(Self {
