@@ -23,6 +23,12 @@ pub struct BackendArgs {
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
 
+    /// Redis Cluster nodes (`host:port,host:port,…`, any of its masters). When set, the Redis
+    /// strategies use the cluster instead of `REDIS_URL`, with the prefix made a hash tag
+    /// (`{checkout}:`) so every key of a script shares a slot. Sessions stay on `REDIS_URL`.
+    #[arg(long, env = "REDIS_CLUSTER_NODES", value_delimiter = ',', num_args = 1..)]
+    pub redis_cluster_nodes: Vec<String>,
+
     /// Prefix of every Redis key the strategies write; a reset clears keys under it. Give each
     /// independent setup sharing one Redis its own.
     #[arg(long, env = "REDIS_PREFIX", default_value = "checkout:")]
@@ -47,12 +53,25 @@ pub struct BackendArgs {
 }
 
 impl BackendArgs {
-    /// The Redis backend these flags describe; it connects on first use.
+    /// The Redis backend these flags describe: the cluster of `REDIS_CLUSTER_NODES` when given,
+    /// else the Redis of `REDIS_URL`. It connects on first use.
     ///
     /// # Errors
-    /// When `REDIS_URL` is not a Redis URL.
+    /// When `REDIS_URL` or a cluster node is not a Redis address.
     pub fn redis_backend(&self) -> Result<RedisBackend, redis::RedisError> {
-        RedisBackend::lazy(&self.redis_url, RedisKeys::new(self.redis_prefix.clone()), self.redis_settings())
+        let keys = RedisKeys::new(self.redis_prefix.clone());
+        let nodes: Vec<String> = self
+            .redis_cluster_nodes
+            .iter()
+            .map(|node| node.trim())
+            .filter(|node| !node.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if nodes.is_empty() {
+            RedisBackend::lazy(&self.redis_url, keys, self.redis_settings())
+        } else {
+            RedisBackend::lazy_cluster(&nodes, &keys, self.redis_settings())
+        }
     }
 
     fn redis_settings(&self) -> RedisSettings {

@@ -37,7 +37,6 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use redis::aio::MultiplexedConnection;
 use serde::Serialize;
 use sqlx::PgPool;
 use tokio::time::Instant;
@@ -46,7 +45,7 @@ use uuid::Uuid;
 
 use super::persist::{self, ToWrite, Written};
 use super::{GROUP, QueuedOrder, SOLD_OUT_AFTER_ACCEPTANCE, StreamKeys};
-use crate::backends::{Backends, RedisBackend};
+use crate::backends::{Backends, RedisBackend, RedisConn};
 use crate::error::StrategyError;
 use crate::fence::{self, Doubt};
 use crate::kind::StrategyKind;
@@ -253,7 +252,7 @@ pub struct Worker {
     keys: StreamKeys,
     settings: WorkerSettings,
     consumer: String,
-    conn: Option<MultiplexedConnection>,
+    conn: Option<RedisConn>,
     group_ready: bool,
     claim_cursor: String,
     next_claim: Instant,
@@ -922,7 +921,7 @@ impl Worker {
         len.map_err(|err| self.redis_failed(err))
     }
 
-    async fn conn(&mut self) -> Result<&mut MultiplexedConnection, redis::RedisError> {
+    async fn conn(&mut self) -> Result<&mut RedisConn, redis::RedisError> {
         if self.conn.is_none() {
             self.conn = Some(self.redis.dedicated(self.settings.block + REPLY_MARGIN).await?);
         }
