@@ -228,8 +228,10 @@ fn cluster_client(
     ClusterClient::builder(nodes.to_vec())
         .response_timeout(response_timeout)
         .connection_timeout(connect_timeout)
-        // As the single connection: fail fast while a master is down, not after 16 retries.
-        .retries(1)
+        // No command is sent twice: a script whose reply was lost may have run, and the client
+        // retries after a dropped connection too. The call that meets a dead master or a moved
+        // slot fails (503) as on a single Redis, and the slot map is refreshed for the next one.
+        .retries(0)
         .build()
 }
 

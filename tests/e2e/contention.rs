@@ -11,22 +11,34 @@ use sqlx::Postgres;
 use sqlx::pool::PoolOptions;
 use sqlx::postgres::PgConnectOptions;
 
-use crate::helpers::{Setup, all_at_once, audited_product, books_of, order_body, plan_of, spawn_app};
+use crate::helpers::{
+    Setup, TestApp, all_at_once, audited_product, books_of, order_body, plan_of, spawn_app,
+};
 
 const STOCK: i64 = 10;
 const BUYERS: usize = 200;
 const HOT: i64 = 100;
 
 async fn flash_sale(connect: PgConnectOptions, kind: StrategyKind) {
+    flash_sale_on(connect, kind, Setup::default()).await;
+}
+
+/// The scenario on the backends `base` names (its plan and tuning are the scenario's); returns
+/// the server for checks of the backends themselves.
+pub(crate) async fn flash_sale_on(
+    connect: PgConnectOptions,
+    kind: StrategyKind,
+    base: Setup,
+) -> Arc<TestApp> {
     if kind.spec().queued {
         // Accepted is not sold for them: the scenario drains the queue before counting.
-        return crate::stream::flash_sale(connect, kind).await;
+        return crate::stream::flash_sale_on(connect, kind, base).await;
     }
     let setup = Setup {
         plan: plan_of(&[(HOT, STOCK)]),
         // Wide enough that every naive buyer reads the stock before any of them writes it.
         tuning: Tuning { naive_race_window: Duration::from_millis(50), ..Tuning::default() },
-        ..Setup::default()
+        ..base
     };
     let app = Arc::new(spawn_app(connect, setup).await);
     let answers = all_at_once(&app, BUYERS, |app| async move {
@@ -102,6 +114,7 @@ async fn flash_sale(connect: PgConnectOptions, kind: StrategyKind) {
             "{kind}: orders != confirmations"
         );
     }
+    app
 }
 
 macro_rules! contention_tests {

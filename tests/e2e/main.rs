@@ -17,6 +17,7 @@ mod orders;
 mod overload;
 mod populate;
 mod properties;
+mod redis_cluster;
 mod redis_stock;
 mod replicas;
 mod seed;

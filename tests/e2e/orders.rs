@@ -28,7 +28,16 @@ async fn buy_by_header(app: &TestApp, kind: StrategyKind, body: &Value, key: &st
 /// Product 1 has plenty, product 2 has three units; an order for five of product 2 must leave
 /// product 1 alone, and one for three must take both.
 async fn multi_item_orders_are_all_or_nothing(connect: PgConnectOptions, kind: StrategyKind) {
-    let app = spawn_app(connect, Setup { plan: plan_of(&[(1, 10), (2, 3)]), ..Setup::default() }).await;
+    multi_item_orders_are_all_or_nothing_on(connect, kind, Setup::default()).await;
+}
+
+/// The scenario on the backends `base` names (its plan is the scenario's).
+pub(crate) async fn multi_item_orders_are_all_or_nothing_on(
+    connect: PgConnectOptions,
+    kind: StrategyKind,
+    base: Setup,
+) {
+    let app = spawn_app(connect, Setup { plan: plan_of(&[(1, 10), (2, 3)]), ..base }).await;
 
     let refused = app.buy(kind, &order_body(&[(1, 2), (2, 5)]), None).await;
     refused.assert_error(409, "sold_out");
