@@ -324,6 +324,39 @@ impl WorkerSwitch {
 mod tests {
     use super::*;
 
+    #[derive(Debug, clap::Parser)]
+    struct Backends {
+        #[command(flatten)]
+        backends: BackendArgs,
+    }
+
+    fn backend_args(args: &[&str]) -> BackendArgs {
+        <Backends as clap::Parser>::try_parse_from(std::iter::once("server").chain(args.iter().copied()))
+            .expect("flags parse")
+            .backends
+    }
+
+    #[tokio::test]
+    async fn cluster_nodes_choose_the_cluster_and_tag_the_prefix() {
+        let single = backend_args(&["--redis-prefix", "shop:"]).redis_backend().expect("single Redis");
+        assert!(!single.is_cluster(), "REDIS_URL stays the default");
+        assert_eq!(single.keys.prefix(), "shop:", "a single Redis keeps the prefix as given");
+
+        let args = backend_args(&[
+            "--redis-prefix",
+            "shop:",
+            "--redis-cluster-nodes",
+            "127.0.0.1:7000, redis://127.0.0.1:7001",
+        ]);
+        assert_eq!(args.redis_cluster_nodes.len(), 2, "one node per comma: {:?}", args.redis_cluster_nodes);
+        let cluster = args.redis_backend().expect("cluster backend");
+        assert!(cluster.is_cluster(), "the nodes choose the cluster");
+        assert_eq!(cluster.keys.prefix(), "{shop}:", "every key in one slot");
+
+        let bad = backend_args(&["--redis-cluster-nodes", "127.0.0.1:7000,ftp://x"]).redis_backend();
+        assert!(bad.is_err(), "a node that is no Redis address is refused at startup");
+    }
+
     #[test]
     fn an_admin_token_is_one_a_client_can_send() {
         for good in ["s3cret", "0123456789abcdef0123456789abcdef", "dGVzdA==", "a-b.c_d~e+f/g"] {
