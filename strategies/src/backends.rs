@@ -105,7 +105,11 @@ impl RedisConn {
     ///
     /// # Errors
     /// When Redis does not answer, or the reply does not read as `T`.
-    pub async fn query_where<T: FromRedisValue>(&mut self, cmd: &Cmd, key: &str) -> redis::RedisResult<T> {
+    pub async fn query_on_master_of<T: FromRedisValue>(
+        &mut self,
+        cmd: &Cmd,
+        key: &str,
+    ) -> redis::RedisResult<T> {
         match self {
             Self::Cluster(conn) => {
                 let route = SingleNodeRoutingInfo::SpecificNode(Route::with_key(key, SlotAddr::Master));

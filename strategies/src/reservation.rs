@@ -243,7 +243,8 @@ pub async fn holds(redis: &RedisBackend) -> Result<Vec<Hold>, StrategyError> {
 pub async fn redis_now_ms(redis: &RedisBackend) -> Result<i64, StrategyError> {
     let mut conn = redis.conn.clone();
     // The clock of the master the scripts run on, on a cluster too.
-    let (secs, micros): (i64, i64) = conn.query_where(&redis::cmd("TIME"), redis.keys.prefix()).await?;
+    let (secs, micros): (i64, i64) =
+        conn.query_on_master_of(&redis::cmd("TIME"), redis.keys.prefix()).await?;
     Ok(secs * 1_000 + micros / 1_000)
 }
 

@@ -26,9 +26,10 @@
 //! and the worker recreates the group from the start of the stream and carries on. Cancelling
 //! stops the loop after the batch in hand is settled (at most one `block` of waiting for a read).
 //!
-//! The worker has its own Redis connection, with a reply timeout above `block`: a blocking read on
-//! the shared connection would stall every request pipelined behind it, and redis-rs's default
-//! 500 ms timeout fails `XREADGROUP … BLOCK 2000` outright.
+//! The worker has its own Redis connection (on a cluster, its own cluster connection), with a reply
+//! timeout above `block`: a blocking read on the shared connection would stall every request
+//! pipelined behind it, and redis-rs's default 500 ms timeout fails `XREADGROUP … BLOCK 2000`
+//! outright.
 
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
