@@ -8,7 +8,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use checkout_strategies::{
-    Backends, RedisBackend, Registry, StockPlan, StrategyError, catalog, redis_stock, reservation,
+    Backends, PgDriver, RedisBackend, Registry, StockPlan, StrategyError, catalog, redis_stock, reservation,
 };
 use sqlx::PgPool;
 
@@ -34,6 +34,8 @@ pub struct AppConfig {
 pub struct App {
     pub registry: Registry,
     pub pg: PgPool,
+    /// The client the per-sale SQL strategies buy through (`GET /strategies` names it).
+    pub pg_driver: PgDriver,
     pub redis: RedisBackend,
     pub stats: Arc<Stats>,
     pub sessions: Sessions,
@@ -75,6 +77,7 @@ impl App {
         Ok(Self {
             registry,
             pg: backends.pg.clone(),
+            pg_driver: backends.purchases.driver(),
             redis: backends.redis.clone(),
             stats,
             sessions: Sessions::lazy(&config.sessions)?,

@@ -5,7 +5,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use checkout_strategies::{PgSettings, RedisBackend, RedisKeys, RedisSettings, Tuning, WorkerSettings};
+use checkout_strategies::{
+    PgDriver, PgSettings, RedisBackend, RedisKeys, RedisSettings, Tuning, WorkerSettings,
+};
 use clap::Args;
 use clap::builder::BoolishValueParser;
 
@@ -133,6 +135,13 @@ pub struct ServeArgs {
     /// `contention`.
     #[arg(long, env = "OPTIMISTIC_RETRIES", default_value_t = 8)]
     pub optimistic_retries: u32,
+
+    /// PostgreSQL client of the per-sale SQL strategies (`sql-naive`, `sql-for-update`, `sql-atomic`,
+    /// `sql-skip-locked`, `sql-optimistic`): `sqlx` (sqlx's pool, as the rest of the server) or
+    /// `tokio-postgres` (a deadpool-postgres pool of its own, `PG_CONNECTIONS` strong, statements
+    /// prepared once per connection).
+    #[arg(long, env = "PG_DRIVER", default_value = "sqlx")]
+    pub pg_driver: PgDriver,
 
     /// Random products (ids 1..=N) a fresh, empty database is given at first start, next to the hot
     /// product 100 with 10,000 units.

@@ -245,6 +245,8 @@ pub struct CompareFlags {
     pub load: LoadFlags,
     #[command(flatten)]
     pub server: ServerFlags,
+    #[command(flatten)]
+    pub drivers: super::drivers::DriverFlags,
     /// Strategies to compare, comma-separated [default: every strategy the server has].
     #[arg(long, value_delimiter = ',')]
     pub strategies: Vec<String>,

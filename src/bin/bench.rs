@@ -12,7 +12,7 @@ use checkout_bench::bench::capacity::CapacityFlags;
 use checkout_bench::bench::ceilings::{self, CeilingFlags};
 use checkout_bench::bench::chaos::{self, ChaosFlags};
 use checkout_bench::bench::options::{CompareFlags, LoadFlags, ServerFlags};
-use checkout_bench::bench::server::{self, Server};
+use checkout_bench::bench::server::{self, Server, StrategyInfo};
 use checkout_bench::server_cli::{self, ServerCli};
 use checkout_bench::{loadgen, report};
 use clap::{Parser, Subcommand};
@@ -96,7 +96,7 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
         Command::Compare(flags) => {
             let command_line = std::env::args().collect::<Vec<_>>().join(" ");
             let comparison = bench::compare(&flags, command_line).await?;
-            let names: Vec<String> = comparison.strategies.iter().map(|s| s.name.clone()).collect();
+            let names: Vec<String> = comparison.strategies.iter().map(StrategyInfo::label).collect();
             let capacity = report::capacity::figures(&names, &comparison.capacity, &[]);
             let figures = report::figures::of_rows(names, &comparison.rows);
             println!();
@@ -122,7 +122,7 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
         Command::Capacity(flags) => {
             let command_line = std::env::args().collect::<Vec<_>>().join(" ");
             let measured = bench::capacity::run(&flags, command_line).await?;
-            let names: Vec<String> = measured.strategies.iter().map(|s| s.name.clone()).collect();
+            let names: Vec<String> = measured.strategies.iter().map(StrategyInfo::label).collect();
             let capacity = report::capacity::figures(&names, &measured.rows, &[]);
             println!();
             for line in report::capacity::headline(&capacity) {

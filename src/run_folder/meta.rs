@@ -25,7 +25,7 @@ pub struct Host {
     pub arch: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct ServerInfo {
     pub url: String,
     pub spawned: bool,

@@ -13,6 +13,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgPool, Postgres};
 
 use crate::MIGRATOR;
+use crate::pg_driver::PurchasePool;
 use crate::redis_keys::RedisKeys;
 
 /// Everything a strategy may talk to, built once and cloned into each strategy.
@@ -21,6 +22,23 @@ pub struct Backends {
     pub pg: PgPool,
     pub redis: RedisBackend,
     pub tuning: Tuning,
+    /// Where the per-sale SQL strategies run their purchase (`PG_DRIVER`); `pg` unless another
+    /// driver was chosen.
+    pub purchases: PurchasePool,
+}
+
+impl Backends {
+    /// Backends whose purchases run on `pg` itself (the sqlx driver).
+    pub fn new(pg: PgPool, redis: RedisBackend, tuning: Tuning) -> Self {
+        let purchases = PurchasePool::Sqlx(pg.clone());
+        Self { pg, redis, tuning, purchases }
+    }
+
+    /// The same backends with purchases on `purchases`.
+    #[must_use]
+    pub fn with_purchases(self, purchases: PurchasePool) -> Self {
+        Self { purchases, ..self }
+    }
 }
 
 /// Redis, as request traffic reaches it: one multiplexed, self-reconnecting connection cloned into

@@ -15,6 +15,8 @@
 //! - [`stock_sync`]: applies `redis-orderlog`'s insert-only orders to PostgreSQL's stock.
 //! - [`redis_stream`]: the queueing strategies (`stream`, `stream-deferred`) and their worker.
 //! - [`reservation`]: Redis reservations tied to order ids, their sweeper, and key recovery.
+//! - [`pg_driver`]: which PostgreSQL client (sqlx or tokio-postgres) runs the per-sale SQL
+//!   strategies' purchase, and the seam they run their statements through.
 //! - [`one_transaction`]: the purchase every one-transaction SQL strategy shares, failures settled.
 //! - [`fence`]: settling a purchase whose outcome is in doubt, for good.
 //! - [`background`]: which background work each strategy needs, and running it.
@@ -35,6 +37,7 @@ pub mod lua_sources;
 pub mod one_transaction;
 pub mod order;
 pub mod order_store;
+pub mod pg_driver;
 pub mod plan;
 pub mod redis_decr;
 pub mod redis_keys;
@@ -62,6 +65,7 @@ pub use order::{
     Delivery, IdempotencyKey, InvalidInput, OrderLine, OrderLines, OrderStatus, OrderView, ProductId,
     PurchaseOutcome, PurchaseRequest, Quantity, Receipt,
 };
+pub use pg_driver::{PgDriver, PurchasePool};
 pub use plan::{ProductStock, RandomProducts, StockPlan};
 pub use redis_keys::RedisKeys;
 pub use redis_stream::{CancellationToken, DrainReport, Worker, WorkerSettings};

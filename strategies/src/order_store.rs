@@ -9,6 +9,7 @@ use crate::kind::StrategyKind;
 use crate::order::{
     Delivery, OrderLine, OrderLines, OrderStatus, OrderView, ProductId, PurchaseRequest, Quantity, Receipt,
 };
+use crate::pg_driver::{DbError, Statements};
 
 /// Inserts the order and its lines in one statement.
 pub(crate) const INSERT_ORDER: &str = r#"
@@ -32,31 +33,35 @@ SELECT id, strategy, status, idempotency_key, user_name, address, phone, email, 
 FROM orders WHERE id = $1 AND status <> 'void'
 "#;
 
-/// Writes `request` as an order of `kind` in `status`, on the caller's transaction.
+/// Writes `request` as an order of `kind` in `status`, on the caller's transaction, whichever
+/// driver runs it ([`crate::pg_driver`]).
 ///
 /// # Errors
 /// The raw database error, so callers can spot a taken idempotency key with
-/// [`crate::error::is_duplicate_key`].
+/// [`DbError::is_duplicate_key`].
 pub(crate) async fn insert_order(
-    conn: &mut PgConnection,
+    conn: &mut (impl Statements + ?Sized),
     kind: StrategyKind,
     status: OrderStatus,
     request: &PurchaseRequest,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), DbError> {
     let (product_ids, quantities) = request.lines.columns();
-    sqlx::query(INSERT_ORDER)
-        .bind(request.order_id)
-        .bind(kind.as_str())
-        .bind(status.as_str())
-        .bind(request.idempotency_key.as_ref().map(|key| key.as_str()))
-        .bind(request.user.as_deref())
-        .bind(&request.delivery.address)
-        .bind(&request.delivery.phone)
-        .bind(&request.delivery.email)
-        .bind(product_ids)
-        .bind(quantities)
-        .execute(conn)
-        .await?;
+    conn.execute(
+        INSERT_ORDER,
+        &[
+            &request.order_id,
+            &kind.as_str(),
+            &status.as_str(),
+            &request.idempotency_key.as_ref().map(|key| key.as_str()),
+            &request.user.as_deref(),
+            &request.delivery.address,
+            &request.delivery.phone,
+            &request.delivery.email,
+            &product_ids,
+            &quantities,
+        ],
+    )
+    .await?;
     Ok(())
 }
 

@@ -11,11 +11,12 @@
 use sqlx::{Acquire, PgConnection, PgPool};
 
 use crate::backends::RedisBackend;
-use crate::error::{StrategyError, is_duplicate_key};
-use crate::fence::{self, Failed, is_voided};
+use crate::error::StrategyError;
+use crate::fence::{self, Failed};
 use crate::kind::StrategyKind;
 use crate::order::{OrderStatus, ProductId, PurchaseOutcome, PurchaseRequest, Receipt};
 use crate::order_store::{insert_order, replay_after_conflict};
+use crate::pg_driver::DbError;
 use crate::reservation::{self, End};
 
 const TAKE_IF_THERE: &str =
@@ -34,7 +35,7 @@ async fn write_order(
     conn: &mut PgConnection,
     kind: StrategyKind,
     request: &PurchaseRequest,
-) -> Result<Written, sqlx::Error> {
+) -> Result<Written, DbError> {
     let mut tx = conn.begin().await?;
     for line in &request.lines {
         let taken = sqlx::query(TAKE_IF_THERE)
@@ -48,7 +49,7 @@ async fn write_order(
             return Ok(Written::Short(line.product_id));
         }
     }
-    insert_order(&mut tx, kind, OrderStatus::Confirmed, request).await?;
+    insert_order(&mut *tx, kind, OrderStatus::Confirmed, request).await?;
     tx.commit().await?;
     Ok(Written::Placed)
 }
@@ -90,10 +91,10 @@ pub(crate) async fn persist_reserved(
             Ok(PurchaseOutcome::SoldOut(product))
         }
         // The sweeper voided this order after its reservation expired, and gave the units back.
-        Err(err) if is_voided(&err) => Err(StrategyError::Unavailable(
+        Err(err) if err.is_voided() => Err(StrategyError::Unavailable(
             "the reservation expired before the order could be written; nothing was sold".into(),
         )),
-        Err(err) if is_duplicate_key(&err) => {
+        Err(err) if err.is_duplicate_key() => {
             end(pg, redis, request, End::Release).await;
             Ok(PurchaseOutcome::Replayed(replay_after_conflict(pg, request).await?))
         }

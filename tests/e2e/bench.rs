@@ -138,7 +138,7 @@ async fn the_join_finds_accepted_then_cancelled(_: PoolOptions<Postgres>, connec
     let app = spawn_app(connect, Setup { plan: plan_of(&[(100, STOCK)]), ..Setup::default() }).await;
     let (server, record) = load(&app, StrategyKind::StreamDeferred).await;
     assert_eq!(record.counts.pending, BUYERS, "stream-deferred accepts whatever the shelf showed");
-    let backends = Backends { pg: app.pool.clone(), redis: app.redis.clone(), tuning: Tuning::default() };
+    let backends = Backends::new(app.pool.clone(), app.redis.clone(), Tuning::default());
     redis_stream::drain(&backends, StrategyKind::StreamDeferred, Duration::from_secs(20))
         .await
         .expect("drain");
@@ -166,7 +166,7 @@ async fn a_queued_strategy_is_durable_only_once_its_backlog_is_persisted(
     let (waiting, _) =
         settle(&server, &record, StrategyKind::Stream.as_str(), 100, Duration::ZERO).await.expect("settle");
     assert_eq!(waiting.durable_at, None, "nothing persisted yet: no durable time");
-    let backends = Backends { pg: app.pool.clone(), redis: app.redis.clone(), tuning: Tuning::default() };
+    let backends = Backends::new(app.pool.clone(), app.redis.clone(), Tuning::default());
     redis_stream::drain(&backends, StrategyKind::Stream, Duration::from_secs(20)).await.expect("drain");
     let (settled, _) = settle(&server, &record, StrategyKind::Stream.as_str(), 100, Duration::from_secs(10))
         .await
@@ -416,6 +416,64 @@ async fn bench_capacity_ranks_memory_above_sql_atomic_and_records_every_probe() 
     let page = std::fs::read_to_string(run.join("index.html")).unwrap();
     assert!(page.contains("Sustainable capacity"), "the page shows the capacity table");
     assert!(std::fs::metadata(run.join("charts/capacity.png")).is_ok_and(|m| m.len() > 0));
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// `bench capacity --pg-driver sqlx,tokio-postgres`: a server per driver in one run; the strategy
+/// the driver switches is measured on each, labelled by driver, the others once; `run.json` and the
+/// page say which client each row ran on.
+#[tokio::test]
+async fn bench_capacity_measures_the_sql_strategies_once_per_driver() {
+    let db = ScratchDatabase::new();
+    let out = tempdir();
+    let prefix = format!("e2e-{}:", uuid::Uuid::new_v4().simple());
+    let url = db.url();
+    let args = format!(
+        "capacity --strategies memory,sql-atomic --pg-driver sqlx,tokio-postgres --probe-secs 0.5 \
+         --warmup-secs 0 --start-rate 200 --max-rate 400 --generator-cap 400 --resolution 0.5 \
+         --max-bisections 1 --connections 32 --out {} --database-url {url} --redis-prefix {prefix}",
+        out.display()
+    );
+    let output = bench(&args.split_whitespace().collect::<Vec<_>>());
+    db.drop_it().await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "bench capacity failed:\n{stderr}");
+    assert!(
+        stderr.lines().any(|line| line.starts_with("[capacity · sql-atomic@tokio-postgres] 200/s: ")),
+        "progress lines name the driver:\n{stderr}"
+    );
+
+    let run = out.join("latest").canonicalize().expect("results/latest points at the run");
+    let rows: Vec<CapacityRow> = read_csv(&run.join("capacity.csv")).unwrap();
+    let mut labels: Vec<&str> = rows.iter().map(|row| row.strategy.as_str()).collect();
+    labels.sort_unstable();
+    assert_eq!(
+        labels,
+        ["memory", "sql-atomic", "sql-atomic@tokio-postgres"],
+        "sql-atomic once per driver, memory once (no driver switches it): {rows:?}"
+    );
+    assert!(rows.iter().all(|row| row.steps > 0), "every search probed: {rows:?}");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).unwrap()).unwrap();
+    let drivers: Vec<(String, Option<String>)> = meta["strategies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap().to_owned(), s["pg_driver"].as_str().map(str::to_owned)))
+        .collect();
+    assert_eq!(
+        drivers,
+        [
+            ("memory".to_owned(), None),
+            ("sql-atomic".to_owned(), Some("sqlx".to_owned())),
+            ("sql-atomic".to_owned(), Some("tokio-postgres".to_owned())),
+        ],
+        "run.json records each pass's strategies with their driver"
+    );
+    assert_eq!(meta["options"]["pg_drivers"], serde_json::json!(["sqlx", "tokio-postgres"]));
+    assert!(run.join("server.log").exists() && run.join("server-tokio-postgres.log").exists());
+    let page = std::fs::read_to_string(run.join("index.html")).unwrap();
+    assert!(page.contains("sql-atomic@tokio-postgres"), "the page labels the driver's rows");
     let _ = std::fs::remove_dir_all(&out);
 }
 

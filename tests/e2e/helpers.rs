@@ -10,8 +10,8 @@ use checkout_bench::sessions::SessionConfig;
 use checkout_strategies::background::Job;
 use checkout_strategies::stock_sync::{StockSync, StockSyncSettings};
 use checkout_strategies::{
-    Backends, Gate, PgSettings, RedisBackend, RedisKeys, RedisSettings, StockPlan, StrategyKind, Tuning,
-    backends,
+    Backends, Gate, PgDriver, PgSettings, PurchasePool, RedisBackend, RedisKeys, RedisSettings, StockPlan,
+    StrategyKind, Tuning, backends,
 };
 use serde_json::{Value, json};
 use sqlx::postgres::PgConnectOptions;
@@ -40,6 +40,8 @@ pub(crate) struct Setup {
     /// In-flight limits per backend. No limit unless a test sets one: tests that start hundreds of
     /// buyers at once are about contention, not admission.
     pub(crate) inflight: InflightLimits,
+    /// The client the per-sale SQL strategies buy through (`PG_DRIVER`).
+    pub(crate) pg_driver: PgDriver,
 }
 
 impl Default for Setup {
@@ -57,6 +59,7 @@ impl Default for Setup {
             session_ttl: Duration::from_secs(1800),
             require_session: true,
             inflight: InflightLimits::unlimited(),
+            pg_driver: PgDriver::default(),
         }
     }
 }
@@ -70,6 +73,9 @@ pub(crate) struct TestApp {
     pub(crate) app: Arc<App>,
     /// The test's Redis backend, keys under its own prefix.
     pub(crate) redis: RedisBackend,
+    /// Where the per-sale SQL strategies take their connections: `pool` itself unless the setup
+    /// chose another driver.
+    pub(crate) purchases: PurchasePool,
     _shutdown: oneshot::Sender<()>,
 }
 
@@ -87,7 +93,8 @@ pub(crate) async fn spawn_app_on(pool: PgPool, setup: Setup, reset: bool) -> Tes
     } else {
         RedisBackend::lazy_cluster(&setup.redis_cluster, &keys, setup.redis).expect("valid cluster nodes")
     };
-    let backends = Backends { pg: pool.clone(), redis: redis.clone(), tuning: setup.tuning };
+    let purchases = PurchasePool::with_options(setup.pg_driver, &pool, &pool.connect_options(), setup.pg);
+    let backends = Backends::new(pool.clone(), redis.clone(), setup.tuning).with_purchases(purchases.clone());
     let sessions_url = setup.sessions_url.as_deref().unwrap_or(&setup.redis_url);
     let sessions = SessionConfig {
         prefix: keys.prefix().to_owned(),
@@ -123,7 +130,7 @@ pub(crate) async fn spawn_app_on(pool: PgPool, setup: Setup, reset: bool) -> Tes
         .timeout(Duration::from_secs(30))
         .build()
         .expect("http client");
-    TestApp { url: format!("http://{addr}"), pool, client, app, redis, _shutdown: shutdown }
+    TestApp { url: format!("http://{addr}"), pool, client, app, redis, purchases, _shutdown: shutdown }
 }
 
 /// A valid purchase body.

@@ -56,7 +56,7 @@ async fn a_missing_key_is_recovered_from_postgres_minus_uncommitted_holds(
     for _ in 0..3 {
         assert_eq!(app.purchase(StrategyKind::Stream, &order_body(&[(100, 1)])).await.status(), 202);
     }
-    let backends = Backends { pg: app.pool.clone(), redis: app.redis.clone(), tuning: Tuning::default() };
+    let backends = Backends::new(app.pool.clone(), app.redis.clone(), Tuning::default());
     let settings = WorkerSettings { batch: 1, ..WorkerSettings::default() };
     let mut worker = Worker::new(&backends, StrategyKind::Stream, settings).unwrap();
     let batch = worker.next_batch(false).await.unwrap().expect("an entry to persist");

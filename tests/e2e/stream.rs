@@ -43,7 +43,7 @@ fn quick() -> WorkerSettings {
 }
 
 fn backends(app: &TestApp) -> Backends {
-    Backends { pg: app.pool.clone(), redis: app.redis.clone(), tuning: Tuning::default() }
+    Backends::new(app.pool.clone(), app.redis.clone(), Tuning::default())
 }
 
 fn worker(app: &TestApp, kind: StrategyKind, settings: WorkerSettings) -> Worker {

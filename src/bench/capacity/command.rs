@@ -6,12 +6,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
-use rand::SeedableRng as _;
-use rand::seq::SliceRandom as _;
 
 use super::{CapacityArgs, Collected, Depth, generator_cap, measure};
+use crate::bench::drivers::{self, DriverFlags};
 use crate::bench::options::ServerFlags;
-use crate::bench::server::Server;
+use crate::bench::{Ran, shuffled};
 use crate::run_folder::{CapacityRow, RunFolder, StrategyInfo, meta};
 
 /// `bench capacity`.
@@ -21,6 +20,8 @@ pub struct CapacityFlags {
     pub search: CapacityArgs,
     #[command(flatten)]
     pub server: ServerFlags,
+    #[command(flatten)]
+    pub drivers: DriverFlags,
     /// Strategies to measure, comma-separated [default: every strategy the server has].
     #[arg(long, value_delimiter = ',')]
     pub strategies: Vec<String>,
@@ -70,41 +71,45 @@ pub async fn run(flags: &CapacityFlags, command: String) -> anyhow::Result<Capac
     let folder = RunFolder::create(&flags.out, &git.short_sha)?;
     let started_at = chrono::Utc::now();
     eprintln!("bench capacity: run {} ({} build)", folder.path.display(), meta::profile());
-    let server = Server::start(&flags.server, &folder.file("server.log")).await?;
-    let strategies = match server.strategies().await {
-        Ok(available) => crate::bench::select(&available, &flags.strategies),
-        Err(err) => Err(err),
-    };
-    let strategies = match strategies {
-        Ok(strategies) => strategies,
-        Err(err) => {
-            server.stop().await;
-            return Err(err);
-        }
-    };
+    let passes = flags.drivers.passes(&flags.server)?;
     let order_seed = u64::try_from(started_at.timestamp_micros()).unwrap_or_default();
-    let orders: Vec<Vec<StrategyInfo>> = (0..flags.repeat)
-        .map(|rep| {
-            let mut order = strategies.clone();
-            order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(
-                order_seed.wrapping_add(u64::from(rep)),
-            ));
-            order
-        })
-        .collect();
     let mut collected = Collected::default();
-    let measured = async {
-        let cap = generator_cap(&settings).await?;
-        for (repetition, order) in (1u32..).zip(&orders) {
-            measure(&server, order, &settings, cap, &folder.id, repetition, &mut collected).await?;
+    let mut ran = Ran::new(flags.repeat);
+    let mut cap = None;
+    let mut outcome = Ok(());
+    for pass in &passes {
+        let server = match ran.start(pass, &flags.strategies, &folder).await {
+            Ok(Some(server)) => server,
+            Ok(None) => continue,
+            Err(err) if pass.first => return Err(err),
+            Err(err) => {
+                outcome = Err(err);
+                break;
+            }
+        };
+        let orders = shuffled(&ran.pass_strategies, flags.repeat, order_seed);
+        ran.record(&orders);
+        let measured = async {
+            // Measured once: every pass's searches stop at the same ceiling.
+            let cap = match cap {
+                Some(cap) => cap,
+                None => *cap.insert(generator_cap(&settings).await?),
+            };
+            for (repetition, order) in (1u32..).zip(&orders) {
+                measure(&server, order, &settings, cap, &folder.id, repetition, &mut collected).await?;
+            }
+            anyhow::Ok(())
+        };
+        outcome = tokio::select! {
+            outcome = measured => outcome,
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted: the searches finished before Ctrl-C are written")),
+        };
+        server.stop().await;
+        if outcome.is_err() {
+            break;
         }
-        anyhow::Ok(())
-    };
-    let outcome = tokio::select! {
-        outcome = measured => outcome,
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted: the searches finished before Ctrl-C are written")),
-    };
-    let meta = meta::RunMeta {
+    }
+    let mut meta = meta::RunMeta {
         run_id: folder.id.clone(),
         started_at: started_at.to_rfc3339(),
         finished_at: chrono::Utc::now().to_rfc3339(),
@@ -117,17 +122,17 @@ pub async fn run(flags: &CapacityFlags, command: String) -> anyhow::Result<Capac
         options: serde_json::json!({
             "capacity": settings.describe(),
             "repeat": flags.repeat,
-            "strategies": strategies.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
+            "strategies": ran.strategies.iter().map(StrategyInfo::label).collect::<Vec<_>>(),
             "drain_timeout_secs": flags.drain_timeout_secs,
             "order_seed": order_seed,
             "server_args": flags.server.server_args,
         }),
-        strategies,
-        repetition_order: orders.iter().map(|order| order.iter().map(|s| s.name.clone()).collect()).collect(),
-        server: meta::ServerInfo { url: server.target.base().to_owned(), spawned: server.spawned() },
+        strategies: ran.strategies,
+        repetition_order: ran.repetition_order,
+        server: ran.server.unwrap_or_default(),
         incomplete: outcome.as_ref().err().map(|err| format!("{err:#}")),
     };
-    server.stop().await;
+    drivers::record(&mut meta.options, &flags.drivers);
     std::fs::write(folder.file("run.json"), serde_json::to_string_pretty(&meta)?)
         .with_context(|| format!("cannot write {}", folder.file("run.json").display()))?;
     collected.write(&folder)?;

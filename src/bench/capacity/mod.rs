@@ -205,7 +205,8 @@ pub async fn measure(
     let plan = SearchPlan { cap, ..settings.search };
     for strategy in order {
         let name = strategy.name.as_str();
-        let label = format!("[capacity · {name}]");
+        let shown = strategy.label();
+        let label = format!("[capacity · {shown}]");
         if !settings.warmup.is_zero() {
             let warmup = ProbeShape { probe: settings.warmup, ..settings.shape.clone() };
             let rate = plan.start.min(cap);
@@ -227,7 +228,7 @@ pub async fn measure(
         for (step, tried) in (1u32..).zip(&found.steps) {
             collected.steps.push(measured[tried.probe].row(
                 run_id,
-                name,
+                &shown,
                 repetition,
                 step,
                 tried.phase,
@@ -270,7 +271,7 @@ fn row(
     let at = found.at_capacity().map(|step| &measured[step.probe]);
     CapacityRow {
         run_id: run_id.to_owned(),
-        strategy: strategy.name.clone(),
+        strategy: strategy.label(),
         repetition,
         safe: strategy.safe,
         slo_ms: settings.shape.slo.as_secs_f64() * 1e3,

@@ -29,7 +29,7 @@ pub(crate) fn quick_worker() -> WorkerSettings {
 
 /// The app's own backends, as its background work would use them.
 pub(crate) fn backends(app: &TestApp) -> Backends {
-    Backends { pg: app.pool.clone(), redis: app.redis.clone(), tuning: Tuning::default() }
+    Backends::new(app.pool.clone(), app.redis.clone(), Tuning::default())
 }
 
 /// `GET /admin/audit`, tolerating the 503s of a backend still coming back.
