@@ -25,6 +25,12 @@ pub struct BackendArgs {
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
 
+    /// Redis Cluster nodes (`host:port,host:port,…`, any of its masters). When set, the Redis
+    /// strategies use the cluster instead of `REDIS_URL`, with the prefix made a hash tag
+    /// (`{checkout}:`) so every key of a script shares a slot. Sessions stay on `REDIS_URL`.
+    #[arg(long, env = "REDIS_CLUSTER_NODES", value_delimiter = ',', num_args = 1..)]
+    pub redis_cluster_nodes: Vec<String>,
+
     /// Prefix of every Redis key the strategies write; a reset clears keys under it. Give each
     /// independent setup sharing one Redis its own.
     #[arg(long, env = "REDIS_PREFIX", default_value = "checkout:")]
@@ -49,12 +55,25 @@ pub struct BackendArgs {
 }
 
 impl BackendArgs {
-    /// The Redis backend these flags describe; it connects on first use.
+    /// The Redis backend these flags describe: the cluster of `REDIS_CLUSTER_NODES` when given,
+    /// else the Redis of `REDIS_URL`. It connects on first use.
     ///
     /// # Errors
-    /// When `REDIS_URL` is not a Redis URL.
+    /// When `REDIS_URL` or a cluster node is not a Redis address.
     pub fn redis_backend(&self) -> Result<RedisBackend, redis::RedisError> {
-        RedisBackend::lazy(&self.redis_url, RedisKeys::new(self.redis_prefix.clone()), self.redis_settings())
+        let keys = RedisKeys::new(self.redis_prefix.clone());
+        let nodes: Vec<String> = self
+            .redis_cluster_nodes
+            .iter()
+            .map(|node| node.trim())
+            .filter(|node| !node.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if nodes.is_empty() {
+            RedisBackend::lazy(&self.redis_url, keys, self.redis_settings())
+        } else {
+            RedisBackend::lazy_cluster(&nodes, &keys, self.redis_settings())
+        }
     }
 
     fn redis_settings(&self) -> RedisSettings {
@@ -316,6 +335,39 @@ impl WorkerSwitch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, clap::Parser)]
+    struct Backends {
+        #[command(flatten)]
+        backends: BackendArgs,
+    }
+
+    fn backend_args(args: &[&str]) -> BackendArgs {
+        <Backends as clap::Parser>::try_parse_from(std::iter::once("server").chain(args.iter().copied()))
+            .expect("flags parse")
+            .backends
+    }
+
+    #[tokio::test]
+    async fn cluster_nodes_choose_the_cluster_and_tag_the_prefix() {
+        let single = backend_args(&["--redis-prefix", "shop:"]).redis_backend().expect("single Redis");
+        assert!(!single.is_cluster(), "REDIS_URL stays the default");
+        assert_eq!(single.keys.prefix(), "shop:", "a single Redis keeps the prefix as given");
+
+        let args = backend_args(&[
+            "--redis-prefix",
+            "shop:",
+            "--redis-cluster-nodes",
+            "127.0.0.1:7000, redis://127.0.0.1:7001",
+        ]);
+        assert_eq!(args.redis_cluster_nodes.len(), 2, "one node per comma: {:?}", args.redis_cluster_nodes);
+        let cluster = args.redis_backend().expect("cluster backend");
+        assert!(cluster.is_cluster(), "the nodes choose the cluster");
+        assert_eq!(cluster.keys.prefix(), "{shop}:", "every key in one slot");
+
+        let bad = backend_args(&["--redis-cluster-nodes", "127.0.0.1:7000,ftp://x"]).redis_backend();
+        assert!(bad.is_err(), "a node that is no Redis address is refused at startup");
+    }
 
     #[test]
     fn an_admin_token_is_one_a_client_can_send() {

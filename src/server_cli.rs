@@ -68,7 +68,7 @@ pub async fn run(cli: ServerCli) -> anyhow::Result<()> {
         populate::run(&pg, args).await?;
         return Ok(());
     }
-    let redis = backend_args.redis_backend().context("invalid REDIS_URL")?;
+    let redis = backend_args.redis_backend().context("invalid REDIS_URL or REDIS_CLUSTER_NODES")?;
     let stop = CancellationToken::new();
     tokio::spawn(cancel_on_signal(stop.clone()));
     if let Some(Command::Worker { worker, .. }) = &cli.command {

@@ -78,11 +78,32 @@ pub(crate) fn from_sqlstate(code: &str, message: String) -> StrategyError {
 
 impl From<redis::RedisError> for StrategyError {
     fn from(err: redis::RedisError) -> Self {
-        if err.is_io_error() || err.is_timeout() || err.is_connection_dropped() || err.is_connection_refusal()
-        {
+        if redis_unavailable(&err) {
             Self::Unavailable(err.to_string())
         } else {
             Self::Internal(err.to_string())
         }
     }
+}
+
+/// Redis could not take the command: unreachable, or (on a cluster) no master for the slot, the
+/// cluster down or a slot moving. None of these is the caller's mistake or a bug, so 503.
+fn redis_unavailable(err: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    err.is_io_error()
+        || err.is_timeout()
+        || err.is_connection_dropped()
+        || err.is_connection_refusal()
+        || matches!(
+            err.kind(),
+            ErrorKind::ClusterConnectionNotFound
+                | ErrorKind::Server(
+                    ServerErrorKind::ClusterDown
+                        | ServerErrorKind::TryAgain
+                        | ServerErrorKind::MasterDown
+                        | ServerErrorKind::BusyLoading
+                        | ServerErrorKind::Moved
+                        | ServerErrorKind::Ask
+                )
+        )
 }

@@ -58,7 +58,7 @@ mod sql_stock;
 pub mod stock_sync;
 pub mod strategy;
 
-pub use backends::{Backends, PgSettings, RedisBackend, RedisSettings, Tuning};
+pub use backends::{Backends, PgSettings, RedisBackend, RedisConn, RedisSettings, Tuning};
 pub use error::StrategyError;
 pub use kind::{Gate, Guarantees, StrategyKind, UnknownStrategy};
 pub use order::{

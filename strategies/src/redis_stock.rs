@@ -44,14 +44,10 @@ pub async fn clear(redis: &RedisBackend) -> Result<u64, StrategyError> {
     let mut cursor: u64 = 0;
     let mut removed = 0;
     loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(CLEAR_BATCH)
-            .query_async(&mut conn)
-            .await?;
+        let scan =
+            redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(CLEAR_BATCH).clone();
+        // On a cluster every key under the prefix lives on the master of its hash tag.
+        let (next, keys): (u64, Vec<String>) = conn.query_on_master_of(&scan, redis.keys.prefix()).await?;
         if !keys.is_empty() {
             removed += redis::cmd("UNLINK").arg(&keys).query_async::<u64>(&mut conn).await?;
         }

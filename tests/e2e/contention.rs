@@ -11,24 +11,36 @@ use sqlx::Postgres;
 use sqlx::pool::PoolOptions;
 use sqlx::postgres::PgConnectOptions;
 
-use crate::helpers::{Setup, all_at_once, audited_product, books_of, order_body, plan_of, spawn_app};
+use crate::helpers::{
+    Setup, TestApp, all_at_once, audited_product, books_of, order_body, plan_of, spawn_app,
+};
 
 const STOCK: i64 = 10;
 const BUYERS: usize = 200;
 const HOT: i64 = 100;
 
 async fn flash_sale(connect: PgConnectOptions, kind: StrategyKind, pg_driver: PgDriver) {
+    flash_sale_on(connect, kind, Setup { pg_driver, ..Setup::default() }).await;
+}
+
+/// The scenario on the backends `base` names (its plan and tuning are the scenario's); returns
+/// the server for checks of the backends themselves.
+pub(crate) async fn flash_sale_on(
+    connect: PgConnectOptions,
+    kind: StrategyKind,
+    base: Setup,
+) -> Arc<TestApp> {
     if kind.spec().queued {
         // Accepted is not sold for them: the scenario drains the queue before counting.
-        return crate::stream::flash_sale(connect, kind).await;
+        return crate::stream::flash_sale_on(connect, kind, base).await;
     }
     let setup = Setup {
         plan: plan_of(&[(HOT, STOCK)]),
         // Wide enough that every naive buyer reads the stock before any of them writes it.
         tuning: Tuning { naive_race_window: Duration::from_millis(50), ..Tuning::default() },
-        pg_driver,
-        ..Setup::default()
+        ..base
     };
+    let pg_driver = setup.pg_driver;
     let app = Arc::new(spawn_app(connect, setup).await);
     let answers = all_at_once(&app, BUYERS, |app| async move {
         let answer = app.buy(kind, &order_body(&[(HOT, 1)]), None).await;
@@ -110,6 +122,7 @@ async fn flash_sale(connect: PgConnectOptions, kind: StrategyKind, pg_driver: Pg
             "{kind}: orders != confirmations"
         );
     }
+    app
 }
 
 /// `sqlx`: every strategy on the default driver. `tokio_postgres`: every strategy whose purchase

@@ -28,6 +28,9 @@ pub(crate) struct Setup {
     pub(crate) request_timeout: Duration,
     /// Redis URL (`REDIS_URL`, else the local default); keys go under a prefix unique to the test.
     pub(crate) redis_url: String,
+    /// Nodes of a Redis Cluster for the strategies' keys instead of `redis_url` (empty: none).
+    /// Sessions stay on `redis_url`, as in the server.
+    pub(crate) redis_cluster: Vec<String>,
     pub(crate) redis: RedisSettings,
     /// Redis URL of the session store; `None` is `redis_url`. Sessions go in database 1, under
     /// the test's prefix.
@@ -50,6 +53,7 @@ impl Default for Setup {
             admin_token: None,
             request_timeout: Duration::from_secs(10),
             redis_url: std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+            redis_cluster: Vec::new(),
             redis: RedisSettings::default(),
             sessions_url: None,
             session_ttl: Duration::from_secs(1800),
@@ -84,7 +88,11 @@ pub(crate) async fn spawn_app(connect: PgConnectOptions, setup: Setup) -> TestAp
 /// Starts a server on `pool`; resets the catalogue first when `reset` is set.
 pub(crate) async fn spawn_app_on(pool: PgPool, setup: Setup, reset: bool) -> TestApp {
     let keys = RedisKeys::new(format!("test-{}:", uuid::Uuid::new_v4().simple()));
-    let redis = RedisBackend::lazy(&setup.redis_url, keys.clone(), setup.redis).expect("valid REDIS_URL");
+    let redis = if setup.redis_cluster.is_empty() {
+        RedisBackend::lazy(&setup.redis_url, keys.clone(), setup.redis).expect("valid REDIS_URL")
+    } else {
+        RedisBackend::lazy_cluster(&setup.redis_cluster, &keys, setup.redis).expect("valid cluster nodes")
+    };
     let purchases = PurchasePool::with_options(setup.pg_driver, &pool, &pool.connect_options(), setup.pg);
     let backends = Backends::new(pool.clone(), redis.clone(), setup.tuning).with_purchases(purchases.clone());
     let sessions_url = setup.sessions_url.as_deref().unwrap_or(&setup.redis_url);

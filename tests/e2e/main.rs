@@ -18,6 +18,7 @@ mod orders;
 mod overload;
 mod populate;
 mod properties;
+mod redis_cluster;
 mod redis_stock;
 mod replicas;
 mod seed;

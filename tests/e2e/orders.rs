@@ -32,8 +32,16 @@ async fn multi_item_orders_are_all_or_nothing(
     kind: StrategyKind,
     pg_driver: PgDriver,
 ) {
-    let app =
-        spawn_app(connect, Setup { plan: plan_of(&[(1, 10), (2, 3)]), pg_driver, ..Setup::default() }).await;
+    multi_item_orders_are_all_or_nothing_on(connect, kind, Setup { pg_driver, ..Setup::default() }).await;
+}
+
+/// The scenario on the backends `base` names (its plan is the scenario's).
+pub(crate) async fn multi_item_orders_are_all_or_nothing_on(
+    connect: PgConnectOptions,
+    kind: StrategyKind,
+    base: Setup,
+) {
+    let app = spawn_app(connect, Setup { plan: plan_of(&[(1, 10), (2, 3)]), ..base }).await;
 
     let refused = app.buy(kind, &order_body(&[(1, 2), (2, 5)]), None).await;
     refused.assert_error(409, "sold_out");

@@ -103,11 +103,15 @@ async fn place(app: &TestApp, kind: StrategyKind, count: usize) -> Vec<Uuid> {
 
 /// 10 units, 200 buyers at once. `stream` accepts exactly the stock and persists every accepted
 /// order exactly once; `stream-deferred` accepts more than the stock and cancels the excess.
-pub(crate) async fn flash_sale(connect: PgConnectOptions, kind: StrategyKind) {
+/// Runs on the backends `base` names (its plan is the scenario's); returns the server.
+pub(crate) async fn flash_sale_on(
+    connect: PgConnectOptions,
+    kind: StrategyKind,
+    base: Setup,
+) -> Arc<TestApp> {
     const STOCK: i64 = 10;
     const BUYERS: usize = 200;
-    let app =
-        Arc::new(spawn_app(connect, Setup { plan: plan_of(&[(HOT, STOCK)]), ..Setup::default() }).await);
+    let app = Arc::new(spawn_app(connect, Setup { plan: plan_of(&[(HOT, STOCK)]), ..base }).await);
     let answers =
         all_at_once(&app, BUYERS, |app| async move { app.buy(kind, &order_body(&[(HOT, 1)]), None).await })
             .await;
@@ -181,6 +185,7 @@ pub(crate) async fn flash_sale(connect: PgConnectOptions, kind: StrategyKind) {
         );
         assert_eq!(audit["clean"], false, "{kind}: cancelled acceptances must not audit clean");
     }
+    app
 }
 
 async fn buy_by_header(app: &TestApp, kind: StrategyKind, body: &Value, key: &str) -> Answer {
@@ -529,8 +534,13 @@ async fn a_deferred_order_the_stock_no_longer_covers_reads_cancelled(
 
 #[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
 async fn stream_reservations_are_all_or_nothing(_: PoolOptions<Postgres>, connect: PgConnectOptions) {
+    stream_reservations_are_all_or_nothing_on(connect, Setup::default()).await;
+}
+
+/// The scenario on the backends `base` names (its plan is the scenario's).
+pub(crate) async fn stream_reservations_are_all_or_nothing_on(connect: PgConnectOptions, base: Setup) {
     const KIND: StrategyKind = StrategyKind::Stream;
-    let app = spawn_app(connect, Setup { plan: plan_of(&[(1, 10), (2, 3)]), ..Setup::default() }).await;
+    let app = spawn_app(connect, Setup { plan: plan_of(&[(1, 10), (2, 3)]), ..base }).await;
 
     let refused = app.buy(KIND, &order_body(&[(1, 2), (2, 5)]), None).await;
     refused.assert_error(409, "sold_out");

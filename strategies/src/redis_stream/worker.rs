@@ -26,9 +26,10 @@
 //! and the worker recreates the group from the start of the stream and carries on. Cancelling
 //! stops the loop after the batch in hand is settled (at most one `block` of waiting for a read).
 //!
-//! The worker has its own Redis connection, with a reply timeout above `block`: a blocking read on
-//! the shared connection would stall every request pipelined behind it, and redis-rs's default
-//! 500 ms timeout fails `XREADGROUP … BLOCK 2000` outright.
+//! The worker has its own Redis connection (on a cluster, its own cluster connection), with a reply
+//! timeout above `block`: a blocking read on the shared connection would stall every request
+//! pipelined behind it, and redis-rs's default 500 ms timeout fails `XREADGROUP … BLOCK 2000`
+//! outright.
 
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
@@ -37,7 +38,6 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use redis::aio::MultiplexedConnection;
 use serde::Serialize;
 use sqlx::PgPool;
 use tokio::time::Instant;
@@ -46,7 +46,7 @@ use uuid::Uuid;
 
 use super::persist::{self, ToWrite, Written};
 use super::{GROUP, QueuedOrder, SOLD_OUT_AFTER_ACCEPTANCE, StreamKeys};
-use crate::backends::{Backends, RedisBackend};
+use crate::backends::{Backends, RedisBackend, RedisConn};
 use crate::error::StrategyError;
 use crate::fence::{self, Doubt};
 use crate::kind::StrategyKind;
@@ -261,7 +261,7 @@ pub struct Worker {
     keys: StreamKeys,
     settings: WorkerSettings,
     consumer: String,
-    conn: Option<MultiplexedConnection>,
+    conn: Option<RedisConn>,
     group_ready: bool,
     claim_cursor: String,
     next_claim: Instant,
@@ -930,7 +930,7 @@ impl Worker {
         len.map_err(|err| self.redis_failed(err))
     }
 
-    async fn conn(&mut self) -> Result<&mut MultiplexedConnection, redis::RedisError> {
+    async fn conn(&mut self) -> Result<&mut RedisConn, redis::RedisError> {
         if self.conn.is_none() {
             self.conn = Some(self.redis.dedicated(self.settings.block + REPLY_MARGIN).await?);
         }
