@@ -15,6 +15,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use checkout_strategies::RedisConn;
 use checkout_strategies::redis_stream::Stream;
 use checkout_strategies::{
     Delivery, OrderLine, OrderLines, PgSettings, ProductId, ProductStock, PurchaseOutcome, PurchaseRequest,
@@ -23,7 +24,6 @@ use checkout_strategies::{
 };
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use futures_util::future::join_all;
-use redis::aio::ConnectionManager;
 use uuid::Uuid;
 
 const PRODUCT: i64 = 100;
@@ -69,7 +69,7 @@ impl Rig {
         })
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> RedisConn {
         self.redis.conn.clone()
     }
 
@@ -105,18 +105,18 @@ fn request() -> PurchaseRequest {
     }
 }
 
-async fn ping(mut conn: ConnectionManager) {
+async fn ping(mut conn: RedisConn) {
     let pong: String = redis::cmd("PING").query_async(&mut conn).await.expect("PONG");
     black_box(pong);
 }
 
-async fn trivial(script: &redis::Script, mut conn: ConnectionManager) {
+async fn trivial(script: &redis::Script, mut conn: RedisConn) {
     let one: i64 = script.invoke_async(&mut conn).await.expect("1");
     black_box(one);
 }
 
 /// The enqueue script with the arguments `stream` sends for a one-line order, built once.
-async fn raw_enqueue(rig: &Rig, mut conn: ConnectionManager, payload: &str) {
+async fn raw_enqueue(rig: &Rig, mut conn: RedisConn, payload: &str) {
     let keys = &rig.redis.keys;
     let reply: (i64, String) = rig
         .raw_enqueue
