@@ -3,11 +3,12 @@
 //! [`AppState`] clone.
 
 use std::ops::Deref;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use checkout_strategies::{
-    Backends, RedisBackend, Registry, StockPlan, StrategyError, catalog, redis_stock, reservation,
+    Backends, PgDriver, RedisBackend, Registry, StockPlan, StrategyError, catalog, redis_stock, reservation,
 };
 use sqlx::PgPool;
 
@@ -33,12 +34,21 @@ pub struct AppConfig {
 pub struct App {
     pub registry: Registry,
     pub pg: PgPool,
+    /// The client the per-sale SQL strategies buy through (`GET /strategies` names it).
+    pub pg_driver: PgDriver,
     pub redis: RedisBackend,
     pub stats: Arc<Stats>,
     pub sessions: Sessions,
     pub config: AppConfig,
     plan: RwLock<StockPlan>,
+    /// The id (`stock_plans.id`) of the plan the strategies hold; 0 when none is known.
+    plan_id: AtomicI64,
+    /// A local reset and following another replica's reset never interleave.
+    plan_change: tokio::sync::Mutex<()>,
 }
+
+/// How often a server looks for a reset another replica made.
+pub const PLAN_FOLLOW_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Shared handle to the [`App`]: one reference-count bump per request.
 #[derive(Debug, Clone)]
@@ -67,11 +77,14 @@ impl App {
         Ok(Self {
             registry,
             pg: backends.pg.clone(),
+            pg_driver: backends.purchases.driver(),
             redis: backends.redis.clone(),
             stats,
             sessions: Sessions::lazy(&config.sessions)?,
             config,
             plan: RwLock::new(plan),
+            plan_id: AtomicI64::new(0),
+            plan_change: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -85,8 +98,8 @@ impl App {
         config: AppConfig,
         fallback: StockPlan,
     ) -> Result<Self, StrategyError> {
-        let plan = match catalog::latest_plan(&backends.pg).await? {
-            Some(plan) => plan,
+        let (id, plan) = match catalog::latest_plan_with_id(&backends.pg).await? {
+            Some(latest) => latest,
             None if catalog::is_empty(&backends.pg).await? => {
                 let app = Self::new(backends, config, fallback.clone()).await?;
                 // Through the full reset, so a Redis left over from an earlier database does not
@@ -96,23 +109,41 @@ impl App {
                 }
                 return Ok(app);
             }
-            None => StockPlan::default(),
+            None => (0, StockPlan::default()),
         };
-        Self::new(backends, config, plan).await
+        let app = Self::new(backends, config, plan).await?;
+        app.plan_id.store(id, Ordering::Relaxed);
+        Ok(app)
     }
 
     /// Resets PostgreSQL to `plan`, mirrors its stock into Redis (clearing everything else under
     /// the Redis prefix: streams, in-flight counters, idempotency keys), drops what strategies queue
     /// elsewhere (the broker's stream), hands every strategy the plan and clears the statistics.
     ///
+    /// With `keep_catalogue`, PostgreSQL keeps its catalogue and history
+    /// ([`catalog::reset_keeping`]), the plan in force is the last one with `plan`'s products, and
+    /// only those are mirrored into Redis: millions of keys per reset would cost seconds, and the
+    /// rest load on first use.
+    ///
     /// # Errors
     /// When a backend does not answer; strategies may then hold the old plan.
-    pub async fn reset(&self, plan: StockPlan) -> Result<catalog::ResetSummary, StrategyError> {
+    pub async fn reset(&self, plan: StockPlan) -> Result<(catalog::ResetSummary, StockPlan), StrategyError> {
+        let _changing = self.plan_change.lock().await;
         let started = std::time::Instant::now();
-        let mut summary = catalog::reset(&self.pg, &plan).await?;
+        let (mut summary, plan) = if plan.keep_catalogue {
+            catalog::reset_keeping(&self.pg, &plan).await?
+        } else {
+            (catalog::reset(&self.pg, &plan).await?, plan)
+        };
+        if let Ok(Some(id)) = catalog::latest_plan_id(&self.pg).await {
+            self.plan_id.store(id, Ordering::Relaxed);
+        }
+        let explicit: Vec<i64> = plan.products.iter().map(|p| p.id.get()).collect();
+        let keep_catalogue = summary.run_orders_deleted.is_some();
         // PostgreSQL is reset now: whatever happens to the Redis mirror, the strategies and the
         // statistics must follow, so the server never serves the old plan beside the new catalogue.
         let mirrored = match redis_stock::clear(&self.redis).await {
+            Ok(_) if keep_catalogue => redis_stock::load_products(&self.pg, &self.redis, &explicit).await,
             Ok(_) => redis_stock::load_from_sql(&self.pg, &self.redis).await,
             Err(err) => Err(err),
         };
@@ -126,11 +157,11 @@ impl App {
             }
         }
         self.stats.reset();
-        *self.plan.write().unwrap_or_else(PoisonError::into_inner) = plan;
+        *self.plan.write().unwrap_or_else(PoisonError::into_inner) = plan.clone();
         summary.redis_keys_loaded = mirrored?;
         prepared?;
         summary.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        Ok(summary)
+        Ok((summary, plan))
     }
 
     /// Rewrites the Redis mirror from PostgreSQL, keeping units of accepted, not yet persisted
@@ -145,6 +176,56 @@ impl App {
         let now_ms = reservation::redis_now_ms(&self.redis).await?;
         let held = reservation::units_by_product(&holds, &committed, now_ms);
         redis_stock::repair(&self.pg, &self.redis, &held).await
+    }
+
+    /// Takes up a plan another process recorded (a reset through another replica, a populate)
+    /// when it is newer than the one the strategies hold: they drop what they kept of the old
+    /// catalogue (caches of claimed gates and laid-out unit pools, `memory`'s books) and the
+    /// statistics start over, as after a local reset. PostgreSQL and Redis were reset by whoever
+    /// recorded the plan. Returns whether it took a new plan.
+    ///
+    /// # Errors
+    /// When PostgreSQL does not answer, or a strategy cannot take the plan.
+    pub async fn follow_plan(&self) -> Result<bool, StrategyError> {
+        let Some(latest) = catalog::latest_plan_id(&self.pg).await? else { return Ok(false) };
+        if latest == self.plan_id.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let _changing = self.plan_change.lock().await;
+        let Some((id, plan)) = catalog::latest_plan_with_id(&self.pg).await? else { return Ok(false) };
+        if id == self.plan_id.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        for strategy in self.registry.iter() {
+            strategy.prepare(&plan).await?;
+        }
+        self.stats.reset();
+        *self.plan.write().unwrap_or_else(PoisonError::into_inner) = plan;
+        self.plan_id.store(id, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    /// Follows resets made elsewhere ([`Self::follow_plan`]) every [`PLAN_FOLLOW_INTERVAL`] until
+    /// `stop` fires. Errors are logged and retried.
+    pub async fn follow_plans(&self, stop: checkout_strategies::CancellationToken) {
+        while !stop.is_cancelled() {
+            match self.follow_plan().await {
+                Ok(true) => {
+                    tracing::info!(plan_id = self.plan_id(), "took up a plan another process recorded")
+                }
+                Ok(false) => {}
+                Err(err) => tracing::warn!(%err, "could not look for a newer plan; trying again"),
+            }
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = tokio::time::sleep(PLAN_FOLLOW_INTERVAL) => {}
+            }
+        }
+    }
+
+    /// The id of the plan the strategies hold (`stock_plans.id`), 0 when none is known.
+    pub fn plan_id(&self) -> i64 {
+        self.plan_id.load(Ordering::Relaxed)
     }
 
     /// The plan of the last reset.

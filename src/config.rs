@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use checkout_strategies::{
-    NatsBackend, NatsSettings, PgSettings, RedisBackend, RedisKeys, RedisSettings, Tuning, WorkerSettings,
+    NatsBackend, NatsSettings, PgDriver, PgSettings, RedisBackend, RedisKeys, RedisSettings, Tuning,
+    WorkerSettings,
 };
 use clap::Args;
 use clap::builder::BoolishValueParser;
@@ -24,6 +25,12 @@ pub struct BackendArgs {
     /// Redis URL, for the Redis-backed strategies.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
+
+    /// Redis Cluster nodes (`host:port,host:port,…`, any of its masters). When set, the Redis
+    /// strategies use the cluster instead of `REDIS_URL`, with the prefix made a hash tag
+    /// (`{checkout}:`) so every key of a script shares a slot. Sessions stay on `REDIS_URL`.
+    #[arg(long, env = "REDIS_CLUSTER_NODES", value_delimiter = ',', num_args = 1..)]
+    pub redis_cluster_nodes: Vec<String>,
 
     /// Prefix of every Redis key the strategies write; a reset clears keys under it. Give each
     /// independent setup sharing one Redis its own.
@@ -59,12 +66,25 @@ pub struct BackendArgs {
 }
 
 impl BackendArgs {
-    /// The Redis backend these flags describe; it connects on first use.
+    /// The Redis backend these flags describe: the cluster of `REDIS_CLUSTER_NODES` when given,
+    /// else the Redis of `REDIS_URL`. It connects on first use.
     ///
     /// # Errors
-    /// When `REDIS_URL` is not a Redis URL.
+    /// When `REDIS_URL` or a cluster node is not a Redis address.
     pub fn redis_backend(&self) -> Result<RedisBackend, redis::RedisError> {
-        RedisBackend::lazy(&self.redis_url, RedisKeys::new(self.redis_prefix.clone()), self.redis_settings())
+        let keys = RedisKeys::new(self.redis_prefix.clone());
+        let nodes: Vec<String> = self
+            .redis_cluster_nodes
+            .iter()
+            .map(|node| node.trim())
+            .filter(|node| !node.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if nodes.is_empty() {
+            RedisBackend::lazy(&self.redis_url, keys, self.redis_settings())
+        } else {
+            RedisBackend::lazy_cluster(&nodes, &keys, self.redis_settings())
+        }
     }
 
     /// The NATS backend these flags describe; it connects on first use.
@@ -126,8 +146,8 @@ pub struct ServeArgs {
     #[arg(long, env = "RESERVATION_TTL_MS", default_value_t = 30_000)]
     pub reservation_ttl_ms: u64,
 
-    /// Most purchases `sql-coalesce` commits in one transaction. Batches form on their own while
-    /// the previous one commits; this only caps them.
+    /// Most purchases one commit of `sql-coalesce` or `redis-orderlog` carries. Batches form on
+    /// their own while the previous one commits; this only caps them.
     #[arg(long, env = "COALESCE_MAX_BATCH", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub coalesce_max_batch: u32,
     /// Times `sql-optimistic` retries its version compare-and-swap (after a random pause that
@@ -135,6 +155,13 @@ pub struct ServeArgs {
     /// `contention`.
     #[arg(long, env = "OPTIMISTIC_RETRIES", default_value_t = 8)]
     pub optimistic_retries: u32,
+
+    /// PostgreSQL client of the per-sale SQL strategies (`sql-naive`, `sql-for-update`, `sql-atomic`,
+    /// `sql-skip-locked`, `sql-optimistic`): `sqlx` (sqlx's pool, as the rest of the server) or
+    /// `tokio-postgres` (a deadpool-postgres pool of its own, `PG_CONNECTIONS` strong, statements
+    /// prepared once per connection).
+    #[arg(long, env = "PG_DRIVER", default_value = "sqlx")]
+    pub pg_driver: PgDriver,
 
     /// Random products (ids 1..=N) a fresh, empty database is given at first start, next to the hot
     /// product 100 with 10,000 units.
@@ -259,11 +286,14 @@ impl SessionArgs {
     }
 }
 
+/// The worker's default batch, the library's: one place decides it.
+const DEFAULT_WORKER_BATCH: u64 = checkout_strategies::redis_stream::worker::DEFAULT_BATCH as u64;
+
 /// The stream worker: how it reads, takes over and gives up on entries.
 #[derive(Debug, Clone, Args)]
 pub struct WorkerArgs {
     /// Stream entries read, and persisted in one PostgreSQL transaction, at a time.
-    #[arg(long, env = "WORKER_BATCH", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    #[arg(long, env = "WORKER_BATCH", default_value_t = DEFAULT_WORKER_BATCH, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub worker_batch: u64,
 
     /// Longest a worker's read waits for new entries, in milliseconds (`XREADGROUP … BLOCK`). Its
@@ -325,6 +355,39 @@ impl WorkerSwitch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, clap::Parser)]
+    struct Backends {
+        #[command(flatten)]
+        backends: BackendArgs,
+    }
+
+    fn backend_args(args: &[&str]) -> BackendArgs {
+        <Backends as clap::Parser>::try_parse_from(std::iter::once("server").chain(args.iter().copied()))
+            .expect("flags parse")
+            .backends
+    }
+
+    #[tokio::test]
+    async fn cluster_nodes_choose_the_cluster_and_tag_the_prefix() {
+        let single = backend_args(&["--redis-prefix", "shop:"]).redis_backend().expect("single Redis");
+        assert!(!single.is_cluster(), "REDIS_URL stays the default");
+        assert_eq!(single.keys.prefix(), "shop:", "a single Redis keeps the prefix as given");
+
+        let args = backend_args(&[
+            "--redis-prefix",
+            "shop:",
+            "--redis-cluster-nodes",
+            "127.0.0.1:7000, redis://127.0.0.1:7001",
+        ]);
+        assert_eq!(args.redis_cluster_nodes.len(), 2, "one node per comma: {:?}", args.redis_cluster_nodes);
+        let cluster = args.redis_backend().expect("cluster backend");
+        assert!(cluster.is_cluster(), "the nodes choose the cluster");
+        assert_eq!(cluster.keys.prefix(), "{shop}:", "every key in one slot");
+
+        let bad = backend_args(&["--redis-cluster-nodes", "127.0.0.1:7000,ftp://x"]).redis_backend();
+        assert!(bad.is_err(), "a node that is no Redis address is refused at startup");
+    }
 
     #[test]
     fn an_admin_token_is_one_a_client_can_send() {

@@ -70,6 +70,11 @@ pub async fn serve_with_worker(
     worker: Option<WorkerSettings>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
+    // Replicas share PostgreSQL and Redis: a reset through any of them reaches the others' strategies.
+    let follower = tokio::spawn({
+        let (app, stop) = (state.clone(), stop.clone());
+        async move { app.follow_plans(stop).await }
+    });
     let mut api = tokio::spawn(run(listener, state, stop.clone().cancelled_owned()));
     let worker_stop = stop.clone();
     let settings = BackgroundSettings {
@@ -90,6 +95,10 @@ pub async fn serve_with_worker(
             (first, report_exit("api", api.await))
         }
     };
+    stop.cancel();
+    if let Err(err) = follower.await {
+        tracing::error!(%err, "the plan follower panicked");
+    }
     first.and(second)
 }
 

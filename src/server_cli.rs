@@ -7,7 +7,7 @@ use anyhow::Context;
 use checkout_strategies::background::{self, BackgroundSettings};
 use checkout_strategies::reservation::SweeperSettings;
 use checkout_strategies::stock_sync::StockSyncSettings;
-use checkout_strategies::{Backends, CancellationToken, StockPlan, Tuning, backends};
+use checkout_strategies::{Backends, CancellationToken, PurchasePool, StockPlan, Tuning, backends};
 use clap::{Parser, Subcommand};
 
 use crate::app::{App, AppConfig, AppState};
@@ -69,11 +69,11 @@ pub async fn run(cli: ServerCli) -> anyhow::Result<()> {
         populate::run(&pg, args).await?;
         return Ok(());
     }
-    let redis = backend_args.redis_backend().context("invalid REDIS_URL")?;
+    let redis = backend_args.redis_backend().context("invalid REDIS_URL or REDIS_CLUSTER_NODES")?;
     let stop = CancellationToken::new();
     tokio::spawn(cancel_on_signal(stop.clone()));
     if let Some(Command::Worker { worker, .. }) = &cli.command {
-        let backends = Backends { pg, redis, nats: backend_args.nats_backend(), tuning: Tuning::default() };
+        let backends = Backends::new(pg, redis, Tuning::default()).with_nats(backend_args.nats_backend());
         let settings = BackgroundSettings {
             workers: Some(worker.settings()),
             sweeper: SweeperSettings::default(),
@@ -82,7 +82,13 @@ pub async fn run(cli: ServerCli) -> anyhow::Result<()> {
         background::run(&backends, settings, stop).await.context("background work failed")?;
         return Ok(());
     }
-    let backends = Backends { pg, redis, nats: backend_args.nats_backend(), tuning: cli.serve.tuning() };
+    let purchases =
+        PurchasePool::open(cli.serve.pg_driver, &pg, &cli.backends.database_url, cli.backends.pg_settings())
+            .context("DATABASE_URL is not a URL tokio-postgres reads")?;
+    tracing::info!(driver = %purchases.driver(), "PostgreSQL client of the per-sale SQL strategies");
+    let backends = Backends::new(pg, redis, cli.serve.tuning())
+        .with_purchases(purchases)
+        .with_nats(backend_args.nats_backend());
     let config = AppConfig {
         admin_token: cli.serve.admin_token.clone(),
         request_timeout: std::time::Duration::from_millis(cli.serve.request_timeout_ms),

@@ -159,6 +159,7 @@ mod tests {
             time_to_sell_out: None,
             first_hot_sold_out: None,
             max_lag: Duration::ZERO,
+            gave_up: None,
         }
     }
 

@@ -3,6 +3,7 @@
 //!
 //! - [`capacity`]: the highest rate each strategy sustains within a latency objective.
 //! - [`options`]: flags and presets.
+//! - [`drivers`]: `--pg-driver`, a pass (a server) per PostgreSQL client of the SQL strategies.
 //! - [`server`]: the server under test, spawned or reached, and its admin calls.
 //! - [`join`]: what clients were told against what the server holds.
 //! - [`gate`]: invariants and same-run ratios against `results/baseline.json`.
@@ -12,9 +13,11 @@
 pub mod capacity;
 pub mod ceilings;
 pub mod chaos;
+pub mod drivers;
 pub mod gate;
 pub mod join;
 pub mod options;
+pub mod scale;
 pub mod server;
 
 use std::collections::BTreeMap;
@@ -63,6 +66,8 @@ struct Collected {
     histograms: BTreeMap<(String, Outcome), hdrhistogram::Histogram<u64>>,
     /// `None` when the run has no capacity step.
     capacity: Option<capacity::Collected>,
+    /// What the load generator sustains, once measured.
+    generator_cap: Option<f64>,
 }
 
 impl Collected {
@@ -105,9 +110,21 @@ impl Collected {
 
 /// Picks the strategies to compare, in the server's order; unknown names are an error that lists
 /// the known ones.
-fn select(available: &[StrategyInfo], wanted: &[String]) -> anyhow::Result<Vec<StrategyInfo>> {
+fn select(available: &[StrategyInfo], wanted: &[String], replicas: u16) -> anyhow::Result<Vec<StrategyInfo>> {
     if wanted.is_empty() {
-        return Ok(available.to_vec());
+        // Across replicas, a strategy whose books live in one process would sell each replica's
+        // stock once per replica: it is left out rather than shown overselling.
+        let shareable: Vec<StrategyInfo> =
+            available.iter().filter(|s| replicas <= 1 || !s.single_process).cloned().collect();
+        if shareable.len() < available.len() {
+            let left_out: Vec<&str> =
+                available.iter().filter(|s| s.single_process).map(|s| s.name.as_str()).collect();
+            eprintln!(
+                "bench: {} left out: its books live in one process, and --replicas {replicas} runs several",
+                left_out.join(", ")
+            );
+        }
+        return Ok(shareable);
     }
     let known = || available.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ");
     let mut selected = Vec::new();
@@ -116,11 +133,107 @@ fn select(available: &[StrategyInfo], wanted: &[String]) -> anyhow::Result<Vec<S
             .iter()
             .find(|s| s.name == name.trim())
             .with_context(|| format!("unknown strategy {name:?}; the server has: {}", known()))?;
+        anyhow::ensure!(
+            replicas <= 1 || !strategy.single_process,
+            "{} keeps its books in one server process: it cannot run across --replicas {replicas}",
+            strategy.name
+        );
         if !selected.contains(strategy) {
             selected.push(strategy.clone());
         }
     }
     Ok(selected)
+}
+
+/// Each repetition's strategies in a shuffled order of their own, seeded from `seed`.
+pub(crate) fn shuffled(strategies: &[StrategyInfo], repeat: u32, seed: u64) -> Vec<Vec<StrategyInfo>> {
+    (0..repeat)
+        .map(|rep| {
+            let mut order = strategies.to_vec();
+            order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_add(u64::from(rep))));
+            order
+        })
+        .collect()
+}
+
+/// What the passes of a comparison ran, for `run.json` ([`drivers`]).
+#[derive(Debug)]
+pub(crate) struct Ran {
+    /// Every strategy of every pass, as its server described it.
+    pub(crate) strategies: Vec<StrategyInfo>,
+    /// Per repetition, the labels in the order they ran, pass after pass.
+    pub(crate) repetition_order: Vec<Vec<String>>,
+    /// The first pass's server.
+    pub(crate) server: Option<meta::ServerInfo>,
+    /// What the first pass selected; later passes pick from it.
+    selected: Vec<StrategyInfo>,
+    /// What the pass under way runs.
+    pub(crate) pass_strategies: Vec<StrategyInfo>,
+}
+
+impl Ran {
+    pub(crate) fn new(repeat: u32) -> Self {
+        Self {
+            strategies: Vec::new(),
+            repetition_order: vec![Vec::new(); repeat as usize],
+            server: None,
+            selected: Vec::new(),
+            pass_strategies: Vec::new(),
+        }
+    }
+
+    /// Starts the server of `pass` and chooses what it runs (`pass_strategies`); `None` when a
+    /// later pass has nothing to run (no selected strategy is switched by the driver).
+    ///
+    /// # Errors
+    /// When the server cannot be started or asked, or a strategy is unknown.
+    pub(crate) async fn start(
+        &mut self,
+        pass: &drivers::Pass,
+        wanted: &[String],
+        folder: &RunFolder,
+    ) -> anyhow::Result<Option<Server>> {
+        if !pass.first && !self.selected.iter().any(|strategy| strategy.pg_driver.is_some()) {
+            return Ok(None);
+        }
+        if let Some(driver) = pass.driver {
+            eprintln!("bench: PostgreSQL driver {driver} for the per-sale SQL strategies");
+        }
+        let server = Server::start(&pass.server, &pass.log(folder)).await?;
+        let chosen = async {
+            let available = server.strategies().await?;
+            if pass.first {
+                self.selected = select(&available, wanted, pass.server.replicas)?;
+            }
+            pass.choose(&available, &self.selected)
+        }
+        .await;
+        match chosen {
+            Ok(chosen) => {
+                if pass.first {
+                    self.server = Some(meta::ServerInfo {
+                        url: server.target.base().to_owned(),
+                        spawned: server.spawned(),
+                        replicas: server.replicas(),
+                    });
+                }
+                self.strategies.extend(chosen.iter().cloned());
+                self.pass_strategies = chosen;
+                Ok(Some(server))
+            }
+            Err(err) => {
+                server.stop().await;
+                Err(err)
+            }
+        }
+    }
+
+    /// Adds a pass's repetition orders.
+    pub(crate) fn record(&mut self, orders: &[Vec<StrategyInfo>]) {
+        for (all, order) in self.repetition_order.iter_mut().zip(orders) {
+            all.extend(order.iter().map(StrategyInfo::label));
+        }
+    }
 }
 
 /// Runs the comparison `flags` describe. `command` is the command line, for `run.json`.
@@ -142,27 +255,38 @@ pub async fn compare(flags: &CompareFlags, command: String) -> anyhow::Result<Co
         meta::profile(),
         flags.load.preset().as_str()
     );
-    let server = Server::start(&flags.server, &folder.file("server.log")).await?;
-    let strategies = select(&server.strategies().await?, &flags.strategies)?;
+    let passes = flags.drivers.passes(&flags.server)?;
     let order_seed = u64::try_from(started_at.timestamp_micros()).unwrap_or_default();
-    let orders: Vec<Vec<StrategyInfo>> = (0..repeat)
-        .map(|rep| {
-            let mut order = strategies.clone();
-            order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(
-                order_seed.wrapping_add(u64::from(rep)),
-            ));
-            order
-        })
-        .collect();
     let mut collected = Collected {
         capacity: capacity.as_ref().map(|_| capacity::Collected::default()),
         ..Collected::default()
     };
-    let outcome = tokio::select! {
-        outcome = run_all(&server, &plan, flags, capacity.as_ref(), &folder, &orders, &mut collected) => outcome,
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted: the runs finished before Ctrl-C are written")),
-    };
-    let meta = meta::RunMeta {
+    let mut ran = Ran::new(repeat);
+    let mut outcome = Ok(());
+    for pass in &passes {
+        let server = match ran.start(pass, &flags.strategies, &folder).await {
+            Ok(Some(server)) => server,
+            Ok(None) => continue,
+            // Nothing ran yet: nothing to write.
+            Err(err) if pass.first => return Err(err),
+            Err(err) => {
+                outcome = Err(err);
+                break;
+            }
+        };
+        let strategies = ran.pass_strategies.clone();
+        let orders = shuffled(&strategies, repeat, order_seed);
+        ran.record(&orders);
+        outcome = tokio::select! {
+            outcome = run_all(&server, &plan, flags, capacity.as_ref(), &folder, &orders, &mut collected) => outcome,
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted: the runs finished before Ctrl-C are written")),
+        };
+        server.stop().await;
+        if outcome.is_err() {
+            break;
+        }
+    }
+    let mut meta = meta::RunMeta {
         run_id: folder.id.clone(),
         started_at: started_at.to_rfc3339(),
         finished_at: chrono::Utc::now().to_rfc3339(),
@@ -175,7 +299,7 @@ pub async fn compare(flags: &CompareFlags, command: String) -> anyhow::Result<Co
         options: json!({
             "load": plan,
             "repeat": repeat,
-            "strategies": strategies.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
+            "strategies": ran.strategies.iter().map(StrategyInfo::label).collect::<Vec<_>>(),
             "drain_timeout_secs": flags.drain_timeout_secs,
             "order_seed": order_seed,
             "gate": flags.gate,
@@ -183,12 +307,12 @@ pub async fn compare(flags: &CompareFlags, command: String) -> anyhow::Result<Co
             "server_args": flags.server.server_args,
             "capacity": capacity.as_ref().map(capacity::Settings::describe),
         }),
-        strategies,
-        repetition_order: orders.iter().map(|order| order.iter().map(|s| s.name.clone()).collect()).collect(),
-        server: meta::ServerInfo { url: server.target.base().to_owned(), spawned: server.spawned() },
+        strategies: ran.strategies,
+        repetition_order: ran.repetition_order,
+        server: ran.server.unwrap_or_default(),
         incomplete: outcome.as_ref().err().map(|err| format!("{err:#}")),
     };
-    server.stop().await;
+    drivers::record(&mut meta.options, &flags.drivers);
     std::fs::write(folder.file("run.json"), serde_json::to_string_pretty(&meta)?)
         .with_context(|| format!("cannot write {}", folder.file("run.json").display()))?;
     collected.write(&folder)?;
@@ -233,7 +357,11 @@ async fn run_all(
 ) -> anyhow::Result<()> {
     if let (Some(settings), Some(into), Some(order)) = (capacity, collected.capacity.as_mut(), orders.first())
     {
-        let cap = capacity::generator_cap(settings).await?;
+        // Measured once per comparison: every pass's searches stop at the same ceiling.
+        let cap = match collected.generator_cap {
+            Some(cap) => cap,
+            None => *collected.generator_cap.insert(capacity::generator_cap(settings).await?),
+        };
         capacity::measure(server, order, settings, cap, &folder.id, 1, into).await?;
     }
     let repeat = orders.len();
@@ -241,16 +369,16 @@ async fn run_all(
         for (position, strategy) in (1u32..).zip(order) {
             let key = RunKey {
                 run_id: folder.id.clone(),
-                strategy: strategy.name.clone(),
+                strategy: strategy.label(),
                 repetition: rep,
                 position,
                 safe: strategy.safe,
                 queued: strategy.queued,
             };
-            let label = format!("[rep {rep}/{repeat} · {position}/{} · {}]", order.len(), strategy.name);
-            let (record, settlement) = one_run(server, plan, flags, folder, &key, &label)
+            let label = format!("[rep {rep}/{repeat} · {position}/{} · {}]", order.len(), key.strategy);
+            let (record, settlement) = one_run(server, plan, flags, folder, &strategy.name, &key, &label)
                 .await
-                .with_context(|| format!("{} (repetition {rep})", strategy.name))?;
+                .with_context(|| format!("{} (repetition {rep})", key.strategy))?;
             let row = SummaryRow::new(&key, plan.model.as_str(), plan.offered_rps(), &record, &settlement);
             eprintln!("{label} {}", one_line(&row));
             collected.add(&key, row, &record);
@@ -259,20 +387,20 @@ async fn run_all(
     Ok(())
 }
 
-/// Reset, load, drain, audit, join.
+/// Reset, load, drain, audit, join, for strategy `name` (whose rows `key` labels).
 async fn one_run(
     server: &Server,
     plan: &LoadPlan,
     flags: &CompareFlags,
     folder: &RunFolder,
+    name: &str,
     key: &RunKey,
     label: &str,
 ) -> anyhow::Result<(RunRecord, Settlement)> {
     server.reset(&plan.scenario.reset_plan()).await?;
-    let record = loadgen::run(plan, &server.target, &key.strategy, label).await?;
+    let record = loadgen::run_spread(plan, &server.load_targets(), name, label).await?;
     let drain_limit = Duration::from_secs(flags.drain_timeout_secs);
-    let (settlement, audit) =
-        settle(server, &record, &key.strategy, plan.scenario.hot_product, drain_limit).await?;
+    let (settlement, audit) = settle(server, &record, name, plan.scenario.hot_product, drain_limit).await?;
     if !settlement.settled {
         eprintln!(
             "{label} warning: not settled after {}s: orders not yet persisted count as lost",

@@ -67,6 +67,7 @@ impl Preset {
             max_requests: None,
             grace: Duration::from_secs(1),
             timeout: Duration::from_secs(30),
+            give_up: None,
         };
         match self {
             Self::Default => (default, 2),
@@ -236,6 +237,11 @@ pub struct ServerFlags {
     /// Extra flag for the server bench starts, repeatable: `--server-arg=--pg-connections=16`.
     #[arg(long = "server-arg", allow_hyphen_values = true)]
     pub server_args: Vec<String>,
+    /// Server processes bench starts, each on its own port, sharing the database and Redis; the
+    /// load is spread over all of them (connection i goes to replica i mod N). Strategies that keep
+    /// their books in one process (`memory`) are left out when above 1.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub replicas: u16,
 }
 
 /// `bench compare`.
@@ -245,6 +251,8 @@ pub struct CompareFlags {
     pub load: LoadFlags,
     #[command(flatten)]
     pub server: ServerFlags,
+    #[command(flatten)]
+    pub drivers: super::drivers::DriverFlags,
     /// Strategies to compare, comma-separated [default: every strategy the server has].
     #[arg(long, value_delimiter = ',')]
     pub strategies: Vec<String>,
@@ -294,7 +302,9 @@ impl CompareFlags {
             },
         };
         let drain = Duration::from_secs(self.drain_timeout_secs);
-        self.capacity_search.settings(depth, plan.scenario.hot_product, plan.connections, drain).map(Some)
+        self.capacity_search
+            .settings_near_last(depth, plan.scenario.hot_product, plan.connections, drain, &self.out)
+            .map(Some)
     }
 }
 

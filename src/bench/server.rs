@@ -34,7 +34,14 @@ pub struct Server {
     child: Option<Child>,
     /// How bench started it, to start it again; `None` for `--url`.
     launch: Option<Launch>,
+    /// The other replicas (`--replicas`): the same server on other ports, sharing its database
+    /// and Redis. Admin calls go to this one; the load goes to all.
+    others: Vec<Self>,
 }
+
+/// Longest the replicas may take to take up a reset made through the first one (they look every
+/// 100 ms).
+const PLAN_AGREEMENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How a spawned server was started: the same command starts it again on the same address.
 #[derive(Debug, Clone)]
@@ -64,6 +71,28 @@ impl Server {
     /// # Errors
     /// When the server cannot be started, or does not answer `/healthz` in time.
     pub async fn start_from(exe: Option<&Path>, flags: &ServerFlags, log: &Path) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            flags.replicas <= 1 || flags.url.is_none(),
+            "--replicas starts servers: it cannot be combined with --url (put a load balancer's URL in --url instead)"
+        );
+        let mut first = Self::start_one(exe, flags, log).await?;
+        for replica in 2..=flags.replicas {
+            let log = log.with_file_name(format!(
+                "{}-replica-{replica}.log",
+                log.file_stem().and_then(|stem| stem.to_str()).unwrap_or("server")
+            ));
+            match Self::start_one(exe, flags, &log).await {
+                Ok(other) => first.others.push(other),
+                Err(err) => {
+                    first.stop().await;
+                    return Err(err.context(format!("replica {replica} did not start")));
+                }
+            }
+        }
+        Ok(first)
+    }
+
+    async fn start_one(exe: Option<&Path>, flags: &ServerFlags, log: &Path) -> anyhow::Result<Self> {
         let admin_token = flags
             .admin_token
             .as_deref()
@@ -84,7 +113,7 @@ impl Server {
             }
         };
         let target = Target::resolve(&url).await?;
-        let mut server = Self { target, admin_token, child, launch };
+        let mut server = Self { target, admin_token, child, launch, others: Vec::new() };
         server.wait_healthy(log).await?;
         Ok(server)
     }
@@ -92,6 +121,18 @@ impl Server {
     /// The process id of the server bench started (`None` for `--url`, or once it exited).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().and_then(tokio::process::Child::id)
+    }
+
+    /// Where the load goes: every replica, this one first.
+    pub fn load_targets(&self) -> Vec<Target> {
+        std::iter::once(self.target.clone())
+            .chain(self.others.iter().map(|other| other.target.clone()))
+            .collect()
+    }
+
+    /// Server processes the load is spread over.
+    pub fn replicas(&self) -> usize {
+        1 + self.others.len()
     }
 
     /// Whether bench started this server.
@@ -223,12 +264,50 @@ impl Server {
         self.json(self.target.get("/strategies"), "GET /strategies").await
     }
 
-    /// `POST /admin/reset` with `plan`.
-    pub async fn reset(&self, plan: &serde_json::Value) -> anyhow::Result<()> {
+    /// `POST /admin/reset` with `plan`; the answer says what the reset did and the plan in force.
+    pub async fn reset(&self, plan: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
         let body = Bytes::from(plan.to_string());
-        let _: serde_json::Value =
+        let answer: serde_json::Value =
             self.json(self.target.post("/admin/reset", body), "POST /admin/reset").await?;
+        self.replicas_agree().await?;
+        Ok(answer)
+    }
+
+    /// Waits until every other replica holds the plan this one does: a reset made through one
+    /// replica reaches the others' strategies within their polling interval, and no buyer may
+    /// reach a replica still holding the old one.
+    async fn replicas_agree(&self) -> anyhow::Result<()> {
+        if self.others.is_empty() {
+            return Ok(());
+        }
+        let deadline = Instant::now() + PLAN_AGREEMENT_TIMEOUT;
+        let want = self.plan_id().await?;
+        for other in &self.others {
+            loop {
+                let held = other.plan_id().await?;
+                if held == want {
+                    break;
+                }
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "replica {} still holds plan {held} {}s after the reset to plan {want}",
+                    other.target.base(),
+                    PLAN_AGREEMENT_TIMEOUT.as_secs()
+                );
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        }
         Ok(())
+    }
+
+    /// The id of the plan this server's strategies hold (`GET /healthz`).
+    async fn plan_id(&self) -> anyhow::Result<i64> {
+        #[derive(Deserialize)]
+        struct Health {
+            plan_id: i64,
+        }
+        let (_, body) = self.call(self.target.get("/healthz")).await?;
+        Ok(serde_json::from_slice::<Health>(&body).context("GET /healthz has no plan_id")?.plan_id)
     }
 
     /// `GET /admin/audit`, raw.
@@ -255,8 +334,11 @@ impl Server {
         }
     }
 
-    /// Stops the server bench started (a no-op for `--url`).
+    /// Stops the server bench started, every replica of it (a no-op for `--url`).
     pub async fn stop(mut self) {
+        for other in std::mem::take(&mut self.others) {
+            Box::pin(other.stop()).await;
+        }
         if let Some(child) = &mut self.child {
             terminate(child).await;
         }

@@ -12,7 +12,8 @@ use checkout_bench::bench::capacity::CapacityFlags;
 use checkout_bench::bench::ceilings::{self, CeilingFlags};
 use checkout_bench::bench::chaos::{self, ChaosFlags};
 use checkout_bench::bench::options::{CompareFlags, LoadFlags, ServerFlags};
-use checkout_bench::bench::server::{self, Server};
+use checkout_bench::bench::scale::ScaleFlags;
+use checkout_bench::bench::server::{self, Server, StrategyInfo};
 use checkout_bench::server_cli::{self, ServerCli};
 use checkout_bench::{loadgen, report};
 use clap::{Parser, Subcommand};
@@ -35,6 +36,12 @@ enum Command {
     /// intended send time) within --slo-ms, nothing unsent, no error; write capacity.csv and
     /// capacity_steps.csv into results/<run-id>/ and render the report.
     Capacity(Box<CapacityFlags>),
+    /// Does capacity hold on the seed's catalogue? For each `--scales` catalogue (default 100,000
+    /// products, then 5,000,000 products with 10,000,000 orders): load it once with `server
+    /// populate` into a database of its own, search every strategy's capacity on it with regular
+    /// customers over all its products, and write scale.csv: capacity per catalogue, ratio to the
+    /// first.
+    Scale(Box<ScaleFlags>),
     /// Drive one strategy on a running server (no reset unless --reset) and print what clients saw.
     Run(Box<RunFlags>),
     /// Gate a finished run: exit 1 when a safe strategy's run is invalid or a throughput ratio fell
@@ -96,7 +103,7 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
         Command::Compare(flags) => {
             let command_line = std::env::args().collect::<Vec<_>>().join(" ");
             let comparison = bench::compare(&flags, command_line).await?;
-            let names: Vec<String> = comparison.strategies.iter().map(|s| s.name.clone()).collect();
+            let names: Vec<String> = comparison.strategies.iter().map(StrategyInfo::label).collect();
             let capacity = report::capacity::figures(&names, &comparison.capacity, &[]);
             let figures = report::figures::of_rows(names, &comparison.rows);
             println!();
@@ -122,7 +129,7 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
         Command::Capacity(flags) => {
             let command_line = std::env::args().collect::<Vec<_>>().join(" ");
             let measured = bench::capacity::run(&flags, command_line).await?;
-            let names: Vec<String> = measured.strategies.iter().map(|s| s.name.clone()).collect();
+            let names: Vec<String> = measured.strategies.iter().map(StrategyInfo::label).collect();
             let capacity = report::capacity::figures(&names, &measured.rows, &[]);
             println!();
             for line in report::capacity::headline(&capacity) {
@@ -130,6 +137,13 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             }
             println!("\n{}", report::capacity::text(&capacity));
             println!("{}", report::capacity::legend(&capacity));
+            println!("results: {}", measured.folder.path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Scale(flags) => {
+            let command_line = std::env::args().collect::<Vec<_>>().join(" ");
+            let measured = bench::scale::run(&flags, command_line).await?;
+            println!("\nCapacity by catalogue\n{}", measured.table);
             println!("results: {}", measured.folder.path.display());
             Ok(ExitCode::SUCCESS)
         }

@@ -52,15 +52,16 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// `POST /admin/reset`: deletes every order, lays out the plan, clears statistics.
+/// `POST /admin/reset`: deletes every order (with `keep_catalogue`: the run's), lays out the plan,
+/// clears statistics, and answers with the plan now in force.
 pub(super) async fn reset(
     State(state): State<AppState>,
     ApiJson(plan): ApiJson<StockPlan>,
 ) -> Result<Response, ApiError> {
     plan.validate()?;
-    let summary = state.reset(plan).await?;
+    let (summary, plan) = state.reset(plan).await?;
     tracing::info!(?summary, "reset");
-    Ok(Json(json!({ "status": "reset", "summary": summary })).into_response())
+    Ok(Json(json!({ "status": "reset", "summary": summary, "plan": plan })).into_response())
 }
 
 /// `POST /admin/reconcile`: repairs the Redis mirror from PostgreSQL and says what it changed.

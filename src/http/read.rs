@@ -7,7 +7,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use checkout_strategies::{ProductId, StrategyKind, catalog, order_store};
+use checkout_strategies::{PgDriver, ProductId, StrategyKind, catalog, order_store};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -23,11 +23,24 @@ pub(super) struct StrategyInfo {
     name: StrategyKind,
     #[serde(flatten)]
     guarantees: checkout_strategies::Guarantees,
+    /// The PostgreSQL client its purchases run on, for the strategies `PG_DRIVER` switches.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pg_driver: Option<PgDriver>,
 }
 
 /// `GET /strategies`.
 pub(super) async fn strategies(State(state): State<AppState>) -> Json<Vec<StrategyInfo>> {
-    Json(state.registry.iter().map(|s| StrategyInfo { name: s.kind(), guarantees: s.guarantees() }).collect())
+    Json(
+        state
+            .registry
+            .iter()
+            .map(|s| StrategyInfo {
+                name: s.kind(),
+                guarantees: s.guarantees(),
+                pg_driver: s.kind().runs_on_pg_driver().then_some(state.pg_driver),
+            })
+            .collect(),
+    )
 }
 
 /// `GET /products/{id}`: what PostgreSQL has left to sell (`catalog::stock_of`).
@@ -112,6 +125,7 @@ pub(super) async fn healthz(State(state): State<AppState>) -> Response {
     let body = json!({
         "status": if healthy { "ok" } else { "degraded" },
         "backends": { "postgres": postgres, "redis": redis },
+        "plan_id": state.plan_id(),
     });
     (status, Json(body)).into_response()
 }

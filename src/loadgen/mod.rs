@@ -79,6 +79,21 @@ pub struct LoadPlan {
     /// A request without an answer after this long counts as a `timeout` error.
     #[serde(rename = "timeout_ms", serialize_with = "millis")]
     pub timeout: Duration,
+    /// Stop sending once the run has certainly missed this objective (capacity probes); `None`:
+    /// run to the end whatever the answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub give_up: Option<GiveUp>,
+}
+
+/// When a run has failed whatever its remaining requests do: more answers slower than `slo` (or
+/// not a sale) than `misses`. A probe of N requests judged on its p99 fails once more than N/100
+/// of them missed, so sending the rest only costs time (and, for a queueing strategy, a longer
+/// drain).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct GiveUp {
+    #[serde(rename = "slo_ms", serialize_with = "millis")]
+    pub slo: Duration,
+    pub misses: u64,
 }
 
 /// Durations in `run.json` are milliseconds, as the flags that set them.
@@ -126,7 +141,8 @@ impl LoadPlan {
 const RECORDER_SHARDS: usize = 16;
 
 struct Shared {
-    target: Target,
+    /// Every replica of the server: connection `i` goes to `targets[i % len]`.
+    targets: Vec<Target>,
     path: String,
     plan: LoadPlan,
     live: Live,
@@ -152,11 +168,12 @@ impl Shared {
         let sent_at = Instant::now();
         self.recorder(worker).sent(&self.live, sent_at, sent_at.saturating_duration_since(due));
         let exchange = async {
+            let target = &self.targets[worker % self.targets.len()];
             if connection.is_none() {
-                *connection = Some(Connection::open(&self.target).await?);
+                *connection = Some(Connection::open(target).await?);
             }
             match connection.as_mut() {
-                Some(open) => open.send(self.target.post(&self.path, buyer.body)).await,
+                Some(open) => open.send(target.post(&self.path, buyer.body)).await,
                 None => Err(client::Transport::Connect),
             }
         };
@@ -174,6 +191,11 @@ impl Shared {
         };
         let done = Instant::now();
         let latency = done.saturating_duration_since(due);
+        if let Some(rule) = self.plan.give_up
+            && (latency.as_micros() > rule.slo.as_micros() || !matches!(answer, Answer::Acked(..)))
+        {
+            self.live.missed(done, rule.misses);
+        }
         let mut recorder = self.recorder(worker);
         recorder.served(done.saturating_duration_since(sent_at));
         recorder.answered(&self.live, done, latency, buyer.product, self.plan.scenario.quantity, answer);
@@ -186,13 +208,29 @@ impl Shared {
 /// # Errors
 /// When the plan is invalid.
 pub async fn run(plan: &LoadPlan, target: &Target, strategy: &str, label: &str) -> anyhow::Result<RunRecord> {
+    run_spread(plan, std::slice::from_ref(target), strategy, label).await
+}
+
+/// [`run`] against several replicas of the server at once: connection `i` (open model: worker
+/// `i`; closed model: the connection user `i` opens) goes to `targets[i % len]`, so the load
+/// splits evenly.
+///
+/// # Errors
+/// When the plan is invalid or no target is given.
+pub async fn run_spread(
+    plan: &LoadPlan,
+    targets: &[Target],
+    strategy: &str,
+    label: &str,
+) -> anyhow::Result<RunRecord> {
     plan.validate()?;
-    let mut warm = warm_connections(target, plan.connections, plan.timeout).await;
+    anyhow::ensure!(!targets.is_empty(), "no server to send the load to");
+    let mut warm = warm_connections(targets, plan.connections, plan.timeout).await.into_iter();
     let start = Instant::now();
     let live =
         Live::new(start, plan.duration, plan.scenario.hot_product, plan.scenario.hot_stock, plan.grace);
     let shared = Arc::new(Shared {
-        target: target.clone(),
+        targets: targets.to_vec(),
         path: format!("/strategies/{strategy}/purchase"),
         plan: plan.clone(),
         live,
@@ -205,11 +243,11 @@ pub async fn run(plan: &LoadPlan, target: &Target, strategy: &str, label: &str) 
     let progress = tokio::spawn(progress(Arc::clone(&shared), label.to_owned()));
     let workers: Vec<_> = match plan.model {
         Model::Open => (0..plan.connections)
-            .map(|worker| tokio::spawn(open_worker(Arc::clone(&shared), worker, warm.pop().flatten())))
+            .map(|worker| tokio::spawn(open_worker(Arc::clone(&shared), worker, warm.next().flatten())))
             .collect(),
         Model::Closed => {
             let pool = Arc::new(Pool::new(plan.connections));
-            pool.idle.lock().unwrap_or_else(PoisonError::into_inner).extend(warm.drain(..).flatten());
+            pool.idle.lock().unwrap_or_else(PoisonError::into_inner).extend(warm.flatten());
             (0..plan.users)
                 .map(|user| tokio::spawn(closed_user(Arc::clone(&shared), Arc::clone(&pool), user)))
                 .collect()
@@ -264,14 +302,15 @@ fn never_sent(shared: &Shared, start: Instant, finished: Instant) -> Vec<Duratio
 /// hundreds of them at the first due instant overflow the server's accept queue: a dropped SYN is
 /// retried after a second, which would charge connection setup to the first requests as timeouts.
 /// A connection that cannot be opened here (within the request timeout) is `None`, opened again at
-/// its first request.
-async fn warm_connections(target: &Target, count: usize, limit: Duration) -> Vec<Option<Connection>> {
+/// its first request. Connection `i` goes to `targets[i % len]`.
+async fn warm_connections(targets: &[Target], count: usize, limit: Duration) -> Vec<Option<Connection>> {
     const WAVE: usize = 32;
     let mut warm = Vec::with_capacity(count);
     while warm.len() < count {
-        let wave: Vec<_> = (0..WAVE.min(count - warm.len()))
-            .map(|_| {
-                let target = target.clone();
+        let first = warm.len();
+        let wave: Vec<_> = (first..first + WAVE.min(count - first))
+            .map(|i| {
+                let target = targets[i % targets.len()].clone();
                 tokio::spawn(async move {
                     tokio::time::timeout(limit, Connection::open(&target)).await.ok()?.ok()
                 })
@@ -454,6 +493,53 @@ mod tests {
         Target::resolve(&format!("http://{addr}")).await.unwrap()
     }
 
+    /// A server that counts the purchases it answers.
+    async fn counting_server() -> (Target, Arc<AtomicU64>) {
+        let count = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&count);
+        let app = Router::new().route(
+            "/strategies/{name}/purchase",
+            post(move || {
+                let counted = Arc::clone(&counted);
+                async move {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                    (
+                        axum::http::StatusCode::CREATED,
+                        axum::Json(serde_json::json!({ "order_id": uuid::Uuid::new_v4() })),
+                    )
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (Target::resolve(&format!("http://{addr}")).await.unwrap(), count)
+    }
+
+    #[tokio::test]
+    async fn load_spread_over_replicas_splits_evenly() {
+        let (first, on_first) = counting_server().await;
+        let (second, on_second) = counting_server().await;
+        let plan = LoadPlan {
+            rate: 400.0,
+            connections: 8,
+            max_requests: Some(400),
+            ..plan(Model::Open, Duration::from_secs(5))
+        };
+        let record = run_spread(&plan, &[first, second], "x", "[test]").await.unwrap();
+        let (a, b) = (on_first.load(Ordering::Relaxed), on_second.load(Ordering::Relaxed));
+        assert_eq!(a + b, 400, "every request reached one replica");
+        assert_eq!(record.counts.sent, 400);
+        // Four connections each, taking tickets from one timetable: close to half each.
+        assert!(a.abs_diff(b) <= 40, "the load split {a} / {b}");
+    }
+
+    #[tokio::test]
+    async fn a_spread_without_a_target_is_refused() {
+        let plan = plan(Model::Open, Duration::from_millis(100));
+        assert!(run_spread(&plan, &[], "x", "[test]").await.is_err());
+    }
+
     fn ms(histogram: &hdrhistogram::Histogram<u64>, percentile: f64) -> f64 {
         histogram.value_at_percentile(percentile) as f64 / 1e3
     }
@@ -479,6 +565,37 @@ mod tests {
         );
         assert!(ms(&record.dispatch, 99.0) >= 500.0, "the held-back requests went out late");
         assert_eq!(record.counts.censored, 0, "every request was answered before the end");
+    }
+
+    /// A run that gives up once its objective is certainly missed stops sending there: only the
+    /// requests due by then are sent or counted unsent; the same run without the rule accounts
+    /// for all of them. The stall starts at once and outlasts the run, so only the rule can end it
+    /// early.
+    #[tokio::test]
+    async fn a_run_that_certainly_missed_its_objective_stops_sending() {
+        let target = stalling_server(Duration::ZERO, Duration::from_secs(30)).await;
+        let rule = GiveUp { slo: Duration::from_millis(20), misses: 3 };
+        let base = LoadPlan {
+            rate: 100.0,
+            connections: 4,
+            timeout: Duration::from_millis(300),
+            max_requests: Some(150),
+            ..plan(Model::Open, Duration::from_secs(2))
+        };
+        let gave_up =
+            run(&LoadPlan { give_up: Some(rule), ..base.clone() }, &target, "x", "[test]").await.unwrap();
+        let at = gave_up.gave_up.expect("the fourth miss ends the run");
+        assert!(at < Duration::from_secs(1), "gave up at {at:?}");
+        let due_by_then = Timetable::new(100.0).due_within(at + Duration::from_millis(50));
+        assert!(
+            gave_up.counts.sent + gave_up.unsent <= due_by_then,
+            "nothing due after the stop was sent or counted: {} sent, {} unsent, {due_by_then} due by {at:?}",
+            gave_up.counts.sent,
+            gave_up.unsent
+        );
+        let full = run(&base, &target, "x", "[test]").await.unwrap();
+        assert_eq!(full.gave_up, None);
+        assert_eq!(full.counts.sent + full.unsent, 150, "without the rule every request is accounted for");
     }
 
     /// A stall that outlasts the run: the requests due after it began are never sent, and each
@@ -533,6 +650,7 @@ mod tests {
             max_requests: None,
             grace: Duration::ZERO,
             timeout: Duration::from_secs(5),
+            give_up: None,
         }
     }
 

@@ -209,6 +209,9 @@ pub(crate) struct Live {
     sold_out_at: AtomicU64,
     first_hot_sold_out_at: AtomicU64,
     stop_at: AtomicU64,
+    /// Answers that missed the run's objective ([`super::GiveUp`]), and when the run gave up.
+    missed: AtomicU64,
+    gave_up_at: AtomicU64,
     /// Wakes whoever waits for the deadline when it moves earlier.
     deadline_moved: tokio::sync::Notify,
 }
@@ -238,6 +241,8 @@ impl Live {
             sold_out_at: AtomicU64::new(NEVER),
             first_hot_sold_out_at: AtomicU64::new(NEVER),
             stop_at: AtomicU64::new(NEVER),
+            missed: AtomicU64::new(0),
+            gave_up_at: AtomicU64::new(NEVER),
             deadline_moved: tokio::sync::Notify::new(),
         }
     }
@@ -261,6 +266,21 @@ impl Live {
         if self.stop_at.fetch_min(stop, Ordering::Relaxed) > stop {
             self.deadline_moved.notify_waiters();
         }
+    }
+
+    /// One more answer missed the objective; past `limit` the run has failed and stops sending now.
+    pub(crate) fn missed(&self, at: Instant, limit: u64) {
+        if self.missed.fetch_add(1, Ordering::Relaxed) + 1 > limit {
+            let now = self.micros_since_start(at);
+            self.gave_up_at.fetch_min(now, Ordering::Relaxed);
+            if self.stop_at.fetch_min(now, Ordering::Relaxed) > now {
+                self.deadline_moved.notify_waiters();
+            }
+        }
+    }
+
+    pub(crate) fn gave_up(&self) -> Option<Duration> {
+        Some(self.gave_up_at.load(Ordering::Relaxed)).filter(|at| *at != NEVER).map(Duration::from_micros)
     }
 
     /// Resolves once the deadline has passed, following it when the sell-out moves it earlier, so
@@ -478,6 +498,9 @@ pub struct RunRecord {
     pub first_hot_sold_out: Option<Duration>,
     /// The latest a request went out after its intended time.
     pub max_lag: Duration,
+    /// When the run stopped sending because it had certainly missed its objective
+    /// ([`super::GiveUp`]); the requests due after that count as unsent.
+    pub gave_up: Option<Duration>,
 }
 
 impl RunRecord {
@@ -512,6 +535,7 @@ impl RunRecord {
             time_to_sell_out: live.time_to_sell_out(),
             first_hot_sold_out: live.first_hot_sold_out(),
             max_lag: Duration::ZERO,
+            gave_up: live.gave_up(),
         };
         for recorder in recorders {
             record.counts.add(&recorder.counts);

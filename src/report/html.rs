@@ -105,6 +105,12 @@ fn metadata(out: &mut String, run: &Run) {
             items.push(("versions", versions.join("; ")));
             let spawned = if meta.server.spawned { "spawned by bench" } else { "already running" };
             items.push(("server", format!("{} ({spawned})", meta.server.url)));
+            if meta.server.replicas > 1 {
+                items.push((
+                    "replicas",
+                    format!("{} server processes, the load spread over all", meta.server.replicas),
+                ));
+            }
             let orders: Vec<String> = meta.repetition_order.iter().map(|order| order.join(" → ")).collect();
             items.push(("repetition order", orders.join(" | ")));
         }

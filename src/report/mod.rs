@@ -26,7 +26,7 @@ pub use chart::ChartFiles;
 use chart::{Anomalies, Capacity, LatencySpectrum, Ratios, Throughput, UnitsLeft};
 pub use compare::{FigureRatio, StrategyComparison};
 use figures::StrategyFigures;
-use model::{Outcome, Run};
+use model::{Outcome, Run, StrategyInfo};
 
 /// Everything [`render`] wrote.
 #[derive(Debug, Clone)]
@@ -103,7 +103,7 @@ pub fn render(dir: &Path) -> anyhow::Result<Rendered> {
 #[must_use]
 pub fn capacity_figures(run: &Run) -> Vec<capacity::CapacityFigures> {
     let order: Vec<String> =
-        run.meta.iter().flat_map(|meta| meta.strategies.iter().map(|s| s.name.clone())).collect();
+        run.meta.iter().flat_map(|meta| meta.strategies.iter().map(StrategyInfo::label)).collect();
     capacity::figures(&order, &run.capacity, &run.capacity_steps)
 }
 

@@ -46,7 +46,7 @@ impl Run {
     #[must_use]
     pub fn strategies(&self) -> Vec<String> {
         let mut names: Vec<String> =
-            self.meta.iter().flat_map(|meta| meta.strategies.iter().map(|s| s.name.clone())).collect();
+            self.meta.iter().flat_map(|meta| meta.strategies.iter().map(StrategyInfo::label)).collect();
         for row in &self.summary {
             if !names.contains(&row.strategy) {
                 names.push(row.strategy.clone());

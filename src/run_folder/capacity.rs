@@ -45,6 +45,9 @@ pub enum Phase {
     Descend,
     /// Between the last pass and the first fail.
     Bisect,
+    /// Stepping from the last known capacity (an earlier run's) up while probes pass or down while
+    /// they fail, by a step that doubles each time.
+    Near,
 }
 
 impl Phase {
@@ -53,6 +56,7 @@ impl Phase {
             Self::Ramp => "ramp",
             Self::Descend => "descend",
             Self::Bisect => "bisect",
+            Self::Near => "near",
         }
     }
 }

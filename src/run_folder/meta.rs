@@ -25,10 +25,17 @@ pub struct Host {
     pub arch: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct ServerInfo {
     pub url: String,
     pub spawned: bool,
+    /// Server processes the load was spread over (`--replicas`); 1 in runs before replicas.
+    #[serde(default = "one_replica")]
+    pub replicas: usize,
+}
+
+const fn one_replica() -> usize {
+    1
 }
 
 /// The whole `run.json`.

@@ -7,6 +7,7 @@
 //! - [`anomalies`]: what a run's join found.
 //! - [`ceilings`]: raw backend ceilings measured beside the strategies, and the ratios to them.
 //! - [`capacity`]: the sustainable capacity per strategy and the search behind it.
+//! - [`scale`]: capacity on catalogues of different sizes (`bench scale`).
 //! - [`spread`]: median and range over repetitions.
 //! - [`strategy_info`]: a strategy as the folder records it.
 
@@ -15,6 +16,7 @@ pub mod capacity;
 pub mod ceilings;
 pub mod files;
 pub mod meta;
+pub mod scale;
 pub mod spread;
 pub mod strategy_info;
 
@@ -25,6 +27,7 @@ pub use files::{
     TimeseriesRow, Verdict, read_csv, server_errors, write_csv, write_hgrm,
 };
 pub use meta::RunMeta;
+pub use scale::ScaleRow;
 pub use spread::{Spread, medians_by_strategy};
 pub use strategy_info::StrategyInfo;
 

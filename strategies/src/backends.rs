@@ -3,13 +3,18 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::cluster::{ClusterClient, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::{Cmd, ConnectionInfo, FromRedisValue, IntoConnectionInfo, Pipeline, RedisFuture, Value};
 use sqlx::migrate::MigrateDatabase;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgPool, Postgres};
 
 use crate::MIGRATOR;
-use crate::queue_nats::NatsBackend;
+use crate::pg_driver::PurchasePool;
+use crate::queue_nats::{NatsBackend, NatsSettings};
 use crate::redis_keys::RedisKeys;
 
 /// Everything a strategy may talk to, built once and cloned into each strategy.
@@ -20,19 +25,132 @@ pub struct Backends {
     /// The NATS JetStream broker of `queue-nats`.
     pub nats: NatsBackend,
     pub tuning: Tuning,
+    /// Where the per-sale SQL strategies run their purchase (`PG_DRIVER`); `pg` unless another
+    /// driver was chosen.
+    pub purchases: PurchasePool,
+}
+
+/// Where `queue-nats` finds its broker unless told otherwise (`NATS_URL`).
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+
+impl Backends {
+    /// Backends whose purchases run on `pg` itself (the sqlx driver), with the local NATS broker
+    /// under Redis's key prefix (it connects on first use only).
+    pub fn new(pg: PgPool, redis: RedisBackend, tuning: Tuning) -> Self {
+        let purchases = PurchasePool::Sqlx(pg.clone());
+        let nats = NatsBackend::lazy(DEFAULT_NATS_URL, redis.keys.prefix(), NatsSettings::default());
+        Self { pg, redis, nats, tuning, purchases }
+    }
+
+    /// The same backends with `queue-nats` on `nats`.
+    #[must_use]
+    pub fn with_nats(self, nats: NatsBackend) -> Self {
+        Self { nats, ..self }
+    }
+
+    /// The same backends with purchases on `purchases`.
+    #[must_use]
+    pub fn with_purchases(self, purchases: PurchasePool) -> Self {
+        Self { purchases, ..self }
+    }
 }
 
 /// Redis, as request traffic reaches it: one multiplexed, self-reconnecting connection cloned into
 /// every handler (a per-call pool measured 3–15× slower on a hot key), every call bounded by a
-/// response timeout.
+/// response timeout. The server is a single Redis or a Redis Cluster ([`RedisBackend::lazy_cluster`]).
 #[derive(Debug, Clone)]
 pub struct RedisBackend {
     /// Shared by all request traffic. Never use it for blocking commands or MULTI.
-    pub conn: ConnectionManager,
+    pub conn: RedisConn,
     /// Opens dedicated connections (stream consumers, which block).
-    pub client: redis::Client,
+    client: RedisClient,
     pub keys: RedisKeys,
     pub settings: RedisSettings,
+}
+
+/// Where dedicated connections are opened.
+#[derive(Debug, Clone)]
+enum RedisClient {
+    Single(redis::Client),
+    /// The seed nodes: a cluster client's reply timeout is fixed when it is built, so each
+    /// dedicated connection builds its own.
+    Cluster(Vec<ConnectionInfo>),
+}
+
+/// A connection to Redis or to a Redis Cluster. It implements [`ConnectionLike`] by delegation, so
+/// commands, pipelines and scripts run on either; clone it per call as a `ConnectionManager`.
+#[derive(Clone)]
+pub enum RedisConn {
+    /// Request traffic on a single Redis: reconnects by itself.
+    Manager(ConnectionManager),
+    /// A dedicated connection to a single Redis; its owner replaces it after an I/O error.
+    Multiplexed(MultiplexedConnection),
+    /// A Redis Cluster: routes each command by its keys' slot and follows MOVED/ASK.
+    Cluster(ClusterConnection),
+}
+
+impl std::fmt::Debug for RedisConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Manager(_) => f.write_str("RedisConn::Manager"),
+            Self::Multiplexed(_) => f.write_str("RedisConn::Multiplexed"),
+            Self::Cluster(_) => f.write_str("RedisConn::Cluster"),
+        }
+    }
+}
+
+impl ConnectionLike for RedisConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Manager(conn) => conn.req_packed_command(cmd),
+            Self::Multiplexed(conn) => conn.req_packed_command(cmd),
+            Self::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Manager(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Multiplexed(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Manager(conn) => conn.get_db(),
+            Self::Multiplexed(conn) => conn.get_db(),
+            Self::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+impl RedisConn {
+    /// Runs a keyless command (`SCAN`, `TIME`) on the master that holds `key`. A cluster sends
+    /// keyless commands to a random node, where a scan misses the keys and a clock differs from
+    /// the one the scripts read.
+    ///
+    /// # Errors
+    /// When Redis does not answer, or the reply does not read as `T`.
+    pub async fn query_on_master_of<T: FromRedisValue>(
+        &mut self,
+        cmd: &Cmd,
+        key: &str,
+    ) -> redis::RedisResult<T> {
+        match self {
+            Self::Cluster(conn) => {
+                let route = SingleNodeRoutingInfo::SpecificNode(Route::with_key(key, SlotAddr::Master));
+                let value = conn.route_command(cmd.clone(), RoutingInfo::SingleNode(route)).await?;
+                Ok(T::from_redis_value(value)?)
+            }
+            Self::Manager(_) | Self::Multiplexed(_) => cmd.query_async(self).await,
+        }
+    }
 }
 
 /// How Redis connections behave.
@@ -64,7 +182,43 @@ impl RedisBackend {
             // Fail fast while Redis is down instead of retrying inside a request.
             .set_number_of_retries(1);
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
-        Ok(Self { conn, client, keys, settings })
+        Ok(Self { conn: RedisConn::Manager(conn), client: RedisClient::Single(client), keys, settings })
+    }
+
+    /// A backend on the Redis Cluster that `nodes` (`host:port` or `redis://host:port`, any of its
+    /// masters) belong to, connecting on first use. Every key goes under `keys`' prefix made a hash
+    /// tag ([`RedisKeys::in_one_slot`]): the scripts touch several keys at once, and a cluster runs a
+    /// script only when all its keys share a slot.
+    ///
+    /// # Errors
+    /// When `nodes` is empty or a node is not a Redis address.
+    pub fn lazy_cluster(
+        nodes: &[String],
+        keys: &RedisKeys,
+        settings: RedisSettings,
+    ) -> Result<Self, redis::RedisError> {
+        if nodes.is_empty() {
+            return Err(
+                (redis::ErrorKind::InvalidClientConfig, "a Redis Cluster needs at least one node").into()
+            );
+        }
+        let nodes = nodes.iter().map(|node| cluster_node(node)).collect::<Result<Vec<_>, _>>()?;
+        let conn = cluster_client(&nodes, settings.response_timeout, settings.connect_timeout)?
+            .get_pending_async_connection_with_config(cluster_config(
+                settings.response_timeout,
+                settings.connect_timeout,
+            ));
+        Ok(Self {
+            conn: RedisConn::Cluster(conn),
+            client: RedisClient::Cluster(nodes),
+            keys: keys.in_one_slot(),
+            settings,
+        })
+    }
+
+    /// Whether this backend talks to a Redis Cluster.
+    pub const fn is_cluster(&self) -> bool {
+        matches!(self.client, RedisClient::Cluster(_))
     }
 
     /// A dedicated connection whose replies may take up to `response_timeout` (blocking reads
@@ -72,15 +226,54 @@ impl RedisBackend {
     ///
     /// # Errors
     /// When Redis cannot be reached.
-    pub async fn dedicated(
-        &self,
-        response_timeout: Duration,
-    ) -> Result<redis::aio::MultiplexedConnection, redis::RedisError> {
-        let config = redis::AsyncConnectionConfig::new()
-            .set_response_timeout(Some(response_timeout))
-            .set_connection_timeout(Some(self.settings.connect_timeout));
-        self.client.get_multiplexed_async_connection_with_config(&config).await
+    pub async fn dedicated(&self, response_timeout: Duration) -> Result<RedisConn, redis::RedisError> {
+        match &self.client {
+            RedisClient::Single(client) => {
+                let config = redis::AsyncConnectionConfig::new()
+                    .set_response_timeout(Some(response_timeout))
+                    .set_connection_timeout(Some(self.settings.connect_timeout));
+                Ok(RedisConn::Multiplexed(
+                    client.get_multiplexed_async_connection_with_config(&config).await?,
+                ))
+            }
+            RedisClient::Cluster(nodes) => {
+                let connect = self.settings.connect_timeout;
+                let client = cluster_client(nodes, response_timeout, connect)?;
+                let config = cluster_config(response_timeout, connect);
+                Ok(RedisConn::Cluster(client.get_async_connection_with_config(config).await?))
+            }
+        }
     }
+}
+
+/// A cluster seed node from `host:port` or a `redis://` URL.
+fn cluster_node(node: &str) -> Result<ConnectionInfo, redis::RedisError> {
+    let node = node.trim();
+    if node.contains("://") {
+        node.into_connection_info()
+    } else {
+        format!("redis://{node}").into_connection_info()
+    }
+}
+
+fn cluster_client(
+    nodes: &[ConnectionInfo],
+    response_timeout: Duration,
+    connect_timeout: Duration,
+) -> Result<ClusterClient, redis::RedisError> {
+    ClusterClient::builder(nodes.to_vec())
+        .response_timeout(response_timeout)
+        .connection_timeout(connect_timeout)
+        // No command is sent twice: a script whose reply was lost may have run, and the client
+        // retries after a dropped connection too. The call that meets a dead master or a moved
+        // slot fails (503) as on a single Redis, and the slot map is refreshed for the next one.
+        .retries(0)
+        .build()
+}
+
+/// The client's timeouts again: a config handed to a connection replaces them.
+fn cluster_config(response_timeout: Duration, connect_timeout: Duration) -> ClusterConfig {
+    ClusterConfig::new().set_response_timeout(response_timeout).set_connection_timeout(connect_timeout)
 }
 
 /// Knobs that change how strategies behave, not where they connect.
@@ -93,7 +286,7 @@ pub struct Tuning {
     pub conflict_retries: u32,
     /// How long a Redis reservation may wait for its order's commit before the sweeper settles it.
     pub reservation_ttl: Duration,
-    /// Most purchases `sql-coalesce` commits in one transaction.
+    /// Most purchases one commit of `sql-coalesce` or `redis-orderlog` carries.
     pub coalesce_max_batch: usize,
     /// How often `sql-optimistic` tries its compare-and-swap again after another buyer changed the
     /// row, before answering 409 `contention`.

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::types::Json;
 use sqlx::{FromRow, PgConnection, PgPool};
@@ -25,6 +26,12 @@ pub struct ResetSummary {
     pub products_written: u64,
     /// Products kept from before whose stock became their new initial stock.
     pub products_rebaselined: u64,
+    /// A reset keeping the catalogue: orders the run since the last reset placed, deleted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_orders_deleted: Option<u64>,
+    /// A reset keeping the catalogue: products the run touched, put back to their stock before it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub products_restored: Option<u64>,
     /// Stock keys written to Redis (every product).
     pub redis_keys_loaded: u64,
     pub elapsed_ms: u64,
@@ -87,12 +94,15 @@ pub async fn reset(pool: &PgPool, plan: &StockPlan) -> Result<ResetSummary, Stra
     Ok(ResetSummary {
         products_written: written,
         products_rebaselined: rebaselined,
+        run_orders_deleted: None,
+        products_restored: None,
         redis_keys_loaded: 0,
         elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     })
 }
 
-/// Remembers `plan` as the catalogue strategies with their own stock should rebuild.
+/// Remembers `plan` as the catalogue strategies with their own stock should rebuild; every order
+/// in the database belongs to the run that follows.
 ///
 /// # Errors
 /// When the database does not answer.
@@ -101,13 +111,169 @@ pub async fn record_plan(conn: &mut PgConnection, plan: &StockPlan) -> Result<()
     Ok(())
 }
 
+/// Like [`record_plan`], and makes every order already in the database history: the audit and
+/// the next reset keeping the catalogue look only at orders created from now on.
+///
+/// # Errors
+/// When the database does not answer.
+pub async fn record_plan_keeping_history(
+    conn: &mut PgConnection,
+    plan: &StockPlan,
+) -> Result<(), StrategyError> {
+    // The wall clock, not the transaction's start: every order of this transaction is older.
+    sqlx::query("INSERT INTO stock_plans (plan, orders_since) VALUES ($1, clock_timestamp())")
+        .bind(Json(plan))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Orders created before this instant are history; `None` when every order is the run's.
+///
+/// # Errors
+/// When the database does not answer.
+pub async fn orders_since(conn: &mut PgConnection) -> Result<Option<DateTime<Utc>>, StrategyError> {
+    let since: Option<Option<DateTime<Utc>>> =
+        sqlx::query_scalar("SELECT orders_since FROM stock_plans ORDER BY id DESC LIMIT 1")
+            .fetch_optional(conn)
+            .await?;
+    Ok(since.flatten())
+}
+
+/// Products the run since `$1` touched: in its orders, claimed by a gate, or awaiting the stock
+/// sync. The orders are found through the block-range index on `created_at`.
+const TOUCHED: &str = r#"
+SELECT i.product_id FROM orders o JOIN order_items i ON i.order_id = o.id WHERE o.created_at >= $1
+UNION SELECT id FROM products WHERE gate IS NOT NULL
+UNION SELECT product_id FROM stock_unapplied
+"#;
+
+/// Puts each product of `$1` back to what its row says it had before the run: its initial stock
+/// less the units its remaining (history) orders hold, and no gate.
+const RESTORE: &str = r#"
+WITH history AS (
+    SELECT i.product_id, SUM(i.quantity)::bigint AS units
+    FROM order_items i JOIN orders o ON o.id = i.order_id
+    WHERE i.product_id = ANY($1) AND o.status IN ('pending', 'confirmed')
+    GROUP BY i.product_id
+), restored AS (
+    SELECT p.id, p.initial_stock - COALESCE(h.units, 0) AS stock
+    FROM products p LEFT JOIN history h ON h.product_id = p.id
+    WHERE p.id = ANY($1)
+)
+UPDATE products p SET stock = r.stock, gate = NULL
+FROM restored r
+WHERE p.id = r.id AND (p.stock <> r.stock OR p.gate IS NOT NULL)
+"#;
+
+/// Lays out the plan's products over their history: `stock` as planned, `initial_stock` adding
+/// the units their history orders hold, as populate writes it.
+const SET_EXPLICIT: &str = r#"
+WITH planned AS (
+    SELECT id, stock FROM UNNEST($1::bigint[], $2::bigint[]) AS p (id, stock)
+), history AS (
+    SELECT i.product_id, SUM(i.quantity)::bigint AS units
+    FROM order_items i JOIN orders o ON o.id = i.order_id
+    WHERE i.product_id = ANY($1) AND o.status IN ('pending', 'confirmed')
+    GROUP BY i.product_id
+)
+INSERT INTO products (id, stock, initial_stock)
+SELECT p.id, p.stock, p.stock + COALESCE(h.units, 0) FROM planned p LEFT JOIN history h ON h.product_id = p.id
+ON CONFLICT (id) DO UPDATE SET stock = EXCLUDED.stock, initial_stock = EXCLUDED.initial_stock, gate = NULL
+"#;
+
+/// Resets for another run on the catalogue as it is (`keep_catalogue`), without rewriting it: a
+/// catalogue of millions loaded by `server populate`, with its history, stays. In one transaction:
+/// deletes the orders placed since the last reset (the run's; older ones are history), puts every
+/// product the run touched back to its stock before it (its initial stock less what its history
+/// orders hold, so even a strategy that lost updates leaves nothing behind), sets the plan's
+/// explicit products over their history, clears gates, unit pools and idempotency claims, and
+/// records the plan in force — the last one's catalogue with `plan`'s products — which it returns.
+///
+/// Its cost follows the run, not the catalogue: the touched products and the run's orders are
+/// found through indexes.
+///
+/// # Errors
+/// When the database does not answer, or a purchase holds a row lock longer than 5 s.
+pub async fn reset_keeping(
+    pool: &PgPool,
+    plan: &StockPlan,
+) -> Result<(ResetSummary, StockPlan), StrategyError> {
+    let started = Instant::now();
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET LOCAL statement_timeout = 0").execute(&mut *tx).await?;
+    sqlx::query("SET LOCAL lock_timeout = '5s'").execute(&mut *tx).await?;
+    // A generic plan cannot know that `created_at >= $1` picks a few thousand rows of millions.
+    sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan").execute(&mut *tx).await?;
+    let since = orders_since(&mut tx).await?;
+    let touched: Vec<i64> = match since {
+        Some(since) => sqlx::query_scalar(TOUCHED).bind(since).fetch_all(&mut *tx).await?,
+        None => {
+            sqlx::query_scalar(
+                "SELECT product_id FROM order_items UNION SELECT id FROM products WHERE gate IS NOT NULL",
+            )
+            .fetch_all(&mut *tx)
+            .await?
+        }
+    };
+    let deleted = match since {
+        Some(since) => {
+            sqlx::query("DELETE FROM orders WHERE created_at >= $1").bind(since).execute(&mut *tx).await?
+        }
+        None => sqlx::query("DELETE FROM orders").execute(&mut *tx).await?,
+    }
+    .rows_affected();
+    sqlx::query("TRUNCATE inventory_units, stock_unapplied, idempotency_claims").execute(&mut *tx).await?;
+    let restored = sqlx::query(RESTORE).bind(&touched).execute(&mut *tx).await?.rows_affected();
+    let (ids, stocks): (Vec<i64>, Vec<i64>) = plan.products.iter().map(|p| (p.id.get(), p.stock)).unzip();
+    let written = sqlx::query(SET_EXPLICIT).bind(&ids).bind(&stocks).execute(&mut *tx).await?.rows_affected();
+    let in_force = latest_plan_in(&mut tx).await?.unwrap_or_default().kept_with(plan);
+    record_plan_keeping_history(&mut tx, &in_force).await?;
+    tx.commit().await?;
+    let summary = ResetSummary {
+        products_written: written,
+        products_rebaselined: 0,
+        run_orders_deleted: Some(deleted),
+        products_restored: Some(restored),
+        redis_keys_loaded: 0,
+        elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    };
+    Ok((summary, in_force))
+}
+
+/// The id of the last recorded plan: it changes with every reset or populate, whichever process
+/// made it, so every replica can tell its strategies hold an older plan.
+///
+/// # Errors
+/// When the database does not answer.
+pub async fn latest_plan_id(pool: &PgPool) -> Result<Option<i64>, StrategyError> {
+    Ok(sqlx::query_scalar("SELECT id FROM stock_plans ORDER BY id DESC LIMIT 1").fetch_optional(pool).await?)
+}
+
+/// The last recorded plan and its id.
+///
+/// # Errors
+/// When the database does not answer.
+pub async fn latest_plan_with_id(pool: &PgPool) -> Result<Option<(i64, StockPlan)>, StrategyError> {
+    let row: Option<(i64, Json<StockPlan>)> =
+        sqlx::query_as("SELECT id, plan FROM stock_plans ORDER BY id DESC LIMIT 1")
+            .fetch_optional(pool)
+            .await?;
+    Ok(row.map(|(id, Json(plan))| (id, plan)))
+}
+
 /// The plan of the last reset or populate, if there was one.
 ///
 /// # Errors
 /// When the database does not answer.
 pub async fn latest_plan(pool: &PgPool) -> Result<Option<StockPlan>, StrategyError> {
+    let mut conn = pool.acquire().await?;
+    latest_plan_in(&mut conn).await
+}
+
+async fn latest_plan_in(conn: &mut PgConnection) -> Result<Option<StockPlan>, StrategyError> {
     let row: Option<(Json<StockPlan>,)> =
-        sqlx::query_as("SELECT plan FROM stock_plans ORDER BY id DESC LIMIT 1").fetch_optional(pool).await?;
+        sqlx::query_as("SELECT plan FROM stock_plans ORDER BY id DESC LIMIT 1").fetch_optional(conn).await?;
     Ok(row.map(|(Json(plan),)| plan))
 }
 
@@ -207,11 +373,61 @@ WHERE s.product_id IS NOT NULL OR p.stock <> p.initial_stock OR p.id = ANY($1) O
 ORDER BY p.id
 "#;
 
+/// [`SQL_LEDGER`] for a run over history (`$2`: orders created before it are history): the
+/// products the run touched, plus `$1`, with the units of their history orders taken out of the
+/// initial stock, so each row reads as the run saw it (`initial_stock` = the stock at the reset).
+/// Only the run's orders and the touched products' order lines are read, never the history as a
+/// whole.
+const SQL_LEDGER_SINCE: &str = r#"
+WITH run AS (
+    SELECT id, idempotency_key, status FROM orders WHERE created_at >= $2
+), touched AS (
+    SELECT i.product_id FROM run r JOIN order_items i ON i.order_id = r.id
+    UNION SELECT id FROM products WHERE gate IS NOT NULL
+    UNION SELECT product_id FROM stock_unapplied
+    UNION SELECT unnest($1::bigint[])
+), sold AS (
+    SELECT i.product_id,
+           SUM(i.quantity)::bigint AS units,
+           COUNT(*)::bigint AS orders,
+           (COUNT(r.idempotency_key) - COUNT(DISTINCT r.idempotency_key))::bigint AS duplicated
+    FROM run r JOIN order_items i ON i.order_id = r.id
+    WHERE r.status IN ('pending', 'confirmed')
+    GROUP BY i.product_id
+), history AS (
+    SELECT i.product_id, SUM(i.quantity)::bigint AS units
+    FROM touched t JOIN order_items i ON i.product_id = t.product_id JOIN orders o ON o.id = i.order_id
+    WHERE o.created_at < $2 AND o.status IN ('pending', 'confirmed')
+    GROUP BY i.product_id
+), unapplied AS (
+    SELECT product_id, SUM(quantity)::bigint AS units FROM stock_unapplied GROUP BY product_id
+)
+SELECT p.id AS product_id, p.initial_stock - COALESCE(h.units, 0) AS initial_stock,
+       CASE WHEN p.gate = 'units'
+            THEN (SELECT COUNT(*) FROM inventory_units f WHERE f.product_id = p.id AND f.order_id IS NULL)
+            ELSE p.stock
+       END AS final_stock,
+       COALESCE(s.units, 0) AS units_in_orders, COALESCE(s.orders, 0) AS orders,
+       COALESCE(s.duplicated, 0) AS duplicated, p.gate, COALESCE(u.units, 0) AS awaiting_sync
+FROM touched t JOIN products p ON p.id = t.product_id
+LEFT JOIN sold s ON s.product_id = p.id LEFT JOIN history h ON h.product_id = p.id
+LEFT JOIN unapplied u ON u.product_id = p.id
+ORDER BY p.id
+"#;
+
 /// Units in live orders for products PostgreSQL has no row for: sold out of nothing.
 const ORPHAN_UNITS: &str = r#"
 SELECT COALESCE(SUM(i.quantity), 0)::bigint
 FROM order_items i JOIN orders o ON o.id = i.order_id
 WHERE o.status IN ('pending', 'confirmed') AND NOT EXISTS (SELECT 1 FROM products p WHERE p.id = i.product_id)
+"#;
+
+/// [`ORPHAN_UNITS`] among the run's orders (created at or after `$1`).
+const ORPHAN_UNITS_SINCE: &str = r#"
+SELECT COALESCE(SUM(i.quantity), 0)::bigint
+FROM orders o JOIN order_items i ON i.order_id = o.id
+WHERE o.created_at >= $1 AND o.status IN ('pending', 'confirmed')
+  AND NOT EXISTS (SELECT 1 FROM products p WHERE p.id = i.product_id)
 "#;
 
 #[derive(FromRow)]
@@ -240,6 +456,12 @@ pub struct SqlProduct {
 /// to say about (the ones in `tracked`, the ones with live orders, the ones whose stock moved; every
 /// other product is untouched since the reset, hence clean), and order totals.
 ///
+/// Over history (after `server populate`, or a reset that kept the catalogue), only the run's
+/// orders count: the products they hold, the ones a gate claimed and `tracked`, each with its
+/// history taken out of its initial stock (see [`SQL_LEDGER_SINCE`]). A product whose stock moved
+/// with no order and no gate is not seen then: every sale in this crate claims a gate or writes
+/// an order.
+///
 /// # Errors
 /// When the database does not answer.
 pub async fn sql_books(
@@ -250,9 +472,23 @@ pub async fn sql_books(
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY").execute(&mut *tx).await?;
     // Scanning millions of products outlives the timeout meant for purchases.
     sqlx::query("SET LOCAL statement_timeout = '300s'").execute(&mut *tx).await?;
-    let rows: Vec<LedgerRow> = sqlx::query_as(SQL_LEDGER).bind(tracked).fetch_all(&mut *tx).await?;
-    let mut totals: OrderTotals = sqlx::query_as(ORDER_TOTALS).fetch_one(&mut *tx).await?;
-    totals.orphan_units = sqlx::query_scalar(ORPHAN_UNITS).fetch_one(&mut *tx).await?;
+    sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan").execute(&mut *tx).await?;
+    let (rows, totals): (Vec<LedgerRow>, OrderTotals) = match orders_since(&mut tx).await? {
+        None => {
+            let rows = sqlx::query_as(SQL_LEDGER).bind(tracked).fetch_all(&mut *tx).await?;
+            let mut totals: OrderTotals = sqlx::query_as(ORDER_TOTALS).fetch_one(&mut *tx).await?;
+            totals.orphan_units = sqlx::query_scalar(ORPHAN_UNITS).fetch_one(&mut *tx).await?;
+            (rows, totals)
+        }
+        Some(since) => {
+            let rows = sqlx::query_as(SQL_LEDGER_SINCE).bind(tracked).bind(since).fetch_all(&mut *tx).await?;
+            let mut totals: OrderTotals =
+                sqlx::query_as(ORDER_TOTALS_SINCE).bind(since).fetch_one(&mut *tx).await?;
+            totals.orphan_units =
+                sqlx::query_scalar(ORPHAN_UNITS_SINCE).bind(since).fetch_one(&mut *tx).await?;
+            (rows, totals)
+        }
+    };
     tx.commit().await?;
     let ledger = rows
         .into_iter()
@@ -272,16 +508,25 @@ pub async fn sql_books(
     Ok((ledger, totals))
 }
 
-const ORDER_TOTALS: &str = r#"
-SELECT COUNT(*) FILTER (WHERE status = 'pending') AS pending,
-       COUNT(*) FILTER (WHERE status = 'confirmed') AS confirmed,
-       COUNT(*) FILTER (WHERE status = 'cancelled') AS cancelled,
-       COUNT(*) FILTER (WHERE status = 'void') AS voided,
-       COUNT(idempotency_key) - COUNT(DISTINCT idempotency_key) AS duplicated,
-       0::bigint AS orphan_units,
-       (SELECT COUNT(DISTINCT order_id) FROM stock_unapplied) AS awaiting_sync
-FROM orders
-"#;
+macro_rules! order_totals {
+    ($where:literal) => {
+        concat!(
+            "SELECT COUNT(*) FILTER (WHERE status = 'pending') AS pending, \
+                    COUNT(*) FILTER (WHERE status = 'confirmed') AS confirmed, \
+                    COUNT(*) FILTER (WHERE status = 'cancelled') AS cancelled, \
+                    COUNT(*) FILTER (WHERE status = 'void') AS voided, \
+                    COUNT(idempotency_key) - COUNT(DISTINCT idempotency_key) AS duplicated, \
+                    0::bigint AS orphan_units, \
+                    (SELECT COUNT(DISTINCT order_id) FROM stock_unapplied) AS awaiting_sync \
+             FROM orders ",
+            $where
+        )
+    };
+}
+
+const ORDER_TOTALS: &str = order_totals!("");
+/// The run's orders only: created at or after `$1`.
+const ORDER_TOTALS_SINCE: &str = order_totals!("WHERE created_at >= $1");
 
 /// Order counts over the whole table, which per-product rows cannot give (a multi-item order
 /// shows in several rows).
@@ -308,16 +553,30 @@ pub async fn is_empty(pool: &PgPool) -> Result<bool, StrategyError> {
     Ok(!sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM products)").fetch_one(pool).await?)
 }
 
-/// Orders PostgreSQL holds, at most `limit` of them, in no particular order.
+/// Orders of the run PostgreSQL holds (history excluded, see [`orders_since`]), at most `limit` of
+/// them, in no particular order.
 ///
 /// # Errors
 /// When the database does not answer, or holds a status or strategy this build does not know.
 pub async fn order_entries(pool: &PgPool, limit: i64) -> Result<Vec<OrderEntry>, StrategyError> {
-    let rows: Vec<(Uuid, String, String)> =
-        sqlx::query_as("SELECT id, strategy, status FROM orders WHERE status <> 'void' LIMIT $1")
-            .bind(limit)
-            .fetch_all(pool)
-            .await?;
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan").execute(&mut *tx).await?;
+    let rows: Vec<(Uuid, String, String)> = match orders_since(&mut tx).await? {
+        None => {
+            sqlx::query_as("SELECT id, strategy, status FROM orders WHERE status <> 'void' LIMIT $1")
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?
+        }
+        Some(since) => sqlx::query_as(
+            "SELECT id, strategy, status FROM orders WHERE created_at >= $2 AND status <> 'void' LIMIT $1",
+        )
+        .bind(limit)
+        .bind(since)
+        .fetch_all(&mut *tx)
+        .await?,
+    };
+    tx.commit().await?;
     rows.into_iter()
         .map(|(order_id, strategy, status)| {
             let strategy = strategy.parse::<StrategyKind>().map_err(|_| {

@@ -4,8 +4,6 @@
 //! left is a backend that did not answer (retry later: 503), contention that outlasted the retries
 //! (retry later: 503), and bugs (500).
 
-use sqlx::error::ErrorKind;
-
 /// Why a strategy could not give an answer.
 #[derive(Debug, thiserror::Error)]
 pub enum StrategyError {
@@ -61,25 +59,26 @@ impl From<sqlx::Error> for StrategyError {
             | sqlx::Error::Tls(_)
             | sqlx::Error::WorkerCrashed
             | sqlx::Error::Protocol(_) => Self::Unavailable(err.to_string()),
-            sqlx::Error::Database(db) => {
-                let code = db.code().unwrap_or_default();
-                if UNAVAILABLE_STATES.contains(&code.as_ref()) || code.starts_with("08") {
-                    Self::Unavailable(err.to_string())
-                } else if is_retryable(&err) {
-                    Self::Conflict(err.to_string())
-                } else {
-                    Self::Internal(err.to_string())
-                }
-            }
+            sqlx::Error::Database(db) => from_sqlstate(&db.code().unwrap_or_default(), err.to_string()),
             _ => Self::Internal(err.to_string()),
         }
     }
 }
 
+/// The error a failure PostgreSQL answered with SQLSTATE `code` is, whichever driver carried it.
+pub(crate) fn from_sqlstate(code: &str, message: String) -> StrategyError {
+    if UNAVAILABLE_STATES.contains(&code) || code.starts_with("08") {
+        StrategyError::Unavailable(message)
+    } else if matches!(code, "40001" | "40P01") {
+        StrategyError::Conflict(message)
+    } else {
+        StrategyError::Internal(message)
+    }
+}
+
 impl From<redis::RedisError> for StrategyError {
     fn from(err: redis::RedisError) -> Self {
-        if err.is_io_error() || err.is_timeout() || err.is_connection_dropped() || err.is_connection_refusal()
-        {
+        if redis_unavailable(&err) {
             Self::Unavailable(err.to_string())
         } else {
             Self::Internal(err.to_string())
@@ -87,13 +86,24 @@ impl From<redis::RedisError> for StrategyError {
     }
 }
 
-/// A serialization failure or deadlock: the transaction may succeed if run again.
-pub fn is_retryable(err: &sqlx::Error) -> bool {
-    matches!(err, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40001" | "40P01")))
-}
-
-/// The idempotency key is already taken by another order.
-pub fn is_duplicate_key(err: &sqlx::Error) -> bool {
-    matches!(err, sqlx::Error::Database(db)
-        if db.kind() == ErrorKind::UniqueViolation && db.constraint() == Some("orders_idempotency_key"))
+/// Redis could not take the command: unreachable, or (on a cluster) no master for the slot, the
+/// cluster down or a slot moving. None of these is the caller's mistake or a bug, so 503.
+fn redis_unavailable(err: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    err.is_io_error()
+        || err.is_timeout()
+        || err.is_connection_dropped()
+        || err.is_connection_refusal()
+        || matches!(
+            err.kind(),
+            ErrorKind::ClusterConnectionNotFound
+                | ErrorKind::Server(
+                    ServerErrorKind::ClusterDown
+                        | ServerErrorKind::TryAgain
+                        | ServerErrorKind::MasterDown
+                        | ServerErrorKind::BusyLoading
+                        | ServerErrorKind::Moved
+                        | ServerErrorKind::Ask
+                )
+        )
 }

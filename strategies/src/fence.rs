@@ -5,7 +5,7 @@
 //! and the order may still be on its way (a transaction PostgreSQL has not finished). Reading the
 //! orders table cannot settle that; writing can. [`settle`] inserts a `void` row under the order's
 //! id: if the insert goes through, the order can never commit afterwards (its own insert collides
-//! with the primary key, see [`is_voided`]), so its units are free to go back; if the id is taken,
+//! with the primary key, see [`DbError::is_voided`]), so its units are free to go back; if the id is taken,
 //! PostgreSQL holds the order (an insert of a key another transaction is writing waits for that
 //! transaction to end, so an order in flight is waited for, not missed). Either answer is final.
 
@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use crate::error::StrategyError;
 use crate::kind::StrategyKind;
+use crate::pg_driver::DbError;
 
 /// What PostgreSQL decided about an order whose outcome was in doubt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,13 +76,6 @@ pub async fn settle_all(
     Ok(ids.iter().map(|&id| (id, if live.contains(&id) { Doubt::Committed } else { Doubt::Void })).collect())
 }
 
-/// The order's insert collided with its own id: somebody voided it while it was in doubt, and
-/// its units were (or are being) given back. Nothing was sold.
-pub fn is_voided(err: &sqlx::Error) -> bool {
-    matches!(err, sqlx::Error::Database(db)
-        if db.kind() == sqlx::error::ErrorKind::UniqueViolation && db.constraint() == Some("orders_pkey"))
-}
-
 /// The statement or its `COMMIT` may have taken effect although the client saw an error: the
 /// connection broke, or the server was told to stop, after the request left. An error PostgreSQL
 /// answered with otherwise means the transaction rolled back.
@@ -117,9 +111,9 @@ pub(crate) async fn after_failed_write(
     pg: &PgPool,
     kind: StrategyKind,
     id: Uuid,
-    err: sqlx::Error,
+    err: DbError,
 ) -> Result<Failed, StrategyError> {
-    if !may_have_committed(&err) {
+    if !err.may_have_committed() {
         return Ok(Failed::NotCommitted(err.into()));
     }
     match settle(pg, kind, id, "commit_in_doubt").await {

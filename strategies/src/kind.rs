@@ -148,6 +148,15 @@ impl StrategyKind {
         }
     }
 
+    /// Whether this strategy's purchase runs on the client `PG_DRIVER` picks
+    /// ([`crate::pg_driver`]): the per-sale SQL strategies. `sql-coalesce` commits batches on sqlx.
+    pub const fn runs_on_pg_driver(self) -> bool {
+        matches!(
+            self,
+            Self::SqlNaive | Self::SqlForUpdate | Self::SqlAtomic | Self::SqlSkipLocked | Self::SqlOptimistic
+        )
+    }
+
     /// What this strategy promises.
     pub const fn spec(self) -> Guarantees {
         match self {

@@ -16,6 +16,8 @@
 //! - [`redis_stream`]: the queueing strategies (`stream`, `stream-deferred`) and their worker.
 //! - [`queue_nats`]: `queue-nats`, queueing through a NATS JetStream broker, and its consumer.
 //! - [`reservation`]: Redis reservations tied to order ids, their sweeper, and key recovery.
+//! - [`pg_driver`]: which PostgreSQL client (sqlx or tokio-postgres) runs the per-sale SQL
+//!   strategies' purchase, and the seam they run their statements through.
 //! - [`one_transaction`]: the purchase every one-transaction SQL strategy shares, failures settled.
 //! - [`fence`]: settling a purchase whose outcome is in doubt, for good.
 //! - [`background`]: which background work each strategy needs, and running it.
@@ -36,6 +38,7 @@ pub mod lua_sources;
 pub mod one_transaction;
 pub mod order;
 pub mod order_store;
+pub mod pg_driver;
 pub mod plan;
 pub mod queue_nats;
 pub mod redis_decr;
@@ -57,13 +60,14 @@ mod sql_stock;
 pub mod stock_sync;
 pub mod strategy;
 
-pub use backends::{Backends, PgSettings, RedisBackend, RedisSettings, Tuning};
+pub use backends::{Backends, PgSettings, RedisBackend, RedisConn, RedisSettings, Tuning};
 pub use error::StrategyError;
 pub use kind::{Gate, Guarantees, Queue, StrategyKind, UnknownStrategy};
 pub use order::{
     Delivery, IdempotencyKey, InvalidInput, OrderLine, OrderLines, OrderStatus, OrderView, ProductId,
     PurchaseOutcome, PurchaseRequest, Quantity, Receipt,
 };
+pub use pg_driver::{PgDriver, PurchasePool};
 pub use plan::{ProductStock, RandomProducts, StockPlan};
 pub use queue_nats::{NatsBackend, NatsSettings};
 pub use redis_keys::RedisKeys;

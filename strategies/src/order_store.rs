@@ -9,6 +9,7 @@ use crate::kind::StrategyKind;
 use crate::order::{
     Delivery, OrderLine, OrderLines, OrderStatus, OrderView, ProductId, PurchaseRequest, Quantity, Receipt,
 };
+use crate::pg_driver::{DbError, Statements};
 
 /// Inserts the order and its lines in one statement.
 pub(crate) const INSERT_ORDER: &str = r#"
@@ -32,31 +33,35 @@ SELECT id, strategy, status, idempotency_key, user_name, address, phone, email, 
 FROM orders WHERE id = $1 AND status <> 'void'
 "#;
 
-/// Writes `request` as an order of `kind` in `status`, on the caller's transaction.
+/// Writes `request` as an order of `kind` in `status`, on the caller's transaction, whichever
+/// driver runs it ([`crate::pg_driver`]).
 ///
 /// # Errors
 /// The raw database error, so callers can spot a taken idempotency key with
-/// [`crate::error::is_duplicate_key`].
+/// [`DbError::is_duplicate_key`].
 pub(crate) async fn insert_order(
-    conn: &mut PgConnection,
+    conn: &mut (impl Statements + ?Sized),
     kind: StrategyKind,
     status: OrderStatus,
     request: &PurchaseRequest,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), DbError> {
     let (product_ids, quantities) = request.lines.columns();
-    sqlx::query(INSERT_ORDER)
-        .bind(request.order_id)
-        .bind(kind.as_str())
-        .bind(status.as_str())
-        .bind(request.idempotency_key.as_ref().map(|key| key.as_str()))
-        .bind(request.user.as_deref())
-        .bind(&request.delivery.address)
-        .bind(&request.delivery.phone)
-        .bind(&request.delivery.email)
-        .bind(product_ids)
-        .bind(quantities)
-        .execute(conn)
-        .await?;
+    conn.execute(
+        INSERT_ORDER,
+        &[
+            &request.order_id,
+            &kind.as_str(),
+            &status.as_str(),
+            &request.idempotency_key.as_ref().map(|key| key.as_str()),
+            &request.user.as_deref(),
+            &request.delivery.address,
+            &request.delivery.phone,
+            &request.delivery.email,
+            &product_ids,
+            &quantities,
+        ],
+    )
+    .await?;
     Ok(())
 }
 
@@ -178,6 +183,17 @@ INSERT INTO order_items (order_id, product_id, quantity)
 SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::int[])
 "#;
 
+/// The lines, and the same lines as units awaiting the stock sync, in one statement.
+const INSERT_BATCH_ITEMS_LOGGED: &str = r#"
+WITH lines AS (
+    INSERT INTO order_items (order_id, product_id, quantity)
+    SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::int[])
+    RETURNING order_id, product_id, quantity
+)
+INSERT INTO stock_unapplied (order_id, product_id, quantity)
+SELECT order_id, product_id, quantity FROM lines
+"#;
+
 /// A void row is a fence, not the order: an id voided while in doubt was never written.
 const ALREADY_THERE: &str = "SELECT id FROM orders WHERE id = ANY($1) AND status <> 'void'";
 
@@ -201,6 +217,10 @@ pub(crate) enum StockTake {
     /// PostgreSQL's row is the gate and the caller holds its lock (`SELECT … FOR UPDATE`) and
     /// checked the stock: decrement only where it still fits, else fail the whole batch.
     Checked,
+    /// The Redis gate already decided, and no product row is touched: the units wait in
+    /// `stock_unapplied` for the stock sync (`redis-orderlog`). Insert-only, so concurrent
+    /// batches never wait for each other's row locks.
+    Logged,
 }
 
 /// One order of a batch, and how to write it.
@@ -254,6 +274,45 @@ impl From<BatchError> for StrategyError {
     }
 }
 
+/// Why a batch's transaction did not end in a known `COMMIT`.
+pub(crate) enum BatchFailure<T> {
+    /// Rolled back, or never committed: nothing was written.
+    NotCommitted(BatchError),
+    /// `COMMIT` was sent and its reply lost: the batch may have committed, with `T` as written.
+    CommitInDoubt(T, BatchError),
+}
+
+impl<T> From<sqlx::Error> for BatchFailure<T> {
+    fn from(err: sqlx::Error) -> Self {
+        Self::NotCommitted(err.into())
+    }
+}
+
+impl<T> From<BatchError> for BatchFailure<T> {
+    fn from(err: BatchError) -> Self {
+        Self::NotCommitted(err)
+    }
+}
+
+/// Commits a batch's transaction, keeping what it wrote (`written`) for the caller to settle when
+/// the reply to `COMMIT` is lost.
+///
+/// # Errors
+/// [`BatchFailure::NotCommitted`] when PostgreSQL refused the `COMMIT`,
+/// [`BatchFailure::CommitInDoubt`] when its reply was lost.
+pub(crate) async fn commit_or_doubt<T>(
+    tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    written: T,
+) -> Result<T, BatchFailure<T>> {
+    match tx.commit().await {
+        Ok(()) => Ok(written),
+        Err(err) if crate::fence::may_have_committed(&err) => {
+            Err(BatchFailure::CommitInDoubt(written, err.into()))
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
 /// Writes `orders` on the caller's transaction, idempotently (`ON CONFLICT DO NOTHING` on the id
 /// and on the idempotency key), takes the confirmed ones' units from PostgreSQL's stock as `take`
 /// says (summed per product, in product-id order: the order every writer locks rows in), and says
@@ -268,6 +327,13 @@ pub(crate) async fn write_batch(
     orders: &[BatchOrder<'_>],
     take: StockTake,
 ) -> Result<Vec<Written>, BatchError> {
+    if take == StockTake::Logged && orders.iter().any(|order| order.status != OrderStatus::Confirmed) {
+        // Every logged line is a unit sold: a pending or cancelled order has none to log.
+        return Err(BatchError {
+            transient: false,
+            message: "only confirmed orders can be written with logged stock".into(),
+        });
+    }
     let mut columns = Columns::default();
     for order in orders {
         columns.push(order);
@@ -307,19 +373,23 @@ pub(crate) async fn write_batch(
         }
     }
     if !item_orders.is_empty() {
-        sqlx::query(INSERT_BATCH_ITEMS)
+        let statement =
+            if take == StockTake::Logged { INSERT_BATCH_ITEMS_LOGGED } else { INSERT_BATCH_ITEMS };
+        sqlx::query(statement)
             .bind(&item_orders)
             .bind(&item_products)
             .bind(&item_quantities)
             .execute(&mut *conn)
             .await?;
     }
+    let statement = match take {
+        StockTake::Decided => TAKE_DECIDED,
+        StockTake::Checked => TAKE_CHECKED,
+        // The stock rows move later, in the stock sync.
+        StockTake::Logged => return Ok(fates(&columns.ids, &inserted, &already)),
+    };
     // BTreeMap iterates in product-id order: rows are locked in the order every writer uses.
     for (product, units) in taken {
-        let statement = match take {
-            StockTake::Decided => TAKE_DECIDED,
-            StockTake::Checked => TAKE_CHECKED,
-        };
         let moved =
             sqlx::query(statement).bind(product).bind(units).execute(&mut *conn).await?.rows_affected();
         if moved == 0 && take == StockTake::Checked {
@@ -331,9 +401,16 @@ pub(crate) async fn write_batch(
             });
         }
     }
-    Ok(columns
-        .ids
-        .iter()
+    Ok(fates(&columns.ids, &inserted, &already))
+}
+
+/// What became of each of `ids`, in order.
+fn fates(
+    ids: &[Uuid],
+    inserted: &std::collections::HashSet<Uuid>,
+    already: &std::collections::HashSet<Uuid>,
+) -> Vec<Written> {
+    ids.iter()
         .map(|id| {
             if inserted.contains(id) {
                 Written::Inserted
@@ -343,7 +420,7 @@ pub(crate) async fn write_batch(
                 Written::KeyTaken
             }
         })
-        .collect())
+        .collect()
 }
 
 /// Orders as the parallel arrays `UNNEST` takes.

@@ -66,6 +66,10 @@ pub struct StockPlan {
     pub products: Vec<ProductStock>,
     #[serde(default)]
     pub random_products: Option<RandomProducts>,
+    /// Keep the catalogue and the orders placed before the last reset (populate's history): undo
+    /// only what the run since then did, then set `products`. See [`crate::catalog::reset_keeping`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_catalogue: bool,
 }
 
 impl StockPlan {
@@ -82,7 +86,18 @@ impl StockPlan {
                 max_stock: default_max_stock(),
                 seed: default_seed(),
             }),
+            keep_catalogue: false,
         }
+    }
+
+    /// The plan in force after a reset that kept the catalogue: this plan's random catalogue, with
+    /// `kept`'s products overriding or adding explicit ones.
+    #[must_use]
+    pub fn kept_with(&self, kept: &Self) -> Self {
+        let mut products: Vec<ProductStock> =
+            self.products.iter().filter(|p| kept.products.iter().all(|k| k.id != p.id)).copied().collect();
+        products.extend(kept.products.iter().copied());
+        Self { products, random_products: self.random_products, keep_catalogue: false }
     }
 
     /// # Errors
@@ -97,6 +112,12 @@ impl StockPlan {
             if seen.insert(product.id, ()).is_some() {
                 return Err(InvalidInput(format!("product {} is listed twice", product.id)));
             }
+        }
+        if self.keep_catalogue && self.random_products.is_some() {
+            return Err(InvalidInput(
+                "keep_catalogue keeps the catalogue: random_products would replace it; send one or the other"
+                    .into(),
+            ));
         }
         if let Some(random) = &self.random_products {
             if random.count > MAX_RANDOM_PRODUCTS {
@@ -144,6 +165,23 @@ mod tests {
     }
 
     #[test]
+    fn a_kept_catalogue_keeps_the_random_part_and_merges_explicit_products() {
+        let base = StockPlan::flash_sale(5_000);
+        let id = |n| ProductId::parse(n).unwrap();
+        let kept = StockPlan {
+            products: vec![ProductStock { id: id(100), stock: 7 }, ProductStock { id: id(9_000), stock: 3 }],
+            random_products: None,
+            keep_catalogue: true,
+        };
+        let merged = base.kept_with(&kept);
+        assert_eq!(merged.random_products, base.random_products);
+        assert_eq!(merged.stock_of(id(100)), Some(7), "the reset's stock wins");
+        assert_eq!(merged.stock_of(id(9_000)), Some(3), "a product outside the range is added");
+        assert_eq!(merged.products.len(), 2);
+        assert!(!merged.keep_catalogue, "the plan in force is a catalogue, not a request");
+    }
+
+    #[test]
     fn validation_rejects_nonsense() {
         let mut plan = StockPlan::flash_sale(0);
         plan.products[0].stock = -1;
@@ -151,10 +189,15 @@ mod tests {
         let plan = StockPlan {
             products: vec![],
             random_products: Some(RandomProducts { count: 1, min_stock: 5, max_stock: 4, seed: 1 }),
+            keep_catalogue: false,
         };
         assert!(plan.validate().is_err());
         let twice = StockPlan::flash_sale(0).products.repeat(2);
-        assert!(StockPlan { products: twice, random_products: None }.validate().is_err());
+        assert!(
+            StockPlan { products: twice, random_products: None, keep_catalogue: false }.validate().is_err()
+        );
+        let both = StockPlan { keep_catalogue: true, ..StockPlan::flash_sale(10) };
+        assert!(both.validate().unwrap_err().0.contains("keep_catalogue"));
         assert!(StockPlan::flash_sale(5_000_000).validate().is_ok());
     }
 }

@@ -29,7 +29,7 @@ use crate::gates::RedisGate;
 use crate::kind::StrategyKind;
 use crate::order::{PurchaseOutcome, PurchaseRequest};
 use crate::plan::StockPlan;
-use crate::redis_persist::{Commit, end, persist_reserved};
+use crate::redis_persist::{end, persist_reserved};
 use crate::redis_stock;
 use crate::reservation::{self, End, Reserved, Take};
 use crate::strategy::Strategy;
@@ -101,8 +101,7 @@ impl Strategy for RedisDecr {
                         end(&self.pg, &self.redis, request, End::Release).await;
                         return Ok(PurchaseOutcome::SoldOut(lines[at].product_id));
                     }
-                    return persist_reserved(&self.pg, &self.redis, self.kind(), Commit::TakeStock, request)
-                        .await;
+                    return persist_reserved(&self.pg, &self.redis, self.kind(), request).await;
                 }
                 // The key vanished between the check and the decrement: check (and recover) again.
                 Ok(Reserved::Missing(_)) => {}

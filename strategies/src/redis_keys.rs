@@ -1,5 +1,10 @@
 //! Every Redis key the strategies use, under one prefix, so tests (and several benches on one
 //! Redis) never see each other's keys and a reset can clear exactly its own.
+//!
+//! On a Redis Cluster the prefix becomes a hash tag (`{checkout}:stock:100`, see
+//! [`RedisKeys::in_one_slot`]): every key hashes to one slot, so every multi-key script (a
+//! reservation touches the stock and in-flight keys of each line, the reservations hash and the
+//! deadlines) runs there whole, and the scan of a reset finds every key on one master.
 
 /// Key names under a prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -10,6 +15,20 @@ pub struct RedisKeys {
 impl RedisKeys {
     pub fn new(prefix: impl Into<String>) -> Self {
         Self { prefix: prefix.into() }
+    }
+
+    /// The same keys with the prefix as a hash tag, so a Redis Cluster keeps them all in one slot:
+    /// `checkout:` becomes `{checkout}:`. A prefix that already holds a non-empty `{…}` is kept as
+    /// it is (Redis hashes the first such tag); an empty one gets the tag `{checkout}`.
+    #[must_use]
+    pub fn in_one_slot(&self) -> Self {
+        if has_hash_tag(&self.prefix) {
+            return self.clone();
+        }
+        let tag = self.prefix.trim_end_matches(':');
+        let separator = &self.prefix[tag.len()..];
+        let tag = if tag.is_empty() { "checkout" } else { tag };
+        Self { prefix: format!("{{{tag}}}{separator}") }
     }
 
     pub fn prefix(&self) -> &str {
@@ -70,6 +89,12 @@ impl RedisKeys {
     }
 }
 
+/// Whether Redis Cluster would hash `prefix` by a tag: a `{` followed, later, by a `}` with
+/// something between them.
+fn has_hash_tag(prefix: &str) -> bool {
+    prefix.find('{').is_some_and(|open| prefix[open + 1..].find('}').is_some_and(|close| close > 0))
+}
+
 /// Escapes glob metacharacters so a prefix matches only itself in `SCAN MATCH`.
 fn escape_glob(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -92,6 +117,22 @@ mod tests {
         assert_eq!(keys.stock(100), "t-abc:stock:100");
         assert_eq!(keys.stream("stream"), "t-abc:stream:stream");
         assert_eq!(keys.pattern(), "t-abc:*");
+    }
+
+    #[test]
+    fn one_slot_keys_carry_the_prefix_as_a_hash_tag() {
+        let keys = RedisKeys::new("t-abc:").in_one_slot();
+        assert_eq!(keys.prefix(), "{t-abc}:");
+        assert_eq!(keys.stock(100), "{t-abc}:stock:100");
+        assert_eq!(keys.pattern(), "{t-abc}:*");
+        assert_eq!(RedisKeys::new("plain").in_one_slot().prefix(), "{plain}");
+        assert_eq!(RedisKeys::new("").in_one_slot().prefix(), "{checkout}");
+        assert_eq!(
+            RedisKeys::new("{shop}:a:").in_one_slot().prefix(),
+            "{shop}:a:",
+            "an existing tag is kept"
+        );
+        assert_eq!(keys.in_one_slot(), keys, "tagging twice changes nothing");
     }
 
     #[test]

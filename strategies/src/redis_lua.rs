@@ -27,7 +27,7 @@ use crate::gates::RedisGate;
 use crate::kind::StrategyKind;
 use crate::order::{PurchaseOutcome, PurchaseRequest};
 use crate::plan::StockPlan;
-use crate::redis_persist::{Commit, end, persist_reserved};
+use crate::redis_persist::{end, persist_reserved};
 use crate::reservation::{self, End, Reserved, Take};
 use crate::strategy::Strategy;
 
@@ -42,41 +42,41 @@ pub struct RedisLua {
     ttl: Duration,
     gate: RedisGate,
     kind: StrategyKind,
-    commit: Commit,
 }
 
 impl RedisLua {
     pub fn new(pg: PgPool, redis: RedisBackend, reservation_ttl: Duration) -> Self {
-        Self::committing(pg, redis, reservation_ttl, StrategyKind::RedisLua, Commit::TakeStock)
+        Self::reserving_for(pg, redis, reservation_ttl, StrategyKind::RedisLua)
     }
 
-    /// The same reservation, with the order reaching PostgreSQL as `commit` says, sold as `kind`.
-    pub(crate) fn committing(
+    /// The same reservation, recorded as `kind`'s (the sweeper ends it as that strategy's).
+    pub(crate) fn reserving_for(
         pg: PgPool,
         redis: RedisBackend,
         reservation_ttl: Duration,
         kind: StrategyKind,
-        commit: Commit,
     ) -> Self {
-        Self { pg, redis, ttl: reservation_ttl, gate: RedisGate::default(), kind, commit }
-    }
-}
-
-#[async_trait]
-impl Strategy for RedisLua {
-    fn kind(&self) -> StrategyKind {
-        self.kind
+        Self { pg, redis, ttl: reservation_ttl, gate: RedisGate::default(), kind }
     }
 
-    async fn purchase(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, StrategyError> {
+    /// Takes every line of `request` in Redis, all or none, under its order id. `None` when the
+    /// units are reserved and the order may be committed; the refusal to answer otherwise.
+    ///
+    /// # Errors
+    /// When Redis does not answer (the reservation, if it was made, is given back or left to the
+    /// sweeper), or a stock key keeps disappearing.
+    pub(crate) async fn reserve(
+        &self,
+        request: &PurchaseRequest,
+    ) -> Result<Option<PurchaseOutcome>, StrategyError> {
         if let Some(refusal) = self.gate.enter(&self.pg, &request.lines).await? {
-            return Ok(refusal);
+            return Ok(Some(refusal));
         }
         let lines: Vec<_> = request.lines.iter().copied().collect();
         for _ in 0..=RECOVERIES {
             let reserved = reservation::reserve(
                 &self.redis,
-                self.kind(),
+                self.kind,
                 request.order_id,
                 &request.lines,
                 Take::Check,
@@ -84,13 +84,11 @@ impl Strategy for RedisLua {
             )
             .await;
             match reserved {
-                Ok(Reserved::Taken(_)) => {
-                    return persist_reserved(&self.pg, &self.redis, self.kind(), self.commit, request).await;
-                }
-                Ok(Reserved::Short(at)) => return Ok(PurchaseOutcome::SoldOut(lines[at].product_id)),
+                Ok(Reserved::Taken(_)) => return Ok(None),
+                Ok(Reserved::Short(at)) => return Ok(Some(PurchaseOutcome::SoldOut(lines[at].product_id))),
                 Ok(Reserved::Missing(at)) => {
                     if reservation::recover(&self.pg, &self.redis, lines[at].product_id).await?.is_none() {
-                        return Ok(PurchaseOutcome::UnknownProduct(lines[at].product_id));
+                        return Ok(Some(PurchaseOutcome::UnknownProduct(lines[at].product_id)));
                     }
                 }
                 Err(err) => {
@@ -102,6 +100,20 @@ impl Strategy for RedisLua {
             }
         }
         Err(StrategyError::Unavailable("a stock key kept disappearing from Redis".into()))
+    }
+}
+
+#[async_trait]
+impl Strategy for RedisLua {
+    fn kind(&self) -> StrategyKind {
+        self.kind
+    }
+
+    async fn purchase(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, StrategyError> {
+        match self.reserve(request).await? {
+            Some(refusal) => Ok(refusal),
+            None => persist_reserved(&self.pg, &self.redis, self.kind, request).await,
+        }
     }
 
     async fn prepare(&self, _plan: &StockPlan) -> Result<(), StrategyError> {

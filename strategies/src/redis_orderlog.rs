@@ -1,13 +1,15 @@
-//! `redis-orderlog` — the atomic Lua reservation of `redis-lua`, then an insert-only commit: the
-//! order, its lines and one `stock_unapplied` row per line in one statement, before 201.
-//! PostgreSQL's `products.stock` follows through the stock sync ([`crate::stock_sync`]), which
-//! applies a batch of committed orders per product in one transaction per interval.
+//! `redis-orderlog` — the atomic Lua reservation of `redis-lua`, then an insert-only group commit:
+//! reserved purchases join a batch, and one transaction writes the batch's orders, their lines and
+//! one `stock_unapplied` row per line (`order_store::write_batch` with `StockTake::Logged`),
+//! before each buyer hears 201. PostgreSQL's `products.stock` follows through the stock sync
+//! ([`crate::stock_sync`]), which applies committed orders per product in one transaction per
+//! interval.
 //!
 //! Guarantee: never oversells while Redis keeps its data. The script checks and takes every line
 //! atomically against the mirror, and the mirror never stands above what is left to sell:
 //! it is loaded from PostgreSQL at reset, and rebuilt ([`crate::reservation::recover`]) or
 //! rewritten (the sweeper's resync) from PostgreSQL's stock *minus the units awaiting sync* minus
-//! the holds PostgreSQL does not have yet. Durable: 201 only after the order's statement
+//! the holds PostgreSQL does not have yet. Durable: 201 only after the batch holding the order
 //! committed. The products it sells belong to the Redis gate (`crate::gates`), so no SQL
 //! strategy takes the same units from the stock row.
 //!
@@ -18,45 +20,145 @@
 //! `oversold`. `redis-lua` refuses such a sale at commit time instead.
 //!
 //! Crash behaviour: as `redis-lua` for the reservation (tied to the order id, settled or voided by
-//! the sweeper after its deadline). A crash after the commit and before the sync leaves
-//! `stock_unapplied` rows; the next sync of any process applies them, and until then the audit
-//! counts them as awaiting sync.
+//! the sweeper after its deadline). A batch that fails before `COMMIT` gives every reservation of
+//! it back and answers 503; a `COMMIT` whose reply was lost is settled by voiding the batch's order
+//! ids ([`crate::fence::settle_all`]) before anything is given back. A crash after the commit and
+//! before the sync leaves `stock_unapplied` rows; the next sync of any process applies them, and
+//! until then the audit counts them as awaiting sync. The batcher's queue lives in memory: a
+//! crash loses queued purchases that nobody was answered for, and their reservations end with the
+//! sweeper.
 //!
 //! Why this shape: the hot product row is what caps every strategy that updates it per sale (its
-//! lock is held across the commit's fsync). Here a sale waits for one Lua script and one
-//! insert-only commit; concurrent commits share fsyncs through PostgreSQL's group commit and never
-//! wait for each other's row locks. The row is updated once per sync, for hundreds of sales.
+//! lock is held across the commit's fsync). Redis already decided who gets a unit, so the database
+//! only has to append orders, and appends batch without any lock between them: one commit (one
+//! fsync) writes every order reserved while the previous commit was in flight. Per sale this waits
+//! for two Lua scripts (reserve, settle) and its share of one insert-only commit. The batcher
+//! ([`crate::coalescer`]) has no timer, as in `sql-coalesce`.
 
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::PgPool;
+use sqlx::{Acquire, PgConnection, PgPool};
+use uuid::Uuid;
 
 use crate::backends::RedisBackend;
+use crate::coalescer::{Answer, BatchSizeSummary, BatchSizes, Coalescer, CoalescerSettings, Refused};
 use crate::error::StrategyError;
+use crate::fence::{self, Doubt};
 use crate::kind::StrategyKind;
-use crate::order::{PurchaseOutcome, PurchaseRequest};
+use crate::order::{OrderStatus, PurchaseOutcome, PurchaseRequest, Receipt};
+use crate::order_store::{
+    BatchError, BatchFailure, BatchOrder, StockTake, Written, commit_or_doubt, receipt_for_key, write_batch,
+};
 use crate::plan::StockPlan;
 use crate::redis_lua::RedisLua;
-use crate::redis_persist::Commit;
+use crate::redis_persist::end;
+use crate::reservation::End;
 use crate::strategy::Strategy;
 
-/// The Redis-gated, insert-only strategy.
+const KIND: StrategyKind = StrategyKind::RedisOrderlog;
+
+/// Purchases waiting for a batch, per unit of the batch cap (as `sql-coalesce`).
+const QUEUE_PER_BATCH: usize = 16;
+
+/// Longest one batch may take, settling a lost `COMMIT` reply included: far above a healthy
+/// batch, it bounds a network that stops answering without closing anything.
+const BATCH_DEADLINE: Duration = Duration::from_secs(10);
+
+/// What the batch did with one reserved purchase. The buyer's own task ends the reservation
+/// accordingly, so the batcher never waits on Redis.
+#[derive(Debug, Clone)]
+enum Logged {
+    /// The order is committed: settle the reservation, answer 201.
+    Placed,
+    /// The batch committed without this order: its idempotency key names another order, or the
+    /// sweeper voided its id after the reservation's deadline. Nothing of it was written.
+    NotWritten,
+    /// Nothing of the batch was committed: give the units back, answer 503.
+    Failed(BatchError),
+    /// Whether the order committed is unknown: the reservation stays for the sweeper.
+    InDoubt(String),
+}
+
+/// The Redis-gated, insert-only, group-committing strategy.
 #[derive(Debug)]
 pub struct RedisOrderlog {
-    reserve_then_log: RedisLua,
+    reserving: RedisLua,
+    pg: PgPool,
+    redis: RedisBackend,
+    settings: CoalescerSettings,
+    sizes: Arc<BatchSizes>,
+    batcher: OnceLock<Coalescer<PurchaseRequest, Logged>>,
 }
 
 impl RedisOrderlog {
-    pub fn new(pg: PgPool, redis: RedisBackend, reservation_ttl: Duration) -> Self {
+    /// A strategy whose commits carry at most `max_batch` orders. Its batcher starts on the first
+    /// reserved purchase.
+    pub fn new(pg: PgPool, redis: RedisBackend, reservation_ttl: Duration, max_batch: usize) -> Self {
+        let max_batch = max_batch.max(1);
         Self {
-            reserve_then_log: RedisLua::committing(
-                pg,
-                redis,
-                reservation_ttl,
-                StrategyKind::RedisOrderlog,
-                Commit::InsertOnly,
-            ),
+            reserving: RedisLua::reserving_for(pg.clone(), redis.clone(), reservation_ttl, KIND),
+            pg,
+            redis,
+            settings: CoalescerSettings { max_batch, queue: max_batch.saturating_mul(QUEUE_PER_BATCH) },
+            sizes: Arc::default(),
+            batcher: OnceLock::new(),
+        }
+    }
+
+    fn batcher(&self) -> &Coalescer<PurchaseRequest, Logged> {
+        self.batcher.get_or_init(|| {
+            let pg = self.pg.clone();
+            Coalescer::spawn(self.settings, Arc::clone(&self.sizes), move |batch| {
+                let pg = pg.clone();
+                async move { log_batch(&pg, batch).await }
+            })
+        })
+    }
+
+    /// Ends the reservation as the batch decided and answers the buyer.
+    async fn answer(
+        &self,
+        request: &PurchaseRequest,
+        logged: Logged,
+    ) -> Result<PurchaseOutcome, StrategyError> {
+        match logged {
+            Logged::Placed => {
+                end(&self.pg, &self.redis, request, End::Settle).await;
+                Ok(PurchaseOutcome::Placed(Receipt::confirmed(request.order_id, KIND)))
+            }
+            Logged::NotWritten => {
+                // Ending a reservation the sweeper already ended does nothing.
+                end(&self.pg, &self.redis, request, End::Release).await;
+                match receipt_for_key(&self.pg, request).await? {
+                    Some(first) => Ok(PurchaseOutcome::Replayed(first)),
+                    None => Err(StrategyError::Unavailable(
+                        "the reservation expired before the order could be written; nothing was sold".into(),
+                    )),
+                }
+            }
+            Logged::Failed(err) => {
+                end(&self.pg, &self.redis, request, End::Release).await;
+                Err(StrategyError::Unavailable(format!("the batch failed and was rolled back: {err}")))
+            }
+            Logged::InDoubt(detail) => Err(StrategyError::InDoubt(detail)),
+        }
+    }
+
+    /// The batch step died without answering (a panic): the order id settles whether it committed.
+    async fn settle_lost(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, StrategyError> {
+        let id = request.order_id;
+        match fence::settle(&self.pg, KIND, id, "batch_lost").await {
+            Ok(Doubt::Committed) => self.answer(request, Logged::Placed).await,
+            Ok(Doubt::Void) => {
+                end(&self.pg, &self.redis, request, End::Release).await;
+                Err(StrategyError::Internal("the batch holding this purchase failed".into()))
+            }
+            Err(asked) => Err(StrategyError::InDoubt(format!(
+                "order {id}: its batch failed and PostgreSQL could not be asked whether it committed ({asked})"
+            ))),
         }
     }
 }
@@ -64,14 +166,144 @@ impl RedisOrderlog {
 #[async_trait]
 impl Strategy for RedisOrderlog {
     fn kind(&self) -> StrategyKind {
-        StrategyKind::RedisOrderlog
+        KIND
     }
 
     async fn purchase(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, StrategyError> {
-        self.reserve_then_log.purchase(request).await
+        if let Some(refusal) = self.reserving.reserve(request).await? {
+            return Ok(refusal);
+        }
+        match self.batcher().submit(request.clone()).await {
+            Ok(Answer::Done(logged)) => self.answer(request, logged).await,
+            Ok(Answer::Lost) => self.settle_lost(request).await,
+            Err(refused) => {
+                end(&self.pg, &self.redis, request, End::Release).await;
+                Err(StrategyError::Unavailable(match refused {
+                    Refused::Full => "redis-orderlog: too many purchases waiting for a batch".into(),
+                    Refused::Closed => "redis-orderlog: the batcher has stopped".into(),
+                }))
+            }
+        }
     }
 
     async fn prepare(&self, plan: &StockPlan) -> Result<(), StrategyError> {
-        self.reserve_then_log.prepare(plan).await
+        self.sizes.reset();
+        self.reserving.prepare(plan).await
     }
+
+    fn batch_sizes(&self) -> Option<BatchSizeSummary> {
+        Some(self.sizes.summary())
+    }
+
+    async fn shutdown(&self) {
+        if let Some(batcher) = self.batcher.get() {
+            batcher.shutdown().await;
+        }
+    }
+}
+
+/// Commits `batch`'s orders in one insert-only transaction and says what became of each, in order.
+async fn log_batch(pg: &PgPool, batch: Vec<PurchaseRequest>) -> Vec<Logged> {
+    if let Ok(logged) = tokio::time::timeout(BATCH_DEADLINE, write_and_settle(pg, &batch)).await {
+        return logged;
+    }
+    // Abandoned at an unknown step: every order id is settled.
+    let ids: Vec<Uuid> = batch.iter().map(|request| request.order_id).collect();
+    let detail = format!("the batch outlived {BATCH_DEADLINE:?}");
+    match settle_ids(pg, &ids, "batch_timed_out").await {
+        Some(doubts) => ids
+            .iter()
+            .map(|id| match doubts.get(id) {
+                Some(Doubt::Committed) => Logged::Placed,
+                _ => Logged::Failed(BatchError { transient: true, message: detail.clone() }),
+            })
+            .collect(),
+        None => vec![Logged::InDoubt(format!("{detail}; PostgreSQL cannot be asked")); batch.len()],
+    }
+}
+
+async fn write_and_settle(pg: &PgPool, batch: &[PurchaseRequest]) -> Vec<Logged> {
+    // A connection that cannot be had sent nothing: that failure is certain.
+    let mut conn = match pg.acquire().await {
+        Ok(conn) => conn,
+        Err(err) => return vec![Logged::Failed(err.into()); batch.len()],
+    };
+    let attempt = write(&mut conn, batch).await;
+    drop(conn);
+    match attempt {
+        Ok(fates) => fates.into_iter().map(placed_or_not).collect(),
+        Err(BatchFailure::NotCommitted(err)) => {
+            if !err.transient {
+                tracing::error!(%err, batch = batch.len(), "an order batch failed and was rolled back");
+            }
+            vec![Logged::Failed(err); batch.len()]
+        }
+        Err(BatchFailure::CommitInDoubt(fates, err)) => {
+            // One transaction: the orders it inserted all committed or none did.
+            let inserted: Vec<Uuid> = batch
+                .iter()
+                .zip(&fates)
+                .filter(|(_, fate)| **fate == Written::Inserted)
+                .map(|(request, _)| request.order_id)
+                .collect();
+            match settle_ids(pg, &inserted, "commit_in_doubt").await {
+                Some(doubts) if doubts.values().any(|doubt| *doubt == Doubt::Committed) => {
+                    tracing::warn!(%err, orders = inserted.len(), "an order batch whose COMMIT reply was lost had committed");
+                    fates.into_iter().map(placed_or_not).collect()
+                }
+                Some(_) => vec![Logged::Failed(err); batch.len()],
+                None => vec![
+                    Logged::InDoubt(format!(
+                        "the batch's COMMIT failed ({err}) and PostgreSQL could not be asked whether it committed"
+                    ));
+                    batch.len()
+                ],
+            }
+        }
+    }
+}
+
+fn placed_or_not(fate: Written) -> Logged {
+    match fate {
+        Written::Inserted | Written::AlreadyThere => Logged::Placed,
+        Written::KeyTaken => Logged::NotWritten,
+    }
+}
+
+/// Voids `ids` to settle, for good, whether each committed; `None` when PostgreSQL cannot be
+/// asked (the doubt stays).
+async fn settle_ids(pg: &PgPool, ids: &[Uuid], why: &str) -> Option<HashMap<Uuid, Doubt>> {
+    match tokio::time::timeout(BATCH_DEADLINE, fence::settle_all(pg, KIND, ids, why)).await {
+        Ok(Ok(doubts)) => Some(doubts),
+        Ok(Err(_)) | Err(_) => None,
+    }
+}
+
+/// Writes and commits the batch on `conn`.
+///
+/// # Errors
+/// [`BatchFailure`]: certain when `COMMIT` was not sent or PostgreSQL refused it, in doubt
+/// otherwise.
+async fn write(
+    conn: &mut PgConnection,
+    batch: &[PurchaseRequest],
+) -> Result<Vec<Written>, BatchFailure<Vec<Written>>> {
+    let mut tx = conn.begin().await?;
+    let now = chrono::Utc::now();
+    let orders: Vec<BatchOrder<'_>> = batch
+        .iter()
+        .map(|request| BatchOrder {
+            order_id: request.order_id,
+            strategy: KIND,
+            lines: &request.lines,
+            delivery: &request.delivery,
+            user: request.user.as_deref(),
+            idempotency_key: request.idempotency_key.as_ref().map(|key| key.as_str()),
+            created_at: now,
+            status: OrderStatus::Confirmed,
+            reason: None,
+        })
+        .collect();
+    let fates = write_batch(&mut tx, &orders, StockTake::Logged).await?;
+    commit_or_doubt(tx, fates).await
 }

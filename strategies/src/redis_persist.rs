@@ -1,8 +1,6 @@
 //! Persisting an order whose units Redis already reserved: the order, its lines and the same
 //! decrement of PostgreSQL's stock, in one transaction, then the reservation's end in Redis.
-//! `redis-orderlog` commits insert-only instead ([`Commit::InsertOnly`]): the order, its lines and
-//! one `stock_unapplied` row per line in one statement, which the stock sync
-//! ([`crate::stock_sync`]) applies to the stock later.
+//! (`redis-orderlog` group-commits its orders insert-only instead: [`crate::redis_orderlog`].)
 //!
 //! PostgreSQL stays the authority: its decrement is conditional (`stock >= quantity`), so a
 //! mirror that stands above PostgreSQL (rebuilt after Redis lost purchases in flight, or left
@@ -13,41 +11,16 @@
 use sqlx::{Acquire, PgConnection, PgPool};
 
 use crate::backends::RedisBackend;
-use crate::error::{StrategyError, is_duplicate_key};
-use crate::fence::{self, Failed, is_voided};
+use crate::error::StrategyError;
+use crate::fence::{self, Failed};
 use crate::kind::StrategyKind;
 use crate::order::{OrderStatus, ProductId, PurchaseOutcome, PurchaseRequest, Receipt};
 use crate::order_store::{insert_order, replay_after_conflict};
+use crate::pg_driver::DbError;
 use crate::reservation::{self, End};
 
 const TAKE_IF_THERE: &str =
     "UPDATE products SET stock = stock - $2::bigint WHERE id = $1 AND stock >= $2::bigint";
-
-/// Writes the order, its lines and its unapplied units in one statement: no product row is
-/// touched, so concurrent sales of one product never wait for each other's locks.
-const INSERT_ORDER_LOGGED: &str = r#"
-WITH placed AS (
-    INSERT INTO orders (id, strategy, status, idempotency_key, user_name, address, phone, email)
-    VALUES ($1, $2, 'confirmed', $3, $4, $5, $6, $7)
-    RETURNING id
-), lines AS (
-    INSERT INTO order_items (order_id, product_id, quantity)
-    SELECT placed.id, line.product_id, line.quantity
-    FROM placed, UNNEST($8::bigint[], $9::int[]) AS line (product_id, quantity)
-    RETURNING order_id, product_id, quantity
-)
-INSERT INTO stock_unapplied (order_id, product_id, quantity)
-SELECT order_id, product_id, quantity FROM lines
-"#;
-
-/// How a reserved order reaches PostgreSQL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Commit {
-    /// With the same, conditional, decrement of the stock row, in one transaction.
-    TakeStock,
-    /// The order and its unapplied units only; the stock sync moves the stock row later.
-    InsertOnly,
-}
 
 /// What the transaction did.
 enum Written {
@@ -61,25 +34,8 @@ enum Written {
 async fn write_order(
     conn: &mut PgConnection,
     kind: StrategyKind,
-    commit: Commit,
     request: &PurchaseRequest,
-) -> Result<Written, sqlx::Error> {
-    if commit == Commit::InsertOnly {
-        let (product_ids, quantities) = request.lines.columns();
-        sqlx::query(INSERT_ORDER_LOGGED)
-            .bind(request.order_id)
-            .bind(kind.as_str())
-            .bind(request.idempotency_key.as_ref().map(|key| key.as_str()))
-            .bind(request.user.as_deref())
-            .bind(&request.delivery.address)
-            .bind(&request.delivery.phone)
-            .bind(&request.delivery.email)
-            .bind(product_ids)
-            .bind(quantities)
-            .execute(conn)
-            .await?;
-        return Ok(Written::Placed);
-    }
+) -> Result<Written, DbError> {
     let mut tx = conn.begin().await?;
     for line in &request.lines {
         let taken = sqlx::query(TAKE_IF_THERE)
@@ -93,7 +49,7 @@ async fn write_order(
             return Ok(Written::Short(line.product_id));
         }
     }
-    insert_order(&mut tx, kind, OrderStatus::Confirmed, request).await?;
+    insert_order(&mut *tx, kind, OrderStatus::Confirmed, request).await?;
     tx.commit().await?;
     Ok(Written::Placed)
 }
@@ -108,7 +64,6 @@ pub(crate) async fn persist_reserved(
     pg: &PgPool,
     redis: &RedisBackend,
     kind: StrategyKind,
-    commit: Commit,
     request: &PurchaseRequest,
 ) -> Result<PurchaseOutcome, StrategyError> {
     let placed = || PurchaseOutcome::Placed(Receipt::confirmed(request.order_id, kind));
@@ -120,7 +75,7 @@ pub(crate) async fn persist_reserved(
             return Err(err.into());
         }
     };
-    let written = write_order(&mut conn, kind, commit, request).await;
+    let written = write_order(&mut conn, kind, request).await;
     drop(conn);
     match written {
         Ok(Written::Placed) => {
@@ -136,10 +91,10 @@ pub(crate) async fn persist_reserved(
             Ok(PurchaseOutcome::SoldOut(product))
         }
         // The sweeper voided this order after its reservation expired, and gave the units back.
-        Err(err) if is_voided(&err) => Err(StrategyError::Unavailable(
+        Err(err) if err.is_voided() => Err(StrategyError::Unavailable(
             "the reservation expired before the order could be written; nothing was sold".into(),
         )),
-        Err(err) if is_duplicate_key(&err) => {
+        Err(err) if err.is_duplicate_key() => {
             end(pg, redis, request, End::Release).await;
             Ok(PurchaseOutcome::Replayed(replay_after_conflict(pg, request).await?))
         }

@@ -44,14 +44,10 @@ pub async fn clear(redis: &RedisBackend) -> Result<u64, StrategyError> {
     let mut cursor: u64 = 0;
     let mut removed = 0;
     loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(CLEAR_BATCH)
-            .query_async(&mut conn)
-            .await?;
+        let scan =
+            redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(CLEAR_BATCH).clone();
+        // On a cluster every key under the prefix lives on the master of its hash tag.
+        let (next, keys): (u64, Vec<String>) = conn.query_on_master_of(&scan, redis.keys.prefix()).await?;
         if !keys.is_empty() {
             removed += redis::cmd("UNLINK").arg(&keys).query_async::<u64>(&mut conn).await?;
         }
@@ -102,6 +98,34 @@ pub async fn load_from_sql(pg: &PgPool, redis: &RedisBackend) -> Result<u64, Str
     drop(rows);
     tx.commit().await?;
     Ok(loaded)
+}
+
+/// Copies the stock left to sell of `products` only into Redis; the rest of the catalogue loads on
+/// first use ([`crate::reservation::recover`]). Returns how many products were loaded.
+///
+/// # Errors
+/// When either backend does not answer.
+pub async fn load_products(
+    pg: &PgPool,
+    redis: &RedisBackend,
+    products: &[i64],
+) -> Result<u64, StrategyError> {
+    let rows: Vec<(i64, i64)> = sqlx::query_as(concat!(left_to_sell_all!(), " WHERE p.id = ANY($1)"))
+        .bind(products)
+        .fetch_all(pg)
+        .await?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let mut conn = redis.conn.clone();
+    let mut pipe = redis::pipe();
+    for chunk in rows.chunks(LOAD_BATCH) {
+        let batch: Vec<(String, i64)> =
+            chunk.iter().map(|&(id, stock)| (redis.keys.stock(id), stock)).collect();
+        pipe.mset(&batch).ignore();
+    }
+    pipe.query_async::<()>(&mut conn).await?;
+    Ok(rows.len() as u64)
 }
 
 /// Redis stock and in-flight units of each product, for the audit.

@@ -24,20 +24,28 @@ use crate::strategy::Strategy;
 pub fn build(kind: StrategyKind, backends: &Backends) -> Arc<dyn Strategy> {
     match kind {
         StrategyKind::Memory => Arc::new(InMemory::new()),
-        StrategyKind::SqlNaive => {
-            Arc::new(SqlNaive::new(backends.pg.clone(), backends.tuning.naive_race_window))
-        }
-        StrategyKind::SqlForUpdate => {
-            Arc::new(SqlForUpdate::new(backends.pg.clone(), backends.tuning.conflict_retries))
-        }
-        StrategyKind::SqlAtomic => Arc::new(SqlAtomic::new(backends.pg.clone())),
+        StrategyKind::SqlNaive => Arc::new(SqlNaive::new(
+            backends.pg.clone(),
+            backends.purchases.clone(),
+            backends.tuning.naive_race_window,
+        )),
+        StrategyKind::SqlForUpdate => Arc::new(SqlForUpdate::new(
+            backends.pg.clone(),
+            backends.purchases.clone(),
+            backends.tuning.conflict_retries,
+        )),
+        StrategyKind::SqlAtomic => Arc::new(SqlAtomic::new(backends.pg.clone(), backends.purchases.clone())),
         StrategyKind::SqlCoalesce => {
             Arc::new(SqlCoalesce::new(backends.pg.clone(), backends.tuning.coalesce_max_batch))
         }
-        StrategyKind::SqlSkipLocked => Arc::new(SqlSkipLocked::new(backends.pg.clone())),
-        StrategyKind::SqlOptimistic => {
-            Arc::new(SqlOptimistic::new(backends.pg.clone(), backends.tuning.optimistic_retries))
+        StrategyKind::SqlSkipLocked => {
+            Arc::new(SqlSkipLocked::new(backends.pg.clone(), backends.purchases.clone()))
         }
+        StrategyKind::SqlOptimistic => Arc::new(SqlOptimistic::new(
+            backends.pg.clone(),
+            backends.purchases.clone(),
+            backends.tuning.optimistic_retries,
+        )),
         StrategyKind::RedisDecr => Arc::new(RedisDecr::new(
             backends.pg.clone(),
             backends.redis.clone(),
@@ -52,6 +60,7 @@ pub fn build(kind: StrategyKind, backends: &Backends) -> Arc<dyn Strategy> {
             backends.pg.clone(),
             backends.redis.clone(),
             backends.tuning.reservation_ttl,
+            backends.tuning.coalesce_max_batch,
         )),
         StrategyKind::Stream => Arc::new(Stream::new(backends.pg.clone(), backends.redis.clone())),
         StrategyKind::StreamDeferred => {

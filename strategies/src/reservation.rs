@@ -242,7 +242,9 @@ pub async fn holds(redis: &RedisBackend) -> Result<Vec<Hold>, StrategyError> {
 /// When Redis does not answer.
 pub async fn redis_now_ms(redis: &RedisBackend) -> Result<i64, StrategyError> {
     let mut conn = redis.conn.clone();
-    let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
+    // The clock of the master the scripts run on, on a cluster too.
+    let (secs, micros): (i64, i64) =
+        conn.query_on_master_of(&redis::cmd("TIME"), redis.keys.prefix()).await?;
     Ok(secs * 1_000 + micros / 1_000)
 }
 

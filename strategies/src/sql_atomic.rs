@@ -18,13 +18,14 @@
 //! first line that does not fit.
 
 use async_trait::async_trait;
-use sqlx::{Acquire, FromRow, PgConnection, PgPool};
+use sqlx::PgPool;
 
 use crate::error::StrategyError;
 use crate::kind::{Gate, StrategyKind};
 use crate::one_transaction::{self, SellsOnOneConnection};
 use crate::order::{OrderStatus, ProductId, PurchaseOutcome, PurchaseRequest, Receipt};
 use crate::order_store::insert_order;
+use crate::pg_driver::{Conn, DbError, PurchasePool, Statements};
 use crate::strategy::Strategy;
 
 /// Decrement, order and line in one statement, claiming the product for the PostgreSQL gate
@@ -60,13 +61,6 @@ const TAKE_LINE: &str = "UPDATE products SET stock = stock - $2::bigint, gate = 
 
 const WHY_NOT: &str = "SELECT gate FROM products WHERE id = $1";
 
-#[derive(FromRow)]
-struct OneLine {
-    placed: bool,
-    known: bool,
-    gate: Option<String>,
-}
-
 /// Why a line was not taken: no such product, another gate, or not enough stock.
 fn refusal(product: ProductId, known: bool, gate: Option<&str>) -> PurchaseOutcome {
     match (known, gate) {
@@ -84,56 +78,59 @@ fn refusal(product: ProductId, known: bool, gate: Option<&str>) -> PurchaseOutco
 #[derive(Debug, Clone)]
 pub struct SqlAtomic {
     pg: PgPool,
+    purchases: PurchasePool,
 }
 
 impl SqlAtomic {
-    pub const fn new(pg: PgPool) -> Self {
-        Self { pg }
+    /// Sells on `purchases`; replays and fences go to `pg`.
+    pub const fn new(pg: PgPool, purchases: PurchasePool) -> Self {
+        Self { pg, purchases }
     }
 
     async fn buy_one_line(
         &self,
-        conn: &mut PgConnection,
+        conn: &mut Conn,
         request: &PurchaseRequest,
-    ) -> Result<PurchaseOutcome, sqlx::Error> {
+    ) -> Result<PurchaseOutcome, DbError> {
         let line = request.lines.iter().next().expect("OrderLines is never empty");
-        let row: OneLine = sqlx::query_as(BUY_ONE_LINE)
-            .bind(line.product_id.get())
-            .bind(i64::from(line.quantity.get()))
-            .bind(request.order_id)
-            .bind(self.kind().as_str())
-            .bind(request.idempotency_key.as_ref().map(|key| key.as_str()))
-            .bind(request.user.as_deref())
-            .bind(&request.delivery.address)
-            .bind(&request.delivery.phone)
-            .bind(&request.delivery.email)
-            .fetch_one(conn)
+        let row = conn
+            .fetch_one(
+                BUY_ONE_LINE,
+                &[
+                    &line.product_id.get(),
+                    &i64::from(line.quantity.get()),
+                    &request.order_id,
+                    &self.kind().as_str(),
+                    &request.idempotency_key.as_ref().map(|key| key.as_str()),
+                    &request.user.as_deref(),
+                    &request.delivery.address,
+                    &request.delivery.phone,
+                    &request.delivery.email,
+                ],
+            )
             .await?;
-        Ok(if row.placed {
+        let (placed, known, gate): (bool, bool, Option<String>) = (row.get(0)?, row.get(1)?, row.get(2)?);
+        Ok(if placed {
             PurchaseOutcome::Placed(self.receipt(request))
         } else {
-            refusal(line.product_id, row.known, row.gate.as_deref())
+            refusal(line.product_id, known, gate.as_deref())
         })
     }
 
     async fn buy_many_lines(
         &self,
-        conn: &mut PgConnection,
+        conn: &mut Conn,
         request: &PurchaseRequest,
-    ) -> Result<PurchaseOutcome, sqlx::Error> {
+    ) -> Result<PurchaseOutcome, DbError> {
         let mut tx = conn.begin().await?;
         for line in &request.lines {
-            let taken = sqlx::query(TAKE_LINE)
-                .bind(line.product_id.get())
-                .bind(i64::from(line.quantity.get()))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            let taken =
+                tx.execute(TAKE_LINE, &[&line.product_id.get(), &i64::from(line.quantity.get())]).await?;
             if taken == 0 {
-                let row: Option<Option<String>> =
-                    sqlx::query_scalar(WHY_NOT).bind(line.product_id.get()).fetch_optional(&mut *tx).await?;
+                let row = tx.fetch_optional(WHY_NOT, &[&line.product_id.get()]).await?;
+                let gate: Option<Option<String>> = row.map(|row| row.get(0)).transpose()?;
                 tx.rollback().await?;
-                return Ok(refusal(line.product_id, row.is_some(), row.flatten().as_deref()));
+                return Ok(refusal(line.product_id, gate.is_some(), gate.flatten().as_deref()));
             }
         }
         insert_order(&mut tx, self.kind(), OrderStatus::Confirmed, request).await?;
@@ -148,11 +145,7 @@ impl SqlAtomic {
 
 #[async_trait]
 impl SellsOnOneConnection for SqlAtomic {
-    async fn sell_on(
-        &self,
-        conn: &mut PgConnection,
-        request: &PurchaseRequest,
-    ) -> Result<PurchaseOutcome, sqlx::Error> {
+    async fn sell_on(&self, conn: &mut Conn, request: &PurchaseRequest) -> Result<PurchaseOutcome, DbError> {
         if request.lines.len() == 1 {
             self.buy_one_line(conn, request).await
         } else {
@@ -168,6 +161,6 @@ impl Strategy for SqlAtomic {
     }
 
     async fn purchase(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, StrategyError> {
-        one_transaction::purchase(self, &self.pg, self.kind(), request).await
+        one_transaction::purchase(self, &self.purchases, &self.pg, self.kind(), request).await
     }
 }

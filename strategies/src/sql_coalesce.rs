@@ -41,7 +41,9 @@ use crate::error::StrategyError;
 use crate::fence::{self, Doubt};
 use crate::kind::{Gate, StrategyKind};
 use crate::order::{OrderStatus, PurchaseOutcome, PurchaseRequest, Receipt};
-use crate::order_store::{BatchError, BatchOrder, StockTake, Written, receipt_for_key, write_batch};
+use crate::order_store::{
+    BatchError, BatchFailure, BatchOrder, StockTake, Written, commit_or_doubt, receipt_for_key, write_batch,
+};
 use crate::plan::StockPlan;
 use crate::strategy::Strategy;
 
@@ -303,25 +305,7 @@ struct Committed {
     written: HashMap<Uuid, Written>,
 }
 
-/// Why a batch's transaction did not end in a known COMMIT.
-enum Failure {
-    /// Rolled back, or never committed: nothing was written.
-    NotCommitted(BatchError),
-    /// COMMIT was sent and its reply lost: the batch may have committed.
-    CommitInDoubt(Committed, BatchError),
-}
-
-impl From<sqlx::Error> for Failure {
-    fn from(err: sqlx::Error) -> Self {
-        Self::NotCommitted(err.into())
-    }
-}
-
-impl From<BatchError> for Failure {
-    fn from(err: BatchError) -> Self {
-        Self::NotCommitted(err)
-    }
-}
+type Failure = BatchFailure<Committed>;
 
 /// Decides, writes and commits the batch on `conn`.
 ///
@@ -354,13 +338,7 @@ async fn write(conn: &mut PgConnection, batch: &[PurchaseRequest]) -> Result<Com
     }
     let fates = write_batch(&mut tx, &accepted, StockTake::Checked).await?;
     let written: HashMap<Uuid, Written> = accepted.iter().map(|order| order.order_id).zip(fates).collect();
-    match tx.commit().await {
-        Ok(()) => Ok(Committed { verdicts, written }),
-        Err(err) if fence::may_have_committed(&err) => {
-            Err(Failure::CommitInDoubt(Committed { verdicts, written }, err.into()))
-        }
-        Err(err) => Err(err.into()),
-    }
+    commit_or_doubt(tx, Committed { verdicts, written }).await
 }
 
 /// Locks the batch's products and takes its purchases in order while they fit.

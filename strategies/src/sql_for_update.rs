@@ -18,28 +18,29 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::{Acquire, PgPool};
+use sqlx::PgPool;
 
-use crate::error::{StrategyError, is_duplicate_key, is_retryable};
+use crate::error::StrategyError;
 use crate::fence::{self, Failed};
 use crate::kind::{Gate, StrategyKind};
 use crate::order::{OrderStatus, ProductId, PurchaseOutcome, PurchaseRequest, Receipt};
 use crate::order_store::{insert_order, receipt_for_key, replay_after_conflict};
+use crate::pg_driver::{DbError, PurchasePool, Statements};
 use crate::sql_stock::check_lines;
+use crate::strategy::Strategy;
 
 /// A failed attempt: a database error (maybe retried) or a refusal to answer as is.
 #[derive(Debug)]
 enum AttemptError {
-    Sql(sqlx::Error),
+    Sql(DbError),
     Strategy(StrategyError),
 }
 
-impl From<sqlx::Error> for AttemptError {
-    fn from(err: sqlx::Error) -> Self {
+impl From<DbError> for AttemptError {
+    fn from(err: DbError) -> Self {
         Self::Sql(err)
     }
 }
-use crate::strategy::Strategy;
 
 const LOCK_PRODUCTS: &str = "SELECT id, stock, gate FROM products WHERE id = ANY($1) ORDER BY id FOR UPDATE";
 /// The PostgreSQL gate's claim rides on the decrement (`crate::gates`).
@@ -49,21 +50,27 @@ const TAKE: &str = "UPDATE products SET stock = stock - $2::bigint, gate = 'post
 #[derive(Debug, Clone)]
 pub struct SqlForUpdate {
     pg: PgPool,
+    purchases: PurchasePool,
     conflict_retries: u32,
 }
 
 impl SqlForUpdate {
-    pub const fn new(pg: PgPool, conflict_retries: u32) -> Self {
-        Self { pg, conflict_retries }
+    /// Sells on `purchases`; replays and fences go to `pg`.
+    pub const fn new(pg: PgPool, purchases: PurchasePool, conflict_retries: u32) -> Self {
+        Self { pg, purchases, conflict_retries }
     }
 
     async fn attempt(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, AttemptError> {
         let (ids, _) = request.lines.columns();
         // A connection that cannot be had sent nothing: that failure is certain, unlike one after.
-        let mut conn = self.pg.acquire().await.map_err(|err| AttemptError::Strategy(err.into()))?;
+        let mut conn = self.purchases.acquire().await.map_err(|err| AttemptError::Strategy(err.into()))?;
         let mut tx = conn.begin().await?;
-        let locked: Vec<(i64, i64, Option<String>)> =
-            sqlx::query_as(LOCK_PRODUCTS).bind(&ids).fetch_all(&mut *tx).await?;
+        let locked: Vec<(i64, i64, Option<String>)> = tx
+            .fetch_all(LOCK_PRODUCTS, &[&ids])
+            .await?
+            .iter()
+            .map(|row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .collect::<Result<_, DbError>>()?;
         let other_gate = |gate: &Option<String>| {
             crate::gates::parse_gate(gate.as_deref()).filter(|gate| *gate != Gate::Postgres)
         };
@@ -79,11 +86,7 @@ impl SqlForUpdate {
             return Ok(refusal);
         }
         for line in &request.lines {
-            sqlx::query(TAKE)
-                .bind(line.product_id.get())
-                .bind(i64::from(line.quantity.get()))
-                .execute(&mut *tx)
-                .await?;
+            tx.execute(TAKE, &[&line.product_id.get(), &i64::from(line.quantity.get())]).await?;
         }
         insert_order(&mut tx, self.kind(), OrderStatus::Confirmed, request).await?;
         tx.commit().await?;
@@ -106,10 +109,10 @@ impl Strategy for SqlForUpdate {
             match self.attempt(request).await {
                 Ok(outcome) => return Ok(outcome),
                 Err(AttemptError::Strategy(err)) => return Err(err),
-                Err(AttemptError::Sql(err)) if is_duplicate_key(&err) => {
+                Err(AttemptError::Sql(err)) if err.is_duplicate_key() => {
                     return Ok(PurchaseOutcome::Replayed(replay_after_conflict(&self.pg, request).await?));
                 }
-                Err(AttemptError::Sql(err)) if is_retryable(&err) && retries_left > 0 => {
+                Err(AttemptError::Sql(err)) if err.is_retryable() && retries_left > 0 => {
                     retries_left -= 1;
                     tracing::debug!(order_id = %request.order_id, error = %err, retries_left, "retrying after a write conflict");
                     tokio::time::sleep(Duration::from_millis(

@@ -18,10 +18,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::PgPool;
 
-use crate::error::{StrategyError, is_duplicate_key};
+use crate::error::StrategyError;
 use crate::kind::StrategyKind;
 use crate::order::{OrderStatus, PurchaseOutcome, PurchaseRequest, Receipt};
 use crate::order_store::{insert_order, receipt_for_key, replay_after_conflict};
+use crate::pg_driver::{DbError, PurchasePool, Statements};
 use crate::sql_stock::{check_lines, take_lines};
 use crate::strategy::Strategy;
 
@@ -31,24 +32,36 @@ const READ_STOCK: &str = "SELECT id, stock FROM products WHERE id = ANY($1) ORDE
 #[derive(Debug, Clone)]
 pub struct SqlNaive {
     pg: PgPool,
+    purchases: PurchasePool,
     race_window: Duration,
 }
 
 impl SqlNaive {
-    pub const fn new(pg: PgPool, race_window: Duration) -> Self {
-        Self { pg, race_window }
+    /// Sells on `purchases`; replays go to `pg`.
+    pub const fn new(pg: PgPool, purchases: PurchasePool, race_window: Duration) -> Self {
+        Self { pg, purchases, race_window }
     }
 
-    async fn attempt(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, sqlx::Error> {
+    async fn attempt(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, DbError> {
         let (ids, _) = request.lines.columns();
-        let seen: Vec<(i64, i64)> = sqlx::query_as(READ_STOCK).bind(&ids).fetch_all(&self.pg).await?;
+        // The read and the write take a connection each, as the seed's two round trips did.
+        let seen: Vec<(i64, i64)> = self
+            .purchases
+            .acquire()
+            .await?
+            .fetch_all(READ_STOCK, &[&ids])
+            .await?
+            .iter()
+            .map(|row| Ok((row.get(0)?, row.get(1)?)))
+            .collect::<Result<_, DbError>>()?;
         if let Some(refusal) = check_lines(&request.lines, &seen) {
             return Ok(refusal);
         }
         if !self.race_window.is_zero() {
             tokio::time::sleep(self.race_window).await;
         }
-        let mut tx = self.pg.begin().await?;
+        let mut conn = self.purchases.acquire().await?;
+        let mut tx = conn.begin().await?;
         take_lines(&mut tx, &request.lines).await?;
         insert_order(&mut tx, self.kind(), OrderStatus::Confirmed, request).await?;
         tx.commit().await?;
@@ -68,7 +81,7 @@ impl Strategy for SqlNaive {
         }
         match self.attempt(request).await {
             Ok(outcome) => Ok(outcome),
-            Err(err) if is_duplicate_key(&err) => {
+            Err(err) if err.is_duplicate_key() => {
                 Ok(PurchaseOutcome::Replayed(replay_after_conflict(&self.pg, request).await?))
             }
             Err(err) => Err(err.into()),

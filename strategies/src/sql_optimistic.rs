@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rand::{Rng, SeedableRng};
-use sqlx::{Acquire, PgConnection, PgPool};
+use sqlx::PgPool;
 
 use crate::error::StrategyError;
 use crate::gates::parse_gate;
@@ -33,6 +33,7 @@ use crate::kind::{Gate, StrategyKind};
 use crate::one_transaction::{self, SellsOnOneConnection};
 use crate::order::{OrderStatus, ProductId, PurchaseOutcome, PurchaseRequest, Receipt};
 use crate::order_store::insert_order;
+use crate::pg_driver::{Conn, DbError, PurchasePool, Statements};
 use crate::plan::StockPlan;
 use crate::strategy::Strategy;
 
@@ -59,23 +60,25 @@ enum Attempt {
 #[derive(Debug)]
 pub struct SqlOptimistic {
     pg: PgPool,
+    purchases: PurchasePool,
     retries: u32,
     refusals: Mutex<BTreeMap<i64, u64>>,
 }
 
 impl SqlOptimistic {
-    pub fn new(pg: PgPool, retries: u32) -> Self {
-        Self { pg, retries, refusals: Mutex::new(BTreeMap::new()) }
+    /// Sells on `purchases`; replays and fences go to `pg`.
+    pub fn new(pg: PgPool, purchases: PurchasePool, retries: u32) -> Self {
+        Self { pg, purchases, retries, refusals: Mutex::new(BTreeMap::new()) }
     }
 
-    async fn attempt(
-        &self,
-        conn: &mut PgConnection,
-        request: &PurchaseRequest,
-    ) -> Result<Attempt, sqlx::Error> {
+    async fn attempt(&self, conn: &mut Conn, request: &PurchaseRequest) -> Result<Attempt, DbError> {
         let (ids, _) = request.lines.columns();
-        let rows: Vec<(i64, i64, i64, Option<String>)> =
-            sqlx::query_as(READ).bind(&ids).fetch_all(&mut *conn).await?;
+        let rows: Vec<(i64, i64, i64, Option<String>)> = conn
+            .fetch_all(READ, &[&ids])
+            .await?
+            .iter()
+            .map(|row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))
+            .collect::<Result<_, DbError>>()?;
         let mut versions = Vec::with_capacity(rows.len());
         for line in &request.lines {
             let product = line.product_id;
@@ -93,13 +96,9 @@ impl SqlOptimistic {
         }
         let mut tx = conn.begin().await?;
         for (line, version) in request.lines.iter().zip(versions) {
-            let swapped = sqlx::query(SWAP)
-                .bind(line.product_id.get())
-                .bind(i64::from(line.quantity.get()))
-                .bind(version)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            let swapped = tx
+                .execute(SWAP, &[&line.product_id.get(), &i64::from(line.quantity.get()), &version])
+                .await?;
             if swapped == 0 {
                 tx.rollback().await?;
                 return Ok(Attempt::Lost(line.product_id));
@@ -111,11 +110,7 @@ impl SqlOptimistic {
     }
 
     /// Tries until the swap holds, the order is refused, or the retries run out.
-    async fn buy(
-        &self,
-        conn: &mut PgConnection,
-        request: &PurchaseRequest,
-    ) -> Result<PurchaseOutcome, sqlx::Error> {
+    async fn buy(&self, conn: &mut Conn, request: &PurchaseRequest) -> Result<PurchaseOutcome, DbError> {
         // Seeded from the order id (random per request): buyers that collided pause differently.
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(request.order_id.as_u64_pair().0);
         let (mut pause, mut retries) = (FIRST_PAUSE, 0);
@@ -139,11 +134,7 @@ impl SqlOptimistic {
 
 #[async_trait]
 impl SellsOnOneConnection for SqlOptimistic {
-    async fn sell_on(
-        &self,
-        conn: &mut PgConnection,
-        request: &PurchaseRequest,
-    ) -> Result<PurchaseOutcome, sqlx::Error> {
+    async fn sell_on(&self, conn: &mut Conn, request: &PurchaseRequest) -> Result<PurchaseOutcome, DbError> {
         self.buy(conn, request).await
     }
 }
@@ -155,7 +146,7 @@ impl Strategy for SqlOptimistic {
     }
 
     async fn purchase(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, StrategyError> {
-        one_transaction::purchase(self, &self.pg, self.kind(), request).await
+        one_transaction::purchase(self, &self.purchases, &self.pg, self.kind(), request).await
     }
 
     async fn prepare(&self, _plan: &StockPlan) -> Result<(), StrategyError> {

@@ -29,7 +29,7 @@ use std::collections::HashSet;
 use std::sync::{Mutex, PoisonError};
 
 use async_trait::async_trait;
-use sqlx::{Acquire, FromRow, PgConnection, PgPool};
+use sqlx::PgPool;
 
 use crate::error::StrategyError;
 use crate::gates::parse_gate;
@@ -37,6 +37,7 @@ use crate::kind::{Gate, StrategyKind};
 use crate::one_transaction::{self, SellsOnOneConnection};
 use crate::order::{OrderStatus, ProductId, PurchaseOutcome, PurchaseRequest, Receipt};
 use crate::order_store::insert_order;
+use crate::pg_driver::{Conn, DbError, PurchasePool, Statements};
 use crate::plan::StockPlan;
 use crate::strategy::Strategy;
 
@@ -67,23 +68,19 @@ UPDATE inventory_units u SET order_id = $3
 FROM free WHERE u.product_id = $1 AND u.unit_no = free.unit_no
 "#;
 
-#[derive(FromRow)]
-struct LaidOut {
-    claimed: bool,
-    units: i64,
-}
-
 /// The unit-pool strategy.
 #[derive(Debug)]
 pub struct SqlSkipLocked {
     pg: PgPool,
+    purchases: PurchasePool,
     /// Products this process knows the unit pool sells; a reset forgets them.
     pooled: Mutex<HashSet<i64>>,
 }
 
 impl SqlSkipLocked {
-    pub fn new(pg: PgPool) -> Self {
-        Self { pg, pooled: Mutex::new(HashSet::new()) }
+    /// Sells on `purchases`; replays and fences go to `pg`.
+    pub fn new(pg: PgPool, purchases: PurchasePool) -> Self {
+        Self { pg, purchases, pooled: Mutex::new(HashSet::new()) }
     }
 
     fn is_pooled(&self, product: ProductId) -> bool {
@@ -92,18 +89,15 @@ impl SqlSkipLocked {
 
     /// Makes sure the unit pool sells `product`, laying its pool out on first use. Returns the
     /// refusal when it cannot: no such product, or another gate sells it.
-    async fn enter(
-        &self,
-        conn: &mut PgConnection,
-        product: ProductId,
-    ) -> Result<Option<PurchaseOutcome>, sqlx::Error> {
-        let laid: LaidOut = sqlx::query_as(LAY_OUT_POOL).bind(product.get()).fetch_one(&mut *conn).await?;
-        if laid.claimed {
-            tracing::info!(%product, units = laid.units, "laid out a unit pool");
+    async fn enter(&self, conn: &mut Conn, product: ProductId) -> Result<Option<PurchaseOutcome>, DbError> {
+        let laid = conn.fetch_one(LAY_OUT_POOL, &[&product.get()]).await?;
+        let (claimed, units): (bool, i64) = (laid.get(0)?, laid.get(1)?);
+        if claimed {
+            tracing::info!(%product, units, "laid out a unit pool");
         } else {
             // Read in a statement of its own: a pool laid out while we waited is visible now.
-            let gate: Option<Option<String>> =
-                sqlx::query_scalar(GATE_OF).bind(product.get()).fetch_optional(&mut *conn).await?;
+            let row = conn.fetch_optional(GATE_OF, &[&product.get()]).await?;
+            let gate: Option<Option<String>> = row.map(|row| row.get(0)).transpose()?;
             match gate.map(|gate| parse_gate(gate.as_deref())) {
                 None => return Ok(Some(PurchaseOutcome::UnknownProduct(product))),
                 Some(Some(Gate::Units)) => {}
@@ -119,11 +113,7 @@ impl SqlSkipLocked {
         Ok(None)
     }
 
-    async fn buy(
-        &self,
-        conn: &mut PgConnection,
-        request: &PurchaseRequest,
-    ) -> Result<PurchaseOutcome, sqlx::Error> {
+    async fn buy(&self, conn: &mut Conn, request: &PurchaseRequest) -> Result<PurchaseOutcome, DbError> {
         for line in &request.lines {
             if !self.is_pooled(line.product_id)
                 && let Some(refusal) = self.enter(conn, line.product_id).await?
@@ -135,13 +125,8 @@ impl SqlSkipLocked {
         // Lines come in product-id order: two multi-item buyers never wait for each other in a cycle.
         for line in &request.lines {
             let wanted = i64::from(line.quantity.get());
-            let taken = sqlx::query(CLAIM_UNITS)
-                .bind(line.product_id.get())
-                .bind(wanted)
-                .bind(request.order_id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            let taken =
+                tx.execute(CLAIM_UNITS, &[&line.product_id.get(), &wanted, &request.order_id]).await?;
             if i64::try_from(taken).unwrap_or(i64::MAX) < wanted {
                 tx.rollback().await?;
                 return Ok(PurchaseOutcome::SoldOut(line.product_id));
@@ -159,11 +144,7 @@ impl SqlSkipLocked {
 
 #[async_trait]
 impl SellsOnOneConnection for SqlSkipLocked {
-    async fn sell_on(
-        &self,
-        conn: &mut PgConnection,
-        request: &PurchaseRequest,
-    ) -> Result<PurchaseOutcome, sqlx::Error> {
+    async fn sell_on(&self, conn: &mut Conn, request: &PurchaseRequest) -> Result<PurchaseOutcome, DbError> {
         self.buy(conn, request).await
     }
 }
@@ -175,7 +156,7 @@ impl Strategy for SqlSkipLocked {
     }
 
     async fn purchase(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, StrategyError> {
-        one_transaction::purchase(self, &self.pg, self.kind(), request).await
+        one_transaction::purchase(self, &self.purchases, &self.pg, self.kind(), request).await
     }
 
     async fn prepare(&self, _plan: &StockPlan) -> Result<(), StrategyError> {

@@ -1,8 +1,7 @@
 //! Stock checks and decrements shared by the SQL strategies that read the stock before writing it.
 
-use sqlx::PgConnection;
-
 use crate::order::{OrderLines, PurchaseOutcome};
+use crate::pg_driver::{DbError, Statements};
 
 /// Claims the PostgreSQL gate when the product has none yet, but never checks it: only `sql-naive`
 /// decrements unconditionally, and it is unsafe by design (see `crate::gates`).
@@ -24,12 +23,12 @@ pub(crate) fn check_lines(lines: &OrderLines, rows: &[(i64, i64)]) -> Option<Pur
 }
 
 /// Decrements every line without looking at the stock, in product-id order.
-pub(crate) async fn take_lines(conn: &mut PgConnection, lines: &OrderLines) -> Result<(), sqlx::Error> {
+pub(crate) async fn take_lines(
+    conn: &mut (impl Statements + ?Sized),
+    lines: &OrderLines,
+) -> Result<(), DbError> {
     for line in lines {
-        sqlx::query(TAKE_UNCONDITIONALLY)
-            .bind(line.product_id.get())
-            .bind(i64::from(line.quantity.get()))
-            .execute(&mut *conn)
+        conn.execute(TAKE_UNCONDITIONALLY, &[&line.product_id.get(), &i64::from(line.quantity.get())])
             .await?;
     }
     Ok(())

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use checkout_strategies::{Gate, PgSettings, StrategyKind, backends};
+use checkout_strategies::{Gate, PgDriver, PgSettings, StrategyKind, backends};
 use sqlx::Postgres;
 use sqlx::pool::PoolOptions;
 use sqlx::postgres::PgConnectOptions;
@@ -81,11 +81,20 @@ async fn assert_sql_purchases_unavailable(app: &TestApp) {
 /// No database at all: the pool points at a port nothing listens on.
 #[tokio::test]
 async fn database_never_reachable() {
+    never_reachable(PgDriver::Sqlx).await;
+}
+
+#[tokio::test]
+async fn database_never_reachable_on_tokio_postgres() {
+    never_reachable(PgDriver::TokioPostgres).await;
+}
+
+async fn never_reachable(pg_driver: PgDriver) {
     let port = dead_port().await;
     let options =
         PgConnectOptions::new().host("127.0.0.1").port(port).username("postgres").database("checkout");
     let pool = backends::pg_pool_with(options, impatient());
-    let setup = Setup { plan: plan_of(&[(100, 10)]), pg: impatient(), ..Setup::default() };
+    let setup = Setup { plan: plan_of(&[(100, 10)]), pg: impatient(), pg_driver, ..Setup::default() };
     let app = spawn_app_on(pool, setup, false).await;
 
     assert_sql_purchases_unavailable(&app).await;
@@ -126,12 +135,35 @@ async fn database_never_reachable() {
     assert_eq!(app.stats_of(memory).await["confirmed"], 1, "memory sells through the outage");
 }
 
-#[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
-async fn database_lost_and_restored(_: PoolOptions<Postgres>, connect: PgConnectOptions) {
+/// Each scenario once per driver of the per-sale SQL strategies: `$sqlx` on sqlx, `$raw` on
+/// tokio-postgres.
+macro_rules! on_both_drivers {
+    ($($scenario:ident: $sqlx:ident, $raw:ident;)*) => {
+        $(
+            #[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
+            async fn $sqlx(_: PoolOptions<Postgres>, connect: PgConnectOptions) {
+                $scenario(connect, PgDriver::Sqlx).await;
+            }
+
+            #[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
+            async fn $raw(_: PoolOptions<Postgres>, connect: PgConnectOptions) {
+                $scenario(connect, PgDriver::TokioPostgres).await;
+            }
+        )*
+    };
+}
+
+on_both_drivers! {
+    lost_and_restored: database_lost_and_restored, database_lost_and_restored_on_tokio_postgres;
+    network_blip: purchases_after_a_network_blip_succeed, purchases_after_a_network_blip_succeed_on_tokio_postgres;
+    network_stall: purchases_answer_when_the_network_stalls, purchases_answer_when_the_network_stalls_on_tokio_postgres;
+}
+
+async fn lost_and_restored(connect: PgConnectOptions, pg_driver: PgDriver) {
     let proxy = ChaosProxy::start(&connect).await;
     let direct = backends::pg_pool_with(connect.clone(), PgSettings::default());
     let pool = backends::pg_pool_with(proxy.connect_options(&connect), impatient());
-    let setup = Setup { plan: plan_of(&[(100, 10)]), pg: impatient(), ..Setup::default() };
+    let setup = Setup { plan: plan_of(&[(100, 10)]), pg: impatient(), pg_driver, ..Setup::default() };
     let app = spawn_app_on(pool, setup, true).await;
 
     sell_one_each(&app).await;
@@ -171,11 +203,10 @@ async fn database_lost_and_restored(_: PoolOptions<Postgres>, connect: PgConnect
 
 /// The network drops every connection and comes straight back: PostgreSQL never stopped
 /// answering, so the next purchases are served.
-#[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
-async fn purchases_after_a_network_blip_succeed(_: PoolOptions<Postgres>, connect: PgConnectOptions) {
+async fn network_blip(connect: PgConnectOptions, pg_driver: PgDriver) {
     let proxy = ChaosProxy::start(&connect).await;
     let pool = backends::pg_pool_with(proxy.connect_options(&connect), impatient());
-    let setup = Setup { plan: plan_of(&[(100, 10)]), pg: impatient(), ..Setup::default() };
+    let setup = Setup { plan: plan_of(&[(100, 10)]), pg: impatient(), pg_driver, ..Setup::default() };
     let app = spawn_app_on(pool, setup, true).await;
     sell_one_each(&app).await;
     // Connections busy during a blip fail their own request (its outcome is unknown, so 503 is
@@ -208,27 +239,28 @@ async fn assert_recovered(app: &TestApp, what: &str) {
 }
 
 /// A server behind `proxy` with purchases bounded by a short request timeout, that has sold one
-/// unit per SQL strategy and holds an idle pooled connection.
-async fn served_through(proxy: &ChaosProxy, connect: &PgConnectOptions) -> TestApp {
+/// unit per SQL strategy and holds an idle pooled connection for purchases.
+async fn served_through(proxy: &ChaosProxy, connect: &PgConnectOptions, pg_driver: PgDriver) -> TestApp {
     let pool = backends::pg_pool_with(proxy.connect_options(connect), impatient());
     let setup = Setup {
         plan: plan_of(&[(100, 10)]),
         pg: impatient(),
         request_timeout: Duration::from_secs(2),
+        pg_driver,
         ..Setup::default()
     };
     let app = spawn_app_on(pool, setup, true).await;
     sell_one_each(&app).await;
-    eventually("a connection returns to the pool", HANG, || async { app.pool.num_idle() > 0 }).await;
+    eventually("a connection returns to the pool", HANG, || async { app.purchases.idle_connections() > 0 })
+        .await;
     app
 }
 
 /// The network stops forwarding without closing anything, so no error ever comes back: purchases
 /// still answer 503 within the request timeout, and nothing they started survives.
-#[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
-async fn purchases_answer_when_the_network_stalls(_: PoolOptions<Postgres>, connect: PgConnectOptions) {
+async fn network_stall(connect: PgConnectOptions, pg_driver: PgDriver) {
     let proxy = ChaosProxy::start(&connect).await;
-    let app = served_through(&proxy, &connect).await;
+    let app = served_through(&proxy, &connect, pg_driver).await;
     let direct = backends::pg_pool_with(connect.clone(), PgSettings::default());
     let before = snapshot_of(&direct).await;
 
@@ -245,7 +277,7 @@ async fn purchases_answer_when_the_network_stalls(_: PoolOptions<Postgres>, conn
 #[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
 async fn reads_answer_when_the_network_stalls(_: PoolOptions<Postgres>, connect: PgConnectOptions) {
     let proxy = ChaosProxy::start(&connect).await;
-    let app = served_through(&proxy, &connect).await;
+    let app = served_through(&proxy, &connect, PgDriver::Sqlx).await;
 
     proxy.stall_networking();
     let health = within_bound("GET /healthz", app.get("/healthz")).await;

@@ -46,6 +46,7 @@ fn plan() -> LoadPlan {
         max_requests: Some(BUYERS),
         grace: Duration::from_secs(30),
         timeout: Duration::from_secs(10),
+        give_up: None,
     }
 }
 
@@ -57,6 +58,7 @@ async fn server_for(app: &TestApp) -> Server {
         redis_url: String::new(),
         redis_prefix: String::new(),
         server_args: Vec::new(),
+        replicas: 1,
     };
     Server::start(&flags, Path::new("unused.log")).await.expect("the test server answers")
 }
@@ -138,12 +140,8 @@ async fn the_join_finds_accepted_then_cancelled(_: PoolOptions<Postgres>, connec
     let app = spawn_app(connect, Setup { plan: plan_of(&[(100, STOCK)]), ..Setup::default() }).await;
     let (server, record) = load(&app, StrategyKind::StreamDeferred).await;
     assert_eq!(record.counts.pending, BUYERS, "stream-deferred accepts whatever the shelf showed");
-    let backends = Backends {
-        pg: app.pool.clone(),
-        redis: app.redis.clone(),
-        nats: app.nats.clone(),
-        tuning: Tuning::default(),
-    };
+    let backends =
+        Backends::new(app.pool.clone(), app.redis.clone(), Tuning::default()).with_nats(app.nats.clone());
     redis_stream::drain(&backends, StrategyKind::StreamDeferred, Duration::from_secs(20))
         .await
         .expect("drain");
@@ -171,12 +169,8 @@ async fn a_queued_strategy_is_durable_only_once_its_backlog_is_persisted(
     let (waiting, _) =
         settle(&server, &record, StrategyKind::Stream.as_str(), 100, Duration::ZERO).await.expect("settle");
     assert_eq!(waiting.durable_at, None, "nothing persisted yet: no durable time");
-    let backends = Backends {
-        pg: app.pool.clone(),
-        redis: app.redis.clone(),
-        nats: app.nats.clone(),
-        tuning: Tuning::default(),
-    };
+    let backends =
+        Backends::new(app.pool.clone(), app.redis.clone(), Tuning::default()).with_nats(app.nats.clone());
     redis_stream::drain(&backends, StrategyKind::Stream, Duration::from_secs(20)).await.expect("drain");
     let (settled, _) = settle(&server, &record, StrategyKind::Stream.as_str(), 100, Duration::from_secs(10))
         .await
@@ -429,6 +423,64 @@ async fn bench_capacity_ranks_memory_above_sql_atomic_and_records_every_probe() 
     let _ = std::fs::remove_dir_all(&out);
 }
 
+/// `bench capacity --pg-driver sqlx,tokio-postgres`: a server per driver in one run; the strategy
+/// the driver switches is measured on each, labelled by driver, the others once; `run.json` and the
+/// page say which client each row ran on.
+#[tokio::test]
+async fn bench_capacity_measures_the_sql_strategies_once_per_driver() {
+    let db = ScratchDatabase::new();
+    let out = tempdir();
+    let prefix = format!("e2e-{}:", uuid::Uuid::new_v4().simple());
+    let url = db.url();
+    let args = format!(
+        "capacity --strategies memory,sql-atomic --pg-driver sqlx,tokio-postgres --probe-secs 0.5 \
+         --warmup-secs 0 --start-rate 200 --max-rate 400 --generator-cap 400 --resolution 0.5 \
+         --max-bisections 1 --connections 32 --out {} --database-url {url} --redis-prefix {prefix}",
+        out.display()
+    );
+    let output = bench(&args.split_whitespace().collect::<Vec<_>>());
+    db.drop_it().await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "bench capacity failed:\n{stderr}");
+    assert!(
+        stderr.lines().any(|line| line.starts_with("[capacity · sql-atomic@tokio-postgres] 200/s: ")),
+        "progress lines name the driver:\n{stderr}"
+    );
+
+    let run = out.join("latest").canonicalize().expect("results/latest points at the run");
+    let rows: Vec<CapacityRow> = read_csv(&run.join("capacity.csv")).unwrap();
+    let mut labels: Vec<&str> = rows.iter().map(|row| row.strategy.as_str()).collect();
+    labels.sort_unstable();
+    assert_eq!(
+        labels,
+        ["memory", "sql-atomic", "sql-atomic@tokio-postgres"],
+        "sql-atomic once per driver, memory once (no driver switches it): {rows:?}"
+    );
+    assert!(rows.iter().all(|row| row.steps > 0), "every search probed: {rows:?}");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).unwrap()).unwrap();
+    let drivers: Vec<(String, Option<String>)> = meta["strategies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap().to_owned(), s["pg_driver"].as_str().map(str::to_owned)))
+        .collect();
+    assert_eq!(
+        drivers,
+        [
+            ("memory".to_owned(), None),
+            ("sql-atomic".to_owned(), Some("sqlx".to_owned())),
+            ("sql-atomic".to_owned(), Some("tokio-postgres".to_owned())),
+        ],
+        "run.json records each pass's strategies with their driver"
+    );
+    assert_eq!(meta["options"]["pg_drivers"], serde_json::json!(["sqlx", "tokio-postgres"]));
+    assert!(run.join("server.log").exists() && run.join("server-tokio-postgres.log").exists());
+    let page = std::fs::read_to_string(run.join("index.html")).unwrap();
+    assert!(page.contains("sql-atomic@tokio-postgres"), "the page labels the driver's rows");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
 fn tempdir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("bench-e2e-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -473,4 +525,51 @@ async fn bench_ceilings_measures_the_raw_tools_and_writes_its_files() {
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown ceiling \"wrk-turbo\""));
     let _ = std::fs::remove_dir_all(&out);
+}
+
+/// `--replicas 2`: two server processes on one database and Redis, the load spread over both; the
+/// flash sale still sells exactly the stock, and the run records the replica count. A strategy
+/// whose books live in one process is refused by name and left out by default.
+#[tokio::test]
+async fn bench_compare_spreads_the_load_over_replicas() {
+    let db = ScratchDatabase::new();
+    let out = tempdir();
+    let prefix = format!("e2e-{}:", uuid::Uuid::new_v4().simple());
+    let url = db.url();
+    let common = format!(
+        "--preset ci --repeat 1 --rate 400 --hot-stock 150 --regular-weight 0 --duration-secs 4 \
+         --grace-ms 200 --capacity=false --no-report --out {} --database-url {url} --redis-prefix {prefix} \
+         --replicas 2",
+        out.display()
+    );
+    let refused =
+        bench(&format!("compare --strategies memory {common}").split_whitespace().collect::<Vec<_>>());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "memory across replicas must be refused:\n{stderr}");
+    assert!(stderr.contains("memory keeps its books in one server process"), "{stderr}");
+
+    let output = bench(
+        &format!("compare --strategies sql-atomic,redis-lua,stream {common}")
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+    );
+    db.drop_it().await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "bench compare --replicas 2 failed:\n{stderr}");
+    let run = out.join("latest").canonicalize().expect("results/latest points at the run");
+    let summary: Vec<SummaryRow> = read_csv(&run.join("summary.csv")).unwrap();
+    assert_eq!(summary.len(), 3, "one row per strategy");
+    for row in &summary {
+        assert_eq!(row.verdict, Verdict::Clean, "{row:?}");
+        assert_eq!(
+            row.confirmed + row.pending,
+            150,
+            "{}: exactly the stock sold across replicas",
+            row.strategy
+        );
+    }
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).unwrap()).unwrap();
+    assert_eq!(meta["server"]["replicas"], 2, "{meta}");
+    assert!(run.join("server-replica-2.log").exists(), "the second replica logs beside the first");
 }

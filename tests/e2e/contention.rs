@@ -6,28 +6,41 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use checkout_strategies::background::Job;
-use checkout_strategies::{StrategyKind, Tuning};
+use checkout_strategies::{PgDriver, StrategyKind, Tuning};
 use sqlx::Postgres;
 use sqlx::pool::PoolOptions;
 use sqlx::postgres::PgConnectOptions;
 
-use crate::helpers::{Setup, all_at_once, audited_product, books_of, order_body, plan_of, spawn_app};
+use crate::helpers::{
+    Setup, TestApp, all_at_once, audited_product, books_of, order_body, plan_of, spawn_app,
+};
 
 const STOCK: i64 = 10;
 const BUYERS: usize = 200;
 const HOT: i64 = 100;
 
-async fn flash_sale(connect: PgConnectOptions, kind: StrategyKind) {
+async fn flash_sale(connect: PgConnectOptions, kind: StrategyKind, pg_driver: PgDriver) {
+    flash_sale_on(connect, kind, Setup { pg_driver, ..Setup::default() }).await;
+}
+
+/// The scenario on the backends `base` names (its plan and tuning are the scenario's); returns
+/// the server for checks of the backends themselves.
+pub(crate) async fn flash_sale_on(
+    connect: PgConnectOptions,
+    kind: StrategyKind,
+    base: Setup,
+) -> Arc<TestApp> {
     if kind.spec().queued {
         // Accepted is not sold for them: the scenario drains the queue before counting.
-        return crate::stream::flash_sale(connect, kind).await;
+        return crate::stream::flash_sale_on(connect, kind, base).await;
     }
     let setup = Setup {
         plan: plan_of(&[(HOT, STOCK)]),
         // Wide enough that every naive buyer reads the stock before any of them writes it.
         tuning: Tuning { naive_race_window: Duration::from_millis(50), ..Tuning::default() },
-        ..Setup::default()
+        ..base
     };
+    let pg_driver = setup.pg_driver;
     let app = Arc::new(spawn_app(connect, setup).await);
     let answers = all_at_once(&app, BUYERS, |app| async move {
         let answer = app.buy(kind, &order_body(&[(HOT, 1)]), None).await;
@@ -51,6 +64,13 @@ async fn flash_sale(connect: PgConnectOptions, kind: StrategyKind) {
         assert_eq!(before["clean"], true, "{kind}: units awaiting sync are not drift: {before}");
         assert_eq!(app.sync_stock().await, STOCK, "{kind}: the sync applies every order line once");
         assert_eq!(app.audit().await["settled"], true, "{kind}: settled once the sync caught up");
+    }
+    if kind.runs_on_pg_driver() {
+        // The purchases went through the chosen driver's pool, not sqlx's behind its back.
+        assert!(
+            app.purchases.idle_connections() > 0,
+            "{kind}: no connection of the {pg_driver} pool was used"
+        );
     }
     let audit = app.audit().await;
     let books = books_of(&audit, kind);
@@ -102,14 +122,26 @@ async fn flash_sale(connect: PgConnectOptions, kind: StrategyKind) {
             "{kind}: orders != confirmations"
         );
     }
+    app
 }
 
+/// `sqlx`: every strategy on the default driver. `tokio_postgres`: every strategy whose purchase
+/// `PG_DRIVER` switches, again on tokio-postgres.
 macro_rules! contention_tests {
-    ($($name:ident => $kind:expr),* $(,)?) => {
+    (
+        sqlx: { $($name:ident => $kind:expr),* $(,)? }
+        tokio_postgres: { $($raw_name:ident => $raw_kind:expr),* $(,)? }
+    ) => {
         $(
             #[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
             async fn $name(_: PoolOptions<Postgres>, connect: PgConnectOptions) {
-                flash_sale(connect, $kind).await;
+                flash_sale(connect, $kind, PgDriver::Sqlx).await;
+            }
+        )*
+        $(
+            #[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
+            async fn $raw_name(_: PoolOptions<Postgres>, connect: PgConnectOptions) {
+                flash_sale(connect, $raw_kind, PgDriver::TokioPostgres).await;
             }
         )*
 
@@ -119,22 +151,35 @@ macro_rules! contention_tests {
             for kind in StrategyKind::ALL {
                 assert!(covered.contains(&kind), "{kind} has no contention test");
             }
+            let on_tokio_postgres = [$($raw_kind),*];
+            for kind in StrategyKind::ALL.into_iter().filter(|kind| kind.runs_on_pg_driver()) {
+                assert!(on_tokio_postgres.contains(&kind), "{kind} has no contention test on tokio-postgres");
+            }
         }
     };
 }
 
 contention_tests! {
-    memory_sells_exactly_the_stock => StrategyKind::Memory,
-    sql_naive_is_caught_overselling => StrategyKind::SqlNaive,
-    sql_for_update_sells_exactly_the_stock => StrategyKind::SqlForUpdate,
-    sql_atomic_sells_exactly_the_stock => StrategyKind::SqlAtomic,
-    sql_coalesce_sells_exactly_the_stock => StrategyKind::SqlCoalesce,
-    sql_skip_locked_sells_exactly_the_stock => StrategyKind::SqlSkipLocked,
-    sql_optimistic_never_oversells => StrategyKind::SqlOptimistic,
-    redis_decr_sells_exactly_the_stock => StrategyKind::RedisDecr,
-    redis_lua_sells_exactly_the_stock => StrategyKind::RedisLua,
-    redis_orderlog_sells_exactly_the_stock => StrategyKind::RedisOrderlog,
-    stream_accepts_and_persists_exactly_the_stock => StrategyKind::Stream,
-    stream_deferred_accepts_too_many_and_cancels_the_excess => StrategyKind::StreamDeferred,
-    queue_nats_accepts_and_persists_exactly_the_stock => StrategyKind::QueueNats,
+    sqlx: {
+        memory_sells_exactly_the_stock => StrategyKind::Memory,
+        sql_naive_is_caught_overselling => StrategyKind::SqlNaive,
+        sql_for_update_sells_exactly_the_stock => StrategyKind::SqlForUpdate,
+        sql_atomic_sells_exactly_the_stock => StrategyKind::SqlAtomic,
+        sql_coalesce_sells_exactly_the_stock => StrategyKind::SqlCoalesce,
+        sql_skip_locked_sells_exactly_the_stock => StrategyKind::SqlSkipLocked,
+        sql_optimistic_never_oversells => StrategyKind::SqlOptimistic,
+        redis_decr_sells_exactly_the_stock => StrategyKind::RedisDecr,
+        redis_lua_sells_exactly_the_stock => StrategyKind::RedisLua,
+        redis_orderlog_sells_exactly_the_stock => StrategyKind::RedisOrderlog,
+        stream_accepts_and_persists_exactly_the_stock => StrategyKind::Stream,
+        stream_deferred_accepts_too_many_and_cancels_the_excess => StrategyKind::StreamDeferred,
+        queue_nats_accepts_and_persists_exactly_the_stock => StrategyKind::QueueNats,
+    }
+    tokio_postgres: {
+        tokio_postgres_sql_naive_is_caught_overselling => StrategyKind::SqlNaive,
+        tokio_postgres_sql_for_update_sells_exactly_the_stock => StrategyKind::SqlForUpdate,
+        tokio_postgres_sql_atomic_sells_exactly_the_stock => StrategyKind::SqlAtomic,
+        tokio_postgres_sql_skip_locked_sells_exactly_the_stock => StrategyKind::SqlSkipLocked,
+        tokio_postgres_sql_optimistic_never_oversells => StrategyKind::SqlOptimistic,
+    }
 }

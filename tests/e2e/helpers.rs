@@ -10,8 +10,8 @@ use checkout_bench::sessions::SessionConfig;
 use checkout_strategies::background::Job;
 use checkout_strategies::stock_sync::{StockSync, StockSyncSettings};
 use checkout_strategies::{
-    Backends, Gate, NatsBackend, NatsSettings, PgSettings, RedisBackend, RedisKeys, RedisSettings, StockPlan,
-    StrategyKind, Tuning, backends,
+    Backends, Gate, NatsBackend, NatsSettings, PgDriver, PgSettings, PurchasePool, RedisBackend, RedisKeys,
+    RedisSettings, StockPlan, StrategyKind, Tuning, backends,
 };
 use serde_json::{Value, json};
 use sqlx::postgres::PgConnectOptions;
@@ -28,6 +28,9 @@ pub(crate) struct Setup {
     pub(crate) request_timeout: Duration,
     /// Redis URL (`REDIS_URL`, else the local default); keys go under a prefix unique to the test.
     pub(crate) redis_url: String,
+    /// Nodes of a Redis Cluster for the strategies' keys instead of `redis_url` (empty: none).
+    /// Sessions stay on `redis_url`, as in the server.
+    pub(crate) redis_cluster: Vec<String>,
     pub(crate) redis: RedisSettings,
     /// NATS URL (`NATS_URL`, else the local default); streams are named after the test's prefix.
     pub(crate) nats_url: String,
@@ -40,6 +43,8 @@ pub(crate) struct Setup {
     /// In-flight limits per backend. No limit unless a test sets one: tests that start hundreds of
     /// buyers at once are about contention, not admission.
     pub(crate) inflight: InflightLimits,
+    /// The client the per-sale SQL strategies buy through (`PG_DRIVER`).
+    pub(crate) pg_driver: PgDriver,
 }
 
 impl Default for Setup {
@@ -51,6 +56,7 @@ impl Default for Setup {
             admin_token: None,
             request_timeout: Duration::from_secs(10),
             redis_url: std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+            redis_cluster: Vec::new(),
             redis: RedisSettings::default(),
             nats_url: std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
             nats: NatsSettings::default(),
@@ -58,6 +64,7 @@ impl Default for Setup {
             session_ttl: Duration::from_secs(1800),
             require_session: true,
             inflight: InflightLimits::unlimited(),
+            pg_driver: PgDriver::default(),
         }
     }
 }
@@ -73,6 +80,9 @@ pub(crate) struct TestApp {
     pub(crate) redis: RedisBackend,
     /// The test's broker, streams under the same prefix.
     pub(crate) nats: NatsBackend,
+    /// Where the per-sale SQL strategies take their connections: `pool` itself unless the setup
+    /// chose another driver.
+    pub(crate) purchases: PurchasePool,
     _shutdown: oneshot::Sender<()>,
 }
 
@@ -85,10 +95,15 @@ pub(crate) async fn spawn_app(connect: PgConnectOptions, setup: Setup) -> TestAp
 /// Starts a server on `pool`; resets the catalogue first when `reset` is set.
 pub(crate) async fn spawn_app_on(pool: PgPool, setup: Setup, reset: bool) -> TestApp {
     let keys = RedisKeys::new(format!("test-{}:", uuid::Uuid::new_v4().simple()));
-    let redis = RedisBackend::lazy(&setup.redis_url, keys.clone(), setup.redis).expect("valid REDIS_URL");
+    let redis = if setup.redis_cluster.is_empty() {
+        RedisBackend::lazy(&setup.redis_url, keys.clone(), setup.redis).expect("valid REDIS_URL")
+    } else {
+        RedisBackend::lazy_cluster(&setup.redis_cluster, &keys, setup.redis).expect("valid cluster nodes")
+    };
+    let purchases = PurchasePool::with_options(setup.pg_driver, &pool, &pool.connect_options(), setup.pg);
+    let backends = Backends::new(pool.clone(), redis.clone(), setup.tuning).with_purchases(purchases.clone());
     let nats = NatsBackend::lazy(&setup.nats_url, keys.prefix(), setup.nats);
-    let backends =
-        Backends { pg: pool.clone(), redis: redis.clone(), nats: nats.clone(), tuning: setup.tuning };
+    let backends = backends.with_nats(nats.clone());
     let sessions_url = setup.sessions_url.as_deref().unwrap_or(&setup.redis_url);
     let sessions = SessionConfig {
         prefix: keys.prefix().to_owned(),
@@ -124,7 +139,7 @@ pub(crate) async fn spawn_app_on(pool: PgPool, setup: Setup, reset: bool) -> Tes
         .timeout(Duration::from_secs(30))
         .build()
         .expect("http client");
-    TestApp { url: format!("http://{addr}"), pool, client, app, redis, nats, _shutdown: shutdown }
+    TestApp { url: format!("http://{addr}"), pool, client, app, redis, nats, purchases, _shutdown: shutdown }
 }
 
 impl Drop for TestApp {

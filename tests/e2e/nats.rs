@@ -51,7 +51,8 @@ async fn in_broker(app: &TestApp) -> u64 {
 
 #[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
 async fn queue_nats_reservations_are_all_or_nothing(_: PoolOptions<Postgres>, connect: PgConnectOptions) {
-    crate::stream::reservations_are_all_or_nothing(connect, KIND).await;
+    crate::stream::stream_reservations_are_all_or_nothing_on(connect, KIND, crate::helpers::Setup::default())
+        .await;
 }
 
 /// The consumer commits a batch and dies before acknowledging it: the broker delivers it again, and

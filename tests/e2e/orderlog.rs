@@ -26,12 +26,8 @@ async fn unapplied_lines(pool: &PgPool) -> i64 {
 
 /// Runs every background job of a server on `app`'s backends until the token is cancelled.
 fn run_background(app: &TestApp) -> (CancellationToken, tokio::task::JoinHandle<()>) {
-    let backends = Backends {
-        pg: app.pool.clone(),
-        redis: app.redis.clone(),
-        nats: app.nats.clone(),
-        tuning: Default::default(),
-    };
+    let backends =
+        Backends::new(app.pool.clone(), app.redis.clone(), Default::default()).with_nats(app.nats.clone());
     let settings = BackgroundSettings {
         workers: None,
         sweeper: SweeperSettings::default(),

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use checkout_strategies::{RandomProducts, StrategyKind};
+use checkout_strategies::{PgDriver, RandomProducts, StrategyKind};
 use serde_json::{Value, json};
 use sqlx::Postgres;
 use sqlx::pool::PoolOptions;
@@ -27,8 +27,21 @@ async fn buy_by_header(app: &TestApp, kind: StrategyKind, body: &Value, key: &st
 
 /// Product 1 has plenty, product 2 has three units; an order for five of product 2 must leave
 /// product 1 alone, and one for three must take both.
-async fn multi_item_orders_are_all_or_nothing(connect: PgConnectOptions, kind: StrategyKind) {
-    let app = spawn_app(connect, Setup { plan: plan_of(&[(1, 10), (2, 3)]), ..Setup::default() }).await;
+async fn multi_item_orders_are_all_or_nothing(
+    connect: PgConnectOptions,
+    kind: StrategyKind,
+    pg_driver: PgDriver,
+) {
+    multi_item_orders_are_all_or_nothing_on(connect, kind, Setup { pg_driver, ..Setup::default() }).await;
+}
+
+/// The scenario on the backends `base` names (its plan is the scenario's).
+pub(crate) async fn multi_item_orders_are_all_or_nothing_on(
+    connect: PgConnectOptions,
+    kind: StrategyKind,
+    base: Setup,
+) {
+    let app = spawn_app(connect, Setup { plan: plan_of(&[(1, 10), (2, 3)]), ..base }).await;
 
     let refused = app.buy(kind, &order_body(&[(1, 2), (2, 5)]), None).await;
     refused.assert_error(409, "sold_out");
@@ -70,92 +83,59 @@ async fn multi_item_orders_are_all_or_nothing(connect: PgConnectOptions, kind: S
     assert_eq!(audit["clean"], true, "{kind}: all-or-nothing orders keep the books clean: {audit}");
 }
 
-#[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
-async fn memory_multi_item_orders_are_all_or_nothing(_: PoolOptions<Postgres>, connect: PgConnectOptions) {
-    multi_item_orders_are_all_or_nothing(connect, StrategyKind::Memory).await;
+/// `sqlx`: every safe strategy on the default driver. `tokio_postgres`: the safe ones whose
+/// purchase `PG_DRIVER` switches, again on tokio-postgres. `stream`, whose accepted orders are
+/// persisted later, has its own (`stream::stream_reservations_are_all_or_nothing`). A new safe
+/// strategy fails the coverage test until it has its own case.
+macro_rules! multi_item_tests {
+    (
+        sqlx: { $($name:ident => $kind:expr),* $(,)? }
+        tokio_postgres: { $($raw_name:ident => $raw_kind:expr),* $(,)? }
+    ) => {
+        $(
+            #[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
+            async fn $name(_: PoolOptions<Postgres>, connect: PgConnectOptions) {
+                multi_item_orders_are_all_or_nothing(connect, $kind, PgDriver::Sqlx).await;
+            }
+        )*
+        $(
+            #[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
+            async fn $raw_name(_: PoolOptions<Postgres>, connect: PgConnectOptions) {
+                multi_item_orders_are_all_or_nothing(connect, $raw_kind, PgDriver::TokioPostgres).await;
+            }
+        )*
+
+        #[test]
+        fn every_safe_strategy_has_a_multi_item_test() {
+            let covered = [$($kind,)* StrategyKind::Stream, StrategyKind::QueueNats];
+            for kind in StrategyKind::ALL.into_iter().filter(|kind| kind.spec().safe) {
+                assert!(covered.contains(&kind), "{kind} is safe but has no multi-item all-or-nothing test");
+            }
+            let on_tokio_postgres = [$($raw_kind),*];
+            for kind in StrategyKind::ALL.into_iter().filter(|kind| kind.spec().safe && kind.runs_on_pg_driver()) {
+                assert!(on_tokio_postgres.contains(&kind), "{kind} has no multi-item test on tokio-postgres");
+            }
+        }
+    };
 }
 
-#[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
-async fn sql_for_update_multi_item_orders_are_all_or_nothing(
-    _: PoolOptions<Postgres>,
-    connect: PgConnectOptions,
-) {
-    multi_item_orders_are_all_or_nothing(connect, StrategyKind::SqlForUpdate).await;
-}
-
-#[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
-async fn sql_atomic_multi_item_orders_are_all_or_nothing(
-    _: PoolOptions<Postgres>,
-    connect: PgConnectOptions,
-) {
-    multi_item_orders_are_all_or_nothing(connect, StrategyKind::SqlAtomic).await;
-}
-
-#[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
-async fn sql_coalesce_multi_item_orders_are_all_or_nothing(
-    _: PoolOptions<Postgres>,
-    connect: PgConnectOptions,
-) {
-    multi_item_orders_are_all_or_nothing(connect, StrategyKind::SqlCoalesce).await;
-}
-
-#[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
-async fn sql_skip_locked_multi_item_orders_are_all_or_nothing(
-    _: PoolOptions<Postgres>,
-    connect: PgConnectOptions,
-) {
-    multi_item_orders_are_all_or_nothing(connect, StrategyKind::SqlSkipLocked).await;
-}
-
-#[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
-async fn sql_optimistic_multi_item_orders_are_all_or_nothing(
-    _: PoolOptions<Postgres>,
-    connect: PgConnectOptions,
-) {
-    multi_item_orders_are_all_or_nothing(connect, StrategyKind::SqlOptimistic).await;
-}
-
-#[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
-async fn redis_orderlog_multi_item_orders_are_all_or_nothing(
-    _: PoolOptions<Postgres>,
-    connect: PgConnectOptions,
-) {
-    multi_item_orders_are_all_or_nothing(connect, StrategyKind::RedisOrderlog).await;
-}
-
-#[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
-async fn redis_lua_multi_item_orders_are_all_or_nothing(_: PoolOptions<Postgres>, connect: PgConnectOptions) {
-    multi_item_orders_are_all_or_nothing(connect, StrategyKind::RedisLua).await;
-}
-
-#[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
-async fn redis_decr_multi_item_orders_are_all_or_nothing(
-    _: PoolOptions<Postgres>,
-    connect: PgConnectOptions,
-) {
-    multi_item_orders_are_all_or_nothing(connect, StrategyKind::RedisDecr).await;
-}
-
-/// Every safe strategy answers multi-item orders all or nothing: the ones above, and `stream` and
-/// `queue-nats`, whose accepted orders are persisted later (`stream::reservations_are_all_or_nothing`).
-/// A new safe strategy fails here until it has its own case.
-#[test]
-fn every_safe_strategy_has_a_multi_item_test() {
-    let covered = [
-        StrategyKind::Memory,
-        StrategyKind::SqlForUpdate,
-        StrategyKind::SqlAtomic,
-        StrategyKind::SqlCoalesce,
-        StrategyKind::SqlSkipLocked,
-        StrategyKind::SqlOptimistic,
-        StrategyKind::RedisDecr,
-        StrategyKind::RedisLua,
-        StrategyKind::RedisOrderlog,
-        StrategyKind::Stream,
-        StrategyKind::QueueNats,
-    ];
-    for kind in StrategyKind::ALL.into_iter().filter(|kind| kind.spec().safe) {
-        assert!(covered.contains(&kind), "{kind} is safe but has no multi-item all-or-nothing test");
+multi_item_tests! {
+    sqlx: {
+        memory_multi_item_orders_are_all_or_nothing => StrategyKind::Memory,
+        sql_for_update_multi_item_orders_are_all_or_nothing => StrategyKind::SqlForUpdate,
+        sql_atomic_multi_item_orders_are_all_or_nothing => StrategyKind::SqlAtomic,
+        sql_coalesce_multi_item_orders_are_all_or_nothing => StrategyKind::SqlCoalesce,
+        sql_skip_locked_multi_item_orders_are_all_or_nothing => StrategyKind::SqlSkipLocked,
+        sql_optimistic_multi_item_orders_are_all_or_nothing => StrategyKind::SqlOptimistic,
+        redis_orderlog_multi_item_orders_are_all_or_nothing => StrategyKind::RedisOrderlog,
+        redis_lua_multi_item_orders_are_all_or_nothing => StrategyKind::RedisLua,
+        redis_decr_multi_item_orders_are_all_or_nothing => StrategyKind::RedisDecr,
+    }
+    tokio_postgres: {
+        tokio_postgres_sql_for_update_multi_item_orders_are_all_or_nothing => StrategyKind::SqlForUpdate,
+        tokio_postgres_sql_atomic_multi_item_orders_are_all_or_nothing => StrategyKind::SqlAtomic,
+        tokio_postgres_sql_skip_locked_multi_item_orders_are_all_or_nothing => StrategyKind::SqlSkipLocked,
+        tokio_postgres_sql_optimistic_multi_item_orders_are_all_or_nothing => StrategyKind::SqlOptimistic,
     }
 }
 
@@ -172,13 +152,14 @@ async fn orders_with_key(app: &TestApp, kind: StrategyKind, key: &str) -> i64 {
 }
 
 /// The same key sent again, by the other route and with another body, answers the first order.
-async fn idempotent_replay(connect: PgConnectOptions, kind: StrategyKind) {
+async fn idempotent_replay(connect: PgConnectOptions, kind: StrategyKind, pg_driver: PgDriver) {
     if kind.spec().queued {
         // 202 then 200, pending until a worker persists the order: the same contract, queued.
         return crate::stream::idempotent_replay(connect, kind).await;
     }
     const KEY: &str = "replay-order-0001";
-    let app = spawn_app(connect, Setup { plan: plan_of(&[(100, 50), (7, 5)]), ..Setup::default() }).await;
+    let setup = Setup { plan: plan_of(&[(100, 50), (7, 5)]), pg_driver, ..Setup::default() };
+    let app = spawn_app(connect, setup).await;
 
     let first = app.buy(kind, &order_body(&[(100, 2)]), Some(KEY)).await;
     let order_id = first.assert_placed(kind);
@@ -214,13 +195,15 @@ async fn idempotent_replay(connect: PgConnectOptions, kind: StrategyKind) {
 }
 
 /// Twenty clients send the same key at once: one order, one 201, the others 200 with its id.
-async fn concurrent_replay(connect: PgConnectOptions, kind: StrategyKind) {
+async fn concurrent_replay(connect: PgConnectOptions, kind: StrategyKind, pg_driver: PgDriver) {
     if kind.spec().queued {
         return crate::stream::concurrent_replay(connect, kind).await;
     }
     const KEY: &str = "concurrent-order-0001";
     const CLIENTS: usize = 20;
-    let app = Arc::new(spawn_app(connect, Setup { plan: plan_of(&[(100, 50)]), ..Setup::default() }).await);
+    let app = Arc::new(
+        spawn_app(connect, Setup { plan: plan_of(&[(100, 50)]), pg_driver, ..Setup::default() }).await,
+    );
     let answers =
         all_at_once(
             &app,
@@ -236,17 +219,33 @@ async fn concurrent_replay(connect: PgConnectOptions, kind: StrategyKind) {
     assert_eq!(audit["clean"], true, "{kind}: concurrent replays keep the books clean: {audit}");
 }
 
+/// `sqlx`: every strategy on the default driver. `tokio_postgres`: the strategies whose purchase
+/// `PG_DRIVER` switches, again on tokio-postgres.
 macro_rules! idempotency_tests {
-    ($($replay:ident, $concurrent:ident => $kind:expr),* $(,)?) => {
+    (
+        sqlx: { $($replay:ident, $concurrent:ident => $kind:expr),* $(,)? }
+        tokio_postgres: { $($raw_replay:ident, $raw_concurrent:ident => $raw_kind:expr),* $(,)? }
+    ) => {
         $(
             #[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
             async fn $replay(_: PoolOptions<Postgres>, connect: PgConnectOptions) {
-                idempotent_replay(connect, $kind).await;
+                idempotent_replay(connect, $kind, PgDriver::Sqlx).await;
             }
 
             #[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
             async fn $concurrent(_: PoolOptions<Postgres>, connect: PgConnectOptions) {
-                concurrent_replay(connect, $kind).await;
+                concurrent_replay(connect, $kind, PgDriver::Sqlx).await;
+            }
+        )*
+        $(
+            #[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
+            async fn $raw_replay(_: PoolOptions<Postgres>, connect: PgConnectOptions) {
+                idempotent_replay(connect, $raw_kind, PgDriver::TokioPostgres).await;
+            }
+
+            #[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
+            async fn $raw_concurrent(_: PoolOptions<Postgres>, connect: PgConnectOptions) {
+                concurrent_replay(connect, $raw_kind, PgDriver::TokioPostgres).await;
             }
         )*
 
@@ -256,24 +255,37 @@ macro_rules! idempotency_tests {
             for kind in StrategyKind::ALL {
                 assert!(covered.contains(&kind), "{kind} has no idempotency test");
             }
+            let on_tokio_postgres = [$($raw_kind),*];
+            for kind in StrategyKind::ALL.into_iter().filter(|kind| kind.runs_on_pg_driver()) {
+                assert!(on_tokio_postgres.contains(&kind), "{kind} has no idempotency test on tokio-postgres");
+            }
         }
     };
 }
 
 idempotency_tests! {
-    memory_replays_a_key, memory_replays_a_key_sent_concurrently => StrategyKind::Memory,
-    sql_naive_replays_a_key, sql_naive_replays_a_key_sent_concurrently => StrategyKind::SqlNaive,
-    sql_for_update_replays_a_key, sql_for_update_replays_a_key_sent_concurrently => StrategyKind::SqlForUpdate,
-    sql_atomic_replays_a_key, sql_atomic_replays_a_key_sent_concurrently => StrategyKind::SqlAtomic,
-    sql_coalesce_replays_a_key, sql_coalesce_replays_a_key_sent_concurrently => StrategyKind::SqlCoalesce,
-    sql_skip_locked_replays_a_key, sql_skip_locked_replays_a_key_sent_concurrently => StrategyKind::SqlSkipLocked,
-    sql_optimistic_replays_a_key, sql_optimistic_replays_a_key_sent_concurrently => StrategyKind::SqlOptimistic,
-    redis_decr_replays_a_key, redis_decr_replays_a_key_sent_concurrently => StrategyKind::RedisDecr,
-    redis_lua_replays_a_key, redis_lua_replays_a_key_sent_concurrently => StrategyKind::RedisLua,
-    redis_orderlog_replays_a_key, redis_orderlog_replays_a_key_sent_concurrently => StrategyKind::RedisOrderlog,
-    stream_replays_a_key, stream_replays_a_key_sent_concurrently => StrategyKind::Stream,
-    stream_deferred_replays_a_key, stream_deferred_replays_a_key_sent_concurrently => StrategyKind::StreamDeferred,
-    queue_nats_replays_a_key, queue_nats_replays_a_key_sent_concurrently => StrategyKind::QueueNats,
+    sqlx: {
+        memory_replays_a_key, memory_replays_a_key_sent_concurrently => StrategyKind::Memory,
+        sql_naive_replays_a_key, sql_naive_replays_a_key_sent_concurrently => StrategyKind::SqlNaive,
+        sql_for_update_replays_a_key, sql_for_update_replays_a_key_sent_concurrently => StrategyKind::SqlForUpdate,
+        sql_atomic_replays_a_key, sql_atomic_replays_a_key_sent_concurrently => StrategyKind::SqlAtomic,
+        sql_coalesce_replays_a_key, sql_coalesce_replays_a_key_sent_concurrently => StrategyKind::SqlCoalesce,
+        sql_skip_locked_replays_a_key, sql_skip_locked_replays_a_key_sent_concurrently => StrategyKind::SqlSkipLocked,
+        sql_optimistic_replays_a_key, sql_optimistic_replays_a_key_sent_concurrently => StrategyKind::SqlOptimistic,
+        redis_decr_replays_a_key, redis_decr_replays_a_key_sent_concurrently => StrategyKind::RedisDecr,
+        redis_lua_replays_a_key, redis_lua_replays_a_key_sent_concurrently => StrategyKind::RedisLua,
+        redis_orderlog_replays_a_key, redis_orderlog_replays_a_key_sent_concurrently => StrategyKind::RedisOrderlog,
+        stream_replays_a_key, stream_replays_a_key_sent_concurrently => StrategyKind::Stream,
+        stream_deferred_replays_a_key, stream_deferred_replays_a_key_sent_concurrently => StrategyKind::StreamDeferred,
+        queue_nats_replays_a_key, queue_nats_replays_a_key_sent_concurrently => StrategyKind::QueueNats,
+    }
+    tokio_postgres: {
+        tokio_postgres_sql_naive_replays_a_key, tokio_postgres_sql_naive_replays_a_key_sent_concurrently => StrategyKind::SqlNaive,
+        tokio_postgres_sql_for_update_replays_a_key, tokio_postgres_sql_for_update_replays_a_key_sent_concurrently => StrategyKind::SqlForUpdate,
+        tokio_postgres_sql_atomic_replays_a_key, tokio_postgres_sql_atomic_replays_a_key_sent_concurrently => StrategyKind::SqlAtomic,
+        tokio_postgres_sql_skip_locked_replays_a_key, tokio_postgres_sql_skip_locked_replays_a_key_sent_concurrently => StrategyKind::SqlSkipLocked,
+        tokio_postgres_sql_optimistic_replays_a_key, tokio_postgres_sql_optimistic_replays_a_key_sent_concurrently => StrategyKind::SqlOptimistic,
+    }
 }
 
 #[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
@@ -329,47 +341,59 @@ async fn order_routes(_: PoolOptions<Postgres>, connect: PgConnectOptions) {
 
 #[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
 async fn strategies_list_every_kind_with_its_guarantees(_: PoolOptions<Postgres>, connect: PgConnectOptions) {
-    let app = spawn_app(connect, Setup::default()).await;
-    let listing = app.get_json("/strategies").await;
-    let entries = listing.as_array().expect("GET /strategies is an array");
-    let names: Vec<&str> = entries.iter().filter_map(|entry| entry["name"].as_str()).collect();
-    assert_eq!(names, StrategyKind::names(), "every strategy is listed once, in order");
-    let fields: BTreeSet<&str> = [
-        "name",
-        "backend",
-        "gate",
-        "single_process",
-        "reserves_before_accepting",
-        "safe",
-        "durable",
-        "async",
-        "queue",
-        "description",
-    ]
-    .into();
-    for (kind, entry) in StrategyKind::ALL.into_iter().zip(entries) {
-        let keys: BTreeSet<&str> =
-            entry.as_object().expect("entry is an object").keys().map(String::as_str).collect();
-        assert_eq!(keys, fields, "{kind}: the declared fields and nothing else");
-        let spec = kind.spec();
-        assert_eq!(entry["backend"], spec.backend, "{kind}: backend: {entry}");
-        assert_eq!(
-            entry["safe"],
-            ![StrategyKind::SqlNaive, StrategyKind::StreamDeferred].contains(&kind),
-            "{kind}: only sql-naive and stream-deferred are unsafe: {entry}"
-        );
-        assert_eq!(
-            entry["durable"],
-            kind != StrategyKind::Memory,
-            "{kind}: only memory is not durable: {entry}"
-        );
-        assert_eq!(entry["async"], spec.queued, "{kind}: async: {entry}");
-        assert_eq!(entry["queue"], serde_json::to_value(spec.queue).unwrap(), "{kind}: queue: {entry}");
-        assert_eq!(entry["async"], !entry["queue"].is_null(), "{kind}: a queued strategy names its queue");
-        assert!(
-            entry["description"].as_str().is_some_and(|text| !text.trim().is_empty()),
-            "{kind}: has a description: {entry}"
-        );
+    for pg_driver in PgDriver::ALL {
+        let app = spawn_app(connect.clone(), Setup { pg_driver, ..Setup::default() }).await;
+        let listing = app.get_json("/strategies").await;
+        let entries = listing.as_array().expect("GET /strategies is an array");
+        let names: Vec<&str> = entries.iter().filter_map(|entry| entry["name"].as_str()).collect();
+        assert_eq!(names, StrategyKind::names(), "every strategy is listed once, in order");
+        let declared: BTreeSet<&str> = [
+            "name",
+            "backend",
+            "gate",
+            "single_process",
+            "reserves_before_accepting",
+            "safe",
+            "durable",
+            "async",
+            "queue",
+            "description",
+        ]
+        .into();
+        for (kind, entry) in StrategyKind::ALL.into_iter().zip(entries) {
+            let keys: BTreeSet<&str> =
+                entry.as_object().expect("entry is an object").keys().map(String::as_str).collect();
+            let mut fields = declared.clone();
+            if kind.runs_on_pg_driver() {
+                // A results folder records which client a SQL strategy's purchases ran on.
+                fields.insert("pg_driver");
+                assert_eq!(entry["pg_driver"], pg_driver.as_str(), "{kind}: the driver in use: {entry}");
+            }
+            assert_eq!(keys, fields, "{kind}: the declared fields and nothing else");
+            let spec = kind.spec();
+            assert_eq!(entry["backend"], spec.backend, "{kind}: backend: {entry}");
+            assert_eq!(
+                entry["safe"],
+                ![StrategyKind::SqlNaive, StrategyKind::StreamDeferred].contains(&kind),
+                "{kind}: only sql-naive and stream-deferred are unsafe: {entry}"
+            );
+            assert_eq!(
+                entry["durable"],
+                kind != StrategyKind::Memory,
+                "{kind}: only memory is not durable: {entry}"
+            );
+            assert_eq!(entry["async"], spec.queued, "{kind}: async: {entry}");
+            assert_eq!(entry["queue"], serde_json::to_value(spec.queue).unwrap(), "{kind}: queue: {entry}");
+            assert_eq!(
+                entry["async"],
+                !entry["queue"].is_null(),
+                "{kind}: a queued strategy names its queue"
+            );
+            assert!(
+                entry["description"].as_str().is_some_and(|text| !text.trim().is_empty()),
+                "{kind}: has a description: {entry}"
+            );
+        }
     }
 }
 

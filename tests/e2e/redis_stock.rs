@@ -56,12 +56,8 @@ async fn a_missing_key_is_recovered_from_postgres_minus_uncommitted_holds(
     for _ in 0..3 {
         assert_eq!(app.purchase(StrategyKind::Stream, &order_body(&[(100, 1)])).await.status(), 202);
     }
-    let backends = Backends {
-        pg: app.pool.clone(),
-        redis: app.redis.clone(),
-        nats: app.nats.clone(),
-        tuning: Tuning::default(),
-    };
+    let backends =
+        Backends::new(app.pool.clone(), app.redis.clone(), Tuning::default()).with_nats(app.nats.clone());
     let settings = WorkerSettings { batch: 1, ..WorkerSettings::default() };
     let mut worker = Worker::new(&backends, StrategyKind::Stream, settings).unwrap();
     let batch = worker.next_batch(false).await.unwrap().expect("an entry to persist");
@@ -208,7 +204,8 @@ async fn a_catalogue_filling_whole_pipelines_loads(_: PoolOptions<Postgres>, con
     }))
     .unwrap();
     let app = spawn_app(connect, Setup { plan: plan.clone(), ..Setup::default() }).await;
-    let summary = app.app.reset(plan.clone()).await.expect("a reset of exactly one full pipeline succeeds");
+    let (summary, _) =
+        app.app.reset(plan.clone()).await.expect("a reset of exactly one full pipeline succeeds");
     assert_eq!(summary.redis_keys_loaded, 10_000, "every product mirrored");
     assert_eq!(app.redis_stock(10_000).await, plan.stock_of(ProductId::parse(10_000).unwrap()));
 }

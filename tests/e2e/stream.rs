@@ -44,12 +44,7 @@ pub(crate) fn quick() -> WorkerSettings {
 }
 
 pub(crate) fn backends(app: &TestApp) -> Backends {
-    Backends {
-        pg: app.pool.clone(),
-        redis: app.redis.clone(),
-        nats: app.nats.clone(),
-        tuning: Tuning::default(),
-    }
+    Backends::new(app.pool.clone(), app.redis.clone(), Tuning::default()).with_nats(app.nats.clone())
 }
 
 fn worker(app: &TestApp, kind: StrategyKind, settings: WorkerSettings) -> Worker {
@@ -117,11 +112,15 @@ pub(crate) async fn place(app: &TestApp, kind: StrategyKind, count: usize) -> Ve
 
 /// 10 units, 200 buyers at once. `stream` accepts exactly the stock and persists every accepted
 /// order exactly once; `stream-deferred` accepts more than the stock and cancels the excess.
-pub(crate) async fn flash_sale(connect: PgConnectOptions, kind: StrategyKind) {
+/// Runs on the backends `base` names (its plan is the scenario's); returns the server.
+pub(crate) async fn flash_sale_on(
+    connect: PgConnectOptions,
+    kind: StrategyKind,
+    base: Setup,
+) -> Arc<TestApp> {
     const STOCK: i64 = 10;
     const BUYERS: usize = 200;
-    let app =
-        Arc::new(spawn_app(connect, Setup { plan: plan_of(&[(HOT, STOCK)]), ..Setup::default() }).await);
+    let app = Arc::new(spawn_app(connect, Setup { plan: plan_of(&[(HOT, STOCK)]), ..base }).await);
     let answers =
         all_at_once(&app, BUYERS, |app| async move { app.buy(kind, &order_body(&[(HOT, 1)]), None).await })
             .await;
@@ -195,6 +194,7 @@ pub(crate) async fn flash_sale(connect: PgConnectOptions, kind: StrategyKind) {
         );
         assert_eq!(audit["clean"], false, "{kind}: cancelled acceptances must not audit clean");
     }
+    app
 }
 
 async fn buy_by_header(app: &TestApp, kind: StrategyKind, body: &Value, key: &str) -> Answer {
@@ -308,6 +308,12 @@ async fn a_dead_consumers_batch_is_reclaimed(connect: PgConnectOptions, kind: St
         .expect("XPENDING");
     assert_eq!(held.len(), 10, "{kind}: the batch waits in the group's pending list");
     assert!(held.iter().all(|(_, owner, ..)| *owner == doomed_name), "{kind}: held by the dead consumer");
+    // Idle long past the limit, but holding entries: its name must stay, or they would leave the
+    // pending list unpersisted.
+    let mut survivor = worker(&app, kind, quick());
+    tokio::time::sleep(quick().claim_idle * 12).await;
+    let forgotten = survivor.forget_dead_consumers().await.expect("XINFO");
+    assert!(!forgotten.contains(&doomed_name), "{kind}: a consumer holding entries was dropped");
 
     let report = drain(&app, kind).await;
     assert_eq!(report.persisted, 30, "{kind}: every accepted order persisted once: {report:?}");
@@ -320,6 +326,22 @@ async fn a_dead_consumers_batch_is_reclaimed(connect: PgConnectOptions, kind: St
     assert_eq!(app.redis_stock(HOT).await, Some(20), "{kind}: Redis agrees");
     assert_eq!(inflight(&app, HOT).await, 0, "{kind}: nothing left in flight");
     assert_eq!(stream_len(&app, kind).await, 0, "{kind}: every entry acknowledged and removed");
+
+    // Its entries taken over, the dead consumer's name leaves the group once idle long enough.
+    tokio::time::sleep(quick().claim_idle * 12).await;
+    survivor.forget_dead_consumers().await.expect("XINFO");
+    let consumers: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(&stream)
+        .arg(GROUP)
+        .query_async(&mut conn)
+        .await
+        .expect("XINFO CONSUMERS");
+    let names: Vec<String> = consumers
+        .iter()
+        .map(|consumer| redis::from_redis_value(consumer["name"].clone()).expect("a name"))
+        .collect();
+    assert!(!names.contains(&doomed_name), "{kind}: the dead consumer is still in the group: {names:?}");
 }
 
 /// A worker commits a batch and dies before settling it in Redis; the redelivery writes no second
@@ -531,12 +553,17 @@ async fn a_deferred_order_the_stock_no_longer_covers_reads_cancelled(
 
 #[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
 async fn stream_reservations_are_all_or_nothing(_: PoolOptions<Postgres>, connect: PgConnectOptions) {
-    reservations_are_all_or_nothing(connect, StrategyKind::Stream).await;
+    stream_reservations_are_all_or_nothing_on(connect, StrategyKind::Stream, Setup::default()).await;
 }
 
-/// A multi-line order is reserved whole or not at all, and persisted whole.
-pub(crate) async fn reservations_are_all_or_nothing(connect: PgConnectOptions, kind: StrategyKind) {
-    let app = spawn_app(connect, Setup { plan: plan_of(&[(1, 10), (2, 3)]), ..Setup::default() }).await;
+/// A multi-line order is reserved whole or not at all, and persisted whole, on the backends
+/// `base` names (its plan is the scenario's).
+pub(crate) async fn stream_reservations_are_all_or_nothing_on(
+    connect: PgConnectOptions,
+    kind: StrategyKind,
+    base: Setup,
+) {
+    let app = spawn_app(connect, Setup { plan: plan_of(&[(1, 10), (2, 3)]), ..base }).await;
 
     let refused = app.buy(kind, &order_body(&[(1, 2), (2, 5)]), None).await;
     refused.assert_error(409, "sold_out");

@@ -5,6 +5,7 @@
 //! - [`search`]: ramp up, then bisect, on any pass/fail function.
 //! - [`probe`]: one probe against the real server (reset, load, drain, judge).
 //! - [`generator`]: the load generator's own ceiling, which caps every search.
+//! - [`hints`]: an earlier run's capacities, where each search starts when there is one.
 //! - `command`: `bench capacity`, the searches on their own with a run folder of their own.
 //!
 //! Capacity probes buy one product reset before each probe with twice the stock the probe can
@@ -13,6 +14,7 @@
 
 mod command;
 pub mod generator;
+pub mod hints;
 pub mod probe;
 pub mod search;
 
@@ -20,10 +22,11 @@ use std::time::Duration;
 
 use clap::Args;
 
-pub use command::{CapacityFlags, CapacityReport, run};
+pub use command::{CapacityFlags, CapacityReport, Catalogue, run};
 
 use super::server::Server;
 use crate::run_folder::{CapacityRow, CapacityStepRow, RunFolder, StrategyInfo};
+use hints::Hints;
 use probe::ProbeShape;
 use search::{Found, SearchPlan};
 
@@ -61,6 +64,11 @@ pub struct CapacityArgs {
     /// caches, scripts).
     #[arg(long, default_value_t = 0.5)]
     pub warmup_secs: f64,
+    /// Ramp every search up from the start rate instead of starting near the capacities of the
+    /// last run (`<out>/latest`, when it searched with the same build profile, objective, probe
+    /// length and connections).
+    #[arg(long)]
+    pub fresh_search: bool,
 }
 
 /// How fine a search is by default: the full one, or the short one CI can afford.
@@ -78,6 +86,8 @@ pub struct Settings {
     pub warmup: Duration,
     /// `None`: measure the generator's ceiling first.
     pub generator_cap: Option<f64>,
+    /// Where searches start; empty: from `search.start`.
+    pub hints: Hints,
 }
 
 impl Settings {
@@ -94,6 +104,10 @@ impl Settings {
             "warmup_secs": self.warmup.as_secs_f64(),
             "connections": self.shape.connections,
             "product": self.shape.product,
+            "regular_weight": self.shape.regulars.weight,
+            "products": self.shape.regulars.products,
+            "catalogue": if self.shape.keep_catalogue { "existing" } else { "fresh" },
+            "started_near": self.hints.from,
         })
     }
 }
@@ -131,6 +145,7 @@ impl CapacityArgs {
             floor: (start / 32.0).max(1.0),
             resolution: self.resolution.unwrap_or(resolution),
             max_bisections: self.max_bisections.unwrap_or(max_bisections),
+            hint: None,
         };
         search.validate()?;
         Ok(Settings {
@@ -141,10 +156,31 @@ impl CapacityArgs {
                 probe,
                 slo: Duration::from_millis(self.slo_ms),
                 drain_limit,
+                regulars: probe::Regulars::default(),
+                keep_catalogue: false,
             },
             warmup: seconds(self.warmup_secs, "--warmup-secs")?,
             generator_cap: self.generator_cap,
+            hints: Hints::default(),
         })
+    }
+
+    /// [`CapacityArgs::settings`], starting near the capacities of `<out>/latest` unless
+    /// `--fresh-search`.
+    ///
+    /// # Errors
+    /// When a number makes no search.
+    pub fn settings_near_last(
+        &self,
+        depth: Depth,
+        product: i64,
+        connections: usize,
+        drain_limit: Duration,
+        out: &std::path::Path,
+    ) -> anyhow::Result<Settings> {
+        let mut settings = self.settings(depth, product, connections, drain_limit)?;
+        settings.hints = Hints::latest(out, self.fresh_search, &settings);
+        Ok(settings)
     }
 }
 
@@ -176,7 +212,12 @@ pub async fn generator_cap(settings: &Settings) -> anyhow::Result<f64> {
         return Ok(settings.search.cap.min(cap));
     }
     // A coarser, shorter search: the cap only needs to be safe, not exact.
-    let plan = SearchPlan { resolution: 0.2, max_bisections: 3, ..settings.search };
+    let plan = SearchPlan {
+        resolution: 0.2,
+        max_bisections: 3,
+        hint: settings.hints.generator.map(|cap| cap.min(settings.search.cap)),
+        ..settings.search
+    };
     let shape =
         ProbeShape { probe: Duration::from_secs(1).min(settings.shape.probe), ..settings.shape.clone() };
     let found = generator::ceiling(&plan, &shape).await?;
@@ -202,10 +243,11 @@ pub async fn measure(
     repetition: u32,
     collected: &mut Collected,
 ) -> anyhow::Result<()> {
-    let plan = SearchPlan { cap, ..settings.search };
     for strategy in order {
         let name = strategy.name.as_str();
-        let label = format!("[capacity · {name}]");
+        let shown = strategy.label();
+        let plan = SearchPlan { cap, hint: settings.hints.for_strategy(&shown), ..settings.search };
+        let label = format!("[capacity · {shown}]");
         if !settings.warmup.is_zero() {
             let warmup = ProbeShape { probe: settings.warmup, ..settings.shape.clone() };
             let rate = plan.start.min(cap);
@@ -227,7 +269,7 @@ pub async fn measure(
         for (step, tried) in (1u32..).zip(&found.steps) {
             collected.steps.push(measured[tried.probe].row(
                 run_id,
-                name,
+                &shown,
                 repetition,
                 step,
                 tried.phase,
@@ -270,7 +312,7 @@ fn row(
     let at = found.at_capacity().map(|step| &measured[step.probe]);
     CapacityRow {
         run_id: run_id.to_owned(),
-        strategy: strategy.name.clone(),
+        strategy: strategy.label(),
         repetition,
         safe: strategy.safe,
         slo_ms: settings.shape.slo.as_secs_f64() * 1e3,

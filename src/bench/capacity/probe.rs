@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::bench::server::Server;
-use crate::loadgen::{self, LoadPlan, Model, RunRecord, Scenario, Target};
+use crate::loadgen::{self, GiveUp, LoadPlan, Model, RunRecord, Scenario, Target};
 use crate::run_folder::{CapacityStepRow, Phase};
 
 /// How often the drain asks whether a queueing strategy has persisted everything.
@@ -22,12 +22,29 @@ pub struct ProbeShape {
     pub slo: Duration,
     /// Longest wait for a queueing strategy to persist a probe's orders.
     pub drain_limit: Duration,
+    /// Regular customers beside the hunters, buying random products of the catalogue.
+    pub regulars: Regulars,
+    /// Resets keep the catalogue and its history (`keep_catalogue`): only the hot product's stock
+    /// is set, and what the last probe sold is undone.
+    pub keep_catalogue: bool,
 }
 
+/// The seed scenario's other customers: `weight` of them for every 100 hunters, each buying one
+/// random product of `1..=products`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Regulars {
+    pub weight: u32,
+    pub products: i64,
+}
+
+/// Hunters' weight against [`Regulars::weight`], as in the seed (100 : 3).
+const HUNTERS: u32 = 100;
+
 impl ProbeShape {
-    /// The load of one probe at `rate`: hunters only, exactly `rate × probe` requests, each due
-    /// within the probe. The run may last one second longer, so a request due at the very end is
-    /// still sent (late, and charged for it) rather than counted unsent by a timer's rounding.
+    /// The load of one probe at `rate`: hunters (and regulars, when they weigh anything), exactly
+    /// `rate × probe` requests, each due within the probe. The run may last one second longer, so a
+    /// request due at the very end is still sent (late, and charged for it) rather than counted
+    /// unsent by a timer's rounding.
     pub fn plan(&self, rate: f64) -> LoadPlan {
         let requests = requests(rate, self.probe);
         LoadPlan {
@@ -41,9 +58,9 @@ impl ProbeShape {
                 hot_product: self.product,
                 // Twice what the probe can ask for: a sold-out answer would fail it.
                 hot_stock: i64::try_from(requests.saturating_mul(2)).unwrap_or(i64::MAX),
-                hot_weight: 1,
-                regular_weight: 0,
-                products: 1,
+                hot_weight: HUNTERS,
+                regular_weight: self.regulars.weight,
+                products: self.regulars.products.max(1),
                 quantity: 1,
                 seed: 7,
             },
@@ -52,6 +69,24 @@ impl ProbeShape {
             grace: Duration::from_secs(1),
             // An answer this late fails the probe anyway; waiting longer only slows the search.
             timeout: (self.slo * 10).max(Duration::from_secs(1)),
+            // One miss more than the p99 allows, plus one against rounding: the verdict is certain.
+            give_up: Some(GiveUp { slo: self.slo, misses: requests / 100 + 1 }),
+        }
+    }
+}
+
+impl ProbeShape {
+    /// The reset before a probe of `plan`: the scenario's catalogue, or, keeping the catalogue,
+    /// the hot product's stock alone.
+    pub fn reset_plan(&self, plan: &LoadPlan) -> serde_json::Value {
+        if self.keep_catalogue {
+            let hot = &plan.scenario;
+            serde_json::json!({
+                "products": [{ "id": hot.hot_product, "stock": hot.hot_stock }],
+                "keep_catalogue": true,
+            })
+        } else {
+            plan.scenario.reset_plan()
         }
     }
 }
@@ -80,6 +115,9 @@ pub fn failure(record: &RunRecord, slo: Duration) -> Option<String> {
     let answered_ok = record.counts.confirmed + record.counts.pending;
     if answered_ok < record.counts.sent && record.counts.errors == 0 && record.counts.sold_out == 0 {
         why.push(format!("{} of {} sent unanswered", record.counts.sent - answered_ok, record.counts.sent));
+    }
+    if let Some(at) = record.gave_up {
+        why.push(format!("gave up after {:.2} s, the objective already missed", at.as_secs_f64()));
     }
     if record.success.is_empty() {
         why.push("no sale".to_owned());
@@ -182,9 +220,11 @@ pub async fn probe(
 ) -> anyhow::Result<Measured> {
     let plan = shape.plan(rate);
     if let Some(server) = server {
-        server.reset(&plan.scenario.reset_plan()).await?;
+        server.reset(&shape.reset_plan(&plan)).await?;
     }
-    let record = loadgen::run(&plan, target, strategy, label).await?;
+    // A server bench drives spreads the load over its replicas; a bare target takes it all.
+    let targets = server.map_or_else(|| vec![target.clone()], Server::load_targets);
+    let record = loadgen::run_spread(&plan, &targets, strategy, label).await?;
     let drain = match server {
         Some(server) => drain(server, shape.drain_limit, label).await?,
         None => Duration::ZERO,
@@ -226,7 +266,28 @@ mod tests {
             probe: Duration::from_secs(3),
             slo: Duration::from_millis(100),
             drain_limit: Duration::from_secs(5),
+            regulars: Regulars::default(),
+            keep_catalogue: false,
         }
+    }
+
+    #[test]
+    fn a_probe_over_a_kept_catalogue_sends_regulars_over_all_of_it_and_resets_only_the_hot_product() {
+        let shape = ProbeShape {
+            regulars: Regulars { weight: 3, products: 5_000_000 },
+            keep_catalogue: true,
+            ..shape()
+        };
+        let plan = shape.plan(1_000.0);
+        assert_eq!((plan.scenario.hot_weight, plan.scenario.regular_weight), (100, 3));
+        assert_eq!(plan.scenario.products, 5_000_000, "regulars pick from the whole catalogue");
+        assert!(plan.scenario.hot_stock >= 6_000, "the hot product cannot run out");
+        let reset = shape.reset_plan(&plan);
+        assert_eq!(reset["keep_catalogue"], true);
+        assert!(reset.get("random_products").is_none(), "the catalogue is not laid out again: {reset}");
+        assert_eq!(reset["products"][0]["stock"], plan.scenario.hot_stock);
+        let fresh = ProbeShape { keep_catalogue: false, ..shape };
+        assert_eq!(fresh.reset_plan(&plan)["random_products"]["count"], 5_000_000);
     }
 
     #[test]
@@ -235,7 +296,13 @@ mod tests {
         assert_eq!(plan.max_requests, Some(12_000));
         assert!(plan.scenario.hot_stock >= 24_000, "stock for twice the requests");
         assert_eq!(plan.scenario.regular_weight, 0, "every request buys the reset product");
+        assert_eq!(plan.scenario.products, 1, "and the reset lays out no catalogue");
         assert!(plan.duration > Duration::from_secs(3), "room for the last due request");
+        assert_eq!(
+            plan.give_up,
+            Some(GiveUp { slo: Duration::from_millis(100), misses: 121 }),
+            "stops once more than 1 % of 12,000 (and one for rounding) missed: the p99 cannot pass then"
+        );
         plan.validate().unwrap();
     }
 

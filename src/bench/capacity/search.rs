@@ -1,5 +1,9 @@
 //! The search for the highest rate that passes: double from a start rate until a probe fails
 //! (halve instead when the start fails), then bisect between the last pass and the first fail.
+//! Given a hint (the capacity an earlier run found), it starts there instead and steps up or down
+//! by a step that starts at the resolution and doubles (to a factor of 2 at most, as the ramp),
+//! so a hint that still holds brackets the
+//! capacity in two probes and a stale one costs a few more, never a wrong figure.
 //! It knows nothing of HTTP: a probe is any async function from a rate to pass or fail, so the
 //! unit tests drive it with a synthetic server.
 
@@ -18,6 +22,8 @@ pub struct SearchPlan {
     pub resolution: f64,
     /// Bisection stops after this many probes whatever the resolution.
     pub max_bisections: u32,
+    /// Where the capacity was last found: the search starts there instead of at `start`.
+    pub hint: Option<f64>,
 }
 
 impl SearchPlan {
@@ -26,6 +32,10 @@ impl SearchPlan {
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.start.is_finite() && self.start > 0.0, "--start-rate must be above 0");
         anyhow::ensure!(self.cap.is_finite() && self.cap > 0.0, "--max-rate must be above 0");
+        anyhow::ensure!(
+            self.hint.is_none_or(|hint| hint.is_finite() && hint > 0.0),
+            "a capacity hint must be above 0"
+        );
         anyhow::ensure!(
             self.resolution > 0.0 && self.resolution < 1.0,
             "--resolution must be a fraction between 0 and 1, got {}",
@@ -91,33 +101,66 @@ pub async fn search<T>(
         Ok(passed)
     };
     let cap = whole(plan.cap);
+    let floor = plan.floor.max(1.0);
     let mut last_pass = None;
     let mut first_fail = None;
-    let mut rate = whole(plan.start.min(cap));
-    loop {
-        if try_rate(rate, Phase::Ramp, &mut steps).await? {
+    if let Some(hint) = plan.hint {
+        // A step of one resolution first: a capacity that has not moved is bracketed at once.
+        let mut step = plan.resolution;
+        let mut rate = whole(hint.min(cap).max(floor));
+        if try_rate(rate, Phase::Near, &mut steps).await? {
             last_pass = Some(rate);
-            if rate >= cap {
-                break;
+            while rate < cap {
+                rate = whole((rate * (1.0 + step)).min(cap)).max(rate + 1.0).min(cap);
+                if !try_rate(rate, Phase::Near, &mut steps).await? {
+                    first_fail = Some(rate);
+                    break;
+                }
+                last_pass = Some(rate);
+                step = (step * 2.0).min(1.0);
             }
-            rate = whole((rate * 2.0).min(cap));
         } else {
             first_fail = Some(rate);
-            break;
+            loop {
+                rate = whole(rate / (1.0 + step));
+                if rate < floor || Some(rate) == first_fail {
+                    break;
+                }
+                if try_rate(rate, Phase::Near, &mut steps).await? {
+                    last_pass = Some(rate);
+                    break;
+                }
+                first_fail = Some(rate);
+                step = (step * 2.0).min(1.0);
+            }
         }
-    }
-    if last_pass.is_none() {
-        rate = whole(rate / 2.0);
-        while rate >= plan.floor.max(1.0) {
-            if try_rate(rate, Phase::Descend, &mut steps).await? {
+    } else {
+        let mut rate = whole(plan.start.min(cap));
+        loop {
+            if try_rate(rate, Phase::Ramp, &mut steps).await? {
                 last_pass = Some(rate);
+                if rate >= cap {
+                    break;
+                }
+                rate = whole((rate * 2.0).min(cap));
+            } else {
+                first_fail = Some(rate);
                 break;
             }
-            first_fail = Some(rate);
-            if rate <= 1.0 {
-                break;
-            }
+        }
+        if last_pass.is_none() {
             rate = whole(rate / 2.0);
+            while rate >= floor {
+                if try_rate(rate, Phase::Descend, &mut steps).await? {
+                    last_pass = Some(rate);
+                    break;
+                }
+                first_fail = Some(rate);
+                if rate <= 1.0 {
+                    break;
+                }
+                rate = whole(rate / 2.0);
+            }
         }
     }
     if let (Some(mut pass), Some(mut fail)) = (last_pass, first_fail) {
@@ -147,7 +190,11 @@ mod tests {
     use super::*;
 
     fn plan(cap: f64) -> SearchPlan {
-        SearchPlan { start: 500.0, cap, floor: 50.0, resolution: 0.05, max_bisections: 8 }
+        SearchPlan { start: 500.0, cap, floor: 50.0, resolution: 0.05, max_bisections: 8, hint: None }
+    }
+
+    fn near(cap: f64, hint: f64) -> SearchPlan {
+        SearchPlan { resolution: 0.1, max_bisections: 3, hint: Some(hint), ..plan(cap) }
     }
 
     /// A synthetic server that sustains up to `capacity` requests per second.
@@ -204,5 +251,44 @@ mod tests {
         .await
         .unwrap_err();
         assert!(err.to_string().contains("went away"));
+    }
+
+    #[tokio::test]
+    async fn a_hint_that_still_holds_brackets_the_capacity_in_two_probes() {
+        for (capacity, hint) in [(26_000.0, 26_000.0), (1_530.0, 1_500.0), (17_900.0, 18_000.0)] {
+            let found = against(&near(64_000.0, hint), capacity).await;
+            let (pass, fail) = (found.capacity.unwrap(), found.first_fail.unwrap());
+            assert!(pass <= capacity && fail > capacity, "{capacity}: bracketed by {pass}..{fail}");
+            assert!(fail <= pass * 1.1 + 1.0, "{capacity}: within the resolution: {pass}..{fail}");
+            assert_eq!(found.steps.len(), 2, "{capacity} from {hint}: {:?}", found.steps);
+            assert!(found.steps.iter().all(|step| step.phase == Phase::Near));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stale_hint_costs_probes_not_precision() {
+        for (capacity, hint) in
+            [(20_000.0, 2_000.0), (900.0, 26_000.0), (5_000.0, 4_000.0), (4_000.0, 5_000.0)]
+        {
+            let found = against(&near(64_000.0, hint), capacity).await;
+            let (pass, fail) = (found.capacity.unwrap(), found.first_fail.unwrap());
+            assert!(pass <= capacity && fail > capacity, "{capacity} from {hint}: {pass}..{fail}");
+            // Three bisections of a bracket no wider than the ramp's (×2) leave at most 12.5 %.
+            assert!(fail <= pass * 1.125 + 1.0, "{capacity} from {hint}: {pass}..{fail}");
+            let fresh = against(&SearchPlan { hint: None, ..near(64_000.0, hint) }, capacity).await;
+            // Twenty per cent off costs a probe or two; ten times off, the walk to the ramp's step.
+            let extra = if (0.5..2.0).contains(&(hint / capacity)) { 2 } else { 7 };
+            assert!(found.steps.len() <= fresh.steps.len() + extra, "{:?}", found.steps);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_hint_never_probes_above_the_cap_nor_below_the_floor() {
+        let found = against(&near(6_000.0, 9_000.0), 1e9).await;
+        assert!(found.steps.iter().all(|step| step.rate <= 6_000.0), "{:?}", found.steps);
+        assert_eq!((found.capacity, found.at_least), (Some(6_000.0), true));
+        let found = against(&near(64_000.0, 400.0), 10.0).await;
+        assert_eq!(found.capacity, None);
+        assert!(found.lowest_tried().is_some_and(|rate| rate >= 50.0), "{:?}", found.steps);
     }
 }

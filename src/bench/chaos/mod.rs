@@ -190,6 +190,7 @@ impl Rig {
             redis_url: format!("redis://{}", proxy.addr()),
             redis_prefix: "chaos:".to_owned(),
             server_args: flags.all_server_args(),
+            replicas: 1,
         };
         let server =
             Server::start_from(flags.server_exe.as_deref(), &server_flags, &folder.file("server.log"))
@@ -313,7 +314,7 @@ async fn run_all(
     *chosen = if flags.strategies.is_empty() {
         available.into_iter().filter(|strategy| strategy.safe).collect()
     } else {
-        super::select(&available, &flags.strategies)?
+        super::select(&available, &flags.strategies, 1)?
     };
     let faults = flags.faults();
     for (position, fault) in (1..).zip(&faults) {

@@ -291,6 +291,7 @@ pub async fn run(target: Target, storm: Storm) -> StormOutcome {
         time_to_sell_out: None,
         first_hot_sold_out: None,
         max_lag: Duration::ZERO,
+        gave_up: None,
     };
     StormOutcome { record, tally: book.tally }
 }

@@ -58,7 +58,7 @@ use crate::order::{
     OrderLine, OrderLines, OrderStatus, OrderView, PurchaseOutcome, PurchaseRequest, Receipt,
 };
 use crate::plan::StockPlan;
-use crate::redis_stream::QueuedOrder;
+use crate::redis_stream::{Payload, QueuedOrder};
 use crate::reservation;
 use crate::strategy::{Backlog, Strategy};
 
@@ -198,7 +198,7 @@ impl Strategy for QueueNats {
         if let Some(refusal) = self.gate.enter(&self.pg, &request.lines).await? {
             return Ok(refusal);
         }
-        let payload = QueuedOrder::of(KIND, request).encode();
+        let payload = Payload::of(KIND, request).encode();
         for _ in 0..=RECOVERIES {
             let line = match self.reserve(request, &payload).await? {
                 Reserved::Taken => return self.publish(request, payload).await,

@@ -30,7 +30,8 @@ use crate::backends::RedisBackend;
 use crate::error::StrategyError;
 use crate::kind::StrategyKind;
 use crate::order::{
-    Delivery, OrderLine, OrderLines, OrderStatus, OrderView, PurchaseOutcome, PurchaseRequest, Receipt,
+    Delivery, IdempotencyKey, OrderLine, OrderLines, OrderStatus, OrderView, PurchaseOutcome,
+    PurchaseRequest, Receipt,
 };
 use crate::redis_keys::RedisKeys;
 use crate::reservation::Hold;
@@ -99,28 +100,43 @@ fn lines_from_items<'de, D: Deserializer<'de>>(deserializer: D) -> Result<OrderL
     OrderLines::new(Vec::<OrderLine>::deserialize(deserializer)?).map_err(serde::de::Error::custom)
 }
 
-impl QueuedOrder {
-    pub(crate) fn of(kind: StrategyKind, request: &PurchaseRequest) -> Self {
+/// What [`QueuedOrder`] decodes, written from the request it borrows: accepting an order copies
+/// its fields once, into the payload, instead of into an owned order first.
+#[derive(Debug, Serialize)]
+pub(crate) struct Payload<'a> {
+    order_id: Uuid,
+    strategy: StrategyKind,
+    items: &'a OrderLines,
+    delivery: &'a Delivery,
+    user: Option<&'a str>,
+    idempotency_key: Option<&'a str>,
+    created_at: DateTime<Utc>,
+}
+
+impl<'a> Payload<'a> {
+    pub(crate) fn of(kind: StrategyKind, request: &'a PurchaseRequest) -> Self {
         Self {
             order_id: request.order_id,
             strategy: kind,
-            lines: request.lines.clone(),
-            delivery: request.delivery.clone(),
-            user: request.user.clone(),
-            idempotency_key: request.idempotency_key.as_ref().map(|key| key.as_str().to_owned()),
+            items: &request.lines,
+            delivery: &request.delivery,
+            user: request.user.as_deref(),
+            idempotency_key: request.idempotency_key.as_ref().map(IdempotencyKey::as_str),
             // PostgreSQL keeps microseconds: the pending and the persisted order read the same.
             created_at: Utc::now().trunc_subsecs(6),
         }
     }
 
+    pub(crate) fn encode(&self) -> String {
+        serde_json::to_string(self).expect("an order always serialises")
+    }
+}
+
+impl QueuedOrder {
     /// # Errors
     /// When the payload is not an order this crate wrote.
     pub(crate) fn decode(payload: &[u8]) -> Result<Self, String> {
         serde_json::from_slice(payload).map_err(|err| format!("undecodable payload: {err}"))
-    }
-
-    pub(crate) fn encode(&self) -> String {
-        serde_json::to_string(self).expect("an order always serialises")
     }
 
     pub(crate) fn view(self, status: OrderStatus) -> OrderView {
@@ -172,7 +188,7 @@ impl Queue {
 
     /// Runs the enqueue script, reserving every line when `reserve` is set.
     async fn enqueue(&self, request: &PurchaseRequest, reserve: bool) -> Result<Enqueued, StrategyError> {
-        let payload = QueuedOrder::of(self.kind, request).encode();
+        let payload = Payload::of(self.kind, request).encode();
         let mut invocation = ENQUEUE.prepare_invoke();
         invocation.key(&self.keys.pending).key(&self.keys.stream);
         if reserve {
@@ -321,20 +337,28 @@ mod tests {
             lines: OrderLines::new(vec![line(7, 2), line(3, 1)]).unwrap(),
             delivery: Delivery::new("Kyiv".into(), "+380".into(), "a@b.c".into()).unwrap(),
             user: Some("buyer".into()),
-            idempotency_key: None,
+            idempotency_key: Some(IdempotencyKey::parse("k-1").unwrap()),
         }
     }
 
     #[test]
     fn payload_round_trips() {
-        let order = QueuedOrder::of(StrategyKind::Stream, &request());
-        assert_eq!(QueuedOrder::decode(order.encode().as_bytes()), Ok(order));
+        let request = request();
+        let payload = Payload::of(StrategyKind::Stream, &request);
+        let order = QueuedOrder::decode(payload.encode().as_bytes()).unwrap();
+        assert_eq!(
+            (order.order_id, order.strategy, &order.lines, &order.delivery),
+            (request.order_id, StrategyKind::Stream, &request.lines, &request.delivery)
+        );
+        assert_eq!((order.user.as_deref(), order.idempotency_key.as_deref()), (Some("buyer"), Some("k-1")));
+        assert_eq!(order.created_at, payload.created_at, "to the microsecond PostgreSQL keeps");
     }
 
     #[test]
     fn payload_lines_are_validated() {
-        let order = QueuedOrder::of(StrategyKind::Stream, &request());
-        let mut json: serde_json::Value = serde_json::from_str(&order.encode()).unwrap();
+        let request = request();
+        let mut json: serde_json::Value =
+            serde_json::from_str(&Payload::of(StrategyKind::Stream, &request).encode()).unwrap();
         json["items"] =
             serde_json::json!([{ "product_id": 3, "quantity": 1 }, { "product_id": 3, "quantity": 1 }]);
         let err = QueuedOrder::decode(json.to_string().as_bytes()).unwrap_err();

@@ -24,7 +24,8 @@
 //!
 //! Why this shape: the request path costs one Redis round trip whatever the contention — sold-out
 //! buyers never reach PostgreSQL and winners wait for no commit — and the worker writes to
-//! PostgreSQL in batches, one transaction per hundred orders instead of one per order.
+//! PostgreSQL in batches, one transaction for up to `--worker-batch` orders (500) instead of one
+//! per order.
 
 use async_trait::async_trait;
 use sqlx::PgPool;

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use checkout_strategies::background::Job;
 use checkout_strategies::reservation::{Sweeper, SweeperSettings};
 use checkout_strategies::{
     Backends, Queue, RedisKeys, StrategyKind, Tuning, Worker, WorkerSettings, queue_nats,
@@ -30,12 +31,7 @@ pub(crate) fn quick_worker() -> WorkerSettings {
 
 /// The app's own backends, as its background work would use them.
 pub(crate) fn backends(app: &TestApp) -> Backends {
-    Backends {
-        pg: app.pool.clone(),
-        redis: app.redis.clone(),
-        nats: app.nats.clone(),
-        tuning: Tuning::default(),
-    }
+    Backends::new(app.pool.clone(), app.redis.clone(), Tuning::default()).with_nats(app.nats.clone())
 }
 
 /// `GET /admin/audit`, tolerating the 503s of a backend still coming back.
@@ -52,8 +48,8 @@ pub(crate) async fn audit(app: &TestApp) -> Value {
 }
 
 /// Does what the server's background work does until the audit says the books are final and no
-/// unit is held for an order any more: drains the queues of `kinds` and sweeps expired
-/// reservations. Returns that audit. Call it once the buyers stopped.
+/// unit is held for an order any more: drains the queues of `kinds`, sweeps expired reservations
+/// and applies orders awaiting the stock sync. Returns that audit. Call it once the buyers stopped.
 pub(crate) async fn settle(app: &TestApp, kinds: &[StrategyKind]) -> Value {
     let sweeper = Sweeper::new(app.pool.clone(), app.redis.clone(), SweeperSettings::default());
     let deadline = Instant::now() + SETTLE_WITHIN;
@@ -77,6 +73,9 @@ pub(crate) async fn settle(app: &TestApp, kinds: &[StrategyKind]) -> Value {
         }
         if let Err(err) = sweeper.sweep().await {
             eprintln!("sweep failed; trying again: {err}");
+        }
+        if kinds.iter().any(|kind| kind.background().contains(&Job::StockSync)) {
+            app.sync_stock().await;
         }
         let audit = audit(app).await;
         // `settled` says nothing is overdue; a reservation whose owner died before its deadline

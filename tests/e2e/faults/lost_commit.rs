@@ -113,3 +113,26 @@ async fn sql_coalesce_multi_line_batch_commit_reply_lost(
     )
     .await;
 }
+
+/// `redis-orderlog` group-commits insert-only: a lost `COMMIT` reply leaves a whole batch of
+/// reserved purchases in doubt, and no reservation of a committed order may go back.
+#[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
+async fn redis_orderlog_batch_commit_reply_lost(_: PoolOptions<Postgres>, connect: PgConnectOptions) {
+    commit_replies_lost(connect, StrategyKind::RedisOrderlog, &[(HOT, 1)], Trigger::Commit, LOST_IN_BATCHES)
+        .await;
+}
+
+#[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
+async fn redis_orderlog_multi_line_batch_commit_reply_lost(
+    _: PoolOptions<Postgres>,
+    connect: PgConnectOptions,
+) {
+    commit_replies_lost(
+        connect,
+        StrategyKind::RedisOrderlog,
+        &[(HOT, 1), (OTHER, 1)],
+        Trigger::Commit,
+        LOST_IN_BATCHES,
+    )
+    .await;
+}

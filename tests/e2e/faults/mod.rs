@@ -33,7 +33,7 @@ mod pg_terminate;
 mod redis_proxy;
 mod redis_replies;
 mod redis_restart;
-mod redis_server;
+pub(crate) mod redis_server;
 mod reset_lock;
 mod shared_key;
 mod storm;

@@ -84,6 +84,7 @@ per_kind! {
     sql_atomic_survives_terminated_connections: StrategyKind::SqlAtomic,
     sql_coalesce_survives_terminated_connections: StrategyKind::SqlCoalesce,
     redis_lua_survives_terminated_connections: StrategyKind::RedisLua,
+    redis_orderlog_survives_terminated_connections: StrategyKind::RedisOrderlog,
     redis_decr_survives_terminated_connections: StrategyKind::RedisDecr,
     stream_survives_terminated_connections: StrategyKind::Stream,
 }

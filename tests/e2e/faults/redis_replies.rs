@@ -87,7 +87,7 @@ async fn replies_lost_mid_sale(connect: PgConnectOptions, kind: StrategyKind) {
             shelf + sold < STOCK,
             "{kind}: units held by a dead purchase are off the shelf: {shelf} + {sold}"
         );
-        assert_eq!(app.stock(HOT).await, STOCK - sold, "{kind}: PostgreSQL holds only what sold");
+        assert_eq!(app.stock_in(kind, HOT).await, STOCK - sold, "{kind}: PostgreSQL holds only what sold");
     }
 
     let settled = settle(&app, &[kind]).await;
@@ -159,7 +159,7 @@ async fn a_keyed_retry_after_a_lost_reply_buys_once(connect: PgConnectOptions, k
         assert_eq!(retry.status, 201, "{kind}: the retry buys: {}", retry.body);
     }
     assert_eq!(retry.body["order_id"], id.as_str(), "{kind}: the retry names the one order");
-    assert_eq!(app.stock(HOT).await, STOCK - 2, "{kind}: one unit for the key, one before");
+    assert_eq!(app.stock_in(kind, HOT).await, STOCK - 2, "{kind}: one unit for the key, one before");
     assert_eq!(view.stock(HOT).await, Some(STOCK - 2), "{kind}: Redis agrees");
     assert_eq!(settled["clean"], true, "{kind}: {settled}");
 }
@@ -178,9 +178,11 @@ macro_rules! per_kind {
 per_kind! {
     replies_lost_mid_sale =>
         redis_lua_replies_lost_mid_sale: StrategyKind::RedisLua,
+        redis_orderlog_replies_lost_mid_sale: StrategyKind::RedisOrderlog,
         redis_decr_replies_lost_mid_sale: StrategyKind::RedisDecr,
         stream_replies_lost_mid_sale: StrategyKind::Stream;
     a_keyed_retry_after_a_lost_reply_buys_once =>
         redis_lua_keyed_retry_after_a_lost_reply_buys_once: StrategyKind::RedisLua,
+        redis_orderlog_keyed_retry_after_a_lost_reply_buys_once: StrategyKind::RedisOrderlog,
         stream_keyed_retry_after_a_lost_reply_buys_once: StrategyKind::Stream;
 }

@@ -18,28 +18,36 @@ pub(crate) struct DisposableRedis {
     port: u16,
     dir: PathBuf,
     aof: bool,
+    /// Started with `--cluster-enabled yes`, waiting to be joined into a cluster.
+    cluster: bool,
     child: Option<Child>,
 }
 
 impl DisposableRedis {
     /// A Redis that keeps nothing on disk: a restart loses everything.
     pub(crate) async fn start() -> Self {
-        Self::launch(false).await
+        Self::launch(false, false).await
     }
 
     /// A Redis that appends every write to its AOF and fsyncs it before answering
     /// (`--appendfsync always`): a restart replays everything it acknowledged.
     pub(crate) async fn start_with_aof() -> Self {
-        Self::launch(true).await
+        Self::launch(true, false).await
     }
 
-    async fn launch(aof: bool) -> Self {
+    /// A cluster-enabled Redis that keeps nothing on disk, owning no slot until a cluster is
+    /// created over it (see [`crate::redis_cluster::RedisCluster`]).
+    pub(crate) async fn start_cluster_node() -> Self {
+        Self::launch(false, true).await
+    }
+
+    async fn launch(aof: bool, cluster: bool) -> Self {
         let dir =
             std::env::temp_dir().join(format!("checkout-faults-redis-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("create the Redis directory");
         // A port taken between the probe and the bind makes the server exit: try another one.
         for _ in 0..5 {
-            let mut redis = Self { port: super::free_port(), dir: dir.clone(), aof, child: None };
+            let mut redis = Self { port: super::free_port(), dir: dir.clone(), aof, cluster, child: None };
             if redis.spawn_and_wait().await {
                 return redis;
             }
@@ -93,6 +101,10 @@ impl DisposableRedis {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        if self.cluster {
+            command.args(["--cluster-enabled", "yes", "--cluster-config-file"]);
+            command.arg(self.dir.join(format!("nodes-{}.conf", self.port)));
+        }
         if self.aof {
             command.args(["--appendonly", "yes", "--appendfsync", "always"]);
         } else {
