@@ -147,6 +147,7 @@ cluster_contention_tests! {
     redis_orderlog_sells_exactly_the_stock_on_a_cluster => StrategyKind::RedisOrderlog,
     stream_accepts_and_persists_exactly_the_stock_on_a_cluster => StrategyKind::Stream,
     stream_deferred_cancels_the_excess_on_a_cluster => StrategyKind::StreamDeferred,
+    queue_nats_accepts_and_persists_exactly_the_stock_on_a_cluster => StrategyKind::QueueNats,
 }
 
 #[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
