@@ -33,6 +33,19 @@ fn database_url(connect: &PgConnectOptions) -> String {
     )
 }
 
+/// Servers on the test's database and one Redis prefix of their own: the stores replicas share.
+fn shared_stores(connect: &PgConnectOptions) -> ServerFlags {
+    ServerFlags {
+        url: None,
+        admin_token: None,
+        database_url: database_url(connect),
+        redis_url: Setup::default().redis_url,
+        redis_prefix: format!("test-replicas-{}:", uuid::Uuid::new_v4().simple()),
+        server_args: Vec::new(),
+        replicas: 1,
+    }
+}
+
 /// One replica, started as `bench serve` on a free port.
 async fn replica(flags: &ServerFlags, name: &str) -> Server {
     let log = std::env::temp_dir().join(format!("checkout-replica-{name}-{}.log", std::process::id()));
@@ -103,15 +116,7 @@ async fn every_safe_strategy_sells_exactly_the_stock_across_two_replicas(
     _: PoolOptions<Postgres>,
     connect: PgConnectOptions,
 ) {
-    let flags = ServerFlags {
-        url: None,
-        admin_token: None,
-        database_url: database_url(&connect),
-        redis_url: Setup::default().redis_url,
-        redis_prefix: format!("test-replicas-{}:", uuid::Uuid::new_v4().simple()),
-        server_args: Vec::new(),
-        replicas: 1,
-    };
+    let flags = shared_stores(&connect);
     let (a, b) = tokio::join!(replica(&flags, "a"), replica(&flags, "b"));
     let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
     let replicas = [&a, &b];
@@ -161,15 +166,7 @@ async fn buy(client: &reqwest::Client, replica: &Server, kind: StrategyKind) -> 
 /// that are there.
 #[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
 async fn a_reset_through_one_replica_reaches_the_others(_: PoolOptions<Postgres>, connect: PgConnectOptions) {
-    let flags = ServerFlags {
-        url: None,
-        admin_token: None,
-        database_url: database_url(&connect),
-        redis_url: Setup::default().redis_url,
-        redis_prefix: format!("test-replicas-{}:", uuid::Uuid::new_v4().simple()),
-        server_args: Vec::new(),
-        replicas: 1,
-    };
+    let flags = shared_stores(&connect);
     let (a, b) = tokio::join!(replica(&flags, "a"), replica(&flags, "b"));
     let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
     let plan = json!({ "products": [{ "id": HOT, "stock": STOCK }] });
