@@ -358,6 +358,16 @@ pub async fn reconcile(app: &App) -> Result<AuditReport, StrategyError> {
         && queues.dead_lettered == 0
         && queues.accepted_then_cancelled == 0
         && ledgers.values().all(|ledger| ledger.clean);
+    // From PostgreSQL, so every replica names the same strategies; `memory`'s sales live in this
+    // process only.
+    let mut sold_by: Vec<StrategyKind> = catalog::strategies_with_orders(&app.pg)
+        .await?
+        .iter()
+        .filter_map(|name| name.parse().ok())
+        .chain(app.stats.sold_by().into_iter().filter(|kind| kind.spec().single_process))
+        .collect();
+    sold_by.sort_unstable();
+    sold_by.dedup();
     Ok(AuditReport {
         clean,
         settled: queues.pending == 0
@@ -365,7 +375,7 @@ pub async fn reconcile(app: &App) -> Result<AuditReport, StrategyError> {
             && reservations.open == 0
             && reservations.awaiting_resync == 0
             && totals.awaiting_sync == 0,
-        sold_by: app.stats.sold_by(),
+        sold_by,
         total: postgres.total,
         products: postgres.products,
         order_status: totals,

@@ -140,6 +140,29 @@ pub async fn orders_since(conn: &mut PgConnection) -> Result<Option<DateTime<Utc
     Ok(since.flatten())
 }
 
+/// Strategies that placed the run's orders (live ones, pending or confirmed), whichever process
+/// sold them: the run's orders are those since the plan's `orders_since`, or every order after a
+/// truncating reset.
+///
+/// # Errors
+/// When the database does not answer.
+pub async fn strategies_with_orders(pool: &PgPool) -> Result<Vec<String>, StrategyError> {
+    let mut conn = pool.acquire().await?;
+    let since = orders_since(&mut conn).await?;
+    let names: Vec<String> = match since {
+        Some(since) => sqlx::query_scalar(
+            "SELECT DISTINCT strategy FROM orders WHERE created_at >= $1 AND status IN ('pending', 'confirmed')",
+        )
+        .bind(since)
+        .fetch_all(&mut *conn)
+        .await?,
+        None => sqlx::query_scalar("SELECT DISTINCT strategy FROM orders WHERE status IN ('pending', 'confirmed')")
+            .fetch_all(&mut *conn)
+            .await?,
+    };
+    Ok(names)
+}
+
 /// Products the run since `$1` touched: in its orders, claimed by a gate, or awaiting the stock
 /// sync. The orders are found through the block-range index on `created_at`.
 const TOUCHED: &str = r#"

@@ -176,6 +176,8 @@ async fn a_reset_through_one_replica_reaches_the_others(_: PoolOptions<Postgres>
     same_plan(&client, &[&a, &b]).await;
     let (status, body) = buy(&client, &b, StrategyKind::RedisLua).await;
     assert_eq!(status, 201, "b sells through the Redis gate: {body}");
+    let audit = a.audit().await.expect("GET /admin/audit on a");
+    assert_eq!(audit["sold_by"], json!(["redis-lua"]), "a's audit names what b sold: {audit}");
 
     // A new sale: the reset frees the product from every gate, and replica a's SQL strategy
     // claims it first. Replica b must see that, not its memory of the last sale.
