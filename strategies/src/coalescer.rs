@@ -19,7 +19,7 @@
 use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::FutureExt;
@@ -143,6 +143,74 @@ where
     pub async fn shutdown(&self) {
         self.stop.cancel();
         self.stopped.cancelled().await;
+    }
+}
+
+/// Requests allowed to wait for a batch, per unit of the batch cap: enough to keep the next
+/// batches full while one commits, bounded so an overloaded server answers at once instead of
+/// queueing forever.
+pub const QUEUE_PER_BATCH: usize = 16;
+
+impl CoalescerSettings {
+    /// Batches of at most `max_batch` requests, and [`QUEUE_PER_BATCH`] times as many waiting.
+    pub fn for_batch_cap(max_batch: usize) -> Self {
+        let max_batch = max_batch.max(1);
+        Self { max_batch, queue: max_batch.saturating_mul(QUEUE_PER_BATCH) }
+    }
+}
+
+/// A batcher a strategy owns but starts only on its first request (a strategy is built before
+/// any runtime work is wanted, and many are never used in a run), with the batch sizes it formed
+/// kept across restarts of the counting.
+pub struct LazyBatcher<Req, Resp> {
+    settings: CoalescerSettings,
+    sizes: Arc<BatchSizes>,
+    running: OnceLock<Coalescer<Req, Resp>>,
+}
+
+impl<Req, Resp> fmt::Debug for LazyBatcher<Req, Resp> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LazyBatcher")
+            .field("settings", &self.settings)
+            .field("running", &self.running.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<Req, Resp> LazyBatcher<Req, Resp>
+where
+    Req: Send + 'static,
+    Resp: Send + 'static,
+{
+    /// A batcher of at most `max_batch` requests per step ([`CoalescerSettings::for_batch_cap`]).
+    pub fn new(max_batch: usize) -> Self {
+        Self { settings: CoalescerSettings::for_batch_cap(max_batch), sizes: Arc::default(), running: OnceLock::new() }
+    }
+
+    /// The running batcher, started with the step `start` builds if this is the first request.
+    pub fn running<Step, Fut>(&self, start: impl FnOnce() -> Step) -> &Coalescer<Req, Resp>
+    where
+        Step: FnMut(Vec<Req>) -> Fut + Send + 'static,
+        Fut: Future<Output = Vec<Resp>> + Send + 'static,
+    {
+        self.running.get_or_init(|| Coalescer::spawn(self.settings, Arc::clone(&self.sizes), start()))
+    }
+
+    /// Forgets the batch sizes seen so far (a reset starts a new run).
+    pub fn reset_sizes(&self) {
+        self.sizes.reset();
+    }
+
+    /// The batch sizes formed since the last reset.
+    pub fn sizes(&self) -> BatchSizeSummary {
+        self.sizes.summary()
+    }
+
+    /// [`Coalescer::shutdown`], if the batcher ever started.
+    pub async fn shutdown(&self) {
+        if let Some(batcher) = self.running.get() {
+            batcher.shutdown().await;
+        }
     }
 }
 

@@ -1,10 +1,15 @@
 //! Orders in PostgreSQL: the statements every SQL-backed strategy shares, and the one batch
 //! writer every strategy that persists many orders per transaction uses ([`write_batch`]).
 
-use sqlx::{FromRow, PgConnection, PgExecutor};
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+
+use sqlx::{FromRow, PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
 use crate::error::StrategyError;
+use crate::fence::{self, Doubt};
 use crate::kind::StrategyKind;
 use crate::order::{
     Delivery, OrderLine, OrderLines, OrderStatus, OrderView, ProductId, PurchaseRequest, Quantity, Receipt,
@@ -291,6 +296,65 @@ impl<T> From<sqlx::Error> for BatchFailure<T> {
 impl<T> From<BatchError> for BatchFailure<T> {
     fn from(err: BatchError) -> Self {
         Self::NotCommitted(err)
+    }
+}
+
+/// Longest one batch may take, COMMIT and settling a lost reply included. Far above a healthy
+/// batch (milliseconds); it only bounds a network that stops answering without closing anything,
+/// which would otherwise hold every later purchase behind the batch.
+pub(crate) const BATCH_DEADLINE: Duration = Duration::from_secs(10);
+
+/// What became of one order of a batch whose transaction was abandoned at an unknown step.
+pub(crate) enum Abandoned {
+    /// The order committed before the batch was given up on.
+    Committed,
+    /// It did not, and now never will (its id is void): the detail says why the batch failed.
+    NotCommitted(String),
+    /// PostgreSQL could not be asked: the doubt stays.
+    Unknown(String),
+}
+
+/// Runs a batch's `work` within [`BATCH_DEADLINE`]. When it outlives it, the transaction was
+/// abandoned at an unknown step, so every order id of the batch is settled ([`settle_batch`]) and
+/// `answer` turns each id's fate into its reply.
+pub(crate) async fn within_deadline<R>(
+    pg: &PgPool,
+    kind: StrategyKind,
+    ids: impl Iterator<Item = Uuid>,
+    work: impl Future<Output = Vec<R>>,
+    answer: impl Fn(Uuid, Abandoned) -> R,
+) -> Vec<R> {
+    if let Ok(replies) = tokio::time::timeout(BATCH_DEADLINE, work).await {
+        return replies;
+    }
+    let ids: Vec<Uuid> = ids.collect();
+    let detail = format!("the batch outlived {BATCH_DEADLINE:?}");
+    match settle_batch(pg, kind, &ids, "batch_timed_out").await {
+        Some(doubts) => ids
+            .iter()
+            .map(|&id| match doubts.get(&id) {
+                Some(Doubt::Committed) => answer(id, Abandoned::Committed),
+                _ => answer(id, Abandoned::NotCommitted(detail.clone())),
+            })
+            .collect(),
+        None => ids
+            .iter()
+            .map(|&id| answer(id, Abandoned::Unknown(format!("{detail}; PostgreSQL cannot be asked"))))
+            .collect(),
+    }
+}
+
+/// Voids `ids` to settle, for good, whether each committed ([`fence::settle_all`]), within
+/// [`BATCH_DEADLINE`]; `None` when PostgreSQL cannot be asked (the doubt stays).
+pub(crate) async fn settle_batch(
+    pg: &PgPool,
+    kind: StrategyKind,
+    ids: &[Uuid],
+    why: &str,
+) -> Option<HashMap<Uuid, Doubt>> {
+    match tokio::time::timeout(BATCH_DEADLINE, fence::settle_all(pg, kind, ids, why)).await {
+        Ok(Ok(doubts)) => Some(doubts),
+        Ok(Err(_)) | Err(_) => None,
     }
 }
 

@@ -35,8 +35,6 @@
 //! for two Lua scripts (reserve, settle) and its share of one insert-only commit. The batcher
 //! ([`crate::coalescer`]) has no timer, as in `sql-coalesce`.
 
-use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -44,13 +42,14 @@ use sqlx::{Acquire, PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::backends::RedisBackend;
-use crate::coalescer::{Answer, BatchSizeSummary, BatchSizes, Coalescer, CoalescerSettings, Refused};
+use crate::coalescer::{Answer, BatchSizeSummary, LazyBatcher, Refused};
 use crate::error::StrategyError;
 use crate::fence::{self, Doubt};
 use crate::kind::StrategyKind;
 use crate::order::{OrderStatus, PurchaseOutcome, PurchaseRequest, Receipt};
 use crate::order_store::{
-    BatchError, BatchFailure, BatchOrder, StockTake, Written, commit_or_doubt, receipt_for_key, write_batch,
+    Abandoned, BatchError, BatchFailure, BatchOrder, StockTake, Written, commit_or_doubt, receipt_for_key,
+    settle_batch, within_deadline, write_batch,
 };
 use crate::plan::StockPlan;
 use crate::redis_lua::RedisLua;
@@ -59,13 +58,6 @@ use crate::reservation::End;
 use crate::strategy::Strategy;
 
 const KIND: StrategyKind = StrategyKind::RedisOrderlog;
-
-/// Purchases waiting for a batch, per unit of the batch cap (as `sql-coalesce`).
-const QUEUE_PER_BATCH: usize = 16;
-
-/// Longest one batch may take, settling a lost `COMMIT` reply included: far above a healthy
-/// batch, it bounds a network that stops answering without closing anything.
-const BATCH_DEADLINE: Duration = Duration::from_secs(10);
 
 /// What the batch did with one reserved purchase. The buyer's own task ends the reservation
 /// accordingly, so the batcher never waits on Redis.
@@ -88,34 +80,19 @@ pub struct RedisOrderlog {
     reserving: RedisLua,
     pg: PgPool,
     redis: RedisBackend,
-    settings: CoalescerSettings,
-    sizes: Arc<BatchSizes>,
-    batcher: OnceLock<Coalescer<PurchaseRequest, Logged>>,
+    batcher: LazyBatcher<PurchaseRequest, Logged>,
 }
 
 impl RedisOrderlog {
     /// A strategy whose commits carry at most `max_batch` orders. Its batcher starts on the first
     /// reserved purchase.
     pub fn new(pg: PgPool, redis: RedisBackend, reservation_ttl: Duration, max_batch: usize) -> Self {
-        let max_batch = max_batch.max(1);
         Self {
             reserving: RedisLua::reserving_for(pg.clone(), redis.clone(), reservation_ttl, KIND),
             pg,
             redis,
-            settings: CoalescerSettings { max_batch, queue: max_batch.saturating_mul(QUEUE_PER_BATCH) },
-            sizes: Arc::default(),
-            batcher: OnceLock::new(),
+            batcher: LazyBatcher::new(max_batch),
         }
-    }
-
-    fn batcher(&self) -> &Coalescer<PurchaseRequest, Logged> {
-        self.batcher.get_or_init(|| {
-            let pg = self.pg.clone();
-            Coalescer::spawn(self.settings, Arc::clone(&self.sizes), move |batch| {
-                let pg = pg.clone();
-                async move { log_batch(&pg, batch).await }
-            })
-        })
     }
 
     /// Ends the reservation as the batch decided and answers the buyer.
@@ -173,7 +150,14 @@ impl Strategy for RedisOrderlog {
         if let Some(refusal) = self.reserving.reserve(request).await? {
             return Ok(refusal);
         }
-        match self.batcher().submit(request.clone()).await {
+        let batcher = self.batcher.running(|| {
+            let pg = self.pg.clone();
+            move |batch| {
+                let pg = pg.clone();
+                async move { log_batch(&pg, batch).await }
+            }
+        });
+        match batcher.submit(request.clone()).await {
             Ok(Answer::Done(logged)) => self.answer(request, logged).await,
             Ok(Answer::Lost) => self.settle_lost(request).await,
             Err(refused) => {
@@ -187,39 +171,28 @@ impl Strategy for RedisOrderlog {
     }
 
     async fn prepare(&self, plan: &StockPlan) -> Result<(), StrategyError> {
-        self.sizes.reset();
+        self.batcher.reset_sizes();
         self.reserving.prepare(plan).await
     }
 
     fn batch_sizes(&self) -> Option<BatchSizeSummary> {
-        Some(self.sizes.summary())
+        Some(self.batcher.sizes())
     }
 
     async fn shutdown(&self) {
-        if let Some(batcher) = self.batcher.get() {
-            batcher.shutdown().await;
-        }
+        self.batcher.shutdown().await;
     }
 }
 
 /// Commits `batch`'s orders in one insert-only transaction and says what became of each, in order.
 async fn log_batch(pg: &PgPool, batch: Vec<PurchaseRequest>) -> Vec<Logged> {
-    if let Ok(logged) = tokio::time::timeout(BATCH_DEADLINE, write_and_settle(pg, &batch)).await {
-        return logged;
-    }
-    // Abandoned at an unknown step: every order id is settled.
-    let ids: Vec<Uuid> = batch.iter().map(|request| request.order_id).collect();
-    let detail = format!("the batch outlived {BATCH_DEADLINE:?}");
-    match settle_ids(pg, &ids, "batch_timed_out").await {
-        Some(doubts) => ids
-            .iter()
-            .map(|id| match doubts.get(id) {
-                Some(Doubt::Committed) => Logged::Placed,
-                _ => Logged::Failed(BatchError { transient: true, message: detail.clone() }),
-            })
-            .collect(),
-        None => vec![Logged::InDoubt(format!("{detail}; PostgreSQL cannot be asked")); batch.len()],
-    }
+    let ids = batch.iter().map(|request| request.order_id);
+    within_deadline(pg, KIND, ids, write_and_settle(pg, &batch), |_, fate| match fate {
+        Abandoned::Committed => Logged::Placed,
+        Abandoned::NotCommitted(detail) => Logged::Failed(BatchError { transient: true, message: detail }),
+        Abandoned::Unknown(detail) => Logged::InDoubt(detail),
+    })
+    .await
 }
 
 async fn write_and_settle(pg: &PgPool, batch: &[PurchaseRequest]) -> Vec<Logged> {
@@ -246,7 +219,7 @@ async fn write_and_settle(pg: &PgPool, batch: &[PurchaseRequest]) -> Vec<Logged>
                 .filter(|(_, fate)| **fate == Written::Inserted)
                 .map(|(request, _)| request.order_id)
                 .collect();
-            match settle_ids(pg, &inserted, "commit_in_doubt").await {
+            match settle_batch(pg, KIND, &inserted, "commit_in_doubt").await {
                 Some(doubts) if doubts.values().any(|doubt| *doubt == Doubt::Committed) => {
                     tracing::warn!(%err, orders = inserted.len(), "an order batch whose COMMIT reply was lost had committed");
                     fates.into_iter().map(placed_or_not).collect()
@@ -267,15 +240,6 @@ fn placed_or_not(fate: Written) -> Logged {
     match fate {
         Written::Inserted | Written::AlreadyThere => Logged::Placed,
         Written::KeyTaken => Logged::NotWritten,
-    }
-}
-
-/// Voids `ids` to settle, for good, whether each committed; `None` when PostgreSQL cannot be
-/// asked (the doubt stays).
-async fn settle_ids(pg: &PgPool, ids: &[Uuid], why: &str) -> Option<HashMap<Uuid, Doubt>> {
-    match tokio::time::timeout(BATCH_DEADLINE, fence::settle_all(pg, KIND, ids, why)).await {
-        Ok(Ok(doubts)) => Some(doubts),
-        Ok(Err(_)) | Err(_) => None,
     }
 }
 

@@ -29,34 +29,24 @@
 //! while it commits and answers every purchase already queued.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::{Acquire, FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::coalescer::{Answer, BatchSizeSummary, BatchSizes, Coalescer, CoalescerSettings, Refused};
+use crate::coalescer::{Answer, BatchSizeSummary, LazyBatcher, Refused};
 use crate::error::StrategyError;
 use crate::fence::{self, Doubt};
 use crate::kind::{Gate, StrategyKind};
 use crate::order::{OrderStatus, PurchaseOutcome, PurchaseRequest, Receipt};
 use crate::order_store::{
-    BatchError, BatchFailure, BatchOrder, StockTake, Written, commit_or_doubt, receipt_for_key, write_batch,
+    Abandoned, BatchError, BatchFailure, BatchOrder, StockTake, Written, commit_or_doubt, receipt_for_key,
+    settle_batch, within_deadline, write_batch,
 };
 use crate::plan::StockPlan;
 use crate::strategy::Strategy;
 
 const KIND: StrategyKind = StrategyKind::SqlCoalesce;
-
-/// Requests waiting for a batch, per unit of the batch cap: enough to keep the next batches full
-/// while one commits, bounded so an overloaded server answers 503 instead of queueing forever.
-const QUEUE_PER_BATCH: usize = 16;
-
-/// Longest one batch may take, COMMIT and settling a lost reply included. Far above a healthy
-/// batch (milliseconds); it only bounds a network that stops answering without closing anything,
-/// which would otherwise hold every later purchase behind the batch.
-const BATCH_DEADLINE: Duration = Duration::from_secs(10);
 
 const LOCK_PRODUCTS: &str = "SELECT id, stock, gate FROM products WHERE id = ANY($1) ORDER BY id FOR UPDATE";
 
@@ -69,32 +59,14 @@ type Reply = Result<PurchaseOutcome, StrategyError>;
 #[derive(Debug)]
 pub struct SqlCoalesce {
     pg: PgPool,
-    settings: CoalescerSettings,
-    sizes: Arc<BatchSizes>,
-    batcher: OnceLock<Coalescer<PurchaseRequest, Reply>>,
+    batcher: LazyBatcher<PurchaseRequest, Reply>,
 }
 
 impl SqlCoalesce {
     /// A strategy whose batches hold at most `max_batch` purchases. Its batcher starts on the
     /// first purchase.
     pub fn new(pg: PgPool, max_batch: usize) -> Self {
-        let max_batch = max_batch.max(1);
-        Self {
-            pg,
-            settings: CoalescerSettings { max_batch, queue: max_batch.saturating_mul(QUEUE_PER_BATCH) },
-            sizes: Arc::default(),
-            batcher: OnceLock::new(),
-        }
-    }
-
-    fn batcher(&self) -> &Coalescer<PurchaseRequest, Reply> {
-        self.batcher.get_or_init(|| {
-            let pg = self.pg.clone();
-            Coalescer::spawn(self.settings, Arc::clone(&self.sizes), move |batch| {
-                let pg = pg.clone();
-                async move { commit_batch(&pg, batch).await }
-            })
-        })
+        Self { pg, batcher: LazyBatcher::new(max_batch) }
     }
 }
 
@@ -105,7 +77,14 @@ impl Strategy for SqlCoalesce {
     }
 
     async fn purchase(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, StrategyError> {
-        match self.batcher().submit(request.clone()).await {
+        let batcher = self.batcher.running(|| {
+            let pg = self.pg.clone();
+            move |batch| {
+                let pg = pg.clone();
+                async move { commit_batch(&pg, batch).await }
+            }
+        });
+        match batcher.submit(request.clone()).await {
             Ok(Answer::Done(reply)) => reply,
             Ok(Answer::Lost) => settle_lost(&self.pg, request.order_id).await,
             Err(Refused::Full) => {
@@ -118,18 +97,16 @@ impl Strategy for SqlCoalesce {
     }
 
     async fn prepare(&self, _plan: &StockPlan) -> Result<(), StrategyError> {
-        self.sizes.reset();
+        self.batcher.reset_sizes();
         Ok(())
     }
 
     fn batch_sizes(&self) -> Option<BatchSizeSummary> {
-        Some(self.sizes.summary())
+        Some(self.batcher.sizes())
     }
 
     async fn shutdown(&self) {
-        if let Some(batcher) = self.batcher.get() {
-            batcher.shutdown().await;
-        }
+        self.batcher.shutdown().await;
     }
 }
 
@@ -176,25 +153,13 @@ struct KeyedReceipt {
 
 /// Sells `batch` in one transaction and answers each purchase, in order.
 async fn commit_batch(pg: &PgPool, batch: Vec<PurchaseRequest>) -> Vec<Reply> {
-    if let Ok(replies) = tokio::time::timeout(BATCH_DEADLINE, sell(pg, &batch)).await {
-        return replies;
-    }
-    // The transaction was abandoned at an unknown step: settle every order id.
-    let ids: Vec<Uuid> = batch.iter().map(|request| request.order_id).collect();
-    let detail = format!("the batch outlived {BATCH_DEADLINE:?}");
-    match tokio::time::timeout(BATCH_DEADLINE, fence::settle_all(pg, KIND, &ids, "batch_timed_out")).await {
-        Ok(Ok(settled)) => ids
-            .iter()
-            .map(|id| match settled.get(id) {
-                Some(Doubt::Committed) => Ok(PurchaseOutcome::Placed(Receipt::confirmed(*id, KIND))),
-                _ => Err(StrategyError::Unavailable(detail.clone())),
-            })
-            .collect(),
-        Ok(Err(_)) | Err(_) => ids
-            .iter()
-            .map(|_| Err(StrategyError::InDoubt(format!("{detail}; PostgreSQL cannot be asked"))))
-            .collect(),
-    }
+    let ids = batch.iter().map(|request| request.order_id);
+    within_deadline(pg, KIND, ids, sell(pg, &batch), |id, fate| match fate {
+        Abandoned::Committed => Ok(PurchaseOutcome::Placed(Receipt::confirmed(id, KIND))),
+        Abandoned::NotCommitted(detail) => Err(StrategyError::Unavailable(detail)),
+        Abandoned::Unknown(detail) => Err(StrategyError::InDoubt(detail)),
+    })
+    .await
 }
 
 /// The batch's transaction, from taking a connection to answering after COMMIT.
@@ -227,19 +192,19 @@ async fn settle_commit(
 ) -> Vec<Reply> {
     let inserted: Vec<Uuid> =
         written.iter().filter(|(_, fate)| **fate == Written::Inserted).map(|(id, _)| *id).collect();
-    match fence::settle_all(pg, KIND, &inserted, "commit_in_doubt").await {
-        Ok(settled) if settled.values().any(|doubt| *doubt == Doubt::Committed) => {
+    match settle_batch(pg, KIND, &inserted, "commit_in_doubt").await {
+        Some(settled) if settled.values().any(|doubt| *doubt == Doubt::Committed) => {
             tracing::warn!(%err, orders = inserted.len(), "a batch whose COMMIT reply was lost had committed");
             answer(pg, batch, verdicts, &written).await
         }
-        Ok(_) => fail_all(batch, err),
-        Err(asked) => batch
+        Some(_) => fail_all(batch, err),
+        None => batch
             .iter()
             .zip(verdicts)
             .map(|(request, verdict)| {
                 Err(match verdict {
                     Verdict::Take => StrategyError::InDoubt(format!(
-                        "order {}: the batch's COMMIT failed ({err}) and PostgreSQL could not be asked whether it committed ({asked})",
+                        "order {}: the batch's COMMIT failed ({err}) and PostgreSQL could not be asked whether it committed",
                         request.order_id
                     )),
                     _ => StrategyError::Unavailable(format!("the batch's COMMIT failed: {err}")),
