@@ -4,6 +4,8 @@
 //! - [`capacity`]: the highest rate each strategy sustains within a latency objective.
 //! - [`options`]: flags and presets.
 //! - [`drivers`]: `--pg-driver`, a pass (a server) per PostgreSQL client of the SQL strategies.
+//! - `passes`: the passes of `compare` and `capacity`, one server after the other.
+//! - `run_file`: their run folder's `run.json`, rows, `latest` link and report.
 //! - [`server`]: the server under test, spawned or reached, and its admin calls.
 //! - [`join`]: what clients were told against what the server holds.
 //! - [`gate`]: invariants and same-run ratios against `results/baseline.json`.
@@ -17,6 +19,8 @@ pub mod drivers;
 pub mod gate;
 pub mod join;
 pub mod options;
+mod passes;
+mod run_file;
 pub mod scale;
 pub mod server;
 
@@ -25,8 +29,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
 use serde::Deserialize as _;
 use serde_json::json;
 
@@ -38,6 +40,8 @@ use crate::run_folder::{
 use gate::{Baseline, GateReport};
 use join::{Anomalies, AuditView};
 use options::CompareFlags;
+use passes::Ran;
+use run_file::{Described, RunStart};
 use server::{Server, StrategyInfo};
 
 /// How often the drain asks whether queueing strategies have persisted everything.
@@ -145,97 +149,6 @@ fn select(available: &[StrategyInfo], wanted: &[String], replicas: u16) -> anyho
     Ok(selected)
 }
 
-/// Each repetition's strategies in a shuffled order of their own, seeded from `seed`.
-pub(crate) fn shuffled(strategies: &[StrategyInfo], repeat: u32, seed: u64) -> Vec<Vec<StrategyInfo>> {
-    (0..repeat)
-        .map(|rep| {
-            let mut order = strategies.to_vec();
-            order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_add(u64::from(rep))));
-            order
-        })
-        .collect()
-}
-
-/// What the passes of a comparison ran, for `run.json` ([`drivers`]).
-#[derive(Debug)]
-pub(crate) struct Ran {
-    /// Every strategy of every pass, as its server described it.
-    pub(crate) strategies: Vec<StrategyInfo>,
-    /// Per repetition, the labels in the order they ran, pass after pass.
-    pub(crate) repetition_order: Vec<Vec<String>>,
-    /// The first pass's server.
-    pub(crate) server: Option<meta::ServerInfo>,
-    /// What the first pass selected; later passes pick from it.
-    selected: Vec<StrategyInfo>,
-    /// What the pass under way runs.
-    pub(crate) pass_strategies: Vec<StrategyInfo>,
-}
-
-impl Ran {
-    pub(crate) fn new(repeat: u32) -> Self {
-        Self {
-            strategies: Vec::new(),
-            repetition_order: vec![Vec::new(); repeat as usize],
-            server: None,
-            selected: Vec::new(),
-            pass_strategies: Vec::new(),
-        }
-    }
-
-    /// Starts the server of `pass` and chooses what it runs (`pass_strategies`); `None` when a
-    /// later pass has nothing to run (no selected strategy is switched by the driver).
-    ///
-    /// # Errors
-    /// When the server cannot be started or asked, or a strategy is unknown.
-    pub(crate) async fn start(
-        &mut self,
-        pass: &drivers::Pass,
-        wanted: &[String],
-        folder: &RunFolder,
-    ) -> anyhow::Result<Option<Server>> {
-        if !pass.first && !self.selected.iter().any(|strategy| strategy.pg_driver.is_some()) {
-            return Ok(None);
-        }
-        if let Some(driver) = pass.driver {
-            eprintln!("bench: PostgreSQL driver {driver} for the per-sale SQL strategies");
-        }
-        let server = Server::start(&pass.server, &pass.log(folder)).await?;
-        let chosen = async {
-            let available = server.strategies().await?;
-            if pass.first {
-                self.selected = select(&available, wanted, pass.server.replicas)?;
-            }
-            pass.choose(&available, &self.selected)
-        }
-        .await;
-        match chosen {
-            Ok(chosen) => {
-                if pass.first {
-                    self.server = Some(meta::ServerInfo {
-                        url: server.target.base().to_owned(),
-                        spawned: server.spawned(),
-                        replicas: server.replicas(),
-                    });
-                }
-                self.strategies.extend(chosen.iter().cloned());
-                self.pass_strategies = chosen;
-                Ok(Some(server))
-            }
-            Err(err) => {
-                server.stop().await;
-                Err(err)
-            }
-        }
-    }
-
-    /// Adds a pass's repetition orders.
-    pub(crate) fn record(&mut self, orders: &[Vec<StrategyInfo>]) {
-        for (all, order) in self.repetition_order.iter_mut().zip(orders) {
-            all.extend(order.iter().map(StrategyInfo::label));
-        }
-    }
-}
-
 /// Runs the comparison `flags` describe. `command` is the command line, for `run.json`.
 ///
 /// # Errors
@@ -246,84 +159,47 @@ pub async fn compare(flags: &CompareFlags, command: String) -> anyhow::Result<Co
     let repeat = flags.repeat.unwrap_or(preset_repeat);
     anyhow::ensure!(repeat >= 1, "--repeat must be at least 1");
     let capacity = flags.capacity_settings(&plan)?;
-    let git = meta::git();
-    let folder = RunFolder::create(&flags.out, &git.short_sha)?;
-    let started_at = chrono::Utc::now();
+    let run = RunStart::begin(&flags.out)?;
     eprintln!(
         "bench: run {} ({} build, preset {})",
-        folder.path.display(),
+        run.folder.path.display(),
         meta::profile(),
         flags.load.preset().as_str()
     );
-    let passes = flags.drivers.passes(&flags.server)?;
-    let order_seed = u64::try_from(started_at.timestamp_micros()).unwrap_or_default();
     let mut collected = Collected {
         capacity: capacity.as_ref().map(|_| capacity::Collected::default()),
         ..Collected::default()
     };
-    let mut ran = Ran::new(repeat);
-    let mut outcome = Ok(());
-    for pass in &passes {
-        let server = match ran.start(pass, &flags.strategies, &folder).await {
-            Ok(Some(server)) => server,
-            Ok(None) => continue,
-            // Nothing ran yet: nothing to write.
-            Err(err) if pass.first => return Err(err),
-            Err(err) => {
-                outcome = Err(err);
-                break;
-            }
-        };
-        let strategies = ran.pass_strategies.clone();
-        let orders = shuffled(&strategies, repeat, order_seed);
-        ran.record(&orders);
-        outcome = tokio::select! {
-            outcome = run_all(&server, &plan, flags, capacity.as_ref(), &folder, &orders, &mut collected) => outcome,
-            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted: the runs finished before Ctrl-C are written")),
-        };
-        server.stop().await;
-        if outcome.is_err() {
-            break;
-        }
-    }
-    let mut meta = meta::RunMeta {
-        run_id: folder.id.clone(),
-        started_at: started_at.to_rfc3339(),
-        finished_at: chrono::Utc::now().to_rfc3339(),
-        git,
-        versions: meta::versions(&flags.server.database_url, &flags.server.redis_url).await,
-        host: meta::host(),
-        profile: meta::profile().to_owned(),
+    let mut ran = Ran::new(flags.drivers.passes(&flags.server)?, &flags.strategies, repeat, run.order_seed());
+    let folder = &run.folder;
+    let outcome = ran
+        .each_pass(folder, "the runs finished before Ctrl-C are written", async |server, ran| {
+            let orders = ran.draw_orders();
+            run_all(server, &plan, flags, capacity.as_ref(), folder, &orders, &mut collected).await
+        })
+        // Nothing ran yet: nothing to write.
+        .await?;
+    let described = Described {
         preset: flags.load.preset().as_str().to_owned(),
         command,
         options: json!({
             "load": plan,
-            "repeat": repeat,
-            "strategies": ran.strategies.iter().map(StrategyInfo::label).collect::<Vec<_>>(),
-            "drain_timeout_secs": flags.drain_timeout_secs,
-            "order_seed": order_seed,
             "gate": flags.gate,
             "baseline": flags.baseline,
-            "server_args": flags.server.server_args,
             "capacity": capacity.as_ref().map(capacity::Settings::describe),
         }),
-        strategies: ran.strategies,
-        repetition_order: ran.repetition_order,
-        server: ran.server.unwrap_or_default(),
-        incomplete: outcome.as_ref().err().map(|err| format!("{err:#}")),
+        server: &flags.server,
+        drivers: &flags.drivers,
+        drain_timeout_secs: flags.drain_timeout_secs,
+        out: &flags.out,
     };
-    drivers::record(&mut meta.options, &flags.drivers);
-    std::fs::write(folder.file("run.json"), serde_json::to_string_pretty(&meta)?)
-        .with_context(|| format!("cannot write {}", folder.file("run.json").display()))?;
-    collected.write(&folder)?;
-    folder.mark_latest(&flags.out)?;
-    outcome?;
+    let meta = run.finish(described, ran, outcome, |folder| collected.write(folder)).await?;
     let capacity_rows = collected.capacity.map(|capacity| capacity.rows).unwrap_or_default();
     let gate = if flags.gate || flags.write_baseline {
         Some(judge(
             &collected.summary,
             &capacity_rows,
-            &folder,
+            &run.folder,
             &flags.baseline,
             &meta.profile,
             &meta.preset,
@@ -332,13 +208,9 @@ pub async fn compare(flags: &CompareFlags, command: String) -> anyhow::Result<Co
     } else {
         None
     };
-    if !flags.no_report {
-        let rendered =
-            crate::report::render(&folder.path).context("the run is written, but its report failed")?;
-        eprintln!("bench: report {}", rendered.index_html.display());
-    }
+    run.report(flags.no_report)?;
     Ok(Comparison {
-        folder,
+        folder: run.folder,
         strategies: meta.strategies,
         rows: collected.summary,
         capacity: capacity_rows,

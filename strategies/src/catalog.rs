@@ -140,6 +140,21 @@ pub async fn orders_since(conn: &mut PgConnection) -> Result<Option<DateTime<Utc
     Ok(since.flatten())
 }
 
+/// The run's orders, as a condition on `orders` (its columns prefixed by the optional second
+/// literal): every order when the bound (the first literal, a `timestamptz` parameter, from
+/// [`orders_since`]) is NULL, else those created at or after it. Statements with it run with custom
+/// plans, where the bound is a constant: the NULL test folds away and the block-range index on
+/// `created_at` finds the run among ten million history orders. A macro, so statements embed it
+/// with `concat!` and stay `&'static str`.
+macro_rules! run_orders {
+    ($bound:literal) => {
+        run_orders!($bound, "")
+    };
+    ($bound:literal, $table:literal) => {
+        concat!("(", $bound, "::timestamptz IS NULL OR ", $table, "created_at >= ", $bound, ")")
+    };
+}
+
 /// Strategies that placed the run's orders (live ones, pending or confirmed), whichever process
 /// sold them: the run's orders are those since the plan's `orders_since`, or every order after a
 /// truncating reset.
@@ -147,29 +162,30 @@ pub async fn orders_since(conn: &mut PgConnection) -> Result<Option<DateTime<Utc
 /// # Errors
 /// When the database does not answer.
 pub async fn strategies_with_orders(pool: &PgPool) -> Result<Vec<String>, StrategyError> {
-    let mut conn = pool.acquire().await?;
-    let since = orders_since(&mut conn).await?;
-    let names: Vec<String> = match since {
-        Some(since) => sqlx::query_scalar(
-            "SELECT DISTINCT strategy FROM orders WHERE created_at >= $1 AND status IN ('pending', 'confirmed')",
-        )
-        .bind(since)
-        .fetch_all(&mut *conn)
-        .await?,
-        None => sqlx::query_scalar("SELECT DISTINCT strategy FROM orders WHERE status IN ('pending', 'confirmed')")
-            .fetch_all(&mut *conn)
-            .await?,
-    };
+    let mut tx = pool.begin().await?;
+    // A generic plan keeps the bound's NULL test, and with it reads every order.
+    sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan").execute(&mut *tx).await?;
+    let since = orders_since(&mut tx).await?;
+    let names: Vec<String> = sqlx::query_scalar(concat!(
+        "SELECT DISTINCT strategy FROM orders WHERE ",
+        run_orders!("$1"),
+        " AND status IN ('pending', 'confirmed')"
+    ))
+    .bind(since)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
     Ok(names)
 }
 
-/// Products the run since `$1` touched: in its orders, claimed by a gate, or awaiting the stock
-/// sync. The orders are found through the block-range index on `created_at`.
-const TOUCHED: &str = r#"
-SELECT i.product_id FROM orders o JOIN order_items i ON i.order_id = o.id WHERE o.created_at >= $1
-UNION SELECT id FROM products WHERE gate IS NOT NULL
-UNION SELECT product_id FROM stock_unapplied
-"#;
+/// Products the run (see `run_orders!`, bound by `$1`) touched: in its orders, claimed by a gate,
+/// or awaiting the stock sync.
+const TOUCHED: &str = concat!(
+    "SELECT i.product_id FROM orders o JOIN order_items i ON i.order_id = o.id WHERE ",
+    run_orders!("$1", "o."),
+    " UNION SELECT id FROM products WHERE gate IS NOT NULL \
+     UNION SELECT product_id FROM stock_unapplied"
+);
 
 /// Puts each product of `$1` back to what its row says it had before the run: its initial stock
 /// less the units its remaining (history) orders hold, and no gate.
@@ -229,23 +245,12 @@ pub async fn reset_keeping(
     // A generic plan cannot know that `created_at >= $1` picks a few thousand rows of millions.
     sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan").execute(&mut *tx).await?;
     let since = orders_since(&mut tx).await?;
-    let touched: Vec<i64> = match since {
-        Some(since) => sqlx::query_scalar(TOUCHED).bind(since).fetch_all(&mut *tx).await?,
-        None => {
-            sqlx::query_scalar(
-                "SELECT product_id FROM order_items UNION SELECT id FROM products WHERE gate IS NOT NULL",
-            )
-            .fetch_all(&mut *tx)
-            .await?
-        }
-    };
-    let deleted = match since {
-        Some(since) => {
-            sqlx::query("DELETE FROM orders WHERE created_at >= $1").bind(since).execute(&mut *tx).await?
-        }
-        None => sqlx::query("DELETE FROM orders").execute(&mut *tx).await?,
-    }
-    .rows_affected();
+    let touched: Vec<i64> = sqlx::query_scalar(TOUCHED).bind(since).fetch_all(&mut *tx).await?;
+    let deleted = sqlx::query(concat!("DELETE FROM orders WHERE ", run_orders!("$1")))
+        .bind(since)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
     sqlx::query("TRUNCATE inventory_units, stock_unapplied, idempotency_claims").execute(&mut *tx).await?;
     let restored = sqlx::query(RESTORE).bind(&touched).execute(&mut *tx).await?.rows_affected();
     let (ids, stocks): (Vec<i64>, Vec<i64>) = plan.products.iter().map(|p| (p.id.get(), p.stock)).unzip();
@@ -371,45 +376,19 @@ pub async fn stock_of(pool: &PgPool, id: ProductId) -> Result<Option<i64>, Strat
     Ok(row.and_then(|(stock,)| stock))
 }
 
-const SQL_LEDGER: &str = r#"
-WITH sold AS (
-    SELECT i.product_id,
-           SUM(i.quantity)::bigint AS units,
-           COUNT(*)::bigint AS orders,
-           (COUNT(o.idempotency_key) - COUNT(DISTINCT o.idempotency_key))::bigint AS duplicated
-    FROM order_items i JOIN orders o ON o.id = i.order_id
-    WHERE o.status IN ('pending', 'confirmed')
-    GROUP BY i.product_id
-), unapplied AS (
-    SELECT product_id, SUM(quantity)::bigint AS units FROM stock_unapplied GROUP BY product_id
-)
-SELECT p.id AS product_id, p.initial_stock,
-       CASE WHEN p.gate = 'units'
-            THEN (SELECT COUNT(*) FROM inventory_units f WHERE f.product_id = p.id AND f.order_id IS NULL)
-            ELSE p.stock
-       END AS final_stock,
-       COALESCE(s.units, 0) AS units_in_orders, COALESCE(s.orders, 0) AS orders,
-       COALESCE(s.duplicated, 0) AS duplicated, p.gate, COALESCE(u.units, 0) AS awaiting_sync
-FROM products p LEFT JOIN sold s ON s.product_id = p.id LEFT JOIN unapplied u ON u.product_id = p.id
-WHERE s.product_id IS NOT NULL OR p.stock <> p.initial_stock OR p.id = ANY($1) OR p.gate IS NOT NULL
-   OR u.product_id IS NOT NULL
-ORDER BY p.id
-"#;
-
-/// [`SQL_LEDGER`] for a run over history (`$2`: orders created before it are history): the
-/// products the run touched, plus `$1`, with the units of their history orders taken out of the
-/// initial stock, so each row reads as the run saw it (`initial_stock` = the stock at the reset).
-/// Only the run's orders and the touched products' order lines are read, never the history as a
-/// whole.
-const SQL_LEDGER_SINCE: &str = r#"
-WITH run AS (
-    SELECT id, idempotency_key, status FROM orders WHERE created_at >= $2
-), touched AS (
-    SELECT i.product_id FROM run r JOIN order_items i ON i.order_id = r.id
-    UNION SELECT id FROM products WHERE gate IS NOT NULL
-    UNION SELECT product_id FROM stock_unapplied
-    UNION SELECT unnest($1::bigint[])
-), sold AS (
+/// PostgreSQL's books per product for the run (see `run_orders!`, bound by `$2`): the products
+/// the run touched, plus `$1`, with the units of their history orders taken out of the initial
+/// stock, so each row reads as the run saw it (`initial_stock` = the stock at the reset). Only the
+/// run's orders and the touched products' order lines are read, never the history as a whole.
+///
+/// Without a bound every order is the run's and there is no history: a product whose stock moved
+/// with no order counts as touched too (units that vanished). Over history it is not seen, which
+/// keeps the audit off the catalogue: every sale in this crate claims a gate or writes an order.
+/// The statement runs with custom plans, where each `$2 IS [NOT] NULL` folds away.
+const SQL_LEDGER: &str = concat!(
+    "WITH run AS (SELECT id, idempotency_key, status FROM orders WHERE ",
+    run_orders!("$2"),
+    r#"), sold AS (
     SELECT i.product_id,
            SUM(i.quantity)::bigint AS units,
            COUNT(*)::bigint AS orders,
@@ -417,6 +396,13 @@ WITH run AS (
     FROM run r JOIN order_items i ON i.order_id = r.id
     WHERE r.status IN ('pending', 'confirmed')
     GROUP BY i.product_id
+), touched AS (
+    SELECT product_id FROM sold
+    UNION SELECT i.product_id FROM run r JOIN order_items i ON i.order_id = r.id WHERE $2::timestamptz IS NOT NULL
+    UNION SELECT id FROM products WHERE gate IS NOT NULL
+    UNION SELECT product_id FROM stock_unapplied
+    UNION SELECT unnest($1::bigint[])
+    UNION SELECT id FROM products WHERE $2::timestamptz IS NULL AND stock <> initial_stock
 ), history AS (
     SELECT i.product_id, SUM(i.quantity)::bigint AS units
     FROM touched t JOIN order_items i ON i.product_id = t.product_id JOIN orders o ON o.id = i.order_id
@@ -436,22 +422,18 @@ FROM touched t JOIN products p ON p.id = t.product_id
 LEFT JOIN sold s ON s.product_id = p.id LEFT JOIN history h ON h.product_id = p.id
 LEFT JOIN unapplied u ON u.product_id = p.id
 ORDER BY p.id
-"#;
+"#
+);
 
-/// Units in live orders for products PostgreSQL has no row for: sold out of nothing.
-const ORPHAN_UNITS: &str = r#"
-SELECT COALESCE(SUM(i.quantity), 0)::bigint
-FROM order_items i JOIN orders o ON o.id = i.order_id
-WHERE o.status IN ('pending', 'confirmed') AND NOT EXISTS (SELECT 1 FROM products p WHERE p.id = i.product_id)
-"#;
-
-/// [`ORPHAN_UNITS`] among the run's orders (created at or after `$1`).
-const ORPHAN_UNITS_SINCE: &str = r#"
-SELECT COALESCE(SUM(i.quantity), 0)::bigint
-FROM orders o JOIN order_items i ON i.order_id = o.id
-WHERE o.created_at >= $1 AND o.status IN ('pending', 'confirmed')
-  AND NOT EXISTS (SELECT 1 FROM products p WHERE p.id = i.product_id)
-"#;
+/// Units in the run's live orders (see `run_orders!`, bound by `$1`) for products PostgreSQL has
+/// no row for: sold out of nothing.
+const ORPHAN_UNITS: &str = concat!(
+    "SELECT COALESCE(SUM(i.quantity), 0)::bigint \
+     FROM orders o JOIN order_items i ON i.order_id = o.id WHERE ",
+    run_orders!("$1", "o."),
+    " AND o.status IN ('pending', 'confirmed') \
+      AND NOT EXISTS (SELECT 1 FROM products p WHERE p.id = i.product_id)"
+);
 
 #[derive(FromRow)]
 struct LedgerRow {
@@ -481,7 +463,7 @@ pub struct SqlProduct {
 ///
 /// Over history (after `server populate`, or a reset that kept the catalogue), only the run's
 /// orders count: the products they hold, the ones a gate claimed and `tracked`, each with its
-/// history taken out of its initial stock (see [`SQL_LEDGER_SINCE`]). A product whose stock moved
+/// history taken out of its initial stock (see [`SQL_LEDGER`]). A product whose stock moved
 /// with no order and no gate is not seen then: every sale in this crate claims a gate or writes
 /// an order.
 ///
@@ -496,22 +478,11 @@ pub async fn sql_books(
     // Scanning millions of products outlives the timeout meant for purchases.
     sqlx::query("SET LOCAL statement_timeout = '300s'").execute(&mut *tx).await?;
     sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan").execute(&mut *tx).await?;
-    let (rows, totals): (Vec<LedgerRow>, OrderTotals) = match orders_since(&mut tx).await? {
-        None => {
-            let rows = sqlx::query_as(SQL_LEDGER).bind(tracked).fetch_all(&mut *tx).await?;
-            let mut totals: OrderTotals = sqlx::query_as(ORDER_TOTALS).fetch_one(&mut *tx).await?;
-            totals.orphan_units = sqlx::query_scalar(ORPHAN_UNITS).fetch_one(&mut *tx).await?;
-            (rows, totals)
-        }
-        Some(since) => {
-            let rows = sqlx::query_as(SQL_LEDGER_SINCE).bind(tracked).bind(since).fetch_all(&mut *tx).await?;
-            let mut totals: OrderTotals =
-                sqlx::query_as(ORDER_TOTALS_SINCE).bind(since).fetch_one(&mut *tx).await?;
-            totals.orphan_units =
-                sqlx::query_scalar(ORPHAN_UNITS_SINCE).bind(since).fetch_one(&mut *tx).await?;
-            (rows, totals)
-        }
-    };
+    let since = orders_since(&mut tx).await?;
+    let rows: Vec<LedgerRow> =
+        sqlx::query_as(SQL_LEDGER).bind(tracked).bind(since).fetch_all(&mut *tx).await?;
+    let mut totals: OrderTotals = sqlx::query_as(ORDER_TOTALS).bind(since).fetch_one(&mut *tx).await?;
+    totals.orphan_units = sqlx::query_scalar(ORPHAN_UNITS).bind(since).fetch_one(&mut *tx).await?;
     tx.commit().await?;
     let ledger = rows
         .into_iter()
@@ -531,25 +502,18 @@ pub async fn sql_books(
     Ok((ledger, totals))
 }
 
-macro_rules! order_totals {
-    ($where:literal) => {
-        concat!(
-            "SELECT COUNT(*) FILTER (WHERE status = 'pending') AS pending, \
-                    COUNT(*) FILTER (WHERE status = 'confirmed') AS confirmed, \
-                    COUNT(*) FILTER (WHERE status = 'cancelled') AS cancelled, \
-                    COUNT(*) FILTER (WHERE status = 'void') AS voided, \
-                    COUNT(idempotency_key) - COUNT(DISTINCT idempotency_key) AS duplicated, \
-                    0::bigint AS orphan_units, \
-                    (SELECT COUNT(DISTINCT order_id) FROM stock_unapplied) AS awaiting_sync \
-             FROM orders ",
-            $where
-        )
-    };
-}
-
-const ORDER_TOTALS: &str = order_totals!("");
-/// The run's orders only: created at or after `$1`.
-const ORDER_TOTALS_SINCE: &str = order_totals!("WHERE created_at >= $1");
+/// Counts of the run's orders (see `run_orders!`, bound by `$1`).
+const ORDER_TOTALS: &str = concat!(
+    "SELECT COUNT(*) FILTER (WHERE status = 'pending') AS pending, \
+            COUNT(*) FILTER (WHERE status = 'confirmed') AS confirmed, \
+            COUNT(*) FILTER (WHERE status = 'cancelled') AS cancelled, \
+            COUNT(*) FILTER (WHERE status = 'void') AS voided, \
+            COUNT(idempotency_key) - COUNT(DISTINCT idempotency_key) AS duplicated, \
+            0::bigint AS orphan_units, \
+            (SELECT COUNT(DISTINCT order_id) FROM stock_unapplied) AS awaiting_sync \
+     FROM orders WHERE ",
+    run_orders!("$1")
+);
 
 /// Order counts over the whole table, which per-product rows cannot give (a multi-item order
 /// shows in several rows).
@@ -584,21 +548,16 @@ pub async fn is_empty(pool: &PgPool) -> Result<bool, StrategyError> {
 pub async fn order_entries(pool: &PgPool, limit: i64) -> Result<Vec<OrderEntry>, StrategyError> {
     let mut tx = pool.begin().await?;
     sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan").execute(&mut *tx).await?;
-    let rows: Vec<(Uuid, String, String)> = match orders_since(&mut tx).await? {
-        None => {
-            sqlx::query_as("SELECT id, strategy, status FROM orders WHERE status <> 'void' LIMIT $1")
-                .bind(limit)
-                .fetch_all(&mut *tx)
-                .await?
-        }
-        Some(since) => sqlx::query_as(
-            "SELECT id, strategy, status FROM orders WHERE created_at >= $2 AND status <> 'void' LIMIT $1",
-        )
-        .bind(limit)
-        .bind(since)
-        .fetch_all(&mut *tx)
-        .await?,
-    };
+    let since = orders_since(&mut tx).await?;
+    let rows: Vec<(Uuid, String, String)> = sqlx::query_as(concat!(
+        "SELECT id, strategy, status FROM orders WHERE ",
+        run_orders!("$2"),
+        " AND status <> 'void' LIMIT $1"
+    ))
+    .bind(limit)
+    .bind(since)
+    .fetch_all(&mut *tx)
+    .await?;
     tx.commit().await?;
     rows.into_iter()
         .map(|(order_id, strategy, status)| {

@@ -193,17 +193,35 @@ async fn a_queued_strategy_is_durable_only_once_its_backlog_is_persisted(
     assert!(row.durable_sales_per_sec.unwrap() < row.sales_per_sec, "{row:?}");
 }
 
-/// A database of its own for a `bench` child process, dropped afterwards.
+/// A database and a Redis prefix of their own for `bench` child processes, the database dropped
+/// afterwards.
 struct ScratchDatabase {
     admin_url: String,
     name: String,
+    redis_prefix: String,
 }
 
 impl ScratchDatabase {
     fn new() -> Self {
         let admin_url = std::env::var("DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        Self { admin_url, name: format!("bench_e2e_{}", uuid::Uuid::new_v4().simple()) }
+        let id = uuid::Uuid::new_v4().simple();
+        Self { admin_url, name: format!("bench_e2e_{id}"), redis_prefix: format!("e2e-{id}:") }
+    }
+
+    /// `bench` arguments: `command` (a command and its flags, split on white space), then the
+    /// flags that point it at this database, this Redis prefix and run folders in `out`.
+    fn args(&self, out: &Path, command: &str) -> Vec<String> {
+        let mut args: Vec<String> = command.split_whitespace().map(str::to_owned).collect();
+        args.extend([
+            "--out".to_owned(),
+            out.display().to_string(),
+            "--database-url".to_owned(),
+            self.url(),
+            "--redis-prefix".to_owned(),
+            self.redis_prefix.clone(),
+        ]);
+        args
     }
 
     fn url(&self) -> String {
@@ -222,7 +240,7 @@ impl ScratchDatabase {
     }
 }
 
-fn bench(args: &[&str]) -> std::process::Output {
+fn bench(args: &[impl AsRef<std::ffi::OsStr>]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_bench")).args(args).output().expect("bench runs")
 }
 
@@ -236,15 +254,12 @@ fn baseline(path: &Path, ratio: f64) {
 async fn bench_compare_writes_a_complete_results_folder_and_gates_it() {
     let db = ScratchDatabase::new();
     let out = tempdir();
-    let prefix = format!("e2e-{}:", uuid::Uuid::new_v4().simple());
-    let url = db.url();
-    let args = format!(
+    let args = db.args(
+        &out,
         "compare --preset ci --strategies memory,sql-atomic --repeat 2 --rate 400 --hot-stock 150 \
-         --regular-weight 0 --duration-secs 4 --grace-ms 200 --probe-secs 0.5 --warmup-secs 0 --generator-cap 2000 \
-         --out {} --database-url {url} --redis-prefix {prefix}",
-        out.display()
+         --regular-weight 0 --duration-secs 4 --grace-ms 200 --probe-secs 0.5 --warmup-secs 0 --generator-cap 2000",
     );
-    let output = bench(&args.split_whitespace().collect::<Vec<_>>());
+    let output = bench(&args);
     db.drop_it().await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "bench compare failed:\n{stderr}");
@@ -365,15 +380,12 @@ async fn bench_names_the_strategies_it_knows_when_asked_for_another(
 async fn bench_capacity_ranks_memory_above_sql_atomic_and_records_every_probe() {
     let db = ScratchDatabase::new();
     let out = tempdir();
-    let prefix = format!("e2e-{}:", uuid::Uuid::new_v4().simple());
-    let url = db.url();
-    let args = format!(
+    let args = db.args(
+        &out,
         "capacity --strategies memory,sql-atomic --probe-secs 1 --warmup-secs 0.2 --start-rate 250 \
-         --max-rate 8000 --generator-cap 8000 --resolution 0.25 --max-bisections 2 --connections 64 \
-         --out {} --database-url {url} --redis-prefix {prefix}",
-        out.display()
+         --max-rate 8000 --generator-cap 8000 --resolution 0.25 --max-bisections 2 --connections 64",
     );
-    let output = bench(&args.split_whitespace().collect::<Vec<_>>());
+    let output = bench(&args);
     db.drop_it().await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "bench capacity failed:\n{stderr}");
@@ -430,15 +442,13 @@ async fn bench_capacity_ranks_memory_above_sql_atomic_and_records_every_probe() 
 async fn bench_capacity_measures_the_sql_strategies_once_per_driver() {
     let db = ScratchDatabase::new();
     let out = tempdir();
-    let prefix = format!("e2e-{}:", uuid::Uuid::new_v4().simple());
-    let url = db.url();
-    let args = format!(
+    let args = db.args(
+        &out,
         "capacity --strategies memory,sql-atomic --pg-driver sqlx,tokio-postgres --probe-secs 0.5 \
          --warmup-secs 0 --start-rate 200 --max-rate 400 --generator-cap 400 --resolution 0.5 \
-         --max-bisections 1 --connections 32 --out {} --database-url {url} --redis-prefix {prefix}",
-        out.display()
+         --max-bisections 1 --connections 32",
     );
-    let output = bench(&args.split_whitespace().collect::<Vec<_>>());
+    let output = bench(&args);
     db.drop_it().await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "bench capacity failed:\n{stderr}");
@@ -494,17 +504,12 @@ async fn bench_ceilings_measures_the_raw_tools_and_writes_its_files() {
     use checkout_bench::run_folder::ceilings::CeilingRow;
     let db = ScratchDatabase::new();
     let out = tempdir();
-    let prefix = format!("e2e-{}:", uuid::Uuid::new_v4().simple());
-    let url = db.url();
-    let args = format!(
+    let args = db.args(
+        &out,
         "ceilings --repeat 2 --secs 1 --pg-clients 2,4 --redis-clients 4 --connections 4 \
-         --only client-static,client-memory,redis-reserve-check,pg-hot-row \
-         --out {} --database-url {url} --redis-prefix {prefix}",
-        out.display()
+         --only client-static,client-memory,redis-reserve-check,pg-hot-row",
     );
-    let output = tokio::task::spawn_blocking(move || bench(&args.split_whitespace().collect::<Vec<_>>()))
-        .await
-        .unwrap();
+    let output = tokio::task::spawn_blocking(move || bench(&args)).await.unwrap();
     db.drop_it().await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "bench ceilings failed:\n{stderr}");
@@ -534,25 +539,14 @@ async fn bench_ceilings_measures_the_raw_tools_and_writes_its_files() {
 async fn bench_compare_spreads_the_load_over_replicas() {
     let db = ScratchDatabase::new();
     let out = tempdir();
-    let prefix = format!("e2e-{}:", uuid::Uuid::new_v4().simple());
-    let url = db.url();
-    let common = format!(
-        "--preset ci --repeat 1 --rate 400 --hot-stock 150 --regular-weight 0 --duration-secs 4 \
-         --grace-ms 200 --capacity=false --no-report --out {} --database-url {url} --redis-prefix {prefix} \
-         --replicas 2",
-        out.display()
-    );
-    let refused =
-        bench(&format!("compare --strategies memory {common}").split_whitespace().collect::<Vec<_>>());
+    let common = "--preset ci --repeat 1 --rate 400 --hot-stock 150 --regular-weight 0 --duration-secs 4 \
+                  --grace-ms 200 --capacity=false --no-report --replicas 2";
+    let refused = bench(&db.args(&out, &format!("compare --strategies memory {common}")));
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success(), "memory across replicas must be refused:\n{stderr}");
     assert!(stderr.contains("memory keeps its books in one server process"), "{stderr}");
 
-    let output = bench(
-        &format!("compare --strategies sql-atomic,redis-lua,stream {common}")
-            .split_whitespace()
-            .collect::<Vec<_>>(),
-    );
+    let output = bench(&db.args(&out, &format!("compare --strategies sql-atomic,redis-lua,stream {common}")));
     db.drop_it().await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "bench compare --replicas 2 failed:\n{stderr}");

@@ -4,14 +4,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use clap::Args;
 
 use super::{CapacityArgs, Collected, Depth, generator_cap, measure, probe};
-use crate::bench::drivers::{self, DriverFlags};
+use crate::bench::drivers::DriverFlags;
 use crate::bench::options::ServerFlags;
+use crate::bench::passes::Ran;
+use crate::bench::run_file::{Described, RunStart};
 use crate::bench::server::Server;
-use crate::bench::{Ran, shuffled};
 use crate::run_folder::{CapacityRow, RunFolder, StrategyInfo, meta};
 
 /// `bench capacity`.
@@ -131,95 +131,41 @@ pub async fn run(flags: &CapacityFlags, command: String) -> anyhow::Result<Capac
         Duration::from_secs(flags.drain_timeout_secs),
         &flags.out,
     )?;
-    let git = meta::git();
-    let folder = RunFolder::create(&flags.out, &git.short_sha)?;
-    let started_at = chrono::Utc::now();
-    eprintln!("bench capacity: run {} ({} build)", folder.path.display(), meta::profile());
-    let passes = flags.drivers.passes(&flags.server)?;
+    let run = RunStart::begin(&flags.out)?;
+    eprintln!("bench capacity: run {} ({} build)", run.folder.path.display(), meta::profile());
     let mut settings = settings;
     settings.shape.keep_catalogue = flags.catalogue == Catalogue::Existing;
-    let order_seed = u64::try_from(started_at.timestamp_micros()).unwrap_or_default();
     let mut collected = Collected::default();
-    let mut ran = Ran::new(flags.repeat);
+    let mut ran =
+        Ran::new(flags.drivers.passes(&flags.server)?, &flags.strategies, flags.repeat, run.order_seed());
     let mut cap = None;
-    let mut outcome = Ok(());
-    for pass in &passes {
-        let server = match ran.start(pass, &flags.strategies, &folder).await {
-            Ok(Some(server)) => server,
-            Ok(None) => continue,
-            Err(err) if pass.first => return Err(err),
-            Err(err) => {
-                outcome = Err(err);
-                break;
-            }
-        };
-        // Every pass runs on the same catalogue; each server says how large it is.
-        match flags.regulars(&server).await {
-            Ok(regulars) => settings.shape.regulars = regulars,
-            Err(err) => {
-                server.stop().await;
-                if pass.first {
-                    return Err(err);
-                }
-                outcome = Err(err);
-                break;
-            }
-        }
-        let orders = shuffled(&ran.pass_strategies, flags.repeat, order_seed);
-        ran.record(&orders);
-        let measured = async {
+    let folder = &run.folder;
+    let outcome = ran
+        .each_pass(folder, "the searches finished before Ctrl-C are written", async |server, ran| {
+            // Every pass runs on the same catalogue; each server says how large it is.
+            settings.shape.regulars = flags.regulars(server).await?;
+            let orders = ran.draw_orders();
             // Measured once: every pass's searches stop at the same ceiling.
             let cap = match cap {
                 Some(cap) => cap,
                 None => *cap.insert(generator_cap(&settings).await?),
             };
             for (repetition, order) in (1u32..).zip(&orders) {
-                measure(&server, order, &settings, cap, &folder.id, repetition, &mut collected).await?;
+                measure(server, order, &settings, cap, &folder.id, repetition, &mut collected).await?;
             }
-            anyhow::Ok(())
-        };
-        outcome = tokio::select! {
-            outcome = measured => outcome,
-            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted: the searches finished before Ctrl-C are written")),
-        };
-        server.stop().await;
-        if outcome.is_err() {
-            break;
-        }
-    }
-    let mut meta = meta::RunMeta {
-        run_id: folder.id.clone(),
-        started_at: started_at.to_rfc3339(),
-        finished_at: chrono::Utc::now().to_rfc3339(),
-        git,
-        versions: meta::versions(&flags.server.database_url, &flags.server.redis_url).await,
-        host: meta::host(),
-        profile: meta::profile().to_owned(),
+            Ok(())
+        })
+        .await?;
+    let described = Described {
         preset: "capacity".to_owned(),
         command,
-        options: serde_json::json!({
-            "capacity": settings.describe(),
-            "repeat": flags.repeat,
-            "strategies": ran.strategies.iter().map(StrategyInfo::label).collect::<Vec<_>>(),
-            "drain_timeout_secs": flags.drain_timeout_secs,
-            "order_seed": order_seed,
-            "server_args": flags.server.server_args,
-        }),
-        strategies: ran.strategies,
-        repetition_order: ran.repetition_order,
-        server: ran.server.unwrap_or_default(),
-        incomplete: outcome.as_ref().err().map(|err| format!("{err:#}")),
+        options: serde_json::json!({ "capacity": settings.describe() }),
+        server: &flags.server,
+        drivers: &flags.drivers,
+        drain_timeout_secs: flags.drain_timeout_secs,
+        out: &flags.out,
     };
-    drivers::record(&mut meta.options, &flags.drivers);
-    std::fs::write(folder.file("run.json"), serde_json::to_string_pretty(&meta)?)
-        .with_context(|| format!("cannot write {}", folder.file("run.json").display()))?;
-    collected.write(&folder)?;
-    folder.mark_latest(&flags.out)?;
-    outcome?;
-    if !flags.no_report {
-        let rendered =
-            crate::report::render(&folder.path).context("the run is written, but its report failed")?;
-        eprintln!("bench: report {}", rendered.index_html.display());
-    }
-    Ok(CapacityReport { folder, strategies: meta.strategies, rows: collected.rows })
+    let meta = run.finish(described, ran, outcome, |folder| collected.write(folder)).await?;
+    run.report(flags.no_report)?;
+    Ok(CapacityReport { folder: run.folder, strategies: meta.strategies, rows: collected.rows })
 }

@@ -10,8 +10,9 @@
 //! missing from PostgreSQL, no order behind an answer that said it failed, nothing duplicated or
 //! half-written, nothing stranded, and Redis equal to PostgreSQL for what the Redis gate sells.
 //!
-//! Helpers: [`redis_server::DisposableRedis`] (a `redis-server` of the test's own, killed on drop),
-//! [`nats_server::DisposableNats`] (a `nats-server -js` with its own store, likewise),
+//! Helpers: [`disposable::Disposable`] (a server process of the test's own on a free port, killed
+//! on drop, `kill -9` and restart at will) and its two kinds, [`redis_server::DisposableRedis`] and
+//! [`nats_server::DisposableNats`] (a `nats-server -js` with its own store),
 //! [`redis_proxy::RedisFaultProxy`] (replies held, or the link stalled right after a chosen
 //! command), [`pg_proxy::PgFaultProxy`] (the reply to a `COMMIT` lost), [`storm`] (retrying
 //! buyers and a tally of their answers), [`books`] (settling and checking).
@@ -24,6 +25,7 @@ use crate::helpers::{Setup, TestApp, eventually};
 
 mod books;
 mod broker;
+mod disposable;
 mod gates;
 mod inflight;
 mod lost_commit;
