@@ -8,7 +8,8 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use checkout_strategies::{
-    Backends, PgDriver, RedisBackend, Registry, StockPlan, StrategyError, catalog, redis_stock, reservation,
+    Backends, PgDriver, RedisBackend, Registry, StockPlan, StrategyError, catalog, contention, redis_stock,
+    reservation,
 };
 use sqlx::PgPool;
 
@@ -137,6 +138,10 @@ impl App {
         };
         if let Ok(Some(id)) = catalog::latest_plan_id(&self.pg).await {
             self.plan_id.store(id, Ordering::Relaxed);
+        }
+        // Only housekeeping: the audit reads the counts of the plan in force alone.
+        if let Err(err) = contention::forget_earlier_plans(&self.pg).await {
+            tracing::warn!(%err, "could not drop the contention counts of earlier plans");
         }
         let explicit: Vec<i64> = plan.products.iter().map(|p| p.id.get()).collect();
         let keep_catalogue = summary.run_orders_deleted.is_some();

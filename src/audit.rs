@@ -22,12 +22,16 @@
 //! `redis-orderlog` commits orders without touching the stock row; the stock sync takes their
 //! units later. Until it has, those units are `awaiting_sync`: the books are judged on what is
 //! left to sell (`final_stock − awaiting_sync`), and the audit is not `settled` while any remain.
+//!
+//! Every figure is read from the stores all server replicas share (PostgreSQL, Redis, the broker),
+//! never from what this process happened to answer, so any replica gives the same verdict. The
+//! one exception is `memory`'s ledger, which exists in one process only (`single_process`).
 
 use std::collections::BTreeMap;
 
 use checkout_strategies::catalog::{self, OrderTotals};
 use checkout_strategies::reservation::{self, HeldUnits};
-use checkout_strategies::{Gate, ProductLedger, StrategyError, StrategyKind, redis_stock};
+use checkout_strategies::{Gate, ProductLedger, StrategyError, StrategyKind, contention, redis_stock};
 use serde::Serialize;
 
 use crate::app::App;
@@ -54,8 +58,9 @@ pub struct ProductAudit {
     /// anomalies above are computed on `final_stock − awaiting_sync`.
     pub awaiting_sync: i64,
     /// Purchases of this product refused with 409 `contention` (`sql-optimistic` lost its
-    /// compare-and-swap every time) since the reset: buyers turned away while stock may be left.
-    /// An undersell, not an anomaly: it does not make the audit unclean.
+    /// compare-and-swap every time) since the reset, by any replica (counted in PostgreSQL):
+    /// buyers turned away while stock may be left. An undersell, not an anomaly: it does not make
+    /// the audit unclean.
     pub contention_refusals: u64,
     /// Redis's stock, when the Redis mirror was read and holds the key.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -254,7 +259,8 @@ pub struct AuditReport {
     /// No accepted order is waiting for a worker, no queue holds a message, no reservation is open, no mirror waits for a
     /// resync and no committed order waits for the stock sync: the books are final.
     pub settled: bool,
-    /// Strategies that placed orders since the reset (this server process).
+    /// Strategies that placed orders since the reset, whichever replica sold them (`memory`'s
+    /// sales only when this process made them: its books live here).
     pub sold_by: Vec<StrategyKind>,
     /// PostgreSQL, summed over `products`.
     pub total: AuditTotal,
@@ -269,6 +275,16 @@ pub struct AuditReport {
     pub ledgers: BTreeMap<StrategyKind, LedgerAudit>,
 }
 
+/// Products the plan in force names, which the audit always reports. Read from PostgreSQL rather
+/// than from the plan this process holds: a replica that has not taken up a reset made through
+/// another one yet must still audit the same products.
+async fn planned_products(app: &App) -> Result<Vec<i64>, StrategyError> {
+    Ok(match catalog::latest_plan(&app.pg).await? {
+        Some(plan) => plan.products.iter().map(|p| p.id.get()).collect(),
+        None => app.tracked_products(),
+    })
+}
+
 /// Reads every ledger and reconciles it.
 ///
 /// # Errors
@@ -280,11 +296,7 @@ pub async fn reconcile(app: &App) -> Result<AuditReport, StrategyError> {
     // from the books of an audit that calls itself settled (and show as Redis drift).
     let mut ledgers = BTreeMap::new();
     let mut queues = QueueAudit::default();
-    let mut contention: BTreeMap<i64, u64> = BTreeMap::new();
     for strategy in app.registry.iter() {
-        for (product, refusals) in strategy.contention_refusals() {
-            *contention.entry(product).or_default() += refusals;
-        }
         if let Some(backlog) = strategy.backlog().await? {
             queues.pending += backlog.pending;
             queues.pending_units += backlog.pending_units;
@@ -299,8 +311,9 @@ pub async fn reconcile(app: &App) -> Result<AuditReport, StrategyError> {
     let holds = reservation::holds(&app.redis).await?;
     let awaiting_resync = reservation::awaiting_resync(&app.redis).await?;
     let now_ms = reservation::redis_now_ms(&app.redis).await?;
+    let contention = contention::refusals(&app.pg).await?;
     // A product buyers were turned away from is listed even if nobody bought it.
-    let mut tracked = app.tracked_products();
+    let mut tracked = planned_products(app).await?;
     tracked.extend(contention.keys());
     let (rows, totals) = catalog::sql_books(&app.pg, &tracked).await?;
     let ids: Vec<uuid::Uuid> = holds.iter().map(|hold| hold.order_id).collect();

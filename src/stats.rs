@@ -1,6 +1,9 @@
 //! Per-strategy counters and latency histograms, recorded by a layer around each strategy so
 //! strategy files hold only their mechanism. Feeds `GET /stats` (HdrHistogram percentiles) and
 //! `GET /metrics` (Prometheus).
+//!
+//! Both are views of this process: with several server replicas each counts the purchases it
+//! answered. Nothing the audit needs to agree on across replicas may live here.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -283,9 +286,5 @@ impl Strategy for Measured {
 
     async fn shutdown(&self) {
         self.inner.shutdown().await;
-    }
-
-    fn contention_refusals(&self) -> std::collections::BTreeMap<i64, u64> {
-        self.inner.contention_refusals()
     }
 }

@@ -81,7 +81,8 @@ pub(super) async fn order(
     }
 }
 
-/// `GET /stats`: per-strategy counters and latency percentiles since the last reset.
+/// `GET /stats`: per-strategy counters and latency percentiles since the last reset, of this
+/// process only: each replica counts what it answered (the audit is the view every replica shares).
 pub(super) async fn stats(State(state): State<AppState>) -> Json<Vec<StrategyStats>> {
     let mut snapshot = state.stats.snapshot();
     for line in &mut snapshot {

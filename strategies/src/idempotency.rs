@@ -244,10 +244,6 @@ impl Strategy for Keyed {
     async fn shutdown(&self) {
         self.inner.shutdown().await;
     }
-
-    fn contention_refusals(&self) -> std::collections::BTreeMap<i64, u64> {
-        self.inner.contention_refusals()
-    }
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@
 //! - [`pg_driver`]: which PostgreSQL client (sqlx or tokio-postgres) runs the per-sale SQL
 //!   strategies' purchase, and the seam they run their statements through.
 //! - [`one_transaction`]: the purchase every one-transaction SQL strategy shares, failures settled.
+//! - [`contention`]: buyers refused for contention, counted in PostgreSQL for every replica's audit.
 //! - [`fence`]: settling a purchase whose outcome is in doubt, for good.
 //! - [`background`]: which background work each strategy needs, and running it.
 //! - `idempotency`: one claim per `Idempotency-Key`, in front of every strategy.
@@ -28,6 +29,7 @@ pub mod backends;
 pub mod background;
 pub mod catalog;
 pub mod coalescer;
+pub mod contention;
 pub mod error;
 pub mod fence;
 mod gates;

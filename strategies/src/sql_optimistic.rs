@@ -6,12 +6,13 @@
 //! Guarantee: never oversells (the condition and the decrement are one statement, on the latest
 //! row version). It may undersell: a buyer who lost the swap every time is refused with 409
 //! `contention` while units are left. That is the point of showing it: the strategy counts those
-//! refusals per product ([`Strategy::contention_refusals`]) and the audit reports them beside the
-//! stock left. Durable: 201 only after COMMIT. Multi-item orders take every line in one
-//! transaction (product-id order) or none.
+//! refusals per product in PostgreSQL ([`crate::contention`]), so the audit of any server replica
+//! reports them beside the stock left. Durable: 201 only after COMMIT. Multi-item orders take
+//! every line in one transaction (product-id order) or none.
 //!
 //! Crash behaviour: as `sql-atomic`: before COMMIT nothing is there, after it everything; a lost
-//! reply is settled by voiding the order id ([`crate::fence`]).
+//! reply is settled by voiding the order id ([`crate::fence`]). A refusal whose count cannot be
+//! written is answered 503 instead of 409, so every 409 is counted.
 //!
 //! Why this shape: it is the textbook answer to lost updates without holding locks while the
 //! application thinks, and the comparison shows what it costs on a hot row. PostgreSQL still takes
@@ -19,14 +20,13 @@
 //! commit and then fails its condition: per sale it waits for a read, a write, the winner's commit
 //! and its own, and under contention most of that work is thrown away and done again.
 
-use std::collections::BTreeMap;
-use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use rand::{Rng, SeedableRng};
 use sqlx::PgPool;
 
+use crate::contention;
 use crate::error::StrategyError;
 use crate::gates::parse_gate;
 use crate::kind::{Gate, StrategyKind};
@@ -34,7 +34,6 @@ use crate::one_transaction::{self, SellsOnOneConnection};
 use crate::order::{OrderStatus, ProductId, PurchaseOutcome, PurchaseRequest, Receipt};
 use crate::order_store::insert_order;
 use crate::pg_driver::{Conn, DbError, PurchasePool, Statements};
-use crate::plan::StockPlan;
 use crate::strategy::Strategy;
 
 const READ: &str = "SELECT id, stock, version, gate FROM products WHERE id = ANY($1) ORDER BY id";
@@ -62,13 +61,12 @@ pub struct SqlOptimistic {
     pg: PgPool,
     purchases: PurchasePool,
     retries: u32,
-    refusals: Mutex<BTreeMap<i64, u64>>,
 }
 
 impl SqlOptimistic {
     /// Sells on `purchases`; replays and fences go to `pg`.
     pub fn new(pg: PgPool, purchases: PurchasePool, retries: u32) -> Self {
-        Self { pg, purchases, retries, refusals: Mutex::new(BTreeMap::new()) }
+        Self { pg, purchases, retries }
     }
 
     async fn attempt(&self, conn: &mut Conn, request: &PurchaseRequest) -> Result<Attempt, DbError> {
@@ -118,8 +116,7 @@ impl SqlOptimistic {
             match self.attempt(conn, request).await? {
                 Attempt::Done(outcome) => return Ok(outcome),
                 Attempt::Lost(product) if retries == self.retries => {
-                    let mut refusals = self.refusals.lock().unwrap_or_else(PoisonError::into_inner);
-                    *refusals.entry(product.get()).or_default() += 1;
+                    contention::record(conn, product).await?;
                     return Ok(PurchaseOutcome::Contention(product));
                 }
                 Attempt::Lost(_) => {
@@ -147,14 +144,5 @@ impl Strategy for SqlOptimistic {
 
     async fn purchase(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, StrategyError> {
         one_transaction::purchase(self, &self.purchases, &self.pg, self.kind(), request).await
-    }
-
-    async fn prepare(&self, _plan: &StockPlan) -> Result<(), StrategyError> {
-        self.refusals.lock().unwrap_or_else(PoisonError::into_inner).clear();
-        Ok(())
-    }
-
-    fn contention_refusals(&self) -> BTreeMap<i64, u64> {
-        self.refusals.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 }

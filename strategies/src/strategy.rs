@@ -69,13 +69,6 @@ pub trait Strategy: Send + Sync + fmt::Debug {
         None
     }
 
-    /// Purchases refused per product because other buyers kept changing its row
-    /// ([`PurchaseOutcome::Contention`]) since the last reset, for the audit: units left on the
-    /// shelf while buyers were refused. Empty for strategies that never refuse that way.
-    fn contention_refusals(&self) -> std::collections::BTreeMap<i64, u64> {
-        std::collections::BTreeMap::new()
-    }
-
     /// Every order this strategy keeps outside PostgreSQL, for the load generator's join of what
     /// clients were told with what is held.
     async fn own_orders(&self) -> Result<Vec<OrderEntry>, StrategyError> {

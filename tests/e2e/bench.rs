@@ -195,14 +195,14 @@ async fn a_queued_strategy_is_durable_only_once_its_backlog_is_persisted(
 
 /// A database and a Redis prefix of their own for `bench` child processes, the database dropped
 /// afterwards.
-struct ScratchDatabase {
+pub(crate) struct ScratchDatabase {
     admin_url: String,
     name: String,
     redis_prefix: String,
 }
 
 impl ScratchDatabase {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let admin_url = std::env::var("DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
         let id = uuid::Uuid::new_v4().simple();
@@ -211,7 +211,7 @@ impl ScratchDatabase {
 
     /// `bench` arguments: `command` (a command and its flags, split on white space), then the
     /// flags that point it at this database, this Redis prefix and run folders in `out`.
-    fn args(&self, out: &Path, command: &str) -> Vec<String> {
+    pub(crate) fn args(&self, out: &Path, command: &str) -> Vec<String> {
         let mut args: Vec<String> = command.split_whitespace().map(str::to_owned).collect();
         args.extend([
             "--out".to_owned(),
@@ -224,12 +224,12 @@ impl ScratchDatabase {
         args
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         let base = self.admin_url.rsplit_once('/').map_or(self.admin_url.as_str(), |(base, _)| base);
         format!("{base}/{}", self.name)
     }
 
-    async fn drop_it(self) {
+    pub(crate) async fn drop_it(self) {
         use sqlx::Connection as _;
         let mut conn = sqlx::PgConnection::connect(&self.admin_url).await.expect("admin connection");
         // The name is generated above from a UUID: nothing to escape.
@@ -240,7 +240,7 @@ impl ScratchDatabase {
     }
 }
 
-fn bench(args: &[impl AsRef<std::ffi::OsStr>]) -> std::process::Output {
+pub(crate) fn bench(args: &[impl AsRef<std::ffi::OsStr>]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_bench")).args(args).output().expect("bench runs")
 }
 
@@ -491,7 +491,7 @@ async fn bench_capacity_measures_the_sql_strategies_once_per_driver() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
-fn tempdir() -> PathBuf {
+pub(crate) fn tempdir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("bench-e2e-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -529,6 +529,27 @@ async fn bench_ceilings_measures_the_raw_tools_and_writes_its_files() {
     let bad = bench(&["ceilings", "--only", "wrk-turbo"]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown ceiling \"wrk-turbo\""));
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// `bench chaos` breaks Redis through a proxy a cluster client would bypass: with
+/// `REDIS_CLUSTER_NODES` set it stops before starting anything, and says why.
+#[test]
+fn bench_chaos_refuses_a_redis_cluster_by_name() {
+    let out = tempdir();
+    let output = Command::new(env!("CARGO_BIN_EXE_bench"))
+        .env("REDIS_CLUSTER_NODES", "127.0.0.1:7000,127.0.0.1:7001")
+        .args(["chaos", "--out"])
+        .arg(&out)
+        .output()
+        .expect("bench runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot run on a Redis Cluster") && stderr.contains("REDIS_CLUSTER_NODES"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0, "nothing was started or written");
     let _ = std::fs::remove_dir_all(&out);
 }
 

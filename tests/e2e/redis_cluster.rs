@@ -247,3 +247,47 @@ async fn purchases_answer_503_while_the_cluster_is_down(_: PoolOptions<Postgres>
     let audit = app.audit().await;
     assert_eq!(audit["clean"], true, "an outage of the whole cluster leaves the books clean: {audit}");
 }
+
+/// `bench ceilings` with `--redis-cluster-nodes`: the Redis ceilings run on the master that serves
+/// their hash tag (a plain connection there is answered, not redirected), and the rows say so.
+#[tokio::test]
+async fn bench_ceilings_measures_redis_on_the_master_of_its_tag() {
+    use checkout_bench::run_folder::ceilings::CeilingRow;
+    use checkout_bench::run_folder::read_csv;
+
+    let cluster = RedisCluster::start().await;
+    let db = crate::bench::ScratchDatabase::new();
+    let out = crate::bench::tempdir();
+    let args = db.args(
+        &out,
+        &format!(
+            "ceilings --repeat 1 --secs 1 --redis-clients 4 --only redis-decr-command,redis-reserve-check \
+             --redis-cluster-nodes {}",
+            cluster.nodes().join(",")
+        ),
+    );
+    let output = tokio::task::spawn_blocking(move || crate::bench::bench(&args)).await.expect("bench task");
+    db.drop_it().await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "bench ceilings on a cluster failed:\n{stderr}");
+    let folder = std::fs::read_dir(&out).unwrap().flatten().find(|e| e.path().is_dir()).unwrap().path();
+    let rows: Vec<CeilingRow> = read_csv(&folder.join("ceilings.csv")).expect("ceilings.csv");
+    assert_eq!(rows.len(), 2, "one row per ceiling: {rows:?}");
+    let masters: Vec<String> =
+        cluster.nodes().into_iter().filter(|node| rows[0].operation.ends_with(node)).collect();
+    assert_eq!(masters.len(), 1, "the rows name one of the cluster's masters: {rows:?}");
+    for row in &rows {
+        assert!(row.ops_per_sec > 0.0, "{row:?}");
+        assert!(row.operation.contains("Redis Cluster master of {ceilings}"), "{row:?}");
+        assert!(row.operation.ends_with(&masters[0]), "every Redis ceiling on the same master: {rows:?}");
+    }
+    // Only the master of the tag's slot answers a plain write of a tagged key; the others redirect.
+    for node in cluster.nodes() {
+        let client = redis::Client::open(format!("redis://{node}")).expect("node URL");
+        let mut conn = client.get_multiplexed_async_connection().await.expect("connect to a node");
+        let written: redis::RedisResult<()> =
+            redis::cmd("SET").arg("{ceilings}:probe").arg(1).query_async(&mut conn).await;
+        assert_eq!(written.is_ok(), node == masters[0], "{node}: {written:?}");
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}

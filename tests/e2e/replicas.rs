@@ -1,7 +1,8 @@
 //! Two server processes on one database and one Redis prefix, as replicas behind a load balancer:
 //! buyers split between them must never buy more than the stock, whichever strategy sells, and
-//! either replica's audit must give the same, clean verdict. Each process keeps its own batchers,
-//! caches and queue consumers; only PostgreSQL and Redis are shared.
+//! either replica's audit must give the same, clean verdict, counting what the other replica
+//! answered too. Each process keeps its own batchers, caches and queue consumers; only PostgreSQL
+//! and Redis are shared.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use sqlx::Postgres;
 use sqlx::pool::PoolOptions;
 use sqlx::postgres::PgConnectOptions;
 
-use crate::helpers::{Setup, order_body};
+use crate::helpers::{RowLock, Setup, audited_product, order_body, wait_for_lock_waiters};
 
 const HOT: i64 = 100;
 const STOCK: i64 = 10;
@@ -204,6 +205,88 @@ async fn a_reset_through_one_replica_reaches_the_others(_: PoolOptions<Postgres>
 
     let audit = settled(&b, StrategyKind::SqlSkipLocked).await;
     assert_eq!(audit["clean"], true, "{audit}");
+    a.stop().await;
+    b.stop().await;
+}
+
+/// Buyers who read one version of the row while it is locked: with no retry, one swaps and the
+/// rest are refused for contention.
+const STALE_READERS: usize = 8;
+
+/// `sql-optimistic`'s 409 `contention` answers come from whichever replica the buyer reached. The
+/// audit of every replica must count all of them, not only the ones it answered itself, and a
+/// reset through one replica must start every replica's count over.
+#[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
+async fn contention_refusals_of_either_replica_are_in_both_audits(
+    pool: PoolOptions<Postgres>,
+    connect: PgConnectOptions,
+) {
+    const PLENTY: i64 = 1_000;
+    let kind = StrategyKind::SqlOptimistic;
+    let mut flags = shared_stores(&connect);
+    flags.server_args = vec!["--optimistic-retries=0".into()];
+    let (a, b) = tokio::join!(replica(&flags, "a"), replica(&flags, "b"));
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
+    let watcher = pool.connect_with(connect.clone()).await.expect("connect the test database");
+    let plan = json!({ "products": [{ "id": HOT, "stock": PLENTY }] });
+    a.reset(&plan).await.expect("reset through replica a");
+    same_plan(&client, &[&a, &b]).await;
+
+    // Every buyer reads the version, then waits for the row lock to swap: once it is released,
+    // one swap holds and every other buyer finds the version moved.
+    let lock = RowLock::take(&connect, HOT).await;
+    let buyers: Vec<_> = (0..STALE_READERS)
+        .map(|i| {
+            let replica = (if i % 2 == 0 { &a } else { &b }).target.base().to_owned();
+            let client = client.clone();
+            tokio::spawn(async move {
+                let url = format!("{replica}/strategies/{kind}/purchase");
+                let answer = client.post(url).json(&order_body(&[(HOT, 1)])).send().await.expect("answers");
+                let status = answer.status().as_u16();
+                (i % 2, status, answer.json::<Value>().await.expect("JSON answer"))
+            })
+        })
+        .collect();
+    wait_for_lock_waiters(&watcher, i64::try_from(STALE_READERS).unwrap(), Duration::from_secs(10)).await;
+    lock.release().await;
+    let mut refused_by = [0_usize; 2];
+    let mut placed = 0;
+    for buyer in buyers {
+        let (replica, status, body) = buyer.await.expect("buyer task");
+        match status {
+            201 => placed += 1,
+            409 => {
+                assert_eq!(body["error"], "contention", "refused for contention: {body}");
+                refused_by[replica] += 1;
+            }
+            _ => panic!("unexpected answer {status}: {body}"),
+        }
+    }
+    assert_eq!(placed, 1, "one swap per version read: refused {refused_by:?}");
+    assert!(refused_by.iter().all(|&refused| refused > 0), "both replicas refused buyers: {refused_by:?}");
+    let refused = refused_by.iter().sum::<usize>();
+
+    for (name, replica) in [("a", &a), ("b", &b)] {
+        let audit = replica.audit().await.expect("GET /admin/audit");
+        let product = audited_product(&audit, HOT, kind);
+        assert_eq!(
+            product["contention_refusals"], refused,
+            "replica {name} counts the refusals of both replicas ({refused_by:?}): {product}"
+        );
+        assert_eq!(audit["total"]["contention_refusals"], refused, "replica {name}: {audit}");
+        assert_eq!(product["final_stock"], PLENTY - 1, "replica {name}: units left: {product}");
+        assert_eq!(audit["clean"], true, "replica {name}: an undersell is not an anomaly: {audit}");
+    }
+
+    b.reset(&plan).await.expect("reset through replica b");
+    same_plan(&client, &[&a, &b]).await;
+    for (name, replica) in [("a", &a), ("b", &b)] {
+        let audit = replica.audit().await.expect("GET /admin/audit");
+        assert_eq!(
+            audit["total"]["contention_refusals"], 0,
+            "replica {name}: a new plan counts anew: {audit}"
+        );
+    }
     a.stop().await;
     b.stop().await;
 }

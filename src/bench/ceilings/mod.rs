@@ -6,6 +6,7 @@
 
 mod client;
 pub mod cpu;
+mod redis_target;
 mod tools;
 
 use std::collections::BTreeMap;
@@ -28,16 +29,16 @@ use crate::run_folder::{RunFolder, medians_by_strategy, meta, read_csv, write_cs
 const HOT: i64 = 100;
 /// A stock no measurement can sell out.
 const BOUNDLESS: i64 = 1_000_000_000_000;
-/// Keys of the Redis ceilings, deleted afterwards.
-const REDIS_KEYS: [&str; 7] = [
-    "ceilings:stock",
-    "ceilings:inflight",
-    "ceilings:reservations",
-    "ceilings:deadlines",
-    "ceilings:pending",
-    "ceilings:stream",
-    "ceilings:xadd",
-];
+/// Keys of the Redis ceilings, deleted afterwards. All under [`redis_target::TAG`], so the
+/// scripts' keys share a slot on a Redis Cluster.
+const STOCK: &str = "{ceilings}:stock";
+const INFLIGHT: &str = "{ceilings}:inflight";
+const RESERVATIONS: &str = "{ceilings}:reservations";
+const DEADLINES: &str = "{ceilings}:deadlines";
+const PENDING: &str = "{ceilings}:pending";
+const STREAM: &str = "{ceilings}:stream";
+const XADD: &str = "{ceilings}:xadd";
+const REDIS_KEYS: [&str; 7] = [STOCK, INFLIGHT, RESERVATIONS, DEADLINES, PENDING, STREAM, XADD];
 
 /// `bench ceilings`.
 #[derive(Debug, Clone, Args)]
@@ -53,6 +54,11 @@ pub struct CeilingFlags {
     /// HTTP connections for wrk and our client.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub connections: u32,
+    /// Redis Cluster nodes (`host:port,…`), as the server reads them: the server bench starts
+    /// gets them, and the Redis ceilings run on the master holding their hash tag, the way one
+    /// setup's keys all live on one master.
+    #[arg(long, env = "REDIS_CLUSTER_NODES", value_delimiter = ',')]
+    pub redis_cluster_nodes: Vec<String>,
     /// redis-benchmark clients (unpipelined).
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub redis_clients: u32,
@@ -72,6 +78,18 @@ pub struct CeilingFlags {
     /// Where a new run folder goes.
     #[arg(long, default_value = "results")]
     pub out: PathBuf,
+}
+
+impl CeilingFlags {
+    /// The cluster nodes named, blanks dropped (an empty `REDIS_CLUSTER_NODES` names none).
+    fn cluster_nodes(&self) -> Vec<String> {
+        self.redis_cluster_nodes
+            .iter()
+            .map(|node| node.trim())
+            .filter(|node| !node.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
 }
 
 /// What a ceilings run produced.
@@ -181,14 +199,29 @@ pub async fn run(flags: &CeilingFlags) -> anyhow::Result<CeilingsReport> {
         }
     };
     eprintln!("bench ceilings: {} ({} build)", folder_path.display(), meta::profile());
-    let server = Server::start(&flags.server, &folder_path.join("ceilings-server.log")).await?;
-    let outcome = measure_all(flags, &server, &ceilings, &run_id).await;
+    let cluster_nodes = flags.cluster_nodes();
+    let server =
+        Server::start(&server_flags(&flags.server, &cluster_nodes), &folder_path.join("ceilings-server.log"))
+            .await?;
+    let outcome = measure_all(flags, &server, &cluster_nodes, &ceilings, &run_id).await;
     server.stop().await;
     let rows = outcome?;
     write_csv(&folder_path.join("ceilings.csv"), &rows)?;
     let ratios = ratios(&capacities(&folder_path), &rows);
     write_csv(&folder_path.join("ceiling_ratios.csv"), &ratios)?;
     Ok(CeilingsReport { folder: folder_path, rows, ratios })
+}
+
+/// The server's flags with the cluster nodes passed on, unless a `--server-arg` names them
+/// already (the server refuses a flag given twice). The environment reaches the server anyway;
+/// the flag carries nodes given on bench's command line.
+fn server_flags(server: &ServerFlags, cluster_nodes: &[String]) -> ServerFlags {
+    let mut server = server.clone();
+    let named = server.server_args.iter().any(|arg| arg.starts_with("--redis-cluster-nodes"));
+    if !cluster_nodes.is_empty() && !named {
+        server.server_args.push(format!("--redis-cluster-nodes={}", cluster_nodes.join(",")));
+    }
+    server
 }
 
 /// Each strategy's median capacity in `folder`, when the folder has a capacity search.
@@ -200,6 +233,7 @@ fn capacities(folder: &Path) -> BTreeMap<String, f64> {
 async fn measure_all(
     flags: &CeilingFlags,
     server: &Server,
+    cluster_nodes: &[String],
     ceilings: &[Ceiling],
     run_id: &str,
 ) -> anyhow::Result<Vec<CeilingRow>> {
@@ -207,7 +241,8 @@ async fn measure_all(
     let products: Vec<_> = (1..=HOT).map(|id| json!({ "id": id, "stock": BOUNDLESS })).collect();
     server.reset(&json!({ "products": products })).await?;
     let scratch = tempdir()?;
-    let redis = RedisBench::prepare(&flags.server.redis_url).await?;
+    let target = redis_target::resolve(&flags.server.redis_url, cluster_nodes).await?;
+    let redis = RedisBench::prepare(&target).await?;
     let mut rows = Vec::new();
     for repetition in 1..=flags.repeat {
         for &ceiling in ceilings {
@@ -226,9 +261,12 @@ async fn measure_all(
                 );
                 let meter = cpu::Meter::start(server.pid());
                 let started = std::time::Instant::now();
-                let (ops, operation) = measure(flags, server, &redis, &scratch, ceiling, clients)
+                let (ops, mut operation) = measure(flags, server, &redis, &scratch, ceiling, clients)
                     .await
                     .with_context(|| label.clone())?;
+                if tool_of(ceiling) == "redis-benchmark" && target.cluster_master {
+                    operation = format!("{operation}, {}", target.describe());
+                }
                 let seconds = started.elapsed().as_secs_f64();
                 let usage = meter.stop().await;
                 eprintln!(
@@ -298,10 +336,9 @@ async fn measure(
             .await?,
             "POST /strategies/memory/purchase".into(),
         ),
-        Ceiling::RedisDecr => (
-            redis.bench(clients, redis_requests, &["DECR", "ceilings:stock"]).await?,
-            "DECR of one key".into(),
-        ),
+        Ceiling::RedisDecr => {
+            (redis.bench(clients, redis_requests, &["DECR", STOCK]).await?, "DECR of one key".into())
+        }
         Ceiling::RedisReserveCheck => (
             redis.bench(clients, redis_requests, &redis.reserve_args("check")).await?,
             "EVALSHA reserve.lua, check mode (redis-lua)".into(),
@@ -319,7 +356,7 @@ async fn measure(
                 .bench(
                     clients,
                     redis_requests,
-                    &["XADD", "ceilings:xadd", "*", "order_id", "__rand_int__", "payload", &purchase_body()],
+                    &["XADD", XADD, "*", "order_id", "__rand_int__", "payload", &purchase_body()],
                 )
                 .await?,
             "XADD of a 200-byte order".into(),
@@ -385,7 +422,8 @@ fn tempdir() -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-/// The Redis ceilings' keys and scripts on the Redis the server uses.
+/// The Redis ceilings' keys and scripts on the Redis the server uses (its cluster's master for
+/// the ceilings' tag).
 struct RedisBench {
     host: String,
     port: u16,
@@ -395,12 +433,10 @@ struct RedisBench {
 }
 
 impl RedisBench {
-    async fn prepare(url: &str) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url).with_context(|| format!("{url:?} is not a Redis URL"))?;
-        let (host, port) = match client.get_connection_info().addr() {
-            redis::ConnectionAddr::Tcp(host, port) => (host.clone(), *port),
-            other => anyhow::bail!("redis-benchmark needs a TCP Redis, not {other:?}"),
-        };
+    async fn prepare(target: &redis_target::RedisTarget) -> anyhow::Result<Self> {
+        let client = redis::Client::open(target.url())?;
+        let (host, port) = (target.host.clone(), target.port);
+        // A plain connection: every key used here hashes to the slot this master serves.
         let mut connection =
             client.get_multiplexed_async_connection().await.context("cannot connect to Redis")?;
         let load = |source: &'static str| redis::cmd("SCRIPT").arg("LOAD").arg(source).clone();
@@ -408,11 +444,7 @@ impl RedisBench {
         let enqueue_sha: String = load(lua_sources::STREAM_ENQUEUE).query_async(&mut connection).await?;
         let mut bench = Self { host, port, connection, reserve_sha, enqueue_sha };
         bench.clear().await?;
-        redis::cmd("SET")
-            .arg("ceilings:stock")
-            .arg(BOUNDLESS)
-            .query_async::<()>(&mut bench.connection)
-            .await?;
+        redis::cmd("SET").arg(STOCK).arg(BOUNDLESS).query_async::<()>(&mut bench.connection).await?;
         Ok(bench)
     }
 
@@ -424,7 +456,7 @@ impl RedisBench {
     /// `reserve.lua` as `redis-lua` (`check`) or `redis-decr` (`decr`) call it: one line, a new
     /// order id per call.
     fn reserve_args<'a>(&'a self, mode: &'a str) -> Vec<&'a str> {
-        let keys = ["ceilings:reservations", "ceilings:deadlines", "ceilings:stock", "ceilings:inflight"];
+        let keys = [RESERVATIONS, DEADLINES, STOCK, INFLIGHT];
         let mut args = vec!["EVALSHA", self.reserve_sha.as_str(), "4"];
         args.extend(keys);
         args.extend(["__rand_int__", "redis-lua;100:1", "30000", mode, "1"]);
@@ -437,10 +469,10 @@ impl RedisBench {
             "EVALSHA",
             self.enqueue_sha.as_str(),
             "4",
-            "ceilings:pending",
-            "ceilings:stream",
-            "ceilings:stock",
-            "ceilings:inflight",
+            PENDING,
+            STREAM,
+            STOCK,
+            INFLIGHT,
             "__rand_int__",
             PAYLOAD,
             "1",
@@ -483,6 +515,33 @@ mod tests {
         let err = selected(&["wrk-static".into(), "nope".into()]).unwrap_err().to_string();
         assert!(err.contains("nope") && err.contains("pg-hot-row"), "{err}");
         assert_eq!(selected(&[]).unwrap().len(), Ceiling::ALL.len());
+    }
+
+    #[test]
+    fn every_redis_key_carries_the_one_tag() {
+        for key in REDIS_KEYS {
+            assert!(key.starts_with(redis_target::TAG), "{key} would land in a slot of its own on a cluster");
+        }
+    }
+
+    #[test]
+    fn cluster_nodes_reach_the_server_once() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            ceilings: CeilingFlags,
+        }
+        let cli = Cli::try_parse_from(["bench", "--redis-cluster-nodes", "127.0.0.1:7000, 127.0.0.1:7001"])
+            .unwrap();
+        let nodes = cli.ceilings.cluster_nodes();
+        assert_eq!(nodes, ["127.0.0.1:7000", "127.0.0.1:7001"]);
+        let passed = server_flags(&cli.ceilings.server, &nodes);
+        assert_eq!(passed.server_args, ["--redis-cluster-nodes=127.0.0.1:7000,127.0.0.1:7001"]);
+        let mut named = cli.ceilings.server.clone();
+        named.server_args.push("--redis-cluster-nodes=127.0.0.1:7002".into());
+        assert_eq!(server_flags(&named, &nodes).server_args, named.server_args, "not given twice");
+        assert!(server_flags(&cli.ceilings.server, &[]).server_args.is_empty(), "one Redis: nothing added");
     }
 
     #[test]

@@ -236,6 +236,7 @@ impl Rig {
 /// When the rig cannot be started or brought back after a fault, an admin call fails, or the
 /// files cannot be written.
 pub async fn run(flags: &ChaosFlags) -> anyhow::Result<ChaosReport> {
+    refuse_redis_cluster(std::env::var(CLUSTER_NODES_ENV).ok().as_deref(), &flags.server_args)?;
     let database = chaos_database(&flags.database_url)?;
     let git = meta::git();
     let folder = RunFolder::create(&flags.out, &git.short_sha)?;
@@ -283,6 +284,27 @@ pub async fn run(flags: &ChaosFlags) -> anyhow::Result<ChaosReport> {
         .with_context(|| format!("cannot write {}", folder.file("chaos.txt").display()))?;
     outcome?;
     Ok(ChaosReport { rows, folder })
+}
+
+/// Where the server reads its Redis Cluster nodes from; it inherits bench's environment.
+const CLUSTER_NODES_ENV: &str = "REDIS_CLUSTER_NODES";
+
+/// Refuses a run whose server would use a Redis Cluster: the Redis faults go through a TCP proxy
+/// in front of the one `redis-server` chaos starts, and a cluster client connects to the
+/// addresses the cluster announces, past any proxy (the server would also leave chaos's Redis
+/// unused, so every Redis fault would hit nothing the server touches).
+fn refuse_redis_cluster(env_nodes: Option<&str>, server_args: &[String]) -> anyhow::Result<()> {
+    let from_env = env_nodes.is_some_and(|nodes| nodes.split(',').any(|node| !node.trim().is_empty()));
+    let from_args = server_args.iter().any(|arg| arg.starts_with("--redis-cluster-nodes"));
+    anyhow::ensure!(
+        !from_env && !from_args,
+        "bench chaos cannot run on a Redis Cluster ({}): it breaks Redis through a fault proxy in \
+         front of one redis-server of its own, and a cluster client connects straight to the nodes \
+         the cluster announces, past the proxy. Unset {CLUSTER_NODES_ENV} for bench chaos; the \
+         cluster's own failures are tested in tests/e2e/redis_cluster.rs",
+        if from_env { CLUSTER_NODES_ENV } else { "--server-arg=--redis-cluster-nodes" }
+    );
+    Ok(())
 }
 
 /// The database name of `url`, which must be on loopback and not a shared one: `pg-terminate`
@@ -622,6 +644,17 @@ mod tests {
         ] {
             assert!(chaos_database(refused).is_err(), "{refused}");
         }
+    }
+
+    #[test]
+    fn a_redis_cluster_is_refused_by_name() {
+        let err = refuse_redis_cluster(Some("127.0.0.1:7000,127.0.0.1:7001"), &[]).unwrap_err().to_string();
+        assert!(err.contains("REDIS_CLUSTER_NODES") && err.contains("fault proxy"), "{err}");
+        let args = vec!["--redis-cluster-nodes=127.0.0.1:7000".to_owned()];
+        let err = refuse_redis_cluster(None, &args).unwrap_err().to_string();
+        assert!(err.contains("--server-arg=--redis-cluster-nodes"), "{err}");
+        refuse_redis_cluster(None, &["--pg-connections=4".to_owned()]).expect("one Redis: no cluster");
+        refuse_redis_cluster(Some(" , "), &[]).expect("an empty list names no cluster");
     }
 
     #[test]
