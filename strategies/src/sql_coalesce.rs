@@ -1,14 +1,21 @@
 //! `sql-coalesce` — application-level group commit: purchases join a batch, and one PostgreSQL
 //! transaction sells the whole batch.
 //!
-//! Guarantee: never oversells, and answers nobody before the commit. The transaction locks every
-//! product the batch names (`SELECT … FOR UPDATE`, in product-id order, the order every writer
-//! locks rows in), accepts orders greedily in arrival order while every line still fits
-//! (multi-item orders stay all-or-nothing), inserts the accepted ones in one multi-row statement
-//! and takes their units with a decrement that checks the stock again
-//! (`order_store::write_batch` with `StockTake::Checked`). Refusals read as in
-//! `sql-atomic`: 404 for an unknown product, 409 `inventory_gate_conflict` for one the Redis gate
-//! or a unit pool sells, 409 sold out otherwise; a sale claims `products.gate = 'postgres'`.
+//! Guarantee: never oversells, and answers nobody before the commit. One transaction per batch:
+//! 1. Without any lock, it reads the batch's products and refuses what their committed stock
+//!    already refuses (a line larger than what is left; stock only shrinks until a reset), and
+//!    answers replayed idempotency keys.
+//! 2. It inserts every other order in one multi-row statement (`order_store::insert_batch`).
+//! 3. It locks the products (`SELECT … FOR UPDATE`, in product-id order, the order every writer
+//!    locks rows in) and, first come first served, keeps each written order whose every line
+//!    still fits (multi-item orders stay all-or-nothing); the others are deleted again and
+//!    refused.
+//! 4. It takes the kept units with a decrement that checks the stock again
+//!    (`order_store::take_stock` with `StockTake::Checked`) and commits.
+//!
+//! Refusals read as in `sql-atomic`: 404 for an unknown product, 409 `inventory_gate_conflict`
+//! for one the Redis gate or a unit pool sells, 409 sold out otherwise; a sale claims
+//! `products.gate = 'postgres'`.
 //!
 //! Crash behaviour: before COMMIT, PostgreSQL rolls the whole batch back; after it, every accepted
 //! order and its units are there. The server holds nothing of its own: the queue into the batcher
@@ -20,9 +27,19 @@
 //! Why this shape: every safe SQL strategy holds the hot row's lock from its UPDATE to the end of
 //! its COMMIT, so one row sells one order per commit. Here one commit (one fsync, one lock window)
 //! sells a whole batch. The batcher ([`crate::coalescer`]) has no timer: a lone purchase commits at
-//! once, and under load the next batch gathers while the current one commits, so batches grow
-//! with the load up to `Tuning::coalesce_max_batch`. One batcher serves every product; a batch
-//! that mixes products locks each of them once.
+//! once, and under load the next batch gathers while the current ones commit, so batches grow
+//! with the load up to `Tuning::coalesce_max_batch`. Two batches run at once: the inserts (the
+//! slow part) come before the locks, so the next batch writes its orders while the previous one
+//! holds the locks and commits, and the lock window holds only the decision, the decrement and
+//! the commit. Each batch takes its place for the inserts and for the locks in the order batches
+//! formed (`coalescer::Turns`), so purchases are served in arrival order across batches too, and
+//! an earlier batch never waits in PostgreSQL on an idempotency key a later one inserted. One
+//! batcher serves every product; a batch that mixes products locks each of them once.
+//!
+//! A batch can stall only when another process (a replica, or `sql-atomic`) inserts the same
+//! idempotency key while holding the hot row's lock, as this batch waits for that lock behind an
+//! earlier one: [`BATCH_DEADLINE`](crate::order_store) then gives the batch up, settles its order
+//! ids and answers 503.
 //!
 //! The batcher starts on the first purchase and belongs to this strategy. A graceful shutdown
 //! ([`Strategy::shutdown`], once the server stops taking requests) closes its queue and waits
