@@ -516,6 +516,69 @@ mod tests {
         (Target::resolve(&format!("http://{addr}")).await.unwrap(), count)
     }
 
+    /// A server that counts the purchases it answers by product, answering regular customers
+    /// (any product but `hot`) after `regular_delay` and hunters at once.
+    async fn product_counting_server(hot: i64, regular_delay: Duration) -> (Target, Arc<Mutex<(u64, u64)>>) {
+        let counts = Arc::new(Mutex::new((0_u64, 0_u64)));
+        let counted = Arc::clone(&counts);
+        let app = Router::new().route(
+            "/strategies/{name}/purchase",
+            post(move |body: axum::body::Bytes| {
+                let counted = Arc::clone(&counted);
+                async move {
+                    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                    let product = body["items"][0]["product_id"].as_i64().unwrap();
+                    if product == hot {
+                        counted.lock().unwrap().0 += 1;
+                    } else {
+                        counted.lock().unwrap().1 += 1;
+                        tokio::time::sleep(regular_delay).await;
+                    }
+                    (
+                        axum::http::StatusCode::CREATED,
+                        axum::Json(serde_json::json!({ "order_id": uuid::Uuid::new_v4() })),
+                    )
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (Target::resolve(&format!("http://{addr}")).await.unwrap(), counts)
+    }
+
+    /// `--regular-weight 30` beside hunters' 100 sends about 30 regular customers in 130, however
+    /// the requests spread over the workers of an open plan and however long each answer takes.
+    #[tokio::test]
+    async fn an_open_plan_mixes_buyers_by_their_weights() {
+        let (target, counts) = product_counting_server(100, Duration::from_millis(20)).await;
+        let plan = LoadPlan {
+            rate: 2_000.0,
+            connections: 64,
+            max_requests: Some(4_000),
+            scenario: Scenario {
+                hot_weight: 100,
+                regular_weight: 30,
+                products: 1_000,
+                ..plan(Model::Open, Duration::ZERO).scenario
+            },
+            ..plan(Model::Open, Duration::from_secs(10))
+        };
+        let record = run(&plan, &target, "x", "[test]").await.unwrap();
+        let (hunters, regulars) = *counts.lock().unwrap();
+        assert_eq!(hunters + regulars, record.counts.sent, "every request reached the server");
+        let share = regulars as f64 / (hunters + regulars) as f64;
+        // Regulars pick the hot product too, 1 time in 1,000.
+        let expected = 30.0 / 130.0 * 0.999;
+        assert!(
+            (share - expected).abs() < 0.03,
+            "{regulars} regular customers in {} purchases: {:.1}%, expected {:.1}%",
+            hunters + regulars,
+            share * 100.0,
+            expected * 100.0
+        );
+    }
+
     #[tokio::test]
     async fn load_spread_over_replicas_splits_evenly() {
         let (first, on_first) = counting_server().await;

@@ -1,6 +1,6 @@
--- Finishes stream entries once PostgreSQL committed (or the worker gave up on) them, each one
--- atomically: forget the pending order and its take decision, move the units the order still
--- holds, and XACK + XDEL the entry. Actions: 'settle' (persisted: the units are no longer in
+-- Finishes stream entries once PostgreSQL committed (or the worker gave up on) them, atomically:
+-- forget the pending order and its take decision (only stream-deferred records one), move the
+-- units the order still holds, and XACK + XDEL the entry. Actions: 'settle' (persisted: the units are no longer in
 -- flight), 'release' (not persisted: they go back on the shelf), 'dead' (release, and copy the
 -- entry to the dead-letter stream).
 -- An order holds units while its pending record exists (guard 'reserved': reserved at purchase)
@@ -19,7 +19,12 @@ for j = 1, m do
     return -j
   end
 end
+-- The units move once per product and the entries are acknowledged and deleted in one XACK and
+-- one XDEL per chunk, after the loop: the script runs whole, so this reads the same as doing it
+-- entry by entry, and a batch of hundreds costs a few commands instead of a few per entry.
 local held = 0
+local shelf, inflight = {}, {}
+local entries = {}
 local at = 4
 while at <= #ARGV do
   local entry, order, action = ARGV[at], ARGV[at + 1], ARGV[at + 2]
@@ -28,13 +33,13 @@ while at <= #ARGV do
   local holds = false
   if order ~= '' then
     local was_pending = redis.call('HDEL', KEYS[2], order) == 1
-    local taken = redis.call('HGET', KEYS[3], order)
-    if taken then
-      redis.call('HDEL', KEYS[3], order)
-    end
     if guard == 'reserved' then
       holds = was_pending
     else
+      local taken = redis.call('HGET', KEYS[3], order)
+      if taken then
+        redis.call('HDEL', KEYS[3], order)
+      end
       holds = taken == 'taken'
     end
   end
@@ -42,20 +47,31 @@ while at <= #ARGV do
     held = held + 1
     for i = 0, k - 1 do
       local j = tonumber(ARGV[first + 2 * i])
-      local quantity = ARGV[first + 2 * i + 1]
+      local quantity = tonumber(ARGV[first + 2 * i + 1])
       if action ~= 'settle' then
-        redis.call('INCRBY', KEYS[4 + j], quantity)
+        shelf[j] = (shelf[j] or 0) + quantity
       end
-      redis.call('DECRBY', KEYS[4 + m + j], quantity)
+      inflight[j] = (inflight[j] or 0) + quantity
     end
   end
   if action == 'dead' then
     redis.call('XADD', KEYS[4], '*', 'entry_id', entry, 'order_id', order, 'payload', ARGV[at + 3],
       'reason', ARGV[at + 4], 'deliveries', ARGV[at + 5])
   end
-  -- A reset deletes the group with the stream; the entry is gone then and there is nothing to ack.
-  redis.pcall('XACK', KEYS[1], group, entry)
-  redis.call('XDEL', KEYS[1], entry)
+  entries[#entries + 1] = entry
   at = first + 2 * k
+end
+for j, quantity in pairs(shelf) do
+  redis.call('INCRBY', KEYS[4 + j], quantity)
+end
+for j, quantity in pairs(inflight) do
+  redis.call('DECRBY', KEYS[4 + m + j], quantity)
+end
+-- unpack is bounded by Lua's C stack: chunks of 1,000 ids stay well inside it.
+for from = 1, #entries, 1000 do
+  local to = math.min(from + 999, #entries)
+  -- A reset deletes the group with the stream; the entries are gone then and there is nothing to ack.
+  redis.pcall('XACK', KEYS[1], group, unpack(entries, from, to))
+  redis.call('XDEL', KEYS[1], unpack(entries, from, to))
 end
 return held

@@ -189,25 +189,29 @@ impl Queue {
     /// Runs the enqueue script, reserving every line when `reserve` is set.
     async fn enqueue(&self, request: &PurchaseRequest, reserve: bool) -> Result<Enqueued, StrategyError> {
         let payload = Payload::of(self.kind, request).encode();
-        let mut invocation = ENQUEUE.prepare_invoke();
-        invocation.key(&self.keys.pending).key(&self.keys.stream);
+        let lines = if reserve { request.lines.len() } else { 0 };
+        // `EVALSHA` written straight into one command: `redis::ScriptInvocation` copies every key
+        // and argument into a vector of its own first, then again into the command it sends.
+        let mut eval = redis::cmd("EVALSHA");
+        eval.arg(ENQUEUE.get_hash()).arg(2 + 2 * lines).arg(&self.keys.pending).arg(&self.keys.stream);
         if reserve {
             for line in &request.lines {
-                invocation.key(self.redis.keys.stock(line.product_id.get()));
+                eval.arg(self.redis.keys.stock(line.product_id.get()));
             }
             for line in &request.lines {
-                invocation.key(self.redis.keys.inflight(line.product_id.get()));
+                eval.arg(self.redis.keys.inflight(line.product_id.get()));
             }
         }
-        invocation.arg(request.order_id.to_string()).arg(payload);
+        let mut id = Uuid::encode_buffer();
+        eval.arg(&*request.order_id.as_hyphenated().encode_lower(&mut id)).arg(payload);
         if reserve {
             for line in &request.lines {
-                invocation.arg(line.quantity.get());
+                eval.arg(line.quantity.get());
             }
         }
         let mut conn = self.redis.conn.clone();
         let (code, detail): (i64, String) =
-            invocation.invoke_async(&mut conn).await.map_err(|err| unanswered(request.order_id, err))?;
+            evalsha(&ENQUEUE, &eval, &mut conn).await.map_err(|err| unanswered(request.order_id, err))?;
         let line = || {
             detail
                 .parse::<usize>()
@@ -252,6 +256,22 @@ impl Queue {
         let Some(payload) = payload else { return Ok(None) };
         let order = QueuedOrder::decode(&payload).map_err(StrategyError::Internal)?;
         Ok(Some(order.view(OrderStatus::Pending)))
+    }
+}
+
+/// Sends a prepared `EVALSHA` of `script`; on `NOSCRIPT` (a Redis that restarted or flushed its
+/// scripts) loads the script and sends it again, as `redis::Script` does.
+async fn evalsha<T: redis::FromRedisValue>(
+    script: &redis::Script,
+    eval: &redis::Cmd,
+    conn: &mut crate::backends::RedisConn,
+) -> redis::RedisResult<T> {
+    match eval.query_async(conn).await {
+        Err(err) if err.code() == Some("NOSCRIPT") => {
+            script.load_async(conn).await?;
+            eval.query_async(conn).await
+        }
+        answer => answer,
     }
 }
 
