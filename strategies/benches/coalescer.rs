@@ -13,7 +13,7 @@ use futures_util::future::join_all;
 use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, oneshot};
 
-const SETTINGS: CoalescerSettings = CoalescerSettings { max_batch: 256, queue: 4096, in_flight: 1 };
+const SETTINGS: CoalescerSettings = CoalescerSettings { max_batch: 256, queue: 4096 };
 
 /// A task answering each request on its own `oneshot`: the least any request/answer hand-off costs.
 fn bare_round_trip(runtime: &Runtime) -> mpsc::Sender<(u64, oneshot::Sender<u64>)> {

@@ -19,11 +19,10 @@
 use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use futures_util::stream::FuturesUnordered;
-use futures_util::{FutureExt, StreamExt};
+use futures_util::FutureExt;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -60,10 +59,6 @@ pub struct CoalescerSettings {
     pub max_batch: usize,
     /// Most requests waiting for a batch; beyond it [`Coalescer::submit`] refuses.
     pub queue: usize,
-    /// Most step calls running at once. With more than one, the next batch starts while the
-    /// previous one is still committing, so a step whose slow part needs no shared lock overlaps
-    /// it with the previous batch's commit; the step must then be safe to run concurrently.
-    pub in_flight: usize,
 }
 
 /// Why a request got no answer from the step.
@@ -99,14 +94,10 @@ where
         Step: FnMut(Vec<Req>) -> Fut + Send + 'static,
         Fut: Future<Output = Vec<Resp>> + Send + 'static,
     {
+        let max_batch = settings.max_batch.max(1);
         let (queue, receiver) = mpsc::channel(settings.queue.max(1));
         let (stop, stopped) = (CancellationToken::new(), CancellationToken::new());
-        let batcher = Batcher {
-            max_batch: settings.max_batch.max(1),
-            in_flight: settings.in_flight.max(1),
-            sizes: Arc::clone(&sizes),
-            stop: stop.clone(),
-        };
+        let batcher = Batcher { max_batch, sizes: Arc::clone(&sizes), stop: stop.clone() };
         let done = stopped.clone();
         tokio::spawn(async move {
             let _done = done.drop_guard();
@@ -161,11 +152,10 @@ where
 pub const QUEUE_PER_BATCH: usize = 16;
 
 impl CoalescerSettings {
-    /// Batches of at most `max_batch` requests, [`QUEUE_PER_BATCH`] times as many waiting, one
-    /// step at a time.
+    /// Batches of at most `max_batch` requests, and [`QUEUE_PER_BATCH`] times as many waiting.
     pub fn for_batch_cap(max_batch: usize) -> Self {
         let max_batch = max_batch.max(1);
-        Self { max_batch, queue: max_batch.saturating_mul(QUEUE_PER_BATCH), in_flight: 1 }
+        Self { max_batch, queue: max_batch.saturating_mul(QUEUE_PER_BATCH) }
     }
 }
 
@@ -192,9 +182,9 @@ where
     Req: Send + 'static,
     Resp: Send + 'static,
 {
-    /// A batcher sized by `settings`, not started yet.
-    pub fn new(settings: CoalescerSettings) -> Self {
-        Self { settings, sizes: Arc::default(), running: OnceLock::new() }
+    /// A batcher of at most `max_batch` requests per step ([`CoalescerSettings::for_batch_cap`]).
+    pub fn new(max_batch: usize) -> Self {
+        Self { settings: CoalescerSettings::for_batch_cap(max_batch), sizes: Arc::default(), running: OnceLock::new() }
     }
 
     /// The running batcher, started with the step `start` builds if this is the first request.
@@ -227,7 +217,6 @@ where
 /// The batcher task's settings.
 struct Batcher {
     max_batch: usize,
-    in_flight: usize,
     sizes: Arc<BatchSizes>,
     stop: CancellationToken,
 }
@@ -238,20 +227,13 @@ impl Batcher {
         Step: FnMut(Vec<Req>) -> Fut,
         Fut: Future<Output = Vec<Resp>>,
     {
-        let Self { max_batch, in_flight, sizes, stop } = self;
-        let mut running = FuturesUnordered::new();
+        let Self { max_batch, sizes, stop } = self;
+        let mut waiters = Vec::with_capacity(max_batch);
         loop {
-            if running.len() >= in_flight {
-                running.next().await;
-                continue;
-            }
-            let mut waiters = Vec::with_capacity(max_batch);
             // `recv_many` waits for the first request, then takes whatever else is queued, up to
             // the cap; it returns 0 only once the queue is closed (or every sender gone) and empty.
-            // It is cancel-safe: a batch that finishes meanwhile frees its slot without losing any.
             let taken = tokio::select! {
                 taken = receiver.recv_many(&mut waiters, max_batch) => taken,
-                Some(()) = running.next(), if !running.is_empty() => continue,
                 () = stop.cancelled(), if !receiver.is_closed() => {
                     receiver.close();
                     continue;
@@ -260,88 +242,36 @@ impl Batcher {
             if taken == 0 {
                 break;
             }
-            sizes.record(waiters.len());
-            running.push(commit(&mut step, waiters));
+            commit(&mut step, &mut waiters, &sizes).await;
         }
-        while running.next().await.is_some() {}
     }
 }
 
-/// Runs `step` once for `waiters` and answers each of them.
-fn commit<Req, Resp, Step, Fut>(
+/// Runs `step` once for `waiters` (emptied) and answers each of them.
+async fn commit<Req, Resp, Step, Fut>(
     step: &mut Step,
-    waiters: Vec<Waiter<Req, Resp>>,
-) -> impl Future<Output = ()> + use<Req, Resp, Step, Fut>
-where
+    waiters: &mut Vec<Waiter<Req, Resp>>,
+    sizes: &BatchSizes,
+) where
     Step: FnMut(Vec<Req>) -> Fut,
     Fut: Future<Output = Vec<Resp>>,
 {
+    sizes.record(waiters.len());
     let (requests, answers): (Vec<Req>, Vec<oneshot::Sender<Resp>>) =
-        waiters.into_iter().map(|waiter| (waiter.request, waiter.answer)).unzip();
+        waiters.drain(..).map(|waiter| (waiter.request, waiter.answer)).unzip();
     let expected = answers.len();
-    // Calling the step may itself panic, before any future exists: that loses the batch too.
-    let work = std::panic::catch_unwind(AssertUnwindSafe(|| step(requests)));
-    async move {
-        let done = match work {
-            Ok(work) => AssertUnwindSafe(work).catch_unwind().await,
-            Err(panic) => Err(panic),
-        };
-        match done {
-            Ok(responses) => {
-                if responses.len() != expected {
-                    tracing::error!(expected, got = responses.len(), "a batch step answered the wrong count");
-                }
-                // A caller that stopped waiting is not the step's concern: its answer is dropped.
-                for (answer, response) in answers.into_iter().zip(responses) {
-                    let _ = answer.send(response);
-                }
+    match AssertUnwindSafe(step(requests)).catch_unwind().await {
+        Ok(responses) => {
+            if responses.len() != expected {
+                tracing::error!(expected, got = responses.len(), "a batch step answered the wrong count");
             }
-            // The answers drop with the batch: every caller of it hears `Answer::Lost`.
-            Err(_) => tracing::error!(batch = expected, "a batch step panicked"),
+            // A caller that stopped waiting is not the step's concern: its answer is dropped.
+            for (answer, response) in answers.into_iter().zip(responses) {
+                let _ = answer.send(response);
+            }
         }
-    }
-}
-
-/// Hands out turns in the order batches were formed, so batches running at once still reach a
-/// shared step (a row lock) one after another, first formed first: purchases stay served in
-/// arrival order across batches, not only within one.
-#[derive(Debug, Default)]
-pub struct Turns {
-    /// Fires once the last ticket handed out has passed (or was dropped).
-    last: std::sync::Mutex<Option<oneshot::Receiver<()>>>,
-}
-
-/// One batch's place in [`Turns`]: [`Turn::wait`] returns once every earlier batch has passed;
-/// passing ([`Turn::pass`], or dropping the turn on any path) lets the next one go.
-#[derive(Debug)]
-pub struct Turn {
-    earlier: Option<oneshot::Receiver<()>>,
-    passed: Option<oneshot::Sender<()>>,
-}
-
-impl Turns {
-    /// The next turn. Call it where batches are formed (the step call), not inside their work.
-    pub fn ticket(&self) -> Turn {
-        let (passed, next) = oneshot::channel();
-        let earlier = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner).replace(next);
-        Turn { earlier, passed: Some(passed) }
-    }
-}
-
-impl Turn {
-    /// Waits until every earlier turn has passed.
-    pub async fn wait(&mut self) {
-        // Taken only once it fired, so a wait given up half-way still waits next time.
-        if let Some(earlier) = self.earlier.as_mut() {
-            // A dropped sender is a turn that ended without passing: it is out of the way too.
-            let _ = earlier.await;
-        }
-        self.earlier = None;
-    }
-
-    /// Lets the next turn go.
-    pub fn pass(&mut self) {
-        self.passed.take();
+        // The answers drop with the batch: every caller of it hears `Answer::Lost`.
+        Err(_) => tracing::error!(batch = expected, "a batch step panicked"),
     }
 }
 
@@ -430,7 +360,7 @@ mod tests {
 
     use super::*;
 
-    const SETTINGS: CoalescerSettings = CoalescerSettings { max_batch: 4, queue: 64, in_flight: 1 };
+    const SETTINGS: CoalescerSettings = CoalescerSettings { max_batch: 4, queue: 64 };
 
     /// A step that records each batch and holds it until the test lets it go.
     #[derive(Clone)]
@@ -506,81 +436,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn with_two_in_flight_the_next_batch_starts_before_the_first_ends() {
-        let gate = HeldStep::default();
-        let coalescer = gate.spawn(CoalescerSettings { in_flight: 2, ..SETTINGS });
-        let first = coalescer.enqueue(1).unwrap();
-        gate.until_batches(1).await;
-        let second = coalescer.enqueue(2).unwrap();
-        // The first batch is still held: only a second slot lets this one start.
-        gate.until_batches(2).await;
-        let rest: Vec<_> = (3..=6).map(|n| coalescer.enqueue(n).unwrap()).collect();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(gate.batches().len(), 2, "no third batch while two are in flight");
-        gate.release.add_permits(3);
-        assert_eq!((first.await, second.await), (Ok(10), Ok(20)));
-        let mut answers = Vec::new();
-        for receiver in rest {
-            answers.push(receiver.await.unwrap());
-        }
-        assert_eq!(answers, [30, 40, 50, 60]);
-        assert_eq!(gate.batches(), [vec![1], vec![2], vec![3, 4, 5, 6]]);
-    }
-
-    #[tokio::test]
-    async fn shutdown_waits_for_every_batch_in_flight() {
-        let gate = HeldStep::default();
-        let coalescer = Arc::new(gate.spawn(CoalescerSettings { in_flight: 2, ..SETTINGS }));
-        let first = coalescer.enqueue(1).unwrap();
-        gate.until_batches(1).await;
-        let second = coalescer.enqueue(2).unwrap();
-        gate.until_batches(2).await;
-        // Queued behind two batches in flight: shutdown must still commit and answer it.
-        let third = coalescer.enqueue(3).unwrap();
-        let stopping = tokio::spawn({
-            let coalescer = Arc::clone(&coalescer);
-            async move { coalescer.shutdown().await }
-        });
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!stopping.is_finished(), "shutdown returned with batches still committing");
-        gate.release.add_permits(3);
-        stopping.await.unwrap();
-        assert_eq!((first.await, second.await, third.await), (Ok(10), Ok(20), Ok(30)));
-    }
-
-    #[tokio::test]
-    async fn turns_go_in_ticket_order_whoever_waits_first() {
-        let turns = Turns::default();
-        let (mut first, second, third) = (turns.ticket(), turns.ticket(), turns.ticket());
-        let order = Arc::new(Mutex::new(Vec::new()));
-        let waiting = |mut turn: Turn, name: &'static str| {
-            let order = Arc::clone(&order);
-            tokio::spawn(async move {
-                turn.wait().await;
-                order.lock().unwrap().push(name);
-                turn.pass();
-            })
-        };
-        let late = waiting(third, "third");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(order.lock().unwrap().is_empty(), "the third turn went before the first two passed");
-        first.wait().await;
-        first.pass();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(order.lock().unwrap().is_empty(), "the third turn went before the second passed");
-        // The second turn ends without passing explicitly: dropping it lets the third go.
-        drop(second);
-        late.await.unwrap();
-        assert_eq!(*order.lock().unwrap(), ["third"]);
-        let mut fourth = turns.ticket();
-        tokio::time::timeout(Duration::from_secs(1), fourth.wait())
-            .await
-            .expect("the fourth turn waits for nobody left");
-    }
-
-    #[tokio::test]
     async fn every_waiter_is_answered_exactly_once_and_batches_respect_the_cap() {
-        let settings = CoalescerSettings { max_batch: 8, queue: 1024, in_flight: 1 };
+        let settings = CoalescerSettings { max_batch: 8, queue: 1024 };
         let calls = Arc::new(AtomicU64::new(0));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (counter, sizes) = (Arc::clone(&calls), Arc::clone(&seen));
@@ -635,7 +492,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_refuses_at_once() {
         let gate = HeldStep::default();
-        let coalescer = gate.spawn(CoalescerSettings { max_batch: 1, queue: 2, in_flight: 1 });
+        let coalescer = gate.spawn(CoalescerSettings { max_batch: 1, queue: 2 });
         let held = coalescer.enqueue(1).unwrap();
         gate.until_batches(1).await;
         let queued = [coalescer.enqueue(2).unwrap(), coalescer.enqueue(3).unwrap()];

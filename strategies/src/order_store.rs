@@ -1,7 +1,7 @@
 //! Orders in PostgreSQL: the statements every SQL-backed strategy shares, and the one batch
 //! writer every strategy that persists many orders per transaction uses ([`write_batch`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
@@ -391,30 +391,6 @@ pub(crate) async fn write_batch(
     orders: &[BatchOrder<'_>],
     take: StockTake,
 ) -> Result<Vec<Written>, BatchError> {
-    let inserted = insert_batch(conn, orders, take).await?;
-    take_stock(conn, &inserted.units, take).await?;
-    Ok(inserted.fates)
-}
-
-/// What [`insert_batch`] wrote.
-pub(crate) struct InsertedBatch {
-    /// What became of each order, in order.
-    pub(crate) fates: Vec<Written>,
-    /// Units of the confirmed orders this call inserted, per product, in product-id order.
-    pub(crate) units: BTreeMap<i64, i64>,
-}
-
-/// The first half of [`write_batch`]: the orders and their lines (and, with
-/// [`StockTake::Logged`], their units awaiting the stock sync), without touching any product row,
-/// so it takes no lock another writer of the same products waits for.
-///
-/// # Errors
-/// As [`write_batch`].
-pub(crate) async fn insert_batch(
-    conn: &mut PgConnection,
-    orders: &[BatchOrder<'_>],
-    take: StockTake,
-) -> Result<InsertedBatch, BatchError> {
     if take == StockTake::Logged && orders.iter().any(|order| order.status != OrderStatus::Confirmed) {
         // Every logged line is a unit sold: a pending or cancelled order has none to log.
         return Err(BatchError {
@@ -449,14 +425,14 @@ pub(crate) async fn insert_batch(
     };
 
     let (mut item_orders, mut item_products, mut item_quantities) = (Vec::new(), Vec::new(), Vec::new());
-    let mut units: BTreeMap<i64, i64> = BTreeMap::new();
+    let mut taken: std::collections::BTreeMap<i64, i64> = std::collections::BTreeMap::new();
     for order in orders.iter().filter(|order| inserted.contains(&order.order_id)) {
         for line in order.lines {
             item_orders.push(order.order_id);
             item_products.push(line.product_id.get());
             item_quantities.push(line.quantity.get().cast_signed());
             if order.status == OrderStatus::Confirmed {
-                *units.entry(line.product_id.get()).or_default() += i64::from(line.quantity.get());
+                *taken.entry(line.product_id.get()).or_default() += i64::from(line.quantity.get());
             }
         }
     }
@@ -470,26 +446,14 @@ pub(crate) async fn insert_batch(
             .execute(&mut *conn)
             .await?;
     }
-    Ok(InsertedBatch { fates: fates(&columns.ids, &inserted, &already), units })
-}
-
-/// The second half of [`write_batch`]: takes `units` (per product) from PostgreSQL's stock as
-/// `take` says, in product-id order (the order every writer locks rows in).
-///
-/// # Errors
-/// As [`write_batch`].
-pub(crate) async fn take_stock(
-    conn: &mut PgConnection,
-    units: &BTreeMap<i64, i64>,
-    take: StockTake,
-) -> Result<(), BatchError> {
     let statement = match take {
         StockTake::Decided => TAKE_DECIDED,
         StockTake::Checked => TAKE_CHECKED,
         // The stock rows move later, in the stock sync.
-        StockTake::Logged => return Ok(()),
+        StockTake::Logged => return Ok(fates(&columns.ids, &inserted, &already)),
     };
-    for (&product, &units) in units {
+    // BTreeMap iterates in product-id order: rows are locked in the order every writer uses.
+    for (product, units) in taken {
         let moved =
             sqlx::query(statement).bind(product).bind(units).execute(&mut *conn).await?.rows_affected();
         if moved == 0 && take == StockTake::Checked {
@@ -501,7 +465,7 @@ pub(crate) async fn take_stock(
             });
         }
     }
-    Ok(())
+    Ok(fates(&columns.ids, &inserted, &already))
 }
 
 /// What became of each of `ids`, in order.

@@ -42,7 +42,7 @@ use sqlx::{Acquire, PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::backends::RedisBackend;
-use crate::coalescer::{Answer, BatchSizeSummary, CoalescerSettings, LazyBatcher, Refused};
+use crate::coalescer::{Answer, BatchSizeSummary, LazyBatcher, Refused};
 use crate::error::StrategyError;
 use crate::fence::{self, Doubt};
 use crate::kind::StrategyKind;
@@ -91,12 +91,7 @@ impl RedisOrderlog {
             reserving: RedisLua::reserving_for(pg.clone(), redis.clone(), reservation_ttl, KIND),
             pg,
             redis,
-            // Insert-only batches take no lock another batch waits for: two run at once, so the
-            // next one writes while the previous one commits.
-            batcher: LazyBatcher::new(CoalescerSettings {
-                in_flight: 2,
-                ..CoalescerSettings::for_batch_cap(max_batch)
-            }),
+            batcher: LazyBatcher::new(max_batch),
         }
     }
 

@@ -155,43 +155,6 @@ async fn one_batch_takes_fitting_orders_in_arrival_order(
     assert_eq!(audit["clean"], true, "the books stay clean: {audit}");
 }
 
-/// A batch writes its orders before it takes the row locks; an order whose units are gone once
-/// the locks are held is taken back out and refused, and leaves no row behind.
-#[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
-async fn an_order_written_before_the_locks_is_taken_back_when_its_units_are_gone(
-    _: PoolOptions<Postgres>,
-    connect: PgConnectOptions,
-) {
-    let plan = plan_of(&[(LOCKED, 5), (A, 3)]);
-    let app = spawn_app(connect.clone(), Setup { plan, ..Setup::default() }).await;
-    let lock = RowLock::take(&connect, LOCKED).await;
-    let strategy = Arc::clone(app.app.registry.get(KIND));
-    // Each fits the committed stock alone, so both are written; only one fits under the lock.
-    let (first, second) = (request(&[(A, 2)], None), request(&[(A, 2)], None));
-    let (first_id, second_id) = (first.order_id, second.order_id);
-    let (blocker, answers) =
-        behind_a_held_batch(&app, strategy, lock, request(&[(LOCKED, 1)], None), vec![first, second]).await;
-    assert!(matches!(blocker, Ok(PurchaseOutcome::Placed(_))), "the held purchase: {blocker:?}");
-    let answers: Vec<PurchaseOutcome> =
-        answers.into_iter().map(|answer| answer.expect("every purchase answered")).collect();
-    assert_eq!(
-        answers,
-        [PurchaseOutcome::Placed(Receipt::confirmed(first_id, KIND)), PurchaseOutcome::SoldOut(product(A))]
-    );
-    assert_eq!(app.stock(A).await, 1, "only the kept order's units left the shelf");
-    let rows: (i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM orders WHERE id = $1), (SELECT count(*) FROM order_items WHERE order_id = $1)",
-    )
-    .bind(second_id)
-    .fetch_one(&app.pool)
-    .await
-    .expect("count the refused order's rows");
-    assert_eq!(rows, (0, 0), "the refused order and its line were taken back out");
-    assert_eq!(app.order_count().await, 2, "the held purchase and the first of the batch");
-    let audit = app.audit().await;
-    assert_eq!(audit["clean"], true, "the books stay clean: {audit}");
-}
-
 /// The same key twice in one batch (possible only below the shared idempotency claim): one order,
 /// and the second purchase hears it as a replay.
 #[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
