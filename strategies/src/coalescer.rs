@@ -19,8 +19,8 @@
 use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, OnceLock};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use futures_util::FutureExt;
 use serde::Serialize;
@@ -184,7 +184,11 @@ where
 {
     /// A batcher of at most `max_batch` requests per step ([`CoalescerSettings::for_batch_cap`]).
     pub fn new(max_batch: usize) -> Self {
-        Self { settings: CoalescerSettings::for_batch_cap(max_batch), sizes: Arc::default(), running: OnceLock::new() }
+        Self {
+            settings: CoalescerSettings::for_batch_cap(max_batch),
+            sizes: Arc::default(),
+            running: OnceLock::new(),
+        }
     }
 
     /// The running batcher, started with the step `start` builds if this is the first request.
