@@ -39,13 +39,14 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::broker::{NatsBackend, PublishFailure};
-use super::{End, KIND, finish};
+use super::{KIND, finish};
 use crate::backends::{Backends, RedisBackend};
 use crate::error::StrategyError;
 use crate::fence::{self, Doubt};
 use crate::order::{OrderLines, OrderStatus};
 use crate::redis_stream::persist::{self, ToWrite, Written};
 use crate::redis_stream::{DrainReport, QueuedOrder, Step, WorkerSettings};
+use crate::reservation::End;
 
 /// First pause after an error; it doubles up to [`BACKOFF_MAX`].
 const BACKOFF_MIN: Duration = Duration::from_millis(100);

@@ -59,7 +59,7 @@ use crate::order::{
 };
 use crate::plan::StockPlan;
 use crate::redis_stream::{Payload, QueuedOrder};
-use crate::reservation;
+use crate::reservation::{self, End};
 use crate::strategy::{Backlog, Strategy};
 
 pub mod broker;
@@ -265,15 +265,6 @@ impl Strategy for QueueNats {
         let order = QueuedOrder::decode(&payload).map_err(StrategyError::Internal)?;
         Ok(Some(order.view(OrderStatus::Pending)))
     }
-}
-
-/// How a pending order ends in Redis.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum End {
-    /// PostgreSQL holds the order: its units are no longer in flight.
-    Settle,
-    /// It never will: its units go back on the shelf.
-    Release,
 }
 
 /// Ends pending orders in Redis, each atomically; an order that is no longer pending is left
