@@ -1,7 +1,7 @@
 //! Orders in PostgreSQL: the statements every SQL-backed strategy shares, and the one batch
 //! writer every strategy that persists many orders per transaction uses ([`write_batch`]).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
@@ -175,76 +175,29 @@ fn parse_kind(name: &str) -> Result<StrategyKind, StrategyError> {
     name.parse().map_err(|e: crate::kind::UnknownStrategy| StrategyError::Internal(e.to_string()))
 }
 
-/// The batch's orders and, for the orders this statement inserted (`ON CONFLICT DO NOTHING` skips
-/// a taken id or idempotency key), their lines, in one statement: one round trip however many
-/// orders. Every writing statement of a batch starts with these two CTEs; what follows them says
-/// where the units go ([`StockTake`]). The lines' own arrays are joined to `placed`, so a skipped
-/// order writes no line.
-macro_rules! write_orders_and_lines {
-    ($tail:literal) => {
-        concat!(
-            r#"
-WITH placed AS (
-    INSERT INTO orders (id, strategy, status, idempotency_key, user_name, address, phone, email, reason, created_at)
-    SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                         $8::text[], $9::text[], $10::timestamptz[])
-    ON CONFLICT DO NOTHING
-    RETURNING id, status
-),
-lines AS (
+const INSERT_BATCH: &str = r#"
+INSERT INTO orders (id, strategy, status, idempotency_key, user_name, address, phone, email, reason, created_at)
+SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                     $8::text[], $9::text[], $10::timestamptz[])
+ON CONFLICT DO NOTHING
+RETURNING id
+"#;
+
+const INSERT_BATCH_ITEMS: &str = r#"
+INSERT INTO order_items (order_id, product_id, quantity)
+SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::int[])
+"#;
+
+/// The lines, and the same lines as units awaiting the stock sync, in one statement.
+const INSERT_BATCH_ITEMS_LOGGED: &str = r#"
+WITH lines AS (
     INSERT INTO order_items (order_id, product_id, quantity)
-    SELECT line.order_id, line.product_id, line.quantity
-    FROM UNNEST($11::uuid[], $12::bigint[], $13::int[]) AS line (order_id, product_id, quantity)
-    JOIN placed ON placed.id = line.order_id
+    SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::int[])
     RETURNING order_id, product_id, quantity
-)"#,
-            $tail
-        )
-    };
-}
-
-/// Orders and lines only; the stock moves in per-product statements after it ([`TAKE_DECIDED`]).
-const WRITE_ORDERS: &str = write_orders_and_lines!(
-    r#"
-SELECT ARRAY(SELECT id FROM placed) AS inserted, 0::bigint AS products, 0::bigint AS taken
-"#
-);
-
-/// Orders, lines, and the same lines as units awaiting the stock sync.
-const WRITE_ORDERS_LOGGED: &str = write_orders_and_lines!(
-    r#",
-unapplied AS (
-    INSERT INTO stock_unapplied (order_id, product_id, quantity)
-    SELECT order_id, product_id, quantity FROM lines
 )
-SELECT ARRAY(SELECT id FROM placed) AS inserted, 0::bigint AS products, 0::bigint AS taken
-"#
-);
-
-/// Orders, lines, and the confirmed units off PostgreSQL's stock, when PostgreSQL's row is the
-/// gate: the caller decided under the rows' locks (`SELECT … FOR UPDATE`, so this `UPDATE … FROM`
-/// takes no new lock and its row order does not matter), and the decrement checks the stock again
-/// (and the gate), so a caller's mistake shows as `taken < products` and fails the batch instead
-/// of overselling. Claims the product for the PostgreSQL gate, as `sql-atomic` does.
-const WRITE_ORDERS_CHECKED: &str = write_orders_and_lines!(
-    r#",
-sold AS (
-    SELECT lines.product_id, sum(lines.quantity)::bigint AS units
-    FROM lines JOIN placed ON placed.id = lines.order_id
-    WHERE placed.status = 'confirmed'
-    GROUP BY lines.product_id
-),
-taken AS (
-    UPDATE products SET stock = products.stock - sold.units, gate = 'postgres'
-    FROM sold
-    WHERE products.id = sold.product_id AND products.stock >= sold.units
-      AND COALESCE(products.gate, 'postgres') = 'postgres'
-    RETURNING products.id
-)
-SELECT ARRAY(SELECT id FROM placed) AS inserted, (SELECT count(*) FROM sold) AS products,
-       (SELECT count(*) FROM taken) AS taken
-"#
-);
+INSERT INTO stock_unapplied (order_id, product_id, quantity)
+SELECT order_id, product_id, quantity FROM lines
+"#;
 
 /// A void row is a fence, not the order: an id voided while in doubt was never written.
 const ALREADY_THERE: &str = "SELECT id FROM orders WHERE id = ANY($1) AND status <> 'void'";
@@ -254,6 +207,12 @@ const ALREADY_THERE: &str = "SELECT id FROM orders WHERE id = ANY($1) AND status
 /// before accepting (`stream-deferred`).
 const TAKE_DECIDED: &str =
     "UPDATE products SET stock = stock - $2::bigint, gate = COALESCE(gate, 'redis') WHERE id = $1";
+
+/// Takes a batch's units when PostgreSQL's row is the gate: the caller checked the stock under
+/// the row lock, and the statement checks it again (and the gate) so a caller's mistake fails the
+/// batch instead of overselling. Claims the product for the PostgreSQL gate, as `sql-atomic` does.
+const TAKE_CHECKED: &str = "UPDATE products SET stock = stock - $2::bigint, gate = 'postgres' \
+                            WHERE id = $1 AND stock >= $2::bigint AND COALESCE(gate, 'postgres') = 'postgres'";
 
 /// How a batch's confirmed units leave PostgreSQL's stock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -420,10 +379,9 @@ pub(crate) async fn commit_or_doubt<T>(
 
 /// Writes `orders` on the caller's transaction, idempotently (`ON CONFLICT DO NOTHING` on the id
 /// and on the idempotency key), takes the confirmed ones' units from PostgreSQL's stock as `take`
-/// says, and says what became of each order, in order. Only orders this call inserted move the
-/// stock, so a redelivered batch writes nothing twice. Orders, lines and (with
-/// [`StockTake::Checked`] or [`StockTake::Logged`]) the units go in one statement, so the batch's
-/// row locks wait for one round trip instead of one per table.
+/// says (summed per product, in product-id order: the order every writer locks rows in), and says
+/// what became of each order, in order. Only orders this call inserted move the stock, so a
+/// redelivered batch writes nothing twice.
 ///
 /// # Errors
 /// The batch's error; the caller's transaction must then roll back. With [`StockTake::Checked`],
@@ -440,13 +398,11 @@ pub(crate) async fn write_batch(
             message: "only confirmed orders can be written with logged stock".into(),
         });
     }
-    let columns = Columns::of(orders);
-    let statement = match take {
-        StockTake::Decided => WRITE_ORDERS,
-        StockTake::Checked => WRITE_ORDERS_CHECKED,
-        StockTake::Logged => WRITE_ORDERS_LOGGED,
-    };
-    let (inserted, products, taken): (Vec<Uuid>, i64, i64) = sqlx::query_as(statement)
+    let mut columns = Columns::default();
+    for order in orders {
+        columns.push(order);
+    }
+    let inserted: std::collections::HashSet<Uuid> = sqlx::query_scalar(INSERT_BATCH)
         .bind(&columns.ids)
         .bind(&columns.strategies)
         .bind(&columns.statuses)
@@ -457,57 +413,67 @@ pub(crate) async fn write_batch(
         .bind(&columns.emails)
         .bind(&columns.reasons)
         .bind(&columns.created)
-        .bind(&columns.item_orders)
-        .bind(&columns.item_products)
-        .bind(&columns.item_quantities)
-        .fetch_one(&mut *conn)
-        .await?;
-    if taken != products {
-        return Err(BatchError {
-            transient: false,
-            message: format!(
-                "the stock of {} of the batch's {products} products no longer covers the units checked under lock",
-                products - taken
-            ),
-        });
-    }
-    let inserted: HashSet<Uuid> = inserted.into_iter().collect();
-    if take == StockTake::Decided {
-        take_decided(conn, orders, &inserted).await?;
-    }
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect();
     let skipped: Vec<Uuid> = columns.ids.iter().copied().filter(|id| !inserted.contains(id)).collect();
-    let already: HashSet<Uuid> = if skipped.is_empty() {
-        HashSet::new()
+    let already: std::collections::HashSet<Uuid> = if skipped.is_empty() {
+        std::collections::HashSet::new()
     } else {
         sqlx::query_scalar(ALREADY_THERE).bind(&skipped).fetch_all(&mut *conn).await?.into_iter().collect()
     };
-    Ok(fates(&columns.ids, &inserted, &already))
-}
 
-/// Takes the units of the confirmed orders this batch inserted, one product at a time in
-/// product-id order (the order every writer locks rows in: the stream worker holds no row lock
-/// before this, so one `UPDATE … FROM` could lock them in any order and deadlock another writer).
-async fn take_decided(
-    conn: &mut PgConnection,
-    orders: &[BatchOrder<'_>],
-    inserted: &HashSet<Uuid>,
-) -> Result<(), BatchError> {
-    let mut taken: BTreeMap<i64, i64> = BTreeMap::new();
-    for order in orders {
-        if order.status == OrderStatus::Confirmed && inserted.contains(&order.order_id) {
-            for line in order.lines {
+    let (mut item_orders, mut item_products, mut item_quantities) = (Vec::new(), Vec::new(), Vec::new());
+    let mut taken: std::collections::BTreeMap<i64, i64> = std::collections::BTreeMap::new();
+    for order in orders.iter().filter(|order| inserted.contains(&order.order_id)) {
+        for line in order.lines {
+            item_orders.push(order.order_id);
+            item_products.push(line.product_id.get());
+            item_quantities.push(line.quantity.get().cast_signed());
+            if order.status == OrderStatus::Confirmed {
                 *taken.entry(line.product_id.get()).or_default() += i64::from(line.quantity.get());
             }
         }
     }
-    for (product, units) in taken {
-        sqlx::query(TAKE_DECIDED).bind(product).bind(units).execute(&mut *conn).await?;
+    if !item_orders.is_empty() {
+        let statement =
+            if take == StockTake::Logged { INSERT_BATCH_ITEMS_LOGGED } else { INSERT_BATCH_ITEMS };
+        sqlx::query(statement)
+            .bind(&item_orders)
+            .bind(&item_products)
+            .bind(&item_quantities)
+            .execute(&mut *conn)
+            .await?;
     }
-    Ok(())
+    let statement = match take {
+        StockTake::Decided => TAKE_DECIDED,
+        StockTake::Checked => TAKE_CHECKED,
+        // The stock rows move later, in the stock sync.
+        StockTake::Logged => return Ok(fates(&columns.ids, &inserted, &already)),
+    };
+    // BTreeMap iterates in product-id order: rows are locked in the order every writer uses.
+    for (product, units) in taken {
+        let moved =
+            sqlx::query(statement).bind(product).bind(units).execute(&mut *conn).await?.rows_affected();
+        if moved == 0 && take == StockTake::Checked {
+            return Err(BatchError {
+                transient: false,
+                message: format!(
+                    "product {product}: its stock no longer covers {units} units checked under lock"
+                ),
+            });
+        }
+    }
+    Ok(fates(&columns.ids, &inserted, &already))
 }
 
 /// What became of each of `ids`, in order.
-fn fates(ids: &[Uuid], inserted: &HashSet<Uuid>, already: &HashSet<Uuid>) -> Vec<Written> {
+fn fates(
+    ids: &[Uuid],
+    inserted: &std::collections::HashSet<Uuid>,
+    already: &std::collections::HashSet<Uuid>,
+) -> Vec<Written> {
     ids.iter()
         .map(|id| {
             if inserted.contains(id) {
@@ -521,59 +487,32 @@ fn fates(ids: &[Uuid], inserted: &HashSet<Uuid>, already: &HashSet<Uuid>) -> Vec
         .collect()
 }
 
-/// Orders and their lines as the parallel arrays `UNNEST` takes, borrowed from the batch: nothing
-/// of an order is copied before it is encoded.
-struct Columns<'a> {
+/// Orders as the parallel arrays `UNNEST` takes.
+#[derive(Default)]
+struct Columns {
     ids: Vec<Uuid>,
     strategies: Vec<&'static str>,
     statuses: Vec<&'static str>,
-    keys: Vec<Option<&'a str>>,
-    users: Vec<Option<&'a str>>,
-    addresses: Vec<&'a str>,
-    phones: Vec<&'a str>,
-    emails: Vec<&'a str>,
+    keys: Vec<Option<String>>,
+    users: Vec<Option<String>>,
+    addresses: Vec<String>,
+    phones: Vec<String>,
+    emails: Vec<String>,
     reasons: Vec<Option<&'static str>>,
     created: Vec<chrono::DateTime<chrono::Utc>>,
-    item_orders: Vec<Uuid>,
-    item_products: Vec<i64>,
-    item_quantities: Vec<i32>,
 }
 
-impl<'a> Columns<'a> {
-    fn of(orders: &[BatchOrder<'a>]) -> Self {
-        let lines = orders.iter().map(|order| order.lines.len()).sum();
-        let mut columns = Self {
-            ids: Vec::with_capacity(orders.len()),
-            strategies: Vec::with_capacity(orders.len()),
-            statuses: Vec::with_capacity(orders.len()),
-            keys: Vec::with_capacity(orders.len()),
-            users: Vec::with_capacity(orders.len()),
-            addresses: Vec::with_capacity(orders.len()),
-            phones: Vec::with_capacity(orders.len()),
-            emails: Vec::with_capacity(orders.len()),
-            reasons: Vec::with_capacity(orders.len()),
-            created: Vec::with_capacity(orders.len()),
-            item_orders: Vec::with_capacity(lines),
-            item_products: Vec::with_capacity(lines),
-            item_quantities: Vec::with_capacity(lines),
-        };
-        for order in orders {
-            columns.ids.push(order.order_id);
-            columns.strategies.push(order.strategy.as_str());
-            columns.statuses.push(order.status.as_str());
-            columns.keys.push(order.idempotency_key);
-            columns.users.push(order.user);
-            columns.addresses.push(&order.delivery.address);
-            columns.phones.push(&order.delivery.phone);
-            columns.emails.push(&order.delivery.email);
-            columns.reasons.push(order.reason);
-            columns.created.push(order.created_at);
-            for line in order.lines {
-                columns.item_orders.push(order.order_id);
-                columns.item_products.push(line.product_id.get());
-                columns.item_quantities.push(line.quantity.get().cast_signed());
-            }
-        }
-        columns
+impl Columns {
+    fn push(&mut self, order: &BatchOrder<'_>) {
+        self.ids.push(order.order_id);
+        self.strategies.push(order.strategy.as_str());
+        self.statuses.push(order.status.as_str());
+        self.keys.push(order.idempotency_key.map(str::to_owned));
+        self.users.push(order.user.map(str::to_owned));
+        self.addresses.push(order.delivery.address.clone());
+        self.phones.push(order.delivery.phone.clone());
+        self.emails.push(order.delivery.email.clone());
+        self.reasons.push(order.reason);
+        self.created.push(order.created_at);
     }
 }

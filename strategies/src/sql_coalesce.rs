@@ -4,13 +4,11 @@
 //! Guarantee: never oversells, and answers nobody before the commit. The transaction locks every
 //! product the batch names (`SELECT … FOR UPDATE`, in product-id order, the order every writer
 //! locks rows in), accepts orders greedily in arrival order while every line still fits
-//! (multi-item orders stay all-or-nothing), then writes the accepted orders, their lines and the
-//! decrement that checks the stock again in one statement (`order_store::write_batch` with
-//! `StockTake::Checked`): BEGIN, the lock, that statement and COMMIT, four round trips whatever
-//! the batch's size and products (one more to look up idempotency keys when it carries some).
-//! Refusals read as in `sql-atomic`: 404 for an unknown product, 409 `inventory_gate_conflict`
-//! for one the Redis gate or a unit pool sells, 409 sold out otherwise; a sale claims
-//! `products.gate = 'postgres'`.
+//! (multi-item orders stay all-or-nothing), inserts the accepted ones in one multi-row statement
+//! and takes their units with a decrement that checks the stock again
+//! (`order_store::write_batch` with `StockTake::Checked`). Refusals read as in
+//! `sql-atomic`: 404 for an unknown product, 409 `inventory_gate_conflict` for one the Redis gate
+//! or a unit pool sells, 409 sold out otherwise; a sale claims `products.gate = 'postgres'`.
 //!
 //! Crash behaviour: before COMMIT, PostgreSQL rolls the whole batch back; after it, every accepted
 //! order and its units are there. The server holds nothing of its own: the queue into the batcher
