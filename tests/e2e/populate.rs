@@ -200,6 +200,18 @@ async fn without_orders_initial_stock_is_the_stock(pool: PgPool) {
         .await
         .unwrap();
     assert_eq!(moved, 0);
+
+    // What each order line's foreign-key check runs: with no orders loaded, it must still find
+    // an order through the primary key once a run has written thousands, not scan them all.
+    let plan: serde_json::Value = sqlx::query_scalar(
+        "EXPLAIN (FORMAT JSON) SELECT 1 FROM ONLY orders x \
+         WHERE id = '00000000-0000-0000-0000-000000000001'::uuid FOR KEY SHARE OF x",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let scan = &plan[0]["Plan"]["Plans"][0]["Node Type"];
+    assert_eq!(scan, "Index Scan", "an order is found by its key on an empty catalogue: {plan}");
 }
 
 #[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
