@@ -8,13 +8,14 @@ use std::time::Duration;
 use sqlx::{FromRow, PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
+use crate::dialect::{OrderSql, SqlBackend};
 use crate::error::StrategyError;
 use crate::fence::{self, Doubt};
 use crate::kind::StrategyKind;
 use crate::order::{
     Delivery, OrderLine, OrderLines, OrderStatus, OrderView, ProductId, PurchaseRequest, Quantity, Receipt,
 };
-use crate::pg_driver::{DbError, Statements};
+use crate::pg_driver::{DbError, SqlPool, Statements};
 
 /// Inserts the order and its lines in one statement.
 pub(crate) const INSERT_ORDER: &str = r#"
@@ -28,7 +29,7 @@ SELECT placed.id, line.product_id, line.quantity
 FROM placed, UNNEST($9::bigint[], $10::int[]) AS line (product_id, quantity)
 "#;
 
-const RECEIPT_BY_KEY: &str =
+pub(crate) const RECEIPT_BY_KEY: &str =
     "SELECT id, status, strategy FROM orders WHERE idempotency_key = $1 AND status <> 'void'";
 
 const ORDER_BY_ID: &str = r#"
@@ -50,23 +51,36 @@ pub(crate) async fn insert_order(
     status: OrderStatus,
     request: &PurchaseRequest,
 ) -> Result<(), DbError> {
+    insert_order_as(conn, &SqlBackend::Postgres.sql().orders, kind, status, request).await
+}
+
+/// [`insert_order`] in the dialect of `sql`.
+///
+/// # Errors
+/// As [`insert_order`].
+pub(crate) async fn insert_order_as(
+    conn: &mut (impl Statements + ?Sized),
+    sql: &OrderSql,
+    kind: StrategyKind,
+    status: OrderStatus,
+    request: &PurchaseRequest,
+) -> Result<(), DbError> {
     let (product_ids, quantities) = request.lines.columns();
-    conn.execute(
-        INSERT_ORDER,
-        &[
-            &request.order_id,
-            &kind.as_str(),
-            &status.as_str(),
-            &request.idempotency_key.as_ref().map(|key| key.as_str()),
-            &request.user.as_deref(),
-            &request.delivery.address,
-            &request.delivery.phone,
-            &request.delivery.email,
-            &product_ids,
-            &quantities,
-        ],
-    )
-    .await?;
+    let params: [&dyn crate::pg_driver::Param; 10] = [
+        &request.order_id,
+        &kind.as_str(),
+        &status.as_str(),
+        &request.idempotency_key.as_ref().map(|key| key.as_str()),
+        &request.user.as_deref(),
+        &request.delivery.address,
+        &request.delivery.phone,
+        &request.delivery.email,
+        &product_ids,
+        &quantities,
+    ];
+    for statement in sql.insert {
+        conn.execute(statement, &params).await?;
+    }
     Ok(())
 }
 
@@ -110,6 +124,36 @@ pub(crate) async fn replay_after_conflict<'e>(
     request: &PurchaseRequest,
 ) -> Result<Receipt, StrategyError> {
     receipt_for_key(executor, request)
+        .await?
+        .ok_or_else(|| StrategyError::Conflict("the order holding this idempotency key disappeared".into()))
+}
+
+/// [`receipt_for_key`] on the books of either dialect.
+///
+/// # Errors
+/// When the database does not answer.
+pub(crate) async fn receipt_on(
+    books: &SqlPool,
+    request: &PurchaseRequest,
+) -> Result<Option<Receipt>, StrategyError> {
+    let pool = match books {
+        SqlPool::Postgres(pg) => return receipt_for_key(pg, request).await,
+        SqlPool::MySql(_) => books,
+    };
+    let Some(key) = &request.idempotency_key else { return Ok(None) };
+    let mut conn = pool.acquire().await?;
+    let sql = books.backend().sql().orders.receipt_by_key;
+    let Some(row) = conn.fetch_optional(sql, &[&key.as_str()]).await? else { return Ok(None) };
+    let (id, status, strategy): (Uuid, String, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
+    ReceiptRow { id, status, strategy }.into_receipt().map(Some)
+}
+
+/// [`replay_after_conflict`] on the books of either dialect.
+///
+/// # Errors
+/// As [`replay_after_conflict`].
+pub(crate) async fn replay_on(books: &SqlPool, request: &PurchaseRequest) -> Result<Receipt, StrategyError> {
+    receipt_on(books, request)
         .await?
         .ok_or_else(|| StrategyError::Conflict("the order holding this idempotency key disappeared".into()))
 }

@@ -25,16 +25,18 @@ pub fn build(kind: StrategyKind, backends: &Backends) -> Arc<dyn Strategy> {
     match kind {
         StrategyKind::Memory => Arc::new(InMemory::new()),
         StrategyKind::SqlNaive => Arc::new(SqlNaive::new(
-            backends.pg.clone(),
+            backends.books.clone(),
             backends.purchases.clone(),
             backends.tuning.naive_race_window,
         )),
         StrategyKind::SqlForUpdate => Arc::new(SqlForUpdate::new(
-            backends.pg.clone(),
+            backends.books.clone(),
             backends.purchases.clone(),
             backends.tuning.conflict_retries,
         )),
-        StrategyKind::SqlAtomic => Arc::new(SqlAtomic::new(backends.pg.clone(), backends.purchases.clone())),
+        StrategyKind::SqlAtomic => {
+            Arc::new(SqlAtomic::new(backends.books.clone(), backends.purchases.clone()))
+        }
         StrategyKind::SqlCoalesce => {
             Arc::new(SqlCoalesce::new(backends.pg.clone(), backends.tuning.coalesce_max_batch))
         }
