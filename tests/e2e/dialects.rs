@@ -284,39 +284,42 @@ async fn backend_down(backend: SqlBackend, kind: StrategyKind) {
     );
 }
 
-/// One test per (backend, ported strategy) for each scenario.
+/// One test per (scenario, backend, ported strategy), and the list of ported strategies the
+/// tests cover, which must be every strategy `SqlBackend::MySql` runs.
 macro_rules! ported {
-    ($($scenario:ident),* $(,)?) => {
+    (scenarios: [$($scenario:ident),*], strategies: $strategies:tt) => {
+        ported!(@list $strategies);
         $(mod $scenario {
-            use checkout_strategies::{SqlBackend, StrategyKind};
-
-            ported!(@backend $scenario, postgres, SqlBackend::Postgres);
-            ported!(@backend $scenario, mariadb, SqlBackend::MySql);
+            ported!(@backend $scenario, postgres, Postgres, $strategies);
+            ported!(@backend $scenario, mariadb, MySql, $strategies);
         })*
     };
-    (@backend $scenario:ident, $name:ident, $backend:expr) => {
+    (@list [$($strategy:ident => $kind:ident),*]) => {
+        const COVERED: &[StrategyKind] = &[$(StrategyKind::$kind),*];
+    };
+    (@backend $scenario:ident, $name:ident, $backend:ident, [$($strategy:ident => $kind:ident),*]) => {
         mod $name {
-            use super::*;
+            use checkout_strategies::{SqlBackend, StrategyKind};
 
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sql_naive() {
-                super::super::$scenario($backend, StrategyKind::SqlNaive).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sql_for_update() {
-                super::super::$scenario($backend, StrategyKind::SqlForUpdate).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sql_atomic() {
-                super::super::$scenario($backend, StrategyKind::SqlAtomic).await;
-            }
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $strategy() {
+                super::super::$scenario(SqlBackend::$backend, StrategyKind::$kind).await;
+            })*
         }
     };
 }
 
-ported!(contention, multi_item, idempotency, backend_down);
+ported! {
+    scenarios: [contention, multi_item, idempotency, backend_down],
+    strategies: [sql_naive => SqlNaive, sql_for_update => SqlForUpdate, sql_atomic => SqlAtomic]
+}
+
+#[test]
+fn every_strategy_ported_to_mariadb_is_covered_on_both_backends() {
+    let ported: Vec<StrategyKind> =
+        StrategyKind::ALL.into_iter().filter(|kind| SqlBackend::MySql.runs(*kind)).collect();
+    assert_eq!(ported, COVERED, "add a newly ported strategy to `ported!`'s list");
+}
 
 #[tokio::test]
 async fn a_mariadb_database_is_created_and_migrated_twice() {

@@ -53,6 +53,18 @@ impl SqlBackend {
         }
     }
 
+    /// Whether `kind` sells on this backend: every strategy on PostgreSQL; on MySQL only those
+    /// whose statements are in [`mysql`] so far.
+    pub const fn runs(self, kind: crate::kind::StrategyKind) -> bool {
+        use crate::kind::StrategyKind;
+        match self {
+            Self::Postgres => true,
+            Self::MySql => {
+                matches!(kind, StrategyKind::SqlNaive | StrategyKind::SqlForUpdate | StrategyKind::SqlAtomic)
+            }
+        }
+    }
+
     /// The statements of this dialect.
     pub(crate) const fn sql(self) -> &'static DialectSql {
         match self {
