@@ -92,7 +92,7 @@ impl Registry {
         let strategies = raw
             .iter()
             .map(|(kind, strategy)| {
-                let keyed = Keyed::wrap(Arc::clone(strategy), backends.pg.clone(), Arc::clone(&raw));
+                let keyed = Keyed::wrap(Arc::clone(strategy), backends.books.clone(), Arc::clone(&raw));
                 (*kind, layer(keyed))
             })
             .collect();

@@ -11,8 +11,9 @@ use checkout_strategies::sql_atomic::SqlAtomic;
 use checkout_strategies::sql_for_update::SqlForUpdate;
 use checkout_strategies::sql_naive::SqlNaive;
 use checkout_strategies::{
-    Delivery, IdempotencyKey, OrderLine, OrderLines, ProductId, PurchaseOutcome, PurchasePool,
-    PurchaseRequest, Quantity, SqlBackend, SqlPool, Strategy, StrategyError, StrategyKind,
+    Backends, Delivery, IdempotencyKey, OrderLine, OrderLines, ProductId, PurchaseOutcome, PurchasePool,
+    PurchaseRequest, Quantity, RedisBackend, RedisKeys, RedisSettings, Registry, SqlBackend, SqlPool,
+    Strategy, StrategyError, StrategyKind, Tuning,
 };
 use sqlx::migrate::MigrateDatabase;
 use sqlx::{MySql, Postgres};
@@ -284,6 +285,53 @@ async fn backend_down(backend: SqlBackend, kind: StrategyKind) {
     );
 }
 
+/// The claim every keyed purchase takes first (`idempotency_claims`, in front of every strategy),
+/// on the scratch database's books: a retry replays, through any ported strategy; a reused key
+/// with another body is refused; a purchase that placed nothing frees its key.
+async fn shared_claim(backend: SqlBackend, kind: StrategyKind) {
+    let scratch = Scratch::new(backend).await;
+    scratch.stock_products(&[(HOT, 3), (7, 0)]).await;
+    let redis = RedisBackend::lazy(
+        "redis://127.0.0.1:6379",
+        RedisKeys::new(format!("dialect-{}:", uuid::Uuid::new_v4().simple())),
+        RedisSettings::default(),
+    )
+    .expect("a Redis URL");
+    let pg = pg_pool("postgres://postgres@127.0.0.1:5432/postgres", settings()).expect("a URL");
+    let mut backends = Backends::new(pg, redis, Tuning::default());
+    backends.books = scratch.books.clone();
+    backends.purchases = scratch.purchases();
+    let registry = Registry::build_all(&backends, |strategy| strategy);
+    let strategy = registry.get(kind);
+
+    let first = strategy.purchase(&request(&[(HOT, 1)], Some("shared"))).await.expect("an answer");
+    let PurchaseOutcome::Placed(receipt) = first else { panic!("{kind} on {backend}: {first:?}") };
+    for other in COVERED {
+        let again =
+            registry.get(*other).purchase(&request(&[(HOT, 1)], Some("shared"))).await.expect("an answer");
+        assert!(
+            matches!(&again, PurchaseOutcome::Replayed(r) if r.order_id == receipt.order_id && r.strategy == kind),
+            "{kind} then {other} on {backend}: {again:?}"
+        );
+    }
+    let reused = strategy.purchase(&request(&[(HOT, 2)], Some("shared"))).await.expect("an answer");
+    assert!(
+        matches!(reused, PurchaseOutcome::KeyReused(id) if id == receipt.order_id),
+        "{kind} on {backend}: another body under the key: {reused:?}"
+    );
+    let sold_out = strategy.purchase(&request(&[(7, 1)], Some("empty-shelf"))).await.expect("an answer");
+    assert!(matches!(sold_out, PurchaseOutcome::SoldOut(_)), "{kind} on {backend}: {sold_out:?}");
+    scratch.exec("UPDATE products SET stock = 1, initial_stock = 1 WHERE id = 7").await;
+    let restocked = strategy.purchase(&request(&[(7, 1)], Some("empty-shelf"))).await.expect("an answer");
+    assert!(
+        matches!(restocked, PurchaseOutcome::Placed(_)),
+        "{kind} on {backend}: a key whose purchase placed nothing is free again: {restocked:?}"
+    );
+    assert_eq!(scratch.number("SELECT COUNT(*) FROM idempotency_claims").await, 2, "{kind} on {backend}");
+    assert_eq!(scratch.sold().await, (2, 2), "{kind} on {backend}");
+    scratch.drop_database().await;
+}
+
 /// One test per (scenario, backend, ported strategy), and the list of ported strategies the
 /// tests cover, which must be every strategy `SqlBackend::MySql` runs.
 macro_rules! ported {
@@ -310,7 +358,7 @@ macro_rules! ported {
 }
 
 ported! {
-    scenarios: [contention, multi_item, idempotency, backend_down],
+    scenarios: [contention, multi_item, idempotency, shared_claim, backend_down],
     strategies: [sql_naive => SqlNaive, sql_for_update => SqlForUpdate, sql_atomic => SqlAtomic]
 }
 

@@ -96,6 +96,7 @@ pub(crate) struct DialectSql {
     pub(crate) naive: NaiveSql,
     pub(crate) orders: OrderSql,
     pub(crate) fence: FenceSql,
+    pub(crate) claims: ClaimSql,
 }
 
 /// Rows of `products` by id, for a list of ids.
@@ -155,6 +156,21 @@ pub(crate) struct FenceSql {
     pub(crate) void: &'static str,
     /// `$1` id: its status.
     pub(crate) status: &'static str,
+}
+
+/// The shared idempotency claim ([`crate::idempotency`]) where it does not run PostgreSQL's
+/// one-statement claim.
+#[derive(Debug)]
+pub(crate) struct ClaimSql {
+    /// `$1` key, `$2` order id, `$3` strategy, `$4` fingerprint: one row when the key was free,
+    /// none when another request holds it.
+    pub(crate) claim: &'static str,
+    /// `$1` key: `order_id, strategy, fingerprint, age_secs` of the claim holding it.
+    pub(crate) holder: &'static str,
+    /// `$1` key, `$2` order id: frees the key if that order still holds it.
+    pub(crate) unclaim: &'static str,
+    /// `$1` order id: `status, strategy` of the live order.
+    pub(crate) receipt: &'static str,
 }
 
 #[cfg(test)]
