@@ -27,6 +27,7 @@ use sqlx::FromRow;
 use uuid::Uuid;
 
 use crate::coalescer::BatchSizeSummary;
+use crate::dialect::ClaimStep;
 use crate::error::StrategyError;
 use crate::fence::{self, Doubt};
 use crate::kind::StrategyKind;
@@ -41,7 +42,7 @@ const POLL: Duration = Duration::from_millis(10);
 /// A claim older than this whose order is nowhere belongs to a purchase that died.
 const ABANDONED_AFTER: Duration = Duration::from_secs(60);
 
-const CLAIM: &str = r#"
+pub(crate) const CLAIM: &str = r#"
 WITH mine AS (
     INSERT INTO idempotency_claims (idempotency_key, order_id, strategy, fingerprint)
     VALUES ($1, $2, $3, $4)
@@ -97,23 +98,33 @@ impl Keyed {
         request: &PurchaseRequest,
         fingerprint: &str,
     ) -> Result<Option<ClaimRow>, StrategyError> {
-        let pool = match &self.books {
-            SqlPool::Postgres(pg) => {
-                return Ok(sqlx::query_as(CLAIM)
-                    .bind(key)
-                    .bind(request.order_id)
-                    .bind(self.kind().as_str())
-                    .bind(fingerprint)
-                    .fetch_optional(pg)
-                    .await?);
-            }
-            other => other,
-        };
-        let sql = &pool.backend().sql().claims;
-        let mut conn = pool.acquire().await?;
+        let claim = self.books.backend().sql().claims.claim;
+        if let (SqlPool::Postgres(pg), ClaimStep::Returning(statement)) = (&self.books, claim) {
+            return Ok(sqlx::query_as(statement)
+                .bind(key)
+                .bind(request.order_id)
+                .bind(self.kind().as_str())
+                .bind(fingerprint)
+                .fetch_optional(pg)
+                .await?);
+        }
+        let mut conn = self.books.acquire().await?;
         let params: [&dyn crate::pg_driver::Param; 4] =
             [&key, &request.order_id, &self.kind().as_str(), &fingerprint];
-        if conn.execute(sql.claim, &params).await? == 1 {
+        let (insert, holder) = match claim {
+            ClaimStep::InsertThenRead { insert, holder } => (insert, holder),
+            ClaimStep::Returning(statement) => {
+                let Some(row) = conn.fetch_optional(statement, &params).await? else { return Ok(None) };
+                return Ok(Some(ClaimRow {
+                    order_id: row.get(0)?,
+                    strategy: row.get(1)?,
+                    fingerprint: row.get(2)?,
+                    age_secs: row.get(3)?,
+                    mine: row.get(4)?,
+                }));
+            }
+        };
+        if conn.execute(insert, &params).await? == 1 {
             let (order_id, strategy) = (request.order_id, self.kind().as_str().to_owned());
             return Ok(Some(ClaimRow {
                 order_id,
@@ -123,7 +134,7 @@ impl Keyed {
                 mine: true,
             }));
         }
-        let Some(row) = conn.fetch_optional(sql.holder, &[&key]).await? else { return Ok(None) };
+        let Some(row) = conn.fetch_optional(holder, &[&key]).await? else { return Ok(None) };
         Ok(Some(ClaimRow {
             order_id: row.get(0)?,
             strategy: row.get(1)?,

@@ -136,12 +136,11 @@ pub(crate) async fn receipt_on(
     books: &SqlPool,
     request: &PurchaseRequest,
 ) -> Result<Option<Receipt>, StrategyError> {
-    let pool = match books {
-        SqlPool::Postgres(pg) => return receipt_for_key(pg, request).await,
-        SqlPool::MySql(_) => books,
-    };
+    if let SqlPool::Postgres(pg) = books {
+        return receipt_for_key(pg, request).await;
+    }
     let Some(key) = &request.idempotency_key else { return Ok(None) };
-    let mut conn = pool.acquire().await?;
+    let mut conn = books.acquire().await?;
     let sql = books.backend().sql().orders.receipt_by_key;
     let Some(row) = conn.fetch_optional(sql, &[&key.as_str()]).await? else { return Ok(None) };
     let (id, status, strategy): (Uuid, String, String) = (row.get(0)?, row.get(1)?, row.get(2)?);

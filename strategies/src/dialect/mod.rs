@@ -158,19 +158,26 @@ pub(crate) struct FenceSql {
     pub(crate) status: &'static str,
 }
 
-/// The shared idempotency claim ([`crate::idempotency`]) where it does not run PostgreSQL's
-/// one-statement claim.
+/// The shared idempotency claim ([`crate::idempotency`]).
 #[derive(Debug)]
 pub(crate) struct ClaimSql {
-    /// `$1` key, `$2` order id, `$3` strategy, `$4` fingerprint: one row when the key was free,
-    /// none when another request holds it.
-    pub(crate) claim: &'static str,
-    /// `$1` key: `order_id, strategy, fingerprint, age_secs` of the claim holding it.
-    pub(crate) holder: &'static str,
+    /// `$1` key, `$2` order id, `$3` strategy, `$4` fingerprint.
+    pub(crate) claim: ClaimStep,
     /// `$1` key, `$2` order id: frees the key if that order still holds it.
     pub(crate) unclaim: &'static str,
     /// `$1` order id: `status, strategy` of the live order.
     pub(crate) receipt: &'static str,
+}
+
+/// How a dialect claims a key and learns who holds it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ClaimStep {
+    /// One statement returning the claim row, ours or the holder's:
+    /// `order_id, strategy, fingerprint, age_secs, mine`.
+    Returning(&'static str),
+    /// An insert that takes a free key (one row affected), then, when it was taken, a read of the
+    /// holder (`$1` key): `order_id, strategy, fingerprint, age_secs`.
+    InsertThenRead { insert: &'static str, holder: &'static str },
 }
 
 #[cfg(test)]

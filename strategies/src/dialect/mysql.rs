@@ -15,7 +15,7 @@
 //! - `INSERT IGNORE` stands for `ON CONFLICT DO NOTHING`: `ON DUPLICATE KEY UPDATE` reports one
 //!   affected row for a duplicate once found rows are on, which would hide the conflict.
 
-use super::{AtomicSql, ByIds, ClaimSql, DialectSql, FenceSql, ForUpdateSql, NaiveSql, OrderSql};
+use super::{AtomicSql, ByIds, ClaimSql, ClaimStep, DialectSql, FenceSql, ForUpdateSql, NaiveSql, OrderSql};
 use crate::error::StrategyError;
 
 const TAKE_LINE: &str = "UPDATE products SET stock = stock - $2, gate = 'postgres' \
@@ -57,12 +57,14 @@ pub(crate) static SQL: DialectSql = DialectSql {
         status: "SELECT status FROM orders WHERE id = $1",
     },
     claims: ClaimSql {
-        // A key another transaction is inserting makes this wait for it, as in PostgreSQL.
-        claim: "INSERT IGNORE INTO idempotency_claims (idempotency_key, order_id, strategy, fingerprint) \
-                VALUES ($1, $2, $3, $4)",
-        holder: "SELECT order_id, strategy, fingerprint, \
-                 CAST(TIMESTAMPDIFF(MICROSECOND, claimed_at, NOW(6)) / 1e6 AS DOUBLE) \
-                 FROM idempotency_claims WHERE idempotency_key = $1",
+        claim: ClaimStep::InsertThenRead {
+            // A key another transaction is inserting makes this wait for it, as in PostgreSQL.
+            insert: "INSERT IGNORE INTO idempotency_claims (idempotency_key, order_id, strategy, fingerprint) \
+                     VALUES ($1, $2, $3, $4)",
+            holder: "SELECT order_id, strategy, fingerprint, \
+                     CAST(TIMESTAMPDIFF(MICROSECOND, claimed_at, NOW(6)) / 1e6 AS DOUBLE) \
+                     FROM idempotency_claims WHERE idempotency_key = $1",
+        },
         unclaim: "DELETE FROM idempotency_claims WHERE idempotency_key = $1 AND order_id = $2",
         receipt: "SELECT status, strategy FROM orders WHERE id = $1 AND status <> 'void'",
     },

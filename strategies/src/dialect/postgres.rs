@@ -1,7 +1,7 @@
 //! PostgreSQL's statements: the ones the strategies ran before there was a second dialect, kept
 //! beside the logic they serve.
 
-use super::{AtomicSql, ByIds, ClaimSql, DialectSql, FenceSql, ForUpdateSql, NaiveSql, OrderSql};
+use super::{AtomicSql, ByIds, ClaimSql, ClaimStep, DialectSql, FenceSql, ForUpdateSql, NaiveSql, OrderSql};
 
 pub(crate) static SQL: DialectSql = DialectSql {
     atomic: AtomicSql {
@@ -22,13 +22,8 @@ pub(crate) static SQL: DialectSql = DialectSql {
         receipt_by_key: crate::order_store::RECEIPT_BY_KEY,
     },
     fence: FenceSql { void: crate::fence::VOID, status: crate::fence::STATUS },
-    // PostgreSQL claims in one statement (`crate::idempotency`'s CLAIM); these are its steps
-    // spelled one by one, as every other dialect runs them.
     claims: ClaimSql {
-        claim: "INSERT INTO idempotency_claims (idempotency_key, order_id, strategy, fingerprint) \
-                VALUES ($1, $2, $3, $4) ON CONFLICT (idempotency_key) DO NOTHING",
-        holder: "SELECT order_id, strategy, fingerprint, EXTRACT(EPOCH FROM now() - claimed_at)::float8 \
-                 FROM idempotency_claims WHERE idempotency_key = $1",
+        claim: ClaimStep::Returning(crate::idempotency::CLAIM),
         unclaim: crate::idempotency::UNCLAIM,
         receipt: crate::idempotency::RECEIPT,
     },
