@@ -13,6 +13,7 @@ use uuid::Uuid;
 use crate::error::StrategyError;
 use crate::kind::{Gate, StrategyKind};
 use crate::order::{OrderStatus, ProductId};
+use crate::pg_driver::SqlPool;
 use crate::plan::StockPlan;
 use crate::strategy::{OrderEntry, ProductLedger};
 
@@ -99,6 +100,33 @@ pub async fn reset(pool: &PgPool, plan: &StockPlan) -> Result<ResetSummary, Stra
         redis_keys_loaded: 0,
         elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     })
+}
+
+/// [`reset`] on the books of either dialect.
+///
+/// # Errors
+/// As [`reset`]; a plan keeping the catalogue (`keep_catalogue`) is refused on every server but
+/// PostgreSQL, which alone has `reset_keeping` so far.
+pub async fn reset_on(books: &SqlPool, plan: &StockPlan) -> Result<ResetSummary, StrategyError> {
+    match books {
+        SqlPool::Postgres(pg) => reset(pg, plan).await,
+        SqlPool::MySql(_) if plan.keep_catalogue => Err(StrategyError::Internal(format!(
+            "a reset keeping the catalogue runs on PostgreSQL only so far, not on {}",
+            books.backend()
+        ))),
+        SqlPool::MySql(pool) => crate::dialect::mysql::reset(pool, plan).await,
+    }
+}
+
+/// [`latest_plan_with_id`] on the books of either dialect.
+///
+/// # Errors
+/// When the database does not answer.
+pub async fn latest_plan_with_id_on(books: &SqlPool) -> Result<Option<(i64, StockPlan)>, StrategyError> {
+    match books {
+        SqlPool::Postgres(pg) => latest_plan_with_id(pg).await,
+        SqlPool::MySql(pool) => crate::dialect::mysql::latest_plan_with_id(pool).await,
+    }
 }
 
 /// Remembers `plan` as the catalogue strategies with their own stock should rebuild; every order

@@ -13,7 +13,7 @@ use checkout_strategies::sql_naive::SqlNaive;
 use checkout_strategies::{
     Backends, Delivery, IdempotencyKey, OrderLine, OrderLines, ProductId, PurchaseOutcome, PurchasePool,
     PurchaseRequest, Quantity, RedisBackend, RedisKeys, RedisSettings, Registry, SqlBackend, SqlPool,
-    Strategy, StrategyError, StrategyKind, Tuning,
+    StockPlan, Strategy, StrategyError, StrategyKind, Tuning, catalog,
 };
 use sqlx::migrate::MigrateDatabase;
 use sqlx::{MySql, Postgres};
@@ -437,4 +437,53 @@ async fn a_mariadb_deadlock_is_retryable() {
     assert!(matches!(StrategyError::from(err), StrategyError::Conflict(_)));
     drop((a, b));
     scratch.drop_database().await;
+}
+
+/// A reset through either backend's books: the same plan lays out the same catalogue (the seeded
+/// random stock, chunked on MariaDB, included), deletes every order and claim, rebaselines what a
+/// sale moved, and is the plan read back.
+#[tokio::test]
+async fn a_reset_lays_out_the_same_catalogue_on_both_backends() {
+    let full: StockPlan = serde_json::from_value(serde_json::json!({
+        "products": [{"id": 100, "stock": 7}, {"id": 25_001, "stock": 3}],
+        "random_products": {"count": 25_000, "seed": 7}
+    }))
+    .expect("a plan");
+    let partial: StockPlan =
+        serde_json::from_value(serde_json::json!({"products": [{"id": 100, "stock": 9}]})).expect("a plan");
+    let mut books = Vec::new();
+    for backend in SqlBackend::ALL {
+        let scratch = Scratch::new(backend).await;
+        scratch.stock_products(&[(HOT, 5)]).await;
+        let atomic = build(StrategyKind::SqlAtomic, &scratch, Duration::ZERO);
+        let before = atomic.purchase(&request(&[(HOT, 1)], Some("before"))).await.expect("an answer");
+        assert!(matches!(before, PurchaseOutcome::Placed(_)), "{backend}: {before:?}");
+
+        let laid_out = catalog::reset_on(&scratch.books, &full).await.expect("a reset");
+        assert_eq!(scratch.sold().await, (0, 0), "{backend}: a reset deletes every order");
+        let placed = atomic.purchase(&request(&[(7, 1)], Some("before"))).await.expect("an answer");
+        assert!(matches!(placed, PurchaseOutcome::Placed(_)), "{backend}: the key is free again: {placed:?}");
+        let kept = catalog::reset_on(&scratch.books, &partial).await.expect("a reset");
+        let (_, latest) =
+            catalog::latest_plan_with_id_on(&scratch.books).await.expect("the books").expect("a plan");
+        assert_eq!(latest, partial, "{backend}");
+        books.push((
+            laid_out.products_written,
+            laid_out.products_rebaselined,
+            kept.products_written,
+            kept.products_rebaselined,
+            scratch.number("SELECT COUNT(*) FROM products").await,
+            scratch.number("SELECT CAST(SUM(stock) AS SIGNED) FROM products").await,
+            scratch
+                .number("SELECT COUNT(*) FROM products WHERE stock <> initial_stock OR gate IS NOT NULL")
+                .await,
+            scratch.stock(HOT).await,
+            scratch.stock(25_001).await,
+        ));
+        scratch.drop_database().await;
+    }
+    assert_eq!(books[0].0, 25_001, "the random catalogue and one explicit product beyond it");
+    assert_eq!(books[0].3, 1, "the product the sale between the resets moved is rebaselined");
+    assert_eq!((books[0].6, books[0].7), (0, 9));
+    assert_eq!(books[0], books[1], "PostgreSQL, then MariaDB");
 }

@@ -70,6 +70,121 @@ pub(crate) static SQL: DialectSql = DialectSql {
     },
 };
 
+/// Products per statement of a reset's random catalogue: two JSON arrays of this many numbers
+/// stay far below `max_allowed_packet` (16 MiB), and memory stays at one chunk.
+const RESET_CHUNK: u64 = 10_000;
+
+/// A reset's statements run past the purchases' statement limit (a big catalogue takes longer),
+/// but wait at most 5 s for a row a purchase holds, as PostgreSQL's reset does.
+macro_rules! reset_statement {
+    ($sql:literal) => {
+        concat!("SET STATEMENT max_statement_time = 0, innodb_lock_wait_timeout = 5 FOR ", $sql)
+    };
+}
+
+const PLANNED: &str = "JSON_TABLE(?, '$[*]' COLUMNS (n FOR ORDINALITY, id BIGINT PATH '$')) AS i \
+                       JOIN JSON_TABLE(?, '$[*]' COLUMNS (n FOR ORDINALITY, stock BIGINT PATH '$')) AS s ON s.n = i.n";
+
+/// [`crate::catalog::reset`] on MySQL: every order deleted and `plan` laid out in one
+/// transaction. InnoDB's `TRUNCATE` commits on its own, so the tables are emptied with `DELETE`.
+///
+/// # Errors
+/// When the server does not answer, or a purchase holds a row longer than 5 s.
+pub(crate) async fn reset(
+    pool: &sqlx::MySqlPool,
+    plan: &crate::plan::StockPlan,
+) -> Result<crate::catalog::ResetSummary, StrategyError> {
+    let started = std::time::Instant::now();
+    let mut tx = pool.begin().await?;
+    for table in [
+        reset_statement!("DELETE FROM inventory_units"),
+        reset_statement!("DELETE FROM stock_unapplied"),
+        reset_statement!("DELETE FROM order_items"),
+        reset_statement!("DELETE FROM orders"),
+        reset_statement!("DELETE FROM idempotency_claims"),
+    ] {
+        sqlx::query(table).execute(&mut *tx).await?;
+    }
+    let mut written = 0;
+    if let Some(random) = plan.random_products {
+        sqlx::query(reset_statement!("DELETE FROM products")).execute(&mut *tx).await?;
+        let explicit: std::collections::HashMap<i64, i64> =
+            plan.products.iter().map(|p| (p.id.get(), p.stock)).collect();
+        for first in (1..=random.count).step_by(usize::try_from(RESET_CHUNK).unwrap_or(usize::MAX)) {
+            let ids: Vec<i64> =
+                (first..=random.count.min(first + RESET_CHUNK - 1)).map(u64::cast_signed).collect();
+            let stocks: Vec<i64> = ids
+                .iter()
+                .map(|id| explicit.get(id).copied().unwrap_or_else(|| random.stock_of(*id)))
+                .collect();
+            written += sqlx::query(sqlx::AssertSqlSafe(format!(
+                "{} INSERT INTO products (id, stock, initial_stock) SELECT i.id, s.stock, s.stock FROM {PLANNED}",
+                reset_statement!("")
+            )))
+            .bind(sqlx::types::Json(&ids))
+            .bind(sqlx::types::Json(&stocks))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+    }
+    let (ids, stocks): (Vec<i64>, Vec<i64>) = plan.products.iter().map(|p| (p.id.get(), p.stock)).unzip();
+    // Found rows count a row the update matched: the condition keeps that to the rows it changes.
+    written += sqlx::query(sqlx::AssertSqlSafe(format!(
+        "{} UPDATE products p JOIN (SELECT i.id, s.stock FROM {PLANNED}) AS planned ON planned.id = p.id \
+         SET p.stock = planned.stock, p.initial_stock = planned.stock \
+         WHERE p.stock <> planned.stock OR p.initial_stock <> planned.stock",
+        reset_statement!("")
+    )))
+    .bind(sqlx::types::Json(&ids))
+    .bind(sqlx::types::Json(&stocks))
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    written += sqlx::query(sqlx::AssertSqlSafe(format!(
+        "{} INSERT IGNORE INTO products (id, stock, initial_stock) SELECT i.id, s.stock, s.stock FROM {PLANNED}",
+        reset_statement!("")
+    )))
+    .bind(sqlx::types::Json(&ids))
+    .bind(sqlx::types::Json(&stocks))
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    let rebaselined = sqlx::query(reset_statement!(
+        "UPDATE products SET initial_stock = stock, gate = NULL WHERE initial_stock <> stock OR gate IS NOT NULL"
+    ))
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    sqlx::query("INSERT INTO stock_plans (plan) VALUES (?)")
+        .bind(sqlx::types::Json(plan))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(crate::catalog::ResetSummary {
+        products_written: written,
+        products_rebaselined: rebaselined,
+        run_orders_deleted: None,
+        products_restored: None,
+        redis_keys_loaded: 0,
+        elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    })
+}
+
+/// [`crate::catalog::latest_plan_with_id`] on MySQL.
+///
+/// # Errors
+/// When the server does not answer or the plan does not read back.
+pub(crate) async fn latest_plan_with_id(
+    pool: &sqlx::MySqlPool,
+) -> Result<Option<(i64, crate::plan::StockPlan)>, StrategyError> {
+    let row: Option<(i64, sqlx::types::Json<crate::plan::StockPlan>)> =
+        sqlx::query_as("SELECT id, plan FROM stock_plans ORDER BY id DESC LIMIT 1")
+            .fetch_optional(pool)
+            .await?;
+    Ok(row.map(|(id, sqlx::types::Json(plan))| (id, plan)))
+}
+
 /// ER_DUP_ENTRY: a unique key is taken; the message names the key.
 pub(crate) const DUPLICATE_ENTRY: u16 = 1062;
 /// ER_LOCK_DEADLOCK: InnoDB rolled the transaction back to break a cycle.
