@@ -464,7 +464,7 @@ const ORPHAN_UNITS: &str = concat!(
 );
 
 #[derive(FromRow)]
-struct LedgerRow {
+pub(crate) struct LedgerRow {
     product_id: i64,
     initial_stock: i64,
     final_stock: i64,
@@ -512,8 +512,25 @@ pub async fn sql_books(
     let mut totals: OrderTotals = sqlx::query_as(ORDER_TOTALS).bind(since).fetch_one(&mut *tx).await?;
     totals.orphan_units = sqlx::query_scalar(ORPHAN_UNITS).bind(since).fetch_one(&mut *tx).await?;
     tx.commit().await?;
-    let ledger = rows
-        .into_iter()
+    Ok((ledger_of(rows), totals))
+}
+
+/// [`sql_books`] on the books of either dialect.
+///
+/// # Errors
+/// When the database does not answer.
+pub async fn sql_books_on(
+    books: &SqlPool,
+    tracked: &[i64],
+) -> Result<(Vec<SqlProduct>, OrderTotals), StrategyError> {
+    match books {
+        SqlPool::Postgres(pg) => sql_books(pg, tracked).await,
+        SqlPool::MySql(pool) => crate::dialect::mysql::sql_books(pool, tracked).await,
+    }
+}
+
+pub(crate) fn ledger_of(rows: Vec<LedgerRow>) -> Vec<SqlProduct> {
+    rows.into_iter()
         .map(|r| SqlProduct {
             ledger: ProductLedger {
                 product_id: r.product_id,
@@ -526,8 +543,7 @@ pub async fn sql_books(
             gate: crate::gates::parse_gate(r.gate.as_deref()),
             awaiting_sync: r.awaiting_sync,
         })
-        .collect();
-    Ok((ledger, totals))
+        .collect()
 }
 
 /// Counts of the run's orders (see `run_orders!`, bound by `$1`).

@@ -487,3 +487,39 @@ async fn a_reset_lays_out_the_same_catalogue_on_both_backends() {
     assert_eq!((books[0].6, books[0].7), (0, 9));
     assert_eq!(books[0], books[1], "PostgreSQL, then MariaDB");
 }
+
+/// The audit's SQL books read the same on both backends after the same sales.
+#[tokio::test]
+async fn the_audit_books_read_the_same_on_both_backends() {
+    let plan: StockPlan = serde_json::from_value(
+        serde_json::json!({"products": [{"id": 100, "stock": 10}, {"id": 200, "stock": 5}]}),
+    )
+    .expect("a plan");
+    let mut books = Vec::new();
+    for backend in SqlBackend::ALL {
+        let scratch = Scratch::new(backend).await;
+        catalog::reset_on(&scratch.books, &plan).await.expect("a reset");
+        for (kind, lines) in [
+            (StrategyKind::SqlAtomic, &[(HOT, 2)][..]),
+            (StrategyKind::SqlForUpdate, &[(HOT, 1), (200, 2)][..]),
+            (StrategyKind::SqlNaive, &[(200, 1)][..]),
+        ] {
+            let answer = build(kind, &scratch, Duration::ZERO).purchase(&request(lines, None)).await;
+            assert!(matches!(answer, Ok(PurchaseOutcome::Placed(_))), "{kind} on {backend}: {answer:?}");
+        }
+        let (ledger, totals) =
+            catalog::sql_books_on(&scratch.books, &[HOT, 200, 300]).await.expect("the books");
+        let ledger: Vec<_> =
+            ledger.iter().map(|product| (product.ledger, product.gate, product.awaiting_sync)).collect();
+        books.push((ledger, totals));
+        scratch.drop_database().await;
+    }
+    let (ledger, totals) = &books[0];
+    let figures: Vec<_> = ledger
+        .iter()
+        .map(|(l, _, _)| (l.product_id, l.initial_stock, l.final_stock, l.units_in_orders, l.orders))
+        .collect();
+    assert_eq!(figures, [(HOT, 10, 7, 3, 2), (200, 5, 2, 3, 2)]);
+    assert_eq!((totals.confirmed, totals.voided, totals.orphan_units), (3, 0, 0));
+    assert_eq!(books[0], books[1], "PostgreSQL, then MariaDB");
+}

@@ -185,6 +185,109 @@ pub(crate) async fn latest_plan_with_id(
     Ok(row.map(|(id, sqlx::types::Json(plan))| (id, plan)))
 }
 
+/// The run's orders (`?` the plan's `orders_since`, NULL after a truncating reset).
+macro_rules! run_orders {
+    ($table:literal) => {
+        concat!("(? IS NULL OR ", $table, "created_at >= ?)")
+    };
+}
+
+/// [`crate::catalog::sql_books`]'s ledger on MySQL: the same columns, arrays as JSON and
+/// `FILTER` as sums of conditions. Parameters: tracked ids (JSON), then `orders_since` as often as
+/// the statement names it (MySQL's `?` cannot be reused).
+const SQL_LEDGER: &str = concat!(
+    "SET STATEMENT max_statement_time = 300 FOR ",
+    "WITH run AS (SELECT id, idempotency_key, status FROM orders WHERE ",
+    run_orders!(""),
+    r#"), sold AS (
+    SELECT i.product_id,
+           CAST(SUM(i.quantity) AS SIGNED) AS units,
+           COUNT(*) AS orders,
+           COUNT(r.idempotency_key) - COUNT(DISTINCT r.idempotency_key) AS duplicated
+    FROM run r JOIN order_items i ON i.order_id = r.id
+    WHERE r.status IN ('pending', 'confirmed')
+    GROUP BY i.product_id
+), touched AS (
+    SELECT product_id FROM sold
+    UNION SELECT i.product_id FROM run r JOIN order_items i ON i.order_id = r.id WHERE ? IS NOT NULL
+    UNION SELECT id FROM products WHERE gate IS NOT NULL
+    UNION SELECT product_id FROM stock_unapplied
+    UNION SELECT t.id FROM JSON_TABLE(?, '$[*]' COLUMNS (id BIGINT PATH '$')) AS t
+    UNION SELECT id FROM products WHERE ? IS NULL AND stock <> initial_stock
+), history AS (
+    SELECT i.product_id, CAST(SUM(i.quantity) AS SIGNED) AS units
+    FROM touched t JOIN order_items i ON i.product_id = t.product_id JOIN orders o ON o.id = i.order_id
+    WHERE o.created_at < ? AND o.status IN ('pending', 'confirmed')
+    GROUP BY i.product_id
+), unapplied AS (
+    SELECT product_id, CAST(SUM(quantity) AS SIGNED) AS units FROM stock_unapplied GROUP BY product_id
+)
+SELECT p.id AS product_id, p.initial_stock - COALESCE(h.units, 0) AS initial_stock,
+       CASE WHEN p.gate = 'units'
+            THEN (SELECT COUNT(*) FROM inventory_units f WHERE f.product_id = p.id AND f.order_id IS NULL)
+            ELSE p.stock
+       END AS final_stock,
+       COALESCE(s.units, 0) AS units_in_orders, COALESCE(s.orders, 0) AS orders,
+       COALESCE(s.duplicated, 0) AS duplicated, p.gate, COALESCE(u.units, 0) AS awaiting_sync
+FROM touched t JOIN products p ON p.id = t.product_id
+LEFT JOIN sold s ON s.product_id = p.id LEFT JOIN history h ON h.product_id = p.id
+LEFT JOIN unapplied u ON u.product_id = p.id
+ORDER BY p.id
+"#
+);
+
+const ORDER_TOTALS: &str = concat!(
+    "SELECT CAST(COALESCE(SUM(status = 'pending'), 0) AS SIGNED) AS pending, \
+            CAST(COALESCE(SUM(status = 'confirmed'), 0) AS SIGNED) AS confirmed, \
+            CAST(COALESCE(SUM(status = 'cancelled'), 0) AS SIGNED) AS cancelled, \
+            CAST(COALESCE(SUM(status = 'void'), 0) AS SIGNED) AS voided, \
+            COUNT(idempotency_key) - COUNT(DISTINCT idempotency_key) AS duplicated, \
+            CAST(0 AS SIGNED) AS orphan_units, \
+            (SELECT COUNT(DISTINCT order_id) FROM stock_unapplied) AS awaiting_sync \
+     FROM orders WHERE ",
+    run_orders!("")
+);
+
+const ORPHAN_UNITS: &str = concat!(
+    "SELECT CAST(COALESCE(SUM(i.quantity), 0) AS SIGNED) \
+     FROM orders o JOIN order_items i ON i.order_id = o.id WHERE ",
+    run_orders!("o."),
+    " AND o.status IN ('pending', 'confirmed') \
+      AND NOT EXISTS (SELECT 1 FROM products p WHERE p.id = i.product_id)"
+);
+
+/// [`crate::catalog::sql_books`] on MySQL, every figure read from one snapshot (the
+/// transaction's REPEATABLE READ view, taken at its first read).
+///
+/// # Errors
+/// When the server does not answer.
+pub(crate) async fn sql_books(
+    pool: &sqlx::MySqlPool,
+    tracked: &[i64],
+) -> Result<(Vec<crate::catalog::SqlProduct>, crate::catalog::OrderTotals), StrategyError> {
+    type Since = Option<chrono::DateTime<chrono::Utc>>;
+    let mut tx = pool.begin().await?;
+    let since: Since = sqlx::query_scalar("SELECT orders_since FROM stock_plans ORDER BY id DESC LIMIT 1")
+        .fetch_optional(&mut *tx)
+        .await?
+        .flatten();
+    let rows: Vec<crate::catalog::LedgerRow> = sqlx::query_as(SQL_LEDGER)
+        .bind(since)
+        .bind(since)
+        .bind(since)
+        .bind(sqlx::types::Json(tracked))
+        .bind(since)
+        .bind(since)
+        .fetch_all(&mut *tx)
+        .await?;
+    let mut totals: crate::catalog::OrderTotals =
+        sqlx::query_as(ORDER_TOTALS).bind(since).bind(since).fetch_one(&mut *tx).await?;
+    totals.orphan_units =
+        sqlx::query_scalar(ORPHAN_UNITS).bind(since).bind(since).fetch_one(&mut *tx).await?;
+    tx.commit().await?;
+    Ok((crate::catalog::ledger_of(rows), totals))
+}
+
 /// ER_DUP_ENTRY: a unique key is taken; the message names the key.
 pub(crate) const DUPLICATE_ENTRY: u16 = 1062;
 /// ER_LOCK_DEADLOCK: InnoDB rolled the transaction back to break a cycle.
