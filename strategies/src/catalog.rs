@@ -584,6 +584,49 @@ pub async fn is_empty(pool: &PgPool) -> Result<bool, StrategyError> {
     Ok(!sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM products)").fetch_one(pool).await?)
 }
 
+/// [`is_empty`], [`latest_plan_id`], [`stock_of`] and [`order_entries`] on the books of either
+/// dialect.
+#[derive(Debug, Clone, Copy)]
+pub struct BooksOn<'a>(pub &'a SqlPool);
+
+impl BooksOn<'_> {
+    /// # Errors
+    /// When the database does not answer.
+    pub async fn is_empty(self) -> Result<bool, StrategyError> {
+        match self.0 {
+            SqlPool::Postgres(pg) => is_empty(pg).await,
+            SqlPool::MySql(pool) => crate::dialect::mysql::is_empty(pool).await,
+        }
+    }
+
+    /// # Errors
+    /// When the database does not answer.
+    pub async fn latest_plan_id(self) -> Result<Option<i64>, StrategyError> {
+        match self.0 {
+            SqlPool::Postgres(pg) => latest_plan_id(pg).await,
+            SqlPool::MySql(pool) => crate::dialect::mysql::latest_plan_id(pool).await,
+        }
+    }
+
+    /// # Errors
+    /// When the database does not answer.
+    pub async fn stock_of(self, id: ProductId) -> Result<Option<i64>, StrategyError> {
+        match self.0 {
+            SqlPool::Postgres(pg) => stock_of(pg, id).await,
+            SqlPool::MySql(pool) => crate::dialect::mysql::stock_of(pool, id).await,
+        }
+    }
+
+    /// # Errors
+    /// When the database does not answer, or holds a status or strategy this build does not know.
+    pub async fn order_entries(self, limit: i64) -> Result<Vec<OrderEntry>, StrategyError> {
+        match self.0 {
+            SqlPool::Postgres(pg) => order_entries(pg, limit).await,
+            SqlPool::MySql(pool) => entries_of(crate::dialect::mysql::order_entries(pool, limit).await?),
+        }
+    }
+}
+
 /// Orders of the run PostgreSQL holds (history excluded, see [`orders_since`]), at most `limit` of
 /// them, in no particular order.
 ///
@@ -603,6 +646,10 @@ pub async fn order_entries(pool: &PgPool, limit: i64) -> Result<Vec<OrderEntry>,
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
+    entries_of(rows)
+}
+
+fn entries_of(rows: Vec<(Uuid, String, String)>) -> Result<Vec<OrderEntry>, StrategyError> {
     rows.into_iter()
         .map(|(order_id, strategy, status)| {
             let strategy = strategy.parse::<StrategyKind>().map_err(|_| {

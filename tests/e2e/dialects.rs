@@ -523,3 +523,52 @@ async fn the_audit_books_read_the_same_on_both_backends() {
     assert_eq!((totals.confirmed, totals.voided, totals.orphan_units), (3, 0, 0));
     assert_eq!(books[0], books[1], "PostgreSQL, then MariaDB");
 }
+
+/// What the server's reads and listings ask of the books answers the same on both backends.
+#[tokio::test]
+async fn the_catalogue_reads_the_same_on_both_backends() {
+    let plan: StockPlan = serde_json::from_value(
+        serde_json::json!({"products": [{"id": 100, "stock": 10}, {"id": 200, "stock": 5}]}),
+    )
+    .expect("a plan");
+    let mut reads = Vec::new();
+    for backend in SqlBackend::ALL {
+        let scratch = Scratch::new(backend).await;
+        let books = catalog::BooksOn(&scratch.books);
+        let empty_before = books.is_empty().await.expect("the books");
+        catalog::reset_on(&scratch.books, &plan).await.expect("a reset");
+        let strategy = build(StrategyKind::SqlForUpdate, &scratch, Duration::ZERO);
+        let mut placed = Vec::new();
+        for lines in [&[(HOT, 2)][..], &[(HOT, 1), (200, 1)][..]] {
+            match strategy.purchase(&request(lines, None)).await {
+                Ok(PurchaseOutcome::Placed(receipt)) => placed.push(receipt.order_id),
+                other => panic!("{backend}: {other:?}"),
+            }
+        }
+        let mut entries: Vec<_> = books
+            .order_entries(10)
+            .await
+            .expect("the books")
+            .into_iter()
+            .map(|entry| (entry.order_id, entry.strategy, entry.status))
+            .collect();
+        entries.sort_by_key(|entry| entry.0);
+        placed.sort();
+        assert_eq!(entries.iter().map(|entry| entry.0).collect::<Vec<_>>(), placed, "{backend}");
+        let unknown = ProductId::parse(404).expect("an id");
+        reads.push((
+            empty_before,
+            books.is_empty().await.expect("the books"),
+            books.latest_plan_id().await.expect("the books").is_some(),
+            books.stock_of(ProductId::parse(HOT).expect("an id")).await.expect("the books"),
+            books.stock_of(unknown).await.expect("the books"),
+            entries.iter().map(|entry| (entry.1, entry.2)).collect::<Vec<_>>(),
+        ));
+        scratch.drop_database().await;
+    }
+    assert_eq!(
+        (reads[0].0, reads[0].1, reads[0].2, reads[0].3, reads[0].4),
+        (true, false, true, Some(7), None)
+    );
+    assert_eq!(reads[0], reads[1], "PostgreSQL, then MariaDB");
+}

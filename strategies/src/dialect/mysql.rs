@@ -288,6 +288,69 @@ pub(crate) async fn sql_books(
     Ok((crate::catalog::ledger_of(rows), totals))
 }
 
+/// [`crate::catalog::is_empty`] on MySQL.
+///
+/// # Errors
+/// When the server does not answer.
+pub(crate) async fn is_empty(pool: &sqlx::MySqlPool) -> Result<bool, StrategyError> {
+    let any: i64 = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM products)").fetch_one(pool).await?;
+    Ok(any == 0)
+}
+
+/// [`crate::catalog::latest_plan_id`] on MySQL.
+///
+/// # Errors
+/// When the server does not answer.
+pub(crate) async fn latest_plan_id(pool: &sqlx::MySqlPool) -> Result<Option<i64>, StrategyError> {
+    Ok(sqlx::query_scalar("SELECT id FROM stock_plans ORDER BY id DESC LIMIT 1").fetch_optional(pool).await?)
+}
+
+/// [`crate::catalog::stock_of`] on MySQL: what is left to sell, as `left_to_sell!` reads it.
+///
+/// # Errors
+/// When the server does not answer.
+pub(crate) async fn stock_of(
+    pool: &sqlx::MySqlPool,
+    id: crate::order::ProductId,
+) -> Result<Option<i64>, StrategyError> {
+    const LEFT_TO_SELL: &str = "SELECT CASE WHEN p.gate = 'units' \
+             THEN (SELECT COUNT(*) FROM inventory_units WHERE product_id = p.id AND order_id IS NULL) \
+             ELSE p.stock - CAST((SELECT COALESCE(SUM(quantity), 0) FROM stock_unapplied \
+                                  WHERE product_id = p.id) AS SIGNED) \
+             END \
+         FROM products p WHERE p.id = ?";
+    Ok(sqlx::query_scalar(LEFT_TO_SELL).bind(id.get()).fetch_optional(pool).await?)
+}
+
+/// `id, strategy, status` of at most `limit` of the run's live orders
+/// ([`crate::catalog::order_entries`]).
+///
+/// # Errors
+/// When the server does not answer.
+pub(crate) async fn order_entries(
+    pool: &sqlx::MySqlPool,
+    limit: i64,
+) -> Result<Vec<(uuid::Uuid, String, String)>, StrategyError> {
+    let mut tx = pool.begin().await?;
+    let since: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT orders_since FROM stock_plans ORDER BY id DESC LIMIT 1")
+            .fetch_optional(&mut *tx)
+            .await?
+            .flatten();
+    let rows = sqlx::query_as(concat!(
+        "SELECT id, strategy, status FROM orders WHERE ",
+        run_orders!(""),
+        " AND status <> 'void' LIMIT ?"
+    ))
+    .bind(since)
+    .bind(since)
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows)
+}
+
 /// ER_DUP_ENTRY: a unique key is taken; the message names the key.
 pub(crate) const DUPLICATE_ENTRY: u16 = 1062;
 /// ER_LOCK_DEADLOCK: InnoDB rolled the transaction back to break a cycle.
