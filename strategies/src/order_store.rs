@@ -158,19 +158,19 @@ pub(crate) async fn replay_on(books: &SqlPool, request: &PurchaseRequest) -> Res
 }
 
 #[derive(FromRow)]
-struct OrderRow {
-    id: Uuid,
-    strategy: String,
-    status: String,
-    idempotency_key: Option<String>,
-    user_name: Option<String>,
-    address: String,
-    phone: String,
-    email: String,
-    reason: Option<String>,
-    created_at: chrono::DateTime<chrono::Utc>,
-    product_ids: Vec<i64>,
-    quantities: Vec<i32>,
+pub(crate) struct OrderRow {
+    pub(crate) id: Uuid,
+    pub(crate) strategy: String,
+    pub(crate) status: String,
+    pub(crate) idempotency_key: Option<String>,
+    pub(crate) user_name: Option<String>,
+    pub(crate) address: String,
+    pub(crate) phone: String,
+    pub(crate) email: String,
+    pub(crate) reason: Option<String>,
+    pub(crate) created_at: chrono::DateTime<chrono::Utc>,
+    pub(crate) product_ids: Vec<i64>,
+    pub(crate) quantities: Vec<i32>,
 }
 
 /// One order from PostgreSQL with its lines.
@@ -181,10 +181,22 @@ pub async fn fetch_order<'e>(
     executor: impl PgExecutor<'e>,
     id: Uuid,
 ) -> Result<Option<OrderView>, StrategyError> {
-    let Some(row): Option<OrderRow> = sqlx::query_as(ORDER_BY_ID).bind(id).fetch_optional(executor).await?
-    else {
-        return Ok(None);
-    };
+    let row: Option<OrderRow> = sqlx::query_as(ORDER_BY_ID).bind(id).fetch_optional(executor).await?;
+    row.map(view_of).transpose()
+}
+
+/// [`fetch_order`] on the books of either dialect.
+///
+/// # Errors
+/// As [`fetch_order`].
+pub async fn fetch_order_on(books: &SqlPool, id: Uuid) -> Result<Option<OrderView>, StrategyError> {
+    match books {
+        SqlPool::Postgres(pg) => fetch_order(pg, id).await,
+        SqlPool::MySql(pool) => crate::dialect::mysql::fetch_order(pool, id).await?.map(view_of).transpose(),
+    }
+}
+
+pub(crate) fn view_of(row: OrderRow) -> Result<OrderView, StrategyError> {
     let items = row
         .product_ids
         .iter()
@@ -196,7 +208,7 @@ pub async fn fetch_order<'e>(
             })
         })
         .collect::<Result<_, StrategyError>>()?;
-    Ok(Some(OrderView {
+    Ok(OrderView {
         order_id: row.id,
         strategy: parse_kind(&row.strategy)?,
         status: parse_status(&row.status)?,
@@ -206,7 +218,7 @@ pub async fn fetch_order<'e>(
         idempotency_key: row.idempotency_key,
         reason: row.reason,
         created_at: row.created_at,
-    }))
+    })
 }
 
 fn parse_status(status: &str) -> Result<OrderStatus, StrategyError> {

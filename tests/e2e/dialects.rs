@@ -13,7 +13,7 @@ use checkout_strategies::sql_naive::SqlNaive;
 use checkout_strategies::{
     Backends, Delivery, IdempotencyKey, OrderLine, OrderLines, ProductId, PurchaseOutcome, PurchasePool,
     PurchaseRequest, Quantity, RedisBackend, RedisKeys, RedisSettings, Registry, SqlBackend, SqlPool,
-    StockPlan, Strategy, StrategyError, StrategyKind, Tuning, catalog,
+    StockPlan, Strategy, StrategyError, StrategyKind, Tuning, catalog, order_store,
 };
 use sqlx::migrate::MigrateDatabase;
 use sqlx::{MySql, Postgres};
@@ -553,9 +553,20 @@ async fn the_catalogue_reads_the_same_on_both_backends() {
             .map(|entry| (entry.order_id, entry.strategy, entry.status))
             .collect();
         entries.sort_by_key(|entry| entry.0);
+        let first = placed[0];
         placed.sort();
         assert_eq!(entries.iter().map(|entry| entry.0).collect::<Vec<_>>(), placed, "{backend}");
         let unknown = ProductId::parse(404).expect("an id");
+        let view =
+            order_store::fetch_order_on(&scratch.books, first).await.expect("the books").expect("an order");
+        let missing =
+            order_store::fetch_order_on(&scratch.books, uuid::Uuid::new_v4()).await.expect("the books");
+        assert!(missing.is_none(), "{backend}");
+        let age = chrono::Utc::now() - view.created_at;
+        assert!(
+            age < chrono::Duration::minutes(1) && age > -chrono::Duration::minutes(1),
+            "{backend}: {age}"
+        );
         reads.push((
             empty_before,
             books.is_empty().await.expect("the books"),
@@ -563,6 +574,18 @@ async fn the_catalogue_reads_the_same_on_both_backends() {
             books.stock_of(ProductId::parse(HOT).expect("an id")).await.expect("the books"),
             books.stock_of(unknown).await.expect("the books"),
             entries.iter().map(|entry| (entry.1, entry.2)).collect::<Vec<_>>(),
+            (
+                view.strategy,
+                view.status,
+                view.items
+                    .iter()
+                    .map(|line| (line.product_id.get(), line.quantity.get()))
+                    .collect::<Vec<_>>(),
+                view.delivery,
+                view.user,
+                view.idempotency_key,
+                view.reason,
+            ),
         ));
         scratch.drop_database().await;
     }

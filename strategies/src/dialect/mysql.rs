@@ -351,6 +351,50 @@ pub(crate) async fn order_entries(
     Ok(rows)
 }
 
+/// One live order and its lines in product order, the lines as two JSON arrays
+/// ([`crate::order_store::fetch_order`]).
+///
+/// # Errors
+/// When the server does not answer.
+pub(crate) async fn fetch_order(
+    pool: &sqlx::MySqlPool,
+    id: uuid::Uuid,
+) -> Result<Option<crate::order_store::OrderRow>, StrategyError> {
+    use sqlx::Row;
+    const ORDER_BY_ID: &str = "SELECT id, strategy, status, idempotency_key, user_name, address, phone, email, \
+            reason, created_at, \
+            (SELECT JSON_ARRAYAGG(product_id ORDER BY product_id) FROM order_items WHERE order_id = orders.id), \
+            (SELECT JSON_ARRAYAGG(quantity ORDER BY product_id) FROM order_items WHERE order_id = orders.id) \
+        FROM orders WHERE id = ? AND status <> 'void'";
+    let Some(row) = sqlx::query(ORDER_BY_ID).bind(id).fetch_optional(pool).await? else { return Ok(None) };
+    let list = |index: usize| -> Result<Option<String>, sqlx::Error> { row.try_get(index) };
+    let (product_ids, quantities) = (list(10)?, list(11)?);
+    let parse = |json: Option<String>| -> Result<Vec<i64>, StrategyError> {
+        json.map_or(Ok(Vec::new()), |json| {
+            serde_json::from_str(&json)
+                .map_err(|err| StrategyError::Internal(format!("order {id}'s lines: {err}")))
+        })
+    };
+    let quantities = parse(quantities)?
+        .into_iter()
+        .map(|quantity| i32::try_from(quantity).map_err(|err| StrategyError::Internal(err.to_string())))
+        .collect::<Result<_, _>>()?;
+    Ok(Some(crate::order_store::OrderRow {
+        id: row.try_get(0)?,
+        strategy: row.try_get(1)?,
+        status: row.try_get(2)?,
+        idempotency_key: row.try_get(3)?,
+        user_name: row.try_get(4)?,
+        address: row.try_get(5)?,
+        phone: row.try_get(6)?,
+        email: row.try_get(7)?,
+        reason: row.try_get(8)?,
+        created_at: row.try_get(9)?,
+        product_ids: parse(product_ids)?,
+        quantities,
+    }))
+}
+
 /// ER_DUP_ENTRY: a unique key is taken; the message names the key.
 pub(crate) const DUPLICATE_ENTRY: u16 = 1062;
 /// ER_LOCK_DEADLOCK: InnoDB rolled the transaction back to break a cycle.
