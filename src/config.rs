@@ -18,7 +18,8 @@ use crate::sessions::SessionConfig;
 /// Where the backends are and how connections to them behave.
 #[derive(Debug, Clone, Args)]
 pub struct BackendArgs {
-    /// PostgreSQL URL. The database is created, and migrations applied, when missing.
+    /// PostgreSQL URL. The database is created, and migrations applied, when missing. A `mysql://`
+    /// or `mariadb://` URL prepares a MariaDB database the same way (README, "MariaDB").
     #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/checkout")]
     pub database_url: String,
 

@@ -7,7 +7,9 @@ use anyhow::Context;
 use checkout_strategies::background::{self, BackgroundSettings};
 use checkout_strategies::reservation::SweeperSettings;
 use checkout_strategies::stock_sync::StockSyncSettings;
-use checkout_strategies::{Backends, CancellationToken, PurchasePool, StockPlan, Tuning, backends};
+use checkout_strategies::{
+    Backends, CancellationToken, PurchasePool, SqlBackend, StockPlan, Tuning, backends,
+};
 use clap::{Parser, Subcommand};
 
 use crate::app::{App, AppConfig, AppState};
@@ -60,9 +62,21 @@ pub async fn run(cli: ServerCli) -> anyhow::Result<()> {
         Some(Command::Populate { backends, .. } | Command::Worker { backends, .. }) => backends,
         None => &cli.backends,
     };
+    let sql_backend = SqlBackend::from_url(&backend_args.database_url).context("invalid DATABASE_URL")?;
     backends::prepare_database(&backend_args.database_url)
         .await
         .with_context(|| format!("cannot prepare the database at {}", backend_args.database_url))?;
+    if sql_backend != SqlBackend::Postgres {
+        // The strategies ported to every dialect run on it (README, "MariaDB"), but the server's
+        // resets, audit, listings, idempotency claims and the other strategies are PostgreSQL's
+        // still: refuse plainly rather than start half a server.
+        anyhow::bail!(
+            "the {sql_backend} database at {} is created and migrated, but the server runs on PostgreSQL \
+             only so far (sql-naive, sql-for-update and sql-atomic run on MariaDB through the library; \
+             see README, \"MariaDB\")",
+            backend_args.database_url
+        );
+    }
     let pg = backends::pg_pool(&backend_args.database_url, backend_args.pg_settings())
         .context("invalid DATABASE_URL")?;
     if let Some(Command::Populate { args, .. }) = &cli.command {
@@ -120,6 +134,32 @@ mod tests {
     #[test]
     fn verify_cli() {
         super::ServerCli::command().debug_assert();
+    }
+
+    #[tokio::test]
+    async fn a_mariadb_url_prepares_its_database_then_is_refused_plainly() {
+        use clap::Parser;
+        use sqlx::migrate::MigrateDatabase;
+
+        let url = format!("mysql://root@127.0.0.1:3306/server_cli_{}", uuid::Uuid::new_v4().simple());
+        let cli = super::ServerCli::try_parse_from(["server", "--database-url", &url]).expect("valid flags");
+        let err = format!("{:#}", super::run(cli).await.expect_err("no server on MariaDB yet"));
+        let created = sqlx::MySql::database_exists(&url).await.expect("MariaDB answers");
+        if created {
+            sqlx::MySql::drop_database(&url).await.expect("the scratch database is dropped");
+        }
+        assert!(created, "the database is created and migrated before the refusal");
+        assert!(err.contains("PostgreSQL only") && err.contains("README"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_database_scheme_names_the_accepted_ones() {
+        use clap::Parser;
+
+        let cli = super::ServerCli::try_parse_from(["server", "--database-url", "sqlite://shop.db"])
+            .expect("valid flags");
+        let err = format!("{:#}", super::run(cli).await.expect_err("not a supported database"));
+        assert!(err.contains("postgres://") && err.contains("mariadb://"), "{err}");
     }
 
     #[test]

@@ -9,11 +9,13 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{Cmd, ConnectionInfo, FromRedisValue, IntoConnectionInfo, Pipeline, RedisFuture, Value};
 use sqlx::migrate::MigrateDatabase;
+use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection, PgPool, Postgres};
+use sqlx::{Connection, Executor, MySql, MySqlPool, PgPool, Postgres};
 
 use crate::MIGRATOR;
-use crate::pg_driver::PurchasePool;
+use crate::dialect::SqlBackend;
+use crate::pg_driver::{PurchasePool, SqlPool};
 use crate::queue_nats::{NatsBackend, NatsSettings};
 use crate::redis_keys::RedisKeys;
 
@@ -28,6 +30,9 @@ pub struct Backends {
     /// Where the per-sale SQL strategies run their purchase (`PG_DRIVER`); `pg` unless another
     /// driver was chosen.
     pub purchases: PurchasePool,
+    /// Where the strategies ported to every dialect keep their books (replays, fences): `pg`
+    /// on PostgreSQL.
+    pub books: SqlPool,
 }
 
 /// Where `queue-nats` finds its broker unless told otherwise (`NATS_URL`).
@@ -38,8 +43,9 @@ impl Backends {
     /// under Redis's key prefix (it connects on first use only).
     pub fn new(pg: PgPool, redis: RedisBackend, tuning: Tuning) -> Self {
         let purchases = PurchasePool::Sqlx(pg.clone());
+        let books = SqlPool::Postgres(pg.clone());
         let nats = NatsBackend::lazy(DEFAULT_NATS_URL, redis.keys.prefix(), NatsSettings::default());
-        Self { pg, redis, nats, tuning, purchases }
+        Self { pg, redis, nats, tuning, purchases, books }
     }
 
     /// The same backends with `queue-nats` on `nats`.
@@ -363,11 +369,61 @@ pub fn pg_pool_with(options: PgConnectOptions, settings: PgSettings) -> PgPool {
         .connect_lazy_with(options)
 }
 
-/// Creates the database when it is missing and applies every migration.
+/// Builds a MySQL/MariaDB pool that connects on first use, with the PostgreSQL pool's limits:
+/// `statement_timeout` becomes MariaDB's `max_statement_time` and, rounded up to whole seconds,
+/// InnoDB's row-lock wait (`innodb_lock_wait_timeout`), so neither a slow statement nor a lock
+/// held by a stuck buyer keeps a purchase waiting past it (the client gets 503).
 ///
 /// # Errors
-/// When PostgreSQL cannot be reached or a migration fails.
+/// When `url` is not a MySQL URL.
+pub fn mysql_pool(url: &str, settings: PgSettings) -> Result<MySqlPool, sqlx::Error> {
+    let options = MySqlConnectOptions::from_str(url)?;
+    let statement_secs = settings.statement_timeout.as_secs_f64();
+    let lock_wait_secs = settings.statement_timeout.as_secs().max(1)
+        + u64::from(settings.statement_timeout.subsec_nanos() > 0);
+    let limits = format!(
+        "SET SESSION max_statement_time = {statement_secs}, innodb_lock_wait_timeout = {lock_wait_secs}"
+    );
+    Ok(MySqlPoolOptions::new()
+        .max_connections(settings.connections)
+        .min_connections(0)
+        .acquire_timeout(settings.acquire_timeout)
+        // As for PostgreSQL: no ping per checkout, only after a connection sat idle.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for > IDLE_BEFORE_PING {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
+        .after_connect(move |conn, _| {
+            let limits = limits.clone();
+            Box::pin(async move {
+                conn.execute(sqlx::AssertSqlSafe(limits)).await?;
+                Ok(())
+            })
+        })
+        .connect_lazy_with(options))
+}
+
+/// Creates the database `url` names when it is missing and applies every migration of its
+/// dialect ([`SqlBackend::from_url`]).
+///
+/// # Errors
+/// When the URL names no supported server, the server cannot be reached or a migration fails.
 pub async fn prepare_database(url: &str) -> Result<(), sqlx::Error> {
+    let backend = SqlBackend::from_url(url).map_err(|err| sqlx::Error::Configuration(err.into()))?;
+    if backend == SqlBackend::MySql {
+        if !MySql::database_exists(url).await? {
+            MySql::create_database(url).await?;
+        }
+        let pool = MySqlPoolOptions::new().max_connections(1).connect(url).await?;
+        backend.migrator().run(&pool).await?;
+        pool.close().await;
+        return Ok(());
+    }
     if !Postgres::database_exists(url).await? {
         Postgres::create_database(url).await?;
     }

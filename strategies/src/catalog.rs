@@ -13,6 +13,7 @@ use uuid::Uuid;
 use crate::error::StrategyError;
 use crate::kind::{Gate, StrategyKind};
 use crate::order::{OrderStatus, ProductId};
+use crate::pg_driver::SqlPool;
 use crate::plan::StockPlan;
 use crate::strategy::{OrderEntry, ProductLedger};
 
@@ -99,6 +100,33 @@ pub async fn reset(pool: &PgPool, plan: &StockPlan) -> Result<ResetSummary, Stra
         redis_keys_loaded: 0,
         elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     })
+}
+
+/// [`reset`] on the books of either dialect.
+///
+/// # Errors
+/// As [`reset`]; a plan keeping the catalogue (`keep_catalogue`) is refused on every server but
+/// PostgreSQL, which alone has `reset_keeping` so far.
+pub async fn reset_on(books: &SqlPool, plan: &StockPlan) -> Result<ResetSummary, StrategyError> {
+    match books {
+        SqlPool::Postgres(pg) => reset(pg, plan).await,
+        SqlPool::MySql(_) if plan.keep_catalogue => Err(StrategyError::Internal(format!(
+            "a reset keeping the catalogue runs on PostgreSQL only so far, not on {}",
+            books.backend()
+        ))),
+        SqlPool::MySql(pool) => crate::dialect::mysql::reset(pool, plan).await,
+    }
+}
+
+/// [`latest_plan_with_id`] on the books of either dialect.
+///
+/// # Errors
+/// When the database does not answer.
+pub async fn latest_plan_with_id_on(books: &SqlPool) -> Result<Option<(i64, StockPlan)>, StrategyError> {
+    match books {
+        SqlPool::Postgres(pg) => latest_plan_with_id(pg).await,
+        SqlPool::MySql(pool) => crate::dialect::mysql::latest_plan_with_id(pool).await,
+    }
 }
 
 /// Remembers `plan` as the catalogue strategies with their own stock should rebuild; every order
@@ -436,7 +464,7 @@ const ORPHAN_UNITS: &str = concat!(
 );
 
 #[derive(FromRow)]
-struct LedgerRow {
+pub(crate) struct LedgerRow {
     product_id: i64,
     initial_stock: i64,
     final_stock: i64,
@@ -484,8 +512,25 @@ pub async fn sql_books(
     let mut totals: OrderTotals = sqlx::query_as(ORDER_TOTALS).bind(since).fetch_one(&mut *tx).await?;
     totals.orphan_units = sqlx::query_scalar(ORPHAN_UNITS).bind(since).fetch_one(&mut *tx).await?;
     tx.commit().await?;
-    let ledger = rows
-        .into_iter()
+    Ok((ledger_of(rows), totals))
+}
+
+/// [`sql_books`] on the books of either dialect.
+///
+/// # Errors
+/// When the database does not answer.
+pub async fn sql_books_on(
+    books: &SqlPool,
+    tracked: &[i64],
+) -> Result<(Vec<SqlProduct>, OrderTotals), StrategyError> {
+    match books {
+        SqlPool::Postgres(pg) => sql_books(pg, tracked).await,
+        SqlPool::MySql(pool) => crate::dialect::mysql::sql_books(pool, tracked).await,
+    }
+}
+
+pub(crate) fn ledger_of(rows: Vec<LedgerRow>) -> Vec<SqlProduct> {
+    rows.into_iter()
         .map(|r| SqlProduct {
             ledger: ProductLedger {
                 product_id: r.product_id,
@@ -498,8 +543,7 @@ pub async fn sql_books(
             gate: crate::gates::parse_gate(r.gate.as_deref()),
             awaiting_sync: r.awaiting_sync,
         })
-        .collect();
-    Ok((ledger, totals))
+        .collect()
 }
 
 /// Counts of the run's orders (see `run_orders!`, bound by `$1`).
@@ -540,6 +584,49 @@ pub async fn is_empty(pool: &PgPool) -> Result<bool, StrategyError> {
     Ok(!sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM products)").fetch_one(pool).await?)
 }
 
+/// [`is_empty`], [`latest_plan_id`], [`stock_of`] and [`order_entries`] on the books of either
+/// dialect.
+#[derive(Debug, Clone, Copy)]
+pub struct BooksOn<'a>(pub &'a SqlPool);
+
+impl BooksOn<'_> {
+    /// # Errors
+    /// When the database does not answer.
+    pub async fn is_empty(self) -> Result<bool, StrategyError> {
+        match self.0 {
+            SqlPool::Postgres(pg) => is_empty(pg).await,
+            SqlPool::MySql(pool) => crate::dialect::mysql::is_empty(pool).await,
+        }
+    }
+
+    /// # Errors
+    /// When the database does not answer.
+    pub async fn latest_plan_id(self) -> Result<Option<i64>, StrategyError> {
+        match self.0 {
+            SqlPool::Postgres(pg) => latest_plan_id(pg).await,
+            SqlPool::MySql(pool) => crate::dialect::mysql::latest_plan_id(pool).await,
+        }
+    }
+
+    /// # Errors
+    /// When the database does not answer.
+    pub async fn stock_of(self, id: ProductId) -> Result<Option<i64>, StrategyError> {
+        match self.0 {
+            SqlPool::Postgres(pg) => stock_of(pg, id).await,
+            SqlPool::MySql(pool) => crate::dialect::mysql::stock_of(pool, id).await,
+        }
+    }
+
+    /// # Errors
+    /// When the database does not answer, or holds a status or strategy this build does not know.
+    pub async fn order_entries(self, limit: i64) -> Result<Vec<OrderEntry>, StrategyError> {
+        match self.0 {
+            SqlPool::Postgres(pg) => order_entries(pg, limit).await,
+            SqlPool::MySql(pool) => entries_of(crate::dialect::mysql::order_entries(pool, limit).await?),
+        }
+    }
+}
+
 /// Orders of the run PostgreSQL holds (history excluded, see [`orders_since`]), at most `limit` of
 /// them, in no particular order.
 ///
@@ -559,6 +646,10 @@ pub async fn order_entries(pool: &PgPool, limit: i64) -> Result<Vec<OrderEntry>,
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
+    entries_of(rows)
+}
+
+fn entries_of(rows: Vec<(Uuid, String, String)>) -> Result<Vec<OrderEntry>, StrategyError> {
     rows.into_iter()
         .map(|(order_id, strategy, status)| {
             let strategy = strategy.parse::<StrategyKind>().map_err(|_| {

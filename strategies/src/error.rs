@@ -59,7 +59,10 @@ impl From<sqlx::Error> for StrategyError {
             | sqlx::Error::Tls(_)
             | sqlx::Error::WorkerCrashed
             | sqlx::Error::Protocol(_) => Self::Unavailable(err.to_string()),
-            sqlx::Error::Database(db) => from_sqlstate(&db.code().unwrap_or_default(), err.to_string()),
+            sqlx::Error::Database(db) => match db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+                Some(mysql) => crate::dialect::mysql::strategy_error(mysql.number(), err.to_string()),
+                None => from_sqlstate(&db.code().unwrap_or_default(), err.to_string()),
+            },
             _ => Self::Internal(err.to_string()),
         }
     }

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::error::StrategyError;
 use crate::kind::StrategyKind;
-use crate::pg_driver::DbError;
+use crate::pg_driver::{DbError, SqlPool, Statements};
 
 /// What PostgreSQL decided about an order whose outcome was in doubt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,13 +25,13 @@ pub enum Doubt {
     Void,
 }
 
-const VOID: &str = r#"
+pub(crate) const VOID: &str = r#"
 INSERT INTO orders (id, strategy, status, address, phone, email, reason)
 VALUES ($1, $2, 'void', '', '', '', $3)
 ON CONFLICT (id) DO NOTHING
 "#;
 
-const STATUS: &str = "SELECT status FROM orders WHERE id = $1";
+pub(crate) const STATUS: &str = "SELECT status FROM orders WHERE id = $1";
 
 /// Settles whether order `id` exists, for good. `why` is kept on the void row.
 ///
@@ -43,6 +43,32 @@ pub async fn settle(pg: &PgPool, kind: StrategyKind, id: Uuid, why: &str) -> Res
         return Ok(Doubt::Void);
     }
     let status: Option<String> = sqlx::query_scalar(STATUS).bind(id).fetch_optional(pg).await?;
+    Ok(match status.as_deref() {
+        Some("void") | None => Doubt::Void,
+        Some(_) => Doubt::Committed,
+    })
+}
+
+/// [`settle`] on the books of either dialect.
+///
+/// # Errors
+/// As [`settle`].
+pub async fn settle_on(
+    books: &SqlPool,
+    kind: StrategyKind,
+    id: Uuid,
+    why: &str,
+) -> Result<Doubt, StrategyError> {
+    if let SqlPool::Postgres(pg) = books {
+        return settle(pg, kind, id, why).await;
+    }
+    let sql = &books.backend().sql().fence;
+    let mut conn = books.acquire().await?;
+    if conn.execute(sql.void, &[&id, &kind.as_str(), &why]).await? == 1 {
+        return Ok(Doubt::Void);
+    }
+    let status: Option<String> =
+        conn.fetch_optional(sql.status, &[&id]).await?.map(|row| row.get(0)).transpose()?;
     Ok(match status.as_deref() {
         Some("void") | None => Doubt::Void,
         Some(_) => Doubt::Committed,
@@ -85,6 +111,9 @@ pub fn may_have_committed(err: &sqlx::Error) -> bool {
             true
         }
         sqlx::Error::Database(db) => {
+            if let Some(mysql) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+                return crate::dialect::mysql::may_have_committed(mysql.number());
+            }
             let code = db.code().unwrap_or_default();
             code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03")
         }
@@ -116,14 +145,43 @@ pub(crate) async fn after_failed_write(
     if !err.may_have_committed() {
         return Ok(Failed::NotCommitted(err.into()));
     }
-    match settle(pg, kind, id, "commit_in_doubt").await {
+    settled(err, id, "PostgreSQL", settle(pg, kind, id, "commit_in_doubt").await)
+}
+
+/// [`after_failed_write`] on the books of either dialect.
+///
+/// # Errors
+/// As [`after_failed_write`].
+pub(crate) async fn after_failed_write_on(
+    books: &SqlPool,
+    kind: StrategyKind,
+    id: Uuid,
+    err: DbError,
+) -> Result<Failed, StrategyError> {
+    if !err.may_have_committed() {
+        return Ok(Failed::NotCommitted(err.into()));
+    }
+    let server = match books.backend() {
+        crate::dialect::SqlBackend::Postgres => "PostgreSQL",
+        crate::dialect::SqlBackend::MySql => "MySQL",
+    };
+    settled(err, id, server, settle_on(books, kind, id, "commit_in_doubt").await)
+}
+
+fn settled(
+    err: DbError,
+    id: Uuid,
+    server: &str,
+    settled: Result<Doubt, StrategyError>,
+) -> Result<Failed, StrategyError> {
+    match settled {
         Ok(Doubt::Committed) => {
             tracing::warn!(%err, order = %id, "a commit whose reply was lost had gone through");
             Ok(Failed::Committed)
         }
         Ok(Doubt::Void) => Ok(Failed::NotCommitted(err.into())),
         Err(asked) => Err(StrategyError::InDoubt(format!(
-            "order {id}: the write failed ({err}) and PostgreSQL could not be asked whether it committed ({asked})"
+            "order {id}: the write failed ({err}) and {server} could not be asked whether it committed ({asked})"
         ))),
     }
 }

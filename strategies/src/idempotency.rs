@@ -23,14 +23,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::{FromRow, PgPool};
+use sqlx::FromRow;
 use uuid::Uuid;
 
 use crate::coalescer::BatchSizeSummary;
+use crate::dialect::ClaimStep;
 use crate::error::StrategyError;
 use crate::fence::{self, Doubt};
 use crate::kind::StrategyKind;
 use crate::order::{OrderStatus, OrderView, PurchaseOutcome, PurchaseRequest, Receipt};
+use crate::pg_driver::{DbError, SqlPool, Statements};
 use crate::plan::StockPlan;
 use crate::strategy::{Backlog, OrderEntry, OwnLedger, Strategy};
 
@@ -40,7 +42,7 @@ const POLL: Duration = Duration::from_millis(10);
 /// A claim older than this whose order is nowhere belongs to a purchase that died.
 const ABANDONED_AFTER: Duration = Duration::from_secs(60);
 
-const CLAIM: &str = r#"
+pub(crate) const CLAIM: &str = r#"
 WITH mine AS (
     INSERT INTO idempotency_claims (idempotency_key, order_id, strategy, fingerprint)
     VALUES ($1, $2, $3, $4)
@@ -53,9 +55,10 @@ SELECT order_id, strategy, fingerprint, EXTRACT(EPOCH FROM now() - claimed_at)::
 FROM idempotency_claims WHERE idempotency_key = $1 AND NOT EXISTS (SELECT 1 FROM mine)
 "#;
 
-const UNCLAIM: &str = "DELETE FROM idempotency_claims WHERE idempotency_key = $1 AND order_id = $2";
+pub(crate) const UNCLAIM: &str =
+    "DELETE FROM idempotency_claims WHERE idempotency_key = $1 AND order_id = $2";
 
-const RECEIPT: &str = "SELECT status, strategy FROM orders WHERE id = $1 AND status <> 'void'";
+pub(crate) const RECEIPT: &str = "SELECT status, strategy FROM orders WHERE id = $1 AND status <> 'void'";
 
 #[derive(FromRow)]
 struct ClaimRow {
@@ -72,7 +75,7 @@ pub(crate) type Peers = Arc<Vec<(StrategyKind, Arc<dyn Strategy>)>>;
 /// A strategy behind the shared idempotency claim.
 pub(crate) struct Keyed {
     inner: Arc<dyn Strategy>,
-    pg: PgPool,
+    books: SqlPool,
     peers: Peers,
 }
 
@@ -83,13 +86,93 @@ impl fmt::Debug for Keyed {
 }
 
 impl Keyed {
-    pub(crate) fn wrap(inner: Arc<dyn Strategy>, pg: PgPool, peers: Peers) -> Arc<dyn Strategy> {
-        Arc::new(Self { inner, pg, peers })
+    pub(crate) fn wrap(inner: Arc<dyn Strategy>, books: SqlPool, peers: Peers) -> Arc<dyn Strategy> {
+        Arc::new(Self { inner, books, peers })
+    }
+
+    /// Claims `key` for `request`: the claim row, ours (`mine`) or the one holding the key; none
+    /// when the holder was deleted in between.
+    async fn claim_row(
+        &self,
+        key: &str,
+        request: &PurchaseRequest,
+        fingerprint: &str,
+    ) -> Result<Option<ClaimRow>, StrategyError> {
+        let claim = self.books.backend().sql().claims.claim;
+        if let (SqlPool::Postgres(pg), ClaimStep::Returning(statement)) = (&self.books, claim) {
+            return Ok(sqlx::query_as(statement)
+                .bind(key)
+                .bind(request.order_id)
+                .bind(self.kind().as_str())
+                .bind(fingerprint)
+                .fetch_optional(pg)
+                .await?);
+        }
+        let mut conn = self.books.acquire().await?;
+        let params: [&dyn crate::pg_driver::Param; 4] =
+            [&key, &request.order_id, &self.kind().as_str(), &fingerprint];
+        let (insert, holder) = match claim {
+            ClaimStep::InsertThenRead { insert, holder } => (insert, holder),
+            ClaimStep::Returning(statement) => {
+                let Some(row) = conn.fetch_optional(statement, &params).await? else { return Ok(None) };
+                return Ok(Some(ClaimRow {
+                    order_id: row.get(0)?,
+                    strategy: row.get(1)?,
+                    fingerprint: row.get(2)?,
+                    age_secs: row.get(3)?,
+                    mine: row.get(4)?,
+                }));
+            }
+        };
+        if conn.execute(insert, &params).await? == 1 {
+            let (order_id, strategy) = (request.order_id, self.kind().as_str().to_owned());
+            return Ok(Some(ClaimRow {
+                order_id,
+                strategy,
+                fingerprint: fingerprint.to_owned(),
+                age_secs: 0.0,
+                mine: true,
+            }));
+        }
+        let Some(row) = conn.fetch_optional(holder, &[&key]).await? else { return Ok(None) };
+        Ok(Some(ClaimRow {
+            order_id: row.get(0)?,
+            strategy: row.get(1)?,
+            fingerprint: row.get(2)?,
+            age_secs: row.get(3)?,
+            mine: false,
+        }))
+    }
+
+    /// Frees `key` if order `id` still holds it.
+    async fn unclaim(&self, key: &str, id: Uuid) -> Result<(), StrategyError> {
+        match &self.books {
+            SqlPool::Postgres(pg) => {
+                sqlx::query(UNCLAIM).bind(key).bind(id).execute(pg).await?;
+            }
+            books => {
+                let unclaim = books.backend().sql().claims.unclaim;
+                books.acquire().await?.execute(unclaim, &[&key, &id]).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `status, strategy` of the live order `id`.
+    async fn receipt_row(&self, id: Uuid) -> Result<Option<(String, String)>, StrategyError> {
+        match &self.books {
+            SqlPool::Postgres(pg) => Ok(sqlx::query_as(RECEIPT).bind(id).fetch_optional(pg).await?),
+            books => {
+                let receipt = books.backend().sql().claims.receipt;
+                let row = books.acquire().await?.fetch_optional(receipt, &[&id]).await?;
+                Ok(row.map(|row| Ok::<_, DbError>((row.get(0)?, row.get(1)?))).transpose()?)
+            }
+        }
     }
 
     /// The order `id` as its client should hear of it again, if it exists anywhere yet.
     async fn find(&self, id: Uuid, strategy: StrategyKind) -> Result<Option<Receipt>, StrategyError> {
-        let row: Option<(String, String)> = sqlx::query_as(RECEIPT).bind(id).fetch_optional(&self.pg).await?;
+        let row = self.receipt_row(id).await?;
         if let Some((status, strategy)) = row {
             let status = OrderStatus::from_db(&status)
                 .ok_or_else(|| StrategyError::Internal(format!("order {id} has status {status:?}")))?;
@@ -115,13 +198,7 @@ impl Keyed {
     ) -> Result<Claim, StrategyError> {
         let deadline = tokio::time::Instant::now() + WAIT_FOR_OWNER;
         loop {
-            let row: Option<ClaimRow> = sqlx::query_as(CLAIM)
-                .bind(key)
-                .bind(request.order_id)
-                .bind(self.kind().as_str())
-                .bind(fingerprint)
-                .fetch_optional(&self.pg)
-                .await?;
+            let row = self.claim_row(key, request, fingerprint).await?;
             if let Some(row) = row {
                 if row.mine {
                     return Ok(Claim::Mine);
@@ -136,11 +213,12 @@ impl Keyed {
                     return Ok(Claim::Replay(first));
                 }
                 if row.age_secs >= ABANDONED_AFTER.as_secs_f64() {
-                    if fence::settle(&self.pg, owner, row.order_id, "idempotency_claim_abandoned").await?
+                    if fence::settle_on(&self.books, owner, row.order_id, "idempotency_claim_abandoned")
+                        .await?
                         == Doubt::Void
                     {
                         tracing::warn!(key, order = %row.order_id, "took over an idempotency key whose purchase died");
-                        sqlx::query(UNCLAIM).bind(key).bind(row.order_id).execute(&self.pg).await?;
+                        self.unclaim(key, row.order_id).await?;
                     }
                     continue;
                 }
@@ -203,10 +281,7 @@ impl Strategy for Keyed {
             Ok(_) => false,
             Err(err) => err.may_have_taken_effect(),
         };
-        if !keep
-            && let Err(err) =
-                sqlx::query(UNCLAIM).bind(key.as_str()).bind(request.order_id).execute(&self.pg).await
-        {
+        if !keep && let Err(err) = self.unclaim(key.as_str(), request.order_id).await {
             // The claim then outlives the purchase; a retry takes it over once it is abandoned.
             tracing::warn!(%err, "could not free an idempotency key after a purchase that placed nothing");
         }

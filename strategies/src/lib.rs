@@ -18,6 +18,7 @@
 //! - [`reservation`]: Redis reservations tied to order ids, their sweeper, and key recovery.
 //! - [`pg_driver`]: which PostgreSQL client (sqlx or tokio-postgres) runs the per-sale SQL
 //!   strategies' purchase, and the seam they run their statements through.
+//! - [`dialect`]: which SQL server the database URL names, and each one's statements.
 //! - [`one_transaction`]: the purchase every one-transaction SQL strategy shares, failures settled.
 //! - [`contention`]: buyers refused for contention, counted in PostgreSQL for every replica's audit.
 //! - [`fence`]: settling a purchase whose outcome is in doubt, for good.
@@ -30,6 +31,7 @@ pub mod background;
 pub mod catalog;
 pub mod coalescer;
 pub mod contention;
+pub mod dialect;
 pub mod error;
 pub mod fence;
 mod gates;
@@ -63,13 +65,14 @@ pub mod stock_sync;
 pub mod strategy;
 
 pub use backends::{Backends, PgSettings, RedisBackend, RedisConn, RedisSettings, Tuning};
+pub use dialect::{SqlBackend, UnsupportedDatabase};
 pub use error::StrategyError;
 pub use kind::{Gate, Guarantees, Queue, StrategyKind, UnknownStrategy};
 pub use order::{
     Delivery, IdempotencyKey, InvalidInput, OrderLine, OrderLines, OrderStatus, OrderView, ProductId,
     PurchaseOutcome, PurchaseRequest, Quantity, Receipt,
 };
-pub use pg_driver::{PgDriver, PurchasePool};
+pub use pg_driver::{PgDriver, PurchasePool, SqlPool};
 pub use plan::{ProductStock, RandomProducts, StockPlan};
 pub use queue_nats::{NatsBackend, NatsSettings};
 pub use redis_keys::RedisKeys;
@@ -77,5 +80,8 @@ pub use redis_stream::{CancellationToken, DrainReport, Worker, WorkerSettings};
 pub use registry::Registry;
 pub use strategy::{Backlog, OrderEntry, OwnLedger, ProductLedger, Strategy};
 
-/// Every schema migration, applied at server start and by each database-backed test.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+/// Every PostgreSQL schema migration, applied at server start and by each database-backed test.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+/// The MySQL/MariaDB schema ([`dialect::mysql`]), applied at start by a server on MariaDB.
+pub static MYSQL_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/mysql");

@@ -3,17 +3,16 @@
 //! connection, sell, and settle what a failure leaves — a taken key replays the order holding it,
 //! and a write whose outcome is in doubt is fenced by its order id ([`crate::fence`]). The sale
 //! runs on the connection of whichever driver `PG_DRIVER` picked ([`crate::pg_driver`]); replays
-//! and fences stay on sqlx's pool.
+//! and fences stay on sqlx's pool of the same database (PostgreSQL or MySQL).
 
 use async_trait::async_trait;
-use sqlx::PgPool;
 
 use crate::error::StrategyError;
 use crate::fence::{self, Failed};
 use crate::kind::StrategyKind;
 use crate::order::{PurchaseOutcome, PurchaseRequest, Receipt};
-use crate::order_store::{receipt_for_key, replay_after_conflict};
-use crate::pg_driver::{Conn, DbError, PurchasePool};
+use crate::order_store::{receipt_on, replay_on};
+use crate::pg_driver::{Conn, DbError, PurchasePool, SqlPool};
 
 /// How one strategy sells a request on a connection, all or nothing.
 #[async_trait]
@@ -32,11 +31,11 @@ pub(crate) trait SellsOnOneConnection: Send + Sync {
 pub(crate) async fn purchase(
     seller: &(impl SellsOnOneConnection + ?Sized),
     purchases: &PurchasePool,
-    pg: &PgPool,
+    books: &SqlPool,
     kind: StrategyKind,
     request: &PurchaseRequest,
 ) -> Result<PurchaseOutcome, StrategyError> {
-    if let Some(first) = receipt_for_key(pg, request).await? {
+    if let Some(first) = receipt_on(books, request).await? {
         return Ok(PurchaseOutcome::Replayed(first));
     }
     // A connection that cannot be had sent nothing: that failure is certain, unlike one after.
@@ -45,10 +44,8 @@ pub(crate) async fn purchase(
     drop(conn);
     match attempt {
         Ok(outcome) => Ok(outcome),
-        Err(err) if err.is_duplicate_key() => {
-            Ok(PurchaseOutcome::Replayed(replay_after_conflict(pg, request).await?))
-        }
-        Err(err) => match fence::after_failed_write(pg, kind, request.order_id, err).await? {
+        Err(err) if err.is_duplicate_key() => Ok(PurchaseOutcome::Replayed(replay_on(books, request).await?)),
+        Err(err) => match fence::after_failed_write_on(books, kind, request.order_id, err).await? {
             Failed::Committed => Ok(PurchaseOutcome::Placed(Receipt::confirmed(request.order_id, kind))),
             Failed::NotCommitted(err) => Err(err),
         },

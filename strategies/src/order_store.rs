@@ -8,13 +8,14 @@ use std::time::Duration;
 use sqlx::{FromRow, PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
+use crate::dialect::{OrderSql, SqlBackend};
 use crate::error::StrategyError;
 use crate::fence::{self, Doubt};
 use crate::kind::StrategyKind;
 use crate::order::{
     Delivery, OrderLine, OrderLines, OrderStatus, OrderView, ProductId, PurchaseRequest, Quantity, Receipt,
 };
-use crate::pg_driver::{DbError, Statements};
+use crate::pg_driver::{DbError, SqlPool, Statements};
 
 /// Inserts the order and its lines in one statement.
 pub(crate) const INSERT_ORDER: &str = r#"
@@ -28,7 +29,7 @@ SELECT placed.id, line.product_id, line.quantity
 FROM placed, UNNEST($9::bigint[], $10::int[]) AS line (product_id, quantity)
 "#;
 
-const RECEIPT_BY_KEY: &str =
+pub(crate) const RECEIPT_BY_KEY: &str =
     "SELECT id, status, strategy FROM orders WHERE idempotency_key = $1 AND status <> 'void'";
 
 const ORDER_BY_ID: &str = r#"
@@ -50,23 +51,36 @@ pub(crate) async fn insert_order(
     status: OrderStatus,
     request: &PurchaseRequest,
 ) -> Result<(), DbError> {
+    insert_order_as(conn, &SqlBackend::Postgres.sql().orders, kind, status, request).await
+}
+
+/// [`insert_order`] in the dialect of `sql`.
+///
+/// # Errors
+/// As [`insert_order`].
+pub(crate) async fn insert_order_as(
+    conn: &mut (impl Statements + ?Sized),
+    sql: &OrderSql,
+    kind: StrategyKind,
+    status: OrderStatus,
+    request: &PurchaseRequest,
+) -> Result<(), DbError> {
     let (product_ids, quantities) = request.lines.columns();
-    conn.execute(
-        INSERT_ORDER,
-        &[
-            &request.order_id,
-            &kind.as_str(),
-            &status.as_str(),
-            &request.idempotency_key.as_ref().map(|key| key.as_str()),
-            &request.user.as_deref(),
-            &request.delivery.address,
-            &request.delivery.phone,
-            &request.delivery.email,
-            &product_ids,
-            &quantities,
-        ],
-    )
-    .await?;
+    let params: [&dyn crate::pg_driver::Param; 10] = [
+        &request.order_id,
+        &kind.as_str(),
+        &status.as_str(),
+        &request.idempotency_key.as_ref().map(|key| key.as_str()),
+        &request.user.as_deref(),
+        &request.delivery.address,
+        &request.delivery.phone,
+        &request.delivery.email,
+        &product_ids,
+        &quantities,
+    ];
+    for statement in sql.insert {
+        conn.execute(statement, &params).await?;
+    }
     Ok(())
 }
 
@@ -114,20 +128,49 @@ pub(crate) async fn replay_after_conflict<'e>(
         .ok_or_else(|| StrategyError::Conflict("the order holding this idempotency key disappeared".into()))
 }
 
+/// [`receipt_for_key`] on the books of either dialect.
+///
+/// # Errors
+/// When the database does not answer.
+pub(crate) async fn receipt_on(
+    books: &SqlPool,
+    request: &PurchaseRequest,
+) -> Result<Option<Receipt>, StrategyError> {
+    if let SqlPool::Postgres(pg) = books {
+        return receipt_for_key(pg, request).await;
+    }
+    let Some(key) = &request.idempotency_key else { return Ok(None) };
+    let mut conn = books.acquire().await?;
+    let sql = books.backend().sql().orders.receipt_by_key;
+    let Some(row) = conn.fetch_optional(sql, &[&key.as_str()]).await? else { return Ok(None) };
+    let (id, status, strategy): (Uuid, String, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
+    ReceiptRow { id, status, strategy }.into_receipt().map(Some)
+}
+
+/// [`replay_after_conflict`] on the books of either dialect.
+///
+/// # Errors
+/// As [`replay_after_conflict`].
+pub(crate) async fn replay_on(books: &SqlPool, request: &PurchaseRequest) -> Result<Receipt, StrategyError> {
+    receipt_on(books, request)
+        .await?
+        .ok_or_else(|| StrategyError::Conflict("the order holding this idempotency key disappeared".into()))
+}
+
 #[derive(FromRow)]
-struct OrderRow {
-    id: Uuid,
-    strategy: String,
-    status: String,
-    idempotency_key: Option<String>,
-    user_name: Option<String>,
-    address: String,
-    phone: String,
-    email: String,
-    reason: Option<String>,
-    created_at: chrono::DateTime<chrono::Utc>,
-    product_ids: Vec<i64>,
-    quantities: Vec<i32>,
+pub(crate) struct OrderRow {
+    pub(crate) id: Uuid,
+    pub(crate) strategy: String,
+    pub(crate) status: String,
+    pub(crate) idempotency_key: Option<String>,
+    pub(crate) user_name: Option<String>,
+    pub(crate) address: String,
+    pub(crate) phone: String,
+    pub(crate) email: String,
+    pub(crate) reason: Option<String>,
+    pub(crate) created_at: chrono::DateTime<chrono::Utc>,
+    pub(crate) product_ids: Vec<i64>,
+    pub(crate) quantities: Vec<i32>,
 }
 
 /// One order from PostgreSQL with its lines.
@@ -138,10 +181,22 @@ pub async fn fetch_order<'e>(
     executor: impl PgExecutor<'e>,
     id: Uuid,
 ) -> Result<Option<OrderView>, StrategyError> {
-    let Some(row): Option<OrderRow> = sqlx::query_as(ORDER_BY_ID).bind(id).fetch_optional(executor).await?
-    else {
-        return Ok(None);
-    };
+    let row: Option<OrderRow> = sqlx::query_as(ORDER_BY_ID).bind(id).fetch_optional(executor).await?;
+    row.map(view_of).transpose()
+}
+
+/// [`fetch_order`] on the books of either dialect.
+///
+/// # Errors
+/// As [`fetch_order`].
+pub async fn fetch_order_on(books: &SqlPool, id: Uuid) -> Result<Option<OrderView>, StrategyError> {
+    match books {
+        SqlPool::Postgres(pg) => fetch_order(pg, id).await,
+        SqlPool::MySql(pool) => crate::dialect::mysql::fetch_order(pool, id).await?.map(view_of).transpose(),
+    }
+}
+
+pub(crate) fn view_of(row: OrderRow) -> Result<OrderView, StrategyError> {
     let items = row
         .product_ids
         .iter()
@@ -153,7 +208,7 @@ pub async fn fetch_order<'e>(
             })
         })
         .collect::<Result<_, StrategyError>>()?;
-    Ok(Some(OrderView {
+    Ok(OrderView {
         order_id: row.id,
         strategy: parse_kind(&row.strategy)?,
         status: parse_status(&row.status)?,
@@ -163,7 +218,7 @@ pub async fn fetch_order<'e>(
         idempotency_key: row.idempotency_key,
         reason: row.reason,
         created_at: row.created_at,
-    }))
+    })
 }
 
 fn parse_status(status: &str) -> Result<OrderStatus, StrategyError> {

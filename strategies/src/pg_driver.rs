@@ -21,13 +21,15 @@ use std::str::FromStr;
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use serde::Serialize;
+use sqlx::mysql::{MySqlArguments, MySqlConnection, MySqlDatabaseError, MySqlPool, MySqlRow};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgRow};
-use sqlx::{Acquire, PgConnection, PgPool, Postgres};
+use sqlx::{Acquire, MySql, PgConnection, PgPool, Postgres};
 use tokio_postgres::NoTls;
 use tokio_postgres::types::{FromSql, ToSql};
 
 use crate::backends::PgSettings;
+use crate::dialect::{ByIds, SqlBackend, mysql};
 use crate::error::{StrategyError, from_sqlstate};
 
 /// The PostgreSQL client of the per-sale SQL strategies.
@@ -74,6 +76,36 @@ impl FromStr for PgDriver {
 pub enum PurchasePool {
     Sqlx(PgPool),
     TokioPostgres(Pool),
+    /// MySQL or MariaDB through sqlx ([`crate::dialect::mysql`]).
+    MySql(MySqlPool),
+}
+
+/// Where the ported SQL strategies read and write their books outside a purchase (replays of an
+/// idempotency key, fences of an order in doubt): sqlx's pool of the server's database.
+#[derive(Debug, Clone)]
+pub enum SqlPool {
+    Postgres(PgPool),
+    MySql(MySqlPool),
+}
+
+impl SqlPool {
+    pub const fn backend(&self) -> SqlBackend {
+        match self {
+            Self::Postgres(_) => SqlBackend::Postgres,
+            Self::MySql(_) => SqlBackend::MySql,
+        }
+    }
+
+    /// A connection for a few statements.
+    ///
+    /// # Errors
+    /// When none is free in time or none can be opened: nothing was sent.
+    pub(crate) async fn acquire(&self) -> Result<Conn, DbError> {
+        Ok(match self {
+            Self::Postgres(pool) => Conn::Sqlx(pool.acquire().await?),
+            Self::MySql(pool) => Conn::MySql(pool.acquire().await?),
+        })
+    }
 }
 
 impl PurchasePool {
@@ -127,8 +159,16 @@ impl PurchasePool {
 
     pub const fn driver(&self) -> PgDriver {
         match self {
-            Self::Sqlx(_) => PgDriver::Sqlx,
+            Self::Sqlx(_) | Self::MySql(_) => PgDriver::Sqlx,
             Self::TokioPostgres(_) => PgDriver::TokioPostgres,
+        }
+    }
+
+    /// The SQL server the purchases run on, and so the dialect of their statements.
+    pub const fn backend(&self) -> SqlBackend {
+        match self {
+            Self::Sqlx(_) | Self::TokioPostgres(_) => SqlBackend::Postgres,
+            Self::MySql(_) => SqlBackend::MySql,
         }
     }
 
@@ -137,6 +177,7 @@ impl PurchasePool {
         match self {
             Self::Sqlx(pool) => pool.num_idle(),
             Self::TokioPostgres(pool) => pool.status().available,
+            Self::MySql(pool) => pool.num_idle(),
         }
     }
 
@@ -148,6 +189,7 @@ impl PurchasePool {
         Ok(match self {
             Self::Sqlx(pool) => Conn::Sqlx(pool.acquire().await?),
             Self::TokioPostgres(pool) => Conn::TokioPostgres(pool.get().await?),
+            Self::MySql(pool) => Conn::MySql(pool.acquire().await?),
         })
     }
 }
@@ -170,6 +212,7 @@ pub fn config_of(options: &PgConnectOptions) -> tokio_postgres::Config {
 pub(crate) enum Conn {
     Sqlx(PoolConnection<Postgres>),
     TokioPostgres(deadpool_postgres::Object),
+    MySql(PoolConnection<MySql>),
 }
 
 impl Conn {
@@ -178,6 +221,7 @@ impl Conn {
         Ok(match self {
             Self::Sqlx(conn) => Tx::Sqlx(conn.begin().await?),
             Self::TokioPostgres(client) => Tx::TokioPostgres(client.transaction().await?),
+            Self::MySql(conn) => Tx::MySql(conn.begin().await?),
         })
     }
 }
@@ -186,6 +230,7 @@ impl Conn {
 pub(crate) enum Tx<'c> {
     Sqlx(sqlx::Transaction<'c, Postgres>),
     TokioPostgres(deadpool_postgres::Transaction<'c>),
+    MySql(sqlx::Transaction<'c, MySql>),
 }
 
 impl Tx<'_> {
@@ -193,6 +238,7 @@ impl Tx<'_> {
         match self {
             Self::Sqlx(tx) => tx.commit().await?,
             Self::TokioPostgres(tx) => tx.commit().await?,
+            Self::MySql(tx) => tx.commit().await?,
         }
         Ok(())
     }
@@ -201,6 +247,7 @@ impl Tx<'_> {
         match self {
             Self::Sqlx(tx) => tx.rollback().await?,
             Self::TokioPostgres(tx) => tx.rollback().await?,
+            Self::MySql(tx) => tx.rollback().await?,
         }
         Ok(())
     }
@@ -211,9 +258,11 @@ impl Tx<'_> {
 pub(crate) trait Param: Sync {
     fn to_sql(&self) -> &(dyn ToSql + Sync);
     fn bind_to<'q>(&self, query: SqlxQuery<'q>) -> SqlxQuery<'q>;
+    fn bind_to_mysql<'q>(&self, query: MySqlQuery<'q>) -> MySqlQuery<'q>;
 }
 
 type SqlxQuery<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
+type MySqlQuery<'q> = sqlx::query::Query<'q, MySql, MySqlArguments>;
 
 macro_rules! params {
     ($($ty:ty),* $(,)?) => {
@@ -225,11 +274,36 @@ macro_rules! params {
             fn bind_to<'q>(&self, query: SqlxQuery<'q>) -> SqlxQuery<'q> {
                 query.bind(self)
             }
+
+            fn bind_to_mysql<'q>(&self, query: MySqlQuery<'q>) -> MySqlQuery<'q> {
+                query.bind(self)
+            }
         })*
     };
 }
 
-params!(i64, i32, bool, uuid::Uuid, String, Vec<i64>, Vec<i32>);
+params!(i64, i32, bool, uuid::Uuid, String);
+
+/// Arrays: MySQL has none, so its statements take a list as JSON text (`JSON_TABLE`).
+macro_rules! array_params {
+    ($($ty:ty),* $(,)?) => {
+        $(impl Param for $ty {
+            fn to_sql(&self) -> &(dyn ToSql + Sync) {
+                self
+            }
+
+            fn bind_to<'q>(&self, query: SqlxQuery<'q>) -> SqlxQuery<'q> {
+                query.bind(self)
+            }
+
+            fn bind_to_mysql<'q>(&self, query: MySqlQuery<'q>) -> MySqlQuery<'q> {
+                query.bind(sqlx::types::Json(self))
+            }
+        })*
+    };
+}
+
+array_params!(Vec<i64>, Vec<i32>);
 
 // Borrowed text binds by value: sqlx ties an `Option`'s encoding to its content's lifetime.
 impl Param for &str {
@@ -238,6 +312,10 @@ impl Param for &str {
     }
 
     fn bind_to<'q>(&self, query: SqlxQuery<'q>) -> SqlxQuery<'q> {
+        query.bind(*self)
+    }
+
+    fn bind_to_mysql<'q>(&self, query: MySqlQuery<'q>) -> MySqlQuery<'q> {
         query.bind(*self)
     }
 }
@@ -250,20 +328,36 @@ impl Param for Option<&str> {
     fn bind_to<'q>(&self, query: SqlxQuery<'q>) -> SqlxQuery<'q> {
         query.bind(*self)
     }
+
+    fn bind_to_mysql<'q>(&self, query: MySqlQuery<'q>) -> MySqlQuery<'q> {
+        query.bind(*self)
+    }
 }
 
 /// A column type either driver can read.
 pub(crate) trait Column:
-    for<'r> sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres> + for<'r> FromSql<'r>
+    for<'r> sqlx::Decode<'r, Postgres>
+    + sqlx::Type<Postgres>
+    + for<'r> FromSql<'r>
+    + for<'r> sqlx::Decode<'r, MySql>
+    + sqlx::Type<MySql>
 {
 }
 
-impl<T> Column for T where T: for<'r> sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres> + for<'r> FromSql<'r> {}
+impl<T> Column for T where
+    T: for<'r> sqlx::Decode<'r, Postgres>
+        + sqlx::Type<Postgres>
+        + for<'r> FromSql<'r>
+        + for<'r> sqlx::Decode<'r, MySql>
+        + sqlx::Type<MySql>
+{
+}
 
 /// A result row of either driver.
 pub(crate) enum Row {
     Sqlx(PgRow),
     TokioPostgres(tokio_postgres::Row),
+    MySql(MySqlRow),
 }
 
 impl Row {
@@ -272,6 +366,7 @@ impl Row {
         Ok(match self {
             Self::Sqlx(row) => sqlx::Row::try_get(row, index)?,
             Self::TokioPostgres(row) => row.try_get(index)?,
+            Self::MySql(row) => sqlx::Row::try_get(row, index)?,
         })
     }
 }
@@ -303,6 +398,52 @@ pub(crate) trait Statements: Send {
 
 fn sqlx_query(sql: &'static str, params: &[&dyn Param]) -> SqlxQuery<'static> {
     params.iter().fold(sqlx::query(sql), |query, param| param.bind_to(query))
+}
+
+/// `sql` with PostgreSQL's numbered placeholders (`$1`, reused as often as the statement needs)
+/// as MySQL's positional `?`, each bound to the parameter its number names: every dialect's
+/// statements take the same parameters in the same order. A `$` not followed by a digit (a JSON
+/// path) is kept.
+fn mysql_query(sql: &'static str, params: &[&dyn Param]) -> Result<MySqlQuery<'static>, DbError> {
+    let mut text = String::with_capacity(sql.len());
+    let mut order = Vec::with_capacity(params.len());
+    let mut rest = sql;
+    while let Some(at) = rest.find('$') {
+        let digits = rest[at + 1..].bytes().take_while(u8::is_ascii_digit).count();
+        text.push_str(&rest[..at]);
+        if digits == 0 {
+            text.push('$');
+        } else {
+            let number: usize = rest[at + 1..at + 1 + digits].parse().unwrap_or(0);
+            let param =
+                number.checked_sub(1).and_then(|index| params.get(index)).ok_or(DbError::Parameter(sql))?;
+            order.push(*param);
+            text.push('?');
+        }
+        rest = &rest[at + 1 + digits..];
+    }
+    text.push_str(rest);
+    Ok(order
+        .into_iter()
+        .fold(sqlx::query(sqlx::AssertSqlSafe(text)), |query, param| param.bind_to_mysql(query)))
+}
+
+/// The rows `by_ids` reads for `ids`, in id order: one statement, or one per id.
+pub(crate) async fn fetch_by_ids(
+    conn: &mut (impl Statements + ?Sized),
+    by_ids: ByIds,
+    ids: &Vec<i64>,
+) -> Result<Vec<Row>, DbError> {
+    match by_ids {
+        ByIds::Array(sql) => conn.fetch_all(sql, &[ids]).await,
+        ByIds::EachId(sql) => {
+            let mut rows = Vec::with_capacity(ids.len());
+            for id in ids {
+                rows.extend(conn.fetch_optional(sql, &[id]).await?);
+            }
+            Ok(rows)
+        }
+    }
 }
 
 fn to_sql<'p>(params: &'p [&'p dyn Param]) -> Vec<&'p (dyn ToSql + Sync)> {
@@ -340,11 +481,23 @@ impl Statements for PgConnection {
 }
 
 #[async_trait]
+impl Statements for MySqlConnection {
+    async fn execute(&mut self, sql: &'static str, params: &[&dyn Param]) -> Result<u64, DbError> {
+        Ok(mysql_query(sql, params)?.execute(self).await?.rows_affected())
+    }
+
+    async fn fetch_all(&mut self, sql: &'static str, params: &[&dyn Param]) -> Result<Vec<Row>, DbError> {
+        Ok(mysql_query(sql, params)?.fetch_all(self).await?.into_iter().map(Row::MySql).collect())
+    }
+}
+
+#[async_trait]
 impl Statements for Conn {
     async fn execute(&mut self, sql: &'static str, params: &[&dyn Param]) -> Result<u64, DbError> {
         match self {
             Self::Sqlx(conn) => conn.execute(sql, params).await,
             Self::TokioPostgres(client) => tokio_execute(&*client, sql, params).await,
+            Self::MySql(conn) => conn.execute(sql, params).await,
         }
     }
 
@@ -352,6 +505,7 @@ impl Statements for Conn {
         match self {
             Self::Sqlx(conn) => conn.fetch_all(sql, params).await,
             Self::TokioPostgres(client) => tokio_fetch_all(&*client, sql, params).await,
+            Self::MySql(conn) => conn.fetch_all(sql, params).await,
         }
     }
 }
@@ -362,6 +516,7 @@ impl Statements for Tx<'_> {
         match self {
             Self::Sqlx(tx) => (**tx).execute(sql, params).await,
             Self::TokioPostgres(tx) => tokio_execute(tx, sql, params).await,
+            Self::MySql(tx) => (**tx).execute(sql, params).await,
         }
     }
 
@@ -369,6 +524,7 @@ impl Statements for Tx<'_> {
         match self {
             Self::Sqlx(tx) => (**tx).fetch_all(sql, params).await,
             Self::TokioPostgres(tx) => tokio_fetch_all(tx, sql, params).await,
+            Self::MySql(tx) => (**tx).fetch_all(sql, params).await,
         }
     }
 }
@@ -386,6 +542,9 @@ pub enum DbError {
     /// A statement that returns one row returned none (a bug in the statement).
     #[error("statement returned no row: {0}")]
     NoRow(&'static str),
+    /// A statement names a parameter it was not given (a bug in the statement).
+    #[error("statement names a parameter it was not given: {0}")]
+    Parameter(&'static str),
 }
 
 impl DbError {
@@ -412,20 +571,36 @@ impl DbError {
         self.sqlstate().as_deref() == Some("23505") && self.constraint() == Some(constraint)
     }
 
+    /// The MySQL error the server answered with, if it was a MySQL server: its number and message.
+    fn mysql(&self) -> Option<&MySqlDatabaseError> {
+        match self {
+            Self::Sqlx(sqlx::Error::Database(db)) => db.try_downcast_ref::<MySqlDatabaseError>(),
+            _ => None,
+        }
+    }
+
+    fn mysql_duplicate_of(&self, key: &str) -> bool {
+        self.mysql().and_then(|err| mysql::duplicate_key(err.number(), err.message())) == Some(key)
+    }
+
     /// The idempotency key is already taken by another order.
     pub fn is_duplicate_key(&self) -> bool {
         self.unique_violation_of("orders_idempotency_key")
+            || self.mysql_duplicate_of("orders_idempotency_key")
     }
 
     /// The order's insert collided with its own id: somebody voided it while it was in doubt
     /// ([`crate::fence`]), and its units were (or are being) given back. Nothing was sold.
     pub fn is_voided(&self) -> bool {
-        self.unique_violation_of("orders_pkey")
+        // MySQL names every primary key `PRIMARY`; an order's insert is the only one that can
+        // collide on it (its lines' keys start with the order's own id).
+        self.unique_violation_of("orders_pkey") || self.mysql_duplicate_of("PRIMARY")
     }
 
     /// A serialization failure or deadlock: the transaction may succeed if run again.
     pub fn is_retryable(&self) -> bool {
         matches!(self.sqlstate().as_deref(), Some("40001" | "40P01"))
+            || self.mysql().is_some_and(|err| mysql::is_retryable(err.number()))
     }
 
     /// The statement or its `COMMIT` may have taken effect although the client saw an error
@@ -434,7 +609,7 @@ impl DbError {
         match self {
             Self::Sqlx(err) => crate::fence::may_have_committed(err),
             // A connection that could not be had sent nothing.
-            Self::Pool(_) | Self::NoRow(_) => false,
+            Self::Pool(_) | Self::NoRow(_) | Self::Parameter(_) => false,
             Self::TokioPostgres(err) => match err.code() {
                 Some(state) => {
                     let code = state.code();
@@ -463,7 +638,7 @@ impl From<DbError> for StrategyError {
                 Self::Internal(err.to_string())
             }
             DbError::Pool(_) => Self::Unavailable(err.to_string()),
-            DbError::NoRow(_) => Self::Internal(err.to_string()),
+            DbError::NoRow(_) | DbError::Parameter(_) => Self::Internal(err.to_string()),
             DbError::TokioPostgres(ref inner) => match inner.code() {
                 Some(state) => from_sqlstate(state.code(), err.to_string()),
                 None if is_io(inner) => Self::Unavailable(err.to_string()),

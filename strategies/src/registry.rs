@@ -25,16 +25,18 @@ pub fn build(kind: StrategyKind, backends: &Backends) -> Arc<dyn Strategy> {
     match kind {
         StrategyKind::Memory => Arc::new(InMemory::new()),
         StrategyKind::SqlNaive => Arc::new(SqlNaive::new(
-            backends.pg.clone(),
+            backends.books.clone(),
             backends.purchases.clone(),
             backends.tuning.naive_race_window,
         )),
         StrategyKind::SqlForUpdate => Arc::new(SqlForUpdate::new(
-            backends.pg.clone(),
+            backends.books.clone(),
             backends.purchases.clone(),
             backends.tuning.conflict_retries,
         )),
-        StrategyKind::SqlAtomic => Arc::new(SqlAtomic::new(backends.pg.clone(), backends.purchases.clone())),
+        StrategyKind::SqlAtomic => {
+            Arc::new(SqlAtomic::new(backends.books.clone(), backends.purchases.clone()))
+        }
         StrategyKind::SqlCoalesce => {
             Arc::new(SqlCoalesce::new(backends.pg.clone(), backends.tuning.coalesce_max_batch))
         }
@@ -90,7 +92,7 @@ impl Registry {
         let strategies = raw
             .iter()
             .map(|(kind, strategy)| {
-                let keyed = Keyed::wrap(Arc::clone(strategy), backends.pg.clone(), Arc::clone(&raw));
+                let keyed = Keyed::wrap(Arc::clone(strategy), backends.books.clone(), Arc::clone(&raw));
                 (*kind, layer(keyed))
             })
             .collect();

@@ -18,21 +18,21 @@
 //! first line that does not fit.
 
 use async_trait::async_trait;
-use sqlx::PgPool;
 
+use crate::dialect::DialectSql;
 use crate::error::StrategyError;
 use crate::kind::{Gate, StrategyKind};
 use crate::one_transaction::{self, SellsOnOneConnection};
 use crate::order::{OrderStatus, ProductId, PurchaseOutcome, PurchaseRequest, Receipt};
-use crate::order_store::insert_order;
-use crate::pg_driver::{Conn, DbError, PurchasePool, Statements};
+use crate::order_store::insert_order_as;
+use crate::pg_driver::{Conn, DbError, PurchasePool, SqlPool, Statements};
 use crate::strategy::Strategy;
 
 /// Decrement, order and line in one statement, claiming the product for the PostgreSQL gate
 /// (`crate::gates`). `gate` tells a missing product (NULL row) or one the Redis gate sells from a
 /// sold-out one without a second round trip: the sub-select sees the snapshot taken before the
 /// UPDATE.
-const BUY_ONE_LINE: &str = r#"
+pub(crate) const BUY_ONE_LINE: &str = r#"
 WITH taken AS (
     UPDATE products SET stock = stock - $2::bigint, gate = 'postgres'
     WHERE id = $1 AND stock >= $2::bigint AND COALESCE(gate, 'postgres') = 'postgres'
@@ -56,10 +56,10 @@ SELECT EXISTS (SELECT 1 FROM lines) AS placed,
 /// address, phone, email.
 pub const ONE_LINE_STATEMENT: &str = BUY_ONE_LINE;
 
-const TAKE_LINE: &str = "UPDATE products SET stock = stock - $2::bigint, gate = 'postgres' \
+pub(crate) const TAKE_LINE: &str = "UPDATE products SET stock = stock - $2::bigint, gate = 'postgres' \
                          WHERE id = $1 AND stock >= $2::bigint AND COALESCE(gate, 'postgres') = 'postgres'";
 
-const WHY_NOT: &str = "SELECT gate FROM products WHERE id = $1";
+pub(crate) const WHY_NOT: &str = "SELECT gate FROM products WHERE id = $1";
 
 /// Why a line was not taken: no such product, another gate, or not enough stock.
 fn refusal(product: ProductId, known: bool, gate: Option<&str>) -> PurchaseOutcome {
@@ -77,14 +77,16 @@ fn refusal(product: ProductId, known: bool, gate: Option<&str>) -> PurchaseOutco
 /// The conditional-UPDATE strategy.
 #[derive(Debug, Clone)]
 pub struct SqlAtomic {
-    pg: PgPool,
+    books: SqlPool,
     purchases: PurchasePool,
+    sql: &'static DialectSql,
 }
 
 impl SqlAtomic {
-    /// Sells on `purchases`; replays and fences go to `pg`.
-    pub const fn new(pg: PgPool, purchases: PurchasePool) -> Self {
-        Self { pg, purchases }
+    /// Sells on `purchases`, in their dialect; replays and fences go to `books`.
+    pub const fn new(books: SqlPool, purchases: PurchasePool) -> Self {
+        let sql = purchases.backend().sql();
+        Self { books, purchases, sql }
     }
 
     async fn buy_one_line(
@@ -93,9 +95,12 @@ impl SqlAtomic {
         request: &PurchaseRequest,
     ) -> Result<PurchaseOutcome, DbError> {
         let line = request.lines.iter().next().expect("OrderLines is never empty");
+        let Some(buy_one_line) = self.sql.atomic.buy_one_line else {
+            return self.buy_many_lines(conn, request).await;
+        };
         let row = conn
             .fetch_one(
-                BUY_ONE_LINE,
+                buy_one_line,
                 &[
                     &line.product_id.get(),
                     &i64::from(line.quantity.get()),
@@ -124,16 +129,20 @@ impl SqlAtomic {
     ) -> Result<PurchaseOutcome, DbError> {
         let mut tx = conn.begin().await?;
         for line in &request.lines {
-            let taken =
-                tx.execute(TAKE_LINE, &[&line.product_id.get(), &i64::from(line.quantity.get())]).await?;
+            let taken = tx
+                .execute(
+                    self.sql.atomic.take_line,
+                    &[&line.product_id.get(), &i64::from(line.quantity.get())],
+                )
+                .await?;
             if taken == 0 {
-                let row = tx.fetch_optional(WHY_NOT, &[&line.product_id.get()]).await?;
+                let row = tx.fetch_optional(self.sql.atomic.why_not, &[&line.product_id.get()]).await?;
                 let gate: Option<Option<String>> = row.map(|row| row.get(0)).transpose()?;
                 tx.rollback().await?;
                 return Ok(refusal(line.product_id, gate.is_some(), gate.flatten().as_deref()));
             }
         }
-        insert_order(&mut tx, self.kind(), OrderStatus::Confirmed, request).await?;
+        insert_order_as(&mut tx, &self.sql.orders, self.kind(), OrderStatus::Confirmed, request).await?;
         tx.commit().await?;
         Ok(PurchaseOutcome::Placed(self.receipt(request)))
     }
@@ -161,6 +170,6 @@ impl Strategy for SqlAtomic {
     }
 
     async fn purchase(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, StrategyError> {
-        one_transaction::purchase(self, &self.purchases, &self.pg, self.kind(), request).await
+        one_transaction::purchase(self, &self.purchases, &self.books, self.kind(), request).await
     }
 }

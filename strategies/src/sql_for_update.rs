@@ -18,14 +18,14 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::PgPool;
 
+use crate::dialect::DialectSql;
 use crate::error::StrategyError;
 use crate::fence::{self, Failed};
 use crate::kind::{Gate, StrategyKind};
 use crate::order::{OrderStatus, ProductId, PurchaseOutcome, PurchaseRequest, Receipt};
-use crate::order_store::{insert_order, receipt_for_key, replay_after_conflict};
-use crate::pg_driver::{DbError, PurchasePool, Statements};
+use crate::order_store::{insert_order_as, receipt_on, replay_on};
+use crate::pg_driver::{DbError, PurchasePool, SqlPool, Statements, fetch_by_ids};
 use crate::sql_stock::check_lines;
 use crate::strategy::Strategy;
 
@@ -42,22 +42,26 @@ impl From<DbError> for AttemptError {
     }
 }
 
-const LOCK_PRODUCTS: &str = "SELECT id, stock, gate FROM products WHERE id = ANY($1) ORDER BY id FOR UPDATE";
+pub(crate) const LOCK_PRODUCTS: &str =
+    "SELECT id, stock, gate FROM products WHERE id = ANY($1) ORDER BY id FOR UPDATE";
 /// The PostgreSQL gate's claim rides on the decrement (`crate::gates`).
-const TAKE: &str = "UPDATE products SET stock = stock - $2::bigint, gate = 'postgres' WHERE id = $1";
+pub(crate) const TAKE: &str =
+    "UPDATE products SET stock = stock - $2::bigint, gate = 'postgres' WHERE id = $1";
 
 /// The `SELECT … FOR UPDATE` strategy.
 #[derive(Debug, Clone)]
 pub struct SqlForUpdate {
-    pg: PgPool,
+    books: SqlPool,
     purchases: PurchasePool,
+    sql: &'static DialectSql,
     conflict_retries: u32,
 }
 
 impl SqlForUpdate {
-    /// Sells on `purchases`; replays and fences go to `pg`.
-    pub const fn new(pg: PgPool, purchases: PurchasePool, conflict_retries: u32) -> Self {
-        Self { pg, purchases, conflict_retries }
+    /// Sells on `purchases`, in their dialect; replays and fences go to `books`.
+    pub const fn new(books: SqlPool, purchases: PurchasePool, conflict_retries: u32) -> Self {
+        let sql = purchases.backend().sql();
+        Self { books, purchases, sql, conflict_retries }
     }
 
     async fn attempt(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, AttemptError> {
@@ -65,12 +69,14 @@ impl SqlForUpdate {
         // A connection that cannot be had sent nothing: that failure is certain, unlike one after.
         let mut conn = self.purchases.acquire().await.map_err(|err| AttemptError::Strategy(err.into()))?;
         let mut tx = conn.begin().await?;
-        let locked: Vec<(i64, i64, Option<String>)> = tx
-            .fetch_all(LOCK_PRODUCTS, &[&ids])
-            .await?
-            .iter()
-            .map(|row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
-            .collect::<Result<_, DbError>>()?;
+        // The locking read itself gives the stock: in MySQL's REPEATABLE READ a plain read after
+        // it would see the transaction's snapshot, not the row just locked.
+        let locked: Vec<(i64, i64, Option<String>)> =
+            fetch_by_ids(&mut tx, self.sql.for_update.lock_products, &ids)
+                .await?
+                .iter()
+                .map(|row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+                .collect::<Result<_, DbError>>()?;
         let other_gate = |gate: &Option<String>| {
             crate::gates::parse_gate(gate.as_deref()).filter(|gate| *gate != Gate::Postgres)
         };
@@ -86,9 +92,10 @@ impl SqlForUpdate {
             return Ok(refusal);
         }
         for line in &request.lines {
-            tx.execute(TAKE, &[&line.product_id.get(), &i64::from(line.quantity.get())]).await?;
+            tx.execute(self.sql.for_update.take, &[&line.product_id.get(), &i64::from(line.quantity.get())])
+                .await?;
         }
-        insert_order(&mut tx, self.kind(), OrderStatus::Confirmed, request).await?;
+        insert_order_as(&mut tx, &self.sql.orders, self.kind(), OrderStatus::Confirmed, request).await?;
         tx.commit().await?;
         Ok(PurchaseOutcome::Placed(Receipt::confirmed(request.order_id, self.kind())))
     }
@@ -101,7 +108,7 @@ impl Strategy for SqlForUpdate {
     }
 
     async fn purchase(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, StrategyError> {
-        if let Some(first) = receipt_for_key(&self.pg, request).await? {
+        if let Some(first) = receipt_on(&self.books, request).await? {
             return Ok(PurchaseOutcome::Replayed(first));
         }
         let mut retries_left = self.conflict_retries;
@@ -110,7 +117,7 @@ impl Strategy for SqlForUpdate {
                 Ok(outcome) => return Ok(outcome),
                 Err(AttemptError::Strategy(err)) => return Err(err),
                 Err(AttemptError::Sql(err)) if err.is_duplicate_key() => {
-                    return Ok(PurchaseOutcome::Replayed(replay_after_conflict(&self.pg, request).await?));
+                    return Ok(PurchaseOutcome::Replayed(replay_on(&self.books, request).await?));
                 }
                 Err(AttemptError::Sql(err)) if err.is_retryable() && retries_left > 0 => {
                     retries_left -= 1;
@@ -121,7 +128,7 @@ impl Strategy for SqlForUpdate {
                     .await;
                 }
                 Err(AttemptError::Sql(err)) => {
-                    return match fence::after_failed_write(&self.pg, self.kind(), request.order_id, err)
+                    return match fence::after_failed_write_on(&self.books, self.kind(), request.order_id, err)
                         .await?
                     {
                         Failed::Committed => {

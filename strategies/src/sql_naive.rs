@@ -16,44 +16,43 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::PgPool;
 
+use crate::dialect::DialectSql;
 use crate::error::StrategyError;
 use crate::kind::StrategyKind;
 use crate::order::{OrderStatus, PurchaseOutcome, PurchaseRequest, Receipt};
-use crate::order_store::{insert_order, receipt_for_key, replay_after_conflict};
-use crate::pg_driver::{DbError, PurchasePool, Statements};
+use crate::order_store::{insert_order_as, receipt_on, replay_on};
+use crate::pg_driver::{DbError, PurchasePool, SqlPool, fetch_by_ids};
 use crate::sql_stock::{check_lines, take_lines};
 use crate::strategy::Strategy;
 
-const READ_STOCK: &str = "SELECT id, stock FROM products WHERE id = ANY($1) ORDER BY id";
+pub(crate) const READ_STOCK: &str = "SELECT id, stock FROM products WHERE id = ANY($1) ORDER BY id";
 
 /// The read-check-write strategy that oversells.
 #[derive(Debug, Clone)]
 pub struct SqlNaive {
-    pg: PgPool,
+    books: SqlPool,
     purchases: PurchasePool,
+    sql: &'static DialectSql,
     race_window: Duration,
 }
 
 impl SqlNaive {
-    /// Sells on `purchases`; replays go to `pg`.
-    pub const fn new(pg: PgPool, purchases: PurchasePool, race_window: Duration) -> Self {
-        Self { pg, purchases, race_window }
+    /// Sells on `purchases`, in their dialect; replays go to `books`.
+    pub const fn new(books: SqlPool, purchases: PurchasePool, race_window: Duration) -> Self {
+        let sql = purchases.backend().sql();
+        Self { books, purchases, sql, race_window }
     }
 
     async fn attempt(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, DbError> {
         let (ids, _) = request.lines.columns();
         // The read and the write take a connection each, as the seed's two round trips did.
-        let seen: Vec<(i64, i64)> = self
-            .purchases
-            .acquire()
-            .await?
-            .fetch_all(READ_STOCK, &[&ids])
-            .await?
-            .iter()
-            .map(|row| Ok((row.get(0)?, row.get(1)?)))
-            .collect::<Result<_, DbError>>()?;
+        let seen: Vec<(i64, i64)> =
+            fetch_by_ids(&mut self.purchases.acquire().await?, self.sql.naive.read_stock, &ids)
+                .await?
+                .iter()
+                .map(|row| Ok((row.get(0)?, row.get(1)?)))
+                .collect::<Result<_, DbError>>()?;
         if let Some(refusal) = check_lines(&request.lines, &seen) {
             return Ok(refusal);
         }
@@ -62,8 +61,8 @@ impl SqlNaive {
         }
         let mut conn = self.purchases.acquire().await?;
         let mut tx = conn.begin().await?;
-        take_lines(&mut tx, &request.lines).await?;
-        insert_order(&mut tx, self.kind(), OrderStatus::Confirmed, request).await?;
+        take_lines(&mut tx, self.sql.naive.take_unconditionally, &request.lines).await?;
+        insert_order_as(&mut tx, &self.sql.orders, self.kind(), OrderStatus::Confirmed, request).await?;
         tx.commit().await?;
         Ok(PurchaseOutcome::Placed(Receipt::confirmed(request.order_id, self.kind())))
     }
@@ -76,13 +75,13 @@ impl Strategy for SqlNaive {
     }
 
     async fn purchase(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, StrategyError> {
-        if let Some(first) = receipt_for_key(&self.pg, request).await? {
+        if let Some(first) = receipt_on(&self.books, request).await? {
             return Ok(PurchaseOutcome::Replayed(first));
         }
         match self.attempt(request).await {
             Ok(outcome) => Ok(outcome),
             Err(err) if err.is_duplicate_key() => {
-                Ok(PurchaseOutcome::Replayed(replay_after_conflict(&self.pg, request).await?))
+                Ok(PurchaseOutcome::Replayed(replay_on(&self.books, request).await?))
             }
             Err(err) => Err(err.into()),
         }

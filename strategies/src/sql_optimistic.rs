@@ -33,7 +33,7 @@ use crate::kind::{Gate, StrategyKind};
 use crate::one_transaction::{self, SellsOnOneConnection};
 use crate::order::{OrderStatus, ProductId, PurchaseOutcome, PurchaseRequest, Receipt};
 use crate::order_store::insert_order;
-use crate::pg_driver::{Conn, DbError, PurchasePool, Statements};
+use crate::pg_driver::{Conn, DbError, PurchasePool, SqlPool, Statements};
 use crate::strategy::Strategy;
 
 const READ: &str = "SELECT id, stock, version, gate FROM products WHERE id = ANY($1) ORDER BY id";
@@ -58,7 +58,7 @@ enum Attempt {
 /// The compare-and-swap strategy.
 #[derive(Debug)]
 pub struct SqlOptimistic {
-    pg: PgPool,
+    books: SqlPool,
     purchases: PurchasePool,
     retries: u32,
 }
@@ -66,7 +66,7 @@ pub struct SqlOptimistic {
 impl SqlOptimistic {
     /// Sells on `purchases`; replays and fences go to `pg`.
     pub fn new(pg: PgPool, purchases: PurchasePool, retries: u32) -> Self {
-        Self { pg, purchases, retries }
+        Self { books: SqlPool::Postgres(pg), purchases, retries }
     }
 
     async fn attempt(&self, conn: &mut Conn, request: &PurchaseRequest) -> Result<Attempt, DbError> {
@@ -143,6 +143,6 @@ impl Strategy for SqlOptimistic {
     }
 
     async fn purchase(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, StrategyError> {
-        one_transaction::purchase(self, &self.purchases, &self.pg, self.kind(), request).await
+        one_transaction::purchase(self, &self.purchases, &self.books, self.kind(), request).await
     }
 }

@@ -37,7 +37,7 @@ use crate::kind::{Gate, StrategyKind};
 use crate::one_transaction::{self, SellsOnOneConnection};
 use crate::order::{OrderStatus, ProductId, PurchaseOutcome, PurchaseRequest, Receipt};
 use crate::order_store::insert_order;
-use crate::pg_driver::{Conn, DbError, PurchasePool, Statements};
+use crate::pg_driver::{Conn, DbError, PurchasePool, SqlPool, Statements};
 use crate::plan::StockPlan;
 use crate::strategy::Strategy;
 
@@ -71,7 +71,7 @@ FROM free WHERE u.product_id = $1 AND u.unit_no = free.unit_no
 /// The unit-pool strategy.
 #[derive(Debug)]
 pub struct SqlSkipLocked {
-    pg: PgPool,
+    books: SqlPool,
     purchases: PurchasePool,
     /// Products this process knows the unit pool sells; a reset forgets them.
     pooled: Mutex<HashSet<i64>>,
@@ -80,7 +80,7 @@ pub struct SqlSkipLocked {
 impl SqlSkipLocked {
     /// Sells on `purchases`; replays and fences go to `pg`.
     pub fn new(pg: PgPool, purchases: PurchasePool) -> Self {
-        Self { pg, purchases, pooled: Mutex::new(HashSet::new()) }
+        Self { books: SqlPool::Postgres(pg), purchases, pooled: Mutex::new(HashSet::new()) }
     }
 
     fn is_pooled(&self, product: ProductId) -> bool {
@@ -156,7 +156,7 @@ impl Strategy for SqlSkipLocked {
     }
 
     async fn purchase(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, StrategyError> {
-        one_transaction::purchase(self, &self.purchases, &self.pg, self.kind(), request).await
+        one_transaction::purchase(self, &self.purchases, &self.books, self.kind(), request).await
     }
 
     async fn prepare(&self, _plan: &StockPlan) -> Result<(), StrategyError> {

@@ -8,6 +8,7 @@ mod bench;
 mod chaos;
 mod coalesce;
 mod contention;
+mod dialects;
 mod disconnect;
 mod faults;
 mod helpers;

@@ -1,0 +1,30 @@
+//! PostgreSQL's statements: the ones the strategies ran before there was a second dialect, kept
+//! beside the logic they serve.
+
+use super::{AtomicSql, ByIds, ClaimSql, ClaimStep, DialectSql, FenceSql, ForUpdateSql, NaiveSql, OrderSql};
+
+pub(crate) static SQL: DialectSql = DialectSql {
+    atomic: AtomicSql {
+        buy_one_line: Some(crate::sql_atomic::BUY_ONE_LINE),
+        take_line: crate::sql_atomic::TAKE_LINE,
+        why_not: crate::sql_atomic::WHY_NOT,
+    },
+    for_update: ForUpdateSql {
+        lock_products: ByIds::Array(crate::sql_for_update::LOCK_PRODUCTS),
+        take: crate::sql_for_update::TAKE,
+    },
+    naive: NaiveSql {
+        read_stock: ByIds::Array(crate::sql_naive::READ_STOCK),
+        take_unconditionally: crate::sql_stock::TAKE_UNCONDITIONALLY,
+    },
+    orders: OrderSql {
+        insert: &[crate::order_store::INSERT_ORDER],
+        receipt_by_key: crate::order_store::RECEIPT_BY_KEY,
+    },
+    fence: FenceSql { void: crate::fence::VOID, status: crate::fence::STATUS },
+    claims: ClaimSql {
+        claim: ClaimStep::Returning(crate::idempotency::CLAIM),
+        unclaim: crate::idempotency::UNCLAIM,
+        receipt: crate::idempotency::RECEIPT,
+    },
+};

@@ -1,0 +1,597 @@
+//! The strategies ported to every SQL dialect, run on each backend by construction: every case
+//! below expands to one test per (backend, strategy) pair, on a scratch database of its own
+//! (created, migrated and dropped by the test). A strategy ported later joins by being added to
+//! `ported!`'s list; a backend by being added to `SqlBackend::ALL`'s scratch URLs.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use checkout_strategies::backends::{PgSettings, mysql_pool, pg_pool, prepare_database};
+use checkout_strategies::sql_atomic::SqlAtomic;
+use checkout_strategies::sql_for_update::SqlForUpdate;
+use checkout_strategies::sql_naive::SqlNaive;
+use checkout_strategies::{
+    Backends, Delivery, IdempotencyKey, OrderLine, OrderLines, ProductId, PurchaseOutcome, PurchasePool,
+    PurchaseRequest, Quantity, RedisBackend, RedisKeys, RedisSettings, Registry, SqlBackend, SqlPool,
+    StockPlan, Strategy, StrategyError, StrategyKind, Tuning, catalog, order_store,
+};
+use sqlx::migrate::MigrateDatabase;
+use sqlx::{MySql, Postgres};
+
+/// A database of its own on `backend`'s local server, dropped by [`Scratch::drop_database`].
+struct Scratch {
+    url: String,
+    backend: SqlBackend,
+    books: SqlPool,
+}
+
+fn server_url(backend: SqlBackend) -> &'static str {
+    match backend {
+        SqlBackend::Postgres => "postgres://postgres@127.0.0.1:5432",
+        SqlBackend::MySql => "mysql://root@127.0.0.1:3306",
+    }
+}
+
+fn settings() -> PgSettings {
+    PgSettings { connections: 8, ..PgSettings::default() }
+}
+
+impl Scratch {
+    async fn new(backend: SqlBackend) -> Self {
+        Self::with_settings(backend, settings()).await
+    }
+
+    async fn with_settings(backend: SqlBackend, settings: PgSettings) -> Self {
+        let name = format!("dialect_{}", uuid::Uuid::new_v4().simple());
+        let url = format!("{}/{name}", server_url(backend));
+        prepare_database(&url).await.expect("the scratch database is created and migrated");
+        let books = match backend {
+            SqlBackend::Postgres => SqlPool::Postgres(pg_pool(&url, settings).expect("a PostgreSQL URL")),
+            SqlBackend::MySql => SqlPool::MySql(mysql_pool(&url, settings).expect("a MySQL URL")),
+        };
+        Self { url, backend, books }
+    }
+
+    fn purchases(&self) -> PurchasePool {
+        match &self.books {
+            SqlPool::Postgres(pool) => PurchasePool::Sqlx(pool.clone()),
+            SqlPool::MySql(pool) => PurchasePool::MySql(pool.clone()),
+        }
+    }
+
+    async fn exec(&self, sql: &str) {
+        match &self.books {
+            SqlPool::Postgres(pool) => sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(pool).await.map(drop),
+            SqlPool::MySql(pool) => sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(pool).await.map(drop),
+        }
+        .unwrap_or_else(|err| panic!("{sql}: {err}"));
+    }
+
+    /// One integer: `sql` must select a single BIGINT-compatible value (cast on both servers).
+    async fn number(&self, sql: &str) -> i64 {
+        let sql = sqlx::AssertSqlSafe(portable(sql, self.backend));
+        match &self.books {
+            SqlPool::Postgres(pool) => sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await,
+            SqlPool::MySql(pool) => sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await,
+        }
+        .expect("the books answer")
+    }
+
+    async fn stock(&self, product: i64) -> i64 {
+        self.number(&format!("SELECT stock FROM products WHERE id = {product}")).await
+    }
+
+    /// Live orders and the units their lines hold.
+    async fn sold(&self) -> (i64, i64) {
+        let orders = self.number("SELECT COUNT(*) FROM orders WHERE status = 'confirmed'").await;
+        let units = self
+            .number(
+                "SELECT CAST(COALESCE(SUM(i.quantity), 0) AS SIGNED) FROM order_items i \
+                 JOIN orders o ON o.id = i.order_id WHERE o.status = 'confirmed'",
+            )
+            .await;
+        (orders, units)
+    }
+
+    async fn stock_products(&self, products: &[(i64, i64)]) {
+        for (id, stock) in products {
+            self.exec(&format!(
+                "INSERT INTO products (id, stock, initial_stock) VALUES ({id}, {stock}, {stock})"
+            ))
+            .await;
+        }
+    }
+
+    async fn drop_database(self) {
+        match &self.books {
+            SqlPool::Postgres(pool) => pool.close().await,
+            SqlPool::MySql(pool) => pool.close().await,
+        }
+        match self.backend {
+            SqlBackend::Postgres => Postgres::force_drop_database(&self.url).await,
+            SqlBackend::MySql => MySql::drop_database(&self.url).await,
+        }
+        .expect("the scratch database is dropped");
+    }
+}
+
+/// The test's own queries are written for MySQL, whose SUM is a DECIMAL cast to `SIGNED`;
+/// PostgreSQL spells that type BIGINT.
+fn portable(sql: &str, backend: SqlBackend) -> String {
+    match backend {
+        SqlBackend::Postgres => sql.replace("AS SIGNED", "AS BIGINT"),
+        SqlBackend::MySql => sql.to_owned(),
+    }
+}
+
+fn build(kind: StrategyKind, scratch: &Scratch, race_window: Duration) -> Arc<dyn Strategy> {
+    let (books, purchases) = (scratch.books.clone(), scratch.purchases());
+    match kind {
+        StrategyKind::SqlNaive => Arc::new(SqlNaive::new(books, purchases, race_window)),
+        StrategyKind::SqlForUpdate => Arc::new(SqlForUpdate::new(books, purchases, 3)),
+        StrategyKind::SqlAtomic => Arc::new(SqlAtomic::new(books, purchases)),
+        other => panic!("{other} is not ported to every dialect"),
+    }
+}
+
+fn request(lines: &[(i64, u32)], key: Option<&str>) -> PurchaseRequest {
+    let lines = lines
+        .iter()
+        .map(|&(product, quantity)| OrderLine {
+            product_id: ProductId::parse(product).expect("a product id"),
+            quantity: Quantity::parse(i64::from(quantity)).expect("a quantity"),
+        })
+        .collect();
+    PurchaseRequest {
+        order_id: uuid::Uuid::new_v4(),
+        lines: OrderLines::new(lines).expect("valid lines"),
+        delivery: Delivery::new("1 Main St".into(), "555-0100".into(), "buyer@example.com".into())
+            .expect("a delivery"),
+        user: None,
+        idempotency_key: key.map(|key| IdempotencyKey::parse(key).expect("a key")),
+    }
+}
+
+const HOT: i64 = 100;
+const STOCK: i64 = 10;
+const BUYERS: usize = 120;
+
+async fn contention(backend: SqlBackend, kind: StrategyKind) {
+    let scratch = Scratch::new(backend).await;
+    scratch.stock_products(&[(HOT, STOCK)]).await;
+    // Wide enough that naive buyers read the stock before any of them writes it.
+    let strategy = build(kind, &scratch, Duration::from_millis(50));
+    let buyers: Vec<_> = (0..BUYERS)
+        .map(|_| {
+            let strategy = Arc::clone(&strategy);
+            tokio::spawn(async move { strategy.purchase(&request(&[(HOT, 1)], None)).await })
+        })
+        .collect();
+    let mut placed = 0;
+    for buyer in buyers {
+        match buyer.await.expect("no buyer panics") {
+            Ok(PurchaseOutcome::Placed(_)) => placed += 1,
+            Ok(PurchaseOutcome::SoldOut(_)) | Err(StrategyError::Conflict(_)) => {}
+            other => panic!("{kind} on {backend}: unexpected answer {other:?}"),
+        }
+    }
+    let stock = scratch.stock(HOT).await;
+    let (orders, units) = scratch.sold().await;
+    assert_eq!(orders, placed, "{kind} on {backend}: every 201 is an order in the books");
+    assert_eq!(units, STOCK - stock, "{kind} on {backend}: the stock moved by the units sold");
+    if kind.spec().safe {
+        assert_eq!(placed, STOCK, "{kind} on {backend}: exactly the stock is sold");
+        assert_eq!(stock, 0, "{kind} on {backend}");
+    } else {
+        assert!(
+            placed > STOCK && stock < 0,
+            "{kind} on {backend}: oversold {placed} of {STOCK}, stock {stock}"
+        );
+    }
+    scratch.drop_database().await;
+}
+
+async fn multi_item(backend: SqlBackend, kind: StrategyKind) {
+    let scratch = Scratch::new(backend).await;
+    scratch.stock_products(&[(1, 5), (2, 1)]).await;
+    let strategy = build(kind, &scratch, Duration::ZERO);
+    let refused = strategy.purchase(&request(&[(1, 2), (2, 2)], None)).await.expect("an answer");
+    assert!(
+        matches!(refused, PurchaseOutcome::SoldOut(p) if p.get() == 2),
+        "{kind} on {backend}: {refused:?}"
+    );
+    assert_eq!(
+        (scratch.stock(1).await, scratch.stock(2).await),
+        (5, 1),
+        "{kind} on {backend}: nothing taken"
+    );
+    let unknown = strategy.purchase(&request(&[(1, 1), (404, 1)], None)).await.expect("an answer");
+    assert!(matches!(unknown, PurchaseOutcome::UnknownProduct(p) if p.get() == 404), "{kind}: {unknown:?}");
+    assert_eq!(scratch.stock(1).await, 5, "{kind} on {backend}: an unknown line takes nothing");
+    assert_eq!(scratch.sold().await, (0, 0), "{kind} on {backend}: no order for a refusal");
+
+    let placed = strategy.purchase(&request(&[(2, 1), (1, 2)], None)).await.expect("an answer");
+    assert!(matches!(placed, PurchaseOutcome::Placed(_)), "{kind} on {backend}: {placed:?}");
+    assert_eq!((scratch.stock(1).await, scratch.stock(2).await), (3, 0), "{kind} on {backend}");
+    assert_eq!(scratch.sold().await, (1, 3), "{kind} on {backend}: one order, both lines");
+    scratch.drop_database().await;
+}
+
+async fn idempotency(backend: SqlBackend, kind: StrategyKind) {
+    let scratch = Scratch::new(backend).await;
+    scratch.stock_products(&[(HOT, STOCK)]).await;
+    let strategy = build(kind, &scratch, Duration::ZERO);
+    let first = strategy.purchase(&request(&[(HOT, 2)], Some("retry-1"))).await.expect("an answer");
+    let PurchaseOutcome::Placed(receipt) = first else { panic!("{kind} on {backend}: {first:?}") };
+    let again = strategy.purchase(&request(&[(HOT, 2)], Some("retry-1"))).await.expect("an answer");
+    assert!(
+        matches!(&again, PurchaseOutcome::Replayed(replayed) if replayed.order_id == receipt.order_id),
+        "{kind} on {backend}: a retry replays the first order: {again:?}"
+    );
+    // Keys compare byte for byte, as on PostgreSQL.
+    let other_case = strategy.purchase(&request(&[(HOT, 1)], Some("RETRY-1"))).await.expect("an answer");
+    assert!(matches!(other_case, PurchaseOutcome::Placed(_)), "{kind} on {backend}: {other_case:?}");
+
+    // Buyers racing with one key: one order, the rest replay it.
+    let racers: Vec<_> = (0..12)
+        .map(|_| {
+            let strategy = Arc::clone(&strategy);
+            tokio::spawn(async move { strategy.purchase(&request(&[(HOT, 1)], Some("race"))).await })
+        })
+        .collect();
+    let mut placed = Vec::new();
+    let mut replayed = Vec::new();
+    for racer in racers {
+        match racer.await.expect("no buyer panics").expect("an answer") {
+            PurchaseOutcome::Placed(receipt) => placed.push(receipt.order_id),
+            PurchaseOutcome::Replayed(receipt) => replayed.push(receipt.order_id),
+            other => panic!("{kind} on {backend}: {other:?}"),
+        }
+    }
+    assert_eq!(placed.len(), 1, "{kind} on {backend}: one order per key");
+    assert!(replayed.iter().all(|id| *id == placed[0]), "{kind} on {backend}: replays name it");
+    assert_eq!(scratch.stock(HOT).await, STOCK - 4, "{kind} on {backend}: the key's units taken once");
+    assert_eq!(scratch.sold().await, (3, 4), "{kind} on {backend}");
+    scratch.drop_database().await;
+}
+
+async fn backend_down(backend: SqlBackend, kind: StrategyKind) {
+    // Nothing listens on port 9 (discard) here: every connection is refused.
+    let url = match backend {
+        SqlBackend::Postgres => "postgres://postgres@127.0.0.1:9/checkout",
+        SqlBackend::MySql => "mysql://root@127.0.0.1:9/checkout",
+    };
+    let down = PgSettings { acquire_timeout: Duration::from_millis(500), ..settings() };
+    let books = match backend {
+        SqlBackend::Postgres => SqlPool::Postgres(pg_pool(url, down).expect("a URL")),
+        SqlBackend::MySql => SqlPool::MySql(mysql_pool(url, down).expect("a URL")),
+    };
+    let purchases = match &books {
+        SqlPool::Postgres(pool) => PurchasePool::Sqlx(pool.clone()),
+        SqlPool::MySql(pool) => PurchasePool::MySql(pool.clone()),
+    };
+    let strategy: Arc<dyn Strategy> = match kind {
+        StrategyKind::SqlNaive => Arc::new(SqlNaive::new(books, purchases, Duration::ZERO)),
+        StrategyKind::SqlForUpdate => Arc::new(SqlForUpdate::new(books, purchases, 3)),
+        _ => Arc::new(SqlAtomic::new(books, purchases)),
+    };
+    let started = Instant::now();
+    let answer = strategy.purchase(&request(&[(HOT, 1)], Some("down"))).await;
+    assert!(matches!(answer, Err(StrategyError::Unavailable(_))), "{kind} on {backend}: {answer:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{kind} on {backend}: answered in {:?}",
+        started.elapsed()
+    );
+}
+
+/// The claim every keyed purchase takes first (`idempotency_claims`, in front of every strategy),
+/// on the scratch database's books: a retry replays, through any ported strategy; a reused key
+/// with another body is refused; a purchase that placed nothing frees its key.
+async fn shared_claim(backend: SqlBackend, kind: StrategyKind) {
+    let scratch = Scratch::new(backend).await;
+    scratch.stock_products(&[(HOT, 3), (7, 0)]).await;
+    let redis = RedisBackend::lazy(
+        "redis://127.0.0.1:6379",
+        RedisKeys::new(format!("dialect-{}:", uuid::Uuid::new_v4().simple())),
+        RedisSettings::default(),
+    )
+    .expect("a Redis URL");
+    let pg = pg_pool("postgres://postgres@127.0.0.1:5432/postgres", settings()).expect("a URL");
+    let mut backends = Backends::new(pg, redis, Tuning::default());
+    backends.books = scratch.books.clone();
+    backends.purchases = scratch.purchases();
+    let registry = Registry::build_all(&backends, |strategy| strategy);
+    let strategy = registry.get(kind);
+
+    let first = strategy.purchase(&request(&[(HOT, 1)], Some("shared"))).await.expect("an answer");
+    let PurchaseOutcome::Placed(receipt) = first else { panic!("{kind} on {backend}: {first:?}") };
+    for other in COVERED {
+        let again =
+            registry.get(*other).purchase(&request(&[(HOT, 1)], Some("shared"))).await.expect("an answer");
+        assert!(
+            matches!(&again, PurchaseOutcome::Replayed(r) if r.order_id == receipt.order_id && r.strategy == kind),
+            "{kind} then {other} on {backend}: {again:?}"
+        );
+    }
+    let reused = strategy.purchase(&request(&[(HOT, 2)], Some("shared"))).await.expect("an answer");
+    assert!(
+        matches!(reused, PurchaseOutcome::KeyReused(id) if id == receipt.order_id),
+        "{kind} on {backend}: another body under the key: {reused:?}"
+    );
+    let sold_out = strategy.purchase(&request(&[(7, 1)], Some("empty-shelf"))).await.expect("an answer");
+    assert!(matches!(sold_out, PurchaseOutcome::SoldOut(_)), "{kind} on {backend}: {sold_out:?}");
+    scratch.exec("UPDATE products SET stock = 1, initial_stock = 1 WHERE id = 7").await;
+    let restocked = strategy.purchase(&request(&[(7, 1)], Some("empty-shelf"))).await.expect("an answer");
+    assert!(
+        matches!(restocked, PurchaseOutcome::Placed(_)),
+        "{kind} on {backend}: a key whose purchase placed nothing is free again: {restocked:?}"
+    );
+    assert_eq!(scratch.number("SELECT COUNT(*) FROM idempotency_claims").await, 2, "{kind} on {backend}");
+    assert_eq!(scratch.sold().await, (2, 2), "{kind} on {backend}");
+    scratch.drop_database().await;
+}
+
+/// One test per (scenario, backend, ported strategy), and the list of ported strategies the
+/// tests cover, which must be every strategy `SqlBackend::MySql` runs.
+macro_rules! ported {
+    (scenarios: [$($scenario:ident),*], strategies: $strategies:tt) => {
+        ported!(@list $strategies);
+        $(mod $scenario {
+            ported!(@backend $scenario, postgres, Postgres, $strategies);
+            ported!(@backend $scenario, mariadb, MySql, $strategies);
+        })*
+    };
+    (@list [$($strategy:ident => $kind:ident),*]) => {
+        const COVERED: &[StrategyKind] = &[$(StrategyKind::$kind),*];
+    };
+    (@backend $scenario:ident, $name:ident, $backend:ident, [$($strategy:ident => $kind:ident),*]) => {
+        mod $name {
+            use checkout_strategies::{SqlBackend, StrategyKind};
+
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $strategy() {
+                super::super::$scenario(SqlBackend::$backend, StrategyKind::$kind).await;
+            })*
+        }
+    };
+}
+
+ported! {
+    scenarios: [contention, multi_item, idempotency, shared_claim, backend_down],
+    strategies: [sql_naive => SqlNaive, sql_for_update => SqlForUpdate, sql_atomic => SqlAtomic]
+}
+
+#[test]
+fn every_strategy_ported_to_mariadb_is_covered_on_both_backends() {
+    let ported: Vec<StrategyKind> =
+        StrategyKind::ALL.into_iter().filter(|kind| SqlBackend::MySql.runs(*kind)).collect();
+    assert_eq!(ported, COVERED, "add a newly ported strategy to `ported!`'s list");
+}
+
+#[tokio::test]
+async fn a_mariadb_database_is_created_and_migrated_twice() {
+    let scratch = Scratch::new(SqlBackend::MySql).await;
+    prepare_database(&scratch.url).await.expect("migrating again changes nothing");
+    let applied = scratch.number("SELECT COUNT(*) FROM _sqlx_migrations WHERE success").await;
+    assert_eq!(applied, i64::try_from(SqlBackend::MySql.migrator().iter().count()).unwrap());
+    let tables = scratch
+        .number(
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() \
+             AND table_name IN ('products', 'orders', 'order_items', 'idempotency_claims', 'stock_plans')",
+        )
+        .await;
+    assert_eq!(tables, 5);
+    scratch.drop_database().await;
+}
+
+#[tokio::test]
+async fn an_unknown_scheme_is_refused_before_connecting() {
+    let err = prepare_database("sqlite://checkout.db").await.unwrap_err().to_string();
+    assert!(err.contains("mysql://") && err.contains("postgres://"), "{err}");
+}
+
+/// MariaDB: a row lock held past `innodb_lock_wait_timeout` answers 503, not a hang.
+#[tokio::test]
+async fn a_lock_held_too_long_answers_503_on_mariadb() {
+    let short = PgSettings { statement_timeout: Duration::from_secs(1), ..settings() };
+    let scratch = Scratch::with_settings(SqlBackend::MySql, short).await;
+    scratch.stock_products(&[(HOT, STOCK)]).await;
+    let SqlPool::MySql(pool) = &scratch.books else { unreachable!("a MariaDB scratch") };
+    let mut holder = pool.begin().await.expect("a transaction");
+    sqlx::query("SELECT stock FROM products WHERE id = 100 FOR UPDATE")
+        .execute(&mut *holder)
+        .await
+        .expect("the lock");
+    for kind in [StrategyKind::SqlForUpdate, StrategyKind::SqlAtomic] {
+        let strategy = build(kind, &scratch, Duration::ZERO);
+        let started = Instant::now();
+        let answer = strategy.purchase(&request(&[(HOT, 1)], None)).await;
+        assert!(matches!(answer, Err(StrategyError::Unavailable(_))), "{kind}: {answer:?}");
+        assert!(started.elapsed() < Duration::from_secs(4), "{kind}: {:?}", started.elapsed());
+    }
+    holder.rollback().await.expect("the lock is released");
+    assert_eq!(scratch.stock(HOT).await, STOCK, "nothing was sold while the row was locked");
+    scratch.drop_database().await;
+}
+
+/// MariaDB: a deadlock (1213) is classified as a conflict to run again, as PostgreSQL's 40P01.
+#[tokio::test]
+async fn a_mariadb_deadlock_is_retryable() {
+    let scratch = Scratch::new(SqlBackend::MySql).await;
+    scratch.stock_products(&[(1, 5), (2, 5)]).await;
+    let SqlPool::MySql(pool) = &scratch.books else { unreachable!("a MariaDB scratch") };
+    let (mut a, mut b) = (pool.begin().await.unwrap(), pool.begin().await.unwrap());
+    sqlx::query("UPDATE products SET stock = stock - 1 WHERE id = 1").execute(&mut *a).await.unwrap();
+    sqlx::query("UPDATE products SET stock = stock - 1 WHERE id = 2").execute(&mut *b).await.unwrap();
+    let (first, second) = tokio::join!(
+        sqlx::query("UPDATE products SET stock = stock - 1 WHERE id = 2").execute(&mut *a),
+        async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            sqlx::query("UPDATE products SET stock = stock - 1 WHERE id = 1").execute(&mut *b).await
+        }
+    );
+    let victim = first.err().or(second.err()).expect("InnoDB breaks the cycle");
+    let err = checkout_strategies::pg_driver::DbError::from(victim);
+    assert!(err.is_retryable(), "{err}");
+    assert!(matches!(StrategyError::from(err), StrategyError::Conflict(_)));
+    drop((a, b));
+    scratch.drop_database().await;
+}
+
+/// A reset through either backend's books: the same plan lays out the same catalogue (the seeded
+/// random stock, chunked on MariaDB, included), deletes every order and claim, rebaselines what a
+/// sale moved, and is the plan read back.
+#[tokio::test]
+async fn a_reset_lays_out_the_same_catalogue_on_both_backends() {
+    let full: StockPlan = serde_json::from_value(serde_json::json!({
+        "products": [{"id": 100, "stock": 7}, {"id": 25_001, "stock": 3}],
+        "random_products": {"count": 25_000, "seed": 7}
+    }))
+    .expect("a plan");
+    let partial: StockPlan =
+        serde_json::from_value(serde_json::json!({"products": [{"id": 100, "stock": 9}]})).expect("a plan");
+    let mut books = Vec::new();
+    for backend in SqlBackend::ALL {
+        let scratch = Scratch::new(backend).await;
+        scratch.stock_products(&[(HOT, 5)]).await;
+        let atomic = build(StrategyKind::SqlAtomic, &scratch, Duration::ZERO);
+        let before = atomic.purchase(&request(&[(HOT, 1)], Some("before"))).await.expect("an answer");
+        assert!(matches!(before, PurchaseOutcome::Placed(_)), "{backend}: {before:?}");
+
+        let laid_out = catalog::reset_on(&scratch.books, &full).await.expect("a reset");
+        assert_eq!(scratch.sold().await, (0, 0), "{backend}: a reset deletes every order");
+        let placed = atomic.purchase(&request(&[(7, 1)], Some("before"))).await.expect("an answer");
+        assert!(matches!(placed, PurchaseOutcome::Placed(_)), "{backend}: the key is free again: {placed:?}");
+        let kept = catalog::reset_on(&scratch.books, &partial).await.expect("a reset");
+        let (_, latest) =
+            catalog::latest_plan_with_id_on(&scratch.books).await.expect("the books").expect("a plan");
+        assert_eq!(latest, partial, "{backend}");
+        books.push((
+            laid_out.products_written,
+            laid_out.products_rebaselined,
+            kept.products_written,
+            kept.products_rebaselined,
+            scratch.number("SELECT COUNT(*) FROM products").await,
+            scratch.number("SELECT CAST(SUM(stock) AS SIGNED) FROM products").await,
+            scratch
+                .number("SELECT COUNT(*) FROM products WHERE stock <> initial_stock OR gate IS NOT NULL")
+                .await,
+            scratch.stock(HOT).await,
+            scratch.stock(25_001).await,
+        ));
+        scratch.drop_database().await;
+    }
+    assert_eq!(books[0].0, 25_001, "the random catalogue and one explicit product beyond it");
+    assert_eq!(books[0].3, 1, "the product the sale between the resets moved is rebaselined");
+    assert_eq!((books[0].6, books[0].7), (0, 9));
+    assert_eq!(books[0], books[1], "PostgreSQL, then MariaDB");
+}
+
+/// The audit's SQL books read the same on both backends after the same sales.
+#[tokio::test]
+async fn the_audit_books_read_the_same_on_both_backends() {
+    let plan: StockPlan = serde_json::from_value(
+        serde_json::json!({"products": [{"id": 100, "stock": 10}, {"id": 200, "stock": 5}]}),
+    )
+    .expect("a plan");
+    let mut books = Vec::new();
+    for backend in SqlBackend::ALL {
+        let scratch = Scratch::new(backend).await;
+        catalog::reset_on(&scratch.books, &plan).await.expect("a reset");
+        for (kind, lines) in [
+            (StrategyKind::SqlAtomic, &[(HOT, 2)][..]),
+            (StrategyKind::SqlForUpdate, &[(HOT, 1), (200, 2)][..]),
+            (StrategyKind::SqlNaive, &[(200, 1)][..]),
+        ] {
+            let answer = build(kind, &scratch, Duration::ZERO).purchase(&request(lines, None)).await;
+            assert!(matches!(answer, Ok(PurchaseOutcome::Placed(_))), "{kind} on {backend}: {answer:?}");
+        }
+        let (ledger, totals) =
+            catalog::sql_books_on(&scratch.books, &[HOT, 200, 300]).await.expect("the books");
+        let ledger: Vec<_> =
+            ledger.iter().map(|product| (product.ledger, product.gate, product.awaiting_sync)).collect();
+        books.push((ledger, totals));
+        scratch.drop_database().await;
+    }
+    let (ledger, totals) = &books[0];
+    let figures: Vec<_> = ledger
+        .iter()
+        .map(|(l, _, _)| (l.product_id, l.initial_stock, l.final_stock, l.units_in_orders, l.orders))
+        .collect();
+    assert_eq!(figures, [(HOT, 10, 7, 3, 2), (200, 5, 2, 3, 2)]);
+    assert_eq!((totals.confirmed, totals.voided, totals.orphan_units), (3, 0, 0));
+    assert_eq!(books[0], books[1], "PostgreSQL, then MariaDB");
+}
+
+/// What the server's reads and listings ask of the books answers the same on both backends.
+#[tokio::test]
+async fn the_catalogue_reads_the_same_on_both_backends() {
+    let plan: StockPlan = serde_json::from_value(
+        serde_json::json!({"products": [{"id": 100, "stock": 10}, {"id": 200, "stock": 5}]}),
+    )
+    .expect("a plan");
+    let mut reads = Vec::new();
+    for backend in SqlBackend::ALL {
+        let scratch = Scratch::new(backend).await;
+        let books = catalog::BooksOn(&scratch.books);
+        let empty_before = books.is_empty().await.expect("the books");
+        catalog::reset_on(&scratch.books, &plan).await.expect("a reset");
+        let strategy = build(StrategyKind::SqlForUpdate, &scratch, Duration::ZERO);
+        let mut placed = Vec::new();
+        for lines in [&[(HOT, 2)][..], &[(HOT, 1), (200, 1)][..]] {
+            match strategy.purchase(&request(lines, None)).await {
+                Ok(PurchaseOutcome::Placed(receipt)) => placed.push(receipt.order_id),
+                other => panic!("{backend}: {other:?}"),
+            }
+        }
+        let mut entries: Vec<_> = books
+            .order_entries(10)
+            .await
+            .expect("the books")
+            .into_iter()
+            .map(|entry| (entry.order_id, entry.strategy, entry.status))
+            .collect();
+        entries.sort_by_key(|entry| entry.0);
+        let first = placed[0];
+        placed.sort();
+        assert_eq!(entries.iter().map(|entry| entry.0).collect::<Vec<_>>(), placed, "{backend}");
+        let unknown = ProductId::parse(404).expect("an id");
+        let view =
+            order_store::fetch_order_on(&scratch.books, first).await.expect("the books").expect("an order");
+        let missing =
+            order_store::fetch_order_on(&scratch.books, uuid::Uuid::new_v4()).await.expect("the books");
+        assert!(missing.is_none(), "{backend}");
+        let age = chrono::Utc::now() - view.created_at;
+        assert!(
+            age < chrono::Duration::minutes(1) && age > -chrono::Duration::minutes(1),
+            "{backend}: {age}"
+        );
+        reads.push((
+            empty_before,
+            books.is_empty().await.expect("the books"),
+            books.latest_plan_id().await.expect("the books").is_some(),
+            books.stock_of(ProductId::parse(HOT).expect("an id")).await.expect("the books"),
+            books.stock_of(unknown).await.expect("the books"),
+            entries.iter().map(|entry| (entry.1, entry.2)).collect::<Vec<_>>(),
+            (
+                view.strategy,
+                view.status,
+                view.items
+                    .iter()
+                    .map(|line| (line.product_id.get(), line.quantity.get()))
+                    .collect::<Vec<_>>(),
+                view.delivery,
+                view.user,
+                view.idempotency_key,
+                view.reason,
+            ),
+        ));
+        scratch.drop_database().await;
+    }
+    assert_eq!(
+        (reads[0].0, reads[0].1, reads[0].2, reads[0].3, reads[0].4),
+        (true, false, true, Some(7), None)
+    );
+    assert_eq!(reads[0], reads[1], "PostgreSQL, then MariaDB");
+}
