@@ -304,11 +304,14 @@ async fn measure_each(
     for repetition in 1..=flags.repeat {
         for &ceiling in ceilings {
             let client_counts: Vec<u32> = match ceiling {
-                Ceiling::PgHotRow | Ceiling::PgHundredRows => flags.pg_clients.clone(),
                 Ceiling::MariaHotRow | Ceiling::MariaHundredRows if !flags.mariadb_clients.is_empty() => {
                     flags.mariadb_clients.clone()
                 }
-                Ceiling::MariaHotRow | Ceiling::MariaHundredRows => flags.pg_clients.clone(),
+                // Without their own counts, the MariaDB ceilings run at pgbench's, side by side.
+                Ceiling::PgHotRow
+                | Ceiling::PgHundredRows
+                | Ceiling::MariaHotRow
+                | Ceiling::MariaHundredRows => flags.pg_clients.clone(),
                 Ceiling::WrkStatic | Ceiling::WrkMemory | Ceiling::ClientStatic | Ceiling::ClientMemory => {
                     vec![flags.connections]
                 }
