@@ -247,19 +247,31 @@ async fn measure_all(
     ceilings: &[Ceiling],
     run_id: &str,
 ) -> anyhow::Result<Vec<CeilingRow>> {
+    // First, so that whatever fails later still drops the scratch database it created.
+    let (maria, ceilings) = prepare_mariadb(flags, ceilings).await?;
+    let rows = measure_beside(flags, server, cluster_nodes, maria.as_ref(), &ceilings, run_id).await;
+    if let Some(maria) = maria {
+        maria.clean_up().await;
+    }
+    rows
+}
+
+async fn measure_beside(
+    flags: &CeilingFlags,
+    server: &Server,
+    cluster_nodes: &[String],
+    maria: Option<&mariadb::MariaBench>,
+    ceilings: &[Ceiling],
+    run_id: &str,
+) -> anyhow::Result<Vec<CeilingRow>> {
     // Products 1..=100 and the hot one with a stock no measurement can exhaust.
     let products: Vec<_> = (1..=HOT).map(|id| json!({ "id": id, "stock": BOUNDLESS })).collect();
     server.reset(&json!({ "products": products })).await?;
     let scratch = tempdir()?;
     let target = redis_target::resolve(&flags.server.redis_url, cluster_nodes).await?;
     let redis = RedisBench::prepare(&target).await?;
-    let (maria, ceilings) = prepare_mariadb(flags, ceilings).await?;
-    let parties =
-        Parties { server, target: &target, redis: &redis, maria: maria.as_ref(), scratch: &scratch };
-    let rows = measure_each(flags, &parties, &ceilings, run_id).await;
-    if let Some(maria) = maria {
-        maria.clean_up().await;
-    }
+    let parties = Parties { server, target: &target, redis: &redis, maria, scratch: &scratch };
+    let rows = measure_each(flags, &parties, ceilings, run_id).await;
     redis.clean_up().await;
     let _ = std::fs::remove_dir_all(&scratch);
     rows
