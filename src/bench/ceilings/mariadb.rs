@@ -191,7 +191,9 @@ fn script(hot: i64, spread: bool) -> anyhow::Result<String> {
     let OneLinePurchase { take_line, insert_order } = one_line_purchase(SqlBackend::MySql)
         .context("sql-atomic sells one line in one statement on MySQL")?;
     let product = if spread { "@product_id".to_owned() } else { hot.to_string() };
-    let product_ids = if spread { "JSON_ARRAY(@product_id)".to_owned() } else { format!("'[{hot}]'") };
+    // The JSON text the strategy binds; not `JSON_ARRAY(@product_id)`, which MariaDB turns into
+    // an array of a string (`["47"]`) when given a user variable.
+    let product_ids = if spread { "CONCAT('[', @product_id, ']')".to_owned() } else { format!("'[{hot}]'") };
     let ids = if spread {
         format!("SET @order_id = UNHEX(REPLACE(UUID(), '-', '')), @product_id = FLOOR(1 + RAND() * {hot})")
     } else {
@@ -251,6 +253,8 @@ mod tests {
             assert!(statements[4].starts_with("INSERT INTO order_items"), "{script}");
             assert!(statements[4].contains("SELECT @order_id, p.product_id"), "{script}");
             assert_eq!(statements[1].contains("RAND()"), spread, "{script}");
+            let lines_of = if spread { "CONCAT('[', @product_id, ']')" } else { "'[100]'" };
+            assert!(statements[4].contains(&format!("JSON_TABLE({lines_of},")), "{script}");
             // `$` stays in the JSON paths (`'$[*]'`); a `$` before a digit is a parameter left.
             let left = script.as_bytes().windows(2).any(|pair| pair[0] == b'$' && pair[1].is_ascii_digit());
             assert!(!left, "a parameter was left: {script}");
@@ -276,10 +280,15 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("{database}.sql"));
         let hot = bench.measure(&dir, 2, 1, 100, false).await;
         let spread = bench.measure(&dir, 2, 1, 100, true).await;
+        let (products,): (i64,) = sqlx::query_as("SELECT COUNT(DISTINCT product_id) FROM order_items")
+            .fetch_one(&bench.pool)
+            .await
+            .unwrap();
         bench.clean_up().await;
         let _ = std::fs::remove_file(&dir);
         assert!(hot.unwrap() > 0.0);
         assert!(spread.unwrap() > 0.0);
+        assert!(products > 1, "the spread buys more than the hot product: {products}");
         let admin = MySqlPool::connect("mysql://root@127.0.0.1:3306").await.unwrap();
         let left: Option<(String,)> =
             sqlx::query_as("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?")
