@@ -14,7 +14,7 @@ pub struct CeilingRow {
     pub run_id: String,
     /// What was measured ([`Ceiling::name`]).
     pub ceiling: String,
-    /// The tool that measured it: `wrk`, `bench-client`, `redis-benchmark`, `pgbench`.
+    /// The tool that measured it: `wrk`, `bench-client`, `redis-benchmark`, `pgbench`, `mysqlslap`.
     pub tool: String,
     /// The operation, in words.
     pub operation: String,
@@ -24,7 +24,7 @@ pub struct CeilingRow {
     pub seconds: f64,
     pub ops_per_sec: f64,
     /// CPU used while it ran, in cores (1.0 = one core busy), by the checkout server, PostgreSQL,
-    /// Redis, and everything else (the tool itself included).
+    /// Redis, and everything else (the tool itself and MariaDB included).
     pub cpu_server: f64,
     pub cpu_postgres: f64,
     pub cpu_redis: f64,
@@ -73,10 +73,14 @@ pub enum Ceiling {
     PgHotRow,
     /// pgbench, the same statement spread over 100 rows.
     PgHundredRows,
+    /// mysqlslap, `sql-atomic`'s MariaDB transaction on one hot row.
+    MariaHotRow,
+    /// mysqlslap, the same transaction spread over 100 rows.
+    MariaHundredRows,
 }
 
 impl Ceiling {
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 13] = [
         Self::WrkStatic,
         Self::WrkMemory,
         Self::ClientStatic,
@@ -88,6 +92,8 @@ impl Ceiling {
         Self::RedisXadd,
         Self::PgHotRow,
         Self::PgHundredRows,
+        Self::MariaHotRow,
+        Self::MariaHundredRows,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -103,6 +109,8 @@ impl Ceiling {
             Self::RedisXadd => "redis-xadd",
             Self::PgHotRow => "pg-hot-row",
             Self::PgHundredRows => "pg-100-rows",
+            Self::MariaHotRow => "mariadb-hot-row",
+            Self::MariaHundredRows => "mariadb-100-rows",
         }
     }
 
@@ -144,7 +152,9 @@ impl CsvRow for CeilingRatioRow {
     ];
 }
 
-/// Which figure is held against which ceiling, and the ratio aimed at.
+/// Which figure is held against which ceiling, and the ratio aimed at. The MariaDB ceilings have
+/// no pair yet: a capacity row does not say which SQL server it sold on, and a PostgreSQL figure
+/// over a MariaDB ceiling would mean nothing.
 const PAIRS: [(Subject, Ceiling, Option<f64>); 8] = [
     (Subject::Capacity("memory"), Ceiling::WrkStatic, Some(0.5)),
     (Subject::Ceiling(Ceiling::ClientMemory), Ceiling::WrkMemory, Some(0.7)),

@@ -532,6 +532,57 @@ async fn bench_ceilings_measures_the_raw_tools_and_writes_its_files() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
+/// `bench ceilings` measures the MariaDB ceiling through mysqlslap on a scratch database of its
+/// own, dropped afterwards; with MariaDB unreachable it skips it in one line and measures the rest.
+#[tokio::test]
+async fn bench_ceilings_measures_mariadb_or_skips_it_in_one_line() {
+    use checkout_bench::run_folder::ceilings::CeilingRow;
+    let db = ScratchDatabase::new();
+    let out = tempdir();
+    let maria = format!("ceilings_e2e_{}", uuid::Uuid::new_v4().simple());
+    let measured = db.args(
+        &out,
+        &format!(
+            "ceilings --repeat 1 --secs 1 --mariadb-clients 2 --only mariadb-hot-row \
+             --mariadb-url mysql://root@127.0.0.1:3306/{maria}"
+        ),
+    );
+    let skipped_out = tempdir();
+    let unreachable = db.args(
+        &skipped_out,
+        "ceilings --repeat 1 --secs 1 --connections 2 --only client-static,mariadb-hot-row \
+         --mariadb-url mysql://root@127.0.0.1:1/checkout_bench_ceilings",
+    );
+    let (measured, unreachable) =
+        tokio::task::spawn_blocking(move || (bench(&measured), bench(&unreachable))).await.unwrap();
+    db.drop_it().await;
+    let stderr = String::from_utf8_lossy(&measured.stderr);
+    assert!(measured.status.success(), "bench ceilings failed:\n{stderr}");
+    let folder = std::fs::read_dir(&out).unwrap().flatten().find(|e| e.path().is_dir()).unwrap().path();
+    let rows: Vec<CeilingRow> = read_csv(&folder.join("ceilings.csv")).unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        (rows[0].ceiling.as_str(), rows[0].tool.as_str(), rows[0].clients),
+        ("mariadb-hot-row", "mysqlslap", 2)
+    );
+    assert!(rows[0].ops_per_sec > 0.0, "{rows:?}");
+    let admin = sqlx::MySqlPool::connect("mysql://root@127.0.0.1:3306").await.unwrap();
+    let left: Option<(String,)> =
+        sqlx::query_as("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?")
+            .bind(&maria)
+            .fetch_optional(&admin)
+            .await
+            .unwrap();
+    assert!(left.is_none(), "the scratch MariaDB database is dropped");
+    let stderr = String::from_utf8_lossy(&unreachable.stderr);
+    assert!(unreachable.status.success(), "an unreachable MariaDB fails nothing:\n{stderr}");
+    assert_eq!(stderr.matches("skipping the MariaDB ceilings").count(), 1, "{stderr}");
+    assert!(stderr.contains("client-static · c=2]"), "the others still run:\n{stderr}");
+    assert!(!stderr.contains("mariadb-hot-row · c="), "{stderr}");
+    let _ = std::fs::remove_dir_all(&out);
+    let _ = std::fs::remove_dir_all(&skipped_out);
+}
+
 /// `bench chaos` breaks Redis through a proxy a cluster client would bypass: with
 /// `REDIS_CLUSTER_NODES` set it stops before starting anything, and says why.
 #[test]

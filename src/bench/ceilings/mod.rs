@@ -1,11 +1,13 @@
 //! `bench ceilings`: the raw ceilings beside the strategies, measured on the same machine in the
 //! same run — wrk and our own client against a static route and against `memory`,
-//! redis-benchmark of each Redis strategy's command, pgbench of `sql-atomic`'s statement — each
+//! redis-benchmark of each Redis strategy's command, pgbench of `sql-atomic`'s statement, mysqlslap
+//! of `sql-atomic`'s MariaDB transaction — each
 //! repeated, with the CPU every party used while it ran. A strategy's figure means little alone;
 //! over the ceiling that bounds it, it says how much the strategy itself costs.
 
 mod client;
 pub mod cpu;
+mod mariadb;
 mod redis_target;
 mod tools;
 
@@ -66,9 +68,16 @@ pub struct CeilingFlags {
     /// like with like, the best one bounds `sql-atomic`.
     #[arg(long, value_delimiter = ',', default_value = "8,32")]
     pub pg_clients: Vec<u32>,
+    /// The MariaDB the MariaDB ceilings run on; the database it names is created for them (it must
+    /// not exist) and dropped afterwards. Unreachable, or mysqlslap missing: they are skipped.
+    #[arg(long, env = "MARIADB_URL", default_value = "mysql://root@127.0.0.1:3306/checkout_bench_ceilings")]
+    pub mariadb_url: String,
+    /// mysqlslap client counts, comma-separated [default: the pgbench ones, `--pg-clients`].
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub mariadb_clients: Vec<u32>,
     /// Ceilings to measure, comma-separated [default: all]: wrk-static, wrk-memory, client-static,
     /// client-memory, redis-decr-command, redis-reserve-check, redis-reserve-decr,
-    /// redis-stream-enqueue, redis-xadd, pg-hot-row, pg-100-rows.
+    /// redis-stream-enqueue, redis-xadd, pg-hot-row, pg-100-rows, mariadb-hot-row, mariadb-100-rows.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Write into this existing run folder (a comparison's, so ratios use its capacities) instead of
@@ -171,6 +180,7 @@ const fn tool_of(ceiling: Ceiling) -> &'static str {
         | Ceiling::RedisStreamEnqueue
         | Ceiling::RedisXadd => "redis-benchmark",
         Ceiling::PgHotRow | Ceiling::PgHundredRows => "pgbench",
+        Ceiling::MariaHotRow | Ceiling::MariaHundredRows => "mysqlslap",
     }
 }
 
@@ -237,17 +247,83 @@ async fn measure_all(
     ceilings: &[Ceiling],
     run_id: &str,
 ) -> anyhow::Result<Vec<CeilingRow>> {
+    // First, so that whatever fails later still drops the scratch database it created.
+    let (maria, ceilings) = prepare_mariadb(flags, ceilings).await?;
+    let rows = measure_beside(flags, server, cluster_nodes, maria.as_ref(), &ceilings, run_id).await;
+    if let Some(maria) = maria {
+        maria.clean_up().await;
+    }
+    rows
+}
+
+async fn measure_beside(
+    flags: &CeilingFlags,
+    server: &Server,
+    cluster_nodes: &[String],
+    maria: Option<&mariadb::MariaBench>,
+    ceilings: &[Ceiling],
+    run_id: &str,
+) -> anyhow::Result<Vec<CeilingRow>> {
     // Products 1..=100 and the hot one with a stock no measurement can exhaust.
     let products: Vec<_> = (1..=HOT).map(|id| json!({ "id": id, "stock": BOUNDLESS })).collect();
     server.reset(&json!({ "products": products })).await?;
     let scratch = tempdir()?;
     let target = redis_target::resolve(&flags.server.redis_url, cluster_nodes).await?;
     let redis = RedisBench::prepare(&target).await?;
+    let parties = Parties { server, target: &target, redis: &redis, maria, scratch: &scratch };
+    let rows = measure_each(flags, &parties, ceilings, run_id).await;
+    redis.clean_up().await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    rows
+}
+
+/// The MariaDB ceilings' scratch database when any is selected, and the ceilings that can run:
+/// without mysqlslap or a reachable MariaDB the MariaDB ones are skipped with one line.
+async fn prepare_mariadb(
+    flags: &CeilingFlags,
+    ceilings: &[Ceiling],
+) -> anyhow::Result<(Option<mariadb::MariaBench>, Vec<Ceiling>)> {
+    let is_maria = |ceiling: &Ceiling| tool_of(*ceiling) == "mysqlslap";
+    if !ceilings.iter().any(is_maria) {
+        return Ok((None, ceilings.to_vec()));
+    }
+    match mariadb::MariaBench::prepare(&flags.mariadb_url, HOT, BOUNDLESS).await? {
+        Ok(maria) => Ok((Some(maria), ceilings.to_vec())),
+        Err(reason) => {
+            eprintln!("bench ceilings: skipping the MariaDB ceilings: {reason}");
+            Ok((None, ceilings.iter().copied().filter(|ceiling| !is_maria(ceiling)).collect()))
+        }
+    }
+}
+
+/// What the measurements run against, each prepared once for the whole run.
+struct Parties<'a> {
+    server: &'a Server,
+    target: &'a redis_target::RedisTarget,
+    redis: &'a RedisBench,
+    maria: Option<&'a mariadb::MariaBench>,
+    scratch: &'a Path,
+}
+
+async fn measure_each(
+    flags: &CeilingFlags,
+    parties: &Parties<'_>,
+    ceilings: &[Ceiling],
+    run_id: &str,
+) -> anyhow::Result<Vec<CeilingRow>> {
+    let Parties { server, target, redis, maria, scratch } = *parties;
     let mut rows = Vec::new();
     for repetition in 1..=flags.repeat {
         for &ceiling in ceilings {
             let client_counts: Vec<u32> = match ceiling {
-                Ceiling::PgHotRow | Ceiling::PgHundredRows => flags.pg_clients.clone(),
+                Ceiling::MariaHotRow | Ceiling::MariaHundredRows if !flags.mariadb_clients.is_empty() => {
+                    flags.mariadb_clients.clone()
+                }
+                // Without their own counts, the MariaDB ceilings run at pgbench's, side by side.
+                Ceiling::PgHotRow
+                | Ceiling::PgHundredRows
+                | Ceiling::MariaHotRow
+                | Ceiling::MariaHundredRows => flags.pg_clients.clone(),
                 Ceiling::WrkStatic | Ceiling::WrkMemory | Ceiling::ClientStatic | Ceiling::ClientMemory => {
                     vec![flags.connections]
                 }
@@ -261,7 +337,7 @@ async fn measure_all(
                 );
                 let meter = cpu::Meter::start(server.pid());
                 let started = std::time::Instant::now();
-                let (ops, mut operation) = measure(flags, server, &redis, &scratch, ceiling, clients)
+                let (ops, mut operation) = measure(flags, server, redis, maria, scratch, ceiling, clients)
                     .await
                     .with_context(|| label.clone())?;
                 if tool_of(ceiling) == "redis-benchmark" && target.cluster_master {
@@ -290,8 +366,6 @@ async fn measure_all(
             }
         }
     }
-    redis.clean_up().await;
-    let _ = std::fs::remove_dir_all(&scratch);
     Ok(rows)
 }
 
@@ -300,6 +374,7 @@ async fn measure(
     flags: &CeilingFlags,
     server: &Server,
     redis: &RedisBench,
+    maria: Option<&mariadb::MariaBench>,
     scratch: &Path,
     ceiling: Ceiling,
     clients: u32,
@@ -371,6 +446,20 @@ async fn measure(
                     "sql-atomic's statement over 100 rows"
                 } else {
                     "sql-atomic's statement, one hot row"
+                }
+                .into(),
+            )
+        }
+        Ceiling::MariaHotRow | Ceiling::MariaHundredRows => {
+            let maria = maria.context("the MariaDB ceilings run only once their database is prepared")?;
+            let spread = ceiling == Ceiling::MariaHundredRows;
+            let script = scratch.join(if spread { "mariadb-spread.sql" } else { "mariadb-hot.sql" });
+            (
+                maria.measure(&script, clients, flags.secs, HOT, spread).await?,
+                if spread {
+                    "sql-atomic's MariaDB transaction over 100 rows"
+                } else {
+                    "sql-atomic's MariaDB transaction, one hot row"
                 }
                 .into(),
             )

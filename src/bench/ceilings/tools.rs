@@ -9,8 +9,18 @@ use tokio::process::Command;
 
 /// Runs `program args`, killed after `limit`; returns its standard output.
 async fn run(program: &str, args: &[String], limit: Duration) -> anyhow::Result<String> {
+    run_with_env(program, args, &[], limit).await
+}
+
+/// [`run`] with `env` added to the child's environment.
+async fn run_with_env(
+    program: &str,
+    args: &[String],
+    env: &[(&str, &str)],
+    limit: Duration,
+) -> anyhow::Result<String> {
     let mut command = Command::new(program);
-    command.args(args).kill_on_drop(true);
+    command.args(args).envs(env.iter().copied()).kill_on_drop(true);
     let output = tokio::time::timeout(limit, command.output())
         .await
         .with_context(|| format!("{program} did not finish within {}s", limit.as_secs()))?
@@ -149,6 +159,38 @@ fn parse_pgbench(out: &str) -> anyhow::Result<f64> {
         .with_context(|| format!("no tps in pgbench's output:\n{out}"))
 }
 
+/// mysqlslap with `args` (its clients and statement count among them), the password through
+/// `MYSQL_PWD` so it is not on a command line. Returns transactions per second: the statements each
+/// client ran × `clients` ÷ `statements_per_transaction`, over the seconds it took.
+pub(super) async fn mysqlslap(
+    args: &[String],
+    password: Option<&str>,
+    clients: u32,
+    statements_per_transaction: u64,
+) -> anyhow::Result<f64> {
+    let env: Vec<(&str, &str)> = password.map(|password| ("MYSQL_PWD", password)).into_iter().collect();
+    // A purchase takes well under a second even on a saturated hot row; the limit only stops a hang.
+    let out = run_with_env("mysqlslap", args, &env, Duration::from_secs(600)).await?;
+    parse_mysqlslap(&out, clients, statements_per_transaction)
+}
+
+fn parse_mysqlslap(out: &str, clients: u32, statements_per_transaction: u64) -> anyhow::Result<f64> {
+    let number_after = |label: &str| -> Option<f64> {
+        out.lines()
+            .find_map(|line| line.trim().strip_prefix(label))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|number| number.parse().ok())
+    };
+    let seconds = number_after("Average number of seconds to run all queries:")
+        .with_context(|| format!("no seconds in mysqlslap's output:\n{out}"))?;
+    let per_client = number_after("Average number of queries per client:")
+        .with_context(|| format!("no queries per client in mysqlslap's output:\n{out}"))?;
+    anyhow::ensure!(seconds > 0.0, "mysqlslap ran for 0 s, too short to give a rate:\n{out}");
+    #[expect(clippy::cast_precision_loss, reason = "a handful of statements per transaction")]
+    let transactions = per_client * f64::from(clients) / statements_per_transaction as f64;
+    Ok(transactions / seconds)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,5 +222,18 @@ mod tests {
         let out = "number of transactions actually processed: 12000\nlatency average = 3.3 ms\n\
                    initial connection time = 5.1 ms\ntps = 2412.345678 (without initial connection time)\n";
         assert_eq!(parse_pgbench(out).unwrap(), 2_412.345_678);
+    }
+
+    #[test]
+    fn mysqlslap_output_gives_transactions_per_second() {
+        let out = "Benchmark\n\tAverage number of seconds to run all queries: 0.946 seconds\n\t\
+                   Minimum number of seconds to run all queries: 0.946 seconds\n\t\
+                   Number of clients running queries: 8\n\tAverage number of queries per client: 600\n";
+        let rate = parse_mysqlslap(out, 8, 6).unwrap();
+        assert!((rate - 800.0 / 0.946).abs() < 1e-6, "{rate}");
+        let instant = "Average number of seconds to run all queries: 0.000 seconds\n\
+                       Average number of queries per client: 6\n";
+        assert!(parse_mysqlslap(instant, 1, 6).is_err());
+        assert!(parse_mysqlslap("nothing", 1, 6).is_err());
     }
 }

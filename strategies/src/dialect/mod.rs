@@ -8,6 +8,7 @@
 
 use std::fmt;
 
+pub mod ceiling;
 pub(crate) mod mysql;
 pub(crate) mod postgres;
 
