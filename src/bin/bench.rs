@@ -60,7 +60,8 @@ enum Command {
     Chaos(Box<ChaosFlags>),
     /// Measure the raw ceilings beside the strategies on this machine: wrk and our own client
     /// against a static route and `memory`, redis-benchmark of each Redis strategy's command,
-    /// pgbench of `sql-atomic`'s statement, mysqlslap of its MariaDB transaction; write ceilings.csv and ceiling_ratios.csv.
+    /// pgbench of `sql-atomic`'s statement, mysqlslap of its MariaDB transaction; write
+    /// ceilings.csv and ceiling_ratios.csv.
     Ceilings(Box<CeilingFlags>),
     /// The checkout server itself (what `compare` starts when no --url is given).
     #[command(hide = true)]
