@@ -130,29 +130,13 @@ pub(crate) enum Failed {
     NotCommitted(StrategyError),
 }
 
-/// Settles a failed write of order `id`: errors PostgreSQL answered with roll back, and errors
-/// that may hide a commit are settled by voiding the id. When PostgreSQL cannot be asked either,
-/// the outcome stays unknown ([`StrategyError::InDoubt`]).
+/// Settles a failed write of order `id` on the books of either dialect: errors the server
+/// answered with roll back, and errors that may hide a commit are settled by voiding the id. When
+/// the server cannot be asked either, the outcome stays unknown ([`StrategyError::InDoubt`]).
 ///
 /// # Errors
 /// [`StrategyError::InDoubt`] as above.
 pub(crate) async fn after_failed_write(
-    pg: &PgPool,
-    kind: StrategyKind,
-    id: Uuid,
-    err: DbError,
-) -> Result<Failed, StrategyError> {
-    if !err.may_have_committed() {
-        return Ok(Failed::NotCommitted(err.into()));
-    }
-    settled(err, id, "PostgreSQL", settle(pg, kind, id, "commit_in_doubt").await)
-}
-
-/// [`after_failed_write`] on the books of either dialect.
-///
-/// # Errors
-/// As [`after_failed_write`].
-pub(crate) async fn after_failed_write_on(
     books: &SqlPool,
     kind: StrategyKind,
     id: Uuid,

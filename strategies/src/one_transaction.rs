@@ -45,7 +45,7 @@ pub(crate) async fn purchase(
     match attempt {
         Ok(outcome) => Ok(outcome),
         Err(err) if err.is_duplicate_key() => Ok(PurchaseOutcome::Replayed(replay_on(books, request).await?)),
-        Err(err) => match fence::after_failed_write_on(books, kind, request.order_id, err).await? {
+        Err(err) => match fence::after_failed_write(books, kind, request.order_id, err).await? {
             Failed::Committed => Ok(PurchaseOutcome::Placed(Receipt::confirmed(request.order_id, kind))),
             Failed::NotCommitted(err) => Err(err),
         },

@@ -16,7 +16,7 @@ use crate::fence::{self, Failed};
 use crate::kind::StrategyKind;
 use crate::order::{OrderStatus, ProductId, PurchaseOutcome, PurchaseRequest, Receipt};
 use crate::order_store::{insert_order, replay_after_conflict};
-use crate::pg_driver::DbError;
+use crate::pg_driver::{DbError, SqlPool};
 use crate::reservation::{self, End};
 
 const TAKE_IF_THERE: &str =
@@ -98,16 +98,20 @@ pub(crate) async fn persist_reserved(
             end(pg, redis, request, End::Release).await;
             Ok(PurchaseOutcome::Replayed(replay_after_conflict(pg, request).await?))
         }
-        Err(err) => match fence::after_failed_write(pg, kind, request.order_id, err).await? {
-            Failed::Committed => {
-                end(pg, redis, request, End::Settle).await;
-                Ok(placed())
+        Err(err) => {
+            match fence::after_failed_write(&SqlPool::Postgres(pg.clone()), kind, request.order_id, err)
+                .await?
+            {
+                Failed::Committed => {
+                    end(pg, redis, request, End::Settle).await;
+                    Ok(placed())
+                }
+                Failed::NotCommitted(err) => {
+                    end(pg, redis, request, End::Release).await;
+                    Err(err)
+                }
             }
-            Failed::NotCommitted(err) => {
-                end(pg, redis, request, End::Release).await;
-                Err(err)
-            }
-        },
+        }
     }
 }
 

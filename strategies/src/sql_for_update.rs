@@ -128,7 +128,7 @@ impl Strategy for SqlForUpdate {
                     .await;
                 }
                 Err(AttemptError::Sql(err)) => {
-                    return match fence::after_failed_write_on(&self.books, self.kind(), request.order_id, err)
+                    return match fence::after_failed_write(&self.books, self.kind(), request.order_id, err)
                         .await?
                     {
                         Failed::Committed => {
