@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
+use catalog::BooksOn;
 use checkout_strategies::{
-    Backends, PgDriver, RedisBackend, Registry, StockPlan, StrategyError, catalog, contention, redis_stock,
-    reservation,
+    Backends, PgDriver, RedisBackend, Registry, SqlBackend, SqlPool, StockPlan, StrategyError, catalog,
+    contention, redis_stock, reservation,
 };
 use sqlx::PgPool;
 
@@ -33,8 +34,10 @@ pub struct AppConfig {
 /// Everything a request may touch.
 #[derive(Debug)]
 pub struct App {
+    /// The strategies that run on the books' database; the others answer 501.
     pub registry: Registry,
-    pub pg: PgPool,
+    /// Where orders, stock and plans live: PostgreSQL, or MySQL/MariaDB.
+    pub books: SqlPool,
     /// The client the per-sale SQL strategies buy through (`GET /strategies` names it).
     pub pg_driver: PgDriver,
     pub redis: RedisBackend,
@@ -77,7 +80,7 @@ impl App {
         }
         Ok(Self {
             registry,
-            pg: backends.pg.clone(),
+            books: backends.books.clone(),
             pg_driver: backends.purchases.driver(),
             redis: backends.redis.clone(),
             stats,
@@ -93,15 +96,15 @@ impl App {
     /// `fallback` so a fresh server can sell product 100 straight away.
     ///
     /// # Errors
-    /// When PostgreSQL does not answer.
+    /// When the database does not answer.
     pub async fn load(
         backends: &Backends,
         config: AppConfig,
         fallback: StockPlan,
     ) -> Result<Self, StrategyError> {
-        let (id, plan) = match catalog::latest_plan_with_id(&backends.pg).await? {
+        let (id, plan) = match catalog::latest_plan_with_id_on(&backends.books).await? {
             Some(latest) => latest,
-            None if catalog::is_empty(&backends.pg).await? => {
+            None if BooksOn(&backends.books).is_empty().await? => {
                 let app = Self::new(backends, config, fallback.clone()).await?;
                 // Through the full reset, so a Redis left over from an earlier database does not
                 // keep a stale mirror under the same prefix.
@@ -131,26 +134,24 @@ impl App {
     pub async fn reset(&self, plan: StockPlan) -> Result<(catalog::ResetSummary, StockPlan), StrategyError> {
         let _changing = self.plan_change.lock().await;
         let started = std::time::Instant::now();
-        let (mut summary, plan) = if plan.keep_catalogue {
-            catalog::reset_keeping(&self.pg, &plan).await?
-        } else {
-            (catalog::reset(&self.pg, &plan).await?, plan)
+        let (mut summary, plan) = match (self.pg(), plan.keep_catalogue) {
+            (Some(pg), true) => catalog::reset_keeping(pg, &plan).await?,
+            (None, true) => {
+                return Err(StrategyError::NotOnDatabase(format!(
+                    "a reset keeping the catalogue runs on PostgreSQL only, not on {}",
+                    self.database()
+                )));
+            }
+            (_, false) => (catalog::reset_on(&self.books, &plan).await?, plan),
         };
-        if let Ok(Some(id)) = catalog::latest_plan_id(&self.pg).await {
+        if let Ok(Some(id)) = BooksOn(&self.books).latest_plan_id().await {
             self.plan_id.store(id, Ordering::Relaxed);
         }
-        // Only housekeeping: the audit reads the counts of the plan in force alone.
-        if let Err(err) = contention::forget_earlier_plans(&self.pg).await {
-            tracing::warn!(%err, "could not drop the contention counts of earlier plans");
-        }
-        let explicit: Vec<i64> = plan.products.iter().map(|p| p.id.get()).collect();
-        let keep_catalogue = summary.run_orders_deleted.is_some();
-        // PostgreSQL is reset now: whatever happens to the Redis mirror, the strategies and the
+        // The database is reset now: whatever happens to the Redis mirror, the strategies and the
         // statistics must follow, so the server never serves the old plan beside the new catalogue.
-        let mirrored = match redis_stock::clear(&self.redis).await {
-            Ok(_) if keep_catalogue => redis_stock::load_products(&self.pg, &self.redis, &explicit).await,
-            Ok(_) => redis_stock::load_from_sql(&self.pg, &self.redis).await,
-            Err(err) => Err(err),
+        let mirrored = match self.pg() {
+            Some(pg) => self.reset_postgres_extras(pg, &plan, summary.run_orders_deleted.is_some()).await,
+            None => Ok(0),
         };
         let mut prepared = Ok(());
         for strategy in self.registry.iter() {
@@ -169,18 +170,48 @@ impl App {
         Ok((summary, plan))
     }
 
+    /// What a reset does beyond the catalogue when the books are in PostgreSQL, for the
+    /// strategies that run there alone: drops earlier plans' contention counts, clears everything
+    /// under the Redis prefix and mirrors the stock into it (only `plan`'s products when the
+    /// catalogue was kept: millions of keys would cost seconds). Returns the keys loaded.
+    async fn reset_postgres_extras(
+        &self,
+        pg: &PgPool,
+        plan: &StockPlan,
+        kept_catalogue: bool,
+    ) -> Result<u64, StrategyError> {
+        // Only housekeeping: the audit reads the counts of the plan in force alone.
+        if let Err(err) = contention::forget_earlier_plans(pg).await {
+            tracing::warn!(%err, "could not drop the contention counts of earlier plans");
+        }
+        redis_stock::clear(&self.redis).await?;
+        if kept_catalogue {
+            let explicit: Vec<i64> = plan.products.iter().map(|p| p.id.get()).collect();
+            redis_stock::load_products(pg, &self.redis, &explicit).await
+        } else {
+            redis_stock::load_from_sql(pg, &self.redis).await
+        }
+    }
+
     /// Rewrites the Redis mirror from PostgreSQL, keeping units of accepted, not yet persisted
     /// orders in flight. For a quiet system: see [`redis_stock::repair`].
     ///
     /// # Errors
-    /// When a backend does not answer.
+    /// When a backend does not answer; [`StrategyError::NotOnDatabase`] when the books are not in
+    /// PostgreSQL (no strategy keeps a Redis mirror then).
     pub async fn repair_redis(&self) -> Result<redis_stock::RepairReport, StrategyError> {
+        let pg = self.pg().ok_or_else(|| {
+            StrategyError::NotOnDatabase(format!(
+                "no strategy keeps a Redis mirror of {}'s stock: nothing to repair",
+                self.database()
+            ))
+        })?;
         let holds = reservation::holds(&self.redis).await?;
         let ids: Vec<uuid::Uuid> = holds.iter().map(|hold| hold.order_id).collect();
-        let committed = reservation::committed(&self.pg, &ids).await?;
+        let committed = reservation::committed(pg, &ids).await?;
         let now_ms = reservation::redis_now_ms(&self.redis).await?;
         let held = reservation::units_by_product(&holds, &committed, now_ms);
-        redis_stock::repair(&self.pg, &self.redis, &held).await
+        redis_stock::repair(pg, &self.redis, &held).await
     }
 
     /// Takes up a plan another process recorded (a reset through another replica, a populate)
@@ -192,12 +223,12 @@ impl App {
     /// # Errors
     /// When PostgreSQL does not answer, or a strategy cannot take the plan.
     pub async fn follow_plan(&self) -> Result<bool, StrategyError> {
-        let Some(latest) = catalog::latest_plan_id(&self.pg).await? else { return Ok(false) };
+        let Some(latest) = BooksOn(&self.books).latest_plan_id().await? else { return Ok(false) };
         if latest == self.plan_id.load(Ordering::Relaxed) {
             return Ok(false);
         }
         let _changing = self.plan_change.lock().await;
-        let Some((id, plan)) = catalog::latest_plan_with_id(&self.pg).await? else { return Ok(false) };
+        let Some((id, plan)) = catalog::latest_plan_with_id_on(&self.books).await? else { return Ok(false) };
         if id == self.plan_id.load(Ordering::Relaxed) {
             return Ok(false);
         }
@@ -226,6 +257,17 @@ impl App {
                 () = tokio::time::sleep(PLAN_FOLLOW_INTERVAL) => {}
             }
         }
+    }
+
+    /// The books' pool when they are in PostgreSQL: the Redis mirror, reservations and contention
+    /// counts belong to strategies that run there alone.
+    pub const fn pg(&self) -> Option<&PgPool> {
+        self.books.postgres()
+    }
+
+    /// The SQL server that holds the books.
+    pub const fn database(&self) -> SqlBackend {
+        self.books.backend()
     }
 
     /// The id of the plan the strategies hold (`stock_plans.id`), 0 when none is known.

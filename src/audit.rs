@@ -29,7 +29,7 @@
 
 use std::collections::BTreeMap;
 
-use checkout_strategies::catalog::{self, OrderTotals};
+use checkout_strategies::catalog::{self, BooksOn, OrderTotals};
 use checkout_strategies::reservation::{self, HeldUnits};
 use checkout_strategies::{Gate, ProductLedger, StrategyError, StrategyKind, contention, redis_stock};
 use serde::Serialize;
@@ -279,7 +279,7 @@ pub struct AuditReport {
 /// than from the plan this process holds: a replica that has not taken up a reset made through
 /// another one yet must still audit the same products.
 async fn planned_products(app: &App) -> Result<Vec<i64>, StrategyError> {
-    Ok(match catalog::latest_plan(&app.pg).await? {
+    Ok(match BooksOn(&app.books).latest_plan().await? {
         Some(plan) => plan.products.iter().map(|p| p.id.get()).collect(),
         None => app.tracked_products(),
     })
@@ -308,21 +308,40 @@ pub async fn reconcile(app: &App) -> Result<AuditReport, StrategyError> {
                 .insert(strategy.kind(), LedgerAudit::from_rows(&own.products, own.orders, own.duplicated));
         }
     }
-    let holds = reservation::holds(&app.redis).await?;
-    let awaiting_resync = reservation::awaiting_resync(&app.redis).await?;
-    let now_ms = reservation::redis_now_ms(&app.redis).await?;
-    let contention = contention::refusals(&app.pg).await?;
+    // Redis reservations, the mirror and contention counts belong to strategies that run on
+    // PostgreSQL alone: on another database nothing keeps them, and Redis is not held to account.
+    let redis_checked = app.pg().is_some();
+    let (holds, awaiting_resync, now_ms) = if redis_checked {
+        (
+            reservation::holds(&app.redis).await?,
+            reservation::awaiting_resync(&app.redis).await?,
+            reservation::redis_now_ms(&app.redis).await?,
+        )
+    } else {
+        (Vec::new(), Vec::new(), 0)
+    };
+    let contention = match app.pg() {
+        Some(pg) => contention::refusals(pg).await?,
+        None => BTreeMap::new(),
+    };
     // A product buyers were turned away from is listed even if nobody bought it.
     let mut tracked = planned_products(app).await?;
     tracked.extend(contention.keys());
-    let (rows, totals) = catalog::sql_books(&app.pg, &tracked).await?;
+    let (rows, totals) = catalog::sql_books_on(&app.books, &tracked).await?;
     let ids: Vec<uuid::Uuid> = holds.iter().map(|hold| hold.order_id).collect();
-    let committed = reservation::committed(&app.pg, &ids).await?;
+    let committed = match app.pg() {
+        Some(pg) => reservation::committed(pg, &ids).await?,
+        None => std::collections::HashSet::new(),
+    };
     let held = reservation::units_by_product(&holds, &committed, now_ms);
     queues.accepted_then_cancelled = totals.cancelled;
     let ledgers_rows: Vec<ProductLedger> = rows.iter().map(|row| row.ledger).collect();
     let product_ids: Vec<i64> = rows.iter().map(|row| row.ledger.product_id).collect();
-    let (stocks, inflight) = redis_stock::mirror(&app.redis, &product_ids).await?;
+    let (stocks, inflight) = if redis_checked {
+        redis_stock::mirror(&app.redis, &product_ids).await?
+    } else {
+        (vec![None; product_ids.len()], vec![None; product_ids.len()])
+    };
     let mut postgres =
         LedgerAudit::from_rows(&ledgers_rows, totals.pending + totals.confirmed, totals.duplicated);
     postgres.products = postgres
@@ -336,7 +355,7 @@ pub async fn reconcile(app: &App) -> Result<AuditReport, StrategyError> {
             p.gate = row.gate;
             // The mirror belongs to the products the Redis gate sells, or may sell: not to the
             // ones the PostgreSQL gate or the unit pool claimed.
-            if matches!(row.gate, None | Some(Gate::Redis)) {
+            if redis_checked && matches!(row.gate, None | Some(Gate::Redis)) {
                 p = p.with_redis(stock, inflight, held.get(&p.product_id).copied().unwrap_or_default());
             }
             p
@@ -373,7 +392,8 @@ pub async fn reconcile(app: &App) -> Result<AuditReport, StrategyError> {
         && ledgers.values().all(|ledger| ledger.clean);
     // From PostgreSQL, so every replica names the same strategies; `memory`'s sales live in this
     // process only.
-    let mut sold_by: Vec<StrategyKind> = catalog::strategies_with_orders(&app.pg)
+    let mut sold_by: Vec<StrategyKind> = BooksOn(&app.books)
+        .strategies_with_orders()
         .await?
         .iter()
         .filter_map(|name| name.parse().ok())
@@ -394,9 +414,13 @@ pub async fn reconcile(app: &App) -> Result<AuditReport, StrategyError> {
         order_status: totals,
         queues,
         reservations,
-        redis: RedisAudit {
-            checked: true,
-            note: "the mirror of every product not claimed by the PostgreSQL gate is held to account",
+        redis: if redis_checked {
+            RedisAudit {
+                checked: true,
+                note: "the mirror of every product not claimed by the PostgreSQL gate is held to account",
+            }
+        } else {
+            RedisAudit { checked: false, note: "no strategy on this database keeps stock in Redis" }
         },
         ledgers,
     })

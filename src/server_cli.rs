@@ -8,7 +8,8 @@ use checkout_strategies::background::{self, BackgroundSettings};
 use checkout_strategies::reservation::SweeperSettings;
 use checkout_strategies::stock_sync::StockSyncSettings;
 use checkout_strategies::{
-    Backends, CancellationToken, PurchasePool, SqlBackend, StockPlan, Tuning, backends,
+    Backends, CancellationToken, PgDriver, PurchasePool, RedisBackend, SqlBackend, SqlPool, StockPlan,
+    StrategyKind, Tuning, backends,
 };
 use clap::{Parser, Subcommand};
 
@@ -66,28 +67,26 @@ pub async fn run(cli: ServerCli) -> anyhow::Result<()> {
     backends::prepare_database(&backend_args.database_url)
         .await
         .with_context(|| format!("cannot prepare the database at {}", backend_args.database_url))?;
-    if sql_backend != SqlBackend::Postgres {
-        // The strategies ported to every dialect run on it (README, "MariaDB"), but the server's
-        // resets, audit, listings, idempotency claims and the other strategies are PostgreSQL's
-        // still: refuse plainly rather than start half a server.
-        anyhow::bail!(
-            "the {sql_backend} database at {} is created and migrated, but the server runs on PostgreSQL \
-             only so far (sql-naive, sql-for-update and sql-atomic run on MariaDB through the library; \
-             see README, \"MariaDB\")",
-            backend_args.database_url
-        );
-    }
-    let pg = backends::pg_pool(&backend_args.database_url, backend_args.pg_settings())
+    let books = SqlPool::open(&backend_args.database_url, backend_args.pg_settings())
         .context("invalid DATABASE_URL")?;
     if let Some(Command::Populate { args, .. }) = &cli.command {
-        populate::run(&pg, args).await?;
+        match &books {
+            SqlPool::Postgres(pg) => populate::run(pg, args).await?,
+            SqlPool::MySql(_) => anyhow::bail!(
+                "populate runs on PostgreSQL only so far, not on {sql_backend} (README, \"MariaDB\")"
+            ),
+        };
         return Ok(());
     }
     let redis = backend_args.redis_backend().context("invalid REDIS_URL or REDIS_CLUSTER_NODES")?;
     let stop = CancellationToken::new();
     tokio::spawn(cancel_on_signal(stop.clone()));
     if let Some(Command::Worker { worker, .. }) = &cli.command {
-        let backends = Backends::new(pg, redis, Tuning::default()).with_nats(backend_args.nats_backend());
+        anyhow::ensure!(
+            !background::jobs_on(sql_backend).is_empty(),
+            "no strategy that runs on {sql_backend} has background work: a worker would do nothing"
+        );
+        let backends = backends_on(books, redis, Tuning::default()).with_nats(backend_args.nats_backend());
         let settings = BackgroundSettings {
             workers: Some(worker.settings()),
             sweeper: SweeperSettings::default(),
@@ -96,13 +95,31 @@ pub async fn run(cli: ServerCli) -> anyhow::Result<()> {
         background::run(&backends, settings, stop).await.context("background work failed")?;
         return Ok(());
     }
-    let purchases =
-        PurchasePool::open(cli.serve.pg_driver, &pg, &cli.backends.database_url, cli.backends.pg_settings())
+    let backends = match books {
+        SqlPool::Postgres(pg) => {
+            let purchases = PurchasePool::open(
+                cli.serve.pg_driver,
+                &pg,
+                &cli.backends.database_url,
+                cli.backends.pg_settings(),
+            )
             .context("DATABASE_URL is not a URL tokio-postgres reads")?;
-    tracing::info!(driver = %purchases.driver(), "PostgreSQL client of the per-sale SQL strategies");
-    let backends = Backends::new(pg, redis, cli.serve.tuning())
-        .with_purchases(purchases)
-        .with_nats(backend_args.nats_backend());
+            tracing::info!(driver = %purchases.driver(), "PostgreSQL client of the per-sale SQL strategies");
+            Backends::new(pg, redis, cli.serve.tuning()).with_purchases(purchases)
+        }
+        SqlPool::MySql(pool) => {
+            anyhow::ensure!(
+                cli.serve.pg_driver == PgDriver::Sqlx,
+                "--pg-driver {} chooses a PostgreSQL client; the database is {sql_backend}",
+                cli.serve.pg_driver
+            );
+            let available: Vec<&str> =
+                StrategyKind::ALL.into_iter().filter(|kind| sql_backend.runs(*kind)).map(|k| k.as_str()).collect();
+            tracing::info!(database = %sql_backend, strategies = %available.join(", "), "strategies on this database; the others answer 501");
+            Backends::on_mysql(pool, redis, cli.serve.tuning())
+        }
+    }
+    .with_nats(backend_args.nats_backend());
     let config = AppConfig {
         admin_token: cli.serve.admin_token.clone(),
         request_timeout: std::time::Duration::from_millis(cli.serve.request_timeout_ms),
@@ -122,6 +139,14 @@ pub async fn run(cli: ServerCli) -> anyhow::Result<()> {
     crate::server::serve_with_worker(listener, state, backends, worker, stop).await
 }
 
+/// Backends on `books` with default purchases (the sqlx pool of the books' own database).
+fn backends_on(books: SqlPool, redis: RedisBackend, tuning: Tuning) -> Backends {
+    match books {
+        SqlPool::Postgres(pg) => Backends::new(pg, redis, tuning),
+        SqlPool::MySql(pool) => Backends::on_mysql(pool, redis, tuning),
+    }
+}
+
 async fn cancel_on_signal(stop: CancellationToken) {
     crate::server::shutdown_signal().await;
     stop.cancel();
@@ -137,19 +162,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_mariadb_url_prepares_its_database_then_is_refused_plainly() {
+    async fn a_worker_on_mariadb_is_refused_plainly_after_its_database_is_prepared() {
         use clap::Parser;
         use sqlx::migrate::MigrateDatabase;
 
         let url = format!("mysql://root@127.0.0.1:3306/server_cli_{}", uuid::Uuid::new_v4().simple());
-        let cli = super::ServerCli::try_parse_from(["server", "--database-url", &url]).expect("valid flags");
-        let err = format!("{:#}", super::run(cli).await.expect_err("no server on MariaDB yet"));
+        let cli = super::ServerCli::try_parse_from(["server", "worker", "--database-url", &url])
+            .expect("valid flags");
+        let err = format!("{:#}", super::run(cli).await.expect_err("nothing for a worker on MariaDB"));
         let created = sqlx::MySql::database_exists(&url).await.expect("MariaDB answers");
         if created {
             sqlx::MySql::drop_database(&url).await.expect("the scratch database is dropped");
         }
         assert!(created, "the database is created and migrated before the refusal");
-        assert!(err.contains("PostgreSQL only") && err.contains("README"), "{err}");
+        assert!(err.contains("mysql") && err.contains("worker would do nothing"), "{err}");
     }
 
     #[tokio::test]

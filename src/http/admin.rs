@@ -90,7 +90,7 @@ pub(super) async fn orders(
     uri: axum::http::Uri,
 ) -> Result<Response, ApiError> {
     let limit = order_limit(uri.query())?;
-    let mut orders = catalog::order_entries(&state.pg, limit.saturating_add(1)).await?;
+    let mut orders = catalog::BooksOn(&state.books).order_entries(limit.saturating_add(1)).await?;
     for strategy in state.registry.iter() {
         orders.extend(strategy.own_orders().await?);
     }

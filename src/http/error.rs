@@ -14,7 +14,7 @@
 use axum::Json;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use checkout_strategies::{Gate, ProductId, StrategyError, StrategyKind};
+use checkout_strategies::{Gate, ProductId, SqlBackend, StrategyError, StrategyKind};
 use serde_json::{Value, json};
 
 use crate::admission::Overloaded;
@@ -70,6 +70,13 @@ pub enum ApiError {
     /// Refused before it started: its backend has as many purchases in flight as it may.
     #[error(transparent)]
     Overloaded(#[from] Overloaded),
+    /// The strategy exists but does not run on the database holding the books (`GET /strategies`
+    /// says which do).
+    #[error("strategy {0} does not run on {1} yet; GET /strategies lists the ones that do")]
+    StrategyNotOnDatabase(StrategyKind, SqlBackend),
+    /// An admin step that exists on another database only.
+    #[error("{0}")]
+    NotOnDatabase(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -94,6 +101,7 @@ impl ApiError {
             | Self::Contention(_)
             | Self::InDoubt(..)
             | Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::StrategyNotOnDatabase(..) | Self::NotOnDatabase(_) => StatusCode::NOT_IMPLEMENTED,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -119,6 +127,7 @@ impl ApiError {
             Self::GateConflict(..) => "inventory_gate_conflict",
             Self::KeyReused(_) => "idempotency_key_reused",
             Self::Overloaded(_) => "overloaded",
+            Self::StrategyNotOnDatabase(..) | Self::NotOnDatabase(_) => "not_on_this_database",
             Self::Internal(_) => "internal",
         }
     }
@@ -143,6 +152,10 @@ impl ApiError {
                 body["order_id"] = json!(id);
             }
             Self::Overloaded(refusal) => body["backend"] = json!(refusal.class),
+            Self::StrategyNotOnDatabase(kind, database) => {
+                body["strategy"] = json!(kind);
+                body["database"] = json!(database);
+            }
             _ => {}
         }
         body
@@ -154,6 +167,7 @@ impl From<StrategyError> for ApiError {
         match err {
             StrategyError::Unavailable(detail) => Self::Unavailable(detail),
             StrategyError::Conflict(detail) => Self::Contention(detail),
+            StrategyError::NotOnDatabase(detail) => Self::NotOnDatabase(detail),
             // Callers that know the order id answer with it (`http::purchase`).
             StrategyError::InDoubt(detail) | StrategyError::Internal(detail) => Self::Internal(detail),
         }

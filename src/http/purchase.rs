@@ -139,9 +139,13 @@ async fn run(
     request: PurchaseRequest,
 ) -> Result<PurchaseOutcome, ApiError> {
     let Front { state, admission } = front;
+    let strategy = state
+        .registry
+        .try_get(kind)
+        .ok_or_else(|| ApiError::StrategyNotOnDatabase(kind, state.database()))?
+        .clone();
     let admitted = admission.admit(kind).inspect_err(|_| state.stats.record_shed(kind))?;
     let order_id = request.order_id;
-    let strategy = state.registry.get(kind).clone();
     let task = tokio::spawn(async move {
         let _admitted = admitted;
         strategy.purchase(&request).await

@@ -7,7 +7,8 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use checkout_strategies::{PgDriver, ProductId, StrategyKind, catalog, order_store};
+use checkout_strategies::catalog::BooksOn;
+use checkout_strategies::{PgDriver, ProductId, SqlBackend, StrategyKind, order_store};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -26,18 +27,28 @@ pub(super) struct StrategyInfo {
     /// The PostgreSQL client its purchases run on, for the strategies `PG_DRIVER` switches.
     #[serde(skip_serializing_if = "Option::is_none")]
     pg_driver: Option<PgDriver>,
+    /// The SQL server holding the books (`DATABASE_URL`'s), the same for every entry.
+    database: SqlBackend,
+    /// Whether it sells on that database; the others answer 501 `not_on_this_database`.
+    available: bool,
 }
 
-/// `GET /strategies`.
+/// `GET /strategies`: every strategy, each saying whether it runs on the server's database.
 pub(super) async fn strategies(State(state): State<AppState>) -> Json<Vec<StrategyInfo>> {
+    let database = state.database();
     Json(
-        state
-            .registry
-            .iter()
-            .map(|s| StrategyInfo {
-                name: s.kind(),
-                guarantees: s.guarantees(),
-                pg_driver: s.kind().runs_on_pg_driver().then_some(state.pg_driver),
+        StrategyKind::ALL
+            .into_iter()
+            .map(|kind| {
+                let built = state.registry.try_get(kind);
+                StrategyInfo {
+                    name: kind,
+                    guarantees: built.map_or_else(|| kind.spec(), |s| s.guarantees()),
+                    pg_driver: (kind.runs_on_pg_driver() && database == SqlBackend::Postgres)
+                        .then_some(state.pg_driver),
+                    database,
+                    available: built.is_some(),
+                }
             })
             .collect(),
     )
@@ -52,7 +63,7 @@ pub(super) async fn product(
         .parse::<i64>()
         .map_err(|_| ApiError::InvalidRequest(format!("product id must be an integer, got {id:?}")))
         .and_then(|id| Ok(ProductId::parse(id)?))?;
-    let stock = catalog::stock_of(&state.pg, id).await?.ok_or(ApiError::UnknownProduct(id))?;
+    let stock = BooksOn(&state.books).stock_of(id).await?.ok_or(ApiError::UnknownProduct(id))?;
     Ok(Json(json!({ "id": id.get(), "stock": stock })).into_response())
 }
 
@@ -74,7 +85,7 @@ pub(super) async fn order(
             Err(err) => unavailable = Some(err),
         }
     }
-    match (order_store::fetch_order(&state.pg, id).await?, unavailable) {
+    match (order_store::fetch_order_on(&state.books, id).await?, unavailable) {
         (Some(order), _) => Ok(Json(order).into_response()),
         (None, Some(err)) => Err(err.into()),
         (None, None) => Err(ApiError::UnknownOrder(id)),
@@ -86,7 +97,7 @@ pub(super) async fn order(
 pub(super) async fn stats(State(state): State<AppState>) -> Json<Vec<StrategyStats>> {
     let mut snapshot = state.stats.snapshot();
     for line in &mut snapshot {
-        line.batches = state.registry.get(line.strategy).batch_sizes();
+        line.batches = state.registry.try_get(line.strategy).and_then(|s| s.batch_sizes());
     }
     Json(snapshot)
 }
@@ -117,15 +128,19 @@ pub(super) async fn healthz(State(state): State<AppState>) -> Response {
     let limit = HEALTH_PROBE_TIMEOUT.min(state.config.request_timeout / 2);
     let mut redis = state.redis.conn.clone();
     let ping = redis::cmd("PING");
-    let (postgres, redis) = tokio::join!(
-        probe(limit, async { sqlx::query("SELECT 1").execute(&state.pg).await.map(drop) }),
+    let (database, redis) = tokio::join!(
+        probe(limit, state.books.ping()),
         probe(limit, async { ping.query_async::<String>(&mut redis).await.map(drop) }),
     );
-    let healthy = postgres["status"] == "up" && redis["status"] == "up";
+    let healthy = database["status"] == "up" && redis["status"] == "up";
     let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    // The database is named by its kind (`postgres`, `mysql`), as `GET /strategies` names it.
+    let mut backends = serde_json::Map::new();
+    backends.insert(state.database().as_str().to_owned(), database);
+    backends.insert("redis".to_owned(), redis);
     let body = json!({
         "status": if healthy { "ok" } else { "degraded" },
-        "backends": { "postgres": postgres, "redis": redis },
+        "backends": backends,
         "plan_id": state.plan_id(),
     });
     (status, Json(body)).into_response()

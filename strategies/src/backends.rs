@@ -15,6 +15,7 @@ use sqlx::{Connection, Executor, MySql, MySqlPool, PgPool, Postgres};
 
 use crate::MIGRATOR;
 use crate::dialect::SqlBackend;
+use crate::error::StrategyError;
 use crate::pg_driver::{PurchasePool, SqlPool};
 use crate::queue_nats::{NatsBackend, NatsSettings};
 use crate::redis_keys::RedisKeys;
@@ -22,7 +23,9 @@ use crate::redis_keys::RedisKeys;
 /// Everything a strategy may talk to, built once and cloned into each strategy.
 #[derive(Debug, Clone)]
 pub struct Backends {
-    pub pg: PgPool,
+    /// PostgreSQL, when it holds the books: the strategies that run on PostgreSQL alone (and their
+    /// background work) are built only then. `None` on another server ([`Backends::on_mysql`]).
+    pub pg: Option<PgPool>,
     pub redis: RedisBackend,
     /// The NATS JetStream broker of `queue-nats`.
     pub nats: NatsBackend,
@@ -45,7 +48,39 @@ impl Backends {
         let purchases = PurchasePool::Sqlx(pg.clone());
         let books = SqlPool::Postgres(pg.clone());
         let nats = NatsBackend::lazy(DEFAULT_NATS_URL, redis.keys.prefix(), NatsSettings::default());
-        Self { pg, redis, nats, tuning, purchases, books }
+        Self { pg: Some(pg), redis, nats, tuning, purchases, books }
+    }
+
+    /// Backends whose books live in MySQL or MariaDB: the strategies ported to that dialect sell
+    /// there ([`SqlBackend::runs`]); the others are not built.
+    pub fn on_mysql(pool: MySqlPool, redis: RedisBackend, tuning: Tuning) -> Self {
+        let nats = NatsBackend::lazy(DEFAULT_NATS_URL, redis.keys.prefix(), NatsSettings::default());
+        Self {
+            pg: None,
+            redis,
+            nats,
+            tuning,
+            purchases: PurchasePool::MySql(pool.clone()),
+            books: SqlPool::MySql(pool),
+        }
+    }
+
+    /// The SQL server that holds the books.
+    pub const fn database(&self) -> SqlBackend {
+        self.books.backend()
+    }
+
+    /// PostgreSQL, for work that only exists there.
+    ///
+    /// # Errors
+    /// [`StrategyError::NotOnDatabase`] naming `what`, when the books live elsewhere.
+    pub fn postgres(&self, what: &str) -> Result<&PgPool, StrategyError> {
+        self.pg.as_ref().ok_or_else(|| {
+            StrategyError::NotOnDatabase(format!(
+                "{what} runs on PostgreSQL only, not on {}",
+                self.database()
+            ))
+        })
     }
 
     /// The same backends with `queue-nats` on `nats`.

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::backends::Backends;
+use crate::dialect::SqlBackend;
 use crate::error::StrategyError;
 use crate::kind::StrategyKind;
 use crate::queue_nats::Consumer;
@@ -49,9 +50,13 @@ impl StrategyKind {
     }
 }
 
-/// Every job some strategy needs, once each.
-pub fn jobs() -> BTreeSet<Job> {
-    StrategyKind::ALL.into_iter().flat_map(|kind| kind.background().iter().copied()).collect()
+/// Every job some strategy that runs on `database` needs, once each.
+pub fn jobs_on(database: SqlBackend) -> BTreeSet<Job> {
+    StrategyKind::ALL
+        .into_iter()
+        .filter(|kind| database.runs(*kind))
+        .flat_map(|kind| kind.background().iter().copied())
+        .collect()
 }
 
 /// How background work behaves.
@@ -76,7 +81,7 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> Result<(), StrategyError> {
     let mut tasks = tokio::task::JoinSet::new();
-    for job in jobs() {
+    for job in jobs_on(backends.database()) {
         match job {
             Job::StreamWorker(kind) => match settings.workers {
                 Some(worker) => {
@@ -92,7 +97,7 @@ pub async fn run(
             },
             Job::BrokerConsumer => match settings.workers {
                 Some(worker) => {
-                    let work = Consumer::new(backends, worker).run(cancel.clone());
+                    let work = Consumer::new(backends, worker)?.run(cancel.clone());
                     // The consumer logs its own report when it stops.
                     tasks.spawn(async move {
                         work.await;
@@ -103,11 +108,12 @@ pub async fn run(
                 }
             },
             Job::ReservationSweeper => {
-                let sweeper = Sweeper::new(backends.pg.clone(), backends.redis.clone(), settings.sweeper);
+                let pg = backends.postgres("the reservation sweeper")?.clone();
+                let sweeper = Sweeper::new(pg, backends.redis.clone(), settings.sweeper);
                 tasks.spawn(sweeper.run(cancel.clone()));
             }
             Job::StockSync => {
-                let sync = StockSync::new(backends.pg.clone(), settings.stock_sync);
+                let sync = StockSync::new(backends.postgres("the stock sync")?.clone(), settings.stock_sync);
                 tasks.spawn(sync.run(cancel.clone()));
             }
         }
@@ -130,7 +136,7 @@ mod tests {
         let needs = StrategyKind::RedisOrderlog.background();
         assert!(needs.contains(&Job::StockSync), "nobody would apply redis-orderlog's orders to the stock");
         assert!(needs.contains(&Job::ReservationSweeper), "redis-orderlog's reservations would never expire");
-        assert!(jobs().contains(&Job::StockSync), "the stock sync is started once");
+        assert!(jobs_on(SqlBackend::Postgres).contains(&Job::StockSync), "the stock sync is started once");
     }
 
     #[test]

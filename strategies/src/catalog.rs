@@ -584,8 +584,8 @@ pub async fn is_empty(pool: &PgPool) -> Result<bool, StrategyError> {
     Ok(!sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM products)").fetch_one(pool).await?)
 }
 
-/// [`is_empty`], [`latest_plan_id`], [`stock_of`] and [`order_entries`] on the books of either
-/// dialect.
+/// [`is_empty`], [`latest_plan_id`], [`latest_plan`], [`stock_of`], [`order_entries`] and
+/// [`strategies_with_orders`] on the books of either dialect.
 #[derive(Debug, Clone, Copy)]
 pub struct BooksOn<'a>(pub &'a SqlPool);
 
@@ -605,6 +605,21 @@ impl BooksOn<'_> {
         match self.0 {
             SqlPool::Postgres(pg) => latest_plan_id(pg).await,
             SqlPool::MySql(pool) => crate::dialect::mysql::latest_plan_id(pool).await,
+        }
+    }
+
+    /// # Errors
+    /// When the database does not answer, or the plan does not read back.
+    pub async fn latest_plan(self) -> Result<Option<StockPlan>, StrategyError> {
+        Ok(latest_plan_with_id_on(self.0).await?.map(|(_, plan)| plan))
+    }
+
+    /// # Errors
+    /// When the database does not answer.
+    pub async fn strategies_with_orders(self) -> Result<Vec<String>, StrategyError> {
+        match self.0 {
+            SqlPool::Postgres(pg) => strategies_with_orders(pg).await,
+            SqlPool::MySql(pool) => crate::dialect::mysql::strategies_with_orders(pool).await,
         }
     }
 

@@ -18,6 +18,10 @@ pub enum StrategyError {
     /// doubt; the client should look the order up later.
     #[error("outcome unknown: {0}")]
     InDoubt(String),
+    /// What was asked exists on another SQL server but not on the one holding the books (a
+    /// strategy or an admin step not ported to its dialect). Nothing was done.
+    #[error("not available on this database: {0}")]
+    NotOnDatabase(String),
     /// A bug or an unexpected backend answer.
     #[error("internal error: {0}")]
     Internal(String),
@@ -30,6 +34,7 @@ impl StrategyError {
             Self::Unavailable(_) => "backend_unavailable",
             Self::Conflict(_) => "contention",
             Self::InDoubt(_) => "outcome_unknown",
+            Self::NotOnDatabase(_) => "not_on_this_database",
             Self::Internal(_) => "internal",
         }
     }

@@ -96,6 +96,37 @@ impl SqlPool {
         }
     }
 
+    /// A lazily connecting pool for the database `url` names (its scheme picks the server), sized
+    /// and bounded by `settings`.
+    ///
+    /// # Errors
+    /// When `url` names no supported server or does not parse.
+    pub fn open(url: &str, settings: PgSettings) -> Result<Self, sqlx::Error> {
+        match SqlBackend::from_url(url).map_err(|err| sqlx::Error::Configuration(Box::new(err)))? {
+            SqlBackend::Postgres => Ok(Self::Postgres(crate::backends::pg_pool(url, settings)?)),
+            SqlBackend::MySql => Ok(Self::MySql(crate::backends::mysql_pool(url, settings)?)),
+        }
+    }
+
+    /// One trivial statement, to tell whether the server answers.
+    ///
+    /// # Errors
+    /// When it does not.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        match self {
+            Self::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
+            Self::MySql(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
+        }
+    }
+
+    /// The pool, when the books are in PostgreSQL.
+    pub const fn postgres(&self) -> Option<&PgPool> {
+        match self {
+            Self::Postgres(pool) => Some(pool),
+            Self::MySql(_) => None,
+        }
+    }
+
     /// A connection for a few statements.
     ///
     /// # Errors

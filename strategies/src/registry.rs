@@ -20,58 +20,40 @@ use crate::sql_optimistic::SqlOptimistic;
 use crate::sql_skip_locked::SqlSkipLocked;
 use crate::strategy::Strategy;
 
-/// Builds the strategy `kind` names on the shared backends.
-pub fn build(kind: StrategyKind, backends: &Backends) -> Arc<dyn Strategy> {
-    match kind {
-        StrategyKind::Memory => Arc::new(InMemory::new()),
-        StrategyKind::SqlNaive => Arc::new(SqlNaive::new(
-            backends.books.clone(),
-            backends.purchases.clone(),
-            backends.tuning.naive_race_window,
-        )),
-        StrategyKind::SqlForUpdate => Arc::new(SqlForUpdate::new(
-            backends.books.clone(),
-            backends.purchases.clone(),
-            backends.tuning.conflict_retries,
-        )),
-        StrategyKind::SqlAtomic => {
-            Arc::new(SqlAtomic::new(backends.books.clone(), backends.purchases.clone()))
-        }
-        StrategyKind::SqlCoalesce => {
-            Arc::new(SqlCoalesce::new(backends.pg.clone(), backends.tuning.coalesce_max_batch))
-        }
-        StrategyKind::SqlSkipLocked => {
-            Arc::new(SqlSkipLocked::new(backends.pg.clone(), backends.purchases.clone()))
-        }
-        StrategyKind::SqlOptimistic => Arc::new(SqlOptimistic::new(
-            backends.pg.clone(),
-            backends.purchases.clone(),
-            backends.tuning.optimistic_retries,
-        )),
-        StrategyKind::RedisDecr => Arc::new(RedisDecr::new(
-            backends.pg.clone(),
-            backends.redis.clone(),
-            backends.tuning.reservation_ttl,
-        )),
-        StrategyKind::RedisLua => Arc::new(RedisLua::new(
-            backends.pg.clone(),
-            backends.redis.clone(),
-            backends.tuning.reservation_ttl,
-        )),
-        StrategyKind::RedisOrderlog => Arc::new(RedisOrderlog::new(
-            backends.pg.clone(),
-            backends.redis.clone(),
-            backends.tuning.reservation_ttl,
-            backends.tuning.coalesce_max_batch,
-        )),
-        StrategyKind::Stream => Arc::new(Stream::new(backends.pg.clone(), backends.redis.clone())),
-        StrategyKind::StreamDeferred => {
-            Arc::new(StreamDeferred::new(backends.pg.clone(), backends.redis.clone()))
-        }
-        StrategyKind::QueueNats => {
-            Arc::new(QueueNats::new(backends.pg.clone(), backends.redis.clone(), backends.nats.clone()))
-        }
+/// Builds the strategy `kind` names on the shared backends; `None` when it does not run on the
+/// database holding the books ([`crate::SqlBackend::runs`]).
+pub fn build(kind: StrategyKind, backends: &Backends) -> Option<Arc<dyn Strategy>> {
+    if !backends.database().runs(kind) {
+        return None;
     }
+    let books = || backends.books.clone();
+    let purchases = || backends.purchases.clone();
+    // The strategies not ported to every dialect keep their books in PostgreSQL: `runs` admits
+    // them only there.
+    let pg = || backends.pg.clone();
+    let redis = || backends.redis.clone();
+    let tuning = &backends.tuning;
+    Some(match kind {
+        StrategyKind::Memory => Arc::new(InMemory::new()),
+        StrategyKind::SqlNaive => Arc::new(SqlNaive::new(books(), purchases(), tuning.naive_race_window)),
+        StrategyKind::SqlForUpdate => {
+            Arc::new(SqlForUpdate::new(books(), purchases(), tuning.conflict_retries))
+        }
+        StrategyKind::SqlAtomic => Arc::new(SqlAtomic::new(books(), purchases())),
+        StrategyKind::SqlCoalesce => Arc::new(SqlCoalesce::new(pg()?, tuning.coalesce_max_batch)),
+        StrategyKind::SqlSkipLocked => Arc::new(SqlSkipLocked::new(pg()?, purchases())),
+        StrategyKind::SqlOptimistic => {
+            Arc::new(SqlOptimistic::new(pg()?, purchases(), tuning.optimistic_retries))
+        }
+        StrategyKind::RedisDecr => Arc::new(RedisDecr::new(pg()?, redis(), tuning.reservation_ttl)),
+        StrategyKind::RedisLua => Arc::new(RedisLua::new(pg()?, redis(), tuning.reservation_ttl)),
+        StrategyKind::RedisOrderlog => {
+            Arc::new(RedisOrderlog::new(pg()?, redis(), tuning.reservation_ttl, tuning.coalesce_max_batch))
+        }
+        StrategyKind::Stream => Arc::new(Stream::new(pg()?, redis())),
+        StrategyKind::StreamDeferred => Arc::new(StreamDeferred::new(pg()?, redis())),
+        StrategyKind::QueueNats => Arc::new(QueueNats::new(pg()?, redis(), backends.nats.clone())),
+    })
 }
 
 /// Every strategy, indexed by kind.
@@ -81,14 +63,16 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Builds every [`StrategyKind::ALL`] entry behind the shared idempotency claim
-    /// ([`crate::idempotency`]), each then passed through `layer` (timing, metrics).
+    /// Builds every [`StrategyKind::ALL`] entry that runs on the books' database behind the shared
+    /// idempotency claim ([`crate::idempotency`]), each then passed through `layer` (timing,
+    /// metrics).
     pub fn build_all(
         backends: &Backends,
         mut layer: impl FnMut(Arc<dyn Strategy>) -> Arc<dyn Strategy>,
     ) -> Self {
-        let raw: Peers =
-            Arc::new(StrategyKind::ALL.into_iter().map(|kind| (kind, build(kind, backends))).collect());
+        let raw: Peers = Arc::new(
+            StrategyKind::ALL.into_iter().filter_map(|kind| Some((kind, build(kind, backends)?))).collect(),
+        );
         let strategies = raw
             .iter()
             .map(|(kind, strategy)| {
@@ -99,9 +83,18 @@ impl Registry {
         Self { strategies }
     }
 
+    /// The strategy for `kind`, when it runs on the books' database.
+    pub fn try_get(&self, kind: StrategyKind) -> Option<&Arc<dyn Strategy>> {
+        self.strategies.iter().find(|(k, _)| *k == kind).map(|(_, strategy)| strategy)
+    }
+
     /// The strategy for `kind`.
+    ///
+    /// # Panics
+    /// When `kind` does not run on the books' database: callers that cannot know use
+    /// [`Self::try_get`].
     pub fn get(&self, kind: StrategyKind) -> &Arc<dyn Strategy> {
-        &self.strategies.iter().find(|(k, _)| *k == kind).expect("build_all builds every kind").1
+        self.try_get(kind).unwrap_or_else(|| panic!("{kind} is not built on this database"))
     }
 
     /// Stops every strategy's own background work, each after finishing what it took.

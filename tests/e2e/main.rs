@@ -8,6 +8,7 @@ mod bench;
 mod chaos;
 mod coalesce;
 mod contention;
+mod dialect_server;
 mod dialects;
 mod disconnect;
 mod faults;

@@ -33,6 +33,7 @@ const HOT: i64 = 100;
 /// A consumer whose messages come back 200 ms after it stops acknowledging them.
 fn consumer(app: &TestApp) -> Consumer {
     Consumer::new(&backends(app), WorkerSettings { claim_idle: Duration::from_millis(200), ..quick() })
+        .expect("the books are in PostgreSQL")
 }
 
 /// Pulls until a batch arrives (a message held by a dead consumer comes back after `ack_wait`).

@@ -58,6 +58,7 @@ pub(crate) async fn drain(app: &TestApp, kind: StrategyKind) -> DrainReport {
             worker(app, kind, quick()).run_until_idle(DRAIN_TIMEOUT).await.expect("the stream drains")
         }
         Queue::NatsJetstream => queue_nats::Consumer::new(&backends(app), quick())
+            .expect("the books are in PostgreSQL")
             .run_until_idle(DRAIN_TIMEOUT)
             .await
             .expect("the broker drains"),

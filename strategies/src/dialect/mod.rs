@@ -14,7 +14,7 @@ pub(crate) mod postgres;
 
 /// The SQL server the database URL names.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "lowercase")]
 pub enum SqlBackend {
     #[default]
     Postgres,
@@ -54,15 +54,19 @@ impl SqlBackend {
         }
     }
 
-    /// Whether `kind` sells on this backend: every strategy on PostgreSQL; on MySQL only those
-    /// whose statements are in [`mysql`] so far.
+    /// Whether `kind` sells on this backend: every strategy on PostgreSQL; on MySQL those whose
+    /// statements are in [`mysql`] so far, and `memory`, which needs no database.
     pub const fn runs(self, kind: crate::kind::StrategyKind) -> bool {
         use crate::kind::StrategyKind;
         match self {
             Self::Postgres => true,
-            Self::MySql => {
-                matches!(kind, StrategyKind::SqlNaive | StrategyKind::SqlForUpdate | StrategyKind::SqlAtomic)
-            }
+            Self::MySql => matches!(
+                kind,
+                StrategyKind::Memory
+                    | StrategyKind::SqlNaive
+                    | StrategyKind::SqlForUpdate
+                    | StrategyKind::SqlAtomic
+            ),
         }
     }
 

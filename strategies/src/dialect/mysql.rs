@@ -265,12 +265,8 @@ pub(crate) async fn sql_books(
     pool: &sqlx::MySqlPool,
     tracked: &[i64],
 ) -> Result<(Vec<crate::catalog::SqlProduct>, crate::catalog::OrderTotals), StrategyError> {
-    type Since = Option<chrono::DateTime<chrono::Utc>>;
     let mut tx = pool.begin().await?;
-    let since: Since = sqlx::query_scalar("SELECT orders_since FROM stock_plans ORDER BY id DESC LIMIT 1")
-        .fetch_optional(&mut *tx)
-        .await?
-        .flatten();
+    let since = orders_since(&mut tx).await?;
     let rows: Vec<crate::catalog::LedgerRow> = sqlx::query_as(SQL_LEDGER)
         .bind(since)
         .bind(since)
@@ -332,11 +328,7 @@ pub(crate) async fn order_entries(
     limit: i64,
 ) -> Result<Vec<(uuid::Uuid, String, String)>, StrategyError> {
     let mut tx = pool.begin().await?;
-    let since: Option<chrono::DateTime<chrono::Utc>> =
-        sqlx::query_scalar("SELECT orders_since FROM stock_plans ORDER BY id DESC LIMIT 1")
-            .fetch_optional(&mut *tx)
-            .await?
-            .flatten();
+    let since = orders_since(&mut tx).await?;
     let rows = sqlx::query_as(concat!(
         "SELECT id, strategy, status FROM orders WHERE ",
         run_orders!(""),
@@ -349,6 +341,36 @@ pub(crate) async fn order_entries(
     .await?;
     tx.commit().await?;
     Ok(rows)
+}
+
+/// [`crate::catalog::strategies_with_orders`] on MySQL.
+///
+/// # Errors
+/// When the server does not answer.
+pub(crate) async fn strategies_with_orders(pool: &sqlx::MySqlPool) -> Result<Vec<String>, StrategyError> {
+    let mut tx = pool.begin().await?;
+    let since = orders_since(&mut tx).await?;
+    let names = sqlx::query_scalar(concat!(
+        "SELECT DISTINCT strategy FROM orders WHERE ",
+        run_orders!(""),
+        " AND status IN ('pending', 'confirmed')"
+    ))
+    .bind(since)
+    .bind(since)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(names)
+}
+
+/// The plan in force's `orders_since` (NULL after a truncating reset, or with no plan).
+async fn orders_since(
+    tx: &mut sqlx::Transaction<'_, sqlx::MySql>,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, StrategyError> {
+    Ok(sqlx::query_scalar("SELECT orders_since FROM stock_plans ORDER BY id DESC LIMIT 1")
+        .fetch_optional(&mut **tx)
+        .await?
+        .flatten())
 }
 
 /// One live order and its lines in product order, the lines as two JSON arrays

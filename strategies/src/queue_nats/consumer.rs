@@ -177,9 +177,12 @@ impl Consumer {
     /// A consumer with `settings`: `claim_idle` is the broker's `ack_wait` (how long a message a
     /// dead consumer held waits before it is delivered again), `block` the longest wait for a
     /// message. It connects on first use, so it starts while the broker is down.
-    pub fn new(backends: &Backends, settings: WorkerSettings) -> Self {
-        Self {
-            pg: backends.pg.clone(),
+    ///
+    /// # Errors
+    /// When the books are not in PostgreSQL.
+    pub fn new(backends: &Backends, settings: WorkerSettings) -> Result<Self, StrategyError> {
+        Ok(Self {
+            pg: backends.postgres("the broker consumer")?.clone(),
             redis: backends.redis.clone(),
             nats: backends.nats.clone(),
             settings: WorkerSettings {
@@ -192,7 +195,7 @@ impl Consumer {
             in_hand: None,
             next_orphan_check: Instant::now(),
             report: DrainReport::default(),
-        }
+        })
     }
 
     /// Everything this consumer did so far.
@@ -617,5 +620,5 @@ fn panic_message(panic: &(dyn Any + Send)) -> &str {
 /// # Errors
 /// When that is not the case after `timeout`.
 pub async fn drain(backends: &Backends, timeout: Duration) -> Result<DrainReport, StrategyError> {
-    Consumer::new(backends, WorkerSettings::draining()).run_until_idle(timeout).await
+    Consumer::new(backends, WorkerSettings::draining())?.run_until_idle(timeout).await
 }

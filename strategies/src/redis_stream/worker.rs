@@ -278,7 +278,7 @@ impl Worker {
     /// first use, so it starts while Redis is down and catches up once it is back.
     ///
     /// # Errors
-    /// When `kind` does not queue.
+    /// When `kind` does not queue, or the books are not in PostgreSQL.
     pub fn new(
         backends: &Backends,
         kind: StrategyKind,
@@ -289,7 +289,7 @@ impl Worker {
         }
         Ok(Self {
             kind,
-            pg: backends.pg.clone(),
+            pg: backends.postgres("a stream worker")?.clone(),
             redis: backends.redis.clone(),
             keys: StreamKeys::new(&backends.redis.keys, kind),
             settings: settings.sane(),

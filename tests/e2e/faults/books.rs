@@ -63,6 +63,7 @@ pub(crate) async fn settle(app: &TestApp, kinds: &[StrategyKind]) -> Value {
                     .await
                     .map(drop),
                 Some(Queue::NatsJetstream) => queue_nats::Consumer::new(&backends(app), quick_worker())
+                    .expect("the books are in PostgreSQL")
                     .run_until_idle(Duration::from_secs(5))
                     .await
                     .map(drop),

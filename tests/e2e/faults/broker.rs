@@ -157,8 +157,11 @@ async fn queue_nats_consumer_rides_out_a_broker_restart(_: PoolOptions<Postgres>
     let mut nats = DisposableNats::start().await;
     let app = Arc::new(spawn_app(connect, broker_setup(nats.url())).await);
     let cancel = CancellationToken::new();
-    let running =
-        tokio::spawn(queue_nats::Consumer::new(&backends(&app), quick_worker()).run(cancel.clone()));
+    let running = tokio::spawn(
+        queue_nats::Consumer::new(&backends(&app), quick_worker())
+            .expect("the books are in PostgreSQL")
+            .run(cancel.clone()),
+    );
     let accepted = crate::stream::place(&app, KIND, 5).await;
     nats.kill();
     tokio::time::sleep(Duration::from_millis(300)).await;

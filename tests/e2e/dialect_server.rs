@@ -1,0 +1,308 @@
+//! The server over HTTP on either SQL backend: the routes a user of `DATABASE_URL=mysql://…` reaches
+//! (purchases, `GET /strategies`, orders, products, the audit, `/admin/orders`, `/healthz`, resets)
+//! answer alike on PostgreSQL and MariaDB, and a strategy that does not run on the server's
+//! database answers 501 and touches nothing. Every scenario runs on both backends (`on_both!`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use checkout_bench::admission::InflightLimits;
+use checkout_bench::app::{App, AppConfig, AppState};
+use checkout_bench::sessions::SessionConfig;
+use checkout_strategies::backends::{PgSettings, mysql_pool, pg_pool};
+use checkout_strategies::{
+    Backends, RedisBackend, RedisKeys, RedisSettings, SqlBackend, SqlPool, StockPlan, StrategyKind, Tuning,
+};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use crate::dialects::Scratch;
+use crate::helpers::{Answer, order_body, plan_of, read_answer};
+
+const HOT: i64 = 100;
+const STOCK: i64 = 20;
+const BUYERS: usize = 60;
+
+/// A server on a scratch database of `backend`.
+struct Served {
+    url: String,
+    client: reqwest::Client,
+    app: Arc<App>,
+    scratch: Scratch,
+    _shutdown: oneshot::Sender<()>,
+}
+
+fn redis(keys: &RedisKeys) -> RedisBackend {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    RedisBackend::lazy(&url, keys.clone(), RedisSettings::default()).expect("valid REDIS_URL")
+}
+
+fn backends_on(books: &SqlPool, keys: &RedisKeys, tuning: Tuning) -> Backends {
+    match books {
+        SqlPool::Postgres(pg) => Backends::new(pg.clone(), redis(keys), tuning),
+        SqlPool::MySql(pool) => Backends::on_mysql(pool.clone(), redis(keys), tuning),
+    }
+}
+
+/// Serves `backends` on a free port, the catalogue reset to `plan` unless `plan` is `None`.
+async fn serve(
+    backends: &Backends,
+    keys: &RedisKeys,
+    plan: Option<StockPlan>,
+) -> (String, Arc<App>, oneshot::Sender<()>) {
+    let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let config = AppConfig {
+        admin_token: None,
+        request_timeout: Duration::from_secs(10),
+        sessions: SessionConfig {
+            prefix: keys.prefix().to_owned(),
+            required: false,
+            ..SessionConfig::new(&redis_url, 1).expect("valid session Redis URL")
+        },
+        inflight: InflightLimits::unlimited(),
+    };
+    let app = Arc::new(
+        App::new(backends, config, plan.clone().unwrap_or_default()).await.expect("strategies take the plan"),
+    );
+    if let Some(plan) = plan {
+        app.reset(plan).await.expect("the catalogue is reset");
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a free port");
+    let url = format!("http://{}", listener.local_addr().expect("bound address"));
+    let (shutdown, stop) = oneshot::channel::<()>();
+    let state = AppState(Arc::clone(&app));
+    tokio::spawn(async move {
+        checkout_bench::server::run(listener, state, async {
+            let _ = stop.await;
+        })
+        .await
+        .expect("server runs");
+    });
+    (url, app, shutdown)
+}
+
+impl Served {
+    async fn start(backend: SqlBackend, tuning: Tuning) -> Self {
+        let scratch = Scratch::new(backend).await;
+        let keys = RedisKeys::new(format!("test-{}:", uuid::Uuid::new_v4().simple()));
+        let backends = backends_on(scratch.books(), &keys, tuning);
+        let (url, app, shutdown) = serve(&backends, &keys, Some(plan_of(&[(HOT, STOCK), (7, 3)]))).await;
+        let client =
+            reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client");
+        Self { url, client, app, scratch, _shutdown: shutdown }
+    }
+
+    async fn buy(&self, kind: StrategyKind, items: &[(i64, i64)], key: Option<&str>) -> Answer {
+        let mut request =
+            self.client.post(format!("{}/strategies/{kind}/purchase", self.url)).json(&order_body(items));
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        read_answer(request.send().await.expect("server answers")).await
+    }
+
+    async fn get(&self, path: &str) -> Answer {
+        read_answer(self.client.get(format!("{}{path}", self.url)).send().await.expect("server answers"))
+            .await
+    }
+
+    async fn reset(&self, plan: &Value) -> Answer {
+        let response = self
+            .client
+            .post(format!("{}/admin/reset", self.url))
+            .json(plan)
+            .send()
+            .await
+            .expect("server answers");
+        read_answer(response).await
+    }
+
+    async fn finish(self) {
+        self.app.registry.shutdown().await;
+        drop(self._shutdown);
+        self.scratch.drop_database().await;
+    }
+}
+
+/// The SQL strategies ported to every dialect: each scenario runs them on both backends (the
+/// others are covered on PostgreSQL by the rest of the suite).
+fn ported_sql_strategies() -> Vec<StrategyKind> {
+    StrategyKind::ALL
+        .into_iter()
+        .filter(|kind| {
+            SqlBackend::ALL.iter().all(|backend| backend.runs(*kind)) && kind.spec().persists_to_postgres()
+        })
+        .collect()
+}
+
+/// Buyers of one unit each at once, through HTTP, for every SQL strategy of the backend in turn:
+/// the safe ones sell exactly the stock, the books (counted here with SQL of our own) agree with
+/// every 201, and the audit says clean; `sql-naive` oversells and the audit says so.
+async fn flash_sale(backend: SqlBackend) {
+    let served = Arc::new(
+        Served::start(backend, Tuning { naive_race_window: Duration::from_millis(50), ..Tuning::default() })
+            .await,
+    );
+    for kind in ported_sql_strategies() {
+        assert_eq!(served.reset(&json!({ "products": [{ "id": HOT, "stock": STOCK }] })).await.status, 200);
+        let buyers: Vec<_> = (0..BUYERS)
+            .map(|_| {
+                let served = Arc::clone(&served);
+                tokio::spawn(async move { served.buy(kind, &[(HOT, 1)], None).await })
+            })
+            .collect();
+        let mut placed = Vec::new();
+        for buyer in buyers {
+            let answer = buyer.await.expect("no buyer panics");
+            match answer.status {
+                201 => placed.push(answer.body["order_id"].as_str().expect("an order id").to_owned()),
+                409 => assert_eq!(answer.body["error"], "sold_out", "{kind} on {backend}: {}", answer.body),
+                503 if !kind.spec().safe => {}
+                other => panic!("{kind} on {backend}: unexpected {other} {}", answer.body),
+            }
+        }
+        let sold = i64::try_from(placed.len()).expect("a count");
+        let stock = served.scratch.stock(HOT).await;
+        let (orders, units) = served.scratch.sold().await;
+        assert_eq!(orders, sold, "{kind} on {backend}: every 201 is an order in the books");
+        assert_eq!(units, STOCK - stock, "{kind} on {backend}: the stock moved by the units sold");
+        let audit = served.get("/admin/audit").await;
+        assert_eq!(audit.status, 200, "{}", audit.body);
+        if kind.spec().safe {
+            assert_eq!((sold, stock), (STOCK, 0), "{kind} on {backend}: exactly the stock is sold");
+            assert_eq!(audit.body["clean"], true, "{kind} on {backend}: {}", audit.body);
+        } else {
+            assert!(sold > STOCK, "{kind} on {backend}: the unsafe strategy oversold ({sold} of {STOCK})");
+            assert_eq!(audit.body["clean"], false, "{kind} on {backend}: the audit sees it: {}", audit.body);
+            assert_eq!(audit.body["total"]["oversold"], sold - STOCK, "{kind} on {backend}: {}", audit.body);
+        }
+        assert_eq!(audit.body["sold_by"], json!([kind]), "{kind} on {backend}");
+        let listed = served.get("/admin/orders").await;
+        assert_eq!(listed.body["count"], json!(sold), "{kind} on {backend}: {}", listed.body);
+        let order = served.get(&format!("/orders/{}", placed[0])).await;
+        assert_eq!(order.status, 200, "{kind} on {backend}: {}", order.body);
+        assert_eq!(order.body["status"], "confirmed", "{kind} on {backend}: {}", order.body);
+        let product = served.get(&format!("/products/{HOT}")).await;
+        assert_eq!(product.body["stock"], json!(stock), "{kind} on {backend}: {}", product.body);
+    }
+    Arc::into_inner(served).expect("every buyer is done").finish().await;
+}
+
+/// A repeated Idempotency-Key replays the first order; a malformed order is refused with 400; a
+/// multi-item order that does not fit takes nothing.
+async fn replays_and_refusals(backend: SqlBackend) {
+    let served = Served::start(backend, Tuning::default()).await;
+    for kind in ported_sql_strategies() {
+        let key = format!("key-{kind}");
+        let first = served.buy(kind, &[(HOT, 2)], Some(&key)).await;
+        assert_eq!(first.status, 201, "{kind} on {backend}: {}", first.body);
+        let again = served.buy(kind, &[(HOT, 2)], Some(&key)).await;
+        assert_eq!(again.status, 200, "{kind} on {backend}: {}", again.body);
+        assert_eq!(again.body["order_id"], first.body["order_id"], "{kind} on {backend}");
+        let reused = served.buy(kind, &[(HOT, 1)], Some(&key)).await;
+        reused.assert_error(422, "idempotency_key_reused");
+        served.buy(kind, &[(HOT, 0)], None).await.assert_error(400, "invalid_request");
+        let too_much = served.buy(kind, &[(HOT, 1), (7, 4)], None).await;
+        assert_eq!(too_much.status, 409, "{kind} on {backend}: {}", too_much.body);
+    }
+    let sold = i64::try_from(ported_sql_strategies().len()).expect("a count") * 2;
+    assert_eq!(served.scratch.stock(HOT).await, STOCK - sold, "{backend}: only the first orders took stock");
+    assert_eq!(served.scratch.stock(7).await, 3, "{backend}: the refused line took nothing");
+    assert_eq!(served.scratch.sold().await, (sold / 2, sold), "{backend}");
+    let audit = served.get("/admin/audit").await;
+    assert_eq!(audit.body["clean"], true, "{backend}: {}", audit.body);
+    served.finish().await;
+}
+
+/// `GET /strategies` lists every strategy, each saying whether it runs on the server's database;
+/// the ones that do not answer 501 and leave stock and orders alone; `/healthz` names the database.
+async fn what_runs_where(backend: SqlBackend) {
+    let served = Served::start(backend, Tuning::default()).await;
+    let listed = served.get("/strategies").await;
+    let entries = listed.body.as_array().expect("a list");
+    assert_eq!(
+        entries.len(),
+        StrategyKind::ALL.len(),
+        "{backend}: every strategy is listed: {}",
+        listed.body
+    );
+    for entry in entries {
+        let kind: StrategyKind = entry["name"].as_str().expect("a name").parse().expect("a strategy");
+        assert_eq!(entry["database"], backend.as_str(), "{kind}: {entry}");
+        assert_eq!(entry["available"], backend.runs(kind), "{kind} on {backend}: {entry}");
+        if backend.runs(kind) {
+            continue;
+        }
+        let refused = served.buy(kind, &[(HOT, 1)], Some("not-here")).await;
+        refused.assert_error(501, "not_on_this_database");
+        assert_eq!((&refused.body["strategy"], &refused.body["database"]), (&json!(kind), &json!(backend)));
+    }
+    assert_eq!(served.scratch.stock(HOT).await, STOCK, "{backend}: a 501 takes nothing");
+    assert_eq!(served.scratch.sold().await, (0, 0), "{backend}: a 501 writes no order");
+    let health = served.get("/healthz").await;
+    assert_eq!(health.status, 200, "{backend}: {}", health.body);
+    assert_eq!(health.body["backends"][backend.as_str()]["status"], "up", "{backend}: {}", health.body);
+    let kept =
+        served.reset(&json!({ "products": [{ "id": HOT, "stock": 5 }], "keep_catalogue": true })).await;
+    match backend {
+        SqlBackend::Postgres => assert_eq!(kept.status, 200, "{}", kept.body),
+        SqlBackend::MySql => kept.assert_error(501, "not_on_this_database"),
+    }
+    served.finish().await;
+}
+
+/// The database is down: purchases answer 503 at once and `/healthz` says which backend is down.
+async fn database_down(backend: SqlBackend) {
+    let settings =
+        PgSettings { connections: 2, acquire_timeout: Duration::from_millis(500), ..PgSettings::default() };
+    let books = match backend {
+        SqlBackend::Postgres => {
+            SqlPool::Postgres(pg_pool("postgres://postgres@127.0.0.1:9/checkout", settings).expect("a URL"))
+        }
+        SqlBackend::MySql => {
+            SqlPool::MySql(mysql_pool("mysql://root@127.0.0.1:9/checkout", settings).expect("a URL"))
+        }
+    };
+    let keys = RedisKeys::new(format!("test-{}:", uuid::Uuid::new_v4().simple()));
+    let (url, app, shutdown) = serve(&backends_on(&books, &keys, Tuning::default()), &keys, None).await;
+    let client = reqwest::Client::new();
+    for kind in ported_sql_strategies() {
+        let started = std::time::Instant::now();
+        let response = client
+            .post(format!("{url}/strategies/{kind}/purchase"))
+            .json(&order_body(&[(HOT, 1)]))
+            .send()
+            .await
+            .expect("server answers");
+        read_answer(response).await.assert_error(503, "backend_unavailable");
+        assert!(started.elapsed() < Duration::from_secs(5), "{kind} on {backend}: a 503, never a hang");
+    }
+    let health = read_answer(client.get(format!("{url}/healthz")).send().await.expect("answers")).await;
+    assert_eq!(health.status, 503, "{backend}: {}", health.body);
+    assert_eq!(health.body["backends"][backend.as_str()]["status"], "down", "{backend}: {}", health.body);
+    app.registry.shutdown().await;
+    drop(shutdown);
+}
+
+/// One test per scenario and backend.
+macro_rules! on_both {
+    ($($scenario:ident),* $(,)?) => {
+        $(
+            mod $scenario {
+                use super::*;
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn postgres() {
+                    super::$scenario(SqlBackend::Postgres).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn mariadb() {
+                    super::$scenario(SqlBackend::MySql).await;
+                }
+            }
+        )*
+    };
+}
+
+on_both!(flash_sale, replays_and_refusals, what_runs_where, database_down);
