@@ -7,7 +7,8 @@
 
 use std::path::PathBuf;
 
-use checkout_strategies::PgDriver;
+use anyhow::Context;
+use checkout_strategies::{PgDriver, SqlBackend};
 use clap::Args;
 
 use super::options::ServerFlags;
@@ -22,6 +23,12 @@ pub struct DriverFlags {
     /// `<strategy>@<driver>` [default: the server's own, sqlx unless PG_DRIVER says otherwise].
     #[arg(long = "pg-driver", value_delimiter = ',')]
     pub pg_drivers: Vec<PgDriver>,
+    /// More databases to measure the SQL strategies on, comma-separated URLs
+    /// (`mysql://root@127.0.0.1:3306/checkout_bench`): after the passes on --database-url, a server
+    /// per database, one after the other, running the selected strategies that keep their books in
+    /// SQL and run there, their rows labelled `<strategy>@<database>` (`sql-atomic@mysql`).
+    #[arg(long = "also-database", value_delimiter = ',', value_name = "URL")]
+    pub also_databases: Vec<String>,
 }
 
 /// One server of a comparison and what runs on it.
@@ -31,7 +38,10 @@ pub struct Pass {
     pub server: ServerFlags,
     /// The driver it was started with; `None`: the server's own.
     pub driver: Option<PgDriver>,
-    /// The first pass runs every selected strategy; the others only the driver-switched ones.
+    /// The database of an `--also-database` pass: it runs the selected SQL strategies again there.
+    pub database: Option<SqlBackend>,
+    /// The first pass runs every selected strategy; the others only the driver-switched ones (or,
+    /// on another database, the SQL ones).
     pub first: bool,
 }
 
@@ -40,8 +50,24 @@ impl DriverFlags {
     /// asked for (today's comparison), else one per driver, in the order given.
     ///
     /// # Errors
-    /// When drivers are asked of a server bench does not start (`--url`): bench cannot restart it.
+    /// When drivers or more databases are asked of a server bench does not start (`--url`): bench
+    /// cannot restart it; when a database URL names no supported server.
     pub fn passes(&self, server: &ServerFlags) -> anyhow::Result<Vec<Pass>> {
+        let mut passes = self.driver_passes(server)?;
+        anyhow::ensure!(
+            server.url.is_none() || self.also_databases.is_empty(),
+            "--also-database starts a server per database: it needs a server bench starts, not --url"
+        );
+        for url in &self.also_databases {
+            let database = SqlBackend::from_url(url).with_context(|| format!("--also-database {url}"))?;
+            let mut flags = server.clone();
+            flags.database_url.clone_from(url);
+            passes.push(Pass { server: flags, driver: None, database: Some(database), first: false });
+        }
+        Ok(passes)
+    }
+
+    fn driver_passes(&self, server: &ServerFlags) -> anyhow::Result<Vec<Pass>> {
         let mut drivers: Vec<PgDriver> = Vec::new();
         for driver in &self.pg_drivers {
             if !drivers.contains(driver) {
@@ -49,7 +75,7 @@ impl DriverFlags {
             }
         }
         if drivers.is_empty() {
-            return Ok(vec![Pass { server: server.clone(), driver: None, first: true }]);
+            return Ok(vec![Pass { server: server.clone(), driver: None, database: None, first: true }]);
         }
         anyhow::ensure!(
             server.url.is_none() || drivers.len() == 1,
@@ -63,7 +89,7 @@ impl DriverFlags {
                 if flags.url.is_none() {
                     flags.server_args.push(format!("--pg-driver={driver}"));
                 }
-                Pass { server: flags, driver: Some(driver), first: index == 0 }
+                Pass { server: flags, driver: Some(driver), database: None, first: index == 0 }
             })
             .collect())
     }
@@ -72,10 +98,12 @@ impl DriverFlags {
 /// Notes the drivers asked for in `run.json`'s options (`pg_drivers`), when any were: a run without
 /// `--pg-driver` writes what it always wrote.
 pub fn record(options: &mut serde_json::Value, flags: &DriverFlags) {
-    if !flags.pg_drivers.is_empty()
-        && let Some(options) = options.as_object_mut()
-    {
+    let Some(options) = options.as_object_mut() else { return };
+    if !flags.pg_drivers.is_empty() {
         options.insert("pg_drivers".into(), serde_json::json!(flags.pg_drivers));
+    }
+    if !flags.also_databases.is_empty() {
+        options.insert("also_databases".into(), serde_json::json!(flags.also_databases));
     }
 }
 
@@ -83,10 +111,22 @@ impl Pass {
     /// The server's log in `folder`: `server.log` for the first pass, as before drivers, and
     /// `server-<driver>.log` for the others.
     pub fn log(&self, folder: &RunFolder) -> PathBuf {
-        match (self.first, self.driver) {
-            (false, Some(driver)) => folder.file(&format!("server-{driver}.log")),
+        match (self.first, self.driver, self.database) {
+            (false, _, Some(database)) => folder.file(&format!("server-{database}.log")),
+            (false, Some(driver), None) => folder.file(&format!("server-{driver}.log")),
             _ => folder.file("server.log"),
         }
+    }
+
+    /// Whether this pass has something to run of `selected` (a later pass runs only some).
+    pub fn runs_any_of(&self, selected: &[StrategyInfo]) -> bool {
+        self.first || selected.iter().any(|strategy| self.runs_again(strategy))
+    }
+
+    /// Whether a later pass runs `strategy` again: its driver switches it, or its database holds
+    /// its books.
+    fn runs_again(&self, strategy: &StrategyInfo) -> bool {
+        if self.database.is_some() { strategy.uses_database() } else { strategy.pg_driver.is_some() }
     }
 
     /// The strategies this pass runs, from the server's own list (`available`) and the selection
@@ -103,9 +143,18 @@ impl Pass {
     ) -> anyhow::Result<Vec<StrategyInfo>> {
         let chosen: Vec<StrategyInfo> = selected
             .iter()
-            .filter(|strategy| self.first || strategy.pg_driver.is_some())
+            .filter(|strategy| self.first || self.runs_again(strategy))
             .filter_map(|strategy| available.iter().find(|s| s.name == strategy.name).cloned())
             .collect();
+        if let Some(database) = self.database {
+            let (runs, elsewhere): (Vec<StrategyInfo>, Vec<StrategyInfo>) =
+                chosen.into_iter().partition(|s| s.available);
+            if !elsewhere.is_empty() {
+                let names: Vec<&str> = elsewhere.iter().map(|s| s.name.as_str()).collect();
+                eprintln!("bench: not on {database}: {} (not ported to it)", names.join(", "));
+            }
+            return Ok(runs);
+        }
         if let Some(driver) = self.driver
             && let Some(other) =
                 chosen.iter().find(|s| s.pg_driver.as_deref().is_some_and(|used| used != driver.as_str()))
@@ -149,6 +198,8 @@ mod tests {
             queued: false,
             pg_driver: pg_driver.map(str::to_owned),
             single_process: false,
+            database: None,
+            available: true,
         }
     }
 

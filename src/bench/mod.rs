@@ -114,8 +114,17 @@ impl Collected {
 
 /// Picks the strategies to compare, in the server's order; unknown names are an error that lists
 /// the known ones.
-fn select(available: &[StrategyInfo], wanted: &[String], replicas: u16) -> anyhow::Result<Vec<StrategyInfo>> {
+fn select(listed: &[StrategyInfo], wanted: &[String], replicas: u16) -> anyhow::Result<Vec<StrategyInfo>> {
+    let available: Vec<StrategyInfo> = listed.iter().filter(|s| s.available).cloned().collect();
     if wanted.is_empty() {
+        let elsewhere: Vec<&str> = listed.iter().filter(|s| !s.available).map(|s| s.name.as_str()).collect();
+        if let (false, Some(first)) = (elsewhere.is_empty(), listed.first()) {
+            eprintln!(
+                "bench: {} left out: not ported to {} (README, \"MariaDB\")",
+                elsewhere.join(", "),
+                first.database()
+            );
+        }
         // Across replicas, a strategy whose books live in one process would sell each replica's
         // stock once per replica: it is left out rather than shown overselling.
         let shareable: Vec<StrategyInfo> =
@@ -133,10 +142,17 @@ fn select(available: &[StrategyInfo], wanted: &[String], replicas: u16) -> anyho
     let known = || available.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ");
     let mut selected = Vec::new();
     for name in wanted {
-        let strategy = available
+        let strategy = listed
             .iter()
             .find(|s| s.name == name.trim())
             .with_context(|| format!("unknown strategy {name:?}; the server has: {}", known()))?;
+        anyhow::ensure!(
+            strategy.available,
+            "{} does not run on {} yet; it runs: {}",
+            strategy.name,
+            strategy.database(),
+            known()
+        );
         anyhow::ensure!(
             replicas <= 1 || !strategy.single_process,
             "{} keeps its books in one server process: it cannot run across --replicas {replicas}",

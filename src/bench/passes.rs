@@ -118,11 +118,14 @@ impl Ran {
     /// # Errors
     /// When the server cannot be started or asked, or a strategy is unknown.
     async fn start(&mut self, pass: &Pass, folder: &RunFolder) -> anyhow::Result<Option<Server>> {
-        if !pass.first && !self.selected.iter().any(|strategy| strategy.pg_driver.is_some()) {
+        if !pass.runs_any_of(&self.selected) {
             return Ok(None);
         }
         if let Some(driver) = pass.driver {
             eprintln!("bench: PostgreSQL driver {driver} for the per-sale SQL strategies");
+        }
+        if let Some(database) = pass.database {
+            eprintln!("bench: the SQL strategies again, on {database} ({})", pass.server.database_url);
         }
         let server = Server::start(&pass.server, &pass.log(folder)).await?;
         let chosen = async {

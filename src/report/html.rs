@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use super::by_database;
 use super::capacity::{self, CapacityFigures};
 use super::figures::StrategyFigures;
 use super::model::{Run, Verdict};
@@ -67,6 +68,7 @@ pub fn page(
     }
     capacity_table(&mut out, capacity);
     capacity_steps(&mut out, run);
+    by_database_table(&mut out, capacity, figures);
     if !figures.is_empty() {
         summary(&mut out, run, figures);
     }
@@ -173,6 +175,27 @@ fn capacity_table(out: &mut String, figures: &[CapacityFigures]) {
         out.push_str("</tr>\n");
     }
     let _ = writeln!(out, "</table>\n<p>{}</p>", escape(&capacity::legend(figures)));
+}
+
+/// PostgreSQL and MariaDB side by side, when the run measured strategies on both.
+fn by_database_table(out: &mut String, capacity: &[CapacityFigures], figures: &[StrategyFigures]) {
+    let rows = by_database::rows(capacity, figures);
+    if rows.is_empty() {
+        return;
+    }
+    out.push_str("<h2>By database</h2>\n<table class=\"by-database\">\n<tr>");
+    for header in by_database::header() {
+        let _ = write!(out, "<th>{}</th>", escape(&header));
+    }
+    out.push_str("</tr>\n");
+    for row in rows {
+        out.push_str("<tr>");
+        for cell in &row {
+            let _ = write!(out, "<td>{}</td>", escape(cell));
+        }
+        out.push_str("</tr>\n");
+    }
+    let _ = writeln!(out, "</table>\n<p>{}</p>", escape(by_database::LEGEND));
 }
 
 /// Every probe of every search, folded away: the table above is what most readers want.

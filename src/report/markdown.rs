@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 
+use super::by_database;
 use super::capacity::{self, CapacityFigures};
 use super::figures::StrategyFigures;
 use super::model::Run;
@@ -44,6 +45,18 @@ pub fn summary(run: &Run, capacity: &[CapacityFigures], figures: &[StrategyFigur
             let _ = writeln!(out, "| {} |", cells.join(" | "));
         }
         let _ = writeln!(out, "\n{}\n", capacity::legend(capacity));
+    }
+    let side_by_side = by_database::rows(capacity, figures);
+    if !side_by_side.is_empty() {
+        out.push_str("### By database\n\n");
+        let header = by_database::header();
+        let _ = writeln!(out, "| {} |", header.join(" | "));
+        let _ = writeln!(out, "|{}", "---|".repeat(header.len()));
+        for row in side_by_side {
+            let cells: Vec<String> = row.iter().map(|cell| escape(cell)).collect();
+            let _ = writeln!(out, "| {} |", cells.join(" | "));
+        }
+        let _ = writeln!(out, "\n{}\n", by_database::LEGEND);
     }
     if figures.is_empty() {
         return out;

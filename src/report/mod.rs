@@ -6,6 +6,7 @@
 //! combines repetitions, `chart` draws, [`html`] and [`markdown`] write pages, [`compare`] puts
 //! two runs side by side.
 
+pub mod by_database;
 pub mod capacity;
 mod chart;
 pub mod compare;

@@ -149,6 +149,35 @@ fn a_missing_file_or_folder_is_named() {
 }
 
 #[test]
+fn strategies_on_two_databases_get_one_row_each_side_by_side() {
+    let dir = scratch("results-sample", "by-database");
+    let summary = fs::read_to_string(dir.join("summary.csv")).unwrap();
+    let on_mariadb: Vec<String> = summary
+        .lines()
+        .filter(|line| line.split(',').nth(1) == Some("sql-atomic"))
+        .map(|line| {
+            line.replacen(",sql-atomic,", ",sql-atomic@mysql,", 1).replace(",500.0,50,", ",800.0,50,")
+        })
+        .collect();
+    fs::write(dir.join("summary.csv"), format!("{summary}{}\n", on_mariadb.join("\n"))).unwrap();
+    let rendered = render(&dir).unwrap();
+    let md = fs::read_to_string(&rendered.summary_md).unwrap();
+    assert!(md.contains("### By database"), "{md}");
+    assert!(
+        md.contains("| sql-atomic | – | – | 450 (400–500) | 600 (400–800) | clean | clean |"),
+        "one row, both databases: {md}"
+    );
+    assert!(!md.contains("| memory | – |"), "memory ran on one database only: {md}");
+    let html = fs::read_to_string(&rendered.index_html).unwrap();
+    assert!(html.contains("<table class=\"by-database\">"), "the page shows it too");
+    let plain = scratch("results-sample", "by-database-plain");
+    let md = fs::read_to_string(render(&plain).unwrap().summary_md).unwrap();
+    assert!(!md.contains("By database"), "a run on one database has no such table");
+    fs::remove_dir_all(dir).unwrap();
+    fs::remove_dir_all(plain).unwrap();
+}
+
+#[test]
 fn compare_reports_new_over_old() {
     let old = scratch("results-sample", "compare-old");
     let new = scratch("results-sample", "compare-new");

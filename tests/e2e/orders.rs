@@ -358,6 +358,8 @@ async fn strategies_list_every_kind_with_its_guarantees(_: PoolOptions<Postgres>
             "async",
             "queue",
             "description",
+            "database",
+            "available",
         ]
         .into();
         for (kind, entry) in StrategyKind::ALL.into_iter().zip(entries) {
@@ -370,6 +372,11 @@ async fn strategies_list_every_kind_with_its_guarantees(_: PoolOptions<Postgres>
                 assert_eq!(entry["pg_driver"], pg_driver.as_str(), "{kind}: the driver in use: {entry}");
             }
             assert_eq!(keys, fields, "{kind}: the declared fields and nothing else");
+            assert_eq!(
+                (&entry["database"], &entry["available"]),
+                (&json!("postgres"), &json!(true)),
+                "{kind}"
+            );
             let spec = kind.spec();
             assert_eq!(entry["backend"], spec.backend, "{kind}: backend: {entry}");
             assert_eq!(
