@@ -156,6 +156,17 @@ pub async fn record_plan_keeping_history(
     Ok(())
 }
 
+/// [`record_plan_keeping_history`] on MySQL, in the caller's transaction.
+///
+/// # Errors
+/// When the database does not answer.
+pub async fn record_plan_keeping_history_mysql(
+    conn: &mut sqlx::MySqlConnection,
+    plan: &StockPlan,
+) -> Result<(), StrategyError> {
+    crate::dialect::mysql::record_plan_keeping_history(conn, plan).await
+}
+
 /// Orders created before this instant are history; `None` when every order is the run's.
 ///
 /// # Errors

@@ -20,6 +20,7 @@ mod orderlog;
 mod orders;
 mod overload;
 mod populate;
+mod populate_mariadb;
 mod properties;
 mod redis_cluster;
 mod redis_stock;

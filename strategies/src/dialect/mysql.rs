@@ -185,6 +185,22 @@ pub(crate) async fn latest_plan_with_id(
     Ok(row.map(|(id, sqlx::types::Json(plan))| (id, plan)))
 }
 
+/// [`crate::catalog::record_plan_keeping_history`] on MySQL. `NOW(6)` is the statement's start in
+/// MariaDB, not the transaction's: every order the transaction wrote before it is older.
+///
+/// # Errors
+/// When the server does not answer.
+pub(crate) async fn record_plan_keeping_history(
+    conn: &mut sqlx::MySqlConnection,
+    plan: &crate::plan::StockPlan,
+) -> Result<(), StrategyError> {
+    sqlx::query("INSERT INTO stock_plans (plan, orders_since) VALUES (?, NOW(6))")
+        .bind(sqlx::types::Json(plan))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// The run's orders (`?` the plan's `orders_since`, NULL after a truncating reset).
 macro_rules! run_orders {
     ($table:literal) => {
