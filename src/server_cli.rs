@@ -72,9 +72,7 @@ pub async fn run(cli: ServerCli) -> anyhow::Result<()> {
     if let Some(Command::Populate { args, .. }) = &cli.command {
         match &books {
             SqlPool::Postgres(pg) => populate::run(pg, args).await?,
-            SqlPool::MySql(_) => anyhow::bail!(
-                "populate runs on PostgreSQL only so far, not on {sql_backend} (README, \"MariaDB\")"
-            ),
+            SqlPool::MySql(pool) => populate::run_mysql(pool, args).await?,
         };
         return Ok(());
     }

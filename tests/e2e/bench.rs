@@ -639,3 +639,51 @@ async fn bench_compare_spreads_the_load_over_replicas() {
     assert_eq!(meta["server"]["replicas"], 2, "{meta}");
     assert!(run.join("server-replica-2.log").exists(), "the second replica logs beside the first");
 }
+
+/// `--also-database`: the SQL strategies run again on MariaDB in the same run folder, labelled
+/// `<strategy>@mysql`, each selling exactly the stock there too; `memory` runs once; the page shows
+/// both databases side by side; a strategy MariaDB does not run is refused by name.
+#[tokio::test]
+async fn bench_compare_runs_the_sql_strategies_on_both_databases() {
+    let db = ScratchDatabase::new();
+    let mariadb = format!("mysql://root@127.0.0.1:3306/bench_e2e_{}", uuid::Uuid::new_v4().simple());
+    let out = tempdir();
+    let common = "--preset ci --repeat 1 --rate 400 --hot-stock 150 --regular-weight 0 --duration-secs 3 \
+                  --grace-ms 200 --capacity=false";
+    let output = bench(&db.args(
+        &out,
+        &format!("compare --strategies memory,sql-atomic,sql-for-update --also-database {mariadb} {common}"),
+    ));
+    let mut refused_args = db.args(&out, &format!("compare --strategies redis-lua {common} --no-report"));
+    let url_at = refused_args.iter().position(|arg| arg == "--database-url").expect("the flag") + 1;
+    refused_args[url_at].clone_from(&mariadb);
+    let refused = bench(&refused_args);
+    db.drop_it().await;
+    let created = <sqlx::MySql as sqlx::migrate::MigrateDatabase>::database_exists(&mariadb).await.unwrap();
+    if created {
+        <sqlx::MySql as sqlx::migrate::MigrateDatabase>::drop_database(&mariadb).await.unwrap();
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "bench compare --also-database failed:\n{stderr}");
+    assert!(created, "the MariaDB server created its database");
+    let run = out.join("latest").canonicalize().expect("results/latest points at the run");
+    let summary: Vec<SummaryRow> = read_csv(&run.join("summary.csv")).unwrap();
+    let mut labels: Vec<&str> = summary.iter().map(|row| row.strategy.as_str()).collect();
+    labels.sort_unstable();
+    assert_eq!(
+        labels,
+        ["memory", "sql-atomic", "sql-atomic@mysql", "sql-for-update", "sql-for-update@mysql"],
+        "the SQL strategies once per database, memory once"
+    );
+    for row in &summary {
+        assert_eq!(row.verdict, Verdict::Clean, "{row:?}");
+        assert_eq!(row.confirmed, 150, "{}: exactly the stock sold", row.strategy);
+    }
+    assert!(run.join("server-mysql.log").exists(), "the MariaDB pass logs beside the first");
+    let page = std::fs::read_to_string(run.join("summary.md")).unwrap();
+    assert!(page.contains("### By database") && page.contains("| sql-for-update |"), "{page}");
+
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "redis-lua on MariaDB must be refused:\n{stderr}");
+    assert!(stderr.contains("redis-lua does not run on mysql"), "{stderr}");
+}
