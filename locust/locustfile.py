@@ -303,10 +303,21 @@ def check_strategies(environment, **_kwargs) -> None:
     try:
         answer = requests.get(f"{host}/strategies", timeout=3)
         answer.raise_for_status()
-        served = {entry["name"] for entry in answer.json()}
+        listed = answer.json()
+        served = {entry["name"] for entry in listed}
+        # Every strategy is listed; on a database it is not ported to, `available` is false.
+        elsewhere = {entry["name"] for entry in listed if entry.get("available") is False}
+        database = next((entry.get("database") for entry in listed), None)
     except (requests.RequestException, ValueError, KeyError, TypeError) as exc:
         log.warning("could not read %s/strategies (%s): tasks not checked", host, exc)
         return
+    chosen_elsewhere = sorted(elsewhere & tags if tags else elsewhere)
+    if chosen_elsewhere:
+        log.warning(
+            "the server's database (%s) does not run %s: those tasks will answer 501",
+            database,
+            chosen_elsewhere,
+        )
     missing = set(STRATEGIES) - served
     extra = served - set(STRATEGIES)
     if missing:
