@@ -147,6 +147,10 @@ impl App {
         if let Ok(Some(id)) = BooksOn(&self.books).latest_plan_id().await {
             self.plan_id.store(id, Ordering::Relaxed);
         }
+        // Only housekeeping: the audit reads the counts of the plan in force alone.
+        if let Err(err) = contention::forget_earlier_plans(&self.books).await {
+            tracing::warn!(%err, "could not drop the contention counts of earlier plans");
+        }
         // The database is reset now: whatever happens to the Redis mirror, the strategies and the
         // statistics must follow, so the server never serves the old plan beside the new catalogue.
         let mirrored = match self.pg() {
@@ -171,8 +175,8 @@ impl App {
     }
 
     /// What a reset does beyond the catalogue when the books are in PostgreSQL, for the
-    /// strategies that run there alone: drops earlier plans' contention counts, clears everything
-    /// under the Redis prefix and mirrors the stock into it (only `plan`'s products when the
+    /// strategies that run there alone: clears everything under the Redis prefix and mirrors the
+    /// stock into it (only `plan`'s products when the
     /// catalogue was kept: millions of keys would cost seconds). Returns the keys loaded.
     async fn reset_postgres_extras(
         &self,
@@ -180,10 +184,6 @@ impl App {
         plan: &StockPlan,
         kept_catalogue: bool,
     ) -> Result<u64, StrategyError> {
-        // Only housekeeping: the audit reads the counts of the plan in force alone.
-        if let Err(err) = contention::forget_earlier_plans(pg).await {
-            tracing::warn!(%err, "could not drop the contention counts of earlier plans");
-        }
         redis_stock::clear(&self.redis).await?;
         if kept_catalogue {
             let explicit: Vec<i64> = plan.products.iter().map(|p| p.id.get()).collect();
@@ -259,8 +259,8 @@ impl App {
         }
     }
 
-    /// The books' pool when they are in PostgreSQL: the Redis mirror, reservations and contention
-    /// counts belong to strategies that run there alone.
+    /// The books' pool when they are in PostgreSQL: the Redis mirror and reservations belong to
+    /// strategies that run there alone.
     pub const fn pg(&self) -> Option<&PgPool> {
         self.books.postgres()
     }

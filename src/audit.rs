@@ -308,8 +308,8 @@ pub async fn reconcile(app: &App) -> Result<AuditReport, StrategyError> {
                 .insert(strategy.kind(), LedgerAudit::from_rows(&own.products, own.orders, own.duplicated));
         }
     }
-    // Redis reservations, the mirror and contention counts belong to strategies that run on
-    // PostgreSQL alone: on another database nothing keeps them, and Redis is not held to account.
+    // Redis reservations and the mirror belong to strategies that run on PostgreSQL alone: on
+    // another database nothing keeps them, and Redis is not held to account.
     let redis_checked = app.pg().is_some();
     let (holds, awaiting_resync, now_ms) = if redis_checked {
         (
@@ -320,10 +320,7 @@ pub async fn reconcile(app: &App) -> Result<AuditReport, StrategyError> {
     } else {
         (Vec::new(), Vec::new(), 0)
     };
-    let contention = match app.pg() {
-        Some(pg) => contention::refusals(pg).await?,
-        None => BTreeMap::new(),
-    };
+    let contention = contention::refusals(&app.books).await?;
     // A product buyers were turned away from is listed even if nobody bought it.
     let mut tracked = planned_products(app).await?;
     tracked.extend(contention.keys());

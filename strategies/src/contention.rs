@@ -12,25 +12,24 @@
 
 use std::collections::BTreeMap;
 
-use sqlx::PgPool;
-
+use crate::dialect::DialectSql;
 use crate::error::StrategyError;
 use crate::order::ProductId;
-use crate::pg_driver::{DbError, Statements};
+use crate::pg_driver::{DbError, SqlPool, Statements};
 
 /// The latest plan is the one in force: its id is the largest, read through the primary key.
-const RECORD: &str = r#"
+pub(crate) const RECORD: &str = r#"
 INSERT INTO contention_refusals (plan_id, product_id, refusals)
 SELECT COALESCE(MAX(id), 0), $1, 1 FROM stock_plans
 ON CONFLICT (plan_id, product_id) DO UPDATE SET refusals = contention_refusals.refusals + 1
 "#;
 
-const OF_CURRENT_PLAN: &str = r#"
+pub(crate) const OF_CURRENT_PLAN: &str = r#"
 SELECT product_id, refusals FROM contention_refusals
 WHERE plan_id = (SELECT COALESCE(MAX(id), 0) FROM stock_plans)
 "#;
 
-const FORGET_EARLIER: &str =
+pub(crate) const FORGET_EARLIER: &str =
     "DELETE FROM contention_refusals WHERE plan_id < (SELECT COALESCE(MAX(id), 0) FROM stock_plans)";
 
 /// Counts one buyer of `product` refused for contention under the plan in force, on the caller's
@@ -39,8 +38,12 @@ const FORGET_EARLIER: &str =
 /// # Errors
 /// The raw database error; the caller must then not tell the buyer 409, since the audit would
 /// not count that answer.
-pub(crate) async fn record(conn: &mut (impl Statements + ?Sized), product: ProductId) -> Result<(), DbError> {
-    conn.execute(RECORD, &[&product.get()]).await?;
+pub(crate) async fn record(
+    conn: &mut (impl Statements + ?Sized),
+    sql: &DialectSql,
+    product: ProductId,
+) -> Result<(), DbError> {
+    conn.execute(sql.contention.record, &[&product.get()]).await?;
     Ok(())
 }
 
@@ -48,9 +51,16 @@ pub(crate) async fn record(conn: &mut (impl Statements + ?Sized), product: Produ
 ///
 /// # Errors
 /// When the database does not answer.
-pub async fn refusals(pool: &PgPool) -> Result<BTreeMap<i64, u64>, StrategyError> {
-    let rows: Vec<(i64, i64)> = sqlx::query_as(OF_CURRENT_PLAN).fetch_all(pool).await?;
-    Ok(rows.into_iter().map(|(product, refusals)| (product, refusals.unsigned_abs())).collect())
+pub async fn refusals(books: &SqlPool) -> Result<BTreeMap<i64, u64>, StrategyError> {
+    let mut conn = books.acquire().await?;
+    let rows = conn.fetch_all(books.backend().sql().contention.of_current_plan, &[]).await?;
+    rows.iter()
+        .map(|row| {
+            let (product, refusals): (i64, i64) = (row.get(0)?, row.get(1)?);
+            Ok((product, refusals.unsigned_abs()))
+        })
+        .collect::<Result<_, DbError>>()
+        .map_err(StrategyError::from)
 }
 
 /// Drops the counts of plans no longer in force. They are never read again; this only bounds the
@@ -58,6 +68,7 @@ pub async fn refusals(pool: &PgPool) -> Result<BTreeMap<i64, u64>, StrategyError
 ///
 /// # Errors
 /// When the database does not answer.
-pub async fn forget_earlier_plans(pool: &PgPool) -> Result<u64, StrategyError> {
-    Ok(sqlx::query(FORGET_EARLIER).execute(pool).await?.rows_affected())
+pub async fn forget_earlier_plans(books: &SqlPool) -> Result<u64, StrategyError> {
+    let mut conn = books.acquire().await?;
+    Ok(conn.execute(books.backend().sql().contention.forget_earlier, &[]).await?)
 }

@@ -43,7 +43,7 @@ pub fn build(kind: StrategyKind, backends: &Backends) -> Option<Arc<dyn Strategy
         StrategyKind::SqlCoalesce => Arc::new(SqlCoalesce::new(pg()?, tuning.coalesce_max_batch)),
         StrategyKind::SqlSkipLocked => Arc::new(SqlSkipLocked::new(pg()?, purchases())),
         StrategyKind::SqlOptimistic => {
-            Arc::new(SqlOptimistic::new(pg()?, purchases(), tuning.optimistic_retries))
+            Arc::new(SqlOptimistic::new(books(), purchases(), tuning.optimistic_retries))
         }
         StrategyKind::RedisDecr => Arc::new(RedisDecr::new(pg()?, redis(), tuning.reservation_ttl)),
         StrategyKind::RedisLua => Arc::new(RedisLua::new(pg()?, redis(), tuning.reservation_ttl)),

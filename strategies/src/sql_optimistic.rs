@@ -24,22 +24,22 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rand::{Rng, SeedableRng};
-use sqlx::PgPool;
 
 use crate::contention;
+use crate::dialect::DialectSql;
 use crate::error::StrategyError;
 use crate::gates::parse_gate;
 use crate::kind::{Gate, StrategyKind};
 use crate::one_transaction::{self, SellsOnOneConnection};
 use crate::order::{OrderStatus, ProductId, PurchaseOutcome, PurchaseRequest, Receipt};
-use crate::order_store::insert_order;
-use crate::pg_driver::{Conn, DbError, PurchasePool, SqlPool, Statements};
+use crate::order_store::insert_order_as;
+use crate::pg_driver::{Conn, DbError, PurchasePool, SqlPool, Statements, fetch_by_ids};
 use crate::strategy::Strategy;
 
-const READ: &str = "SELECT id, stock, version, gate FROM products WHERE id = ANY($1) ORDER BY id";
+pub(crate) const READ: &str = "SELECT id, stock, version, gate FROM products WHERE id = ANY($1) ORDER BY id";
 
 /// The swap, claiming the product for the PostgreSQL gate (`crate::gates`) on the way.
-const SWAP: &str = r#"
+pub(crate) const SWAP: &str = r#"
 UPDATE products SET stock = stock - $2::bigint, version = version + 1, gate = 'postgres'
 WHERE id = $1 AND version = $3 AND stock >= $2::bigint AND COALESCE(gate, 'postgres') = 'postgres'
 "#;
@@ -60,19 +60,20 @@ enum Attempt {
 pub struct SqlOptimistic {
     books: SqlPool,
     purchases: PurchasePool,
+    sql: &'static DialectSql,
     retries: u32,
 }
 
 impl SqlOptimistic {
-    /// Sells on `purchases`; replays and fences go to `pg`.
-    pub fn new(pg: PgPool, purchases: PurchasePool, retries: u32) -> Self {
-        Self { books: SqlPool::Postgres(pg), purchases, retries }
+    /// Sells on `purchases`, in their dialect; replays, fences and refusal counts go to `books`.
+    pub const fn new(books: SqlPool, purchases: PurchasePool, retries: u32) -> Self {
+        let sql = purchases.backend().sql();
+        Self { books, purchases, sql, retries }
     }
 
     async fn attempt(&self, conn: &mut Conn, request: &PurchaseRequest) -> Result<Attempt, DbError> {
         let (ids, _) = request.lines.columns();
-        let rows: Vec<(i64, i64, i64, Option<String>)> = conn
-            .fetch_all(READ, &[&ids])
+        let rows: Vec<(i64, i64, i64, Option<String>)> = fetch_by_ids(conn, self.sql.optimistic.read, &ids)
             .await?
             .iter()
             .map(|row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))
@@ -95,14 +96,17 @@ impl SqlOptimistic {
         let mut tx = conn.begin().await?;
         for (line, version) in request.lines.iter().zip(versions) {
             let swapped = tx
-                .execute(SWAP, &[&line.product_id.get(), &i64::from(line.quantity.get()), &version])
+                .execute(
+                    self.sql.optimistic.swap,
+                    &[&line.product_id.get(), &i64::from(line.quantity.get()), &version],
+                )
                 .await?;
             if swapped == 0 {
                 tx.rollback().await?;
                 return Ok(Attempt::Lost(line.product_id));
             }
         }
-        insert_order(&mut tx, self.kind(), OrderStatus::Confirmed, request).await?;
+        insert_order_as(&mut tx, &self.sql.orders, self.kind(), OrderStatus::Confirmed, request).await?;
         tx.commit().await?;
         Ok(Attempt::Done(PurchaseOutcome::Placed(Receipt::confirmed(request.order_id, self.kind()))))
     }
@@ -116,7 +120,7 @@ impl SqlOptimistic {
             match self.attempt(conn, request).await? {
                 Attempt::Done(outcome) => return Ok(outcome),
                 Attempt::Lost(product) if retries == self.retries => {
-                    contention::record(conn, product).await?;
+                    contention::record(conn, self.sql, product).await?;
                     return Ok(PurchaseOutcome::Contention(product));
                 }
                 Attempt::Lost(_) => {

@@ -10,6 +10,7 @@ use checkout_strategies::backends::{PgSettings, mysql_pool, pg_pool, prepare_dat
 use checkout_strategies::sql_atomic::SqlAtomic;
 use checkout_strategies::sql_for_update::SqlForUpdate;
 use checkout_strategies::sql_naive::SqlNaive;
+use checkout_strategies::sql_optimistic::SqlOptimistic;
 use checkout_strategies::{
     Backends, Delivery, IdempotencyKey, OrderLine, OrderLines, ProductId, PurchaseOutcome, PurchasePool,
     PurchaseRequest, Quantity, RedisBackend, RedisKeys, RedisSettings, Registry, SqlBackend, SqlPool,
@@ -134,6 +135,7 @@ fn build(kind: StrategyKind, scratch: &Scratch, race_window: Duration) -> Arc<dy
         StrategyKind::SqlNaive => Arc::new(SqlNaive::new(books, purchases, race_window)),
         StrategyKind::SqlForUpdate => Arc::new(SqlForUpdate::new(books, purchases, 3)),
         StrategyKind::SqlAtomic => Arc::new(SqlAtomic::new(books, purchases)),
+        StrategyKind::SqlOptimistic => Arc::new(SqlOptimistic::new(books, purchases, 10)),
         other => panic!("{other} is not ported to every dialect"),
     }
 }
@@ -171,11 +173,13 @@ async fn contention(backend: SqlBackend, kind: StrategyKind) {
             tokio::spawn(async move { strategy.purchase(&request(&[(HOT, 1)], None)).await })
         })
         .collect();
-    let mut placed = 0;
+    let (mut placed, mut contention) = (0, 0);
     for buyer in buyers {
         match buyer.await.expect("no buyer panics") {
             Ok(PurchaseOutcome::Placed(_)) => placed += 1,
             Ok(PurchaseOutcome::SoldOut(_)) | Err(StrategyError::Conflict(_)) => {}
+            // `sql-optimistic` gives up after its retries: counted in the books, never oversold.
+            Ok(PurchaseOutcome::Contention(_)) => contention += 1,
             other => panic!("{kind} on {backend}: unexpected answer {other:?}"),
         }
     }
@@ -183,7 +187,12 @@ async fn contention(backend: SqlBackend, kind: StrategyKind) {
     let (orders, units) = scratch.sold().await;
     assert_eq!(orders, placed, "{kind} on {backend}: every 201 is an order in the books");
     assert_eq!(units, STOCK - stock, "{kind} on {backend}: the stock moved by the units sold");
-    if kind.spec().safe {
+    let counted =
+        scratch.number("SELECT CAST(COALESCE(SUM(refusals), 0) AS SIGNED) FROM contention_refusals").await;
+    assert_eq!(counted, contention, "{kind} on {backend}: every contention refusal is counted");
+    if contention > 0 {
+        assert!(placed < STOCK && stock == STOCK - placed, "{kind} on {backend}: undersold, never oversold");
+    } else if kind.spec().safe {
         assert_eq!(placed, STOCK, "{kind} on {backend}: exactly the stock is sold");
         assert_eq!(stock, 0, "{kind} on {backend}");
     } else {
@@ -363,7 +372,12 @@ macro_rules! ported {
 
 ported! {
     scenarios: [contention, multi_item, idempotency, shared_claim, backend_down],
-    strategies: [sql_naive => SqlNaive, sql_for_update => SqlForUpdate, sql_atomic => SqlAtomic]
+    strategies: [
+        sql_naive => SqlNaive,
+        sql_for_update => SqlForUpdate,
+        sql_atomic => SqlAtomic,
+        sql_optimistic => SqlOptimistic
+    ]
 }
 
 #[test]

@@ -66,6 +66,7 @@ impl SqlBackend {
                     | StrategyKind::SqlNaive
                     | StrategyKind::SqlForUpdate
                     | StrategyKind::SqlAtomic
+                    | StrategyKind::SqlOptimistic
             ),
         }
     }
@@ -99,6 +100,8 @@ pub(crate) struct DialectSql {
     pub(crate) atomic: AtomicSql,
     pub(crate) for_update: ForUpdateSql,
     pub(crate) naive: NaiveSql,
+    pub(crate) optimistic: OptimisticSql,
+    pub(crate) contention: ContentionSql,
     pub(crate) orders: OrderSql,
     pub(crate) fence: FenceSql,
     pub(crate) claims: ClaimSql,
@@ -142,6 +145,28 @@ pub(crate) struct NaiveSql {
     pub(crate) read_stock: ByIds,
     /// `$1` product, `$2` quantity: the unchecked decrement.
     pub(crate) take_unconditionally: &'static str,
+}
+
+/// `sql-optimistic`.
+#[derive(Debug)]
+pub(crate) struct OptimisticSql {
+    /// `id, stock, version, gate` of the order's products, unlocked, in id order.
+    pub(crate) read: ByIds,
+    /// `$1` product, `$2` quantity, `$3` the version read: the compare-and-swap, claiming the SQL
+    /// gate.
+    pub(crate) swap: &'static str,
+}
+
+/// Buyers refused for contention, counted per product under the plan in force
+/// ([`crate::contention`]).
+#[derive(Debug)]
+pub(crate) struct ContentionSql {
+    /// `$1` product: one more refusal.
+    pub(crate) record: &'static str,
+    /// `product_id, refusals` under the plan in force.
+    pub(crate) of_current_plan: &'static str,
+    /// Drops the counts of earlier plans.
+    pub(crate) forget_earlier: &'static str,
 }
 
 /// Orders every SQL strategy writes and reads.

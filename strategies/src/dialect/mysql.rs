@@ -15,7 +15,10 @@
 //! - `INSERT IGNORE` stands for `ON CONFLICT DO NOTHING`: `ON DUPLICATE KEY UPDATE` reports one
 //!   affected row for a duplicate once found rows are on, which would hide the conflict.
 
-use super::{AtomicSql, ByIds, ClaimSql, ClaimStep, DialectSql, FenceSql, ForUpdateSql, NaiveSql, OrderSql};
+use super::{
+    AtomicSql, ByIds, ClaimSql, ClaimStep, ContentionSql, DialectSql, FenceSql, ForUpdateSql, NaiveSql,
+    OptimisticSql, OrderSql,
+};
 use crate::error::StrategyError;
 
 const TAKE_LINE: &str = "UPDATE products SET stock = stock - $2, gate = 'postgres' \
@@ -45,6 +48,21 @@ pub(crate) static SQL: DialectSql = DialectSql {
         read_stock: ByIds::EachId("SELECT id, stock FROM products WHERE id = $1"),
         take_unconditionally: "UPDATE products SET stock = stock - $2, gate = COALESCE(gate, 'postgres') \
                                WHERE id = $1",
+    },
+    optimistic: OptimisticSql {
+        // Autocommit: each read sees the latest committed row, as in PostgreSQL.
+        read: ByIds::EachId("SELECT id, stock, version, gate FROM products WHERE id = $1"),
+        swap: "UPDATE products SET stock = stock - $2, version = version + 1, gate = 'postgres' \
+               WHERE id = $1 AND version = $3 AND stock >= $2 AND COALESCE(gate, 'postgres') = 'postgres'",
+    },
+    contention: ContentionSql {
+        record: "INSERT INTO contention_refusals (plan_id, product_id, refusals) \
+                 SELECT COALESCE(MAX(id), 0), $1, 1 FROM stock_plans \
+                 ON DUPLICATE KEY UPDATE refusals = refusals + 1",
+        of_current_plan: "SELECT product_id, refusals FROM contention_refusals \
+                          WHERE plan_id = (SELECT COALESCE(MAX(id), 0) FROM stock_plans)",
+        forget_earlier: "DELETE FROM contention_refusals \
+                         WHERE plan_id < (SELECT COALESCE(MAX(id), 0) FROM stock_plans)",
     },
     orders: OrderSql {
         insert: &[INSERT_ORDER_ROW, INSERT_ORDER_LINES],

@@ -1,7 +1,10 @@
 //! PostgreSQL's statements: the ones the strategies ran before there was a second dialect, kept
 //! beside the logic they serve.
 
-use super::{AtomicSql, ByIds, ClaimSql, ClaimStep, DialectSql, FenceSql, ForUpdateSql, NaiveSql, OrderSql};
+use super::{
+    AtomicSql, ByIds, ClaimSql, ClaimStep, ContentionSql, DialectSql, FenceSql, ForUpdateSql, NaiveSql,
+    OptimisticSql, OrderSql,
+};
 
 pub(crate) static SQL: DialectSql = DialectSql {
     atomic: AtomicSql {
@@ -16,6 +19,15 @@ pub(crate) static SQL: DialectSql = DialectSql {
     naive: NaiveSql {
         read_stock: ByIds::Array(crate::sql_naive::READ_STOCK),
         take_unconditionally: crate::sql_stock::TAKE_UNCONDITIONALLY,
+    },
+    optimistic: OptimisticSql {
+        read: ByIds::Array(crate::sql_optimistic::READ),
+        swap: crate::sql_optimistic::SWAP,
+    },
+    contention: ContentionSql {
+        record: crate::contention::RECORD,
+        of_current_plan: crate::contention::OF_CURRENT_PLAN,
+        forget_earlier: crate::contention::FORGET_EARLIER,
     },
     orders: OrderSql {
         insert: &[crate::order_store::INSERT_ORDER],
