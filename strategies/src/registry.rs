@@ -41,7 +41,7 @@ pub fn build(kind: StrategyKind, backends: &Backends) -> Option<Arc<dyn Strategy
         }
         StrategyKind::SqlAtomic => Arc::new(SqlAtomic::new(books(), purchases())),
         StrategyKind::SqlCoalesce => Arc::new(SqlCoalesce::new(pg()?, tuning.coalesce_max_batch)),
-        StrategyKind::SqlSkipLocked => Arc::new(SqlSkipLocked::new(pg()?, purchases())),
+        StrategyKind::SqlSkipLocked => Arc::new(SqlSkipLocked::new(books(), purchases())),
         StrategyKind::SqlOptimistic => {
             Arc::new(SqlOptimistic::new(books(), purchases(), tuning.optimistic_retries))
         }

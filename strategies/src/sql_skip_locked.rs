@@ -29,21 +29,21 @@ use std::collections::HashSet;
 use std::sync::{Mutex, PoisonError};
 
 use async_trait::async_trait;
-use sqlx::PgPool;
 
+use crate::dialect::{ClaimUnits, DialectSql, LayOutPool};
 use crate::error::StrategyError;
 use crate::gates::parse_gate;
 use crate::kind::{Gate, StrategyKind};
 use crate::one_transaction::{self, SellsOnOneConnection};
 use crate::order::{OrderStatus, ProductId, PurchaseOutcome, PurchaseRequest, Receipt};
-use crate::order_store::insert_order;
+use crate::order_store::insert_order_as;
 use crate::pg_driver::{Conn, DbError, PurchasePool, SqlPool, Statements};
 use crate::plan::StockPlan;
 use crate::strategy::Strategy;
 
 /// Claims the product for the unit pool and lays the pool out from its stock row, when no gate
 /// sells it yet; says what the product was before either way.
-const LAY_OUT_POOL: &str = r#"
+pub(crate) const LAY_OUT_POOL: &str = r#"
 WITH claimed AS (
     UPDATE products SET gate = 'units' WHERE id = $1 AND gate IS NULL RETURNING stock
 ), laid AS (
@@ -54,10 +54,10 @@ WITH claimed AS (
 SELECT EXISTS (SELECT 1 FROM claimed) AS claimed, (SELECT COUNT(*) FROM laid) AS units
 "#;
 
-const GATE_OF: &str = "SELECT gate FROM products WHERE id = $1";
+pub(crate) const GATE_OF: &str = "SELECT gate FROM products WHERE id = $1";
 
 /// Marks up to `$2` free units of product `$1` with order `$3`, skipping units other buyers hold.
-const CLAIM_UNITS: &str = r#"
+pub(crate) const CLAIM_UNITS: &str = r#"
 WITH free AS (
     SELECT unit_no FROM inventory_units
     WHERE product_id = $1 AND order_id IS NULL
@@ -73,14 +73,16 @@ FROM free WHERE u.product_id = $1 AND u.unit_no = free.unit_no
 pub struct SqlSkipLocked {
     books: SqlPool,
     purchases: PurchasePool,
+    sql: &'static DialectSql,
     /// Products this process knows the unit pool sells; a reset forgets them.
     pooled: Mutex<HashSet<i64>>,
 }
 
 impl SqlSkipLocked {
-    /// Sells on `purchases`; replays and fences go to `pg`.
-    pub fn new(pg: PgPool, purchases: PurchasePool) -> Self {
-        Self { books: SqlPool::Postgres(pg), purchases, pooled: Mutex::new(HashSet::new()) }
+    /// Sells on `purchases`, in their dialect; replays and fences go to `books`.
+    pub fn new(books: SqlPool, purchases: PurchasePool) -> Self {
+        let sql = purchases.backend().sql();
+        Self { books, purchases, sql, pooled: Mutex::new(HashSet::new()) }
     }
 
     fn is_pooled(&self, product: ProductId) -> bool {
@@ -90,13 +92,12 @@ impl SqlSkipLocked {
     /// Makes sure the unit pool sells `product`, laying its pool out on first use. Returns the
     /// refusal when it cannot: no such product, or another gate sells it.
     async fn enter(&self, conn: &mut Conn, product: ProductId) -> Result<Option<PurchaseOutcome>, DbError> {
-        let laid = conn.fetch_one(LAY_OUT_POOL, &[&product.get()]).await?;
-        let (claimed, units): (bool, i64) = (laid.get(0)?, laid.get(1)?);
+        let (claimed, units) = self.lay_out(conn, product).await?;
         if claimed {
             tracing::info!(%product, units, "laid out a unit pool");
         } else {
             // Read in a statement of its own: a pool laid out while we waited is visible now.
-            let row = conn.fetch_optional(GATE_OF, &[&product.get()]).await?;
+            let row = conn.fetch_optional(self.sql.skip_locked.gate_of, &[&product.get()]).await?;
             let gate: Option<Option<String>> = row.map(|row| row.get(0)).transpose()?;
             match gate.map(|gate| parse_gate(gate.as_deref())) {
                 None => return Ok(Some(PurchaseOutcome::UnknownProduct(product))),
@@ -113,6 +114,62 @@ impl SqlSkipLocked {
         Ok(None)
     }
 
+    /// Lays `product`'s pool out when no gate sells it yet: whether it did, and the units laid.
+    async fn lay_out(&self, conn: &mut Conn, product: ProductId) -> Result<(bool, i64), DbError> {
+        match self.sql.skip_locked.lay_out {
+            LayOutPool::OneStatement(sql) => {
+                let laid = conn.fetch_one(sql, &[&product.get()]).await?;
+                Ok((laid.get(0)?, laid.get(1)?))
+            }
+            LayOutPool::Steps { lock, claim, fill } => {
+                let mut tx = conn.begin().await?;
+                let Some(row) = tx.fetch_optional(lock, &[&product.get()]).await? else {
+                    tx.rollback().await?;
+                    return Ok((false, 0));
+                };
+                let (stock, gate): (i64, Option<String>) = (row.get(0)?, row.get(1)?);
+                if gate.is_some() {
+                    tx.rollback().await?;
+                    return Ok((false, 0));
+                }
+                tx.execute(claim, &[&product.get()]).await?;
+                let units = if stock > 0 {
+                    i64::try_from(tx.execute(fill, &[&product.get(), &stock]).await?).unwrap_or(i64::MAX)
+                } else {
+                    0
+                };
+                tx.commit().await?;
+                Ok((true, units))
+            }
+        }
+    }
+
+    /// Marks up to `wanted` free units of `product` with the order, skipping units other buyers
+    /// hold: how many it marked.
+    async fn claim_units(
+        &self,
+        tx: &mut (impl Statements + ?Sized),
+        product: ProductId,
+        wanted: i64,
+        order: &uuid::Uuid,
+    ) -> Result<u64, DbError> {
+        match self.sql.skip_locked.claim_units {
+            ClaimUnits::OneStatement(sql) => tx.execute(sql, &[&product.get(), &wanted, order]).await,
+            ClaimUnits::PickThenMark { pick, mark } => {
+                let picked: Vec<i64> = tx
+                    .fetch_all(pick, &[&product.get(), &wanted])
+                    .await?
+                    .iter()
+                    .map(|row| row.get(0))
+                    .collect::<Result<_, DbError>>()?;
+                if picked.is_empty() {
+                    return Ok(0);
+                }
+                tx.execute(mark, &[&product.get(), &picked, order]).await
+            }
+        }
+    }
+
     async fn buy(&self, conn: &mut Conn, request: &PurchaseRequest) -> Result<PurchaseOutcome, DbError> {
         for line in &request.lines {
             if !self.is_pooled(line.product_id)
@@ -125,14 +182,13 @@ impl SqlSkipLocked {
         // Lines come in product-id order: two multi-item buyers never wait for each other in a cycle.
         for line in &request.lines {
             let wanted = i64::from(line.quantity.get());
-            let taken =
-                tx.execute(CLAIM_UNITS, &[&line.product_id.get(), &wanted, &request.order_id]).await?;
+            let taken = self.claim_units(&mut tx, line.product_id, wanted, &request.order_id).await?;
             if i64::try_from(taken).unwrap_or(i64::MAX) < wanted {
                 tx.rollback().await?;
                 return Ok(PurchaseOutcome::SoldOut(line.product_id));
             }
         }
-        insert_order(&mut tx, self.kind(), OrderStatus::Confirmed, request).await?;
+        insert_order_as(&mut tx, &self.sql.orders, self.kind(), OrderStatus::Confirmed, request).await?;
         tx.commit().await?;
         Ok(PurchaseOutcome::Placed(self.receipt(request)))
     }

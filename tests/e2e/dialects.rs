@@ -11,6 +11,7 @@ use checkout_strategies::sql_atomic::SqlAtomic;
 use checkout_strategies::sql_for_update::SqlForUpdate;
 use checkout_strategies::sql_naive::SqlNaive;
 use checkout_strategies::sql_optimistic::SqlOptimistic;
+use checkout_strategies::sql_skip_locked::SqlSkipLocked;
 use checkout_strategies::{
     Backends, Delivery, IdempotencyKey, OrderLine, OrderLines, ProductId, PurchaseOutcome, PurchasePool,
     PurchaseRequest, Quantity, RedisBackend, RedisKeys, RedisSettings, Registry, SqlBackend, SqlPool,
@@ -82,8 +83,15 @@ impl Scratch {
         .expect("the books answer")
     }
 
+    /// What is left to sell: the stock row, or the free units of a product a unit pool sells.
     pub(crate) async fn stock(&self, product: i64) -> i64 {
-        self.number(&format!("SELECT stock FROM products WHERE id = {product}")).await
+        self.number(&format!(
+            "SELECT CASE WHEN p.gate = 'units' \
+                    THEN (SELECT COUNT(*) FROM inventory_units u WHERE u.product_id = p.id AND u.order_id IS NULL) \
+                    ELSE p.stock END \
+             FROM products p WHERE p.id = {product}"
+        ))
+        .await
     }
 
     /// Live orders and the units their lines hold.
@@ -135,6 +143,7 @@ fn build(kind: StrategyKind, scratch: &Scratch, race_window: Duration) -> Arc<dy
         StrategyKind::SqlNaive => Arc::new(SqlNaive::new(books, purchases, race_window)),
         StrategyKind::SqlForUpdate => Arc::new(SqlForUpdate::new(books, purchases, 3)),
         StrategyKind::SqlAtomic => Arc::new(SqlAtomic::new(books, purchases)),
+        StrategyKind::SqlSkipLocked => Arc::new(SqlSkipLocked::new(books, purchases)),
         StrategyKind::SqlOptimistic => Arc::new(SqlOptimistic::new(books, purchases, 10)),
         other => panic!("{other} is not ported to every dialect"),
     }
@@ -258,6 +267,10 @@ async fn idempotency(backend: SqlBackend, kind: StrategyKind) {
         match racer.await.expect("no buyer panics").expect("an answer") {
             PurchaseOutcome::Placed(receipt) => placed.push(receipt.order_id),
             PurchaseOutcome::Replayed(receipt) => replayed.push(receipt.order_id),
+            // A unit pool skips the units other buyers hold instead of waiting for them: a racer
+            // that finds every free unit held by same-key racers (who will roll back) hears sold
+            // out. The server's shared claim keeps same-key racers from ever reaching it at once.
+            PurchaseOutcome::SoldOut(_) if kind == StrategyKind::SqlSkipLocked => {}
             other => panic!("{kind} on {backend}: {other:?}"),
         }
     }
@@ -335,6 +348,10 @@ async fn shared_claim(backend: SqlBackend, kind: StrategyKind) {
     let sold_out = strategy.purchase(&request(&[(7, 1)], Some("empty-shelf"))).await.expect("an answer");
     assert!(matches!(sold_out, PurchaseOutcome::SoldOut(_)), "{kind} on {backend}: {sold_out:?}");
     scratch.exec("UPDATE products SET stock = 1, initial_stock = 1 WHERE id = 7").await;
+    // A unit pool sells its unit rows, laid out when the shelf was empty: restock it with one.
+    scratch
+        .exec("INSERT INTO inventory_units (product_id, unit_no) SELECT id, 1 FROM products WHERE id = 7 AND gate = 'units'")
+        .await;
     let restocked = strategy.purchase(&request(&[(7, 1)], Some("empty-shelf"))).await.expect("an answer");
     assert!(
         matches!(restocked, PurchaseOutcome::Placed(_)),
@@ -376,6 +393,7 @@ ported! {
         sql_naive => SqlNaive,
         sql_for_update => SqlForUpdate,
         sql_atomic => SqlAtomic,
+        sql_skip_locked => SqlSkipLocked,
         sql_optimistic => SqlOptimistic
     ]
 }

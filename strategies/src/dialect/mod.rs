@@ -66,6 +66,7 @@ impl SqlBackend {
                     | StrategyKind::SqlNaive
                     | StrategyKind::SqlForUpdate
                     | StrategyKind::SqlAtomic
+                    | StrategyKind::SqlSkipLocked
                     | StrategyKind::SqlOptimistic
             ),
         }
@@ -101,6 +102,7 @@ pub(crate) struct DialectSql {
     pub(crate) for_update: ForUpdateSql,
     pub(crate) naive: NaiveSql,
     pub(crate) optimistic: OptimisticSql,
+    pub(crate) skip_locked: SkipLockedSql,
     pub(crate) contention: ContentionSql,
     pub(crate) orders: OrderSql,
     pub(crate) fence: FenceSql,
@@ -155,6 +157,40 @@ pub(crate) struct OptimisticSql {
     /// `$1` product, `$2` quantity, `$3` the version read: the compare-and-swap, claiming the SQL
     /// gate.
     pub(crate) swap: &'static str,
+}
+
+/// `sql-skip-locked`.
+#[derive(Debug)]
+pub(crate) struct SkipLockedSql {
+    /// Claims product `$1` for the unit pool and lays its pool out from its stock row when no gate
+    /// sells it yet.
+    pub(crate) lay_out: LayOutPool,
+    /// `$1` product: its gate.
+    pub(crate) gate_of: &'static str,
+    /// Marks up to `$2` free units of product `$1` with order `$3`, skipping units other buyers
+    /// hold; how many it marked is the affected-row count.
+    pub(crate) claim_units: ClaimUnits,
+}
+
+/// How a dialect lays a unit pool out.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum LayOutPool {
+    /// One statement: `claimed` (bool), `units` (bigint).
+    OneStatement(&'static str),
+    /// In one transaction: `lock` reads `stock, gate` of `$1` locked; when the gate is empty,
+    /// `claim` sets it and `fill` (`$1` product, `$2` units) inserts the unit rows.
+    Steps { lock: &'static str, claim: &'static str, fill: &'static str },
+}
+
+/// How a dialect marks free units.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ClaimUnits {
+    /// One `UPDATE` over a `SKIP LOCKED` sub-select: `$1` product, `$2` units, `$3` order.
+    OneStatement(&'static str),
+    /// Where `SKIP LOCKED` exists for locking reads only: `pick` (`$1` product, `$2` units) reads
+    /// `unit_no` of free units it locked, skipping locked ones; `mark` (`$1` product, `$2` the
+    /// unit numbers as a JSON array, `$3` order) marks them.
+    PickThenMark { pick: &'static str, mark: &'static str },
 }
 
 /// Buyers refused for contention, counted per product under the plan in force

@@ -16,8 +16,8 @@
 //!   affected row for a duplicate once found rows are on, which would hide the conflict.
 
 use super::{
-    AtomicSql, ByIds, ClaimSql, ClaimStep, ContentionSql, DialectSql, FenceSql, ForUpdateSql, NaiveSql,
-    OptimisticSql, OrderSql,
+    AtomicSql, ByIds, ClaimSql, ClaimStep, ClaimUnits, ContentionSql, DialectSql, FenceSql, ForUpdateSql,
+    LayOutPool, NaiveSql, OptimisticSql, OrderSql, SkipLockedSql,
 };
 use crate::error::StrategyError;
 
@@ -54,6 +54,26 @@ pub(crate) static SQL: DialectSql = DialectSql {
         read: ByIds::EachId("SELECT id, stock, version, gate FROM products WHERE id = $1"),
         swap: "UPDATE products SET stock = stock - $2, version = version + 1, gate = 'postgres' \
                WHERE id = $1 AND version = $3 AND stock >= $2 AND COALESCE(gate, 'postgres') = 'postgres'",
+    },
+    skip_locked: SkipLockedSql {
+        lay_out: LayOutPool::Steps {
+            lock: "SELECT stock, gate FROM products WHERE id = $1 FOR UPDATE",
+            claim: "UPDATE products SET gate = 'units' WHERE id = $1 AND gate IS NULL",
+            // MariaDB's recursion limit (`max_recursive_iterations`) is far above any stock.
+            fill: "INSERT INTO inventory_units (product_id, unit_no) \
+                   WITH RECURSIVE unit (n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM unit WHERE n < $2) \
+                   SELECT $1, n FROM unit",
+        },
+        gate_of: "SELECT gate FROM products WHERE id = $1",
+        // InnoDB skips locked rows in locking reads only, not in an UPDATE.
+        claim_units: ClaimUnits::PickThenMark {
+            pick: "SELECT unit_no FROM inventory_units WHERE product_id = $1 AND order_id IS NULL \
+                   LIMIT $2 FOR UPDATE SKIP LOCKED",
+            mark: "UPDATE inventory_units u \
+                   JOIN JSON_TABLE($2, '$[*]' COLUMNS (unit_no BIGINT PATH '$')) AS picked \
+                   ON u.unit_no = picked.unit_no \
+                   SET u.order_id = $3 WHERE u.product_id = $1",
+        },
     },
     contention: ContentionSql {
         record: "INSERT INTO contention_refusals (plan_id, product_id, refusals) \

@@ -2,8 +2,8 @@
 //! beside the logic they serve.
 
 use super::{
-    AtomicSql, ByIds, ClaimSql, ClaimStep, ContentionSql, DialectSql, FenceSql, ForUpdateSql, NaiveSql,
-    OptimisticSql, OrderSql,
+    AtomicSql, ByIds, ClaimSql, ClaimStep, ClaimUnits, ContentionSql, DialectSql, FenceSql, ForUpdateSql,
+    LayOutPool, NaiveSql, OptimisticSql, OrderSql, SkipLockedSql,
 };
 
 pub(crate) static SQL: DialectSql = DialectSql {
@@ -23,6 +23,11 @@ pub(crate) static SQL: DialectSql = DialectSql {
     optimistic: OptimisticSql {
         read: ByIds::Array(crate::sql_optimistic::READ),
         swap: crate::sql_optimistic::SWAP,
+    },
+    skip_locked: SkipLockedSql {
+        lay_out: LayOutPool::OneStatement(crate::sql_skip_locked::LAY_OUT_POOL),
+        gate_of: crate::sql_skip_locked::GATE_OF,
+        claim_units: ClaimUnits::OneStatement(crate::sql_skip_locked::CLAIM_UNITS),
     },
     contention: ContentionSql {
         record: crate::contention::RECORD,
