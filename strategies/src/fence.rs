@@ -102,6 +102,23 @@ pub async fn settle_all(
     Ok(ids.iter().map(|&id| (id, if live.contains(&id) { Doubt::Committed } else { Doubt::Void })).collect())
 }
 
+/// [`settle_all`] on the books of either dialect.
+///
+/// # Errors
+/// As [`settle_all`].
+pub async fn settle_all_on(
+    books: &SqlPool,
+    kind: StrategyKind,
+    ids: &[Uuid],
+    why: &str,
+) -> Result<std::collections::HashMap<Uuid, Doubt>, StrategyError> {
+    let live = match books {
+        SqlPool::Postgres(pg) => return settle_all(pg, kind, ids, why).await,
+        SqlPool::MySql(pool) => crate::dialect::mysql_batch::void_all(pool, kind, ids, why).await?,
+    };
+    Ok(ids.iter().map(|&id| (id, if live.contains(&id) { Doubt::Committed } else { Doubt::Void })).collect())
+}
+
 /// The statement or its `COMMIT` may have taken effect although the client saw an error: the
 /// connection broke, or the server was told to stop, after the request left. An error PostgreSQL
 /// answered with otherwise means the transaction rolled back.

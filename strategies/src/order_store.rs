@@ -328,6 +328,16 @@ impl From<sqlx::Error> for BatchError {
     }
 }
 
+impl From<DbError> for BatchError {
+    fn from(err: DbError) -> Self {
+        let classified = StrategyError::from(err);
+        Self {
+            transient: matches!(classified, StrategyError::Unavailable(_) | StrategyError::Conflict(_)),
+            message: classified.to_string(),
+        }
+    }
+}
+
 impl From<BatchError> for StrategyError {
     fn from(err: BatchError) -> Self {
         if err.transient { Self::Unavailable(err.message) } else { Self::Internal(err.message) }
@@ -379,12 +389,23 @@ pub(crate) async fn within_deadline<R>(
     work: impl Future<Output = Vec<R>>,
     answer: impl Fn(Uuid, Abandoned) -> R,
 ) -> Vec<R> {
+    within_deadline_on(&SqlPool::Postgres(pg.clone()), kind, ids, work, answer).await
+}
+
+/// [`within_deadline`] on the books of either dialect.
+pub(crate) async fn within_deadline_on<R>(
+    books: &SqlPool,
+    kind: StrategyKind,
+    ids: impl Iterator<Item = Uuid>,
+    work: impl Future<Output = Vec<R>>,
+    answer: impl Fn(Uuid, Abandoned) -> R,
+) -> Vec<R> {
     if let Ok(replies) = tokio::time::timeout(BATCH_DEADLINE, work).await {
         return replies;
     }
     let ids: Vec<Uuid> = ids.collect();
     let detail = format!("the batch outlived {BATCH_DEADLINE:?}");
-    match settle_batch(pg, kind, &ids, "batch_timed_out").await {
+    match settle_batch_on(books, kind, &ids, "batch_timed_out").await {
         Some(doubts) => ids
             .iter()
             .map(|&id| match doubts.get(&id) {
@@ -394,7 +415,7 @@ pub(crate) async fn within_deadline<R>(
             .collect(),
         None => ids
             .iter()
-            .map(|&id| answer(id, Abandoned::Unknown(format!("{detail}; PostgreSQL cannot be asked"))))
+            .map(|&id| answer(id, Abandoned::Unknown(format!("{detail}; the database cannot be asked"))))
             .collect(),
     }
 }
@@ -407,7 +428,17 @@ pub(crate) async fn settle_batch(
     ids: &[Uuid],
     why: &str,
 ) -> Option<HashMap<Uuid, Doubt>> {
-    match tokio::time::timeout(BATCH_DEADLINE, fence::settle_all(pg, kind, ids, why)).await {
+    settle_batch_on(&SqlPool::Postgres(pg.clone()), kind, ids, why).await
+}
+
+/// [`settle_batch`] on the books of either dialect ([`fence::settle_all_on`]).
+pub(crate) async fn settle_batch_on(
+    books: &SqlPool,
+    kind: StrategyKind,
+    ids: &[Uuid],
+    why: &str,
+) -> Option<HashMap<Uuid, Doubt>> {
+    match tokio::time::timeout(BATCH_DEADLINE, fence::settle_all_on(books, kind, ids, why)).await {
         Ok(Ok(doubts)) => Some(doubts),
         Ok(Err(_)) | Err(_) => None,
     }
@@ -419,8 +450,8 @@ pub(crate) async fn settle_batch(
 /// # Errors
 /// [`BatchFailure::NotCommitted`] when PostgreSQL refused the `COMMIT`,
 /// [`BatchFailure::CommitInDoubt`] when its reply was lost.
-pub(crate) async fn commit_or_doubt<T>(
-    tx: sqlx::Transaction<'_, sqlx::Postgres>,
+pub(crate) async fn commit_or_doubt<T, DB: sqlx::Database>(
+    tx: sqlx::Transaction<'_, DB>,
     written: T,
 ) -> Result<T, BatchFailure<T>> {
     match tx.commit().await {

@@ -40,7 +40,7 @@ pub fn build(kind: StrategyKind, backends: &Backends) -> Option<Arc<dyn Strategy
             Arc::new(SqlForUpdate::new(books(), purchases(), tuning.conflict_retries))
         }
         StrategyKind::SqlAtomic => Arc::new(SqlAtomic::new(books(), purchases())),
-        StrategyKind::SqlCoalesce => Arc::new(SqlCoalesce::new(pg()?, tuning.coalesce_max_batch)),
+        StrategyKind::SqlCoalesce => Arc::new(SqlCoalesce::new(books(), tuning.coalesce_max_batch)),
         StrategyKind::SqlSkipLocked => Arc::new(SqlSkipLocked::new(books(), purchases())),
         StrategyKind::SqlOptimistic => {
             Arc::new(SqlOptimistic::new(books(), purchases(), tuning.optimistic_retries))

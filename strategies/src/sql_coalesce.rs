@@ -1,5 +1,5 @@
-//! `sql-coalesce` — application-level group commit: purchases join a batch, and one PostgreSQL
-//! transaction sells the whole batch.
+//! `sql-coalesce` — application-level group commit: purchases join a batch, and one SQL
+//! transaction sells the whole batch, on PostgreSQL or MariaDB ([`batch_tx`]).
 //!
 //! Guarantee: never oversells, and answers nobody before the commit. The transaction locks every
 //! product the batch names (`SELECT … FOR UPDATE`, in product-id order, the order every writer
@@ -10,7 +10,7 @@
 //! `sql-atomic`: 404 for an unknown product, 409 `inventory_gate_conflict` for one the Redis gate
 //! or a unit pool sells, 409 sold out otherwise; a sale claims `products.gate = 'postgres'`.
 //!
-//! Crash behaviour: before COMMIT, PostgreSQL rolls the whole batch back; after it, every accepted
+//! Crash behaviour: before COMMIT, the database rolls the whole batch back; after it, every accepted
 //! order and its units are there. The server holds nothing of its own: the queue into the batcher
 //! lives in memory, and its purchases were answered nothing yet. A batch that fails before COMMIT
 //! answers every buyer in it 503 and leaves nothing behind. A COMMIT whose reply was lost is
@@ -27,22 +27,30 @@
 //! The batcher starts on the first purchase and belongs to this strategy. A graceful shutdown
 //! ([`Strategy::shutdown`], once the server stops taking requests) closes its queue and waits
 //! while it commits and answers every purchase already queued.
+//!
+//! On MariaDB the steps are the same and so are the answers; what differs is in [`batch_tx`]: the
+//! products are locked one locking read per id (in id order), and without `RETURNING` the insert's
+//! affected rows (and, when some order was skipped, a read-back of the batch's ids) tell which
+//! orders this transaction wrote.
+
+mod batch_tx;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use async_trait::async_trait;
-use sqlx::{Acquire, FromRow, PgConnection, PgPool};
+use sqlx::FromRow;
 use uuid::Uuid;
 
+use self::batch_tx::{BatchConn, BatchTx};
 use crate::coalescer::{Answer, BatchSizeSummary, LazyBatcher, Refused};
 use crate::error::StrategyError;
 use crate::fence::{self, Doubt};
 use crate::kind::{Gate, StrategyKind};
 use crate::order::{OrderStatus, PurchaseOutcome, PurchaseRequest, Receipt};
 use crate::order_store::{
-    Abandoned, BatchError, BatchFailure, BatchOrder, StockTake, Written, commit_or_doubt, receipt_for_key,
-    settle_batch, within_deadline, write_batch,
+    Abandoned, BatchError, BatchFailure, BatchOrder, Written, receipt_on, settle_batch_on, within_deadline_on,
 };
+use crate::pg_driver::SqlPool;
 use crate::plan::StockPlan;
 use crate::strategy::Strategy;
 
@@ -58,15 +66,15 @@ type Reply = Result<PurchaseOutcome, StrategyError>;
 /// The group-commit strategy.
 #[derive(Debug)]
 pub struct SqlCoalesce {
-    pg: PgPool,
+    books: SqlPool,
     batcher: LazyBatcher<PurchaseRequest, Reply>,
 }
 
 impl SqlCoalesce {
     /// A strategy whose batches hold at most `max_batch` purchases. Its batcher starts on the
-    /// first purchase.
-    pub fn new(pg: PgPool, max_batch: usize) -> Self {
-        Self { pg, batcher: LazyBatcher::new(max_batch) }
+    /// first purchase. Its batches and their orders are in `books`, either dialect.
+    pub fn new(books: SqlPool, max_batch: usize) -> Self {
+        Self { books, batcher: LazyBatcher::new(max_batch) }
     }
 }
 
@@ -78,15 +86,15 @@ impl Strategy for SqlCoalesce {
 
     async fn purchase(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, StrategyError> {
         let batcher = self.batcher.running(|| {
-            let pg = self.pg.clone();
+            let books = self.books.clone();
             move |batch| {
-                let pg = pg.clone();
-                async move { commit_batch(&pg, batch).await }
+                let books = books.clone();
+                async move { commit_batch(&books, batch).await }
             }
         });
         match batcher.submit(request.clone()).await {
             Ok(Answer::Done(reply)) => reply,
-            Ok(Answer::Lost) => settle_lost(&self.pg, request.order_id).await,
+            Ok(Answer::Lost) => settle_lost(&self.books, request.order_id).await,
             Err(Refused::Full) => {
                 Err(StrategyError::Unavailable("sql-coalesce: too many purchases waiting for a batch".into()))
             }
@@ -112,12 +120,12 @@ impl Strategy for SqlCoalesce {
 
 /// The batch step died without answering (a panic): whether its transaction committed is
 /// settled by the order id.
-async fn settle_lost(pg: &PgPool, id: Uuid) -> Reply {
-    match fence::settle(pg, KIND, id, "batch_lost").await {
+async fn settle_lost(books: &SqlPool, id: Uuid) -> Reply {
+    match fence::settle_on(books, KIND, id, "batch_lost").await {
         Ok(Doubt::Committed) => Ok(PurchaseOutcome::Placed(Receipt::confirmed(id, KIND))),
         Ok(Doubt::Void) => Err(StrategyError::Internal("the batch holding this purchase failed".into())),
         Err(asked) => Err(StrategyError::InDoubt(format!(
-            "order {id}: its batch failed and PostgreSQL could not be asked whether it committed ({asked})"
+            "order {id}: its batch failed and the database could not be asked whether it committed ({asked})"
         ))),
     }
 }
@@ -152,9 +160,9 @@ struct KeyedReceipt {
 }
 
 /// Sells `batch` in one transaction and answers each purchase, in order.
-async fn commit_batch(pg: &PgPool, batch: Vec<PurchaseRequest>) -> Vec<Reply> {
+async fn commit_batch(books: &SqlPool, batch: Vec<PurchaseRequest>) -> Vec<Reply> {
     let ids = batch.iter().map(|request| request.order_id);
-    within_deadline(pg, KIND, ids, sell(pg, &batch), |id, fate| match fate {
+    within_deadline_on(books, KIND, ids, sell(books, &batch), |id, fate| match fate {
         Abandoned::Committed => Ok(PurchaseOutcome::Placed(Receipt::confirmed(id, KIND))),
         Abandoned::NotCommitted(detail) => Err(StrategyError::Unavailable(detail)),
         Abandoned::Unknown(detail) => Err(StrategyError::InDoubt(detail)),
@@ -163,20 +171,20 @@ async fn commit_batch(pg: &PgPool, batch: Vec<PurchaseRequest>) -> Vec<Reply> {
 }
 
 /// The batch's transaction, from taking a connection to answering after COMMIT.
-async fn sell(pg: &PgPool, batch: &[PurchaseRequest]) -> Vec<Reply> {
+async fn sell(books: &SqlPool, batch: &[PurchaseRequest]) -> Vec<Reply> {
     // A connection that cannot be had sent nothing: that failure is certain.
-    let mut conn = match pg.acquire().await {
+    let mut conn = match BatchConn::acquire(books).await {
         Ok(conn) => conn,
-        Err(err) => return fail_all(batch, &BatchError::from(err)),
+        Err(err) => return fail_all(batch, &err),
     };
     let attempt = write(&mut conn, batch).await;
     drop(conn);
     match attempt {
-        Ok(Committed { verdicts, written }) => answer(pg, batch, verdicts, &written).await,
-        // COMMIT was never sent, or PostgreSQL answered it with an error: nothing was committed.
+        Ok(Committed { verdicts, written }) => answer(books, batch, verdicts, &written).await,
+        // COMMIT was never sent, or the database answered it with an error: nothing was committed.
         Err(Failure::NotCommitted(err)) => fail_all(batch, &err),
         Err(Failure::CommitInDoubt(Committed { verdicts, written }, err)) => {
-            settle_commit(pg, batch, verdicts, written, &err).await
+            settle_commit(books, batch, verdicts, written, &err).await
         }
     }
 }
@@ -184,7 +192,7 @@ async fn sell(pg: &PgPool, batch: &[PurchaseRequest]) -> Vec<Reply> {
 /// A COMMIT whose reply was lost: the batch is one transaction, so its inserted orders all
 /// committed or none did. Voiding their ids settles which, for good.
 async fn settle_commit(
-    pg: &PgPool,
+    books: &SqlPool,
     batch: &[PurchaseRequest],
     verdicts: Vec<Verdict>,
     written: HashMap<Uuid, Written>,
@@ -192,10 +200,10 @@ async fn settle_commit(
 ) -> Vec<Reply> {
     let inserted: Vec<Uuid> =
         written.iter().filter(|(_, fate)| **fate == Written::Inserted).map(|(id, _)| *id).collect();
-    match settle_batch(pg, KIND, &inserted, "commit_in_doubt").await {
+    match settle_batch_on(books, KIND, &inserted, "commit_in_doubt").await {
         Some(settled) if settled.values().any(|doubt| *doubt == Doubt::Committed) => {
             tracing::warn!(%err, orders = inserted.len(), "a batch whose COMMIT reply was lost had committed");
-            answer(pg, batch, verdicts, &written).await
+            answer(books, batch, verdicts, &written).await
         }
         Some(_) => fail_all(batch, err),
         None => batch
@@ -204,7 +212,7 @@ async fn settle_commit(
             .map(|(request, verdict)| {
                 Err(match verdict {
                     Verdict::Take => StrategyError::InDoubt(format!(
-                        "order {}: the batch's COMMIT failed ({err}) and PostgreSQL could not be asked whether it committed",
+                        "order {}: the batch's COMMIT failed ({err}) and the database could not be asked whether it committed",
                         request.order_id
                     )),
                     _ => StrategyError::Unavailable(format!("the batch's COMMIT failed: {err}")),
@@ -216,7 +224,7 @@ async fn settle_commit(
 
 /// The whole batch failed with `err`, nothing committed: every purchase hears 503. A buyer is
 /// never the cause of its batch's failure, and nothing of it was written, so a retry is the
-/// right move whatever PostgreSQL said.
+/// right move whatever the database said.
 fn fail_all(batch: &[PurchaseRequest], err: &BatchError) -> Vec<Reply> {
     if !err.transient {
         tracing::error!(%err, batch = batch.len(), "a batch failed and was rolled back");
@@ -229,7 +237,7 @@ fn fail_all(batch: &[PurchaseRequest], err: &BatchError) -> Vec<Reply> {
 
 /// Each purchase's answer once its batch committed.
 async fn answer(
-    pg: &PgPool,
+    books: &SqlPool,
     batch: &[PurchaseRequest],
     verdicts: Vec<Verdict>,
     written: &HashMap<Uuid, Written>,
@@ -245,17 +253,17 @@ async fn answer(
                 }
                 // Another order took the key between the look-up and the insert, or the id was
                 // voided: nothing of this purchase was written.
-                Some(Written::KeyTaken) | None => replay_by_key(pg, request).await,
+                Some(Written::KeyTaken) | None => replay_by_key(books, request).await,
             },
-            Verdict::SameKey => replay_by_key(pg, request).await,
+            Verdict::SameKey => replay_by_key(books, request).await,
         });
     }
     replies
 }
 
 /// A purchase whose key another order holds hears that order; without one it may retry.
-async fn replay_by_key(pg: &PgPool, request: &PurchaseRequest) -> Reply {
-    match receipt_for_key(pg, request).await? {
+async fn replay_by_key(books: &SqlPool, request: &PurchaseRequest) -> Reply {
+    match receipt_on(books, request).await? {
         Some(first) => Ok(PurchaseOutcome::Replayed(first)),
         None => Err(StrategyError::Unavailable(
             "another purchase of this batch held the same order id or idempotency key and placed nothing; retry"
@@ -275,8 +283,8 @@ type Failure = BatchFailure<Committed>;
 /// Decides, writes and commits the batch on `conn`.
 ///
 /// # Errors
-/// [`Failure`]: certain when COMMIT was not sent or PostgreSQL refused it, in doubt otherwise.
-async fn write(conn: &mut PgConnection, batch: &[PurchaseRequest]) -> Result<Committed, Failure> {
+/// [`Failure`]: certain when COMMIT was not sent or the database refused it, in doubt otherwise.
+async fn write(conn: &mut BatchConn, batch: &[PurchaseRequest]) -> Result<Committed, Failure> {
     let mut tx = conn.begin().await?;
     let verdicts = decide(&mut tx, batch).await?;
     let now = chrono::Utc::now();
@@ -301,33 +309,26 @@ async fn write(conn: &mut PgConnection, batch: &[PurchaseRequest]) -> Result<Com
         tx.rollback().await?;
         return Ok(Committed { verdicts, written: HashMap::new() });
     }
-    let fates = write_batch(&mut tx, &accepted, StockTake::Checked).await?;
+    let fates = tx.write(&accepted).await?;
     let written: HashMap<Uuid, Written> = accepted.iter().map(|order| order.order_id).zip(fates).collect();
-    commit_or_doubt(tx, Committed { verdicts, written }).await
+    tx.commit_or_doubt(Committed { verdicts, written }).await
 }
 
 /// Locks the batch's products and takes its purchases in order while they fit.
-async fn decide(conn: &mut PgConnection, batch: &[PurchaseRequest]) -> Result<Vec<Verdict>, BatchError> {
+async fn decide(tx: &mut BatchTx<'_>, batch: &[PurchaseRequest]) -> Result<Vec<Verdict>, BatchError> {
     let products: Vec<i64> = batch
         .iter()
         .flat_map(|request| request.lines.iter().map(|line| line.product_id.get()))
         .collect::<BTreeSet<i64>>()
         .into_iter()
         .collect();
-    let mut shelves: HashMap<i64, Shelf> = sqlx::query_as::<_, Shelf>(LOCK_PRODUCTS)
-        .bind(&products)
-        .fetch_all(&mut *conn)
-        .await?
-        .into_iter()
-        .map(|shelf| (shelf.id, shelf))
-        .collect();
+    let mut shelves: HashMap<i64, Shelf> =
+        tx.lock_products(&products).await?.into_iter().map(|shelf| (shelf.id, shelf)).collect();
     let keys: Vec<&str> =
         batch.iter().filter_map(|request| request.idempotency_key.as_ref().map(|key| key.as_str())).collect();
     let mut replays: HashMap<String, Receipt> = HashMap::new();
     if !keys.is_empty() {
-        let rows: Vec<KeyedReceipt> =
-            sqlx::query_as(RECEIPTS_BY_KEY).bind(&keys).fetch_all(&mut *conn).await?;
-        for row in rows {
+        for row in tx.receipts_by_key(&keys).await? {
             let receipt =
                 row.receipt().map_err(|err| BatchError { transient: false, message: err.to_string() })?;
             replays.insert(row.idempotency_key, receipt);

@@ -13,7 +13,7 @@ use std::time::Duration;
 use checkout_strategies::sql_coalesce::SqlCoalesce;
 use checkout_strategies::{
     Delivery, Gate, IdempotencyKey, OrderLine, OrderLines, ProductId, PurchaseOutcome, PurchaseRequest,
-    Quantity, Receipt, Strategy, StrategyError, StrategyKind, Tuning,
+    Quantity, Receipt, SqlPool, Strategy, StrategyError, StrategyKind, Tuning,
 };
 use futures_util::future::join_all;
 use sqlx::Postgres;
@@ -162,7 +162,7 @@ async fn one_key_twice_in_a_batch_makes_one_order(_: PoolOptions<Postgres>, conn
     let app =
         spawn_app(connect.clone(), Setup { plan: plan_of(&[(LOCKED, 5), (A, 6)]), ..Setup::default() }).await;
     let lock = RowLock::take(&connect, LOCKED).await;
-    let raw: Arc<dyn Strategy> = Arc::new(SqlCoalesce::new(app.pool.clone(), 256));
+    let raw: Arc<dyn Strategy> = Arc::new(SqlCoalesce::new(SqlPool::Postgres(app.pool.clone()), 256));
     let requests =
         vec![request(&[(A, 2)], Some("twice")), request(&[(A, 2)], Some("twice")), request(&[(A, 1)], None)];
     let first = requests[0].order_id;

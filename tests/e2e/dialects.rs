@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use checkout_strategies::backends::{PgSettings, mysql_pool, pg_pool, prepare_database};
 use checkout_strategies::sql_atomic::SqlAtomic;
+use checkout_strategies::sql_coalesce::SqlCoalesce;
 use checkout_strategies::sql_for_update::SqlForUpdate;
 use checkout_strategies::sql_naive::SqlNaive;
 use checkout_strategies::sql_optimistic::SqlOptimistic;
@@ -143,6 +144,7 @@ fn build(kind: StrategyKind, scratch: &Scratch, race_window: Duration) -> Arc<dy
         StrategyKind::SqlNaive => Arc::new(SqlNaive::new(books, purchases, race_window)),
         StrategyKind::SqlForUpdate => Arc::new(SqlForUpdate::new(books, purchases, 3)),
         StrategyKind::SqlAtomic => Arc::new(SqlAtomic::new(books, purchases)),
+        StrategyKind::SqlCoalesce => Arc::new(SqlCoalesce::new(books, 256)),
         StrategyKind::SqlSkipLocked => Arc::new(SqlSkipLocked::new(books, purchases)),
         StrategyKind::SqlOptimistic => Arc::new(SqlOptimistic::new(books, purchases, 10)),
         other => panic!("{other} is not ported to every dialect"),
@@ -299,6 +301,7 @@ async fn backend_down(backend: SqlBackend, kind: StrategyKind) {
     let strategy: Arc<dyn Strategy> = match kind {
         StrategyKind::SqlNaive => Arc::new(SqlNaive::new(books, purchases, Duration::ZERO)),
         StrategyKind::SqlForUpdate => Arc::new(SqlForUpdate::new(books, purchases, 3)),
+        StrategyKind::SqlCoalesce => Arc::new(SqlCoalesce::new(books, 256)),
         _ => Arc::new(SqlAtomic::new(books, purchases)),
     };
     let started = Instant::now();
@@ -393,6 +396,7 @@ ported! {
         sql_naive => SqlNaive,
         sql_for_update => SqlForUpdate,
         sql_atomic => SqlAtomic,
+        sql_coalesce => SqlCoalesce,
         sql_skip_locked => SqlSkipLocked,
         sql_optimistic => SqlOptimistic
     ]
@@ -451,6 +455,172 @@ async fn a_lock_held_too_long_answers_503_on_mariadb() {
     }
     holder.rollback().await.expect("the lock is released");
     assert_eq!(scratch.stock(HOT).await, STOCK, "nothing was sold while the row was locked");
+    scratch.drop_database().await;
+}
+
+/// MariaDB: `sql-coalesce` batches that fail answer every buyer of them 503 and leave nothing
+/// behind, whether they fail taking the row locks (a product row held past the lock wait timeout)
+/// or after writing their first orders (an idempotency key another transaction is inserting, held
+/// past the timeout, under the batch's multi-row insert).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_coalesced_batches_answer_503_and_leave_nothing_on_mariadb() {
+    let short = PgSettings { statement_timeout: Duration::from_secs(1), ..settings() };
+    let scratch = Scratch::with_settings(SqlBackend::MySql, short).await;
+    scratch.stock_products(&[(HOT, STOCK), (200, STOCK)]).await;
+    let SqlPool::MySql(pool) = &scratch.books else { unreachable!("a MariaDB scratch") };
+    let strategy = build(StrategyKind::SqlCoalesce, &scratch, Duration::ZERO);
+    let nothing_left = async || {
+        assert_eq!(scratch.number("SELECT COUNT(*) FROM orders").await, 0, "no order, not even a void one");
+        assert_eq!(scratch.number("SELECT COUNT(*) FROM order_items").await, 0, "no line");
+        assert_eq!((scratch.stock(HOT).await, scratch.stock(200).await), (STOCK, STOCK), "no unit taken");
+        assert_eq!(scratch.number("SELECT COUNT(*) FROM products WHERE gate IS NOT NULL").await, 0);
+    };
+    // The first purchase's batch waits on a lock; the rest queue meanwhile, in order, into the next.
+    let all_503 = async |requests: Vec<PurchaseRequest>| {
+        let started = Instant::now();
+        let mut buyers = Vec::new();
+        for request in requests {
+            let strategy = Arc::clone(&strategy);
+            buyers.push(tokio::spawn(async move { strategy.purchase(&request).await }));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for buyer in buyers {
+            let answer = buyer.await.expect("no buyer panics");
+            assert!(matches!(answer, Err(StrategyError::Unavailable(_))), "{answer:?}");
+        }
+        assert!(started.elapsed() < Duration::from_secs(8), "answered in {:?}", started.elapsed());
+    };
+
+    let mut holder = pool.begin().await.expect("a transaction");
+    sqlx::query("SELECT stock FROM products WHERE id = 200 FOR UPDATE")
+        .execute(&mut *holder)
+        .await
+        .expect("the lock");
+    all_503(
+        (0..6)
+            .map(
+                |i| {
+                    if i % 2 == 0 { request(&[(HOT, 1), (200, 1)], None) } else { request(&[(200, 2)], None) }
+                },
+            )
+            .collect(),
+    )
+    .await;
+    holder.rollback().await.expect("the lock is released");
+    nothing_left().await;
+
+    // Behind a batch waiting on product 200, one batch inserts the unkeyed order, then waits on the
+    // key the holder is inserting.
+    let mut holder = pool.begin().await.expect("a transaction");
+    sqlx::query("SELECT stock FROM products WHERE id = 200 FOR UPDATE")
+        .execute(&mut *holder)
+        .await
+        .expect("the lock");
+    sqlx::query(
+        "INSERT INTO orders (id, strategy, status, idempotency_key, address, phone, email) \
+         VALUES (?, 'sql-coalesce', 'confirmed', 'held', '', '', '')",
+    )
+    .bind(uuid::Uuid::new_v4())
+    .execute(&mut *holder)
+    .await
+    .expect("the key is being inserted");
+    all_503(vec![request(&[(200, 1)], None), request(&[(HOT, 1)], None), request(&[(HOT, 1)], Some("held"))])
+        .await;
+    holder.rollback().await.expect("the key is free again");
+    nothing_left().await;
+
+    let placed = strategy.purchase(&request(&[(HOT, 1), (200, 1)], Some("held"))).await.expect("an answer");
+    assert!(matches!(placed, PurchaseOutcome::Placed(_)), "the batcher serves the next batch: {placed:?}");
+    assert_eq!(scratch.sold().await, (1, 2));
+    scratch.drop_database().await;
+}
+
+/// MariaDB has no `RETURNING`: when the batch's insert skips an order (its id was voided while
+/// in doubt), the batch's ids are read back, and only the orders this transaction wrote take
+/// stock. The voided purchase places nothing; its batch mate is sold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coalesced_batch_skips_a_voided_order_on_mariadb() {
+    let scratch = Scratch::new(SqlBackend::MySql).await;
+    scratch.stock_products(&[(1, 5), (HOT, STOCK)]).await;
+    let SqlPool::MySql(pool) = &scratch.books else { unreachable!("a MariaDB scratch") };
+    let strategy = build(StrategyKind::SqlCoalesce, &scratch, Duration::ZERO);
+    let voided = request(&[(HOT, 2)], Some("voided"));
+    let fate = checkout_strategies::fence::settle_on(
+        &scratch.books,
+        StrategyKind::SqlCoalesce,
+        voided.order_id,
+        "test",
+    )
+    .await
+    .expect("the books answer");
+    assert_eq!(fate, checkout_strategies::fence::Doubt::Void);
+
+    // A batch waits on product 1's row while the next two purchases queue into one batch.
+    let mut holder = pool.begin().await.expect("a transaction");
+    sqlx::query("SELECT stock FROM products WHERE id = 1 FOR UPDATE")
+        .execute(&mut *holder)
+        .await
+        .expect("the lock");
+    let first = {
+        let strategy = Arc::clone(&strategy);
+        tokio::spawn(async move { strategy.purchase(&request(&[(1, 1)], None)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sold = request(&[(HOT, 3)], Some("sold"));
+    let sold_id = sold.order_id;
+    let queued: Vec<_> = [voided, sold]
+        .into_iter()
+        .map(|request| {
+            let strategy = Arc::clone(&strategy);
+            tokio::spawn(async move { strategy.purchase(&request).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    holder.rollback().await.expect("the lock is released");
+
+    assert!(matches!(first.await.expect("no panic"), Ok(PurchaseOutcome::Placed(_))));
+    let mut answers = Vec::new();
+    for buyer in queued {
+        answers.push(buyer.await.expect("no buyer panics"));
+    }
+    assert!(matches!(answers[0], Err(StrategyError::Unavailable(_))), "the voided id: {:?}", answers[0]);
+    assert!(
+        matches!(&answers[1], Ok(PurchaseOutcome::Placed(receipt)) if receipt.order_id == sold_id),
+        "{:?}",
+        answers[1]
+    );
+    assert_eq!(scratch.stock(HOT).await, STOCK - 3, "only the order written took stock");
+    assert_eq!(scratch.sold().await, (2, 4));
+    assert_eq!(scratch.number("SELECT COUNT(*) FROM orders WHERE status = 'void'").await, 1);
+    assert_eq!(scratch.number("SELECT COUNT(*) FROM orders WHERE idempotency_key = 'voided'").await, 0);
+    scratch.drop_database().await;
+}
+
+/// `fence::settle_all_on` on MariaDB: a committed order stays, an id nobody wrote is voided for
+/// good (a later insert of it collides), and asking again answers the same.
+#[tokio::test]
+async fn a_batch_in_doubt_is_settled_on_mariadb() {
+    use checkout_strategies::fence::{Doubt, settle_all_on};
+
+    let scratch = Scratch::new(SqlBackend::MySql).await;
+    scratch.stock_products(&[(HOT, STOCK)]).await;
+    let placed = build(StrategyKind::SqlCoalesce, &scratch, Duration::ZERO)
+        .purchase(&request(&[(HOT, 1)], None))
+        .await
+        .expect("an answer");
+    let PurchaseOutcome::Placed(receipt) = placed else { panic!("{placed:?}") };
+    let (committed, absent) = (receipt.order_id, uuid::Uuid::new_v4());
+    for _ in 0..2 {
+        let settled = settle_all_on(&scratch.books, StrategyKind::SqlCoalesce, &[committed, absent], "test")
+            .await
+            .expect("the books answer");
+        assert_eq!(settled.len(), 2);
+        assert_eq!((settled[&committed], settled[&absent]), (Doubt::Committed, Doubt::Void));
+    }
+    assert_eq!(scratch.number("SELECT COUNT(*) FROM orders WHERE status = 'void'").await, 1);
+    assert_eq!(scratch.sold().await, (1, 1), "the committed order is untouched");
+    let empty = settle_all_on(&scratch.books, StrategyKind::SqlCoalesce, &[], "test").await.expect("no ids");
+    assert!(empty.is_empty());
     scratch.drop_database().await;
 }
 

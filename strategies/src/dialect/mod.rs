@@ -10,6 +10,7 @@ use std::fmt;
 
 pub mod ceiling;
 pub(crate) mod mysql;
+pub(crate) mod mysql_batch;
 pub(crate) mod postgres;
 
 /// The SQL server the database URL names.
@@ -55,7 +56,8 @@ impl SqlBackend {
     }
 
     /// Whether `kind` sells on this backend: every strategy on PostgreSQL; on MySQL those whose
-    /// statements are in [`mysql`] so far, and `memory`, which needs no database.
+    /// statements are in [`mysql`] and [`mysql_batch`] so far, and `memory`, which needs no
+    /// database.
     pub const fn runs(self, kind: crate::kind::StrategyKind) -> bool {
         use crate::kind::StrategyKind;
         match self {
@@ -66,6 +68,7 @@ impl SqlBackend {
                     | StrategyKind::SqlNaive
                     | StrategyKind::SqlForUpdate
                     | StrategyKind::SqlAtomic
+                    | StrategyKind::SqlCoalesce
                     | StrategyKind::SqlSkipLocked
                     | StrategyKind::SqlOptimistic
             ),
