@@ -18,8 +18,9 @@ use crate::sessions::SessionConfig;
 /// Where the backends are and how connections to them behave.
 #[derive(Debug, Clone, Args)]
 pub struct BackendArgs {
-    /// PostgreSQL URL. The database is created, and migrations applied, when missing. A `mysql://`
-    /// or `mariadb://` URL prepares a MariaDB database the same way (README, "MariaDB").
+    /// Where the books live: a PostgreSQL URL, or a `mysql://` or `mariadb://` URL for MariaDB
+    /// (README, "MariaDB": which strategies run there). The database is created, and migrations
+    /// applied, when missing.
     #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/checkout")]
     pub database_url: String,
 

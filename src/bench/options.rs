@@ -221,7 +221,8 @@ pub struct ServerFlags {
     /// Bearer token for the server's /admin routes.
     #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true, value_parser = crate::config::admin_token)]
     pub admin_token: Option<String>,
-    /// PostgreSQL for the server bench starts; created when missing.
+    /// The database of the server bench starts: PostgreSQL, or `mysql://…` for MariaDB (README,
+    /// "MariaDB"); created when missing.
     #[arg(
         long,
         env = "BENCH_DATABASE_URL",
