@@ -116,6 +116,26 @@ impl Scratch {
         }
     }
 
+    /// The same database on a pool of its own: its connections outlive what a test does to the
+    /// first pool's (killed connections, say).
+    pub(crate) fn reopened(&self) -> Self {
+        let books = match self.backend {
+            SqlBackend::Postgres => {
+                SqlPool::Postgres(pg_pool(&self.url, settings()).expect("a PostgreSQL URL"))
+            }
+            SqlBackend::MySql => SqlPool::MySql(mysql_pool(&self.url, settings()).expect("a MySQL URL")),
+        };
+        Self { url: self.url.clone(), backend: self.backend, books }
+    }
+
+    /// Closes the pool, leaving the database.
+    pub(crate) async fn close(self) {
+        match &self.books {
+            SqlPool::Postgres(pool) => pool.close().await,
+            SqlPool::MySql(pool) => pool.close().await,
+        }
+    }
+
     pub(crate) async fn drop_database(self) {
         match &self.books {
             SqlPool::Postgres(pool) => pool.close().await,

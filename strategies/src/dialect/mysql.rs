@@ -59,8 +59,10 @@ pub(crate) static SQL: DialectSql = DialectSql {
         lay_out: LayOutPool::Steps {
             lock: "SELECT stock, gate FROM products WHERE id = $1 FOR UPDATE",
             claim: "UPDATE products SET gate = 'units' WHERE id = $1 AND gate IS NULL",
-            // MariaDB's recursion limit (`max_recursive_iterations`) is far above any stock.
-            fill: "INSERT INTO inventory_units (product_id, unit_no) \
+            // One recursion step per unit: lift `max_recursive_iterations` (1,000 by default on
+            // these servers) for this statement only.
+            fill: "SET STATEMENT max_recursive_iterations = 4294967295 FOR \
+                   INSERT INTO inventory_units (product_id, unit_no) \
                    WITH RECURSIVE unit (n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM unit WHERE n < $2) \
                    SELECT $1, n FROM unit",
         },
