@@ -134,15 +134,10 @@ impl App {
     pub async fn reset(&self, plan: StockPlan) -> Result<(catalog::ResetSummary, StockPlan), StrategyError> {
         let _changing = self.plan_change.lock().await;
         let started = std::time::Instant::now();
-        let (mut summary, plan) = match (self.pg(), plan.keep_catalogue) {
-            (Some(pg), true) => catalog::reset_keeping(pg, &plan).await?,
-            (None, true) => {
-                return Err(StrategyError::NotOnDatabase(format!(
-                    "a reset keeping the catalogue runs on PostgreSQL only, not on {}",
-                    self.database()
-                )));
-            }
-            (_, false) => (catalog::reset_on(&self.books, &plan).await?, plan),
+        // `reset_on` refuses to keep the catalogue anywhere but on PostgreSQL.
+        let (mut summary, plan) = match self.pg() {
+            Some(pg) if plan.keep_catalogue => catalog::reset_keeping(pg, &plan).await?,
+            _ => (catalog::reset_on(&self.books, &plan).await?, plan),
         };
         if let Ok(Some(id)) = BooksOn(&self.books).latest_plan_id().await {
             self.plan_id.store(id, Ordering::Relaxed);

@@ -110,7 +110,7 @@ pub async fn reset(pool: &PgPool, plan: &StockPlan) -> Result<ResetSummary, Stra
 pub async fn reset_on(books: &SqlPool, plan: &StockPlan) -> Result<ResetSummary, StrategyError> {
     match books {
         SqlPool::Postgres(pg) => reset(pg, plan).await,
-        SqlPool::MySql(_) if plan.keep_catalogue => Err(StrategyError::Internal(format!(
+        SqlPool::MySql(_) if plan.keep_catalogue => Err(StrategyError::NotOnDatabase(format!(
             "a reset keeping the catalogue runs on PostgreSQL only so far, not on {}",
             books.backend()
         ))),
