@@ -177,10 +177,21 @@ impl PopulateSummary {
     }
 }
 
-/// Prints the summary, one line per step.
-fn report(summary: &PopulateSummary) {
-    for line in summary.lines() {
-        println!("{line}");
+impl PopulateSummary {
+    /// The steps' figures, the total counted from `started`, printed one line per step.
+    fn report(
+        started: std::time::Instant,
+        tally: Duration,
+        [products, orders, order_items]: [TableLoad; 3],
+        indexes: Duration,
+    ) -> Self {
+        let total =
+            TableLoad { rows: products.rows + orders.rows + order_items.rows, elapsed: started.elapsed() };
+        let summary = Self { tally, products, orders, order_items, indexes, total };
+        for line in summary.lines() {
+            println!("{line}");
+        }
+        summary
     }
 }
 

@@ -24,7 +24,7 @@ use sqlx::{ConnectOptions, Connection, MySqlConnection, MySqlPool};
 
 use super::generator::{OrderGenerator, ProductRows, tally};
 use super::rows::RowFormat;
-use super::{PopulateArgs, PopulateSummary, TableLoad, progress, report, spinner};
+use super::{PopulateArgs, PopulateSummary, TableLoad, progress, spinner};
 
 /// Bytes of one `INSERT`: thousands of rows a round trip, far below the 16 MiB
 /// `max_allowed_packet` of MariaDB's defaults, and the one buffer populate holds.
@@ -96,19 +96,7 @@ pub async fn run_mysql(pool: &MySqlPool, args: &PopulateArgs) -> anyhow::Result<
     spinner.finish_and_clear();
     conn.close().await?;
 
-    let summary = PopulateSummary {
-        tally: tallied,
-        products,
-        orders: orders_load,
-        order_items: items_load,
-        indexes,
-        total: TableLoad {
-            rows: products.rows + orders_load.rows + items_load.rows,
-            elapsed: started.elapsed(),
-        },
-    };
-    report(&summary);
-    Ok(summary)
+    Ok(PopulateSummary::report(started, tallied, [products, orders_load, items_load], indexes))
 }
 
 async fn load_products(conn: &mut MySqlConnection, products: &ProductRows<'_>) -> anyhow::Result<TableLoad> {

@@ -15,7 +15,7 @@ use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 
 use super::generator::{OrderGenerator, ProductRows, tally};
 use super::rows::RowFormat;
-use super::{PopulateArgs, PopulateSummary, TableLoad, progress, report, spinner};
+use super::{PopulateArgs, PopulateSummary, TableLoad, progress, spinner};
 
 /// The tables populate replaces, in the order their rows are written.
 const TABLES: [&str; 3] = ["products", "orders", "order_items"];
@@ -74,19 +74,7 @@ pub async fn run(pool: &PgPool, args: &PopulateArgs) -> anyhow::Result<PopulateS
     tx.commit().await.context("cannot commit the new catalogue")?;
     conn.close().await?;
 
-    let summary = PopulateSummary {
-        tally: tallied,
-        products,
-        orders: orders_load,
-        order_items: items_load,
-        indexes,
-        total: TableLoad {
-            rows: products.rows + orders_load.rows + items_load.rows,
-            elapsed: started.elapsed(),
-        },
-    };
-    report(&summary);
-    Ok(summary)
+    Ok(PopulateSummary::report(started, tallied, [products, orders_load, items_load], indexes))
 }
 
 async fn load_products(conn: &mut PgConnection, products: &ProductRows<'_>) -> anyhow::Result<TableLoad> {

@@ -123,10 +123,21 @@ pub(crate) async fn spawn_app_on(pool: PgPool, setup: Setup, reset: bool) -> Tes
     if reset {
         app.reset(setup.plan.clone()).await.expect("reset the test database");
     }
+    let (addr, shutdown) = serve(&app).await;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("http client");
+    TestApp { url: format!("http://{addr}"), pool, client, app, redis, nats, purchases, _shutdown: shutdown }
+}
+
+/// Serves `app` on a free loopback port until the returned sender is dropped.
+pub(crate) async fn serve(app: &Arc<App>) -> (SocketAddr, oneshot::Sender<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a free port");
     let addr: SocketAddr = listener.local_addr().expect("bound address");
     let (shutdown, stop) = oneshot::channel::<()>();
-    let state = AppState(Arc::clone(&app));
+    let state = AppState(Arc::clone(app));
     tokio::spawn(async move {
         checkout_bench::server::run(listener, state, async {
             let _ = stop.await;
@@ -134,12 +145,7 @@ pub(crate) async fn spawn_app_on(pool: PgPool, setup: Setup, reset: bool) -> Tes
         .await
         .expect("server runs");
     });
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(256)
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("http client");
-    TestApp { url: format!("http://{addr}"), pool, client, app, redis, nats, purchases, _shutdown: shutdown }
+    (addr, shutdown)
 }
 
 impl Drop for TestApp {
