@@ -129,13 +129,18 @@ pub fn table(report: &CeilingsReport) -> String {
         }
     }
     if !report.ratios.is_empty() {
-        let _ =
-            writeln!(out, "\n{:<16} {:<22} {:>8} {:>8}  status", "figure", "over ceiling", "ratio", "target");
+        // Wide enough for the longest label (`sql-for-update@mysql`).
+        let width = report.ratios.iter().map(|ratio| ratio.subject.len()).max().unwrap_or(0).max(16);
+        let _ = writeln!(
+            out,
+            "\n{:<width$} {:<22} {:>8} {:>8}  status",
+            "figure", "over ceiling", "ratio", "target"
+        );
         for ratio in &report.ratios {
             let target = ratio.target.map_or_else(|| "-".to_owned(), |t| format!("≥{t:.2}"));
             let _ = writeln!(
                 out,
-                "{:<16} {:<22} {:>8.2} {:>8}  {}",
+                "{:<width$} {:<22} {:>8.2} {:>8}  {}",
                 ratio.subject, ratio.ceiling, ratio.ratio, target, ratio.status
             );
         }
