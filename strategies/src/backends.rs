@@ -10,6 +10,7 @@ use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr
 use redis::{Cmd, ConnectionInfo, FromRedisValue, IntoConnectionInfo, Pipeline, RedisFuture, Value};
 use sqlx::migrate::MigrateDatabase;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
+use sqlx::pool::PoolOptions;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, Executor, MySql, MySqlPool, PgPool, Postgres};
 
@@ -385,7 +386,12 @@ pub fn pg_pool(url: &str, settings: PgSettings) -> Result<PgPool, sqlx::Error> {
 pub fn pg_pool_with(options: PgConnectOptions, settings: PgSettings) -> PgPool {
     let statement_timeout = format!("{}ms", settings.statement_timeout.as_millis());
     let options = options.options([("statement_timeout", statement_timeout.as_str())]);
-    PgPoolOptions::new()
+    pool_options::<Postgres>(settings).connect_lazy_with(options)
+}
+
+/// A pool of `settings`' size and acquire bound, on either server.
+fn pool_options<DB: sqlx::Database>(settings: PgSettings) -> PoolOptions<DB> {
+    PoolOptions::<DB>::new()
         .max_connections(settings.connections)
         .min_connections(0)
         .acquire_timeout(settings.acquire_timeout)
@@ -401,7 +407,6 @@ pub fn pg_pool_with(options: PgConnectOptions, settings: PgSettings) -> PgPool {
                 Ok(true)
             })
         })
-        .connect_lazy_with(options)
 }
 
 /// Builds a MySQL/MariaDB pool that connects on first use, with the PostgreSQL pool's limits:
@@ -419,20 +424,7 @@ pub fn mysql_pool(url: &str, settings: PgSettings) -> Result<MySqlPool, sqlx::Er
     let limits = format!(
         "SET SESSION max_statement_time = {statement_secs}, innodb_lock_wait_timeout = {lock_wait_secs}"
     );
-    Ok(MySqlPoolOptions::new()
-        .max_connections(settings.connections)
-        .min_connections(0)
-        .acquire_timeout(settings.acquire_timeout)
-        // As for PostgreSQL: no ping per checkout, only after a connection sat idle.
-        .test_before_acquire(false)
-        .before_acquire(|conn, meta| {
-            Box::pin(async move {
-                if meta.idle_for > IDLE_BEFORE_PING {
-                    conn.ping().await?;
-                }
-                Ok(true)
-            })
-        })
+    Ok(pool_options::<MySql>(settings)
         .after_connect(move |conn, _| {
             let limits = limits.clone();
             Box::pin(async move {
