@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use catalog::BooksOn;
 use checkout_strategies::{
-    Backends, PgDriver, RedisBackend, Registry, SqlBackend, SqlPool, StockPlan, StrategyError, catalog,
-    contention, redis_stock, reservation,
+    Backends, Gate, PgDriver, RedisBackend, Registry, SqlBackend, SqlPool, StockPlan, StrategyError,
+    StrategyKind, catalog, contention, redis_stock, reservation,
 };
 use sqlx::PgPool;
 
@@ -148,10 +148,7 @@ impl App {
         }
         // The database is reset now: whatever happens to the Redis mirror, the strategies and the
         // statistics must follow, so the server never serves the old plan beside the new catalogue.
-        let mirrored = match self.pg() {
-            Some(pg) => self.reset_postgres_extras(pg, &plan, summary.run_orders_deleted.is_some()).await,
-            None => Ok(0),
-        };
+        let mirrored = self.reset_redis_mirror(&plan, summary.run_orders_deleted.is_some()).await;
         let mut prepared = Ok(());
         for strategy in self.registry.iter() {
             if let Err(err) = strategy.discard_queue().await {
@@ -169,23 +166,28 @@ impl App {
         Ok((summary, plan))
     }
 
-    /// What a reset does beyond the catalogue when the books are in PostgreSQL, for the
-    /// strategies that run there alone: clears everything under the Redis prefix and mirrors the
-    /// stock into it (only `plan`'s products when the
-    /// catalogue was kept: millions of keys would cost seconds). Returns the keys loaded.
-    async fn reset_postgres_extras(
-        &self,
-        pg: &PgPool,
-        plan: &StockPlan,
-        kept_catalogue: bool,
-    ) -> Result<u64, StrategyError> {
+    /// Clears everything under the Redis prefix and mirrors the books' stock into it (only
+    /// `plan`'s products when the catalogue was kept: millions of keys would cost seconds), when a
+    /// strategy gated by Redis runs on the books' database. Returns the keys loaded.
+    async fn reset_redis_mirror(&self, plan: &StockPlan, kept_catalogue: bool) -> Result<u64, StrategyError> {
+        if !self.keeps_redis_mirror() {
+            return Ok(0);
+        }
         redis_stock::clear(&self.redis).await?;
         if kept_catalogue {
             let explicit: Vec<i64> = plan.products.iter().map(|p| p.id.get()).collect();
-            redis_stock::load_products(pg, &self.redis, &explicit).await
+            redis_stock::load_products(&self.books, &self.redis, &explicit).await
         } else {
-            redis_stock::load_from_sql(pg, &self.redis).await
+            redis_stock::load_from_sql(&self.books, &self.redis).await
         }
+    }
+
+    /// Whether a strategy gated by Redis (which keeps a mirror of the stock there) runs on the
+    /// books' database.
+    pub fn keeps_redis_mirror(&self) -> bool {
+        StrategyKind::ALL
+            .into_iter()
+            .any(|kind| kind.spec().gate == Gate::Redis && self.database().runs(kind))
     }
 
     /// Rewrites the Redis mirror from PostgreSQL, keeping units of accepted, not yet persisted
@@ -195,18 +197,18 @@ impl App {
     /// When a backend does not answer; [`StrategyError::NotOnDatabase`] when the books are not in
     /// PostgreSQL (no strategy keeps a Redis mirror then).
     pub async fn repair_redis(&self) -> Result<redis_stock::RepairReport, StrategyError> {
-        let pg = self.pg().ok_or_else(|| {
-            StrategyError::NotOnDatabase(format!(
+        if !self.keeps_redis_mirror() {
+            return Err(StrategyError::NotOnDatabase(format!(
                 "no strategy keeps a Redis mirror of {}'s stock: nothing to repair",
                 self.database()
-            ))
-        })?;
+            )));
+        }
         let holds = reservation::holds(&self.redis).await?;
         let ids: Vec<uuid::Uuid> = holds.iter().map(|hold| hold.order_id).collect();
-        let committed = reservation::committed(pg, &ids).await?;
+        let committed = reservation::committed(&self.books, &ids).await?;
         let now_ms = reservation::redis_now_ms(&self.redis).await?;
         let held = reservation::units_by_product(&holds, &committed, now_ms);
-        redis_stock::repair(pg, &self.redis, &held).await
+        redis_stock::repair(&self.books, &self.redis, &held).await
     }
 
     /// Takes up a plan another process recorded (a reset through another replica, a populate)

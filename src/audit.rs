@@ -308,9 +308,9 @@ pub async fn reconcile(app: &App) -> Result<AuditReport, StrategyError> {
                 .insert(strategy.kind(), LedgerAudit::from_rows(&own.products, own.orders, own.duplicated));
         }
     }
-    // Redis reservations and the mirror belong to strategies that run on PostgreSQL alone: on
-    // another database nothing keeps them, and Redis is not held to account.
-    let redis_checked = app.pg().is_some();
+    // Redis reservations and the mirror belong to the strategies gated by Redis: where none runs
+    // on the books' database, nothing keeps them, and Redis is not held to account.
+    let redis_checked = app.keeps_redis_mirror();
     let (holds, awaiting_resync, now_ms) = if redis_checked {
         (
             reservation::holds(&app.redis).await?,
@@ -326,10 +326,7 @@ pub async fn reconcile(app: &App) -> Result<AuditReport, StrategyError> {
     tracked.extend(contention.keys());
     let (rows, totals) = catalog::sql_books_on(&app.books, &tracked).await?;
     let ids: Vec<uuid::Uuid> = holds.iter().map(|hold| hold.order_id).collect();
-    let committed = match app.pg() {
-        Some(pg) => reservation::committed(pg, &ids).await?,
-        None => std::collections::HashSet::new(),
-    };
+    let committed = reservation::committed(&app.books, &ids).await?;
     let held = reservation::units_by_product(&holds, &committed, now_ms);
     queues.accepted_then_cancelled = totals.cancelled;
     let ledgers_rows: Vec<ProductLedger> = rows.iter().map(|row| row.ledger).collect();

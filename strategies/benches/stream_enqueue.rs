@@ -60,7 +60,7 @@ impl Rig {
         let plan =
             StockPlan { products: vec![ProductStock { id: product, stock: STOCK }], ..StockPlan::default() };
         catalog::reset(&pg, &plan).await.map_err(|err| err.to_string())?;
-        redis_stock::load_from_sql(&pg, &redis).await.map_err(|err| err.to_string())?;
+        redis_stock::load_from_sql(&pg.clone().into(), &redis).await.map_err(|err| err.to_string())?;
         Ok(Self {
             stream: Stream::new(pg, redis.clone()),
             redis,

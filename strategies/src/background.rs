@@ -108,8 +108,7 @@ pub async fn run(
                 }
             },
             Job::ReservationSweeper => {
-                let pg = backends.postgres("the reservation sweeper")?.clone();
-                let sweeper = Sweeper::new(pg, backends.redis.clone(), settings.sweeper);
+                let sweeper = Sweeper::new(backends.books.clone(), backends.redis.clone(), settings.sweeper);
                 tasks.spawn(sweeper.run(cancel.clone()));
             }
             Job::StockSync => {

@@ -17,11 +17,10 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, PoisonError};
 
-use sqlx::PgPool;
-
 use crate::error::StrategyError;
 use crate::kind::Gate;
 use crate::order::{OrderLines, ProductId, PurchaseOutcome};
+use crate::pg_driver::SqlPool;
 
 const CLAIM_FOR_REDIS: &str = "UPDATE products SET gate = 'redis' WHERE id = ANY($1) AND COALESCE(gate, 'redis') = 'redis' RETURNING id";
 const KNOWN: &str = "SELECT id, gate FROM products WHERE id = ANY($1)";
@@ -38,10 +37,10 @@ impl RedisGate {
     /// not have, or one the SQL gate already sells.
     ///
     /// # Errors
-    /// When PostgreSQL does not answer.
+    /// When the database does not answer.
     pub(crate) async fn enter(
         &self,
-        pg: &PgPool,
+        books: &SqlPool,
         lines: &OrderLines,
     ) -> Result<Option<PurchaseOutcome>, StrategyError> {
         let missing: Vec<i64> = {
@@ -51,14 +50,12 @@ impl RedisGate {
         if missing.is_empty() {
             return Ok(None);
         }
-        let claimed: HashSet<i64> =
-            sqlx::query_scalar(CLAIM_FOR_REDIS).bind(&missing).fetch_all(pg).await?.into_iter().collect();
+        let claimed = claim_for_redis(books, &missing).await?;
         self.known.lock().unwrap_or_else(PoisonError::into_inner).extend(claimed.iter().copied());
         if claimed.len() == missing.len() {
             return Ok(None);
         }
-        let exists: HashMap<i64, Option<String>> =
-            sqlx::query_as(KNOWN).bind(&missing).fetch_all(pg).await?.into_iter().collect();
+        let exists = gates_of(books, &missing).await?;
         let Some(id) = missing.into_iter().find(|id| !claimed.contains(id)) else { return Ok(None) };
         let product = ProductId::parse(id).map_err(|err| StrategyError::Internal(err.0))?;
         Ok(Some(match exists.get(&id) {
@@ -73,6 +70,26 @@ impl RedisGate {
     /// Forgets every claim: a reset cleared them in PostgreSQL.
     pub(crate) fn forget(&self) {
         self.known.lock().unwrap_or_else(PoisonError::into_inner).clear();
+    }
+}
+
+/// Gives each of `ids` that no other gate sells to the Redis gate; returns those Redis sells now.
+async fn claim_for_redis(books: &SqlPool, ids: &[i64]) -> Result<HashSet<i64>, StrategyError> {
+    match books {
+        SqlPool::Postgres(pg) => {
+            Ok(sqlx::query_scalar(CLAIM_FOR_REDIS).bind(ids).fetch_all(pg).await?.into_iter().collect())
+        }
+        SqlPool::MySql(pool) => crate::dialect::mysql_mirror::claim_for_redis(pool, ids).await,
+    }
+}
+
+/// The gate of each of `ids` the books have.
+async fn gates_of(books: &SqlPool, ids: &[i64]) -> Result<HashMap<i64, Option<String>>, StrategyError> {
+    match books {
+        SqlPool::Postgres(pg) => {
+            Ok(sqlx::query_as(KNOWN).bind(ids).fetch_all(pg).await?.into_iter().collect())
+        }
+        SqlPool::MySql(pool) => crate::dialect::mysql_mirror::gates_of(pool, ids).await,
     }
 }
 

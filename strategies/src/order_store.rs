@@ -8,7 +8,7 @@ use std::time::Duration;
 use sqlx::{FromRow, PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
-use crate::dialect::{OrderSql, SqlBackend};
+use crate::dialect::OrderSql;
 use crate::error::StrategyError;
 use crate::fence::{self, Doubt};
 use crate::kind::StrategyKind;
@@ -39,25 +39,12 @@ SELECT id, strategy, status, idempotency_key, user_name, address, phone, email, 
 FROM orders WHERE id = $1 AND status <> 'void'
 "#;
 
-/// Writes `request` as an order of `kind` in `status`, on the caller's transaction, whichever
-/// driver runs it ([`crate::pg_driver`]).
+/// Writes `request` as an order of `kind` in `status`, on the caller's transaction, in the
+/// dialect of `sql`, whichever driver runs it ([`crate::pg_driver`]).
 ///
 /// # Errors
 /// The raw database error, so callers can spot a taken idempotency key with
 /// [`DbError::is_duplicate_key`].
-pub(crate) async fn insert_order(
-    conn: &mut (impl Statements + ?Sized),
-    kind: StrategyKind,
-    status: OrderStatus,
-    request: &PurchaseRequest,
-) -> Result<(), DbError> {
-    insert_order_as(conn, &SqlBackend::Postgres.sql().orders, kind, status, request).await
-}
-
-/// [`insert_order`] in the dialect of `sql`.
-///
-/// # Errors
-/// As [`insert_order`].
 pub(crate) async fn insert_order_as(
     conn: &mut (impl Statements + ?Sized),
     sql: &OrderSql,
@@ -115,19 +102,6 @@ pub(crate) async fn receipt_for_key<'e>(
     row.map(ReceiptRow::into_receipt).transpose()
 }
 
-/// The first order of a request that lost the race for its idempotency key.
-///
-/// # Errors
-/// When the database does not answer, or the winning order vanished in between (a reset).
-pub(crate) async fn replay_after_conflict<'e>(
-    executor: impl PgExecutor<'e>,
-    request: &PurchaseRequest,
-) -> Result<Receipt, StrategyError> {
-    receipt_for_key(executor, request)
-        .await?
-        .ok_or_else(|| StrategyError::Conflict("the order holding this idempotency key disappeared".into()))
-}
-
 /// [`receipt_for_key`] on the books of either dialect.
 ///
 /// # Errors
@@ -147,10 +121,11 @@ pub(crate) async fn receipt_on(
     ReceiptRow { id, status, strategy }.into_receipt().map(Some)
 }
 
-/// [`replay_after_conflict`] on the books of either dialect.
+/// The first order of a request that lost the race for its idempotency key, on the books of
+/// either dialect.
 ///
 /// # Errors
-/// As [`replay_after_conflict`].
+/// When the database does not answer, or the winning order vanished in between (a reset).
 pub(crate) async fn replay_on(books: &SqlPool, request: &PurchaseRequest) -> Result<Receipt, StrategyError> {
     receipt_on(books, request)
         .await?

@@ -88,6 +88,18 @@ pub enum SqlPool {
     MySql(MySqlPool),
 }
 
+impl From<PgPool> for SqlPool {
+    fn from(pool: PgPool) -> Self {
+        Self::Postgres(pool)
+    }
+}
+
+impl From<MySqlPool> for SqlPool {
+    fn from(pool: MySqlPool) -> Self {
+        Self::MySql(pool)
+    }
+}
+
 impl SqlPool {
     pub const fn backend(&self) -> SqlBackend {
         match self {

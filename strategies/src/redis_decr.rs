@@ -21,13 +21,13 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::PgPool;
 
 use crate::backends::RedisBackend;
 use crate::error::StrategyError;
 use crate::gates::RedisGate;
 use crate::kind::StrategyKind;
 use crate::order::{PurchaseOutcome, PurchaseRequest};
+use crate::pg_driver::SqlPool;
 use crate::plan::StockPlan;
 use crate::redis_persist::{end, persist_reserved};
 use crate::redis_stock;
@@ -40,15 +40,15 @@ const RECOVERIES: usize = 2;
 /// The decrement-and-compensate strategy.
 #[derive(Debug)]
 pub struct RedisDecr {
-    pg: PgPool,
+    books: SqlPool,
     redis: RedisBackend,
     ttl: Duration,
     gate: RedisGate,
 }
 
 impl RedisDecr {
-    pub fn new(pg: PgPool, redis: RedisBackend, reservation_ttl: Duration) -> Self {
-        Self { pg, redis, ttl: reservation_ttl, gate: RedisGate::default() }
+    pub fn new(books: impl Into<SqlPool>, redis: RedisBackend, reservation_ttl: Duration) -> Self {
+        Self { books: books.into(), redis, ttl: reservation_ttl, gate: RedisGate::default() }
     }
 
     /// The seed's check: refuses early when the shelf already looks short, recovering missing keys.
@@ -58,7 +58,7 @@ impl RedisDecr {
         for (line, stock) in request.lines.iter().zip(seen) {
             let stock = match stock {
                 Some(stock) => stock,
-                None => match reservation::recover(&self.pg, &self.redis, line.product_id).await? {
+                None => match reservation::recover(&self.books, &self.redis, line.product_id).await? {
                     Some(stock) => stock,
                     None => return Ok(Some(PurchaseOutcome::UnknownProduct(line.product_id))),
                 },
@@ -78,7 +78,7 @@ impl Strategy for RedisDecr {
     }
 
     async fn purchase(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, StrategyError> {
-        if let Some(refusal) = self.gate.enter(&self.pg, &request.lines).await? {
+        if let Some(refusal) = self.gate.enter(&self.books, &request.lines).await? {
             return Ok(refusal);
         }
         let lines: Vec<_> = request.lines.iter().copied().collect();
@@ -98,16 +98,16 @@ impl Strategy for RedisDecr {
             match reserved {
                 Ok(Reserved::Taken(left)) => {
                     if let Some(at) = left.iter().position(|left| *left < 0) {
-                        end(&self.pg, &self.redis, request, End::Release).await;
+                        end(&self.books, &self.redis, request, End::Release).await;
                         return Ok(PurchaseOutcome::SoldOut(lines[at].product_id));
                     }
-                    return persist_reserved(&self.pg, &self.redis, self.kind(), request).await;
+                    return persist_reserved(&self.books, &self.redis, self.kind(), request).await;
                 }
                 // The key vanished between the check and the decrement: check (and recover) again.
                 Ok(Reserved::Missing(_)) => {}
                 Ok(Reserved::Short(at)) => return Ok(PurchaseOutcome::SoldOut(lines[at].product_id)),
                 Err(err) => {
-                    end(&self.pg, &self.redis, request, End::Release).await;
+                    end(&self.books, &self.redis, request, End::Release).await;
                     return Err(err);
                 }
             }

@@ -19,13 +19,13 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::PgPool;
 
 use crate::backends::RedisBackend;
 use crate::error::StrategyError;
 use crate::gates::RedisGate;
 use crate::kind::StrategyKind;
 use crate::order::{PurchaseOutcome, PurchaseRequest};
+use crate::pg_driver::SqlPool;
 use crate::plan::StockPlan;
 use crate::redis_persist::{end, persist_reserved};
 use crate::reservation::{self, End, Reserved, Take};
@@ -37,7 +37,7 @@ const RECOVERIES: usize = 2;
 /// The atomic-script strategy.
 #[derive(Debug)]
 pub struct RedisLua {
-    pg: PgPool,
+    books: SqlPool,
     redis: RedisBackend,
     ttl: Duration,
     gate: RedisGate,
@@ -45,18 +45,18 @@ pub struct RedisLua {
 }
 
 impl RedisLua {
-    pub fn new(pg: PgPool, redis: RedisBackend, reservation_ttl: Duration) -> Self {
-        Self::reserving_for(pg, redis, reservation_ttl, StrategyKind::RedisLua)
+    pub fn new(books: impl Into<SqlPool>, redis: RedisBackend, reservation_ttl: Duration) -> Self {
+        Self::reserving_for(books.into(), redis, reservation_ttl, StrategyKind::RedisLua)
     }
 
     /// The same reservation, recorded as `kind`'s (the sweeper ends it as that strategy's).
     pub(crate) fn reserving_for(
-        pg: PgPool,
+        books: SqlPool,
         redis: RedisBackend,
         reservation_ttl: Duration,
         kind: StrategyKind,
     ) -> Self {
-        Self { pg, redis, ttl: reservation_ttl, gate: RedisGate::default(), kind }
+        Self { books, redis, ttl: reservation_ttl, gate: RedisGate::default(), kind }
     }
 
     /// Takes every line of `request` in Redis, all or none, under its order id. `None` when the
@@ -69,7 +69,7 @@ impl RedisLua {
         &self,
         request: &PurchaseRequest,
     ) -> Result<Option<PurchaseOutcome>, StrategyError> {
-        if let Some(refusal) = self.gate.enter(&self.pg, &request.lines).await? {
+        if let Some(refusal) = self.gate.enter(&self.books, &request.lines).await? {
             return Ok(Some(refusal));
         }
         let lines: Vec<_> = request.lines.iter().copied().collect();
@@ -87,14 +87,14 @@ impl RedisLua {
                 Ok(Reserved::Taken(_)) => return Ok(None),
                 Ok(Reserved::Short(at)) => return Ok(Some(PurchaseOutcome::SoldOut(lines[at].product_id))),
                 Ok(Reserved::Missing(at)) => {
-                    if reservation::recover(&self.pg, &self.redis, lines[at].product_id).await?.is_none() {
+                    if reservation::recover(&self.books, &self.redis, lines[at].product_id).await?.is_none() {
                         return Ok(Some(PurchaseOutcome::UnknownProduct(lines[at].product_id)));
                     }
                 }
                 Err(err) => {
                     // The reply is lost: the reservation may exist. This order will not be
                     // committed, so it can go back now (or, if Redis is still away, by the sweeper).
-                    end(&self.pg, &self.redis, request, End::Release).await;
+                    end(&self.books, &self.redis, request, End::Release).await;
                     return Err(err);
                 }
             }
@@ -112,7 +112,7 @@ impl Strategy for RedisLua {
     async fn purchase(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, StrategyError> {
         match self.reserve(request).await? {
             Some(refusal) => Ok(refusal),
-            None => persist_reserved(&self.pg, &self.redis, self.kind, request).await,
+            None => persist_reserved(&self.books, &self.redis, self.kind, request).await,
         }
     }
 

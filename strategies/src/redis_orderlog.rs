@@ -88,7 +88,7 @@ impl RedisOrderlog {
     /// reserved purchase.
     pub fn new(pg: PgPool, redis: RedisBackend, reservation_ttl: Duration, max_batch: usize) -> Self {
         Self {
-            reserving: RedisLua::reserving_for(pg.clone(), redis.clone(), reservation_ttl, KIND),
+            reserving: RedisLua::reserving_for(pg.clone().into(), redis.clone(), reservation_ttl, KIND),
             pg,
             redis,
             batcher: LazyBatcher::new(max_batch),
@@ -103,12 +103,12 @@ impl RedisOrderlog {
     ) -> Result<PurchaseOutcome, StrategyError> {
         match logged {
             Logged::Placed => {
-                end(&self.pg, &self.redis, request, End::Settle).await;
+                end(&self.pg.clone().into(), &self.redis, request, End::Settle).await;
                 Ok(PurchaseOutcome::Placed(Receipt::confirmed(request.order_id, KIND)))
             }
             Logged::NotWritten => {
                 // Ending a reservation the sweeper already ended does nothing.
-                end(&self.pg, &self.redis, request, End::Release).await;
+                end(&self.pg.clone().into(), &self.redis, request, End::Release).await;
                 match receipt_for_key(&self.pg, request).await? {
                     Some(first) => Ok(PurchaseOutcome::Replayed(first)),
                     None => Err(StrategyError::Unavailable(
@@ -117,7 +117,7 @@ impl RedisOrderlog {
                 }
             }
             Logged::Failed(err) => {
-                end(&self.pg, &self.redis, request, End::Release).await;
+                end(&self.pg.clone().into(), &self.redis, request, End::Release).await;
                 Err(StrategyError::Unavailable(format!("the batch failed and was rolled back: {err}")))
             }
             Logged::InDoubt(detail) => Err(StrategyError::InDoubt(detail)),
@@ -127,10 +127,10 @@ impl RedisOrderlog {
     /// The batch step died without answering (a panic): the order id settles whether it committed.
     async fn settle_lost(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, StrategyError> {
         let id = request.order_id;
-        match fence::settle(&self.pg, KIND, id, "batch_lost").await {
+        match fence::settle_on(&self.pg.clone().into(), KIND, id, "batch_lost").await {
             Ok(Doubt::Committed) => self.answer(request, Logged::Placed).await,
             Ok(Doubt::Void) => {
-                end(&self.pg, &self.redis, request, End::Release).await;
+                end(&self.pg.clone().into(), &self.redis, request, End::Release).await;
                 Err(StrategyError::Internal("the batch holding this purchase failed".into()))
             }
             Err(asked) => Err(StrategyError::InDoubt(format!(
@@ -161,7 +161,7 @@ impl Strategy for RedisOrderlog {
             Ok(Answer::Done(logged)) => self.answer(request, logged).await,
             Ok(Answer::Lost) => self.settle_lost(request).await,
             Err(refused) => {
-                end(&self.pg, &self.redis, request, End::Release).await;
+                end(&self.pg.clone().into(), &self.redis, request, End::Release).await;
                 Err(StrategyError::Unavailable(match refused {
                     Refused::Full => "redis-orderlog: too many purchases waiting for a batch".into(),
                     Refused::Closed => "redis-orderlog: the batcher has stopped".into(),

@@ -8,10 +8,10 @@
 
 use futures_util::TryStreamExt;
 use serde::Serialize;
-use sqlx::PgPool;
 
 use crate::backends::RedisBackend;
 use crate::error::StrategyError;
+use crate::pg_driver::SqlPool;
 use crate::reservation::HeldUnits;
 
 /// Every product's stock left to sell: the stock row less the units awaiting the stock sync
@@ -63,7 +63,18 @@ pub async fn clear(redis: &RedisBackend) -> Result<u64, StrategyError> {
 ///
 /// # Errors
 /// When either backend does not answer.
-pub async fn load_from_sql(pg: &PgPool, redis: &RedisBackend) -> Result<u64, StrategyError> {
+pub async fn load_from_sql(books: &SqlPool, redis: &RedisBackend) -> Result<u64, StrategyError> {
+    let pg = match books {
+        SqlPool::Postgres(pg) => pg,
+        SqlPool::MySql(pool) => {
+            return crate::dialect::mysql_mirror::for_each_left_to_sell(
+                pool,
+                LOAD_BATCH * LOAD_PIPELINE,
+                |rows| mirror_stock(redis, rows),
+            )
+            .await;
+        }
+    };
     let mut conn = redis.conn.clone();
     let mut tx = pg.begin().await?;
     // Streaming millions of rows outlives the timeout meant for purchases.
@@ -106,16 +117,28 @@ pub async fn load_from_sql(pg: &PgPool, redis: &RedisBackend) -> Result<u64, Str
 /// # Errors
 /// When either backend does not answer.
 pub async fn load_products(
-    pg: &PgPool,
+    books: &SqlPool,
     redis: &RedisBackend,
     products: &[i64],
 ) -> Result<u64, StrategyError> {
-    let rows: Vec<(i64, i64)> = sqlx::query_as(concat!(left_to_sell_all!(), " WHERE p.id = ANY($1)"))
-        .bind(products)
-        .fetch_all(pg)
-        .await?;
+    let rows: Vec<(i64, i64)> = match books {
+        SqlPool::Postgres(pg) => {
+            sqlx::query_as(concat!(left_to_sell_all!(), " WHERE p.id = ANY($1)"))
+                .bind(products)
+                .fetch_all(pg)
+                .await?
+        }
+        SqlPool::MySql(pool) => crate::dialect::mysql_mirror::left_to_sell_of(pool, products).await?,
+    };
+    let loaded = rows.len() as u64;
+    mirror_stock(redis, rows).await?;
+    Ok(loaded)
+}
+
+/// Writes `rows` (`id, stock`) into Redis's stock keys, `MSET`s of [`LOAD_BATCH`] in one pipeline.
+async fn mirror_stock(redis: &RedisBackend, rows: Vec<(i64, i64)>) -> Result<(), StrategyError> {
     if rows.is_empty() {
-        return Ok(0);
+        return Ok(());
     }
     let mut conn = redis.conn.clone();
     let mut pipe = redis::pipe();
@@ -125,7 +148,7 @@ pub async fn load_products(
         pipe.mset(&batch).ignore();
     }
     pipe.query_async::<()>(&mut conn).await?;
-    Ok(rows.len() as u64)
+    Ok(())
 }
 
 /// Redis stock and in-flight units of each product, for the audit.
@@ -190,11 +213,34 @@ pub const REPAIRS_LISTED: usize = 1_000;
 /// # Errors
 /// When either backend does not answer.
 pub async fn repair(
-    pg: &PgPool,
+    books: &SqlPool,
     redis: &RedisBackend,
     holds: &std::collections::BTreeMap<i64, HeldUnits>,
 ) -> Result<RepairReport, StrategyError> {
     let mut report = RepairReport { products_checked: 0, products_repaired: 0, repairs: Vec::new() };
+    let pg = match books {
+        SqlPool::Postgres(pg) => pg,
+        SqlPool::MySql(pool) => {
+            let report = std::sync::Mutex::new(report);
+            crate::dialect::mysql_mirror::for_each_left_to_sell(pool, LOAD_BATCH, |rows| {
+                let report = &report;
+                async move {
+                    let mut part =
+                        RepairReport { products_checked: 0, products_repaired: 0, repairs: Vec::new() };
+                    repair_batch(redis, holds, &rows, &mut part).await?;
+                    let mut report = report.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    report.products_checked += part.products_checked;
+                    report.products_repaired += part.products_repaired;
+                    let room = REPAIRS_LISTED.saturating_sub(report.repairs.len());
+                    report.repairs.extend(part.repairs.into_iter().take(room));
+                    Ok(())
+                }
+            })
+            .await?;
+            forget_resyncs(redis).await?;
+            return Ok(report.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner));
+        }
+    };
     let mut tx = pg.begin().await?;
     sqlx::query("SET LOCAL statement_timeout = 0").execute(&mut *tx).await?;
     let mut rows = sqlx::query_as::<_, (i64, i64)>(LEFT_TO_SELL_ALL_BY_ID).fetch(&mut *tx);
@@ -214,9 +260,15 @@ pub async fn repair(
     }
     drop(rows);
     tx.commit().await?;
+    forget_resyncs(redis).await?;
+    Ok(report)
+}
+
+/// Empties the resync set: a repair rewrote every product.
+async fn forget_resyncs(redis: &RedisBackend) -> Result<(), StrategyError> {
     let mut conn = redis.conn.clone();
     redis::cmd("DEL").arg(redis.keys.resync()).query_async::<i64>(&mut conn).await?;
-    Ok(report)
+    Ok(())
 }
 
 async fn repair_batch(

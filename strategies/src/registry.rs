@@ -45,8 +45,8 @@ pub fn build(kind: StrategyKind, backends: &Backends) -> Option<Arc<dyn Strategy
         StrategyKind::SqlOptimistic => {
             Arc::new(SqlOptimistic::new(books(), purchases(), tuning.optimistic_retries))
         }
-        StrategyKind::RedisDecr => Arc::new(RedisDecr::new(pg()?, redis(), tuning.reservation_ttl)),
-        StrategyKind::RedisLua => Arc::new(RedisLua::new(pg()?, redis(), tuning.reservation_ttl)),
+        StrategyKind::RedisDecr => Arc::new(RedisDecr::new(books(), redis(), tuning.reservation_ttl)),
+        StrategyKind::RedisLua => Arc::new(RedisLua::new(books(), redis(), tuning.reservation_ttl)),
         StrategyKind::RedisOrderlog => {
             Arc::new(RedisOrderlog::new(pg()?, redis(), tuning.reservation_ttl, tuning.coalesce_max_batch))
         }

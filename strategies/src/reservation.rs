@@ -24,7 +24,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -33,6 +32,7 @@ use crate::error::StrategyError;
 use crate::fence::{self, Doubt};
 use crate::kind::StrategyKind;
 use crate::order::{OrderLine, OrderLines, ProductId, Quantity};
+use crate::pg_driver::SqlPool;
 
 static RESERVE: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("../lua/reserve.lua")));
@@ -126,7 +126,7 @@ pub(crate) enum End {
 /// When a backend does not answer; the reservation then stays, and the sweeper ends it after its
 /// deadline.
 pub(crate) async fn finish(
-    pg: &PgPool,
+    books: &SqlPool,
     redis: &RedisBackend,
     id: Uuid,
     lines: &OrderLines,
@@ -152,7 +152,7 @@ pub(crate) async fn finish(
             .ok()
             .and_then(|i| lines.iter().nth(i))
             .ok_or_else(|| StrategyError::Internal(format!("finish.lua answered {moved}")))?;
-        recover(pg, redis, missing.product_id).await?;
+        recover(books, redis, missing.product_id).await?;
     }
     Err(StrategyError::Unavailable("stock keys kept disappearing from Redis".into()))
 }
@@ -248,14 +248,18 @@ pub async fn redis_now_ms(redis: &RedisBackend) -> Result<i64, StrategyError> {
     Ok(secs * 1_000 + micros / 1_000)
 }
 
-/// Of `ids`, the orders PostgreSQL holds (pending or confirmed).
+/// Of `ids`, the orders the books hold (pending or confirmed).
 ///
 /// # Errors
-/// When PostgreSQL does not answer.
-pub async fn committed(pg: &PgPool, ids: &[Uuid]) -> Result<HashSet<Uuid>, StrategyError> {
+/// When the database does not answer.
+pub async fn committed(books: &SqlPool, ids: &[Uuid]) -> Result<HashSet<Uuid>, StrategyError> {
     if ids.is_empty() {
         return Ok(HashSet::new());
     }
+    let pg = match books {
+        SqlPool::Postgres(pg) => pg,
+        SqlPool::MySql(pool) => return crate::dialect::mysql_mirror::committed(pool, ids).await,
+    };
     let found: Vec<Uuid> =
         sqlx::query_scalar("SELECT id FROM orders WHERE id = ANY($1) AND status IN ('pending', 'confirmed')")
             .bind(ids)
@@ -273,6 +277,22 @@ const STOCK_AND_COMMITTED: &str = concat!(
     " AS stock, ARRAY(SELECT id FROM orders WHERE id = ANY($2) AND status IN ('pending', 'confirmed')) AS committed"
 );
 
+/// What is left to sell of `product` and which of `ids` the books hold, in one snapshot.
+async fn stock_and_committed(
+    books: &SqlPool,
+    product: i64,
+    ids: &[Uuid],
+) -> Result<(Option<i64>, HashSet<Uuid>), StrategyError> {
+    match books {
+        SqlPool::Postgres(pg) => {
+            let (stock, committed): (Option<i64>, Vec<Uuid>) =
+                sqlx::query_as(STOCK_AND_COMMITTED).bind(product).bind(ids).fetch_one(pg).await?;
+            Ok((stock, committed.into_iter().collect()))
+        }
+        SqlPool::MySql(pool) => crate::dialect::mysql_mirror::stock_and_committed(pool, product, ids).await,
+    }
+}
+
 /// How often a recovery starts again when a hold it counted ended under it.
 const RECOVERY_ATTEMPTS: usize = 3;
 
@@ -285,7 +305,7 @@ const RECOVERY_ATTEMPTS: usize = 3;
 /// # Errors
 /// When a backend does not answer.
 pub async fn recover(
-    pg: &PgPool,
+    books: &SqlPool,
     redis: &RedisBackend,
     product: ProductId,
 ) -> Result<Option<i64>, StrategyError> {
@@ -300,10 +320,8 @@ pub async fn recover(
             })
             .collect();
         let ids: Vec<Uuid> = holds.iter().map(|(hold, _)| hold.order_id).collect();
-        let (stock, committed): (Option<i64>, Vec<Uuid>) =
-            sqlx::query_as(STOCK_AND_COMMITTED).bind(id).bind(&ids).fetch_one(pg).await?;
+        let (stock, committed) = stock_and_committed(books, id, &ids).await?;
         let Some(stock) = stock else { return Ok(None) };
-        let committed: HashSet<Uuid> = committed.into_iter().collect();
         let held: i64 = holds.iter().map(|(_, units)| units).sum();
         let uncommitted: i64 = holds
             .iter()
@@ -391,14 +409,14 @@ impl Default for SweeperSettings {
 /// Ends reservations past their deadline and resyncs products marked for it.
 #[derive(Debug, Clone)]
 pub struct Sweeper {
-    pg: PgPool,
+    books: SqlPool,
     redis: RedisBackend,
     settings: SweeperSettings,
 }
 
 impl Sweeper {
-    pub const fn new(pg: PgPool, redis: RedisBackend, settings: SweeperSettings) -> Self {
-        Self { pg, redis, settings }
+    pub fn new(books: impl Into<SqlPool>, redis: RedisBackend, settings: SweeperSettings) -> Self {
+        Self { books: books.into(), redis, settings }
     }
 
     /// Sweeps until `cancel` fires. Errors are logged and retried at the next sweep.
@@ -445,13 +463,13 @@ impl Sweeper {
                 tracing::error!(order = %pair[0], record = %pair[1], "unreadable reservation record left in place");
                 continue;
             };
-            match fence::settle(&self.pg, kind, id, "reservation_expired").await? {
+            match fence::settle_on(&self.books, kind, id, "reservation_expired").await? {
                 Doubt::Committed => {
-                    finish(&self.pg, &self.redis, id, &lines, End::Settle).await?;
+                    finish(&self.books, &self.redis, id, &lines, End::Settle).await?;
                     report.settled += 1;
                 }
                 Doubt::Void => {
-                    finish(&self.pg, &self.redis, id, &lines, End::Release).await?;
+                    finish(&self.books, &self.redis, id, &lines, End::Release).await?;
                     report.released += 1;
                 }
             }
@@ -490,7 +508,7 @@ impl Sweeper {
             return Ok(false);
         }
         let id = ProductId::parse(product).map_err(|err| StrategyError::Internal(err.0))?;
-        let Some(sql) = crate::catalog::stock_of(&self.pg, id).await? else {
+        let Some(sql) = crate::catalog::BooksOn(&self.books).stock_of(id).await? else {
             return self.forget_resync(product).await;
         };
         let written: i64 = RESYNC

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use checkout_strategies::backends::{PgSettings, mysql_pool, pg_pool, prepare_database};
+use checkout_strategies::redis_decr::RedisDecr;
+use checkout_strategies::redis_lua::RedisLua;
 use checkout_strategies::sql_atomic::SqlAtomic;
 use checkout_strategies::sql_coalesce::SqlCoalesce;
 use checkout_strategies::sql_for_update::SqlForUpdate;
@@ -14,9 +16,9 @@ use checkout_strategies::sql_naive::SqlNaive;
 use checkout_strategies::sql_optimistic::SqlOptimistic;
 use checkout_strategies::sql_skip_locked::SqlSkipLocked;
 use checkout_strategies::{
-    Backends, Delivery, IdempotencyKey, OrderLine, OrderLines, ProductId, PurchaseOutcome, PurchasePool,
-    PurchaseRequest, Quantity, RedisBackend, RedisKeys, RedisSettings, Registry, SqlBackend, SqlPool,
-    StockPlan, Strategy, StrategyError, StrategyKind, Tuning, catalog, order_store,
+    Backends, Delivery, Gate, IdempotencyKey, OrderLine, OrderLines, ProductId, PurchaseOutcome,
+    PurchasePool, PurchaseRequest, Quantity, RedisBackend, RedisKeys, RedisSettings, Registry, SqlBackend,
+    SqlPool, StockPlan, Strategy, StrategyError, StrategyKind, Tuning, catalog, order_store, redis_stock,
 };
 use sqlx::migrate::MigrateDatabase;
 use sqlx::{MySql, Postgres};
@@ -26,6 +28,17 @@ pub(crate) struct Scratch {
     url: String,
     backend: SqlBackend,
     books: SqlPool,
+    /// Keys under a prefix of this database's own, for the strategies gated by Redis.
+    redis: RedisBackend,
+}
+
+fn redis_of_its_own() -> RedisBackend {
+    RedisBackend::lazy(
+        "redis://127.0.0.1:6379",
+        RedisKeys::new(format!("dialect-{}:", uuid::Uuid::new_v4().simple())),
+        RedisSettings::default(),
+    )
+    .expect("a Redis URL")
 }
 
 fn server_url(backend: SqlBackend) -> &'static str {
@@ -52,7 +65,7 @@ impl Scratch {
             SqlBackend::Postgres => SqlPool::Postgres(pg_pool(&url, settings).expect("a PostgreSQL URL")),
             SqlBackend::MySql => SqlPool::MySql(mysql_pool(&url, settings).expect("a MySQL URL")),
         };
-        Self { url, backend, books }
+        Self { url, backend, books, redis: redis_of_its_own() }
     }
 
     pub(crate) const fn books(&self) -> &SqlPool {
@@ -107,6 +120,17 @@ impl Scratch {
         (orders, units)
     }
 
+    /// Removes product `id`'s Redis stock key, which the Redis strategies then rebuild from the
+    /// books on first use.
+    async fn forget_redis_shelf(&self, id: i64) {
+        let mut conn = self.redis.conn.clone();
+        redis::cmd("DEL")
+            .arg(self.redis.keys.stock(id))
+            .query_async::<i64>(&mut conn)
+            .await
+            .expect("Redis answers");
+    }
+
     async fn stock_products(&self, products: &[(i64, i64)]) {
         for (id, stock) in products {
             self.exec(&format!(
@@ -125,7 +149,7 @@ impl Scratch {
             }
             SqlBackend::MySql => SqlPool::MySql(mysql_pool(&self.url, settings()).expect("a MySQL URL")),
         };
-        Self { url: self.url.clone(), backend: self.backend, books }
+        Self { url: self.url.clone(), backend: self.backend, books, redis: self.redis.clone() }
     }
 
     /// Closes the pool, leaving the database.
@@ -137,6 +161,7 @@ impl Scratch {
     }
 
     pub(crate) async fn drop_database(self) {
+        redis_stock::clear(&self.redis).await.expect("the scratch Redis keys are removed");
         match &self.books {
             SqlPool::Postgres(pool) => pool.close().await,
             SqlPool::MySql(pool) => pool.close().await,
@@ -167,6 +192,8 @@ fn build(kind: StrategyKind, scratch: &Scratch, race_window: Duration) -> Arc<dy
         StrategyKind::SqlCoalesce => Arc::new(SqlCoalesce::new(books, 256)),
         StrategyKind::SqlSkipLocked => Arc::new(SqlSkipLocked::new(books, purchases)),
         StrategyKind::SqlOptimistic => Arc::new(SqlOptimistic::new(books, purchases, 10)),
+        StrategyKind::RedisDecr => Arc::new(RedisDecr::new(books, scratch.redis.clone(), RESERVATION_TTL)),
+        StrategyKind::RedisLua => Arc::new(RedisLua::new(books, scratch.redis.clone(), RESERVATION_TTL)),
         other => panic!("{other} is not ported to every dialect"),
     }
 }
@@ -191,6 +218,8 @@ fn request(lines: &[(i64, u32)], key: Option<&str>) -> PurchaseRequest {
 
 const HOT: i64 = 100;
 const STOCK: i64 = 10;
+/// Long enough that no reservation of a test expires while its purchase runs.
+const RESERVATION_TTL: Duration = Duration::from_secs(30);
 const BUYERS: usize = 120;
 
 async fn contention(backend: SqlBackend, kind: StrategyKind) {
@@ -218,6 +247,14 @@ async fn contention(backend: SqlBackend, kind: StrategyKind) {
     let (orders, units) = scratch.sold().await;
     assert_eq!(orders, placed, "{kind} on {backend}: every 201 is an order in the books");
     assert_eq!(units, STOCK - stock, "{kind} on {backend}: the stock moved by the units sold");
+    if kind.spec().gate == Gate::Redis {
+        let (mirror, inflight) = redis_stock::mirror(&scratch.redis, &[HOT]).await.expect("Redis answers");
+        assert_eq!(
+            (mirror, inflight),
+            (vec![Some(stock)], vec![Some(0)]),
+            "{kind} on {backend}: Redis's shelf agrees with the books and nothing is left in flight"
+        );
+    }
     let counted =
         scratch.number("SELECT CAST(COALESCE(SUM(refusals), 0) AS SIGNED) FROM contention_refusals").await;
     assert_eq!(counted, contention, "{kind} on {backend}: every contention refusal is counted");
@@ -289,10 +326,12 @@ async fn idempotency(backend: SqlBackend, kind: StrategyKind) {
         match racer.await.expect("no buyer panics").expect("an answer") {
             PurchaseOutcome::Placed(receipt) => placed.push(receipt.order_id),
             PurchaseOutcome::Replayed(receipt) => replayed.push(receipt.order_id),
-            // A unit pool skips the units other buyers hold instead of waiting for them: a racer
-            // that finds every free unit held by same-key racers (who will roll back) hears sold
-            // out. The server's shared claim keeps same-key racers from ever reaching it at once.
-            PurchaseOutcome::SoldOut(_) if kind == StrategyKind::SqlSkipLocked => {}
+            // A unit pool skips the units other buyers hold instead of waiting for them, and a
+            // Redis shelf is taken before the order is written: a racer that finds every unit held
+            // by same-key racers (who will give theirs back) hears sold out. The server's shared
+            // claim keeps same-key racers from ever reaching a strategy at once.
+            PurchaseOutcome::SoldOut(_)
+                if kind == StrategyKind::SqlSkipLocked || kind.spec().gate == Gate::Redis => {}
             other => panic!("{kind} on {backend}: {other:?}"),
         }
     }
@@ -322,6 +361,8 @@ async fn backend_down(backend: SqlBackend, kind: StrategyKind) {
         StrategyKind::SqlNaive => Arc::new(SqlNaive::new(books, purchases, Duration::ZERO)),
         StrategyKind::SqlForUpdate => Arc::new(SqlForUpdate::new(books, purchases, 3)),
         StrategyKind::SqlCoalesce => Arc::new(SqlCoalesce::new(books, 256)),
+        StrategyKind::RedisDecr => Arc::new(RedisDecr::new(books, redis_of_its_own(), RESERVATION_TTL)),
+        StrategyKind::RedisLua => Arc::new(RedisLua::new(books, redis_of_its_own(), RESERVATION_TTL)),
         _ => Arc::new(SqlAtomic::new(books, purchases)),
     };
     let started = Instant::now();
@@ -340,14 +381,8 @@ async fn backend_down(backend: SqlBackend, kind: StrategyKind) {
 async fn shared_claim(backend: SqlBackend, kind: StrategyKind) {
     let scratch = Scratch::new(backend).await;
     scratch.stock_products(&[(HOT, 3), (7, 0)]).await;
-    let redis = RedisBackend::lazy(
-        "redis://127.0.0.1:6379",
-        RedisKeys::new(format!("dialect-{}:", uuid::Uuid::new_v4().simple())),
-        RedisSettings::default(),
-    )
-    .expect("a Redis URL");
     let pg = pg_pool("postgres://postgres@127.0.0.1:5432/postgres", settings()).expect("a URL");
-    let mut backends = Backends::new(pg, redis, Tuning::default());
+    let mut backends = Backends::new(pg, scratch.redis.clone(), Tuning::default());
     backends.books = scratch.books.clone();
     backends.purchases = scratch.purchases();
     let registry = Registry::build_all(&backends, |strategy| strategy);
@@ -371,6 +406,8 @@ async fn shared_claim(backend: SqlBackend, kind: StrategyKind) {
     let sold_out = strategy.purchase(&request(&[(7, 1)], Some("empty-shelf"))).await.expect("an answer");
     assert!(matches!(sold_out, PurchaseOutcome::SoldOut(_)), "{kind} on {backend}: {sold_out:?}");
     scratch.exec("UPDATE products SET stock = 1, initial_stock = 1 WHERE id = 7").await;
+    // A Redis shelf mirrors the books as of its first use: restocking rebuilds it from them.
+    scratch.forget_redis_shelf(7).await;
     // A unit pool sells its unit rows, laid out when the shelf was empty: restock it with one.
     scratch
         .exec("INSERT INTO inventory_units (product_id, unit_no) SELECT id, 1 FROM products WHERE id = 7 AND gate = 'units'")
@@ -418,7 +455,9 @@ ported! {
         sql_atomic => SqlAtomic,
         sql_coalesce => SqlCoalesce,
         sql_skip_locked => SqlSkipLocked,
-        sql_optimistic => SqlOptimistic
+        sql_optimistic => SqlOptimistic,
+        redis_decr => RedisDecr,
+        redis_lua => RedisLua
     ]
 }
 

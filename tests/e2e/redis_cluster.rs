@@ -200,7 +200,9 @@ async fn a_reset_clears_every_key_on_the_cluster(_: PoolOptions<Postgres>, conne
     assert_eq!(cluster.keys_per_node(&pattern).await, vec![0; MASTERS], "nothing left on any master");
     // Again a few times: a scan sent to a random master would find nothing two times in three.
     for _ in 0..MASTERS {
-        let reloaded = redis_stock::load_from_sql(&app.pool, &app.redis).await.expect("reload the mirror");
+        let reloaded = redis_stock::load_from_sql(&app.pool.clone().into(), &app.redis)
+            .await
+            .expect("reload the mirror");
         assert_eq!(reloaded, 3, "one stock key per product");
         let removed = redis_stock::clear(&app.redis).await.expect("clear the cluster");
         assert_eq!(removed, 3, "the reloaded stock keys are found again");

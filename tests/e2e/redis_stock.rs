@@ -68,7 +68,7 @@ async fn a_missing_key_is_recovered_from_postgres_minus_uncommitted_holds(
     let _: () = conn.del(app.redis.keys.stock(100)).await.unwrap();
     let _: () = conn.set(app.redis.keys.inflight(100), 40).await.unwrap();
     let hot = ProductId::parse(100).unwrap();
-    let recovered = reservation::recover(&app.pool, &app.redis, hot).await.expect("recover");
+    let recovered = reservation::recover(&app.pool.clone().into(), &app.redis, hot).await.expect("recover");
     assert_eq!(recovered, Some(9_999 - 2), "PostgreSQL's stock minus the two uncommitted holds");
     let inflight: i64 = conn.get(app.redis.keys.inflight(100)).await.unwrap();
     assert_eq!(inflight, 3, "the in-flight counter is the units held");
@@ -81,10 +81,12 @@ async fn a_missing_key_is_recovered_from_postgres_minus_uncommitted_holds(
     assert_eq!(audit["clean"], true, "{audit}");
 
     let _: () = conn.set(app.redis.keys.stock(100), 5).await.unwrap();
-    let again = reservation::recover(&app.pool, &app.redis, hot).await.expect("recover");
+    let again = reservation::recover(&app.pool.clone().into(), &app.redis, hot).await.expect("recover");
     assert_eq!(again, Some(5), "a key that exists is never overwritten");
     let unknown =
-        reservation::recover(&app.pool, &app.redis, ProductId::parse(424_242).unwrap()).await.unwrap();
+        reservation::recover(&app.pool.clone().into(), &app.redis, ProductId::parse(424_242).unwrap())
+            .await
+            .unwrap();
     assert_eq!(unknown, None, "no key is invented for an unknown product");
 }
 

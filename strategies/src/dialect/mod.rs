@@ -11,6 +11,7 @@ use std::fmt;
 pub mod ceiling;
 pub(crate) mod mysql;
 pub(crate) mod mysql_batch;
+pub(crate) mod mysql_mirror;
 pub(crate) mod postgres;
 
 /// The SQL server the database URL names.
@@ -71,6 +72,8 @@ impl SqlBackend {
                     | StrategyKind::SqlCoalesce
                     | StrategyKind::SqlSkipLocked
                     | StrategyKind::SqlOptimistic
+                    | StrategyKind::RedisDecr
+                    | StrategyKind::RedisLua
             ),
         }
     }
@@ -110,6 +113,7 @@ pub(crate) struct DialectSql {
     pub(crate) orders: OrderSql,
     pub(crate) fence: FenceSql,
     pub(crate) claims: ClaimSql,
+    pub(crate) redis: RedisSql,
 }
 
 /// Rows of `products` by id, for a list of ids.
@@ -194,6 +198,14 @@ pub(crate) enum ClaimUnits {
     /// `unit_no` of free units it locked, skipping locked ones; `mark` (`$1` product, `$2` the
     /// unit numbers as a JSON array, `$3` order) marks them.
     PickThenMark { pick: &'static str, mark: &'static str },
+}
+
+/// The Redis strategies' writes of an order whose units Redis reserved ([`crate::redis_persist`]).
+#[derive(Debug)]
+pub(crate) struct RedisSql {
+    /// `$1` product, `$2` quantity: the decrement Redis's reservation already decided, still
+    /// conditional, so a mirror above the books costs a refusal, never an oversell.
+    pub(crate) take_reserved: &'static str,
 }
 
 /// Buyers refused for contention, counted per product under the plan in force

@@ -17,7 +17,7 @@
 
 use super::{
     AtomicSql, ByIds, ClaimSql, ClaimStep, ClaimUnits, ContentionSql, DialectSql, FenceSql, ForUpdateSql,
-    LayOutPool, NaiveSql, OptimisticSql, OrderSql, SkipLockedSql,
+    LayOutPool, NaiveSql, OptimisticSql, OrderSql, RedisSql, SkipLockedSql,
 };
 use crate::error::StrategyError;
 
@@ -108,6 +108,7 @@ pub(crate) static SQL: DialectSql = DialectSql {
         unclaim: "DELETE FROM idempotency_claims WHERE idempotency_key = $1 AND order_id = $2",
         receipt: "SELECT status, strategy FROM orders WHERE id = $1 AND status <> 'void'",
     },
+    redis: RedisSql { take_reserved: "UPDATE products SET stock = stock - $2 WHERE id = $1 AND stock >= $2" },
 };
 
 /// Products per statement of a reset's random catalogue: two JSON arrays of this many numbers
@@ -357,6 +358,15 @@ pub(crate) async fn latest_plan_id(pool: &sqlx::MySqlPool) -> Result<Option<i64>
     Ok(sqlx::query_scalar("SELECT id FROM stock_plans ORDER BY id DESC LIMIT 1").fetch_optional(pool).await?)
 }
 
+/// What is left to sell of product `?`, as `left_to_sell!` reads it; no row for a product the
+/// books do not have.
+pub(crate) const LEFT_TO_SELL: &str = "SELECT CASE WHEN p.gate = 'units' \
+         THEN (SELECT COUNT(*) FROM inventory_units WHERE product_id = p.id AND order_id IS NULL) \
+         ELSE p.stock - CAST((SELECT COALESCE(SUM(quantity), 0) FROM stock_unapplied \
+                              WHERE product_id = p.id) AS SIGNED) \
+         END \
+     FROM products p WHERE p.id = ?";
+
 /// [`crate::catalog::stock_of`] on MySQL: what is left to sell, as `left_to_sell!` reads it.
 ///
 /// # Errors
@@ -365,12 +375,6 @@ pub(crate) async fn stock_of(
     pool: &sqlx::MySqlPool,
     id: crate::order::ProductId,
 ) -> Result<Option<i64>, StrategyError> {
-    const LEFT_TO_SELL: &str = "SELECT CASE WHEN p.gate = 'units' \
-             THEN (SELECT COUNT(*) FROM inventory_units WHERE product_id = p.id AND order_id IS NULL) \
-             ELSE p.stock - CAST((SELECT COALESCE(SUM(quantity), 0) FROM stock_unapplied \
-                                  WHERE product_id = p.id) AS SIGNED) \
-             END \
-         FROM products p WHERE p.id = ?";
     Ok(sqlx::query_scalar(LEFT_TO_SELL).bind(id.get()).fetch_optional(pool).await?)
 }
 

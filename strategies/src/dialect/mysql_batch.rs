@@ -21,7 +21,7 @@ use crate::order_store::{BatchError, BatchOrder, Written};
 use crate::pg_driver::Statements;
 
 /// `?, ?, …`: one placeholder per item.
-fn placeholders(count: usize) -> String {
+pub(super) fn placeholders(count: usize) -> String {
     vec!["?"; count].join(", ")
 }
 

@@ -3,7 +3,7 @@
 
 use super::{
     AtomicSql, ByIds, ClaimSql, ClaimStep, ClaimUnits, ContentionSql, DialectSql, FenceSql, ForUpdateSql,
-    LayOutPool, NaiveSql, OptimisticSql, OrderSql, SkipLockedSql,
+    LayOutPool, NaiveSql, OptimisticSql, OrderSql, RedisSql, SkipLockedSql,
 };
 
 pub(crate) static SQL: DialectSql = DialectSql {
@@ -43,5 +43,8 @@ pub(crate) static SQL: DialectSql = DialectSql {
         claim: ClaimStep::Returning(crate::idempotency::CLAIM),
         unclaim: crate::idempotency::UNCLAIM,
         receipt: crate::idempotency::RECEIPT,
+    },
+    redis: RedisSql {
+        take_reserved: "UPDATE products SET stock = stock - $2::bigint WHERE id = $1 AND stock >= $2::bigint",
     },
 };

@@ -526,7 +526,7 @@ impl Consumer {
         report: &mut DrainReport,
     ) -> Result<Decision, StrategyError> {
         if let Some(id) = job.order_id
-            && fence::settle(&self.pg, KIND, id, "dead_lettered").await? == Doubt::Committed
+            && fence::settle_on(&self.pg.clone().into(), KIND, id, "dead_lettered").await? == Doubt::Committed
         {
             tracing::warn!(strategy = %KIND, order = %id, "a message given up on was written before: settled, not dead-lettered");
             report.redelivered += 1;

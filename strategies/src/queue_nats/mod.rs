@@ -195,7 +195,7 @@ impl Strategy for QueueNats {
     async fn purchase(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, StrategyError> {
         // PostgreSQL will not see these units before the client hears 202: no SQL strategy may
         // sell the same product meanwhile.
-        if let Some(refusal) = self.gate.enter(&self.pg, &request.lines).await? {
+        if let Some(refusal) = self.gate.enter(&self.pg.clone().into(), &request.lines).await? {
             return Ok(refusal);
         }
         let payload = Payload::of(KIND, request).encode();
@@ -205,7 +205,7 @@ impl Strategy for QueueNats {
                 Reserved::Short(line) => return Ok(PurchaseOutcome::SoldOut(line.product_id)),
                 Reserved::Missing(line) => line,
             };
-            if reservation::recover(&self.pg, &self.redis, line.product_id).await?.is_none() {
+            if reservation::recover(&self.pg.clone().into(), &self.redis, line.product_id).await?.is_none() {
                 return Ok(PurchaseOutcome::UnknownProduct(line.product_id));
             }
         }
@@ -319,7 +319,7 @@ pub(crate) async fn finish(
             .and_then(|j| products.get(j))
             .and_then(|&id| crate::order::ProductId::parse(id).ok())
             .ok_or_else(|| StrategyError::Internal(format!("broker_finish.lua answered {held}")))?;
-        reservation::recover(pg, redis, product).await?;
+        reservation::recover(&pg.clone().into(), redis, product).await?;
     }
     Err(StrategyError::Unavailable("stock keys kept disappearing from Redis".into()))
 }

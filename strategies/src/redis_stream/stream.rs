@@ -66,7 +66,7 @@ impl Strategy for Stream {
     async fn purchase(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, StrategyError> {
         // PostgreSQL will not see these units before the client hears 202: no SQL strategy may
         // sell the same product meanwhile.
-        if let Some(refusal) = self.gate.enter(&self.queue.pg, &request.lines).await? {
+        if let Some(refusal) = self.gate.enter(&self.queue.pg.clone().into(), &request.lines).await? {
             return Ok(refusal);
         }
         for _ in 0..=RECOVERIES {
@@ -75,7 +75,10 @@ impl Strategy for Stream {
                 Enqueued::Short(at) => return Ok(PurchaseOutcome::SoldOut(nth(request, at).product_id)),
                 Enqueued::Missing(at) => nth(request, at),
             };
-            if reservation::recover(&self.queue.pg, &self.queue.redis, line.product_id).await?.is_none() {
+            if reservation::recover(&self.queue.pg.clone().into(), &self.queue.redis, line.product_id)
+                .await?
+                .is_none()
+            {
                 return Ok(PurchaseOutcome::UnknownProduct(line.product_id));
             }
         }

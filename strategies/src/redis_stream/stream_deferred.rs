@@ -69,7 +69,12 @@ impl Strategy for StreamDeferred {
         for (line, stock) in request.lines.iter().zip(stocks) {
             let stock = match stock {
                 Some(stock) => stock,
-                None => match reservation::recover(&self.queue.pg, &self.queue.redis, line.product_id).await?
+                None => match reservation::recover(
+                    &self.queue.pg.clone().into(),
+                    &self.queue.redis,
+                    line.product_id,
+                )
+                .await?
                 {
                     Some(stock) => stock,
                     None => return Ok(PurchaseOutcome::UnknownProduct(line.product_id)),

@@ -700,7 +700,7 @@ impl Worker {
                         StrategyError::Internal(format!("stream_take.lua answered {decisions:?}"))
                     })?;
                 let product = ProductId::parse(product).map_err(|err| StrategyError::Internal(err.0))?;
-                if reservation::recover(&self.pg, &self.redis, product).await?.is_none() {
+                if reservation::recover(&self.pg.clone().into(), &self.redis, product).await?.is_none() {
                     // The catalogue no longer has it: nothing can be taken, record the order as short.
                     let order = orders[decisions.len() - 1].order_id.to_string();
                     let recorded: Result<(), _> = redis::cmd("HSET")
@@ -781,7 +781,9 @@ impl Worker {
                 continue;
             }
             let Some(id) = record.0.order_id else { continue };
-            if fence::settle(&self.pg, self.kind, id, "dead_lettered").await? == Doubt::Committed {
+            if fence::settle_on(&self.pg.clone().into(), self.kind, id, "dead_lettered").await?
+                == Doubt::Committed
+            {
                 tracing::warn!(strategy = %self.kind, order = %id, "an entry given up on was written before: settled, not dead-lettered");
                 report.dead_lettered -= 1;
                 report.redelivered += 1;
@@ -885,7 +887,7 @@ impl Worker {
                 .and_then(|j| products.get(j))
                 .and_then(|&id| ProductId::parse(id).ok())
                 .ok_or_else(|| StrategyError::Internal(format!("stream_settle.lua answered {settled}")))?;
-            reservation::recover(&self.pg, &self.redis, product).await?;
+            reservation::recover(&self.pg.clone().into(), &self.redis, product).await?;
             return Err(StrategyError::Unavailable(format!(
                 "stock key of product {product} was missing while settling; recovered, settling again"
             )));

@@ -52,9 +52,10 @@ async fn a_settle_after_a_restart_moves_nothing(_: PoolOptions<Postgres>, connec
     assert_eq!(view.inflight(HOT).await, Some(1), "one unit in flight");
     redis.restart().await;
     redis_reconnected(&app).await;
-    let rebuilt = reservation::recover(&app.pool, &app.redis, ProductId::parse(HOT).expect("id"))
-        .await
-        .expect("recover the stock key");
+    let rebuilt =
+        reservation::recover(&app.pool.clone().into(), &app.redis, ProductId::parse(HOT).expect("id"))
+            .await
+            .expect("recover the stock key");
     assert_eq!(rebuilt, Some(STOCK - 1), "rebuilt from PostgreSQL: the lost reservation is not counted");
     assert_eq!(view.inflight(HOT).await, Some(0), "the counter is rebuilt from the holds: none");
 
