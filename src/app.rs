@@ -124,7 +124,7 @@ impl App {
     /// the Redis prefix: streams, in-flight counters, idempotency keys), drops what strategies queue
     /// elsewhere (the broker's stream), hands every strategy the plan and clears the statistics.
     ///
-    /// With `keep_catalogue`, PostgreSQL keeps its catalogue and history
+    /// With `keep_catalogue`, the books keep their catalogue and history
     /// ([`catalog::reset_keeping`]), the plan in force is the last one with `plan`'s products, and
     /// only those are mirrored into Redis: millions of keys per reset would cost seconds, and the
     /// rest load on first use.
@@ -134,11 +134,7 @@ impl App {
     pub async fn reset(&self, plan: StockPlan) -> Result<(catalog::ResetSummary, StockPlan), StrategyError> {
         let _changing = self.plan_change.lock().await;
         let started = std::time::Instant::now();
-        // `reset_on` refuses to keep the catalogue anywhere but on PostgreSQL.
-        let (mut summary, plan) = match self.pg() {
-            Some(pg) if plan.keep_catalogue => catalog::reset_keeping(pg, &plan).await?,
-            _ => (catalog::reset_on(&self.books, &plan).await?, plan),
-        };
+        let (mut summary, plan) = catalog::reset_on(&self.books, &plan).await?;
         if let Ok(Some(id)) = BooksOn(&self.books).latest_plan_id().await {
             self.plan_id.store(id, Ordering::Relaxed);
         }

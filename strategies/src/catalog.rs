@@ -102,19 +102,18 @@ pub async fn reset(pool: &PgPool, plan: &StockPlan) -> Result<ResetSummary, Stra
     })
 }
 
-/// [`reset`] on the books of either dialect.
+/// [`reset`], or [`reset_keeping`] for a plan keeping the catalogue (`keep_catalogue`), on the
+/// books of either dialect. Returns what it did and the plan now in force: `plan` itself, or,
+/// keeping the catalogue, the last plan's catalogue with `plan`'s products.
 ///
 /// # Errors
-/// As [`reset`]; a plan keeping the catalogue (`keep_catalogue`) is refused on every server but
-/// PostgreSQL, which alone has `reset_keeping` so far.
-pub async fn reset_on(books: &SqlPool, plan: &StockPlan) -> Result<ResetSummary, StrategyError> {
+/// As [`reset`] and [`reset_keeping`].
+pub async fn reset_on(books: &SqlPool, plan: &StockPlan) -> Result<(ResetSummary, StockPlan), StrategyError> {
     match books {
-        SqlPool::Postgres(pg) => reset(pg, plan).await,
-        SqlPool::MySql(_) if plan.keep_catalogue => Err(StrategyError::NotOnDatabase(format!(
-            "a reset keeping the catalogue runs on PostgreSQL only so far, not on {}",
-            books.backend()
-        ))),
-        SqlPool::MySql(pool) => crate::dialect::mysql::reset(pool, plan).await,
+        SqlPool::Postgres(pg) if plan.keep_catalogue => reset_keeping(pg, plan).await,
+        SqlPool::Postgres(pg) => Ok((reset(pg, plan).await?, plan.clone())),
+        SqlPool::MySql(pool) if plan.keep_catalogue => crate::dialect::mysql::reset_keeping(pool, plan).await,
+        SqlPool::MySql(pool) => Ok((crate::dialect::mysql::reset(pool, plan).await?, plan.clone())),
     }
 }
 

@@ -727,11 +727,11 @@ async fn a_reset_lays_out_the_same_catalogue_on_both_backends() {
         let before = atomic.purchase(&request(&[(HOT, 1)], Some("before"))).await.expect("an answer");
         assert!(matches!(before, PurchaseOutcome::Placed(_)), "{backend}: {before:?}");
 
-        let laid_out = catalog::reset_on(&scratch.books, &full).await.expect("a reset");
+        let (laid_out, _) = catalog::reset_on(&scratch.books, &full).await.expect("a reset");
         assert_eq!(scratch.sold().await, (0, 0), "{backend}: a reset deletes every order");
         let placed = atomic.purchase(&request(&[(7, 1)], Some("before"))).await.expect("an answer");
         assert!(matches!(placed, PurchaseOutcome::Placed(_)), "{backend}: the key is free again: {placed:?}");
-        let kept = catalog::reset_on(&scratch.books, &partial).await.expect("a reset");
+        let (kept, _) = catalog::reset_on(&scratch.books, &partial).await.expect("a reset");
         let (_, latest) =
             catalog::latest_plan_with_id_on(&scratch.books).await.expect("the books").expect("a plan");
         assert_eq!(latest, partial, "{backend}");
@@ -862,4 +862,164 @@ async fn the_catalogue_reads_the_same_on_both_backends() {
         (true, false, true, Some(7), None)
     );
     assert_eq!(reads[0], reads[1], "PostgreSQL, then MariaDB");
+}
+
+/// A populated catalogue's rows, `(id, stock, initial_stock)` by id.
+async fn catalogue(scratch: &Scratch) -> Vec<(i64, i64, i64)> {
+    const ROWS: &str = "SELECT id, stock, initial_stock FROM products ORDER BY id";
+    match &scratch.books {
+        SqlPool::Postgres(pool) => sqlx::query_as(ROWS).fetch_all(pool).await,
+        SqlPool::MySql(pool) => sqlx::query_as(ROWS).fetch_all(pool).await,
+    }
+    .expect("the books")
+}
+
+/// Every order and line: counts and a sum that changes when any line goes or comes.
+async fn orders_digest(scratch: &Scratch) -> (i64, i64, i64) {
+    (
+        scratch.number("SELECT COUNT(*) FROM orders").await,
+        scratch.number("SELECT COUNT(*) FROM order_items").await,
+        scratch
+            .number("SELECT CAST(COALESCE(SUM(product_id * 1000 + quantity), 0) AS SIGNED) FROM order_items")
+            .await,
+    )
+}
+
+/// What a reset keeping the catalogue left besides the catalogue: unit pools, unapplied sales,
+/// idempotency claims and gates.
+async fn leftovers(scratch: &Scratch) -> [i64; 4] {
+    [
+        scratch.number("SELECT COUNT(*) FROM inventory_units").await,
+        scratch.number("SELECT COUNT(*) FROM stock_unapplied").await,
+        scratch.number("SELECT COUNT(*) FROM idempotency_claims").await,
+        scratch.number("SELECT COUNT(*) FROM products WHERE gate IS NOT NULL").await,
+    ]
+}
+
+fn kept(products: &[(i64, i64)]) -> StockPlan {
+    let products: Vec<_> =
+        products.iter().map(|(id, stock)| serde_json::json!({"id": id, "stock": stock})).collect();
+    serde_json::from_value(serde_json::json!({"products": products, "keep_catalogue": true})).expect("a plan")
+}
+
+/// A reset keeping a populated catalogue, through either backend's books, undoes exactly the run
+/// since the last one: the run's orders deleted and history kept, every product the run touched
+/// (by its orders, or a gate with no order) back to its stock before the run, the plan's products
+/// set over their history, pools, claims and gates cleared, and the plan in force recorded. A
+/// second run and reset do the same, and both backends report the same figures.
+#[tokio::test]
+async fn a_kept_reset_undoes_only_the_run_on_both_backends() {
+    use checkout_bench::populate::{self, PopulateArgs};
+    const REDIS_GATED: i64 = 9;
+    let args = PopulateArgs {
+        products: 300,
+        orders: 600,
+        hot_product: HOT,
+        hot_stock: 40,
+        min_stock: 50,
+        max_stock: 80,
+        seed: 3,
+        max_items_per_order: 3,
+        orders_strategy: StrategyKind::SqlAtomic,
+    };
+    let mut figures = Vec::new();
+    for backend in SqlBackend::ALL {
+        let scratch = Scratch::new(backend).await;
+        match &scratch.books {
+            SqlPool::Postgres(pool) => populate::run(pool, &args).await.map(drop),
+            SqlPool::MySql(pool) => populate::run_mysql(pool, &args).await.map(drop),
+        }
+        .expect("a populated catalogue");
+        let populated = catalogue(&scratch).await;
+        let history = orders_digest(&scratch).await;
+        let history_of = |id: i64| {
+            let (_, stock, initial) = populated[usize::try_from(id - 1).expect("an index")];
+            initial - stock
+        };
+        assert!(history_of(HOT) > 0 && history_of(7) > 0, "{backend}: the products have history");
+
+        let (first, in_force) =
+            catalog::reset_on(&scratch.books, &kept(&[(HOT, 30)])).await.expect("a reset");
+        assert_eq!(
+            (first.run_orders_deleted, first.products_restored, first.products_written),
+            (Some(0), Some(0), 1),
+            "{backend}: populate's orders are history"
+        );
+        assert_eq!(in_force.random_products.map(|random| random.count), Some(300), "{backend}");
+        assert!(!in_force.keep_catalogue, "{backend}: the plan in force is a catalogue");
+
+        // The run: every ported strategy sells, one with an idempotency key, one lays out a unit
+        // pool, and a gate moves stock with no order yet (a Redis sale in flight).
+        for (kind, lines, key) in [
+            (StrategyKind::SqlAtomic, &[(HOT, 2)][..], Some("run-key")),
+            (StrategyKind::SqlForUpdate, &[(1, 1), (2, 2)][..], None),
+            (StrategyKind::SqlNaive, &[(3, 1)][..], None),
+            (StrategyKind::SqlSkipLocked, &[(4, 1)][..], None),
+            (StrategyKind::SqlOptimistic, &[(5, 1)][..], None),
+            (StrategyKind::SqlCoalesce, &[(6, 3)][..], None),
+        ] {
+            let answer = build(kind, &scratch, Duration::ZERO).purchase(&request(lines, key)).await;
+            assert!(matches!(answer, Ok(PurchaseOutcome::Placed(_))), "{kind} on {backend}: {answer:?}");
+        }
+        scratch
+            .exec(&format!("UPDATE products SET stock = stock - 5, gate = 'redis' WHERE id = {REDIS_GATED}"))
+            .await;
+        let (_, totals) = catalog::sql_books_on(&scratch.books, &[]).await.expect("the books");
+        assert_eq!(totals.confirmed, 6, "{backend}: the audit reads the run's orders alone");
+        assert_ne!(leftovers(&scratch).await, [0; 4], "{backend}: the run left a pool, a claim and gates");
+
+        let (second, in_force) =
+            catalog::reset_on(&scratch.books, &kept(&[(HOT, 50), (7, 11)])).await.expect("a reset");
+        assert_eq!(orders_digest(&scratch).await, history, "{backend}: the run's orders alone are deleted");
+        assert_eq!(leftovers(&scratch).await, [0; 4], "{backend}");
+        for (before, now) in populated.iter().zip(&catalogue(&scratch).await) {
+            let expected = match before.0 {
+                HOT => (HOT, 50, 50 + history_of(HOT)),
+                7 => (7, 11, 11 + history_of(7)),
+                _ => *before,
+            };
+            assert_eq!(*now, expected, "{backend}: product {} after the first run", before.0);
+        }
+        let explicit: Vec<_> = in_force.products.iter().map(|p| (p.id.get(), p.stock)).collect();
+        assert_eq!(explicit, [(HOT, 50), (7, 11)], "{backend}: this reset's products win");
+        let (_, latest) =
+            catalog::latest_plan_with_id_on(&scratch.books).await.expect("the books").expect("a plan");
+        assert_eq!(latest, in_force, "{backend}: the plan in force is recorded");
+
+        // A second run over the same history: the claim of the first run's key is gone.
+        for (kind, lines) in
+            [(StrategyKind::SqlAtomic, &[(HOT, 3)][..]), (StrategyKind::SqlForUpdate, &[(7, 2), (1, 1)][..])]
+        {
+            let answer =
+                build(kind, &scratch, Duration::ZERO).purchase(&request(lines, Some(kind.as_str()))).await;
+            assert!(matches!(answer, Ok(PurchaseOutcome::Placed(_))), "{kind} on {backend}: {answer:?}");
+        }
+        let again = build(StrategyKind::SqlAtomic, &scratch, Duration::ZERO)
+            .purchase(&request(&[(HOT, 1)], Some("run-key")))
+            .await;
+        assert!(
+            matches!(again, Ok(PurchaseOutcome::Placed(_))),
+            "{backend}: a new order, no replay: {again:?}"
+        );
+        let (third, _) = catalog::reset_on(&scratch.books, &kept(&[(HOT, 50)])).await.expect("a reset");
+        assert_eq!(orders_digest(&scratch).await, history, "{backend}");
+        let rows = catalogue(&scratch).await;
+        assert_eq!(
+            rows[usize::try_from(HOT - 1).expect("an index")],
+            (HOT, 50, 50 + history_of(HOT)),
+            "{backend}"
+        );
+        assert_eq!(rows[6], (7, 11, 11 + history_of(7)), "{backend}: back to its stock before the run");
+        assert_eq!(rows[0], populated[0], "{backend}");
+        figures.push(
+            [first, second, third].map(|s| (s.run_orders_deleted, s.products_restored, s.products_written)),
+        );
+        scratch.drop_database().await;
+    }
+    assert_eq!(
+        figures[0],
+        [(Some(0), Some(0), 1), (Some(6), Some(8), 2), (Some(3), Some(3), 1)],
+        "the run's orders; HOT, 1–6 and the gated product, then HOT, 1 and 7"
+    );
+    assert_eq!(figures[0], figures[1], "PostgreSQL, then MariaDB");
 }

@@ -123,8 +123,16 @@ macro_rules! reset_statement {
     };
 }
 
-const PLANNED: &str = "JSON_TABLE(?, '$[*]' COLUMNS (n FOR ORDINALITY, id BIGINT PATH '$')) AS i \
-                       JOIN JSON_TABLE(?, '$[*]' COLUMNS (n FOR ORDINALITY, stock BIGINT PATH '$')) AS s ON s.n = i.n";
+/// A plan's explicit products from two JSON arrays (ids, then stocks), as `i.id` and `s.stock`. A
+/// macro, so statements embed it with `concat!`.
+macro_rules! planned {
+    () => {
+        "JSON_TABLE(?, '$[*]' COLUMNS (n FOR ORDINALITY, id BIGINT PATH '$')) AS i \
+         JOIN JSON_TABLE(?, '$[*]' COLUMNS (n FOR ORDINALITY, stock BIGINT PATH '$')) AS s ON s.n = i.n"
+    };
+}
+
+const PLANNED: &str = planned!();
 
 /// [`crate::catalog::reset`] on MySQL: every order deleted and `plan` laid out in one
 /// transaction. InnoDB's `TRUNCATE` commits on its own, so the tables are emptied with `DELETE`.
@@ -431,6 +439,133 @@ async fn orders_since(
         .fetch_optional(&mut **tx)
         .await?
         .flatten())
+}
+
+/// The products in the run's lines (`?` twice: the plan's `orders_since`), read with locks: a
+/// plain read would serve REPEATABLE READ's snapshot, and an order committed since would be
+/// deleted below without its products being restored. The next-key locks on `orders_created_at`
+/// also hold off new orders until the reset commits.
+const RUN_PRODUCTS: &str = concat!(
+    reset_statement!(""),
+    "SELECT i.product_id FROM orders o JOIN order_items i ON i.order_id = o.id WHERE ",
+    run_orders!("o."),
+    " FOR UPDATE"
+);
+
+/// Products a gate claimed or the stock sync has not caught up with. A plain read: without an
+/// index on `gate` it scans the catalogue, and a locking read would lock every row it passes.
+const GATED_OR_UNAPPLIED: &str = "SELECT id FROM products WHERE gate IS NOT NULL \
+                                  UNION SELECT product_id FROM stock_unapplied";
+
+/// The units the live orders hold of the product whose id the expression `$id` gives: once the
+/// run's orders are deleted, its history's. Found through `order_items_product`.
+macro_rules! history_units {
+    ($id:literal) => {
+        concat!(
+            "(SELECT CAST(COALESCE(SUM(h.quantity), 0) AS SIGNED) \
+              FROM order_items h JOIN orders ho ON ho.id = h.order_id \
+              WHERE h.product_id = ",
+            $id,
+            " AND ho.status IN ('pending', 'confirmed'))"
+        )
+    };
+}
+
+/// [`crate::catalog::reset_keeping`]'s restore: each product of the JSON list back to its initial
+/// stock less what its history orders hold, and no gate. The list drives the join (InnoDB
+/// updates, and locks, those rows by primary key alone); found rows count only the rows the
+/// condition lets through, the ones that change.
+const RESTORE: &str = concat!(
+    reset_statement!(""),
+    "UPDATE products p JOIN (SELECT t.id, ",
+    history_units!("t.id"),
+    " AS units FROM JSON_TABLE(?, '$[*]' COLUMNS (id BIGINT PATH '$')) AS t) AS r ON r.id = p.id \
+     SET p.stock = p.initial_stock - r.units, p.gate = NULL \
+     WHERE p.stock <> p.initial_stock - r.units OR p.gate IS NOT NULL"
+);
+
+/// The plan's explicit products that exist, laid out over their history: `stock` as planned,
+/// `initial_stock` adding the units their history orders hold. Every one counts as written.
+const SET_EXPLICIT: &str = concat!(
+    reset_statement!(""),
+    "UPDATE products p JOIN (SELECT i.id, s.stock, ",
+    history_units!("i.id"),
+    " AS units FROM ",
+    planned!(),
+    ") AS planned ON planned.id = p.id \
+     SET p.stock = planned.stock, p.initial_stock = planned.stock + planned.units, p.gate = NULL"
+);
+
+/// The plan's explicit products that do not exist yet, as [`SET_EXPLICIT`] lays them out.
+const ADD_EXPLICIT: &str = concat!(
+    reset_statement!(""),
+    "INSERT IGNORE INTO products (id, stock, initial_stock) SELECT i.id, s.stock, s.stock + ",
+    history_units!("i.id"),
+    " FROM ",
+    planned!()
+);
+
+/// [`crate::catalog::reset_keeping`] on MySQL, with the same steps in one transaction: the run's
+/// orders deleted (history stays), the products it touched restored, unit pools, unapplied sales
+/// and idempotency claims emptied (with `DELETE`: `TRUNCATE` would commit), the plan's products
+/// set over their history and the plan in force recorded. Returns what it did and that plan.
+///
+/// # Errors
+/// When the server does not answer, or a purchase holds a row longer than 5 s.
+pub(crate) async fn reset_keeping(
+    pool: &sqlx::MySqlPool,
+    plan: &crate::plan::StockPlan,
+) -> Result<(crate::catalog::ResetSummary, crate::plan::StockPlan), StrategyError> {
+    let started = std::time::Instant::now();
+    let mut tx = pool.begin().await?;
+    let since = orders_since(&mut tx).await?;
+    let mut touched: Vec<i64> =
+        sqlx::query_scalar(RUN_PRODUCTS).bind(since).bind(since).fetch_all(&mut *tx).await?;
+    touched.extend(sqlx::query_scalar::<_, i64>(GATED_OR_UNAPPLIED).fetch_all(&mut *tx).await?);
+    // RESTORE sums history per list entry: a product listed twice would be summed twice.
+    touched.sort_unstable();
+    touched.dedup();
+    let deleted = sqlx::query(concat!(reset_statement!(""), "DELETE FROM orders WHERE ", run_orders!("")))
+        .bind(since)
+        .bind(since)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    for table in [
+        reset_statement!("DELETE FROM inventory_units"),
+        reset_statement!("DELETE FROM stock_unapplied"),
+        reset_statement!("DELETE FROM idempotency_claims"),
+    ] {
+        sqlx::query(table).execute(&mut *tx).await?;
+    }
+    let restored =
+        sqlx::query(RESTORE).bind(sqlx::types::Json(&touched)).execute(&mut *tx).await?.rows_affected();
+    let (ids, stocks): (Vec<i64>, Vec<i64>) = plan.products.iter().map(|p| (p.id.get(), p.stock)).unzip();
+    let mut written = 0;
+    for statement in [SET_EXPLICIT, ADD_EXPLICIT] {
+        written += sqlx::query(statement)
+            .bind(sqlx::types::Json(&ids))
+            .bind(sqlx::types::Json(&stocks))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+    }
+    let last: Option<sqlx::types::Json<crate::plan::StockPlan>> =
+        sqlx::query_scalar("SELECT plan FROM stock_plans ORDER BY id DESC LIMIT 1")
+            .fetch_optional(&mut *tx)
+            .await?;
+    let in_force = last.map(|sqlx::types::Json(last)| last).unwrap_or_default().kept_with(plan);
+    record_plan_keeping_history(&mut tx, &in_force).await?;
+    tx.commit().await?;
+    let summary = crate::catalog::ResetSummary {
+        products_written: written,
+        products_rebaselined: 0,
+        run_orders_deleted: Some(deleted),
+        products_restored: Some(restored),
+        redis_keys_loaded: 0,
+        elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    };
+    Ok((summary, in_force))
 }
 
 /// One live order and its lines in product order, the lines as two JSON arrays
