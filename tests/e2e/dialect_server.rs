@@ -10,8 +10,10 @@ use checkout_bench::admission::InflightLimits;
 use checkout_bench::app::{App, AppConfig};
 use checkout_bench::sessions::SessionConfig;
 use checkout_strategies::backends::{PgSettings, mysql_pool, pg_pool};
+use checkout_strategies::reservation::{self, Sweeper, SweeperSettings};
 use checkout_strategies::{
     Backends, RedisBackend, RedisKeys, RedisSettings, SqlBackend, SqlPool, StockPlan, StrategyKind, Tuning,
+    redis_stock,
 };
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -473,6 +475,141 @@ async fn sessions_killed_mid_sale(backend: SqlBackend) {
     Arc::into_inner(served).expect("every buyer is done").finish().await;
 }
 
+/// The audit holds Redis to account wherever a Redis-gated strategy runs: units missing from the
+/// mirror (what a crash between a reservation and its commit leaves) are named, the verdict is not
+/// clean, and `/admin/reconcile` rewrites the mirror from the books, after which it is clean again.
+async fn a_drifted_redis_mirror_is_named_and_repaired(backend: SqlBackend) {
+    let served = Served::start(backend, Tuning::default()).await;
+    for kind in [StrategyKind::RedisLua, StrategyKind::RedisDecr] {
+        assert_eq!(served.reset(&json!({ "products": [{ "id": HOT, "stock": STOCK }] })).await.status, 200);
+        for _ in 0..3 {
+            let sold = served.buy(kind, &[(HOT, 1)], None).await;
+            assert_eq!(sold.status, 201, "{kind} on {backend}: {}", sold.body);
+        }
+        let audit = served.get("/admin/audit").await;
+        assert_eq!(audit.body["redis"]["checked"], true, "{kind} on {backend}: {}", audit.body);
+        assert_eq!(audit.body["clean"], true, "{kind} on {backend}: {}", audit.body);
+        let hot = |audit: &Value| {
+            audit["products"]
+                .as_array()
+                .and_then(|products| products.iter().find(|p| p["product_id"] == HOT).cloned())
+                .unwrap_or_else(|| panic!("{kind} on {backend}: product {HOT} missing: {audit}"))
+        };
+        assert_eq!(
+            hot(&audit.body)["redis_stock"],
+            STOCK - 3,
+            "{kind} on {backend}: Redis mirrors the sales"
+        );
+
+        let redis = &served.app.redis;
+        let mut conn = redis.conn.clone();
+        redis::cmd("DECRBY")
+            .arg(redis.keys.stock(HOT))
+            .arg(2)
+            .query_async::<i64>(&mut conn)
+            .await
+            .expect("Redis answers");
+        let drifted = served.get("/admin/audit").await;
+        assert_eq!(hot(&drifted.body)["redis_drift"], -2, "{kind} on {backend}: {}", drifted.body);
+        assert_eq!(drifted.body["clean"], false, "{kind} on {backend}: a drifted mirror is not clean");
+
+        let response = served
+            .client
+            .post(format!("{}/admin/reconcile", served.url))
+            .send()
+            .await
+            .expect("server answers");
+        let repaired = read_answer(response).await;
+        assert_eq!(repaired.status, 200, "{kind} on {backend}: {}", repaired.body);
+        assert_eq!(repaired.body["products_repaired"], 1, "{kind} on {backend}: {}", repaired.body);
+        assert_eq!(repaired.body["repairs"][0]["redis_stock_after"], STOCK - 3, "{kind} on {backend}");
+        let audit = served.get("/admin/audit").await;
+        assert_eq!(audit.body["clean"], true, "{kind} on {backend}: repaired: {}", audit.body);
+    }
+    served.finish().await;
+}
+
+/// A transaction holding one product row's lock, on either server.
+enum RowLock {
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+    MySql(sqlx::Transaction<'static, sqlx::MySql>),
+}
+
+impl RowLock {
+    async fn release(self) {
+        match self {
+            Self::Postgres(tx) => tx.rollback().await,
+            Self::MySql(tx) => tx.rollback().await,
+        }
+        .expect("the lock is released");
+    }
+}
+
+async fn lock_row(books: &SqlPool, product: i64) -> RowLock {
+    let sql = format!("SELECT stock FROM products WHERE id = {product} FOR UPDATE");
+    match books {
+        SqlPool::Postgres(pool) => {
+            let mut tx = pool.begin().await.expect("a transaction");
+            sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut *tx).await.expect("the row lock");
+            RowLock::Postgres(tx)
+        }
+        SqlPool::MySql(pool) => {
+            let mut tx = pool.begin().await.expect("a transaction");
+            sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut *tx).await.expect("the row lock");
+            RowLock::MySql(tx)
+        }
+    }
+}
+
+/// A purchase reserves in Redis and then waits on the books (its product row held by another
+/// transaction) past its reservation's deadline: the sweeper voids its order id and gives the unit
+/// back once; when the row frees, the late order cannot commit and its buyer hears 503. The units
+/// sold, the books and the mirror agree, and the audit is clean.
+async fn a_stranded_reservation_is_swept(backend: SqlBackend) {
+    let ttl = Duration::from_millis(300);
+    let served = Arc::new(Served::start(backend, Tuning { reservation_ttl: ttl, ..Tuning::default() }).await);
+    for kind in [StrategyKind::RedisLua, StrategyKind::RedisDecr] {
+        assert_eq!(served.reset(&json!({ "products": [{ "id": HOT, "stock": STOCK }] })).await.status, 200);
+        // The first sale claims the product for the Redis gate, an update the lock would hold up.
+        assert_eq!(served.buy(kind, &[(HOT, 1)], None).await.status, 201, "{kind} on {backend}");
+        let locker = lock_row(served.scratch.books(), HOT).await;
+        let late = {
+            let served = Arc::clone(&served);
+            tokio::spawn(async move { served.buy(kind, &[(HOT, 1)], None).await })
+        };
+        let redis = served.app.redis.clone();
+        let started = std::time::Instant::now();
+        while reservation::holds(&redis).await.expect("Redis answers").len() != 1 {
+            assert!(started.elapsed() < Duration::from_secs(10), "{kind} on {backend}: no reservation made");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(ttl + Duration::from_millis(200)).await;
+        let swept = Sweeper::new(served.scratch.books().clone(), redis.clone(), SweeperSettings::default())
+            .sweep()
+            .await
+            .expect("the sweep runs");
+        assert_eq!((swept.settled, swept.released), (0, 1), "{kind} on {backend}: {swept:?}");
+        let (shelf, inflight) = redis_stock::mirror(&redis, &[HOT]).await.expect("Redis answers");
+        assert_eq!(
+            (shelf, inflight),
+            (vec![Some(STOCK - 1)], vec![Some(0)]),
+            "{kind} on {backend}: the unit is back on the shelf, once"
+        );
+        locker.release().await;
+        let answer = late.await.expect("the buyer finishes");
+        answer.assert_error(503, "backend_unavailable");
+        assert_eq!(
+            served.scratch.sold().await,
+            (1, 1),
+            "{kind} on {backend}: the late order never committed"
+        );
+        assert_eq!(served.scratch.stock(HOT).await, STOCK - 1, "{kind} on {backend}");
+        let audit = served.get("/admin/audit").await;
+        assert_eq!(audit.body["clean"], true, "{kind} on {backend}: {}", audit.body);
+    }
+    Arc::into_inner(served).expect("every buyer is done").finish().await;
+}
+
 /// An order id as each server spells a UUID literal.
 fn order_id_literal(backend: SqlBackend, id: &str) -> String {
     let id = uuid::Uuid::parse_str(id).expect("a UUID");
@@ -511,4 +648,6 @@ on_both!(
     database_down,
     sessions_killed_mid_sale,
     a_large_unit_pool_is_laid_out,
+    a_drifted_redis_mirror_is_named_and_repaired,
+    a_stranded_reservation_is_swept,
 );
