@@ -159,21 +159,16 @@ mod tests {
         super::ServerCli::command().debug_assert();
     }
 
-    #[tokio::test]
-    async fn a_worker_on_mariadb_is_refused_plainly_after_its_database_is_prepared() {
-        use clap::Parser;
-        use sqlx::migrate::MigrateDatabase;
+    #[test]
+    fn a_worker_has_background_work_on_every_database() {
+        use checkout_strategies::background::{Job, jobs_on};
 
-        let url = format!("mysql://root@127.0.0.1:3306/server_cli_{}", uuid::Uuid::new_v4().simple());
-        let cli = super::ServerCli::try_parse_from(["server", "worker", "--database-url", &url])
-            .expect("valid flags");
-        let err = format!("{:#}", super::run(cli).await.expect_err("nothing for a worker on MariaDB"));
-        let created = sqlx::MySql::database_exists(&url).await.expect("MariaDB answers");
-        if created {
-            sqlx::MySql::drop_database(&url).await.expect("the scratch database is dropped");
+        for database in checkout_strategies::SqlBackend::ALL {
+            assert!(
+                jobs_on(database).contains(&Job::ReservationSweeper),
+                "{database}: the Redis strategies' reservations need their sweeper"
+            );
         }
-        assert!(created, "the database is created and migrated before the refusal");
-        assert!(err.contains("mysql") && err.contains("worker would do nothing"), "{err}");
     }
 
     #[tokio::test]
