@@ -25,16 +25,16 @@ use crate::pg_driver::SqlPool;
 const CLAIM_FOR_REDIS: &str = "UPDATE products SET gate = 'redis' WHERE id = ANY($1) AND COALESCE(gate, 'redis') = 'redis' RETURNING id";
 const KNOWN: &str = "SELECT id, gate FROM products WHERE id = ANY($1)";
 
-/// Products this process knows PostgreSQL has given to the Redis gate.
+/// Products this process knows the books have given to the Redis gate.
 #[derive(Debug, Default)]
 pub(crate) struct RedisGate {
     known: Mutex<HashSet<i64>>,
 }
 
 impl RedisGate {
-    /// Makes sure every product of `lines` is sold through Redis, claiming it in PostgreSQL on
-    /// first use. Returns the refusal for the first line that cannot be: a product PostgreSQL does
-    /// not have, or one the SQL gate already sells.
+    /// Makes sure every product of `lines` is sold through Redis, claiming it in the books
+    /// (PostgreSQL's or MariaDB's `products.gate`) on first use. Returns the refusal for the first
+    /// line that cannot be: a product the books do not have, or one another gate already sells.
     ///
     /// # Errors
     /// When the database does not answer.
@@ -67,7 +67,7 @@ impl RedisGate {
         }))
     }
 
-    /// Forgets every claim: a reset cleared them in PostgreSQL.
+    /// Forgets every claim: a reset cleared them in the books.
     pub(crate) fn forget(&self) {
         self.known.lock().unwrap_or_else(PoisonError::into_inner).clear();
     }

@@ -3,9 +3,9 @@
 //! reservation's end in Redis.
 //! (`redis-orderlog` group-commits its orders insert-only instead: [`crate::redis_orderlog`].)
 //!
-//! PostgreSQL stays the authority: its decrement is conditional (`stock >= quantity`), so a
-//! mirror that stands above PostgreSQL (rebuilt after Redis lost purchases in flight, or left
-//! behind by an unsafe strategy) can never make a Redis strategy confirm units PostgreSQL does not
+//! The books stay the authority: their decrement is conditional (`stock >= quantity`), so a
+//! mirror that stands above the books (rebuilt after Redis lost purchases in flight, or left
+//! behind by an unsafe strategy) can never make a Redis strategy confirm units the books do not
 //! have. When the condition fails, the reservation goes back, the product is marked for a resync
 //! and the buyer hears sold out.
 

@@ -1023,3 +1023,48 @@ async fn a_kept_reset_undoes_only_the_run_on_both_backends() {
     );
     assert_eq!(figures[0], figures[1], "PostgreSQL, then MariaDB");
 }
+
+/// One gate per product on either database: once a safe SQL strategy sold a product, the Redis
+/// strategies are refused it and take nothing; a product Redis sells is claimed once and every
+/// process's Redis strategy (each remembering its own claims) sells it, while the SQL strategies
+/// are refused it in turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gates_keep_to_their_products_on_both_backends() {
+    for backend in SqlBackend::ALL {
+        let scratch = Scratch::new(backend).await;
+        scratch.stock_products(&[(1, 5), (2, 5)]).await;
+        let atomic = build(StrategyKind::SqlAtomic, &scratch, Duration::ZERO);
+        let sold = atomic.purchase(&request(&[(1, 1)], None)).await.expect("an answer");
+        assert!(matches!(sold, PurchaseOutcome::Placed(_)), "{backend}: {sold:?}");
+        for kind in [StrategyKind::RedisLua, StrategyKind::RedisDecr] {
+            let refused = build(kind, &scratch, Duration::ZERO)
+                .purchase(&request(&[(1, 1)], None))
+                .await
+                .expect("an answer");
+            assert!(
+                matches!(refused, PurchaseOutcome::GateConflict { gate: Gate::Postgres, .. }),
+                "{kind} on {backend}: {refused:?}"
+            );
+        }
+        // Two processes' strategies: the second finds the product already Redis's.
+        for kind in [StrategyKind::RedisLua, StrategyKind::RedisDecr, StrategyKind::RedisLua] {
+            let placed = build(kind, &scratch, Duration::ZERO)
+                .purchase(&request(&[(2, 1)], None))
+                .await
+                .expect("an answer");
+            assert!(matches!(placed, PurchaseOutcome::Placed(_)), "{kind} on {backend}: {placed:?}");
+        }
+        let refused = atomic.purchase(&request(&[(2, 1)], None)).await.expect("an answer");
+        assert!(
+            matches!(refused, PurchaseOutcome::GateConflict { gate: Gate::Redis, .. }),
+            "sql-atomic on {backend}: {refused:?}"
+        );
+        assert_eq!(
+            (scratch.stock(1).await, scratch.stock(2).await),
+            (4, 2),
+            "{backend}: refusals took nothing"
+        );
+        assert_eq!(scratch.sold().await, (4, 4), "{backend}");
+        scratch.drop_database().await;
+    }
+}
