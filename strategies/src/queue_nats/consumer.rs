@@ -44,6 +44,7 @@ use crate::backends::{Backends, RedisBackend};
 use crate::error::StrategyError;
 use crate::fence::{self, Doubt};
 use crate::order::{OrderLines, OrderStatus};
+use crate::pg_driver::SqlPool;
 use crate::redis_stream::persist::{self, ToWrite, Written};
 use crate::redis_stream::{DrainReport, QueuedOrder, Step, WorkerSettings};
 use crate::reservation::End;
@@ -423,7 +424,9 @@ impl Consumer {
             .filter_map(|&i| batch.jobs[i].order.as_ref().ok())
             .map(|order| ToWrite { order, status: OrderStatus::Confirmed, reason: None })
             .collect();
-        match persist::write(&self.pg, &to_write).await {
+        // This consumer runs on PostgreSQL; the writer takes the books of either dialect.
+        let books = SqlPool::Postgres(self.pg.clone());
+        match persist::write(&books, &to_write).await {
             Ok(written) => {
                 for (&i, written) in todo.iter().zip(written) {
                     fates[i] = Some(Fate::Written(written));
@@ -433,7 +436,7 @@ impl Consumer {
             Err(err) => {
                 tracing::warn!(strategy = %KIND, %err, orders = to_write.len(), "batch write failed: writing orders one by one");
                 for (&i, w) in todo.iter().zip(&to_write) {
-                    fates[i] = Some(match persist::write(&self.pg, std::slice::from_ref(w)).await {
+                    fates[i] = Some(match persist::write(&books, std::slice::from_ref(w)).await {
                         Ok(written) => Fate::Written(written[0]),
                         Err(err) if err.transient => return Err(err.into()),
                         Err(err) => Fate::Failed(err.to_string()),

@@ -51,6 +51,7 @@ use crate::error::StrategyError;
 use crate::fence::{self, Doubt};
 use crate::kind::{Queue, StrategyKind};
 use crate::order::{OrderStatus, ProductId};
+use crate::pg_driver::SqlPool;
 use crate::reservation;
 
 static TAKE: LazyLock<redis::Script> =
@@ -626,7 +627,9 @@ impl Worker {
             .zip(&decisions)
             .map(|(&order, &(status, reason))| ToWrite { order, status, reason })
             .collect();
-        match persist::write(&self.pg, &to_write).await {
+        // This worker runs on PostgreSQL; the writer takes the books of either dialect.
+        let books = SqlPool::Postgres(self.pg.clone());
+        match persist::write(&books, &to_write).await {
             Ok(written) => {
                 for ((&i, written), w) in todo.iter().zip(written).zip(&to_write) {
                     fates[i] = Some(Fate::Written(written, w.status));
@@ -639,7 +642,7 @@ impl Worker {
                 }
                 tracing::warn!(strategy = %self.kind, %err, entries = to_write.len(), "batch write failed: writing entries one by one");
                 for (&i, w) in todo.iter().zip(&to_write) {
-                    fates[i] = Some(match persist::write(&self.pg, std::slice::from_ref(w)).await {
+                    fates[i] = Some(match persist::write(&books, std::slice::from_ref(w)).await {
                         Ok(written) => Fate::Written(written[0], w.status),
                         Err(err) => {
                             let err = StrategyError::from(err);
