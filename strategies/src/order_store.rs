@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
-use sqlx::{FromRow, PgConnection, PgExecutor, PgPool};
+use sqlx::{FromRow, PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use crate::dialect::OrderSql;
@@ -359,20 +359,9 @@ pub(crate) enum Abandoned {
     Unknown(String),
 }
 
-/// Runs a batch's `work` within [`BATCH_DEADLINE`]. When it outlives it, the transaction was
-/// abandoned at an unknown step, so every order id of the batch is settled ([`settle_batch`]) and
-/// `answer` turns each id's fate into its reply.
-pub(crate) async fn within_deadline<R>(
-    pg: &PgPool,
-    kind: StrategyKind,
-    ids: impl Iterator<Item = Uuid>,
-    work: impl Future<Output = Vec<R>>,
-    answer: impl Fn(Uuid, Abandoned) -> R,
-) -> Vec<R> {
-    within_deadline_on(&SqlPool::Postgres(pg.clone()), kind, ids, work, answer).await
-}
-
-/// [`within_deadline`] on the books of either dialect.
+/// Runs a batch's `work` within [`BATCH_DEADLINE`], on the books of either dialect. When it
+/// outlives it, the transaction was abandoned at an unknown step, so every order id of the batch
+/// is settled ([`settle_batch_on`]) and `answer` turns each id's fate into its reply.
 pub(crate) async fn within_deadline_on<R>(
     books: &SqlPool,
     kind: StrategyKind,
@@ -400,18 +389,9 @@ pub(crate) async fn within_deadline_on<R>(
     }
 }
 
-/// Voids `ids` to settle, for good, whether each committed ([`fence::settle_all`]), within
-/// [`BATCH_DEADLINE`]; `None` when PostgreSQL cannot be asked (the doubt stays).
-pub(crate) async fn settle_batch(
-    pg: &PgPool,
-    kind: StrategyKind,
-    ids: &[Uuid],
-    why: &str,
-) -> Option<HashMap<Uuid, Doubt>> {
-    settle_batch_on(&SqlPool::Postgres(pg.clone()), kind, ids, why).await
-}
-
-/// [`settle_batch`] on the books of either dialect ([`fence::settle_all_on`]).
+/// Voids `ids` to settle, for good, whether each committed ([`fence::settle_all_on`]), on the
+/// books of either dialect, within [`BATCH_DEADLINE`]; `None` when the database cannot be asked
+/// (the doubt stays).
 pub(crate) async fn settle_batch_on(
     books: &SqlPool,
     kind: StrategyKind,
