@@ -112,7 +112,7 @@ pub async fn run(
                 tasks.spawn(sweeper.run(cancel.clone()));
             }
             Job::StockSync => {
-                let sync = StockSync::new(backends.postgres("the stock sync")?.clone(), settings.stock_sync);
+                let sync = StockSync::new(backends.books.clone(), settings.stock_sync);
                 tasks.spawn(sync.run(cancel.clone()));
             }
         }

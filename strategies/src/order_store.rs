@@ -1,11 +1,14 @@
-//! Orders in PostgreSQL: the statements every SQL-backed strategy shares, and the one batch
-//! writer every strategy that persists many orders per transaction uses ([`write_batch`]).
+//! Orders in the SQL books: the statements every SQL-backed strategy shares, and the one batch
+//! writer every strategy that persists many orders per transaction uses, on either dialect
+//! ([`BatchTx::write`], [`write_batch_on`]; PostgreSQL's is [`write_batch`]).
+
+mod batch_tx;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
-use sqlx::{FromRow, PgConnection, PgExecutor, PgPool};
+use sqlx::{FromRow, PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use crate::dialect::OrderSql;
@@ -16,6 +19,8 @@ use crate::order::{
     Delivery, OrderLine, OrderLines, OrderStatus, OrderView, ProductId, PurchaseRequest, Quantity, Receipt,
 };
 use crate::pg_driver::{DbError, SqlPool, Statements};
+
+pub(crate) use self::batch_tx::{BatchConn, BatchTx};
 
 /// Inserts the order and its lines in one statement.
 pub(crate) const INSERT_ORDER: &str = r#"
@@ -244,12 +249,12 @@ const TAKE_DECIDED: &str =
 const TAKE_CHECKED: &str = "UPDATE products SET stock = stock - $2::bigint, gate = 'postgres' \
                             WHERE id = $1 AND stock >= $2::bigint AND COALESCE(gate, 'postgres') = 'postgres'";
 
-/// How a batch's confirmed units leave PostgreSQL's stock.
+/// How a batch's confirmed units leave the books' stock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum StockTake {
+pub enum StockTake {
     /// The Redis gate already decided: decrement unconditionally (the stream worker).
     Decided,
-    /// PostgreSQL's row is the gate and the caller holds its lock (`SELECT … FOR UPDATE`) and
+    /// The SQL row is the gate and the caller holds its lock (`SELECT … FOR UPDATE`) and
     /// checked the stock: decrement only where it still fits, else fail the whole batch.
     Checked,
     /// The Redis gate already decided, and no product row is touched: the units wait in
@@ -260,21 +265,21 @@ pub(crate) enum StockTake {
 
 /// One order of a batch, and how to write it.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct BatchOrder<'a> {
-    pub(crate) order_id: Uuid,
-    pub(crate) strategy: StrategyKind,
-    pub(crate) lines: &'a OrderLines,
-    pub(crate) delivery: &'a Delivery,
-    pub(crate) user: Option<&'a str>,
-    pub(crate) idempotency_key: Option<&'a str>,
-    pub(crate) created_at: chrono::DateTime<chrono::Utc>,
-    pub(crate) status: OrderStatus,
-    pub(crate) reason: Option<&'static str>,
+pub struct BatchOrder<'a> {
+    pub order_id: Uuid,
+    pub strategy: StrategyKind,
+    pub lines: &'a OrderLines,
+    pub delivery: &'a Delivery,
+    pub user: Option<&'a str>,
+    pub idempotency_key: Option<&'a str>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub status: OrderStatus,
+    pub reason: Option<&'static str>,
 }
 
 /// What became of one order of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Written {
+pub enum Written {
     /// Inserted by this transaction (confirmed ones moved the stock when asked to).
     Inserted,
     /// The same order was committed before: a redelivery.
@@ -286,11 +291,11 @@ pub(crate) enum Written {
 /// Why a batch failed: one error, cloned to every order (and every waiting buyer) of the batch.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
-pub(crate) struct BatchError {
+pub struct BatchError {
     /// No order's fault (the database is away, or writers conflicted): the same batch can be
     /// written again later.
-    pub(crate) transient: bool,
-    pub(crate) message: String,
+    pub transient: bool,
+    pub message: String,
 }
 
 impl From<sqlx::Error> for BatchError {
@@ -354,20 +359,9 @@ pub(crate) enum Abandoned {
     Unknown(String),
 }
 
-/// Runs a batch's `work` within [`BATCH_DEADLINE`]. When it outlives it, the transaction was
-/// abandoned at an unknown step, so every order id of the batch is settled ([`settle_batch`]) and
-/// `answer` turns each id's fate into its reply.
-pub(crate) async fn within_deadline<R>(
-    pg: &PgPool,
-    kind: StrategyKind,
-    ids: impl Iterator<Item = Uuid>,
-    work: impl Future<Output = Vec<R>>,
-    answer: impl Fn(Uuid, Abandoned) -> R,
-) -> Vec<R> {
-    within_deadline_on(&SqlPool::Postgres(pg.clone()), kind, ids, work, answer).await
-}
-
-/// [`within_deadline`] on the books of either dialect.
+/// Runs a batch's `work` within [`BATCH_DEADLINE`], on the books of either dialect. When it
+/// outlives it, the transaction was abandoned at an unknown step, so every order id of the batch
+/// is settled ([`settle_batch_on`]) and `answer` turns each id's fate into its reply.
 pub(crate) async fn within_deadline_on<R>(
     books: &SqlPool,
     kind: StrategyKind,
@@ -395,18 +389,9 @@ pub(crate) async fn within_deadline_on<R>(
     }
 }
 
-/// Voids `ids` to settle, for good, whether each committed ([`fence::settle_all`]), within
-/// [`BATCH_DEADLINE`]; `None` when PostgreSQL cannot be asked (the doubt stays).
-pub(crate) async fn settle_batch(
-    pg: &PgPool,
-    kind: StrategyKind,
-    ids: &[Uuid],
-    why: &str,
-) -> Option<HashMap<Uuid, Doubt>> {
-    settle_batch_on(&SqlPool::Postgres(pg.clone()), kind, ids, why).await
-}
-
-/// [`settle_batch`] on the books of either dialect ([`fence::settle_all_on`]).
+/// Voids `ids` to settle, for good, whether each committed ([`fence::settle_all_on`]), on the
+/// books of either dialect, within [`BATCH_DEADLINE`]; `None` when the database cannot be asked
+/// (the doubt stays).
 pub(crate) async fn settle_batch_on(
     books: &SqlPool,
     kind: StrategyKind,
@@ -438,11 +423,34 @@ pub(crate) async fn commit_or_doubt<T, DB: sqlx::Database>(
     }
 }
 
-/// Writes `orders` on the caller's transaction, idempotently (`ON CONFLICT DO NOTHING` on the id
-/// and on the idempotency key), takes the confirmed ones' units from PostgreSQL's stock as `take`
-/// says (summed per product, in product-id order: the order every writer locks rows in), and says
-/// what became of each order, in order. Only orders this call inserted move the stock, so a
-/// redelivered batch writes nothing twice.
+/// Writes `orders` in one transaction of its own on the books of either dialect and commits it;
+/// what became of each, in order ([`write_batch`] says how). A redelivered batch — its first
+/// commit landed, its acknowledgement did not — writes nothing twice.
+///
+/// # Errors
+/// The batch's error; nothing is committed then, unless the reply to `COMMIT` was lost (the
+/// error is transient then, and writing the same batch again is safe).
+pub async fn write_batch_on(
+    books: &SqlPool,
+    orders: &[BatchOrder<'_>],
+    take: StockTake,
+) -> Result<Vec<Written>, BatchError> {
+    let mut conn = BatchConn::acquire(books).await?;
+    let mut tx = conn.begin().await?;
+    let written = tx.write(orders, take).await?;
+    match tx.commit_or_doubt(written).await {
+        Ok(written) => Ok(written),
+        Err(BatchFailure::NotCommitted(err)) => Err(err),
+        Err(BatchFailure::CommitInDoubt(_, err)) => Err(BatchError { transient: true, ..err }),
+    }
+}
+
+/// Writes `orders` on the caller's PostgreSQL transaction, idempotently (`ON CONFLICT DO
+/// NOTHING` on the id and on the idempotency key), takes the confirmed ones' units from
+/// PostgreSQL's stock as `take` says (summed per product, in product-id order: the order every
+/// writer locks rows in), and says what became of each order, in order. Only orders this call
+/// inserted move the stock, so a redelivered batch writes nothing twice. MariaDB's is
+/// [`crate::dialect::mysql_batch::write_batch`]; [`BatchTx::write`] runs either.
 ///
 /// # Errors
 /// The batch's error; the caller's transaction must then roll back. With [`StockTake::Checked`],

@@ -38,7 +38,6 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::{Acquire, PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::backends::RedisBackend;
@@ -48,9 +47,10 @@ use crate::fence::{self, Doubt};
 use crate::kind::StrategyKind;
 use crate::order::{OrderStatus, PurchaseOutcome, PurchaseRequest, Receipt};
 use crate::order_store::{
-    Abandoned, BatchError, BatchFailure, BatchOrder, StockTake, Written, commit_or_doubt, receipt_for_key,
-    settle_batch, within_deadline, write_batch,
+    Abandoned, BatchConn, BatchError, BatchFailure, BatchOrder, StockTake, Written, receipt_on,
+    settle_batch_on, within_deadline_on,
 };
+use crate::pg_driver::SqlPool;
 use crate::plan::StockPlan;
 use crate::redis_lua::RedisLua;
 use crate::redis_persist::end;
@@ -78,7 +78,7 @@ enum Logged {
 #[derive(Debug)]
 pub struct RedisOrderlog {
     reserving: RedisLua,
-    pg: PgPool,
+    books: SqlPool,
     redis: RedisBackend,
     batcher: LazyBatcher<PurchaseRequest, Logged>,
 }
@@ -86,10 +86,16 @@ pub struct RedisOrderlog {
 impl RedisOrderlog {
     /// A strategy whose commits carry at most `max_batch` orders. Its batcher starts on the first
     /// reserved purchase.
-    pub fn new(pg: PgPool, redis: RedisBackend, reservation_ttl: Duration, max_batch: usize) -> Self {
+    pub fn new(
+        books: impl Into<SqlPool>,
+        redis: RedisBackend,
+        reservation_ttl: Duration,
+        max_batch: usize,
+    ) -> Self {
+        let books = books.into();
         Self {
-            reserving: RedisLua::reserving_for(pg.clone().into(), redis.clone(), reservation_ttl, KIND),
-            pg,
+            reserving: RedisLua::reserving_for(books.clone(), redis.clone(), reservation_ttl, KIND),
+            books,
             redis,
             batcher: LazyBatcher::new(max_batch),
         }
@@ -103,13 +109,13 @@ impl RedisOrderlog {
     ) -> Result<PurchaseOutcome, StrategyError> {
         match logged {
             Logged::Placed => {
-                end(&self.pg.clone().into(), &self.redis, request, End::Settle).await;
+                end(&self.books, &self.redis, request, End::Settle).await;
                 Ok(PurchaseOutcome::Placed(Receipt::confirmed(request.order_id, KIND)))
             }
             Logged::NotWritten => {
                 // Ending a reservation the sweeper already ended does nothing.
-                end(&self.pg.clone().into(), &self.redis, request, End::Release).await;
-                match receipt_for_key(&self.pg, request).await? {
+                end(&self.books, &self.redis, request, End::Release).await;
+                match receipt_on(&self.books, request).await? {
                     Some(first) => Ok(PurchaseOutcome::Replayed(first)),
                     None => Err(StrategyError::Unavailable(
                         "the reservation expired before the order could be written; nothing was sold".into(),
@@ -117,7 +123,7 @@ impl RedisOrderlog {
                 }
             }
             Logged::Failed(err) => {
-                end(&self.pg.clone().into(), &self.redis, request, End::Release).await;
+                end(&self.books, &self.redis, request, End::Release).await;
                 Err(StrategyError::Unavailable(format!("the batch failed and was rolled back: {err}")))
             }
             Logged::InDoubt(detail) => Err(StrategyError::InDoubt(detail)),
@@ -127,14 +133,14 @@ impl RedisOrderlog {
     /// The batch step died without answering (a panic): the order id settles whether it committed.
     async fn settle_lost(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, StrategyError> {
         let id = request.order_id;
-        match fence::settle_on(&self.pg.clone().into(), KIND, id, "batch_lost").await {
+        match fence::settle_on(&self.books, KIND, id, "batch_lost").await {
             Ok(Doubt::Committed) => self.answer(request, Logged::Placed).await,
             Ok(Doubt::Void) => {
-                end(&self.pg.clone().into(), &self.redis, request, End::Release).await;
+                end(&self.books, &self.redis, request, End::Release).await;
                 Err(StrategyError::Internal("the batch holding this purchase failed".into()))
             }
             Err(asked) => Err(StrategyError::InDoubt(format!(
-                "order {id}: its batch failed and PostgreSQL could not be asked whether it committed ({asked})"
+                "order {id}: its batch failed and the database could not be asked whether it committed ({asked})"
             ))),
         }
     }
@@ -151,17 +157,17 @@ impl Strategy for RedisOrderlog {
             return Ok(refusal);
         }
         let batcher = self.batcher.running(|| {
-            let pg = self.pg.clone();
+            let books = self.books.clone();
             move |batch| {
-                let pg = pg.clone();
-                async move { log_batch(&pg, batch).await }
+                let books = books.clone();
+                async move { log_batch(&books, batch).await }
             }
         });
         match batcher.submit(request.clone()).await {
             Ok(Answer::Done(logged)) => self.answer(request, logged).await,
             Ok(Answer::Lost) => self.settle_lost(request).await,
             Err(refused) => {
-                end(&self.pg.clone().into(), &self.redis, request, End::Release).await;
+                end(&self.books, &self.redis, request, End::Release).await;
                 Err(StrategyError::Unavailable(match refused {
                     Refused::Full => "redis-orderlog: too many purchases waiting for a batch".into(),
                     Refused::Closed => "redis-orderlog: the batcher has stopped".into(),
@@ -185,9 +191,9 @@ impl Strategy for RedisOrderlog {
 }
 
 /// Commits `batch`'s orders in one insert-only transaction and says what became of each, in order.
-async fn log_batch(pg: &PgPool, batch: Vec<PurchaseRequest>) -> Vec<Logged> {
+async fn log_batch(books: &SqlPool, batch: Vec<PurchaseRequest>) -> Vec<Logged> {
     let ids = batch.iter().map(|request| request.order_id);
-    within_deadline(pg, KIND, ids, write_and_settle(pg, &batch), |_, fate| match fate {
+    within_deadline_on(books, KIND, ids, write_and_settle(books, &batch), |_, fate| match fate {
         Abandoned::Committed => Logged::Placed,
         Abandoned::NotCommitted(detail) => Logged::Failed(BatchError { transient: true, message: detail }),
         Abandoned::Unknown(detail) => Logged::InDoubt(detail),
@@ -195,11 +201,11 @@ async fn log_batch(pg: &PgPool, batch: Vec<PurchaseRequest>) -> Vec<Logged> {
     .await
 }
 
-async fn write_and_settle(pg: &PgPool, batch: &[PurchaseRequest]) -> Vec<Logged> {
+async fn write_and_settle(books: &SqlPool, batch: &[PurchaseRequest]) -> Vec<Logged> {
     // A connection that cannot be had sent nothing: that failure is certain.
-    let mut conn = match pg.acquire().await {
+    let mut conn = match BatchConn::acquire(books).await {
         Ok(conn) => conn,
-        Err(err) => return vec![Logged::Failed(err.into()); batch.len()],
+        Err(err) => return vec![Logged::Failed(err); batch.len()],
     };
     let attempt = write(&mut conn, batch).await;
     drop(conn);
@@ -219,7 +225,7 @@ async fn write_and_settle(pg: &PgPool, batch: &[PurchaseRequest]) -> Vec<Logged>
                 .filter(|(_, fate)| **fate == Written::Inserted)
                 .map(|(request, _)| request.order_id)
                 .collect();
-            match settle_batch(pg, KIND, &inserted, "commit_in_doubt").await {
+            match settle_batch_on(books, KIND, &inserted, "commit_in_doubt").await {
                 Some(doubts) if doubts.values().any(|doubt| *doubt == Doubt::Committed) => {
                     tracing::warn!(%err, orders = inserted.len(), "an order batch whose COMMIT reply was lost had committed");
                     fates.into_iter().map(placed_or_not).collect()
@@ -227,7 +233,7 @@ async fn write_and_settle(pg: &PgPool, batch: &[PurchaseRequest]) -> Vec<Logged>
                 Some(_) => vec![Logged::Failed(err); batch.len()],
                 None => vec![
                     Logged::InDoubt(format!(
-                        "the batch's COMMIT failed ({err}) and PostgreSQL could not be asked whether it committed"
+                        "the batch's COMMIT failed ({err}) and the database could not be asked whether it committed"
                     ));
                     batch.len()
                 ],
@@ -249,7 +255,7 @@ fn placed_or_not(fate: Written) -> Logged {
 /// [`BatchFailure`]: certain when `COMMIT` was not sent or PostgreSQL refused it, in doubt
 /// otherwise.
 async fn write(
-    conn: &mut PgConnection,
+    conn: &mut BatchConn,
     batch: &[PurchaseRequest],
 ) -> Result<Vec<Written>, BatchFailure<Vec<Written>>> {
     let mut tx = conn.begin().await?;
@@ -268,6 +274,6 @@ async fn write(
             reason: None,
         })
         .collect();
-    let fates = write_batch(&mut tx, &orders, StockTake::Logged).await?;
-    commit_or_doubt(tx, fates).await
+    let fates = tx.write(&orders, StockTake::Logged).await?;
+    tx.commit_or_doubt(fates).await
 }

@@ -28,9 +28,6 @@ pub fn build(kind: StrategyKind, backends: &Backends) -> Option<Arc<dyn Strategy
     }
     let books = || backends.books.clone();
     let purchases = || backends.purchases.clone();
-    // The strategies not ported to every dialect keep their books in PostgreSQL: `runs` admits
-    // them only there.
-    let pg = || backends.pg.clone();
     let redis = || backends.redis.clone();
     let tuning = &backends.tuning;
     Some(match kind {
@@ -48,11 +45,11 @@ pub fn build(kind: StrategyKind, backends: &Backends) -> Option<Arc<dyn Strategy
         StrategyKind::RedisDecr => Arc::new(RedisDecr::new(books(), redis(), tuning.reservation_ttl)),
         StrategyKind::RedisLua => Arc::new(RedisLua::new(books(), redis(), tuning.reservation_ttl)),
         StrategyKind::RedisOrderlog => {
-            Arc::new(RedisOrderlog::new(pg()?, redis(), tuning.reservation_ttl, tuning.coalesce_max_batch))
+            Arc::new(RedisOrderlog::new(books(), redis(), tuning.reservation_ttl, tuning.coalesce_max_batch))
         }
-        StrategyKind::Stream => Arc::new(Stream::new(pg()?, redis())),
-        StrategyKind::StreamDeferred => Arc::new(StreamDeferred::new(pg()?, redis())),
-        StrategyKind::QueueNats => Arc::new(QueueNats::new(pg()?, redis(), backends.nats.clone())),
+        StrategyKind::Stream => Arc::new(Stream::new(books(), redis())),
+        StrategyKind::StreamDeferred => Arc::new(StreamDeferred::new(books(), redis())),
+        StrategyKind::QueueNats => Arc::new(QueueNats::new(books(), redis(), backends.nats.clone())),
     })
 }
 

@@ -28,10 +28,10 @@
 //! ([`Strategy::shutdown`], once the server stops taking requests) closes its queue and waits
 //! while it commits and answers every purchase already queued.
 //!
-//! On MariaDB the steps are the same and so are the answers; what differs is in [`batch_tx`]: the
-//! products are locked one locking read per id (in id order), and without `RETURNING` the insert's
-//! affected rows (and, when some order was skipped, a read-back of the batch's ids) tell which
-//! orders this transaction wrote.
+//! On MariaDB the steps are the same and so are the answers; what differs is in [`batch_tx`] and
+//! the shared batch writer ([`crate::dialect::mysql_batch`]): the products are locked one locking
+//! read per id (in id order), and without `RETURNING` the batch's ids are read before and after
+//! the insert to tell which orders this transaction wrote.
 
 mod batch_tx;
 
@@ -41,14 +41,14 @@ use async_trait::async_trait;
 use sqlx::FromRow;
 use uuid::Uuid;
 
-use self::batch_tx::{BatchConn, BatchTx};
 use crate::coalescer::{Answer, BatchSizeSummary, LazyBatcher, Refused};
 use crate::error::StrategyError;
 use crate::fence::{self, Doubt};
 use crate::kind::{Gate, StrategyKind};
 use crate::order::{OrderStatus, PurchaseOutcome, PurchaseRequest, Receipt};
 use crate::order_store::{
-    Abandoned, BatchError, BatchFailure, BatchOrder, Written, receipt_on, settle_batch_on, within_deadline_on,
+    Abandoned, BatchConn, BatchError, BatchFailure, BatchOrder, BatchTx, StockTake, Written, receipt_on,
+    settle_batch_on, within_deadline_on,
 };
 use crate::pg_driver::SqlPool;
 use crate::plan::StockPlan;
@@ -309,7 +309,7 @@ async fn write(conn: &mut BatchConn, batch: &[PurchaseRequest]) -> Result<Commit
         tx.rollback().await?;
         return Ok(Committed { verdicts, written: HashMap::new() });
     }
-    let fates = tx.write(&accepted).await?;
+    let fates = tx.write(&accepted, StockTake::Checked).await?;
     let written: HashMap<Uuid, Written> = accepted.iter().map(|order| order.order_id).zip(fates).collect();
     tx.commit_or_doubt(Committed { verdicts, written }).await
 }

@@ -1,5 +1,5 @@
-//! The stock sync: applies orders `redis-orderlog` committed insert-only to PostgreSQL's
-//! `products.stock`.
+//! The stock sync: applies orders `redis-orderlog` committed insert-only to the SQL books'
+//! `products.stock`, on PostgreSQL or MariaDB ([`crate::dialect::mysql_stock_sync`]).
 //!
 //! `redis-orderlog` writes one `stock_unapplied` row per order line instead of updating the hot
 //! product row. Each sync is one transaction: it deletes a batch of those rows and takes their
@@ -8,16 +8,18 @@
 //! order and its sync leaves the rows, and the next sync (of any process) applies them.
 //!
 //! One statement per sync, hundreds of orders per product row update: the hot row is locked once
-//! per interval rather than once per sale. Several processes may run the sync side by side: a
-//! transaction-scoped advisory lock lets one at a time through, so two syncs never update the same
-//! product rows in different orders.
+//! per interval rather than once per sale. Several processes may run the sync side by side: a lock
+//! per database lets one at a time through (on PostgreSQL a transaction-scoped advisory lock), so
+//! two syncs never update the same product rows in different orders.
 
 use std::time::Duration;
 
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use crate::dialect::mysql_stock_sync;
 use crate::error::StrategyError;
+use crate::pg_driver::SqlPool;
 
 /// Only one sync at a time per database; the others skip their turn.
 const TRY_LOCK: &str = "SELECT pg_try_advisory_xact_lock(hashtext('checkout-bench:stock-sync'))";
@@ -68,34 +70,28 @@ pub struct SyncReport {
     pub skipped: bool,
 }
 
-/// Applies `redis-orderlog`'s committed orders to PostgreSQL's stock.
+/// Applies `redis-orderlog`'s committed orders to the books' stock.
 #[derive(Debug, Clone)]
 pub struct StockSync {
-    pg: PgPool,
+    books: SqlPool,
     settings: StockSyncSettings,
 }
 
 impl StockSync {
-    pub const fn new(pg: PgPool, settings: StockSyncSettings) -> Self {
-        Self { pg, settings }
+    pub const fn new(books: SqlPool, settings: StockSyncSettings) -> Self {
+        Self { books, settings }
     }
 
     /// One transaction: up to `batch` unapplied lines leave `stock_unapplied` and their units leave
     /// the stock rows, or nothing happens.
     ///
     /// # Errors
-    /// When PostgreSQL does not answer; the transaction then rolls back and the lines stay.
+    /// When the database does not answer; the transaction then rolls back and the lines stay.
     pub async fn sync_once(&self) -> Result<SyncReport, StrategyError> {
-        let mut tx = self.pg.begin().await?;
-        let locked: bool = sqlx::query_scalar(TRY_LOCK).fetch_one(&mut *tx).await?;
-        if !locked {
-            tx.rollback().await?;
-            return Ok(SyncReport { skipped: true, ..SyncReport::default() });
+        match &self.books {
+            SqlPool::Postgres(pg) => sync_once_on_postgres(pg, self.settings.batch).await,
+            SqlPool::MySql(pool) => mysql_stock_sync::sync_once(pool, self.settings.batch).await,
         }
-        let (units, lines, products): (i64, i64, i64) =
-            sqlx::query_as(APPLY).bind(self.settings.batch).fetch_one(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(SyncReport { lines, units, products, skipped: false })
     }
 
     /// Syncs until nothing is left to apply. Returns the lines applied.
@@ -145,4 +141,17 @@ impl StockSync {
         }
         tracing::info!("stock sync stopped");
     }
+}
+
+async fn sync_once_on_postgres(pg: &PgPool, batch: i64) -> Result<SyncReport, StrategyError> {
+    let mut tx = pg.begin().await?;
+    let locked: bool = sqlx::query_scalar(TRY_LOCK).fetch_one(&mut *tx).await?;
+    if !locked {
+        tx.rollback().await?;
+        return Ok(SyncReport { skipped: true, ..SyncReport::default() });
+    }
+    let (units, lines, products): (i64, i64, i64) =
+        sqlx::query_as(APPLY).bind(batch).fetch_one(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(SyncReport { lines, units, products, skipped: false })
 }

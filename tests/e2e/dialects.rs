@@ -131,7 +131,7 @@ impl Scratch {
             .expect("Redis answers");
     }
 
-    async fn stock_products(&self, products: &[(i64, i64)]) {
+    pub(crate) async fn stock_products(&self, products: &[(i64, i64)]) {
         for (id, stock) in products {
             self.exec(&format!(
                 "INSERT INTO products (id, stock, initial_stock) VALUES ({id}, {stock}, {stock})"

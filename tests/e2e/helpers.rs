@@ -11,7 +11,7 @@ use checkout_strategies::background::Job;
 use checkout_strategies::stock_sync::{StockSync, StockSyncSettings};
 use checkout_strategies::{
     Backends, Gate, NatsBackend, NatsSettings, PgDriver, PgSettings, PurchasePool, RedisBackend, RedisKeys,
-    RedisSettings, StockPlan, StrategyKind, Tuning, backends,
+    RedisSettings, SqlPool, StockPlan, StrategyKind, Tuning, backends,
 };
 use serde_json::{Value, json};
 use sqlx::postgres::PgConnectOptions;
@@ -419,7 +419,10 @@ impl TestApp {
     /// Applies every order committed insert-only to PostgreSQL's stock, as the stock sync job
     /// does in a server. Returns the order lines applied.
     pub(crate) async fn sync_stock(&self) -> i64 {
-        StockSync::new(self.pool.clone(), StockSyncSettings::default()).drain().await.expect("stock sync")
+        StockSync::new(SqlPool::Postgres(self.pool.clone()), StockSyncSettings::default())
+            .drain()
+            .await
+            .expect("stock sync")
     }
 
     /// Stock of `product` in the books `kind` sells from: its own ledger, or PostgreSQL (once the

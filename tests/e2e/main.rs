@@ -4,6 +4,7 @@
 mod admin;
 mod backend_down;
 mod bad_input;
+mod batch_writer;
 mod bench;
 mod chaos;
 mod coalesce;

@@ -110,7 +110,7 @@ async fn the_sync_applies_each_line_once_in_batches(_: PoolOptions<Postgres>, co
         app.buy(KIND, &order_body(&[(1, 2), (2, 1)]), None).await.assert_placed(KIND);
     }
     let sync = checkout_strategies::stock_sync::StockSync::new(
-        app.pool.clone(),
+        checkout_strategies::SqlPool::Postgres(app.pool.clone()),
         StockSyncSettings { batch: 3, ..StockSyncSettings::default() },
     );
     let first = sync.sync_once().await.expect("sync");

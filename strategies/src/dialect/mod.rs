@@ -12,6 +12,7 @@ pub mod ceiling;
 pub(crate) mod mysql;
 pub(crate) mod mysql_batch;
 pub(crate) mod mysql_mirror;
+pub(crate) mod mysql_stock_sync;
 pub(crate) mod postgres;
 
 /// The SQL server the database URL names.

@@ -1,6 +1,6 @@
-//! MariaDB's statements for many orders at once: `sql-coalesce`'s batch (the receipts of its keys,
-//! its orders and lines, the checked decrement) and the fence of a batch in doubt
-//! ([`crate::fence::settle_all_on`]).
+//! MariaDB's statements for many orders at once: the shared batch writer (orders, lines, the
+//! units they take in each [`StockTake`] mode), the receipts of `sql-coalesce`'s keys, and the
+//! fence of a batch in doubt ([`crate::fence::settle_all_on`]).
 //!
 //! PostgreSQL takes each list as one array parameter; here a list of keys is one placeholder per
 //! item (`IN (?, ?, …)`, multi-row `VALUES`), so InnoDB reads and locks exactly those entries of
@@ -10,14 +10,13 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use chrono::SubsecRound;
 use sqlx::{MySqlConnection, MySqlPool};
 use uuid::Uuid;
 
 use crate::error::StrategyError;
 use crate::kind::StrategyKind;
 use crate::order::OrderStatus;
-use crate::order_store::{BatchError, BatchOrder, Written};
+use crate::order_store::{BatchError, BatchOrder, StockTake, Written};
 use crate::pg_driver::Statements;
 
 /// `?, ?, …`: one placeholder per item.
@@ -93,36 +92,161 @@ FROM JSON_TABLE(?, '$[*]' COLUMNS (order_id CHAR(32) PATH '$[0]', product_id BIG
                                    quantity INT PATH '$[2]')) AS l
 "#;
 
-/// [`crate::order_store::write_batch`] with [`crate::order_store::StockTake::Checked`] on
-/// MariaDB, for confirmed orders: the orders in one `INSERT IGNORE` (idempotent on the id and on
-/// the idempotency key), their lines, and the batch's units taken per product in id order by a
-/// decrement that checks the stock and the gate again; what became of each order, in order.
+/// The same lines, as units awaiting the stock sync (`redis-orderlog`, [`StockTake::Logged`]).
+const LOG_LINES: &str = r#"
+INSERT INTO stock_unapplied (order_id, product_id, quantity)
+SELECT UNHEX(l.order_id), l.product_id, l.quantity
+FROM JSON_TABLE(?, '$[*]' COLUMNS (order_id CHAR(32) PATH '$[0]', product_id BIGINT PATH '$[1]',
+                                   quantity INT PATH '$[2]')) AS l
+"#;
+
+/// `$1` product, `$2` units: [`StockTake::Decided`]'s unconditional decrement, the Redis gate's
+/// claim riding on it, as on PostgreSQL.
+const TAKE_DECIDED: &str =
+    "UPDATE products SET stock = stock - $2, gate = COALESCE(gate, 'redis') WHERE id = $1";
+
+/// [`crate::order_store::write_batch`] on MariaDB: the orders in one `INSERT IGNORE` (idempotent
+/// on the id and on the idempotency key), the lines of those this transaction inserted (and, with
+/// [`StockTake::Logged`], the same lines in `stock_unapplied`), and their confirmed units taken
+/// per product in id order as `take` says; what became of each order, in order.
 ///
-/// Without `RETURNING`, the insert's affected rows say how many went in; only when some did not
-/// are the batch's ids read back (a locking read, so it sees rows committed since this
-/// transaction's snapshot): an order of ours carries this batch's strategy, status, key and
-/// `created_at` to the microsecond.
+/// Without `RETURNING`, which orders this transaction inserted is told by the transaction's own
+/// snapshot: a plain read of the batch's ids before the insert finds those already written
+/// (live: [`Written::AlreadyThere`], void: [`Written::KeyTaken`]); only the others are inserted.
+/// When the insert skips some of them (another delivery of the same order committed since the
+/// snapshot, or another order holds the key), the same plain read after it sees this
+/// transaction's own rows and nothing committed since, so it names exactly the inserted ones; a
+/// locking read of the rest (which sees the latest rows) tells a redelivery from a taken key or
+/// a void. Equal columns cannot tell a redelivery from this transaction's insert: a redelivered
+/// order carries the same strategy, status, key and `created_at`.
+///
+/// The caller's transaction runs in REPEATABLE READ (the server's default), so both plain reads
+/// see one snapshot.
+///
+/// Why not lock-read the ids first: in REPEATABLE READ a locking read of an absent id locks the
+/// gap it would go in, and two batches whose ids fall in one gap (every pair, in an empty table)
+/// deadlock on their inserts. Plain reads lock nothing.
 ///
 /// # Errors
-/// The batch's error; the caller's transaction must then roll back. A product whose stock no
-/// longer covers the batch's units fails the batch.
+/// The batch's error; the caller's transaction must then roll back. With
+/// [`StockTake::Checked`], a product whose stock no longer covers the batch's units fails the
+/// batch; with [`StockTake::Logged`], an order that is not confirmed does.
 pub(crate) async fn write_batch(
     conn: &mut MySqlConnection,
     orders: &[BatchOrder<'_>],
+    take: StockTake,
 ) -> Result<Vec<Written>, BatchError> {
-    if orders.iter().any(|order| order.status != OrderStatus::Confirmed) {
-        // Every line written here takes its units: a pending or cancelled order has none to take.
+    if take == StockTake::Logged && orders.iter().any(|order| order.status != OrderStatus::Confirmed) {
+        // Every logged line is a unit sold: a pending or cancelled order has none to log.
         return Err(BatchError {
             transient: false,
-            message: "only confirmed orders can be written with checked stock".into(),
+            message: "only confirmed orders can be written with logged stock".into(),
         });
+    }
+    if orders.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = orders.iter().map(|order| order.order_id).collect();
+    let before = statuses(conn, &ids, Read::Snapshot).await?;
+    let new: Vec<&BatchOrder<'_>> =
+        orders.iter().filter(|order| !before.contains_key(&order.order_id)).collect();
+    let inserted = insert_new(conn, &new).await?;
+
+    let mut lines: Vec<(String, i64, u32)> = Vec::new();
+    let mut taken: BTreeMap<i64, i64> = BTreeMap::new();
+    for order in orders.iter().filter(|order| inserted.contains(&order.order_id)) {
+        for line in order.lines {
+            lines.push((order.order_id.simple().to_string(), line.product_id.get(), line.quantity.get()));
+            if order.status == OrderStatus::Confirmed {
+                *taken.entry(line.product_id.get()).or_default() += i64::from(line.quantity.get());
+            }
+        }
+    }
+    if !lines.is_empty() {
+        let lines = sqlx::types::Json(&lines);
+        sqlx::query(INSERT_LINES).bind(lines).execute(&mut *conn).await?;
+        if take == StockTake::Logged {
+            sqlx::query(LOG_LINES).bind(lines).execute(&mut *conn).await?;
+        }
+    }
+    let statement = match take {
+        StockTake::Decided => Some(TAKE_DECIDED),
+        StockTake::Checked => Some(super::SqlBackend::MySql.sql().atomic.take_line),
+        // The stock rows move later, in the stock sync.
+        StockTake::Logged => None,
+    };
+    if let Some(statement) = statement {
+        // BTreeMap iterates in product-id order: rows are locked in the order every writer uses.
+        for (product, units) in taken {
+            if conn.execute(statement, &[&product, &units]).await? == 0 && take == StockTake::Checked {
+                return Err(BatchError {
+                    transient: false,
+                    message: format!(
+                        "product {product}: its stock no longer covers {units} units checked under lock"
+                    ),
+                });
+            }
+        }
+    }
+
+    let skipped: Vec<Uuid> =
+        new.iter().map(|order| order.order_id).filter(|id| !inserted.contains(id)).collect();
+    let after =
+        if skipped.is_empty() { HashMap::new() } else { statuses(conn, &skipped, Read::Latest).await? };
+    Ok(ids
+        .iter()
+        .map(|id| {
+            if inserted.contains(id) {
+                return Written::Inserted;
+            }
+            // A void row is a fence, not the order: an id voided while in doubt was never written.
+            match before.get(id).or_else(|| after.get(id)) {
+                Some(status) if status != "void" => Written::AlreadyThere,
+                _ => Written::KeyTaken,
+            }
+        })
+        .collect())
+}
+
+/// How [`statuses`] reads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// A plain read: the transaction's snapshot and its own writes; locks nothing.
+    Snapshot,
+    /// A locking read: the latest committed rows (it waits for rows being written).
+    Latest,
+}
+
+/// `id → status` of the rows of `ids` (not empty) that exist, void ones included.
+async fn statuses(
+    conn: &mut MySqlConnection,
+    ids: &[Uuid],
+    read: Read,
+) -> Result<HashMap<Uuid, String>, sqlx::Error> {
+    let lock = if read == Read::Latest { " LOCK IN SHARE MODE" } else { "" };
+    let sql = format!("SELECT id, status FROM orders WHERE id IN ({}){lock}", placeholders(ids.len()));
+    let rows: Vec<(Uuid, String)> = ids
+        .iter()
+        .fold(sqlx::query_as(sqlx::AssertSqlSafe(sql)), |query, id| query.bind(id))
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Inserts `orders` in one `INSERT IGNORE` and returns the ids it inserted.
+async fn insert_new(
+    conn: &mut MySqlConnection,
+    orders: &[&BatchOrder<'_>],
+) -> Result<HashSet<Uuid>, sqlx::Error> {
+    if orders.is_empty() {
+        return Ok(HashSet::new());
     }
     let insert = format!(
         "INSERT IGNORE INTO orders (id, strategy, status, idempotency_key, user_name, address, phone, email, \
          reason, created_at) VALUES {}",
         rows(orders.len(), "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
     );
-    let inserted = orders
+    let affected = orders
         .iter()
         .fold(sqlx::query(sqlx::AssertSqlSafe(insert)), |query, order| {
             query
@@ -140,71 +264,11 @@ pub(crate) async fn write_batch(
         .execute(&mut *conn)
         .await?
         .rows_affected();
-    let fates = if usize::try_from(inserted).is_ok_and(|inserted| inserted == orders.len()) {
-        vec![Written::Inserted; orders.len()]
-    } else {
-        read_back(conn, orders).await?
-    };
-
-    let mut lines: Vec<(String, i64, u32)> = Vec::new();
-    let mut taken: BTreeMap<i64, i64> = BTreeMap::new();
-    for (order, _) in orders.iter().zip(&fates).filter(|(_, fate)| **fate == Written::Inserted) {
-        for line in order.lines {
-            lines.push((order.order_id.simple().to_string(), line.product_id.get(), line.quantity.get()));
-            *taken.entry(line.product_id.get()).or_default() += i64::from(line.quantity.get());
-        }
+    let ids: Vec<Uuid> = orders.iter().map(|order| order.order_id).collect();
+    if usize::try_from(affected).is_ok_and(|affected| affected == ids.len()) {
+        return Ok(ids.into_iter().collect());
     }
-    if !lines.is_empty() {
-        sqlx::query(INSERT_LINES).bind(sqlx::types::Json(&lines)).execute(&mut *conn).await?;
-    }
-    let take = super::SqlBackend::MySql.sql().atomic.take_line;
-    // BTreeMap iterates in product-id order: rows are locked in the order every writer uses.
-    for (product, units) in taken {
-        if conn.execute(take, &[&product, &units]).await? == 0 {
-            return Err(BatchError {
-                transient: false,
-                message: format!(
-                    "product {product}: its stock no longer covers {units} units checked under lock"
-                ),
-            });
-        }
-    }
-    Ok(fates)
-}
-
-/// What became of each of `orders` after an insert that skipped some of them.
-async fn read_back(
-    conn: &mut MySqlConnection,
-    orders: &[BatchOrder<'_>],
-) -> Result<Vec<Written>, BatchError> {
-    let sql = format!(
-        "SELECT id, strategy, status, idempotency_key, created_at FROM orders WHERE id IN ({}) LOCK IN SHARE MODE",
-        placeholders(orders.len())
-    );
-    type Found = (Uuid, String, String, Option<String>, chrono::DateTime<chrono::Utc>);
-    let found: HashMap<Uuid, Found> = orders
-        .iter()
-        .fold(sqlx::query_as::<_, Found>(sqlx::AssertSqlSafe(sql)), |query, order| query.bind(order.order_id))
-        .fetch_all(&mut *conn)
-        .await?
-        .into_iter()
-        .map(|row| (row.0, row))
-        .collect();
-    Ok(orders
-        .iter()
-        .map(|order| match found.get(&order.order_id) {
-            // A void row is a fence, not the order: an id voided while in doubt was never written.
-            None => Written::KeyTaken,
-            Some((_, _, status, _, _)) if status == "void" => Written::KeyTaken,
-            Some((_, strategy, status, key, created_at))
-                if strategy == order.strategy.as_str()
-                    && status == order.status.as_str()
-                    && key.as_deref() == order.idempotency_key
-                    && *created_at == order.created_at.trunc_subsecs(6) =>
-            {
-                Written::Inserted
-            }
-            Some(_) => Written::AlreadyThere,
-        })
-        .collect())
+    // The ids the insert skipped are absent from the snapshot (it was read before the insert),
+    // so what the snapshot shows of them now is this transaction's own rows.
+    Ok(statuses(conn, &ids, Read::Snapshot).await?.into_keys().collect())
 }

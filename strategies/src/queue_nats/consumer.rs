@@ -33,7 +33,6 @@ use async_nats::jetstream::{self, AckKind, consumer};
 use bytes::Bytes;
 use chrono::Utc;
 use futures_util::{FutureExt, StreamExt};
-use sqlx::PgPool;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -44,6 +43,7 @@ use crate::backends::{Backends, RedisBackend};
 use crate::error::StrategyError;
 use crate::fence::{self, Doubt};
 use crate::order::{OrderLines, OrderStatus};
+use crate::pg_driver::SqlPool;
 use crate::redis_stream::persist::{self, ToWrite, Written};
 use crate::redis_stream::{DrainReport, QueuedOrder, Step, WorkerSettings};
 use crate::reservation::End;
@@ -163,7 +163,7 @@ enum Decision {
 /// A consumer of the `queue-nats` stream.
 #[derive(Debug)]
 pub struct Consumer {
-    pg: PgPool,
+    books: SqlPool,
     redis: RedisBackend,
     nats: NatsBackend,
     settings: WorkerSettings,
@@ -182,7 +182,7 @@ impl Consumer {
     /// When the books are not in PostgreSQL.
     pub fn new(backends: &Backends, settings: WorkerSettings) -> Result<Self, StrategyError> {
         Ok(Self {
-            pg: backends.postgres("the broker consumer")?.clone(),
+            books: backends.books.clone(),
             redis: backends.redis.clone(),
             nats: backends.nats.clone(),
             settings: WorkerSettings {
@@ -423,7 +423,7 @@ impl Consumer {
             .filter_map(|&i| batch.jobs[i].order.as_ref().ok())
             .map(|order| ToWrite { order, status: OrderStatus::Confirmed, reason: None })
             .collect();
-        match persist::write(&self.pg, &to_write).await {
+        match persist::write(&self.books, &to_write).await {
             Ok(written) => {
                 for (&i, written) in todo.iter().zip(written) {
                     fates[i] = Some(Fate::Written(written));
@@ -433,7 +433,7 @@ impl Consumer {
             Err(err) => {
                 tracing::warn!(strategy = %KIND, %err, orders = to_write.len(), "batch write failed: writing orders one by one");
                 for (&i, w) in todo.iter().zip(&to_write) {
-                    fates[i] = Some(match persist::write(&self.pg, std::slice::from_ref(w)).await {
+                    fates[i] = Some(match persist::write(&self.books, std::slice::from_ref(w)).await {
                         Ok(written) => Fate::Written(written[0]),
                         Err(err) if err.transient => return Err(err.into()),
                         Err(err) => Fate::Failed(err.to_string()),
@@ -495,7 +495,7 @@ impl Consumer {
                 _ => None,
             })
             .collect();
-        finish(&self.pg, &self.redis, &ends).await?;
+        finish(&self.books, &self.redis, &ends).await?;
         for (job, decision) in batch.jobs.iter().zip(&decisions) {
             let acked = match decision {
                 Decision::Ack(_) => job.message.ack().await,
@@ -526,7 +526,7 @@ impl Consumer {
         report: &mut DrainReport,
     ) -> Result<Decision, StrategyError> {
         if let Some(id) = job.order_id
-            && fence::settle_on(&self.pg.clone().into(), KIND, id, "dead_lettered").await? == Doubt::Committed
+            && fence::settle_on(&self.books, KIND, id, "dead_lettered").await? == Doubt::Committed
         {
             tracing::warn!(strategy = %KIND, order = %id, "a message given up on was written before: settled, not dead-lettered");
             report.redelivered += 1;

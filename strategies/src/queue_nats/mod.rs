@@ -47,7 +47,6 @@ use std::sync::LazyLock;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::backends::RedisBackend;
@@ -57,6 +56,7 @@ use crate::kind::StrategyKind;
 use crate::order::{
     OrderLine, OrderLines, OrderStatus, OrderView, PurchaseOutcome, PurchaseRequest, Receipt,
 };
+use crate::pg_driver::SqlPool;
 use crate::plan::StockPlan;
 use crate::redis_stream::{Payload, QueuedOrder};
 use crate::reservation::{self, End};
@@ -82,7 +82,7 @@ const KIND: StrategyKind = StrategyKind::QueueNats;
 /// The reserve-then-publish strategy.
 #[derive(Debug)]
 pub struct QueueNats {
-    pg: PgPool,
+    books: SqlPool,
     redis: RedisBackend,
     nats: NatsBackend,
     /// Order id → payload of every reserved order not yet settled.
@@ -91,9 +91,9 @@ pub struct QueueNats {
 }
 
 impl QueueNats {
-    pub fn new(pg: PgPool, redis: RedisBackend, nats: NatsBackend) -> Self {
+    pub fn new(books: impl Into<SqlPool>, redis: RedisBackend, nats: NatsBackend) -> Self {
         let pending = redis.keys.pending(KIND.as_str());
-        Self { pg, redis, nats, pending, gate: RedisGate::default() }
+        Self { books: books.into(), redis, nats, pending, gate: RedisGate::default() }
     }
 
     async fn reserve(&self, request: &PurchaseRequest, payload: &str) -> Result<Reserved, StrategyError> {
@@ -159,7 +159,7 @@ impl QueueNats {
                 strategy: KIND,
             })),
             Err(PublishFailure::NotStored(why)) => {
-                match finish(&self.pg, &self.redis, &[(id, &request.lines, End::Release)]).await {
+                match finish(&self.books, &self.redis, &[(id, &request.lines, End::Release)]).await {
                     Ok(_) => Err(StrategyError::Unavailable(why)),
                     // Still pending: the orphan recovery will publish it, so it may yet be sold.
                     Err(err) => Err(StrategyError::InDoubt(format!(
@@ -195,7 +195,7 @@ impl Strategy for QueueNats {
     async fn purchase(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, StrategyError> {
         // PostgreSQL will not see these units before the client hears 202: no SQL strategy may
         // sell the same product meanwhile.
-        if let Some(refusal) = self.gate.enter(&self.pg.clone().into(), &request.lines).await? {
+        if let Some(refusal) = self.gate.enter(&self.books, &request.lines).await? {
             return Ok(refusal);
         }
         let payload = Payload::of(KIND, request).encode();
@@ -205,7 +205,7 @@ impl Strategy for QueueNats {
                 Reserved::Short(line) => return Ok(PurchaseOutcome::SoldOut(line.product_id)),
                 Reserved::Missing(line) => line,
             };
-            if reservation::recover(&self.pg.clone().into(), &self.redis, line.product_id).await?.is_none() {
+            if reservation::recover(&self.books, &self.redis, line.product_id).await?.is_none() {
                 return Ok(PurchaseOutcome::UnknownProduct(line.product_id));
             }
         }
@@ -273,7 +273,7 @@ impl Strategy for QueueNats {
 /// # Errors
 /// When a backend does not answer; ending the same orders again is harmless.
 pub(crate) async fn finish(
-    pg: &PgPool,
+    books: &SqlPool,
     redis: &RedisBackend,
     orders: &[(Uuid, &OrderLines, End)],
 ) -> Result<i64, StrategyError> {
@@ -319,7 +319,7 @@ pub(crate) async fn finish(
             .and_then(|j| products.get(j))
             .and_then(|&id| crate::order::ProductId::parse(id).ok())
             .ok_or_else(|| StrategyError::Internal(format!("broker_finish.lua answered {held}")))?;
-        reservation::recover(&pg.clone().into(), redis, product).await?;
+        reservation::recover(books, redis, product).await?;
     }
     Err(StrategyError::Unavailable("stock keys kept disappearing from Redis".into()))
 }

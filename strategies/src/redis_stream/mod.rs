@@ -23,7 +23,6 @@ use std::sync::LazyLock;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::backends::RedisBackend;
@@ -33,6 +32,7 @@ use crate::order::{
     Delivery, IdempotencyKey, OrderLine, OrderLines, OrderStatus, OrderView, PurchaseOutcome,
     PurchaseRequest, Receipt,
 };
+use crate::pg_driver::SqlPool;
 use crate::redis_keys::RedisKeys;
 use crate::reservation::Hold;
 use crate::strategy::Backlog;
@@ -167,15 +167,15 @@ enum Enqueued {
 #[derive(Debug, Clone)]
 pub(crate) struct Queue {
     kind: StrategyKind,
-    pg: PgPool,
+    books: SqlPool,
     redis: RedisBackend,
     keys: StreamKeys,
 }
 
 impl Queue {
-    pub(crate) fn new(kind: StrategyKind, pg: PgPool, redis: RedisBackend) -> Self {
+    pub(crate) fn new(kind: StrategyKind, books: SqlPool, redis: RedisBackend) -> Self {
         let keys = StreamKeys::new(&redis.keys, kind);
-        Self { kind, pg, redis, keys }
+        Self { kind, books, redis, keys }
     }
 
     fn accepted(&self, request: &PurchaseRequest) -> PurchaseOutcome {

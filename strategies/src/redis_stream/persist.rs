@@ -1,15 +1,14 @@
-//! Writing a batch of queued orders to PostgreSQL in one transaction, through the shared batch
-//! writer ([`crate::order_store::write_batch`]): the orders, their lines, and the decrement of
-//! PostgreSQL's stock for the confirmed ones. The insert is idempotent and only orders this
+//! Writing a batch of queued orders to the SQL books in one transaction, through the shared batch
+//! writer ([`crate::order_store::write_batch_on`], on either dialect): the orders, their lines,
+//! and the decrement of the books' stock for the confirmed ones. The insert is idempotent and only orders this
 //! transaction inserted move the stock, so a redelivered entry — its first commit landed, its
 //! acknowledgement did not — writes nothing twice.
-
-use sqlx::PgPool;
 
 use super::QueuedOrder;
 use crate::order::OrderStatus;
 pub(crate) use crate::order_store::Written;
-use crate::order_store::{BatchError, BatchOrder, StockTake, write_batch};
+use crate::order_store::{BatchError, BatchOrder, StockTake, write_batch_on};
+use crate::pg_driver::SqlPool;
 
 /// One order to write, and how.
 #[derive(Debug)]
@@ -40,10 +39,7 @@ impl ToWrite<'_> {
 ///
 /// # Errors
 /// The batch's error; nothing is committed then.
-pub(crate) async fn write(pg: &PgPool, orders: &[ToWrite<'_>]) -> Result<Vec<Written>, BatchError> {
+pub(crate) async fn write(books: &SqlPool, orders: &[ToWrite<'_>]) -> Result<Vec<Written>, BatchError> {
     let batch: Vec<BatchOrder<'_>> = orders.iter().map(ToWrite::batch_order).collect();
-    let mut tx = pg.begin().await?;
-    let written = write_batch(&mut tx, &batch, StockTake::Decided).await?;
-    tx.commit().await?;
-    Ok(written)
+    write_batch_on(books, &batch, StockTake::Decided).await
 }

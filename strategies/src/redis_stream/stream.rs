@@ -28,7 +28,6 @@
 //! per order.
 
 use async_trait::async_trait;
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{Enqueued, Queue};
@@ -37,6 +36,7 @@ use crate::error::StrategyError;
 use crate::gates::RedisGate;
 use crate::kind::StrategyKind;
 use crate::order::{OrderView, PurchaseOutcome, PurchaseRequest};
+use crate::pg_driver::SqlPool;
 use crate::plan::StockPlan;
 use crate::reservation;
 use crate::strategy::{Backlog, Strategy};
@@ -52,8 +52,8 @@ pub struct Stream {
 }
 
 impl Stream {
-    pub fn new(pg: PgPool, redis: RedisBackend) -> Self {
-        Self { queue: Queue::new(StrategyKind::Stream, pg, redis), gate: RedisGate::default() }
+    pub fn new(books: impl Into<SqlPool>, redis: RedisBackend) -> Self {
+        Self { queue: Queue::new(StrategyKind::Stream, books.into(), redis), gate: RedisGate::default() }
     }
 }
 
@@ -66,7 +66,7 @@ impl Strategy for Stream {
     async fn purchase(&self, request: &PurchaseRequest) -> Result<PurchaseOutcome, StrategyError> {
         // PostgreSQL will not see these units before the client hears 202: no SQL strategy may
         // sell the same product meanwhile.
-        if let Some(refusal) = self.gate.enter(&self.queue.pg.clone().into(), &request.lines).await? {
+        if let Some(refusal) = self.gate.enter(&self.queue.books, &request.lines).await? {
             return Ok(refusal);
         }
         for _ in 0..=RECOVERIES {
@@ -75,10 +75,7 @@ impl Strategy for Stream {
                 Enqueued::Short(at) => return Ok(PurchaseOutcome::SoldOut(nth(request, at).product_id)),
                 Enqueued::Missing(at) => nth(request, at),
             };
-            if reservation::recover(&self.queue.pg.clone().into(), &self.queue.redis, line.product_id)
-                .await?
-                .is_none()
-            {
+            if reservation::recover(&self.queue.books, &self.queue.redis, line.product_id).await?.is_none() {
                 return Ok(PurchaseOutcome::UnknownProduct(line.product_id));
             }
         }

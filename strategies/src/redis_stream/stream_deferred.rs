@@ -24,7 +24,6 @@
 //! second order.
 
 use async_trait::async_trait;
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{Enqueued, Queue};
@@ -32,6 +31,7 @@ use crate::backends::RedisBackend;
 use crate::error::StrategyError;
 use crate::kind::StrategyKind;
 use crate::order::{OrderView, PurchaseOutcome, PurchaseRequest};
+use crate::pg_driver::SqlPool;
 use crate::redis_stock;
 use crate::reservation;
 use crate::strategy::{Backlog, Strategy};
@@ -43,8 +43,8 @@ pub struct StreamDeferred {
 }
 
 impl StreamDeferred {
-    pub fn new(pg: PgPool, redis: RedisBackend) -> Self {
-        Self { queue: Queue::new(StrategyKind::StreamDeferred, pg, redis) }
+    pub fn new(books: impl Into<SqlPool>, redis: RedisBackend) -> Self {
+        Self { queue: Queue::new(StrategyKind::StreamDeferred, books.into(), redis) }
     }
 
     /// The seed's check: every line's stock as Redis shows it now.
@@ -69,16 +69,12 @@ impl Strategy for StreamDeferred {
         for (line, stock) in request.lines.iter().zip(stocks) {
             let stock = match stock {
                 Some(stock) => stock,
-                None => match reservation::recover(
-                    &self.queue.pg.clone().into(),
-                    &self.queue.redis,
-                    line.product_id,
-                )
-                .await?
-                {
-                    Some(stock) => stock,
-                    None => return Ok(PurchaseOutcome::UnknownProduct(line.product_id)),
-                },
+                None => {
+                    match reservation::recover(&self.queue.books, &self.queue.redis, line.product_id).await? {
+                        Some(stock) => stock,
+                        None => return Ok(PurchaseOutcome::UnknownProduct(line.product_id)),
+                    }
+                }
             };
             if stock < i64::from(line.quantity.get()) {
                 return Ok(PurchaseOutcome::SoldOut(line.product_id));

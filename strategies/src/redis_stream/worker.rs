@@ -39,7 +39,6 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use serde::Serialize;
-use sqlx::PgPool;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -51,6 +50,7 @@ use crate::error::StrategyError;
 use crate::fence::{self, Doubt};
 use crate::kind::{Queue, StrategyKind};
 use crate::order::{OrderStatus, ProductId};
+use crate::pg_driver::SqlPool;
 use crate::reservation;
 
 static TAKE: LazyLock<redis::Script> =
@@ -259,7 +259,7 @@ impl Persisted {
 #[derive(Debug)]
 pub struct Worker {
     kind: StrategyKind,
-    pg: PgPool,
+    books: SqlPool,
     redis: RedisBackend,
     keys: StreamKeys,
     settings: WorkerSettings,
@@ -278,7 +278,7 @@ impl Worker {
     /// first use, so it starts while Redis is down and catches up once it is back.
     ///
     /// # Errors
-    /// When `kind` does not queue, or the books are not in PostgreSQL.
+    /// When `kind` does not queue.
     pub fn new(
         backends: &Backends,
         kind: StrategyKind,
@@ -289,7 +289,7 @@ impl Worker {
         }
         Ok(Self {
             kind,
-            pg: backends.postgres("a stream worker")?.clone(),
+            books: backends.books.clone(),
             redis: backends.redis.clone(),
             keys: StreamKeys::new(&backends.redis.keys, kind),
             settings: settings.sane(),
@@ -626,7 +626,7 @@ impl Worker {
             .zip(&decisions)
             .map(|(&order, &(status, reason))| ToWrite { order, status, reason })
             .collect();
-        match persist::write(&self.pg, &to_write).await {
+        match persist::write(&self.books, &to_write).await {
             Ok(written) => {
                 for ((&i, written), w) in todo.iter().zip(written).zip(&to_write) {
                     fates[i] = Some(Fate::Written(written, w.status));
@@ -639,7 +639,7 @@ impl Worker {
                 }
                 tracing::warn!(strategy = %self.kind, %err, entries = to_write.len(), "batch write failed: writing entries one by one");
                 for (&i, w) in todo.iter().zip(&to_write) {
-                    fates[i] = Some(match persist::write(&self.pg, std::slice::from_ref(w)).await {
+                    fates[i] = Some(match persist::write(&self.books, std::slice::from_ref(w)).await {
                         Ok(written) => Fate::Written(written[0], w.status),
                         Err(err) => {
                             let err = StrategyError::from(err);
@@ -700,7 +700,7 @@ impl Worker {
                         StrategyError::Internal(format!("stream_take.lua answered {decisions:?}"))
                     })?;
                 let product = ProductId::parse(product).map_err(|err| StrategyError::Internal(err.0))?;
-                if reservation::recover(&self.pg.clone().into(), &self.redis, product).await?.is_none() {
+                if reservation::recover(&self.books, &self.redis, product).await?.is_none() {
                     // The catalogue no longer has it: nothing can be taken, record the order as short.
                     let order = orders[decisions.len() - 1].order_id.to_string();
                     let recorded: Result<(), _> = redis::cmd("HSET")
@@ -781,9 +781,7 @@ impl Worker {
                 continue;
             }
             let Some(id) = record.0.order_id else { continue };
-            if fence::settle_on(&self.pg.clone().into(), self.kind, id, "dead_lettered").await?
-                == Doubt::Committed
-            {
+            if fence::settle_on(&self.books, self.kind, id, "dead_lettered").await? == Doubt::Committed {
                 tracing::warn!(strategy = %self.kind, order = %id, "an entry given up on was written before: settled, not dead-lettered");
                 report.dead_lettered -= 1;
                 report.redelivered += 1;
@@ -887,7 +885,7 @@ impl Worker {
                 .and_then(|j| products.get(j))
                 .and_then(|&id| ProductId::parse(id).ok())
                 .ok_or_else(|| StrategyError::Internal(format!("stream_settle.lua answered {settled}")))?;
-            reservation::recover(&self.pg.clone().into(), &self.redis, product).await?;
+            reservation::recover(&self.books, &self.redis, product).await?;
             return Err(StrategyError::Unavailable(format!(
                 "stock key of product {product} was missing while settling; recovered, settling again"
             )));
