@@ -94,14 +94,18 @@ async fn a_redelivered_batch_writes_nothing_twice(backend: SqlBackend) {
     );
     let first = write(&scratch, StrategyKind::Stream, &[&a, &b], StockTake::Decided).await;
     assert_eq!(first, Ok(vec![Written::Inserted; 2]), "{backend}");
-    assert_eq!((scratch.stock(HOT).await, scratch.stock(OTHER).await), (7, 7), "{backend}");
+    assert_eq!((scratch.stock_row(HOT).await, scratch.stock_row(OTHER).await), (7, 7), "{backend}");
 
     let again = write(&scratch, StrategyKind::Stream, &[&a, &b], StockTake::Decided).await;
     assert_eq!(again, Ok(vec![Written::AlreadyThere; 2]), "{backend}: the same batch, delivered again");
     let mixed = write(&scratch, StrategyKind::Stream, &[&b, &c], StockTake::Decided).await;
     assert_eq!(mixed, Ok(vec![Written::AlreadyThere, Written::Inserted]), "{backend}");
 
-    assert_eq!((scratch.stock(HOT).await, scratch.stock(OTHER).await), (6, 7), "{backend}: moved once");
+    assert_eq!(
+        (scratch.stock_row(HOT).await, scratch.stock_row(OTHER).await),
+        (6, 7),
+        "{backend}: moved once"
+    );
     assert_eq!(scratch.sold().await, (3, 7), "{backend}: three orders, their lines once");
     assert_eq!(scratch.number("SELECT COUNT(*) FROM products WHERE gate = 'redis'").await, 2, "{backend}");
     scratch.drop_database().await;
@@ -132,7 +136,7 @@ async fn a_delivery_committed_while_the_batch_waits_is_already_there(backend: Sq
         assert_eq!(written, Ok(vec![expected]), "{backend}, the other delivery committing: {commits}");
     }
     // The committed delivery took 2 units itself; the batch took 2 only for the one it inserted.
-    assert_eq!(scratch.stock(HOT).await, 6, "{backend}");
+    assert_eq!(scratch.stock_row(HOT).await, 6, "{backend}");
     assert_eq!(scratch.number("SELECT COUNT(*) FROM orders").await, 2, "{backend}");
     scratch.drop_database().await;
 }
@@ -201,7 +205,7 @@ async fn a_taken_key_answers_key_taken_for_that_order_only(backend: SqlBackend) 
     let written = write(&scratch, StrategyKind::Stream, &[&free, &late, &unkeyed], StockTake::Decided).await;
     assert_eq!(written, Ok(vec![Written::Inserted, Written::KeyTaken, Written::Inserted]), "{backend}");
     assert_eq!(
-        (scratch.stock(HOT).await, scratch.stock(OTHER).await),
+        (scratch.stock_row(HOT).await, scratch.stock_row(OTHER).await),
         (8, 8),
         "{backend}: not the late order's"
     );
@@ -222,7 +226,7 @@ async fn a_voided_id_answers_key_taken(backend: SqlBackend) {
         let written = write(&scratch, StrategyKind::Stream, &[&voided, &sold], StockTake::Decided).await;
         assert_eq!(written.as_ref().map(|w| w[0]), Ok(Written::KeyTaken), "{backend}: {written:?}");
     }
-    assert_eq!(scratch.stock(HOT).await, 7, "{backend}: only the order written took stock");
+    assert_eq!(scratch.stock_row(HOT).await, 7, "{backend}: only the order written took stock");
     assert_eq!(scratch.number("SELECT COUNT(*) FROM orders WHERE status = 'void'").await, 1, "{backend}");
     assert_eq!(scratch.sold().await, (1, 3), "{backend}");
     scratch.drop_database().await;
@@ -236,7 +240,7 @@ async fn logged_units_wait_for_the_stock_sync(backend: SqlBackend) {
         assert_eq!(written, Ok(vec![expected; 2]), "{backend}");
     }
     assert_eq!(
-        (scratch.stock(HOT).await, scratch.stock(OTHER).await),
+        (scratch.stock_row(HOT).await, scratch.stock_row(OTHER).await),
         (10, 10),
         "{backend}: no stock row moved"
     );
@@ -252,7 +256,7 @@ async fn logged_units_wait_for_the_stock_sync(backend: SqlBackend) {
     let sync = StockSync::new(scratch.books().clone(), StockSyncSettings::default());
     let report = sync.sync_once().await.expect("a sync");
     assert_eq!((report.lines, report.units, report.products, report.skipped), (3, 6, 2, false), "{backend}");
-    assert_eq!((scratch.stock(HOT).await, scratch.stock(OTHER).await), (7, 7), "{backend}");
+    assert_eq!((scratch.stock_row(HOT).await, scratch.stock_row(OTHER).await), (7, 7), "{backend}");
     assert_eq!(scratch.number("SELECT COUNT(*) FROM stock_unapplied").await, 0, "{backend}");
     assert_eq!(sync.sync_once().await.expect("a sync").lines, 0, "{backend}: nothing twice");
     scratch.drop_database().await;
@@ -264,11 +268,11 @@ async fn checked_stock_fails_the_batch_when_short(backend: SqlBackend) {
     let short = write(&scratch, StrategyKind::SqlCoalesce, &[&one, &two], StockTake::Checked).await;
     assert!(short.as_ref().is_err_and(|err| !err.transient), "{backend}: {short:?}");
     assert_eq!(scratch.number("SELECT COUNT(*) FROM orders").await, 0, "{backend}: nothing written");
-    assert_eq!(scratch.stock(HOT).await, 2, "{backend}");
+    assert_eq!(scratch.stock_row(HOT).await, 2, "{backend}");
 
     let fits = write(&scratch, StrategyKind::SqlCoalesce, &[&two], StockTake::Checked).await;
     assert_eq!(fits, Ok(vec![Written::Inserted]), "{backend}");
-    assert_eq!(scratch.stock(HOT).await, 0, "{backend}");
+    assert_eq!(scratch.stock_row(HOT).await, 0, "{backend}");
     assert_eq!(scratch.number("SELECT COUNT(*) FROM products WHERE gate = 'postgres'").await, 1, "{backend}");
     scratch.drop_database().await;
 }
@@ -285,7 +289,7 @@ async fn only_confirmed_orders_take_stock(backend: SqlBackend) {
         let written = write(&scratch, StrategyKind::StreamDeferred, &orders, take).await;
         assert!(written.is_ok(), "{backend}, {take:?}: {written:?}");
     }
-    assert_eq!(scratch.stock(HOT).await, 9, "{backend}");
+    assert_eq!(scratch.stock_row(HOT).await, 9, "{backend}");
     assert_eq!(scratch.number("SELECT COUNT(*) FROM order_items").await, 3, "{backend}");
     let statuses = scratch.number(
         "SELECT COUNT(*) FROM orders WHERE (status = 'cancelled' AND reason = 'sold_out') OR status = 'pending'",
@@ -357,10 +361,10 @@ async fn a_held_stock_sync_makes_the_next_skip(backend: SqlBackend) {
     let skipped = sync(&scratch).sync_once().await.expect("an answer");
     assert!(skipped.skipped && skipped.lines == 0, "{backend}: {skipped:?}");
     assert_eq!(sync(&elsewhere).sync_once().await.expect("a sync").lines, 1, "{backend}: another database");
-    assert_eq!(scratch.stock(HOT).await, 10, "{backend}");
+    assert_eq!(scratch.stock_row(HOT).await, 10, "{backend}");
     holder.release().await;
     assert_eq!(sync(&scratch).sync_once().await.expect("a sync").lines, 1, "{backend}");
-    assert_eq!(scratch.stock(HOT).await, 9, "{backend}");
+    assert_eq!(scratch.stock_row(HOT).await, 9, "{backend}");
     scratch.drop_database().await;
     elsewhere.drop_database().await;
 }

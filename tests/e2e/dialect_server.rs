@@ -12,8 +12,8 @@ use checkout_bench::sessions::SessionConfig;
 use checkout_strategies::backends::{PgSettings, mysql_pool, pg_pool};
 use checkout_strategies::reservation::{self, Sweeper, SweeperSettings};
 use checkout_strategies::{
-    Backends, RedisBackend, RedisKeys, RedisSettings, SqlBackend, SqlPool, StockPlan, StrategyKind, Tuning,
-    redis_stock,
+    Backends, NatsBackend, NatsSettings, Queue, RedisBackend, RedisKeys, RedisSettings, SqlBackend, SqlPool,
+    StockPlan, StrategyKind, Tuning, Worker, WorkerSettings, queue_nats, redis_stock,
 };
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -30,6 +30,8 @@ struct Served {
     url: String,
     client: reqwest::Client,
     app: Arc<App>,
+    /// What the server runs on, for the test's own worker and broker consumer.
+    backends: Backends,
     scratch: Scratch,
     _shutdown: oneshot::Sender<()>,
 }
@@ -40,10 +42,13 @@ fn redis(keys: &RedisKeys) -> RedisBackend {
 }
 
 fn backends_on(books: &SqlPool, keys: &RedisKeys, tuning: Tuning) -> Backends {
+    let nats_url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let nats = NatsBackend::lazy(&nats_url, keys.prefix(), NatsSettings::default());
     match books {
         SqlPool::Postgres(pg) => Backends::new(pg.clone(), redis(keys), tuning),
         SqlPool::MySql(pool) => Backends::on_mysql(pool.clone(), redis(keys), tuning),
     }
+    .with_nats(nats)
 }
 
 /// Serves `backends` on a free port, the catalogue reset to `plan` unless `plan` is `None`.
@@ -81,7 +86,7 @@ impl Served {
         let (url, app, shutdown) = serve(&backends, &keys, Some(plan_of(&[(HOT, STOCK), (7, 3)]))).await;
         let client =
             reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client");
-        Self { url, client, app, scratch, _shutdown: shutdown }
+        Self { url, client, app, backends, scratch, _shutdown: shutdown }
     }
 
     async fn buy(&self, kind: StrategyKind, items: &[(i64, i64)], key: Option<&str>) -> Answer {
@@ -135,9 +140,100 @@ fn ported_sql_strategies() -> Vec<StrategyKind> {
     StrategyKind::ALL
         .into_iter()
         .filter(|kind| {
-            SqlBackend::ALL.iter().all(|backend| backend.runs(*kind)) && kind.spec().persists_to_postgres()
+            SqlBackend::ALL.iter().all(|backend| backend.runs(*kind))
+                && kind.spec().persists_to_postgres()
+                && !kind.spec().queued
         })
         .collect()
+}
+
+/// The queued strategies that run on every dialect: their orders reach the books after the 202.
+fn ported_queued_strategies() -> Vec<StrategyKind> {
+    StrategyKind::ALL
+        .into_iter()
+        .filter(|kind| SqlBackend::ALL.iter().all(|backend| backend.runs(*kind)) && kind.spec().queued)
+        .collect()
+}
+
+impl Served {
+    /// Writes every order `kind` accepted to the books, as its worker or broker consumer does.
+    async fn drain(&self, kind: StrategyKind) {
+        let timeout = Duration::from_secs(20);
+        let drained = match kind.spec().queue {
+            Some(Queue::RedisStream) => {
+                Worker::new(&self.backends, kind, WorkerSettings::draining())
+                    .expect("a stream worker")
+                    .run_until_idle(timeout)
+                    .await
+            }
+            Some(Queue::NatsJetstream) => {
+                queue_nats::Consumer::new(&self.backends, WorkerSettings::draining())
+                    .expect("a broker consumer")
+                    .run_until_idle(timeout)
+                    .await
+            }
+            None => return,
+        };
+        drained.unwrap_or_else(|err| panic!("{kind}: the queue drains: {err}"));
+    }
+}
+
+/// Buyers of one unit each at once, through HTTP, for every queued strategy: those that reserve
+/// before accepting accept exactly the stock (202) and refuse the rest; after the worker or
+/// consumer drained the queue, the books hold exactly the stock sold, every accepted order is
+/// confirmed or (deferred) cancelled, the mirror agrees, and the audit is clean, or names the
+/// orders accepted and then cancelled.
+async fn queued_flash_sale(backend: SqlBackend) {
+    let served = Arc::new(Served::start(backend, Tuning::default()).await);
+    for kind in ported_queued_strategies() {
+        assert_eq!(served.reset(&json!({ "products": [{ "id": HOT, "stock": STOCK }] })).await.status, 200);
+        let buyers: Vec<_> = (0..BUYERS)
+            .map(|_| {
+                let served = Arc::clone(&served);
+                tokio::spawn(async move { served.buy(kind, &[(HOT, 1)], None).await })
+            })
+            .collect();
+        let mut accepted = Vec::new();
+        for buyer in buyers {
+            let answer = buyer.await.expect("no buyer panics");
+            match answer.status {
+                202 => accepted.push(answer.body["order_id"].as_str().expect("an order id").to_owned()),
+                409 => assert_eq!(answer.body["error"], "sold_out", "{kind} on {backend}: {}", answer.body),
+                other => panic!("{kind} on {backend}: unexpected {other} {}", answer.body),
+            }
+        }
+        let accepted_count = i64::try_from(accepted.len()).expect("a count");
+        if kind.spec().reserves_before_accepting {
+            assert_eq!(accepted_count, STOCK, "{kind} on {backend}: exactly the stock is accepted");
+        } else {
+            assert!(accepted_count >= STOCK, "{kind} on {backend}: {accepted_count} accepted");
+        }
+        served.drain(kind).await;
+        assert_eq!(served.scratch.sold().await, (STOCK, STOCK), "{kind} on {backend}: the stock, no more");
+        assert_eq!(served.scratch.stock(HOT).await, 0, "{kind} on {backend}");
+        let written = served
+            .scratch
+            .number("SELECT COUNT(*) FROM orders WHERE status IN ('confirmed', 'cancelled')")
+            .await;
+        assert_eq!(written, accepted_count, "{kind} on {backend}: every accepted order reached the books");
+        let order = served.get(&format!("/orders/{}", accepted[0])).await;
+        assert_eq!(order.status, 200, "{kind} on {backend}: {}", order.body);
+        let (shelf, inflight) = redis_stock::mirror(&served.app.redis, &[HOT]).await.expect("Redis answers");
+        assert_eq!(
+            (shelf, inflight),
+            (vec![Some(0)], vec![Some(0)]),
+            "{kind} on {backend}: the mirror agrees"
+        );
+        let audit = served.get("/admin/audit").await;
+        let cancelled = accepted_count - STOCK;
+        assert_eq!(audit.body["queues"]["accepted_then_cancelled"], cancelled, "{kind} on {backend}");
+        // Accepting more than the stock and cancelling later is what makes a strategy unsafe:
+        // the audit names it.
+        assert_eq!(audit.body["clean"], cancelled == 0, "{kind} on {backend}: {}", audit.body);
+        assert_eq!(kind.spec().safe, cancelled == 0, "{kind} on {backend}");
+        assert_eq!(audit.body["sold_by"], json!([kind]), "{kind} on {backend}");
+    }
+    Arc::into_inner(served).expect("every buyer is done").finish().await;
 }
 
 /// Buyers of one unit each at once, through HTTP, for every SQL strategy of the backend in turn:
@@ -650,4 +746,5 @@ on_both!(
     a_large_unit_pool_is_laid_out,
     a_drifted_redis_mirror_is_named_and_repaired,
     a_stranded_reservation_is_swept,
+    queued_flash_sale,
 );
