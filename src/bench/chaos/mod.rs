@@ -76,8 +76,8 @@ pub struct ChaosFlags {
     /// Scenarios to run, comma-separated [default: all, in the order below].
     #[arg(long, value_enum, value_delimiter = ',')]
     pub scenarios: Vec<Fault>,
-    /// Strategies, comma-separated [default: every safe strategy the server has]. Unsafe ones may
-    /// be named; their rows do not decide the exit status.
+    /// Strategies, comma-separated [default: every safe strategy the server runs on its database].
+    /// Unsafe ones may be named; their rows do not decide the exit status.
     #[arg(long, value_delimiter = ',')]
     pub strategies: Vec<String>,
     /// Units of the hot product (100) at each reset; the storm sends twice as many buyers, one in
