@@ -2,16 +2,18 @@
 //! size (`--scales`, the first being the reference), loads it once into a database of its own with
 //! `server populate` (skipped when that database holds it already), runs `bench capacity
 //! --catalogue existing` on it — regular customers buying over every product, the order history in
-//! place — and writes one table: capacity per catalogue and the ratio to the first.
+//! place — and writes one table: capacity per catalogue and the ratio to the first. On PostgreSQL
+//! or MariaDB, as `--database-url`'s scheme says (`populate::run` or `populate::run_mysql`).
 
 use std::fmt::Write as _;
 use std::str::FromStr;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use checkout_strategies::{StrategyKind, backends, catalog};
+use checkout_strategies::catalog::BooksOn;
+use checkout_strategies::{SqlBackend, SqlPool, StrategyKind, backends, catalog};
 use clap::Args;
-use sqlx::PgPool;
+use sqlx::{MySqlPool, PgPool};
 
 use super::capacity::{self, CapacityFlags, Catalogue};
 use crate::populate::{self, PopulateArgs};
@@ -86,6 +88,7 @@ pub async fn run(flags: &ScaleFlags, command: String) -> anyhow::Result<ScaleRep
         flags.capacity.server.url.is_none(),
         "bench scale starts its own server per catalogue; --url cannot be used"
     );
+    SqlBackend::from_url(&flags.capacity.server.database_url)?;
     let load_before = load_average();
     let started = Instant::now();
     let mut runs = Vec::new();
@@ -211,14 +214,35 @@ fn database_url(base: &str, scale: Scale) -> anyhow::Result<String> {
 /// Loads `scale` into the database at `url` unless it holds that catalogue and history already.
 async fn ensure_populated(url: &str, scale: Scale, repopulate: bool, label: &str) -> anyhow::Result<()> {
     backends::prepare_database(url).await.with_context(|| format!("cannot prepare {url}"))?;
-    let pool = PgPool::connect(url).await.with_context(|| format!("cannot reach {url}"))?;
-    let held = held_scale(&pool).await?;
+    let books = match SqlBackend::from_url(url)? {
+        SqlBackend::Postgres => {
+            SqlPool::Postgres(PgPool::connect(url).await.with_context(|| format!("cannot reach {url}"))?)
+        }
+        SqlBackend::MySql => {
+            SqlPool::MySql(MySqlPool::connect(url).await.with_context(|| format!("cannot reach {url}"))?)
+        }
+    };
+    let loaded = load_unless_held(&books, url, scale, repopulate, label).await;
+    match books {
+        SqlPool::Postgres(pool) => pool.close().await,
+        SqlPool::MySql(pool) => pool.close().await,
+    }
+    loaded
+}
+
+async fn load_unless_held(
+    books: &SqlPool,
+    url: &str,
+    scale: Scale,
+    repopulate: bool,
+    label: &str,
+) -> anyhow::Result<()> {
+    let held = held_scale(books).await?;
     // A purchase a probe gave up on may commit after the next reset, and then counts as history:
     // a few orders more than populate wrote are still this catalogue.
     let holds_it = held.is_some_and(|held| held.products == scale.products && held.orders >= scale.orders);
     if !repopulate && holds_it {
         eprintln!("{label} {url} holds it already (--repopulate loads it again)");
-        pool.close().await;
         return Ok(());
     }
     eprintln!("{label} loading it into {url} with server populate");
@@ -233,28 +257,47 @@ async fn ensure_populated(url: &str, scale: Scale, repopulate: bool, label: &str
         max_items_per_order: 3,
         orders_strategy: StrategyKind::SqlAtomic,
     };
-    let summary = populate::run(&pool, &args).await?;
+    let summary = match books {
+        SqlPool::Postgres(pool) => populate::run(pool, &args).await?,
+        SqlPool::MySql(pool) => populate::run_mysql(pool, &args).await?,
+    };
     eprintln!(
         "{label} loaded {} rows in {:.0} s ({} rows/s)",
         thousands(summary.total.rows),
         summary.total.elapsed.as_secs_f64(),
         thousands(summary.total.rows_per_sec() as u64)
     );
-    pool.close().await;
     Ok(())
 }
 
 /// The catalogue size and history the database holds, when a populate (and resets keeping it)
 /// laid it out.
-async fn held_scale(pool: &PgPool) -> anyhow::Result<Option<Scale>> {
-    let Some(plan) = catalog::latest_plan(pool).await? else { return Ok(None) };
+async fn held_scale(books: &SqlPool) -> anyhow::Result<Option<Scale>> {
+    let Some(plan) = BooksOn(books).latest_plan().await? else { return Ok(None) };
     let Some(random) = plan.random_products else { return Ok(None) };
-    let mut conn = pool.acquire().await?;
-    let Some(since) = catalog::orders_since(&mut conn).await? else { return Ok(None) };
-    let history: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orders WHERE created_at < $1")
-        .bind(since)
-        .fetch_one(&mut *conn)
-        .await?;
+    let history = match books {
+        SqlPool::Postgres(pool) => {
+            let mut conn = pool.acquire().await?;
+            let Some(since) = catalog::orders_since(&mut conn).await? else { return Ok(None) };
+            sqlx::query_scalar("SELECT COUNT(*) FROM orders WHERE created_at < $1")
+                .bind(since)
+                .fetch_one(&mut *conn)
+                .await?
+        }
+        // The plan in force's history, counted where it is read: NULL when a truncating reset
+        // left no history.
+        SqlPool::MySql(pool) => {
+            let history: Option<Option<i64>> = sqlx::query_scalar(
+                "SELECT CASE WHEN p.orders_since IS NULL THEN NULL \
+                 ELSE (SELECT COUNT(*) FROM orders o WHERE o.created_at < p.orders_since) END \
+                 FROM stock_plans p ORDER BY p.id DESC LIMIT 1",
+            )
+            .fetch_optional(pool)
+            .await?;
+            let Some(history) = history.flatten() else { return Ok(None) };
+            history
+        }
+    };
     Ok(Some(Scale { products: random.count, orders: u64::try_from(history).unwrap_or_default() }))
 }
 

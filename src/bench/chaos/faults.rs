@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use checkout_strategies::SqlBackend;
 use serde::Serialize;
 use sqlx::Connection;
 
@@ -15,7 +16,7 @@ use crate::bench::server::StrategyInfo;
 pub const HOLD_REPLIES: Duration = Duration::from_millis(2_500);
 /// How long the disposable Redis stays dead before it starts again.
 const REDIS_DOWN: Duration = Duration::from_secs(1);
-/// `pg_terminate_backend` rounds, and the pause between them.
+/// Rounds of ending the database's sessions, and the pause between them.
 const PG_TERMINATIONS: u32 = 5;
 const PG_TERMINATE_EVERY: Duration = Duration::from_millis(200);
 /// How long a killed server stays dead before it starts again.
@@ -33,7 +34,8 @@ pub enum Fault {
     RedisReplyTimeout,
     /// SIGKILL the disposable redis-server; 1 s later start it again, empty, on the same port.
     RedisRestart,
-    /// pg_terminate_backend every connection to the chaos database, 5 times, 200 ms apart.
+    /// End every session on the chaos database, 5 times, 200 ms apart: pg_terminate_backend on
+    /// PostgreSQL, KILL CONNECTION on MariaDB (the name stays, so runs compare across databases).
     PgTerminate,
     /// SIGKILL the server; start it again with the same flags and let it recover.
     ServerCrash,
@@ -103,6 +105,8 @@ pub(super) struct Injected {
     pub(super) done: String,
     /// Broken promises the fault itself revealed, such as a non-zero exit after SIGTERM.
     pub(super) problems: Vec<String>,
+    /// For the table's notes: what the fault did where its name does not say it.
+    pub(super) note: Option<String>,
 }
 
 /// Injects `fault` into `rig` and recovers from it.
@@ -114,7 +118,7 @@ pub(super) async fn inject(fault: Fault, rig: &mut Rig) -> anyhow::Result<Inject
     match fault {
         Fault::RedisReplyTimeout => Ok(hold_redis_replies(rig).await),
         Fault::RedisRestart => restart_redis(rig).await,
-        Fault::PgTerminate => terminate_pg_backends(rig).await,
+        Fault::PgTerminate => end_database_sessions(rig).await,
         Fault::ServerCrash => crash_server(rig).await,
         Fault::Sigterm => sigterm_server(rig).await,
         // The buyers are the fault.
@@ -139,32 +143,89 @@ async fn restart_redis(rig: &mut Rig) -> anyhow::Result<Injected> {
     })
 }
 
-async fn terminate_pg_backends(rig: &Rig) -> anyhow::Result<Injected> {
+/// Ends every other session on the chaos database, [`PG_TERMINATIONS`] rounds, from a session of
+/// its own kept across the rounds.
+async fn end_database_sessions(rig: &Rig) -> anyhow::Result<Injected> {
+    let cannot_connect = || format!("cannot connect to {} to end its sessions", rig.database.name);
+    let mut session = match rig.database.backend {
+        SqlBackend::Postgres => Session::Postgres(
+            sqlx::PgConnection::connect(&rig.database_url).await.with_context(cannot_connect)?,
+        ),
+        SqlBackend::MySql => Session::MySql(
+            sqlx::MySqlConnection::connect(&rig.database_url).await.with_context(cannot_connect)?,
+        ),
+    };
+    let mut ended = 0i64;
+    for round in 0..PG_TERMINATIONS {
+        if round > 0 {
+            tokio::time::sleep(PG_TERMINATE_EVERY).await;
+        }
+        ended += match &mut session {
+            Session::Postgres(connection) => terminate_pg_backends(connection, &rig.database.name).await?,
+            Session::MySql(connection) => kill_mysql_connections(connection, &rig.database.name).await?,
+        };
+    }
+    match session {
+        Session::Postgres(connection) => {
+            let _ = connection.close().await;
+            Ok(Injected {
+                done: format!("{ended} PostgreSQL backends terminated in {PG_TERMINATIONS} rounds"),
+                ..Injected::default()
+            })
+        }
+        Session::MySql(connection) => {
+            let _ = connection.close().await;
+            // The table names the fault `pg-terminate` on both databases; its note says what it
+            // was on MariaDB.
+            let done =
+                format!("{ended} MariaDB sessions ended by KILL CONNECTION in {PG_TERMINATIONS} rounds");
+            Ok(Injected { note: Some(done.clone()), done, ..Injected::default() })
+        }
+    }
+}
+
+/// The session `pg-terminate` ends the others from.
+enum Session {
+    Postgres(sqlx::PgConnection),
+    MySql(sqlx::MySqlConnection),
+}
+
+/// One round on PostgreSQL: `pg_terminate_backend` of every other backend on `database`.
+async fn terminate_pg_backends(connection: &mut sqlx::PgConnection, database: &str) -> anyhow::Result<i64> {
     const TERMINATE: &str = r#"
         SELECT COUNT(*) FILTER (WHERE pg_terminate_backend(pid))
         FROM pg_stat_activity
         WHERE datname = $1 AND pid <> pg_backend_pid()
     "#;
-    let mut connection = sqlx::PgConnection::connect(&rig.database_url)
+    sqlx::query_scalar(TERMINATE)
+        .bind(database)
+        .fetch_one(connection)
         .await
-        .with_context(|| format!("cannot connect to {} to terminate its backends", rig.database))?;
-    let mut terminated = 0i64;
-    for round in 0..PG_TERMINATIONS {
-        if round > 0 {
-            tokio::time::sleep(PG_TERMINATE_EVERY).await;
+        .context("pg_terminate_backend failed")
+}
+
+/// One round on MariaDB: `KILL CONNECTION` of every other session whose current database is
+/// `database` (MariaDB has no function that ends a session from a `SELECT`).
+async fn kill_mysql_connections(
+    connection: &mut sqlx::MySqlConnection,
+    database: &str,
+) -> anyhow::Result<i64> {
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = ? AND ID <> CONNECTION_ID()",
+    )
+    .bind(database)
+    .fetch_all(&mut *connection)
+    .await
+    .context("cannot list the sessions in information_schema.PROCESSLIST")?;
+    let mut killed = 0i64;
+    for id in ids {
+        // A session may have ended on its own since the list was read: not an error.
+        let kill = format!("KILL CONNECTION {id}");
+        if sqlx::raw_sql(sqlx::AssertSqlSafe(kill)).execute(&mut *connection).await.is_ok() {
+            killed += 1;
         }
-        let count: i64 = sqlx::query_scalar(TERMINATE)
-            .bind(&rig.database)
-            .fetch_one(&mut connection)
-            .await
-            .context("pg_terminate_backend failed")?;
-        terminated += count;
     }
-    let _ = connection.close().await;
-    Ok(Injected {
-        done: format!("{terminated} PostgreSQL backends terminated in {PG_TERMINATIONS} rounds"),
-        ..Injected::default()
-    })
+    Ok(killed)
 }
 
 async fn crash_server(rig: &mut Rig) -> anyhow::Result<Injected> {
@@ -188,5 +249,5 @@ async fn sigterm_server(rig: &mut Rig) -> anyhow::Result<Injected> {
         }
     };
     rig.server.restart().await.context("the server did not come back after SIGTERM")?;
-    Ok(Injected { done: format!("{done}; started again"), problems })
+    Ok(Injected { done: format!("{done}; started again"), problems, note: None })
 }

@@ -3,8 +3,9 @@
 //!
 //! The rig is bench's own: a disposable `redis-server` on a free loopback port, a fault proxy in
 //! front of it ([`proxy`]), and the server (`bench serve`, as `compare` starts it) talking to Redis
-//! through the proxy and to a database of its own. The shared Redis and PostgreSQL servers are
-//! never stopped; only what bench started is killed, also on error and Ctrl-C.
+//! through the proxy and to a database of its own, on PostgreSQL or MariaDB (`--database-url`'s
+//! scheme). The shared Redis and database servers are never stopped; only what bench started is
+//! killed, also on error and Ctrl-C.
 //!
 //! For each scenario × strategy: reset → a bounded storm of buyers ([`storm`]) → the fault,
 //! mid-storm, and recovery ([`faults`]) → drain until the audit is settled → the audit and the
@@ -22,8 +23,10 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use checkout_strategies::SqlBackend;
 use serde::Deserialize as _;
 use serde_json::json;
+use sqlx::mysql::MySqlConnectOptions;
 use sqlx::postgres::PgConnectOptions;
 use uuid::Uuid;
 
@@ -73,8 +76,8 @@ pub struct ChaosFlags {
     /// Scenarios to run, comma-separated [default: all, in the order below].
     #[arg(long, value_enum, value_delimiter = ',')]
     pub scenarios: Vec<Fault>,
-    /// Strategies, comma-separated [default: every safe strategy the server has]. Unsafe ones may
-    /// be named; their rows do not decide the exit status.
+    /// Strategies, comma-separated [default: every safe strategy the server runs on its database].
+    /// Unsafe ones may be named; their rows do not decide the exit status.
     #[arg(long, value_delimiter = ',')]
     pub strategies: Vec<String>,
     /// Units of the hot product (100) at each reset; the storm sends twice as many buyers, one in
@@ -91,8 +94,8 @@ pub struct ChaosFlags {
     /// stranded), seconds.
     #[arg(long, default_value_t = 20)]
     pub drain_timeout_secs: u64,
-    /// PostgreSQL database of the server chaos starts: created when missing. `pg-terminate` cuts
-    /// every connection to this database, so it must be one of its own.
+    /// Database of the server chaos starts, PostgreSQL or `mysql://…` for MariaDB: created when
+    /// missing. `pg-terminate` ends every session on this database, so it must be one of its own.
     #[arg(
         long,
         env = "BENCH_CHAOS_DATABASE_URL",
@@ -171,14 +174,14 @@ pub(crate) struct Rig {
     proxy: FaultProxy,
     redis: DisposableRedis,
     database_url: String,
-    /// The database's name, for `pg_stat_activity`.
-    database: String,
+    /// The database's server and name, for the sessions `pg-terminate` ends.
+    database: ChaosDatabase,
 }
 
 impl Rig {
     /// Redis, then the proxy in front of it, then the server behind both. Whatever started is
     /// killed if a later step fails (each child is killed on drop).
-    async fn start(flags: &ChaosFlags, database: String, folder: &RunFolder) -> anyhow::Result<Self> {
+    async fn start(flags: &ChaosFlags, database: ChaosDatabase, folder: &RunFolder) -> anyhow::Result<Self> {
         let redis = DisposableRedis::start(&folder.path, &folder.file("redis.log")).await?;
         let proxy = FaultProxy::start(([127, 0, 0, 1], redis.port()).into())
             .await
@@ -241,7 +244,13 @@ pub async fn run(flags: &ChaosFlags) -> anyhow::Result<ChaosReport> {
     let git = meta::git();
     let folder = RunFolder::create(&flags.out, &git.short_sha)?;
     let started_at = chrono::Utc::now();
-    eprintln!("bench chaos: run {} ({} build)", folder.path.display(), meta::profile());
+    eprintln!(
+        "bench chaos: run {} ({} build, on {})",
+        folder.path.display(),
+        meta::profile(),
+        database.backend.as_str()
+    );
+    let backend = database.backend;
     // Listened to from the start: a Ctrl-C while the rig starts drops what started so far (each
     // child is killed on drop) instead of leaving a Redis behind.
     let ctrl_c = tokio::signal::ctrl_c();
@@ -271,6 +280,7 @@ pub async fn run(flags: &ChaosFlags) -> anyhow::Result<ChaosReport> {
             "storm_ms": flags.storm_ms,
             "drain_timeout_secs": flags.drain_timeout_secs,
             "database_url": flags.database_url,
+            "database": backend.as_str(),
             "server_args": flags.all_server_args(),
         },
         "rows": rows.iter().map(row_json).collect::<Vec<_>>(),
@@ -307,22 +317,51 @@ fn refuse_redis_cluster(env_nodes: Option<&str>, server_args: &[String]) -> anyh
     Ok(())
 }
 
-/// The database name of `url`, which must be on loopback and not a shared one: `pg-terminate`
-/// ends every connection to it.
-fn chaos_database(url: &str) -> anyhow::Result<String> {
-    let options =
-        PgConnectOptions::from_str(url).with_context(|| format!("{url:?} is not a PostgreSQL URL"))?;
-    let host = options.get_host();
+/// The database chaos's server keeps its books in: `pg-terminate` ends every session on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ChaosDatabase {
+    pub(crate) backend: SqlBackend,
+    pub(crate) name: String,
+}
+
+/// Databases every server of its kind has, which other clients use: never chaos's.
+const SHARED_DATABASES: [(SqlBackend, &[&str]); 2] = [
+    (SqlBackend::Postgres, &["postgres", "template0", "template1"]),
+    (SqlBackend::MySql, &["mysql", "information_schema", "performance_schema", "sys"]),
+];
+
+/// The database `url` names, which must be on loopback and not a shared one: `pg-terminate` ends
+/// every session on it.
+fn chaos_database(url: &str) -> anyhow::Result<ChaosDatabase> {
+    let backend = SqlBackend::from_url(url)?;
+    let (host, name) = match backend {
+        SqlBackend::Postgres => {
+            let options = PgConnectOptions::from_str(url)
+                .with_context(|| format!("{url:?} is not a PostgreSQL URL"))?;
+            let name = options.get_database().unwrap_or(options.get_username()).to_owned();
+            (options.get_host().to_owned(), name)
+        }
+        SqlBackend::MySql => {
+            let options =
+                MySqlConnectOptions::from_str(url).with_context(|| format!("{url:?} is not a MySQL URL"))?;
+            let name = options
+                .get_database()
+                .with_context(|| format!("{url:?} names no database; give bench chaos one of its own"))?
+                .to_owned();
+            (options.get_host().to_owned(), name)
+        }
+    };
     anyhow::ensure!(
-        ["127.0.0.1", "localhost", "::1", "[::1]"].contains(&host),
+        ["127.0.0.1", "localhost", "::1", "[::1]"].contains(&host.as_str()),
         "bench chaos only talks to loopback; the database URL names {host:?}"
     );
-    let database = options.get_database().unwrap_or(options.get_username()).to_owned();
+    let shared =
+        SHARED_DATABASES.iter().find(|(kind, _)| *kind == backend).map_or(&[][..], |(_, names)| names);
     anyhow::ensure!(
-        !["postgres", "template0", "template1"].contains(&database.as_str()),
-        "bench chaos terminates every connection to its database; give it one of its own, not {database:?}"
+        !shared.contains(&name.to_ascii_lowercase().as_str()),
+        "bench chaos ends every session on its database; give it one of its own, not {name:?}"
     );
-    Ok(database)
+    Ok(ChaosDatabase { backend, name })
 }
 
 async fn run_all(
@@ -332,12 +371,13 @@ async fn run_all(
     chosen: &mut Vec<StrategyInfo>,
     rows: &mut Vec<Row>,
 ) -> anyhow::Result<()> {
-    let available = rig.server.strategies().await?;
-    *chosen = if flags.strategies.is_empty() {
-        available.into_iter().filter(|strategy| strategy.safe).collect()
-    } else {
-        super::select(&available, &flags.strategies, 1)?
-    };
+    // As compare: the strategies the server's database does not run are left out in one line (or,
+    // named, refused by name).
+    let listed = rig.server.strategies().await?;
+    *chosen = super::select(&listed, &flags.strategies, 1)?;
+    if flags.strategies.is_empty() {
+        chosen.retain(|strategy| strategy.safe);
+    }
     let faults = flags.faults();
     for (position, fault) in (1..).zip(&faults) {
         eprintln!("bench chaos [{position}/{}] {fault}", faults.len());
@@ -419,7 +459,7 @@ async fn storm_case(
         audit_findings: Vec::new(),
         settled: false,
         problems: injected.problems,
-        note: None,
+        note: injected.note,
     };
     let audited = async {
         let (drained, _) = drain(&rig.server, Duration::from_secs(flags.drain_timeout_secs), &label).await?;
@@ -458,7 +498,8 @@ impl<T> Drop for AbortOnDrop<T> {
 }
 
 /// Copies of one request under one key, spread over the chosen strategies that keep their orders
-/// in PostgreSQL (one key, one book): exactly one order per key, and every answer names it.
+/// in the SQL books (one key, one book, on either database): exactly one order per key, and every
+/// answer names it.
 async fn same_key_case(
     rig: &mut Rig,
     flags: &ChaosFlags,
@@ -466,15 +507,14 @@ async fn same_key_case(
     chosen: &[StrategyInfo],
 ) -> anyhow::Result<Row> {
     let fault = Fault::SameKeyMixed;
-    let mixed: Vec<&StrategyInfo> =
-        chosen.iter().filter(|strategy| strategy.backend.contains("postgres")).collect();
+    let mixed: Vec<&StrategyInfo> = chosen.iter().filter(|strategy| strategy.uses_database()).collect();
     let safe = mixed.iter().all(|strategy| strategy.safe);
     if mixed.len() < 2 {
         return Ok(Row::skipped(
             fault,
             "mixed",
             safe,
-            "needs two chosen strategies that keep orders in PostgreSQL",
+            "needs two chosen strategies that keep orders in the SQL books",
         ));
     }
     rig.ready().await?;
@@ -631,19 +671,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_a_loopback_database_of_its_own_is_accepted() {
+    fn only_a_loopback_database_of_its_own_is_accepted_on_either_server() {
+        let on = |backend, name: &str| ChaosDatabase { backend, name: name.to_owned() };
         assert_eq!(
             chaos_database("postgres://postgres@127.0.0.1:5432/checkout_chaos").unwrap(),
-            "checkout_chaos"
+            on(SqlBackend::Postgres, "checkout_chaos")
+        );
+        assert_eq!(
+            chaos_database("mysql://root@127.0.0.1:3306/checkout_chaos").unwrap(),
+            on(SqlBackend::MySql, "checkout_chaos")
+        );
+        assert_eq!(
+            chaos_database("mariadb://root@localhost/chaos_maria").unwrap(),
+            on(SqlBackend::MySql, "chaos_maria")
         );
         for refused in [
             "postgres://postgres@10.0.0.5:5432/checkout_chaos",
             "postgres://postgres@127.0.0.1:5432/postgres",
             "postgres://postgres@127.0.0.1:5432/template1",
-            "mysql://nope",
+            "mysql://root@10.0.0.5:3306/checkout_chaos",
+            "mysql://root@127.0.0.1:3306",
+            "mysql://root@127.0.0.1:3306/mysql",
+            "mysql://root@127.0.0.1:3306/information_schema",
+            "mysql://root@127.0.0.1:3306/PERFORMANCE_SCHEMA",
+            "mysql://root@127.0.0.1:3306/sys",
+            "sqlite://chaos.db",
+            "nope",
         ] {
             assert!(chaos_database(refused).is_err(), "{refused}");
         }
+        // The shared names are shared on their own server only.
+        assert!(chaos_database("mysql://root@127.0.0.1:3306/postgres").is_ok());
+        assert!(chaos_database("postgres://postgres@127.0.0.1:5432/sys").is_ok());
     }
 
     #[test]
