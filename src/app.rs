@@ -49,7 +49,15 @@ pub struct App {
     plan_id: AtomicI64,
     /// A local reset and following another replica's reset never interleave.
     plan_change: tokio::sync::Mutex<()>,
+    /// Held shared by every purchase from its start to its end (past its client's timeout too),
+    /// and exclusively by a reset: a purchase never straddles a reset, so none reserves against
+    /// the old catalogue and commits into the new one.
+    purchases: Arc<tokio::sync::RwLock<()>>,
 }
+
+/// Longest a reset waits for the purchases in progress to end. Far above a purchase's own bounds
+/// (the pool's acquire timeout, the statement timeout); past it, nothing is reset.
+pub const RESET_WAITS_FOR_PURCHASES: Duration = Duration::from_secs(30);
 
 /// How often a server looks for a reset another replica made.
 pub const PLAN_FOLLOW_INTERVAL: Duration = Duration::from_millis(100);
@@ -89,6 +97,7 @@ impl App {
             plan: RwLock::new(plan),
             plan_id: AtomicI64::new(0),
             plan_change: tokio::sync::Mutex::new(()),
+            purchases: Arc::new(tokio::sync::RwLock::new(())),
         })
     }
 
@@ -133,6 +142,16 @@ impl App {
     /// When a backend does not answer; strategies may then hold the old plan.
     pub async fn reset(&self, plan: StockPlan) -> Result<(catalog::ResetSummary, StockPlan), StrategyError> {
         let _changing = self.plan_change.lock().await;
+        // Purchases that start from now on wait for the reset to end (the lock favours writers).
+        let _quiet =
+            tokio::time::timeout(RESET_WAITS_FOR_PURCHASES, Arc::clone(&self.purchases).write_owned())
+                .await
+                .map_err(|_| {
+                    StrategyError::Unavailable(format!(
+                        "purchases were still running after {}s; nothing was reset, try again",
+                        RESET_WAITS_FOR_PURCHASES.as_secs()
+                    ))
+                })?;
         let started = std::time::Instant::now();
         let (mut summary, plan) = catalog::reset_on(&self.books, &plan).await?;
         if let Ok(Some(id)) = BooksOn(&self.books).latest_plan_id().await {
@@ -264,6 +283,14 @@ impl App {
     }
 
     /// The id of the plan the strategies hold (`stock_plans.id`), 0 when none is known.
+    /// A purchase's pass, to await inside the purchase's own task: while a purchase holds it, no
+    /// reset runs ([`App::reset`] waits for every pass to be dropped).
+    pub fn purchase_pass(
+        &self,
+    ) -> impl std::future::Future<Output = tokio::sync::OwnedRwLockReadGuard<()>> + Send + 'static {
+        Arc::clone(&self.purchases).read_owned()
+    }
+
     pub fn plan_id(&self) -> i64 {
         self.plan_id.load(Ordering::Relaxed)
     }

@@ -146,8 +146,10 @@ async fn run(
         .clone();
     let admitted = admission.admit(kind).inspect_err(|_| state.stats.record_shed(kind))?;
     let order_id = request.order_id;
+    let pass = state.purchase_pass();
     let task = tokio::spawn(async move {
         let _admitted = admitted;
+        let _pass = pass.await;
         strategy.purchase(&request).await
     });
     let timeout = state.config.request_timeout;

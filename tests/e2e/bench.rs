@@ -640,9 +640,9 @@ async fn bench_compare_spreads_the_load_over_replicas() {
     assert!(run.join("server-replica-2.log").exists(), "the second replica logs beside the first");
 }
 
-/// `--also-database`: the SQL strategies run again on MariaDB in the same run folder, labelled
-/// `<strategy>@mysql`, each selling exactly the stock there too; `memory` runs once; the page shows
-/// both databases side by side; a strategy MariaDB does not run is refused by name.
+/// `--also-database`: the strategies that keep books (SQL, Redis-gated, queued) run again on
+/// MariaDB in the same run folder, labelled `<strategy>@mysql`, each selling exactly the stock
+/// there too; `memory` runs once; the page shows both databases side by side.
 #[tokio::test]
 async fn bench_compare_runs_the_sql_strategies_on_both_databases() {
     let db = ScratchDatabase::new();
@@ -652,12 +652,10 @@ async fn bench_compare_runs_the_sql_strategies_on_both_databases() {
                   --grace-ms 200 --capacity=false";
     let output = bench(&db.args(
         &out,
-        &format!("compare --strategies memory,sql-atomic,sql-for-update --also-database {mariadb} {common}"),
+        &format!(
+            "compare --strategies memory,sql-atomic,redis-lua,stream --also-database {mariadb} {common}"
+        ),
     ));
-    let mut refused_args = db.args(&out, &format!("compare --strategies redis-lua {common} --no-report"));
-    let url_at = refused_args.iter().position(|arg| arg == "--database-url").expect("the flag") + 1;
-    refused_args[url_at].clone_from(&mariadb);
-    let refused = bench(&refused_args);
     db.drop_it().await;
     let created = <sqlx::MySql as sqlx::migrate::MigrateDatabase>::database_exists(&mariadb).await.unwrap();
     if created {
@@ -672,20 +670,24 @@ async fn bench_compare_runs_the_sql_strategies_on_both_databases() {
     labels.sort_unstable();
     assert_eq!(
         labels,
-        ["memory", "sql-atomic", "sql-atomic@mysql", "sql-for-update", "sql-for-update@mysql"],
-        "the SQL strategies once per database, memory once"
+        [
+            "memory",
+            "redis-lua",
+            "redis-lua@mysql",
+            "sql-atomic",
+            "sql-atomic@mysql",
+            "stream",
+            "stream@mysql"
+        ],
+        "the strategies with books once per database, memory once"
     );
     for row in &summary {
         assert_eq!(row.verdict, Verdict::Clean, "{row:?}");
-        assert_eq!(row.confirmed, 150, "{}: exactly the stock sold", row.strategy);
+        assert_eq!(row.confirmed + row.pending, 150, "{}: exactly the stock sold", row.strategy);
     }
     assert!(run.join("server-mysql.log").exists(), "the MariaDB pass logs beside the first");
     let page = std::fs::read_to_string(run.join("summary.md")).unwrap();
-    assert!(page.contains("### By database") && page.contains("| sql-for-update |"), "{page}");
-
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(!refused.status.success(), "redis-lua on MariaDB must be refused:\n{stderr}");
-    assert!(stderr.contains("redis-lua does not run on mysql"), "{stderr}");
+    assert!(page.contains("### By database") && page.contains("| stream |"), "{page}");
 }
 
 /// `bench scale` on MariaDB with a tiny catalogue: `server populate` loads it into a database of

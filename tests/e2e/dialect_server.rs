@@ -748,3 +748,30 @@ on_both!(
     a_stranded_reservation_is_swept,
     queued_flash_sale,
 );
+
+/// A reset waits for the purchases in progress (each holds a pass from its start to its end, past
+/// its client's timeout too), and purchases that start meanwhile wait for the reset: none reserves
+/// against the old catalogue and commits into the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reset_waits_for_the_purchases_in_progress() {
+    let served = Arc::new(Served::start(SqlBackend::Postgres, Tuning::default()).await);
+    let in_progress = served.app.purchase_pass().await;
+    let reset = {
+        let served = Arc::clone(&served);
+        tokio::spawn(async move { served.reset(&json!({ "products": [{ "id": HOT, "stock": 5 }] })).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!reset.is_finished(), "the reset waits while a purchase is in progress");
+    let late = {
+        let served = Arc::clone(&served);
+        tokio::spawn(async move { served.buy(StrategyKind::SqlAtomic, &[(HOT, 1)], None).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!late.is_finished(), "a purchase that starts meanwhile waits for the reset");
+    drop(in_progress);
+    assert_eq!(reset.await.expect("the reset finishes").status, 200);
+    let sold = late.await.expect("the purchase finishes");
+    assert_eq!(sold.status, 201, "{}", sold.body);
+    assert_eq!(served.scratch.stock(HOT).await, 4, "the late purchase sold from the new catalogue");
+    Arc::into_inner(served).expect("every task is done").finish().await;
+}
