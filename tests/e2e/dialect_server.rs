@@ -706,6 +706,50 @@ async fn a_stranded_reservation_is_swept(backend: SqlBackend) {
     Arc::into_inner(served).expect("every buyer is done").finish().await;
 }
 
+/// Stream workers crash on either database: one after its batch committed and before it was
+/// acknowledged, one after reading a batch and before writing it. The next worker takes both
+/// batches over once idle: every accepted order is in the books once, the stock moved once per
+/// order in the books and in Redis, and the audit is clean.
+async fn crashed_workers_write_each_order_once(backend: SqlBackend) {
+    let served = Arc::new(Served::start(backend, Tuning::default()).await);
+    let quick =
+        WorkerSettings { batch: 5, claim_idle: Duration::from_millis(200), ..WorkerSettings::draining() };
+    for kind in
+        ported_queued_strategies().into_iter().filter(|kind| kind.spec().queue == Some(Queue::RedisStream))
+    {
+        assert_eq!(served.reset(&json!({ "products": [{ "id": HOT, "stock": STOCK }] })).await.status, 200);
+        for _ in 0..10 {
+            let accepted = served.buy(kind, &[(HOT, 1)], None).await;
+            assert_eq!(accepted.status, 202, "{kind} on {backend}: {}", accepted.body);
+        }
+        let mut committed_then_died = Worker::new(&served.backends, kind, quick).expect("a stream worker");
+        let batch = committed_then_died.next_batch(false).await.expect("Redis answers").expect("a batch");
+        let persisted = committed_then_died.persist(&batch).await.expect("the batch commits");
+        assert_eq!(persisted.written(), 5, "{kind} on {backend}");
+        drop(committed_then_died);
+        let mut read_then_died = Worker::new(&served.backends, kind, quick).expect("a stream worker");
+        let batch = read_then_died.next_batch(false).await.expect("Redis answers").expect("a batch");
+        assert_eq!(batch.len(), 5, "{kind} on {backend}: the second worker holds the rest");
+        drop(read_then_died);
+        assert_eq!(served.scratch.sold().await, (5, 5), "{kind} on {backend}: one batch committed");
+
+        tokio::time::sleep(quick.claim_idle * 3).await;
+        let report = Worker::new(&served.backends, kind, quick)
+            .expect("a stream worker")
+            .run_until_idle(Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|err| panic!("{kind} on {backend}: the stream drains: {err}"));
+        assert_eq!((report.persisted, report.redelivered), (5, 5), "{kind} on {backend}: {report:?}");
+        assert_eq!(served.scratch.sold().await, (10, 10), "{kind} on {backend}: each order once");
+        assert_eq!(served.scratch.stock(HOT).await, STOCK - 10, "{kind} on {backend}: moved once per order");
+        let (shelf, inflight) = redis_stock::mirror(&served.app.redis, &[HOT]).await.expect("Redis answers");
+        assert_eq!((shelf, inflight), (vec![Some(STOCK - 10)], vec![Some(0)]), "{kind} on {backend}");
+        let audit = served.get("/admin/audit").await;
+        assert_eq!(audit.body["clean"], true, "{kind} on {backend}: {}", audit.body);
+    }
+    Arc::into_inner(served).expect("every buyer is done").finish().await;
+}
+
 /// An order id as each server spells a UUID literal.
 fn order_id_literal(backend: SqlBackend, id: &str) -> String {
     let id = uuid::Uuid::parse_str(id).expect("a UUID");
@@ -747,6 +791,7 @@ on_both!(
     a_drifted_redis_mirror_is_named_and_repaired,
     a_stranded_reservation_is_swept,
     queued_flash_sale,
+    crashed_workers_write_each_order_once,
 );
 
 /// A reset waits for the purchases in progress (each holds a pass from its start to its end, past
