@@ -750,6 +750,50 @@ async fn crashed_workers_write_each_order_once(backend: SqlBackend) {
     Arc::into_inner(served).expect("every buyer is done").finish().await;
 }
 
+/// The queued strategies' contract on either database: a repeated Idempotency-Key replays the
+/// first order (200, before and after the worker wrote it), a reused key with another body is
+/// refused with 422, a malformed order with 400, and a multi-item order that does not fit takes
+/// nothing (refused at once, or, by a strategy that accepts before it reserves, possibly accepted
+/// and then cancelled whole by the worker). After the drain the books hold the one order, and the audit is
+/// clean or names the cancellation.
+async fn queued_replays_and_refusals(backend: SqlBackend) {
+    let served = Served::start(backend, Tuning::default()).await;
+    let plan = json!({ "products": [{ "id": HOT, "stock": STOCK }, { "id": 7, "stock": 3 }] });
+    for kind in ported_queued_strategies() {
+        assert_eq!(served.reset(&plan).await.status, 200);
+        let key = format!("key-{kind}");
+        let first = served.buy(kind, &[(HOT, 2)], Some(&key)).await;
+        assert_eq!(first.status, 202, "{kind} on {backend}: {}", first.body);
+        let again = served.buy(kind, &[(HOT, 2)], Some(&key)).await;
+        assert_eq!(again.status, 200, "{kind} on {backend}: {}", again.body);
+        assert_eq!(again.body["order_id"], first.body["order_id"], "{kind} on {backend}");
+        served.buy(kind, &[(HOT, 1)], Some(&key)).await.assert_error(422, "idempotency_key_reused");
+        served.buy(kind, &[(HOT, 0)], None).await.assert_error(400, "invalid_request");
+        let too_much = served.buy(kind, &[(HOT, 1), (7, 4)], None).await;
+        // A strategy that accepts before it reserves may still refuse what its shelf shows short.
+        let cancelled = match too_much.status {
+            409 => 0,
+            202 if !kind.spec().reserves_before_accepting => 1,
+            other => panic!("{kind} on {backend}: unexpected {other} {}", too_much.body),
+        };
+        served.drain(kind).await;
+        let replayed = served.buy(kind, &[(HOT, 2)], Some(&key)).await;
+        assert_eq!(
+            replayed.status, 200,
+            "{kind} on {backend}: still replays once written: {}",
+            replayed.body
+        );
+        assert_eq!(replayed.body["order_id"], first.body["order_id"], "{kind} on {backend}");
+        assert_eq!(served.scratch.sold().await, (1, 2), "{kind} on {backend}: one order, written once");
+        assert_eq!(served.scratch.stock(HOT).await, STOCK - 2, "{kind} on {backend}");
+        assert_eq!(served.scratch.stock(7).await, 3, "{kind} on {backend}: the refused line took nothing");
+        let audit = served.get("/admin/audit").await;
+        assert_eq!(audit.body["queues"]["accepted_then_cancelled"], cancelled, "{kind} on {backend}");
+        assert_eq!(audit.body["clean"], cancelled == 0, "{kind} on {backend}: {}", audit.body);
+    }
+    served.finish().await;
+}
+
 /// An order id as each server spells a UUID literal.
 fn order_id_literal(backend: SqlBackend, id: &str) -> String {
     let id = uuid::Uuid::parse_str(id).expect("a UUID");
@@ -791,6 +835,7 @@ on_both!(
     a_drifted_redis_mirror_is_named_and_repaired,
     a_stranded_reservation_is_swept,
     queued_flash_sale,
+    queued_replays_and_refusals,
     crashed_workers_write_each_order_once,
 );
 
