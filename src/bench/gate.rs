@@ -145,6 +145,21 @@ pub struct GateReport {
     pub skipped: Option<String>,
 }
 
+impl GateReport {
+    /// A safe strategy that showed an anomaly when offered more than its capacity fails the gate
+    /// like one in the flash sale; its errors do not (it was overloaded on purpose).
+    pub fn fail_invalid_at_saturation(&mut self, saturation: &[SummaryRow]) {
+        for row in saturation.iter().filter(|row| row.verdict == Verdict::Invalid) {
+            self.invalid.push(InvalidRun {
+                strategy: format!("{} at saturation", row.strategy),
+                repetition: row.repetition,
+                anomalies: row.named_anomalies().into_iter().collect(),
+            });
+            self.passed = false;
+        }
+    }
+}
+
 /// Median `sales_per_sec` of each strategy over `memory`'s, or why there is none.
 ///
 /// # Errors
@@ -405,6 +420,19 @@ mod tests {
         assert_eq!(report.invalid.len(), 1);
         assert_eq!(report.invalid[0].anomalies.get("oversold"), Some(&3));
         assert!(report.skipped.unwrap().contains("preset"), "another preset's ratios are not compared");
+    }
+
+    #[test]
+    fn an_invalid_run_at_saturation_fails_the_gate_and_a_degraded_one_does_not() {
+        let flash =
+            [row("memory", 1, 1_000.0, Verdict::Clean, 0), row("sql-atomic", 1, 250.0, Verdict::Clean, 0)];
+        let mut report = gate(&flash, "ci");
+        report.fail_invalid_at_saturation(&[row("memory", 1, 9_000.0, Verdict::Degraded, 0)]);
+        assert!(report.passed, "overloaded on purpose: errors are expected there");
+        report.fail_invalid_at_saturation(&[row("sql-atomic", 1, 2_000.0, Verdict::Invalid, 2)]);
+        assert!(!report.passed);
+        assert_eq!(report.invalid[0].strategy, "sql-atomic at saturation");
+        assert_eq!(report.invalid[0].anomalies.get("oversold"), Some(&2));
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! - [`gate`]: invariants and same-run ratios against `results/baseline.json`.
 //! - [`ceilings`]: `bench ceilings`, the raw tools' ceilings beside the strategies.
 //! - [`chaos`]: `bench chaos`, fault scenarios against a server and a Redis of its own.
+//! - [`saturation`]: the flash sale again, offered more than each fast strategy's capacity.
 
 pub mod capacity;
 pub mod ceilings;
@@ -21,6 +22,7 @@ pub mod join;
 pub mod options;
 mod passes;
 mod run_file;
+pub mod saturation;
 pub mod scale;
 pub mod server;
 
@@ -56,6 +58,8 @@ pub struct Comparison {
     pub rows: Vec<SummaryRow>,
     /// The capacity step's rows; empty when it did not run.
     pub capacity: Vec<results::CapacityRow>,
+    /// The saturation step's rows; empty when it did not run or no strategy needed it.
+    pub saturation: Vec<SummaryRow>,
     pub gate: Option<GateReport>,
 }
 
@@ -72,6 +76,8 @@ struct Collected {
     capacity: Option<capacity::Collected>,
     /// What the load generator sustains, once measured.
     generator_cap: Option<f64>,
+    /// The flash sale at saturation (`saturation.csv`); `None` when the step did not run.
+    saturation: Option<Vec<SummaryRow>>,
 }
 
 impl Collected {
@@ -97,6 +103,9 @@ impl Collected {
         results::write_csv(&folder.file("errors.csv"), &self.errors)?;
         if let Some(capacity) = &self.capacity {
             capacity.write(folder)?;
+        }
+        if let Some(saturation) = &self.saturation {
+            results::write_csv(&folder.file("saturation.csv"), saturation)?;
         }
         for ((strategy, outcome), histogram) in &self.histograms {
             // The success path keeps the plain name it always had.
@@ -182,8 +191,10 @@ pub async fn compare(flags: &CompareFlags, command: String) -> anyhow::Result<Co
         meta::profile(),
         flags.load.preset().as_str()
     );
+    let saturate = flags.saturation_step(capacity.is_some())?;
     let mut collected = Collected {
         capacity: capacity.as_ref().map(|_| capacity::Collected::default()),
+        saturation: saturate.then(Vec::new),
         ..Collected::default()
     };
     let mut ran = Ran::new(flags.drivers.passes(&flags.server)?, &flags.strategies, repeat, run.order_seed());
@@ -203,6 +214,7 @@ pub async fn compare(flags: &CompareFlags, command: String) -> anyhow::Result<Co
             "gate": flags.gate,
             "baseline": flags.baseline,
             "capacity": capacity.as_ref().map(capacity::Settings::describe),
+            "saturation": saturate.then_some(json!({ "overload": saturation::OVERLOAD })),
         }),
         server: &flags.server,
         drivers: &flags.drivers,
@@ -211,10 +223,12 @@ pub async fn compare(flags: &CompareFlags, command: String) -> anyhow::Result<Co
     };
     let meta = run.finish(described, ran, outcome, |folder| collected.write(folder)).await?;
     let capacity_rows = collected.capacity.map(|capacity| capacity.rows).unwrap_or_default();
+    let saturation_rows = collected.saturation.unwrap_or_default();
     let gate = if flags.gate || flags.write_baseline {
+        let measured =
+            Measured { flash: &collected.summary, capacity: &capacity_rows, saturation: &saturation_rows };
         Some(judge(
-            &collected.summary,
-            &capacity_rows,
+            measured,
             &run.folder,
             &flags.baseline,
             &meta.profile,
@@ -230,6 +244,7 @@ pub async fn compare(flags: &CompareFlags, command: String) -> anyhow::Result<Co
         strategies: meta.strategies,
         rows: collected.summary,
         capacity: capacity_rows,
+        saturation: saturation_rows,
         gate,
     })
 }
@@ -264,7 +279,8 @@ async fn run_all(
                 queued: strategy.queued,
             };
             let label = format!("[rep {rep}/{repeat} · {position}/{} · {}]", order.len(), key.strategy);
-            let (record, settlement) = one_run(server, plan, flags, folder, &strategy.name, &key, &label)
+            let audit = format!("{}-{rep}", key.strategy);
+            let (record, settlement) = one_run(server, plan, flags, folder, &strategy.name, &audit, &label)
                 .await
                 .with_context(|| format!("{} (repetition {rep})", key.strategy))?;
             let row = SummaryRow::new(&key, plan.model.as_str(), plan.offered_rps(), &record, &settlement);
@@ -272,31 +288,81 @@ async fn run_all(
             collected.add(&key, row, &record);
         }
     }
+    if let Some(order) = orders.first() {
+        saturate_each(server, plan, flags, folder, order, collected).await?;
+    }
     Ok(())
 }
 
-/// Reset, load, drain, audit, join, for strategy `name` (whose rows `key` labels).
+/// The saturation step ([`saturation`]) for this pass's strategies whose capacity the flash sale
+/// did not reach.
+async fn saturate_each(
+    server: &Server,
+    plan: &LoadPlan,
+    flags: &CompareFlags,
+    folder: &RunFolder,
+    order: &[StrategyInfo],
+    collected: &mut Collected,
+) -> anyhow::Result<()> {
+    let (Some(found), Some(generator_cap)) = (collected.capacity.as_ref(), collected.generator_cap) else {
+        return Ok(());
+    };
+    let mut due = Vec::new();
+    for (position, strategy) in (1u32..).zip(order) {
+        let label = strategy.label();
+        let Some(capacity) = found.rows.iter().rev().find(|row| row.strategy == label) else { continue };
+        if let Some(rate) = saturation::rate(plan, capacity, generator_cap) {
+            due.push((position, strategy, saturation::plan(plan, rate, capacity.capacity_rps)));
+        }
+    }
+    for (done, (position, strategy, saturating)) in (1usize..).zip(&due) {
+        let key = RunKey {
+            run_id: folder.id.clone(),
+            strategy: strategy.label(),
+            repetition: 1,
+            position: *position,
+            safe: strategy.safe,
+            queued: strategy.queued,
+        };
+        let label =
+            format!("[saturation {done}/{} · {} at {:.0}/s]", due.len(), key.strategy, saturating.rate);
+        let audit = format!("{}-saturation", key.strategy);
+        let (record, settlement) = one_run(server, saturating, flags, folder, &strategy.name, &audit, &label)
+            .await
+            .with_context(|| format!("{} at saturation", key.strategy))?;
+        let row =
+            SummaryRow::new(&key, saturating.model.as_str(), saturating.offered_rps(), &record, &settlement);
+        eprintln!("{label} {}", one_line(&row));
+        if let Some(rows) = collected.saturation.as_mut() {
+            rows.push(row);
+        }
+    }
+    Ok(())
+}
+
+/// Reset, load, drain, audit, join, for strategy `name`; the audit goes to `audit/<audit>.json`.
 async fn one_run(
     server: &Server,
     plan: &LoadPlan,
     flags: &CompareFlags,
     folder: &RunFolder,
     name: &str,
-    key: &RunKey,
+    audit: &str,
     label: &str,
 ) -> anyhow::Result<(RunRecord, Settlement)> {
     server.reset(&plan.scenario.reset_plan()).await?;
     let record = loadgen::run_spread(plan, &server.load_targets(), name, label).await?;
     let drain_limit = Duration::from_secs(flags.drain_timeout_secs);
-    let (settlement, audit) = settle(server, &record, name, plan.scenario.hot_product, drain_limit).await?;
+    let (settlement, audit_json) =
+        settle(server, &record, name, plan.scenario.hot_product, drain_limit).await?;
     if !settlement.settled {
         eprintln!(
             "{label} warning: not settled after {}s: orders not yet persisted count as lost",
             drain_limit.as_secs()
         );
     }
-    let audit_path = folder.path.join("audit").join(format!("{}-{}.json", key.strategy, key.repetition));
-    std::fs::write(&audit_path, serde_json::to_string_pretty(&audit)?)
+    let audit_path = folder.path.join("audit").join(format!("{audit}.json"));
+    std::fs::write(&audit_path, serde_json::to_string_pretty(&audit_json)?)
         .with_context(|| format!("cannot write {}", audit_path.display()))?;
     Ok((record, settlement))
 }
@@ -385,14 +451,23 @@ fn one_line(row: &SummaryRow) -> String {
     )
 }
 
+/// What a finished run measured, as the gate reads it.
+#[derive(Debug, Clone, Copy)]
+pub struct Measured<'a> {
+    /// The flash sale's rows (`summary.csv`).
+    pub flash: &'a [SummaryRow],
+    pub capacity: &'a [results::CapacityRow],
+    /// The saturation step's rows: overload by design, so only an anomaly counts against them.
+    pub saturation: &'a [SummaryRow],
+}
+
 /// Runs the gate on a finished run and writes `gate.json`; with `write_baseline`, records the
 /// run's ratios as the baseline first.
 ///
 /// # Errors
 /// When the baseline cannot be read or written.
 pub fn judge(
-    rows: &[SummaryRow],
-    capacity: &[results::CapacityRow],
+    measured: Measured<'_>,
     folder: &RunFolder,
     baseline_path: &Path,
     profile: &str,
@@ -401,13 +476,16 @@ pub fn judge(
 ) -> anyhow::Result<GateReport> {
     if write_baseline {
         let existing = baseline_path.exists().then(|| Baseline::load(baseline_path)).transpose()?;
-        let updated = gate::rebaseline(existing, rows, capacity, profile, preset, &folder.id)?;
+        let updated =
+            gate::rebaseline(existing, measured.flash, measured.capacity, profile, preset, &folder.id)?;
         std::fs::write(baseline_path, serde_json::to_string_pretty(&updated)? + "\n")
             .with_context(|| format!("cannot write {}", baseline_path.display()))?;
         eprintln!("bench: wrote the `{profile}` baseline to {}", baseline_path.display());
     }
     let baseline = Baseline::load(baseline_path)?;
-    let report = gate::check(rows, capacity, &baseline, baseline_path, profile, preset);
+    let mut report =
+        gate::check(measured.flash, measured.capacity, &baseline, baseline_path, profile, preset);
+    report.fail_invalid_at_saturation(measured.saturation);
     std::fs::write(folder.file("gate.json"), serde_json::to_string_pretty(&report)?)
         .with_context(|| format!("cannot write {}", folder.file("gate.json").display()))?;
     Ok(report)
@@ -433,7 +511,11 @@ pub fn check_folder(dir: &Path, baseline: &Path) -> anyhow::Result<GateReport> {
     let capacity_path = dir.join("capacity.csv");
     let capacity: Vec<results::CapacityRow> =
         if capacity_path.exists() { results::read_csv(&capacity_path)? } else { Vec::new() };
-    judge(&rows, &capacity, &RunFolder { id, path: PathBuf::from(&dir) }, baseline, &profile, &preset, false)
+    let saturation_path = dir.join("saturation.csv");
+    let saturation: Vec<SummaryRow> =
+        if saturation_path.exists() { results::read_csv(&saturation_path)? } else { Vec::new() };
+    let measured = Measured { flash: &rows, capacity: &capacity, saturation: &saturation };
+    judge(measured, &RunFolder { id, path: PathBuf::from(&dir) }, baseline, &profile, &preset, false)
 }
 
 /// The gate's verdict for people.

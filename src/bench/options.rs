@@ -267,6 +267,11 @@ pub struct CompareFlags {
     pub capacity: Option<bool>,
     #[command(flatten)]
     pub capacity_search: CapacityArgs,
+    /// After the flash sale, run it once more for each strategy whose capacity it did not reach,
+    /// offered 1.5 times that capacity, to time its sell-out at saturation (`--saturation=false`
+    /// skips it) [default: true whenever the capacity step runs].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub saturation: Option<bool>,
     /// Where run folders go.
     #[arg(long, default_value = "results")]
     pub out: PathBuf,
@@ -306,6 +311,21 @@ impl CompareFlags {
         self.capacity_search
             .settings_near_last(depth, plan.scenario.hot_product, plan.connections, drain, &self.out)
             .map(Some)
+    }
+
+    /// Whether the saturation step runs: it needs the capacities the capacity step finds.
+    ///
+    /// # Errors
+    /// `--saturation` asked for without a capacity step.
+    pub fn saturation_step(&self, capacity_step: bool) -> anyhow::Result<bool> {
+        match self.saturation {
+            Some(true) if !capacity_step => anyhow::bail!(
+                "--saturation needs the capacity step (it offers each strategy more than its capacity): \
+                 drop --capacity=false, or pick a preset that searches capacity"
+            ),
+            Some(asked) => Ok(asked),
+            None => Ok(capacity_step),
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use super::by_database;
 use super::capacity::{self, CapacityFigures};
 use super::figures::StrategyFigures;
 use super::model::{Run, Verdict};
-use super::table;
+use super::{saturation, table};
 
 /// A chart to inline: its SVG text and a caption.
 #[derive(Debug)]
@@ -71,6 +71,7 @@ pub fn page(
     by_database_table(&mut out, capacity, figures);
     if !figures.is_empty() {
         summary(&mut out, run, figures);
+        saturation_table(&mut out, run, figures);
     }
     metadata(&mut out, run);
     for chart in charts {
@@ -162,43 +163,64 @@ fn capacity_table(out: &mut String, figures: &[CapacityFigures]) {
     if figures.is_empty() {
         return;
     }
-    out.push_str("<h2>Sustainable capacity</h2>\n<table class=\"capacity\">\n<tr>");
-    for header in capacity::HEADER {
-        let _ = write!(out, "<th>{}</th>", escape(header));
+    let rows = capacity::rows(figures);
+    plain_table(
+        out,
+        "Sustainable capacity",
+        "capacity",
+        &capacity::HEADER,
+        &rows,
+        &capacity::legend(figures),
+    );
+}
+
+/// The sell-out at saturation, when the run had the step.
+fn saturation_table(out: &mut String, run: &Run, figures: &[StrategyFigures]) {
+    let rows = saturation::rows(run, figures);
+    if !rows.is_empty() {
+        plain_table(
+            out,
+            "Sold out at saturation",
+            "saturation",
+            &saturation::HEADER,
+            &rows,
+            saturation::LEGEND,
+        );
     }
-    out.push_str("</tr>\n");
-    for row in capacity::rows(figures) {
-        out.push_str("<tr>");
-        for cell in &row {
-            let _ = write!(out, "<td>{}</td>", escape(cell));
-        }
-        out.push_str("</tr>\n");
-    }
-    let _ = writeln!(out, "</table>\n<p>{}</p>", escape(&capacity::legend(figures)));
 }
 
 /// PostgreSQL and MariaDB side by side, when the run measured strategies on both.
 fn by_database_table(out: &mut String, capacity: &[CapacityFigures], figures: &[StrategyFigures]) {
     let rows = by_database::rows(capacity, figures);
-    if rows.is_empty() {
-        return;
+    if !rows.is_empty() {
+        plain_table(out, "By database", "by-database", &by_database::header(), &rows, by_database::LEGEND);
     }
-    out.push_str("<h2>By database</h2>\n<table class=\"by-database\">\n<tr>");
-    for header in by_database::header() {
-        let _ = write!(out, "<th>{}</th>", escape(&header));
+}
+
+/// A titled table of text cells with its legend under it.
+fn plain_table<H: AsRef<str>>(
+    out: &mut String,
+    title: &str,
+    class: &str,
+    header: &[H],
+    rows: &[Vec<String>],
+    legend: &str,
+) {
+    let _ = write!(out, "<h2>{}</h2>\n<table class=\"{class}\">\n<tr>", escape(title));
+    for cell in header {
+        let _ = write!(out, "<th>{}</th>", escape(cell.as_ref()));
     }
     out.push_str("</tr>\n");
     for row in rows {
         out.push_str("<tr>");
-        for cell in &row {
+        for cell in row {
             let _ = write!(out, "<td>{}</td>", escape(cell));
         }
         out.push_str("</tr>\n");
     }
-    let _ = writeln!(out, "</table>\n<p>{}</p>", escape(by_database::LEGEND));
+    let _ = writeln!(out, "</table>\n<p>{}</p>", escape(legend));
 }
 
-/// Every probe of every search, folded away: the table above is what most readers want.
 fn capacity_steps(out: &mut String, run: &Run) {
     if run.capacity_steps.is_empty() {
         return;

@@ -41,6 +41,7 @@ fn bench(dir: &Path) -> anyhow::Result<Run> {
     let capacity = optional("capacity.csv").map(|path| csv_rows(&path)).transpose()?.unwrap_or_default();
     let capacity_steps =
         optional("capacity_steps.csv").map(|path| csv_rows(&path)).transpose()?.unwrap_or_default();
+    let saturation = optional("saturation.csv").map(|path| csv_rows(&path)).transpose()?;
     let has_summary = dir.join("summary.csv").exists();
     let summary = if has_summary { csv_rows(&dir.join("summary.csv"))? } else { Vec::new() };
     if summary.is_empty() && capacity.is_empty() {
@@ -62,6 +63,7 @@ fn bench(dir: &Path) -> anyhow::Result<Run> {
         errors: flash_sale(dir, "errors.csv", has_summary)?,
         capacity,
         capacity_steps,
+        saturation,
         gate,
     })
 }

@@ -429,6 +429,7 @@ fn to_run(id: String, entries: &[Entry], failures: &[FailureRow], audit: Option<
         errors: Vec::new(),
         capacity: Vec::new(),
         capacity_steps: Vec::new(),
+        saturation: None,
         gate: None,
     };
     for (position, strategy) in (1..).zip(&strategies) {

@@ -6,7 +6,7 @@ use super::by_database;
 use super::capacity::{self, CapacityFigures};
 use super::figures::StrategyFigures;
 use super::model::Run;
-use super::table;
+use super::{saturation, table};
 
 /// Markdown escapes for a table cell: a `|` would end the cell.
 fn escape(cell: &str) -> String {
@@ -72,6 +72,17 @@ pub fn summary(run: &Run, capacity: &[CapacityFigures], figures: &[StrategyFigur
         "\nMedians over repetitions, (min–max) where they differ. Verdict: `clean` no anomaly, `flagged` an \
          unsafe-by-design strategy showed its known anomaly, `invalid` a safe strategy showed one.\n",
     );
+    let saturated = saturation::rows(run, figures);
+    if !saturated.is_empty() {
+        out.push_str("\n### Sold out at saturation\n\n");
+        let _ = writeln!(out, "| {} |", saturation::HEADER.join(" | "));
+        let _ = writeln!(out, "|{}", "---|".repeat(saturation::HEADER.len()));
+        for row in saturated {
+            let cells: Vec<String> = row.iter().map(|cell| escape(cell)).collect();
+            let _ = writeln!(out, "| {} |", cells.join(" | "));
+        }
+        let _ = writeln!(out, "\n{}", saturation::LEGEND);
+    }
     if let Some(gate) = &run.gate {
         let _ = writeln!(out, "\nGate: {}.", if gate.passed { "passed" } else { "**failed**" });
     }

@@ -16,6 +16,7 @@ pub mod load;
 pub mod locust;
 pub mod markdown;
 pub mod model;
+pub mod saturation;
 pub mod table;
 
 use std::fs;

@@ -36,6 +36,9 @@ pub struct Run {
     /// `capacity.csv` and `capacity_steps.csv`; empty when the run had no capacity step.
     pub capacity: Vec<CapacityRow>,
     pub capacity_steps: Vec<CapacityStepRow>,
+    /// `saturation.csv`: the flash sale once more for each strategy faster than it; `None` when
+    /// the run had no saturation step.
+    pub saturation: Option<Vec<SummaryRow>>,
     /// `gate.json`, when the gate ran.
     pub gate: Option<Gate>,
 }

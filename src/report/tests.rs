@@ -178,6 +178,39 @@ fn strategies_on_two_databases_get_one_row_each_side_by_side() {
 }
 
 #[test]
+fn the_sell_out_at_saturation_comes_from_the_step_or_from_the_flash_sale() {
+    let dir = scratch("results-sample", "saturation");
+    let summary = fs::read_to_string(dir.join("summary.csv")).unwrap();
+    let header = summary.lines().next().unwrap();
+    // memory ran again at 12,000 req/s and sold out in 40 ms; the others only had the flash sale.
+    let memory = summary
+        .lines()
+        .find(|line| line.split(',').nth(1) == Some("memory"))
+        .unwrap()
+        .replacen(",open,4000,", ",open,12000,", 1)
+        .replacen(",2500.0,200.0,", ",12500.0,40.0,", 1);
+    fs::write(dir.join("saturation.csv"), format!("{header}\n{memory}\n")).unwrap();
+    let rendered = render(&dir).unwrap();
+    let md = fs::read_to_string(&rendered.summary_md).unwrap();
+    assert!(md.contains("### Sold out at saturation"), "{md}");
+    assert!(
+        md.contains("| memory | – | 12000 | its own, above its capacity | 12500 | 40 | 40 | clean |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| sql-atomic | – | 4000 | the flash sale (median) | 1125 | 450 | 450 | clean |"),
+        "a strategy without a run of its own reads from the flash sale: {md}"
+    );
+    let html = fs::read_to_string(&rendered.index_html).unwrap();
+    assert!(html.contains("<table class=\"saturation\">"), "the page shows it too");
+    let plain = scratch("results-sample", "saturation-none");
+    let md = fs::read_to_string(render(&plain).unwrap().summary_md).unwrap();
+    assert!(!md.contains("at saturation"), "a run without the step has no such table");
+    fs::remove_dir_all(dir).unwrap();
+    fs::remove_dir_all(plain).unwrap();
+}
+
+#[test]
 fn compare_reports_new_over_old() {
     let old = scratch("results-sample", "compare-old");
     let new = scratch("results-sample", "compare-new");

@@ -281,7 +281,30 @@ async fn bench_compare_writes_a_complete_results_folder_and_gates_it() {
     let capacity: Vec<CapacityRow> = read_csv(&run.join("capacity.csv")).unwrap();
     assert_eq!(capacity.len(), 2, "the ci preset runs a capacity step: one row per strategy");
     assert!(capacity.iter().all(|row| row.cap_rps == 2_000.0 && row.steps > 0), "{capacity:?}");
+    let saturation: Vec<SummaryRow> = read_csv(&run.join("saturation.csv")).unwrap();
+    for found in &capacity {
+        let own = saturation.iter().find(|row| row.strategy == found.strategy);
+        let beyond_the_sale = found.at_least || found.capacity_rps >= 400.0;
+        assert_eq!(own.is_some(), beyond_the_sale, "a run of its own only above the sale's rate: {found:?}");
+        if let Some(row) = own {
+            assert!(
+                row.offered_rps > 400.0 && row.offered_rps <= 2_000.0,
+                "above the sale, within the cap: {row:?}"
+            );
+            assert!(
+                row.offered_rps >= found.capacity_rps.min(2_000.0),
+                "offered at least its capacity: {row:?}"
+            );
+            assert_eq!((row.confirmed, row.final_stock), (150, Some(0)), "the same sale: {row:?}");
+            assert_eq!(row.verdict, Verdict::Clean, "{row:?}");
+            assert!(row.time_to_sell_out_ms.is_some(), "{row:?}");
+            assert!(run.join(format!("audit/{}-saturation.json", row.strategy)).exists(), "audited");
+        }
+    }
+    assert!(saturation.iter().any(|row| row.strategy == "memory"), "memory outruns 400/s: {capacity:?}");
+    assert!(stderr.contains("[saturation 1/"), "the step says what it runs:\n{stderr}");
     let page = std::fs::read_to_string(run.join("index.html")).unwrap();
+    assert!(page.contains("<h2>Sold out at saturation</h2>"), "the page shows the step");
     let first = |text: &str| page.find(text).unwrap_or_else(|| panic!("the page has no {text:?}"));
     assert!(
         first("<h2>Sustainable capacity</h2>") < first("<h2>Summary</h2>"),
