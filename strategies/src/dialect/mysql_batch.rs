@@ -84,21 +84,25 @@ pub(crate) async fn receipts_by_key(
         .await
 }
 
-/// An order's lines as `JSON_TABLE` rows: the order id in hex, the product, the quantity.
-const INSERT_LINES: &str = r#"
-INSERT INTO order_items (order_id, product_id, quantity)
-SELECT UNHEX(l.order_id), l.product_id, l.quantity
-FROM JSON_TABLE(?, '$[*]' COLUMNS (order_id CHAR(32) PATH '$[0]', product_id BIGINT PATH '$[1]',
-                                   quantity INT PATH '$[2]')) AS l
-"#;
+/// Inserts into `$table` a batch's lines, sent as one JSON array of `JSON_TABLE` rows: the order
+/// id in hex, the product, the quantity.
+macro_rules! insert_lines_into {
+    ($table:literal) => {
+        concat!(
+            "INSERT INTO ",
+            $table,
+            " (order_id, product_id, quantity) SELECT UNHEX(l.order_id), l.product_id, l.quantity \
+             FROM JSON_TABLE(?, '$[*]' COLUMNS (order_id CHAR(32) PATH '$[0]', product_id BIGINT PATH '$[1]', \
+             quantity INT PATH '$[2]')) AS l"
+        )
+    };
+}
+
+/// The orders' lines.
+const INSERT_LINES: &str = insert_lines_into!("order_items");
 
 /// The same lines, as units awaiting the stock sync (`redis-orderlog`, [`StockTake::Logged`]).
-const LOG_LINES: &str = r#"
-INSERT INTO stock_unapplied (order_id, product_id, quantity)
-SELECT UNHEX(l.order_id), l.product_id, l.quantity
-FROM JSON_TABLE(?, '$[*]' COLUMNS (order_id CHAR(32) PATH '$[0]', product_id BIGINT PATH '$[1]',
-                                   quantity INT PATH '$[2]')) AS l
-"#;
+const LOG_LINES: &str = insert_lines_into!("stock_unapplied");
 
 /// `$1` product, `$2` units: [`StockTake::Decided`]'s unconditional decrement, the Redis gate's
 /// claim riding on it, as on PostgreSQL.

@@ -8,7 +8,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use sqlx::{MySqlConnection, MySqlPool};
+use sqlx::mysql::MySqlRow;
+use sqlx::{MySql, MySqlConnection, MySqlPool};
 use uuid::Uuid;
 
 use super::mysql::LEFT_TO_SELL;
@@ -23,6 +24,30 @@ const CHUNK: usize = 1_000;
 const LEFT_TO_SELL_PAGE: &str = "SELECT p.id, CAST(p.stock - COALESCE(u.units, 0) AS SIGNED) FROM products p \
      LEFT JOIN (SELECT product_id, SUM(quantity) AS units FROM stock_unapplied GROUP BY product_id) u \
      ON u.product_id = p.id WHERE p.id > ? ORDER BY p.id LIMIT ?";
+
+/// The rows `select` finds for every key of `keys`: `select` renders the statement around an
+/// `IN (…)` list of the placeholders it is given, run once per chunk of keys.
+async fn rows_in<K, T>(
+    conn: &mut MySqlConnection,
+    keys: &[K],
+    select: impl Fn(&str) -> String,
+) -> Result<Vec<T>, StrategyError>
+where
+    K: for<'q> sqlx::Encode<'q, MySql> + sqlx::Type<MySql> + Clone + Send + Sync,
+    T: for<'r> sqlx::FromRow<'r, MySqlRow> + Send + Unpin,
+{
+    let mut found = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(CHUNK) {
+        let sql = select(&placeholders(chunk.len()));
+        let rows: Vec<T> = chunk
+            .iter()
+            .fold(sqlx::query_as(sqlx::AssertSqlSafe(sql)), |query, key| query.bind(key.clone()))
+            .fetch_all(&mut *conn)
+            .await?;
+        found.extend(rows);
+    }
+    Ok(found)
+}
 
 /// Gives each of `ids` that no other gate sells to the Redis gate; returns those the Redis gate
 /// sells now. One autocommitted statement per product: the found-rows count says whether the
@@ -56,17 +81,10 @@ pub(crate) async fn gates_of(
     pool: &MySqlPool,
     ids: &[i64],
 ) -> Result<HashMap<i64, Option<String>>, StrategyError> {
-    let mut gates = HashMap::with_capacity(ids.len());
-    for chunk in ids.chunks(CHUNK) {
-        let sql = format!("SELECT id, gate FROM products WHERE id IN ({})", placeholders(chunk.len()));
-        let rows: Vec<(i64, Option<String>)> = chunk
-            .iter()
-            .fold(sqlx::query_as(sqlx::AssertSqlSafe(sql)), |query, id| query.bind(id))
-            .fetch_all(pool)
-            .await?;
-        gates.extend(rows);
-    }
-    Ok(gates)
+    let mut conn = pool.acquire().await?;
+    let rows: Vec<(i64, Option<String>)> =
+        rows_in(&mut conn, ids, |list| format!("SELECT id, gate FROM products WHERE id IN ({list})")).await?;
+    Ok(rows.into_iter().collect())
 }
 
 /// `id, left to sell` of each of `ids` the books have.
@@ -74,22 +92,15 @@ pub(crate) async fn gates_of(
 /// # Errors
 /// When the server does not answer.
 pub(crate) async fn left_to_sell_of(pool: &MySqlPool, ids: &[i64]) -> Result<Vec<(i64, i64)>, StrategyError> {
-    let mut found = Vec::with_capacity(ids.len());
-    for chunk in ids.chunks(CHUNK) {
-        let sql = format!(
+    let mut conn = pool.acquire().await?;
+    rows_in(&mut conn, ids, |list| {
+        format!(
             "SELECT p.id, CAST(p.stock - COALESCE(u.units, 0) AS SIGNED) FROM products p \
              LEFT JOIN (SELECT product_id, SUM(quantity) AS units FROM stock_unapplied GROUP BY product_id) u \
-             ON u.product_id = p.id WHERE p.id IN ({})",
-            placeholders(chunk.len())
-        );
-        let rows: Vec<(i64, i64)> = chunk
-            .iter()
-            .fold(sqlx::query_as(sqlx::AssertSqlSafe(sql)), |query, id| query.bind(id))
-            .fetch_all(pool)
-            .await?;
-        found.extend(rows);
-    }
-    Ok(found)
+             ON u.product_id = p.id WHERE p.id IN ({list})"
+        )
+    })
+    .await
 }
 
 /// Every product's `id, left to sell`, handed to `each` a page at a time in id order, all pages
@@ -137,20 +148,11 @@ pub(crate) async fn committed(pool: &MySqlPool, ids: &[Uuid]) -> Result<HashSet<
 }
 
 async fn committed_on(conn: &mut MySqlConnection, ids: &[Uuid]) -> Result<HashSet<Uuid>, StrategyError> {
-    let mut found = HashSet::new();
-    for chunk in ids.chunks(CHUNK) {
-        let sql = format!(
-            "SELECT id FROM orders WHERE id IN ({}) AND status IN ('pending', 'confirmed')",
-            placeholders(chunk.len())
-        );
-        let rows: Vec<Uuid> = chunk
-            .iter()
-            .fold(sqlx::query_scalar(sqlx::AssertSqlSafe(sql)), |query, id| query.bind(id))
-            .fetch_all(&mut *conn)
-            .await?;
-        found.extend(rows);
-    }
-    Ok(found)
+    let rows: Vec<(Uuid,)> = rows_in(conn, ids, |list| {
+        format!("SELECT id FROM orders WHERE id IN ({list}) AND status IN ('pending', 'confirmed')")
+    })
+    .await?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
 }
 
 /// What is left to sell of `product` (`None`: the books do not have it) and which of `ids` the
