@@ -124,6 +124,34 @@ async fn a_consumer_killed_before_its_commit_leaves_the_batch_to_be_delivered_ag
     assert_eq!(in_broker(&app).await, 0, "every message acknowledged and gone");
 }
 
+/// A batch acknowledged after its `ack_wait` passed (the books were slow, or down) is due for
+/// redelivery until the broker reads the acknowledgements; a pull sent meanwhile must still end.
+/// The pull that does not wait used to set no expiry, and the broker could leave it unanswered:
+/// the consumer then waited forever, past any drain deadline, and persisted nothing more.
+#[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
+async fn a_pull_after_a_late_acknowledgement_ends(_: PoolOptions<Postgres>, connect: PgConnectOptions) {
+    const ROUNDS: usize = 20;
+    let app = spawn_app(connect, Setup { plan: plan_of(&[(HOT, 50)]), ..Setup::default() }).await;
+    let settings = WorkerSettings { claim_idle: Duration::from_millis(100), ..quick() };
+    let mut consumer = Consumer::new(&backends(&app), settings).expect("a broker consumer");
+    for round in 0..ROUNDS {
+        place(&app, KIND, 1).await;
+        let batch = loop {
+            if let Some(batch) = consumer.next_batch(true).await.expect("the broker answers") {
+                break batch;
+            }
+        };
+        tokio::time::sleep(settings.claim_idle * 2).await;
+        let persisted = consumer.persist(&batch).await.expect("the batch commits");
+        consumer.finish(&batch, &persisted).await.expect("settled and acknowledged");
+        let pulled = tokio::time::timeout(Duration::from_secs(10), consumer.next_batch(false)).await;
+        assert!(pulled.is_ok(), "round {round}: a pull that does not wait never ends");
+    }
+    let report = drain(&app, KIND).await;
+    assert_eq!(report.dead_lettered, 0, "{report:?}");
+    assert_eq!(app.order_count().await, i64::try_from(ROUNDS).expect("a count"), "each order once");
+}
+
 /// An order PostgreSQL refuses (a NUL byte in its address, handed to the strategy directly as a bug
 /// upstream would) and a message nobody can read fail every delivery; after `max_deliveries` they
 /// are in the dead-letter stream, the poison order's id is void and its units are back on the
