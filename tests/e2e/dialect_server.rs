@@ -219,6 +219,21 @@ impl Served {
             .unwrap_or_else(|err| panic!("{kind}: the queue drains: {err}"));
     }
 
+    /// `count` buyers of one unit of `HOT` each, at once, through HTTP; their answers.
+    async fn buyers_at_once(self: &Arc<Self>, kind: StrategyKind, count: usize) -> Vec<Answer> {
+        let buyers: Vec<_> = (0..count)
+            .map(|_| {
+                let served = Arc::clone(self);
+                tokio::spawn(async move { served.buy(kind, &[(HOT, 1)], None).await })
+            })
+            .collect();
+        let mut answers = Vec::with_capacity(count);
+        for buyer in buyers {
+            answers.push(buyer.await.expect("no buyer panics"));
+        }
+        answers
+    }
+
     /// Places `count` unkeyed orders of one unit of `HOT`, one after the other, each accepted (202).
     async fn accept(&self, kind: StrategyKind, count: usize) {
         for _ in 0..count {
@@ -249,15 +264,8 @@ async fn queued_flash_sale(backend: SqlBackend) {
     let served = Arc::new(Served::start(backend, Tuning::default()).await);
     for kind in ported_queued_strategies() {
         assert_eq!(served.reset(&json!({ "products": [{ "id": HOT, "stock": STOCK }] })).await.status, 200);
-        let buyers: Vec<_> = (0..BUYERS)
-            .map(|_| {
-                let served = Arc::clone(&served);
-                tokio::spawn(async move { served.buy(kind, &[(HOT, 1)], None).await })
-            })
-            .collect();
         let mut accepted = Vec::new();
-        for buyer in buyers {
-            let answer = buyer.await.expect("no buyer panics");
+        for answer in served.buyers_at_once(kind, BUYERS).await {
             match answer.status {
                 202 => accepted.push(answer.body["order_id"].as_str().expect("an order id").to_owned()),
                 409 => assert_eq!(answer.body["error"], "sold_out", "{kind} on {backend}: {}", answer.body),
@@ -303,15 +311,8 @@ async fn flash_sale(backend: SqlBackend) {
     );
     for kind in ported_sql_strategies() {
         assert_eq!(served.reset(&json!({ "products": [{ "id": HOT, "stock": STOCK }] })).await.status, 200);
-        let buyers: Vec<_> = (0..BUYERS)
-            .map(|_| {
-                let served = Arc::clone(&served);
-                tokio::spawn(async move { served.buy(kind, &[(HOT, 1)], None).await })
-            })
-            .collect();
         let (mut placed, mut contention) = (Vec::new(), 0_i64);
-        for buyer in buyers {
-            let answer = buyer.await.expect("no buyer panics");
+        for answer in served.buyers_at_once(kind, BUYERS).await {
             match answer.status {
                 201 => placed.push(answer.body["order_id"].as_str().expect("an order id").to_owned()),
                 // `sql-optimistic` refuses a buyer who lost every swap; the audit counts each one.
@@ -354,24 +355,39 @@ async fn flash_sale(backend: SqlBackend) {
     Arc::into_inner(served).expect("every buyer is done").finish().await;
 }
 
+/// The key [`Served::replay_and_refuse`] places `kind`'s first order under.
+fn replay_key(kind: StrategyKind) -> String {
+    format!("key-{kind}")
+}
+
+impl Served {
+    /// The steps every strategy's contract shares, on a fresh catalogue (strategies of different
+    /// gates never share a product): two units of `HOT` under a key answer `created`, the same
+    /// key and body again 200 with the same order, the key with another body 422, a malformed
+    /// order 400. Returns the first answer, and the answer to a multi-item order that does not
+    /// fit (product 7 holds 3 units), which the caller judges.
+    async fn replay_and_refuse(&self, kind: StrategyKind, created: u16) -> (Answer, Answer) {
+        let plan = json!({ "products": [{ "id": HOT, "stock": STOCK }, { "id": 7, "stock": 3 }] });
+        assert_eq!(self.reset(&plan).await.status, 200, "{kind}");
+        let key = replay_key(kind);
+        let first = self.buy(kind, &[(HOT, 2)], Some(&key)).await;
+        assert_eq!(first.status, created, "{kind}: {}", first.body);
+        let again = self.buy(kind, &[(HOT, 2)], Some(&key)).await;
+        assert_eq!(again.status, 200, "{kind}: {}", again.body);
+        assert_eq!(again.body["order_id"], first.body["order_id"], "{kind}");
+        self.buy(kind, &[(HOT, 1)], Some(&key)).await.assert_error(422, "idempotency_key_reused");
+        self.buy(kind, &[(HOT, 0)], None).await.assert_error(400, "invalid_request");
+        let too_much = self.buy(kind, &[(HOT, 1), (7, 4)], None).await;
+        (first, too_much)
+    }
+}
+
 /// A repeated Idempotency-Key replays the first order; a malformed order is refused with 400; a
 /// multi-item order that does not fit takes nothing.
 async fn replays_and_refusals(backend: SqlBackend) {
     let served = Served::start(backend, Tuning::default()).await;
-    let plan = json!({ "products": [{ "id": HOT, "stock": STOCK }, { "id": 7, "stock": 3 }] });
     for kind in ported_sql_strategies() {
-        // Each strategy on a fresh catalogue: strategies of different gates never share a product.
-        assert_eq!(served.reset(&plan).await.status, 200);
-        let key = format!("key-{kind}");
-        let first = served.buy(kind, &[(HOT, 2)], Some(&key)).await;
-        assert_eq!(first.status, 201, "{kind} on {backend}: {}", first.body);
-        let again = served.buy(kind, &[(HOT, 2)], Some(&key)).await;
-        assert_eq!(again.status, 200, "{kind} on {backend}: {}", again.body);
-        assert_eq!(again.body["order_id"], first.body["order_id"], "{kind} on {backend}");
-        let reused = served.buy(kind, &[(HOT, 1)], Some(&key)).await;
-        reused.assert_error(422, "idempotency_key_reused");
-        served.buy(kind, &[(HOT, 0)], None).await.assert_error(400, "invalid_request");
-        let too_much = served.buy(kind, &[(HOT, 1), (7, 4)], None).await;
+        let (_, too_much) = served.replay_and_refuse(kind, 201).await;
         assert_eq!(too_much.status, 409, "{kind} on {backend}: {}", too_much.body);
         assert_eq!(
             served.scratch.stock(HOT).await,
@@ -948,18 +964,8 @@ async fn crashed_broker_consumers_write_each_order_once(backend: SqlBackend) {
 /// clean or names the cancellation.
 async fn queued_replays_and_refusals(backend: SqlBackend) {
     let served = Served::start(backend, Tuning::default()).await;
-    let plan = json!({ "products": [{ "id": HOT, "stock": STOCK }, { "id": 7, "stock": 3 }] });
     for kind in ported_queued_strategies() {
-        assert_eq!(served.reset(&plan).await.status, 200);
-        let key = format!("key-{kind}");
-        let first = served.buy(kind, &[(HOT, 2)], Some(&key)).await;
-        assert_eq!(first.status, 202, "{kind} on {backend}: {}", first.body);
-        let again = served.buy(kind, &[(HOT, 2)], Some(&key)).await;
-        assert_eq!(again.status, 200, "{kind} on {backend}: {}", again.body);
-        assert_eq!(again.body["order_id"], first.body["order_id"], "{kind} on {backend}");
-        served.buy(kind, &[(HOT, 1)], Some(&key)).await.assert_error(422, "idempotency_key_reused");
-        served.buy(kind, &[(HOT, 0)], None).await.assert_error(400, "invalid_request");
-        let too_much = served.buy(kind, &[(HOT, 1), (7, 4)], None).await;
+        let (first, too_much) = served.replay_and_refuse(kind, 202).await;
         // A strategy that accepts before it reserves may still refuse what its shelf shows short.
         let cancelled = match too_much.status {
             409 => 0,
@@ -967,7 +973,7 @@ async fn queued_replays_and_refusals(backend: SqlBackend) {
             other => panic!("{kind} on {backend}: unexpected {other} {}", too_much.body),
         };
         served.drain(kind).await;
-        let replayed = served.buy(kind, &[(HOT, 2)], Some(&key)).await;
+        let replayed = served.buy(kind, &[(HOT, 2)], Some(&replay_key(kind))).await;
         assert_eq!(
             replayed.status, 200,
             "{kind} on {backend}: still replays once written: {}",

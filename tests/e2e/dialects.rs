@@ -221,7 +221,8 @@ fn build(kind: StrategyKind, scratch: &Scratch, race_window: Duration) -> Arc<dy
     }
 }
 
-fn request(lines: &[(i64, u32)], key: Option<&str>) -> PurchaseRequest {
+/// The order lines of `(product, quantity)` pairs.
+pub(crate) fn lines(lines: &[(i64, u32)]) -> OrderLines {
     let lines = lines
         .iter()
         .map(|&(product, quantity)| OrderLine {
@@ -229,11 +230,19 @@ fn request(lines: &[(i64, u32)], key: Option<&str>) -> PurchaseRequest {
             quantity: Quantity::parse(i64::from(quantity)).expect("a quantity"),
         })
         .collect();
+    OrderLines::new(lines).expect("valid lines")
+}
+
+/// Where every test order goes.
+pub(crate) fn delivery() -> Delivery {
+    Delivery::new("1 Main St".into(), "555-0100".into(), "buyer@example.com".into()).expect("a delivery")
+}
+
+fn request(order_lines: &[(i64, u32)], key: Option<&str>) -> PurchaseRequest {
     PurchaseRequest {
         order_id: uuid::Uuid::new_v4(),
-        lines: OrderLines::new(lines).expect("valid lines"),
-        delivery: Delivery::new("1 Main St".into(), "555-0100".into(), "buyer@example.com".into())
-            .expect("a delivery"),
+        lines: lines(order_lines),
+        delivery: delivery(),
         user: None,
         idempotency_key: key.map(|key| IdempotencyKey::parse(key).expect("a key")),
     }
