@@ -8,12 +8,10 @@ use std::time::{Duration, Instant};
 use checkout_strategies::fence::{Doubt, settle_on};
 use checkout_strategies::order_store::{BatchOrder, StockTake, Written, write_batch_on};
 use checkout_strategies::stock_sync::{StockSync, StockSyncSettings};
-use checkout_strategies::{
-    Delivery, OrderLine, OrderLines, OrderStatus, ProductId, Quantity, SqlBackend, SqlPool, StrategyKind,
-};
+use checkout_strategies::{Delivery, OrderLines, OrderStatus, SqlBackend, SqlPool, StrategyKind};
 use uuid::Uuid;
 
-use crate::dialects::Scratch;
+use crate::dialects::{Scratch, delivery, lines};
 
 const HOT: i64 = 100;
 const OTHER: i64 = 200;
@@ -29,19 +27,11 @@ struct Order {
 }
 
 impl Order {
-    fn new(lines: &[(i64, u32)], key: Option<&str>) -> Self {
-        let lines = lines
-            .iter()
-            .map(|&(product, quantity)| OrderLine {
-                product_id: ProductId::parse(product).expect("a product id"),
-                quantity: Quantity::parse(i64::from(quantity)).expect("a quantity"),
-            })
-            .collect();
+    fn new(order_lines: &[(i64, u32)], key: Option<&str>) -> Self {
         Self {
             id: Uuid::new_v4(),
-            lines: OrderLines::new(lines).expect("valid lines"),
-            delivery: Delivery::new("1 Main St".into(), "555-0100".into(), "buyer@example.com".into())
-                .expect("a delivery"),
+            lines: lines(order_lines),
+            delivery: delivery(),
             key: key.map(str::to_owned),
             status: OrderStatus::Confirmed,
             created_at: chrono::Utc::now(),

@@ -12,14 +12,15 @@ use checkout_bench::sessions::SessionConfig;
 use checkout_strategies::backends::{PgSettings, mysql_pool, pg_pool};
 use checkout_strategies::reservation::{self, Sweeper, SweeperSettings};
 use checkout_strategies::{
-    Backends, NatsBackend, NatsSettings, Queue, RedisBackend, RedisKeys, RedisSettings, SqlBackend, SqlPool,
-    StockPlan, StrategyKind, Tuning, Worker, WorkerSettings, queue_nats, redis_stock,
+    Backends, Backlog, DrainReport, NatsBackend, NatsSettings, Queue, RedisBackend, RedisKeys, RedisSettings,
+    SqlBackend, SqlPool, StockPlan, StrategyError, StrategyKind, Tuning, Worker, WorkerSettings, queue_nats,
+    redis_stock,
 };
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use crate::dialects::Scratch;
-use crate::helpers::{Answer, order_body, plan_of, read_answer};
+use crate::helpers::{Answer, ChaosProxy, order_body, plan_of, read_answer};
 
 const HOT: i64 = 100;
 const STOCK: i64 = 20;
@@ -81,8 +82,23 @@ async fn serve(
 impl Served {
     async fn start(backend: SqlBackend, tuning: Tuning) -> Self {
         let scratch = Scratch::new(backend).await;
+        let books = scratch.books().clone();
+        Self::on(scratch, &books, tuning).await
+    }
+
+    /// A server whose books (pooled with `settings`) are reached through a proxy that can cut them
+    /// off; the scratch database's own pool still reaches them, to count what is there meanwhile.
+    async fn behind_proxy(backend: SqlBackend, settings: PgSettings) -> (Self, ChaosProxy) {
+        let scratch = Scratch::new(backend).await;
+        let proxy = ChaosProxy::in_front_of(scratch.url()).await;
+        let books = scratch.through(&proxy, settings);
+        (Self::on(scratch, &books, Tuning::default()).await, proxy)
+    }
+
+    /// A server on `books`, a pool on `scratch`'s database.
+    async fn on(scratch: Scratch, books: &SqlPool, tuning: Tuning) -> Self {
         let keys = RedisKeys::new(format!("test-{}:", uuid::Uuid::new_v4().simple()));
-        let backends = backends_on(scratch.books(), &keys, tuning);
+        let backends = backends_on(books, &keys, tuning);
         let (url, app, shutdown) = serve(&backends, &keys, Some(plan_of(&[(HOT, STOCK), (7, 3)]))).await;
         let client =
             reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client");
@@ -130,6 +146,10 @@ impl Served {
     async fn finish(self) {
         self.app.registry.shutdown().await;
         drop(self._shutdown);
+        // The shared broker would otherwise keep the test's streams.
+        if self.backends.nats.is_connected() {
+            self.backends.nats.delete_streams().await.expect("the test's broker streams are deleted");
+        }
         self.scratch.drop_database().await;
     }
 }
@@ -155,26 +175,83 @@ fn ported_queued_strategies() -> Vec<StrategyKind> {
         .collect()
 }
 
+/// A queued strategy's worker (Redis stream) or broker consumer (NATS), as the server runs it.
+enum Drainer {
+    Stream(Box<Worker>),
+    Broker(Box<queue_nats::Consumer>),
+}
+
+impl Drainer {
+    fn new(backends: &Backends, kind: StrategyKind, settings: WorkerSettings) -> Self {
+        match kind.spec().queue {
+            Some(Queue::RedisStream) => {
+                Self::Stream(Box::new(Worker::new(backends, kind, settings).expect("a stream worker")))
+            }
+            Some(Queue::NatsJetstream) => Self::Broker(Box::new(
+                queue_nats::Consumer::new(backends, settings).expect("a broker consumer"),
+            )),
+            None => panic!("{kind} queues nothing"),
+        }
+    }
+
+    async fn run_until_idle(&mut self, timeout: Duration) -> Result<DrainReport, StrategyError> {
+        match self {
+            Self::Stream(worker) => worker.run_until_idle(timeout).await,
+            Self::Broker(consumer) => consumer.run_until_idle(timeout).await,
+        }
+    }
+
+    /// Everything it did so far.
+    const fn report(&self) -> DrainReport {
+        match self {
+            Self::Stream(worker) => worker.report(),
+            Self::Broker(consumer) => consumer.report(),
+        }
+    }
+}
+
 impl Served {
     /// Writes every order `kind` accepted to the books, as its worker or broker consumer does.
     async fn drain(&self, kind: StrategyKind) {
-        let timeout = Duration::from_secs(20);
-        let drained = match kind.spec().queue {
-            Some(Queue::RedisStream) => {
-                Worker::new(&self.backends, kind, WorkerSettings::draining())
-                    .expect("a stream worker")
-                    .run_until_idle(timeout)
-                    .await
-            }
-            Some(Queue::NatsJetstream) => {
-                queue_nats::Consumer::new(&self.backends, WorkerSettings::draining())
-                    .expect("a broker consumer")
-                    .run_until_idle(timeout)
-                    .await
-            }
-            None => return,
-        };
-        drained.unwrap_or_else(|err| panic!("{kind}: the queue drains: {err}"));
+        Drainer::new(&self.backends, kind, WorkerSettings::draining())
+            .run_until_idle(Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|err| panic!("{kind}: the queue drains: {err}"));
+    }
+
+    /// `count` buyers of one unit of `HOT` each, at once, through HTTP; their answers.
+    async fn buyers_at_once(self: &Arc<Self>, kind: StrategyKind, count: usize) -> Vec<Answer> {
+        let buyers: Vec<_> = (0..count)
+            .map(|_| {
+                let served = Arc::clone(self);
+                tokio::spawn(async move { served.buy(kind, &[(HOT, 1)], None).await })
+            })
+            .collect();
+        let mut answers = Vec::with_capacity(count);
+        for buyer in buyers {
+            answers.push(buyer.await.expect("no buyer panics"));
+        }
+        answers
+    }
+
+    /// Places `count` unkeyed orders of one unit of `HOT`, one after the other, each accepted (202).
+    async fn accept(&self, kind: StrategyKind, count: usize) {
+        for _ in 0..count {
+            let accepted = self.buy(kind, &[(HOT, 1)], None).await;
+            assert_eq!(accepted.status, 202, "{kind}: {}", accepted.body);
+        }
+    }
+
+    /// What `kind` accepted and has not written yet, as Redis and the broker hold it.
+    async fn backlog(&self, kind: StrategyKind) -> Backlog {
+        let backlog = self.app.registry.get(kind).backlog().await;
+        backlog.expect("Redis and the broker answer").expect("a queued strategy has a backlog")
+    }
+
+    /// The Redis mirror of `HOT`: units on the shelf and in flight.
+    async fn hot_mirror(&self) -> (Option<i64>, Option<i64>) {
+        let (shelf, inflight) = redis_stock::mirror(&self.app.redis, &[HOT]).await.expect("Redis answers");
+        (shelf[0], inflight[0])
     }
 }
 
@@ -187,15 +264,8 @@ async fn queued_flash_sale(backend: SqlBackend) {
     let served = Arc::new(Served::start(backend, Tuning::default()).await);
     for kind in ported_queued_strategies() {
         assert_eq!(served.reset(&json!({ "products": [{ "id": HOT, "stock": STOCK }] })).await.status, 200);
-        let buyers: Vec<_> = (0..BUYERS)
-            .map(|_| {
-                let served = Arc::clone(&served);
-                tokio::spawn(async move { served.buy(kind, &[(HOT, 1)], None).await })
-            })
-            .collect();
         let mut accepted = Vec::new();
-        for buyer in buyers {
-            let answer = buyer.await.expect("no buyer panics");
+        for answer in served.buyers_at_once(kind, BUYERS).await {
             match answer.status {
                 202 => accepted.push(answer.body["order_id"].as_str().expect("an order id").to_owned()),
                 409 => assert_eq!(answer.body["error"], "sold_out", "{kind} on {backend}: {}", answer.body),
@@ -218,12 +288,7 @@ async fn queued_flash_sale(backend: SqlBackend) {
         assert_eq!(written, accepted_count, "{kind} on {backend}: every accepted order reached the books");
         let order = served.get(&format!("/orders/{}", accepted[0])).await;
         assert_eq!(order.status, 200, "{kind} on {backend}: {}", order.body);
-        let (shelf, inflight) = redis_stock::mirror(&served.app.redis, &[HOT]).await.expect("Redis answers");
-        assert_eq!(
-            (shelf, inflight),
-            (vec![Some(0)], vec![Some(0)]),
-            "{kind} on {backend}: the mirror agrees"
-        );
+        assert_eq!(served.hot_mirror().await, (Some(0), Some(0)), "{kind} on {backend}: the mirror agrees");
         let audit = served.get("/admin/audit").await;
         let cancelled = accepted_count - STOCK;
         assert_eq!(audit.body["queues"]["accepted_then_cancelled"], cancelled, "{kind} on {backend}");
@@ -246,15 +311,8 @@ async fn flash_sale(backend: SqlBackend) {
     );
     for kind in ported_sql_strategies() {
         assert_eq!(served.reset(&json!({ "products": [{ "id": HOT, "stock": STOCK }] })).await.status, 200);
-        let buyers: Vec<_> = (0..BUYERS)
-            .map(|_| {
-                let served = Arc::clone(&served);
-                tokio::spawn(async move { served.buy(kind, &[(HOT, 1)], None).await })
-            })
-            .collect();
         let (mut placed, mut contention) = (Vec::new(), 0_i64);
-        for buyer in buyers {
-            let answer = buyer.await.expect("no buyer panics");
+        for answer in served.buyers_at_once(kind, BUYERS).await {
             match answer.status {
                 201 => placed.push(answer.body["order_id"].as_str().expect("an order id").to_owned()),
                 // `sql-optimistic` refuses a buyer who lost every swap; the audit counts each one.
@@ -297,24 +355,39 @@ async fn flash_sale(backend: SqlBackend) {
     Arc::into_inner(served).expect("every buyer is done").finish().await;
 }
 
+/// The key [`Served::replay_and_refuse`] places `kind`'s first order under.
+fn replay_key(kind: StrategyKind) -> String {
+    format!("key-{kind}")
+}
+
+impl Served {
+    /// The steps every strategy's contract shares, on a fresh catalogue (strategies of different
+    /// gates never share a product): two units of `HOT` under a key answer `created`, the same
+    /// key and body again 200 with the same order, the key with another body 422, a malformed
+    /// order 400. Returns the first answer, and the answer to a multi-item order that does not
+    /// fit (product 7 holds 3 units), which the caller judges.
+    async fn replay_and_refuse(&self, kind: StrategyKind, created: u16) -> (Answer, Answer) {
+        let plan = json!({ "products": [{ "id": HOT, "stock": STOCK }, { "id": 7, "stock": 3 }] });
+        assert_eq!(self.reset(&plan).await.status, 200, "{kind}");
+        let key = replay_key(kind);
+        let first = self.buy(kind, &[(HOT, 2)], Some(&key)).await;
+        assert_eq!(first.status, created, "{kind}: {}", first.body);
+        let again = self.buy(kind, &[(HOT, 2)], Some(&key)).await;
+        assert_eq!(again.status, 200, "{kind}: {}", again.body);
+        assert_eq!(again.body["order_id"], first.body["order_id"], "{kind}");
+        self.buy(kind, &[(HOT, 1)], Some(&key)).await.assert_error(422, "idempotency_key_reused");
+        self.buy(kind, &[(HOT, 0)], None).await.assert_error(400, "invalid_request");
+        let too_much = self.buy(kind, &[(HOT, 1), (7, 4)], None).await;
+        (first, too_much)
+    }
+}
+
 /// A repeated Idempotency-Key replays the first order; a malformed order is refused with 400; a
 /// multi-item order that does not fit takes nothing.
 async fn replays_and_refusals(backend: SqlBackend) {
     let served = Served::start(backend, Tuning::default()).await;
-    let plan = json!({ "products": [{ "id": HOT, "stock": STOCK }, { "id": 7, "stock": 3 }] });
     for kind in ported_sql_strategies() {
-        // Each strategy on a fresh catalogue: strategies of different gates never share a product.
-        assert_eq!(served.reset(&plan).await.status, 200);
-        let key = format!("key-{kind}");
-        let first = served.buy(kind, &[(HOT, 2)], Some(&key)).await;
-        assert_eq!(first.status, 201, "{kind} on {backend}: {}", first.body);
-        let again = served.buy(kind, &[(HOT, 2)], Some(&key)).await;
-        assert_eq!(again.status, 200, "{kind} on {backend}: {}", again.body);
-        assert_eq!(again.body["order_id"], first.body["order_id"], "{kind} on {backend}");
-        let reused = served.buy(kind, &[(HOT, 1)], Some(&key)).await;
-        reused.assert_error(422, "idempotency_key_reused");
-        served.buy(kind, &[(HOT, 0)], None).await.assert_error(400, "invalid_request");
-        let too_much = served.buy(kind, &[(HOT, 1), (7, 4)], None).await;
+        let (_, too_much) = served.replay_and_refuse(kind, 201).await;
         assert_eq!(too_much.status, 409, "{kind} on {backend}: {}", too_much.body);
         assert_eq!(
             served.scratch.stock(HOT).await,
@@ -685,10 +758,9 @@ async fn a_stranded_reservation_is_swept(backend: SqlBackend) {
             .await
             .expect("the sweep runs");
         assert_eq!((swept.settled, swept.released), (0, 1), "{kind} on {backend}: {swept:?}");
-        let (shelf, inflight) = redis_stock::mirror(&redis, &[HOT]).await.expect("Redis answers");
         assert_eq!(
-            (shelf, inflight),
-            (vec![Some(STOCK - 1)], vec![Some(0)]),
+            served.hot_mirror().await,
+            (Some(STOCK - 1), Some(0)),
             "{kind} on {backend}: the unit is back on the shelf, once"
         );
         locker.release().await;
@@ -718,10 +790,7 @@ async fn crashed_workers_write_each_order_once(backend: SqlBackend) {
         ported_queued_strategies().into_iter().filter(|kind| kind.spec().queue == Some(Queue::RedisStream))
     {
         assert_eq!(served.reset(&json!({ "products": [{ "id": HOT, "stock": STOCK }] })).await.status, 200);
-        for _ in 0..10 {
-            let accepted = served.buy(kind, &[(HOT, 1)], None).await;
-            assert_eq!(accepted.status, 202, "{kind} on {backend}: {}", accepted.body);
-        }
+        served.accept(kind, 10).await;
         let mut committed_then_died = Worker::new(&served.backends, kind, quick).expect("a stream worker");
         let batch = committed_then_died.next_batch(false).await.expect("Redis answers").expect("a batch");
         let persisted = committed_then_died.persist(&batch).await.expect("the batch commits");
@@ -742,12 +811,149 @@ async fn crashed_workers_write_each_order_once(backend: SqlBackend) {
         assert_eq!((report.persisted, report.redelivered), (5, 5), "{kind} on {backend}: {report:?}");
         assert_eq!(served.scratch.sold().await, (10, 10), "{kind} on {backend}: each order once");
         assert_eq!(served.scratch.stock(HOT).await, STOCK - 10, "{kind} on {backend}: moved once per order");
-        let (shelf, inflight) = redis_stock::mirror(&served.app.redis, &[HOT]).await.expect("Redis answers");
-        assert_eq!((shelf, inflight), (vec![Some(STOCK - 10)], vec![Some(0)]), "{kind} on {backend}");
+        assert_eq!(served.hot_mirror().await, (Some(STOCK - 10), Some(0)), "{kind} on {backend}");
         let audit = served.get("/admin/audit").await;
         assert_eq!(audit.body["clean"], true, "{kind} on {backend}: {}", audit.body);
     }
     Arc::into_inner(served).expect("every buyer is done").finish().await;
+}
+
+/// The database becomes unreachable while Redis and the broker stay up. Every queued strategy keeps
+/// accepting unkeyed purchases (202); a keyed one answers 503 at once (its key is claimed in the
+/// books) and takes nothing; the worker or consumer writes nothing meanwhile and gives up on
+/// nothing. Once the database is back, the same worker or consumer writes every accepted order
+/// once: the stock moved once per order in the books and in Redis, and the audit is clean.
+async fn queued_strategies_wait_out_a_database_outage(backend: SqlBackend) {
+    const ACCEPTED: usize = 4;
+    let quick_to_fail = PgSettings {
+        connections: 4,
+        acquire_timeout: Duration::from_millis(500),
+        statement_timeout: Duration::from_secs(2),
+    };
+    let (served, proxy) = Served::behind_proxy(backend, quick_to_fail).await;
+    let quick = WorkerSettings {
+        block: Duration::from_millis(50),
+        claim_idle: Duration::from_millis(200),
+        ..WorkerSettings::draining()
+    };
+    let accepted = i64::try_from(ACCEPTED).expect("a count");
+    for kind in ported_queued_strategies() {
+        assert_eq!(served.reset(&json!({ "products": [{ "id": HOT, "stock": STOCK }] })).await.status, 200);
+        // The first sale claims the product for the Redis gate and fills the shelf from the books.
+        served.accept(kind, 1).await;
+        proxy.break_networking().await;
+        served.accept(kind, ACCEPTED - 1).await;
+
+        let (backlog, mirror) = (served.backlog(kind).await, served.hot_mirror().await);
+        assert_eq!(backlog.pending, accepted, "{kind} on {backend}: {backlog:?}");
+        let started = std::time::Instant::now();
+        let keyed = served.buy(kind, &[(HOT, 1)], Some(&format!("outage-{kind}"))).await;
+        keyed.assert_error(503, "backend_unavailable");
+        assert!(started.elapsed() < Duration::from_secs(5), "{kind} on {backend}: a 503, never a hang");
+        assert_eq!(
+            served.backlog(kind).await,
+            backlog,
+            "{kind} on {backend}: the keyed purchase queued nothing"
+        );
+        assert_eq!(served.hot_mirror().await, mirror, "{kind} on {backend}: the keyed purchase took nothing");
+
+        let mut drainer = Drainer::new(&served.backends, kind, quick);
+        let stuck = drainer.run_until_idle(Duration::from_secs(2)).await;
+        assert!(stuck.is_err(), "{kind} on {backend}: nothing is written while the books are unreachable");
+        let report = drainer.report();
+        assert_eq!(
+            (report.persisted, report.failed_attempts, report.dead_lettered),
+            (0, 0, 0),
+            "{kind} on {backend}: an outage counts against no order: {report:?}"
+        );
+        assert_eq!(served.scratch.sold().await, (0, 0), "{kind} on {backend}: nothing written meanwhile");
+        assert_eq!(served.backlog(kind).await, backlog, "{kind} on {backend}: nothing given up on");
+
+        proxy.restore_networking();
+        let report = drainer
+            .run_until_idle(Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|err| panic!("{kind} on {backend}: drains once the books are back: {err}"));
+        assert_eq!(
+            (report.persisted, report.failed_attempts, report.dead_lettered),
+            (u64::try_from(ACCEPTED).expect("a count"), 0, 0),
+            "{kind} on {backend}: {report:?}"
+        );
+        assert_eq!(served.scratch.sold().await, (accepted, accepted), "{kind} on {backend}: each order once");
+        assert_eq!(served.scratch.stock(HOT).await, STOCK - accepted, "{kind} on {backend}");
+        assert_eq!(served.hot_mirror().await, (Some(STOCK - accepted), Some(0)), "{kind} on {backend}");
+        assert_eq!(served.backlog(kind).await, Backlog::default(), "{kind} on {backend}: settled");
+        let audit = served.get_retrying("/admin/audit").await;
+        assert_eq!(audit.body["clean"], true, "{kind} on {backend}: {}", audit.body);
+    }
+    drop(proxy);
+    served.finish().await;
+}
+
+/// Pulls until the broker delivers a batch (one a dead consumer held comes back after `ack_wait`).
+async fn next_batch(consumer: &mut queue_nats::Consumer) -> queue_nats::consumer::Batch {
+    for _ in 0..100 {
+        if let Some(batch) = consumer.next_batch(true).await.expect("the broker answers") {
+            return batch;
+        }
+    }
+    panic!("no message came back");
+}
+
+/// The broker consumer crashes on either database: one after its batch committed and before it
+/// acknowledged it, one after pulling a batch and before writing it. The broker delivers both
+/// batches again once their `ack_wait` passed: the committed one writes no second order and moves
+/// no stock twice, the other is written once; the books and Redis agree and the audit is clean.
+async fn crashed_broker_consumers_write_each_order_once(backend: SqlBackend) {
+    let served = Served::start(backend, Tuning::default()).await;
+    let quick =
+        WorkerSettings { batch: 5, claim_idle: Duration::from_millis(200), ..WorkerSettings::draining() };
+    let consumer = || queue_nats::Consumer::new(&served.backends, quick).expect("a broker consumer");
+    for kind in
+        ported_queued_strategies().into_iter().filter(|kind| kind.spec().queue == Some(Queue::NatsJetstream))
+    {
+        assert_eq!(served.reset(&json!({ "products": [{ "id": HOT, "stock": STOCK }] })).await.status, 200);
+        served.accept(kind, 10).await;
+        let mut committed_then_died = consumer();
+        let batch = next_batch(&mut committed_then_died).await;
+        let persisted = committed_then_died.persist(&batch).await.expect("the batch commits");
+        assert_eq!(persisted.written(), 5, "{kind} on {backend}");
+        drop((batch, committed_then_died));
+        let mut pulled_then_died = consumer();
+        let batch = next_batch(&mut pulled_then_died).await;
+        assert_eq!(batch.len(), 5, "{kind} on {backend}: the second consumer holds the rest");
+        drop((batch, pulled_then_died));
+        assert_eq!(served.scratch.sold().await, (5, 5), "{kind} on {backend}: one batch committed");
+        assert_eq!(served.scratch.stock(HOT).await, STOCK - 5, "{kind} on {backend}: with its stock");
+        assert_eq!(
+            served.backlog(kind).await,
+            Backlog { pending: 10, pending_units: 10, in_queue: 10, dead_lettered: 0 },
+            "{kind} on {backend}: nothing acknowledged, nothing settled"
+        );
+        let audit = served.get("/admin/audit").await;
+        assert_eq!(audit.body["settled"], false, "{kind} on {backend}: {}", audit.body);
+        assert_eq!(audit.body["queues"]["in_queue"], 10, "{kind} on {backend}: {}", audit.body);
+
+        tokio::time::sleep(quick.claim_idle * 3).await;
+        let mut heir = consumer();
+        let report = heir
+            .run_until_idle(Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|err| panic!("{kind} on {backend}: the broker drains: {err}"));
+        assert_eq!((report.persisted, report.redelivered), (5, 5), "{kind} on {backend}: {report:?}");
+        assert_eq!(served.scratch.sold().await, (10, 10), "{kind} on {backend}: each order once");
+        assert_eq!(served.scratch.stock(HOT).await, STOCK - 10, "{kind} on {backend}: moved once per order");
+        assert_eq!(served.hot_mirror().await, (Some(STOCK - 10), Some(0)), "{kind} on {backend}");
+        assert_eq!(served.backlog(kind).await, Backlog::default(), "{kind} on {backend}: settled");
+        let audit = served.get("/admin/audit").await;
+        assert_eq!(
+            (&audit.body["clean"], &audit.body["settled"]),
+            (&json!(true), &json!(true)),
+            "{kind} on {backend}: {}",
+            audit.body
+        );
+    }
+    served.finish().await;
 }
 
 /// The queued strategies' contract on either database: a repeated Idempotency-Key replays the
@@ -758,18 +964,8 @@ async fn crashed_workers_write_each_order_once(backend: SqlBackend) {
 /// clean or names the cancellation.
 async fn queued_replays_and_refusals(backend: SqlBackend) {
     let served = Served::start(backend, Tuning::default()).await;
-    let plan = json!({ "products": [{ "id": HOT, "stock": STOCK }, { "id": 7, "stock": 3 }] });
     for kind in ported_queued_strategies() {
-        assert_eq!(served.reset(&plan).await.status, 200);
-        let key = format!("key-{kind}");
-        let first = served.buy(kind, &[(HOT, 2)], Some(&key)).await;
-        assert_eq!(first.status, 202, "{kind} on {backend}: {}", first.body);
-        let again = served.buy(kind, &[(HOT, 2)], Some(&key)).await;
-        assert_eq!(again.status, 200, "{kind} on {backend}: {}", again.body);
-        assert_eq!(again.body["order_id"], first.body["order_id"], "{kind} on {backend}");
-        served.buy(kind, &[(HOT, 1)], Some(&key)).await.assert_error(422, "idempotency_key_reused");
-        served.buy(kind, &[(HOT, 0)], None).await.assert_error(400, "invalid_request");
-        let too_much = served.buy(kind, &[(HOT, 1), (7, 4)], None).await;
+        let (first, too_much) = served.replay_and_refuse(kind, 202).await;
         // A strategy that accepts before it reserves may still refuse what its shelf shows short.
         let cancelled = match too_much.status {
             409 => 0,
@@ -777,7 +973,7 @@ async fn queued_replays_and_refusals(backend: SqlBackend) {
             other => panic!("{kind} on {backend}: unexpected {other} {}", too_much.body),
         };
         served.drain(kind).await;
-        let replayed = served.buy(kind, &[(HOT, 2)], Some(&key)).await;
+        let replayed = served.buy(kind, &[(HOT, 2)], Some(&replay_key(kind))).await;
         assert_eq!(
             replayed.status, 200,
             "{kind} on {backend}: still replays once written: {}",
@@ -837,6 +1033,8 @@ on_both!(
     queued_flash_sale,
     queued_replays_and_refusals,
     crashed_workers_write_each_order_once,
+    queued_strategies_wait_out_a_database_outage,
+    crashed_broker_consumers_write_each_order_once,
 );
 
 /// A reset waits for the purchases in progress (each holds a pass from its start to its end, past

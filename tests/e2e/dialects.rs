@@ -24,6 +24,8 @@ use checkout_strategies::{
 use sqlx::migrate::MigrateDatabase;
 use sqlx::{MySql, Postgres};
 
+use crate::helpers::ChaosProxy;
+
 /// A database of its own on `backend`'s local server, dropped by [`Scratch::drop_database`].
 pub(crate) struct Scratch {
     url: String,
@@ -62,15 +64,22 @@ impl Scratch {
         let name = format!("dialect_{}", uuid::Uuid::new_v4().simple());
         let url = format!("{}/{name}", server_url(backend));
         prepare_database(&url).await.expect("the scratch database is created and migrated");
-        let books = match backend {
-            SqlBackend::Postgres => SqlPool::Postgres(pg_pool(&url, settings).expect("a PostgreSQL URL")),
-            SqlBackend::MySql => SqlPool::MySql(mysql_pool(&url, settings).expect("a MySQL URL")),
-        };
+        let books = pool_at(backend, &url, settings);
         Self { url, backend, books, redis: redis_of_its_own() }
     }
 
     pub(crate) const fn books(&self) -> &SqlPool {
         &self.books
+    }
+
+    /// Where the database is, for a proxy to stand in front of.
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The database's books on a pool of their own that reaches it through `proxy`.
+    pub(crate) fn through(&self, proxy: &ChaosProxy, settings: PgSettings) -> SqlPool {
+        pool_at(self.backend, &proxy.url(&self.url), settings)
     }
 
     fn purchases(&self) -> PurchasePool {
@@ -151,12 +160,7 @@ impl Scratch {
     /// The same database on a pool of its own: its connections outlive what a test does to the
     /// first pool's (killed connections, say).
     pub(crate) fn reopened(&self) -> Self {
-        let books = match self.backend {
-            SqlBackend::Postgres => {
-                SqlPool::Postgres(pg_pool(&self.url, settings()).expect("a PostgreSQL URL"))
-            }
-            SqlBackend::MySql => SqlPool::MySql(mysql_pool(&self.url, settings()).expect("a MySQL URL")),
-        };
+        let books = pool_at(self.backend, &self.url, settings());
         Self { url: self.url.clone(), backend: self.backend, books, redis: self.redis.clone() }
     }
 
@@ -179,6 +183,14 @@ impl Scratch {
             SqlBackend::MySql => MySql::drop_database(&self.url).await,
         }
         .expect("the scratch database is dropped");
+    }
+}
+
+/// A lazy pool on the database `url` names, of `backend`'s kind.
+fn pool_at(backend: SqlBackend, url: &str, settings: PgSettings) -> SqlPool {
+    match backend {
+        SqlBackend::Postgres => SqlPool::Postgres(pg_pool(url, settings).expect("a PostgreSQL URL")),
+        SqlBackend::MySql => SqlPool::MySql(mysql_pool(url, settings).expect("a MySQL URL")),
     }
 }
 
@@ -209,7 +221,8 @@ fn build(kind: StrategyKind, scratch: &Scratch, race_window: Duration) -> Arc<dy
     }
 }
 
-fn request(lines: &[(i64, u32)], key: Option<&str>) -> PurchaseRequest {
+/// The order lines of `(product, quantity)` pairs.
+pub(crate) fn lines(lines: &[(i64, u32)]) -> OrderLines {
     let lines = lines
         .iter()
         .map(|&(product, quantity)| OrderLine {
@@ -217,11 +230,19 @@ fn request(lines: &[(i64, u32)], key: Option<&str>) -> PurchaseRequest {
             quantity: Quantity::parse(i64::from(quantity)).expect("a quantity"),
         })
         .collect();
+    OrderLines::new(lines).expect("valid lines")
+}
+
+/// Where every test order goes.
+pub(crate) fn delivery() -> Delivery {
+    Delivery::new("1 Main St".into(), "555-0100".into(), "buyer@example.com".into()).expect("a delivery")
+}
+
+fn request(order_lines: &[(i64, u32)], key: Option<&str>) -> PurchaseRequest {
     PurchaseRequest {
         order_id: uuid::Uuid::new_v4(),
-        lines: OrderLines::new(lines).expect("valid lines"),
-        delivery: Delivery::new("1 Main St".into(), "555-0100".into(), "buyer@example.com".into())
-            .expect("a delivery"),
+        lines: lines(order_lines),
+        delivery: delivery(),
         user: None,
         idempotency_key: key.map(|key| IdempotencyKey::parse(key).expect("a key")),
     }

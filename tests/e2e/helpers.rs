@@ -473,11 +473,11 @@ where
     }
 }
 
-/// A TCP proxy in front of PostgreSQL that can cut the network. `break_networking` drops every
-/// live connection and closes new ones as soon as they are accepted; `stall_networking` keeps
-/// every connection open but forwards nothing, like a partition that sends no reset;
-/// `restore_networking` forwards new connections again (stalled ones are closed). Dropping the
-/// proxy closes everything.
+/// A TCP proxy in front of a server (PostgreSQL, MariaDB, Redis) that can cut the network.
+/// `break_networking` drops every live connection and closes new ones as soon as they are
+/// accepted; `stall_networking` keeps every connection open but forwards nothing, like a
+/// partition that sends no reset; `restore_networking` forwards new connections again (stalled
+/// ones are closed). Dropping the proxy closes everything.
 #[derive(Debug)]
 pub(crate) struct ChaosProxy {
     addr: SocketAddr,
@@ -523,6 +523,15 @@ impl ChaosProxy {
     /// Starts a proxy on a free loopback port forwarding to the server `backend` connects to.
     pub(crate) async fn start(backend: &PgConnectOptions) -> Self {
         Self::start_tcp(backend.get_host(), backend.get_port()).await
+    }
+
+    /// Starts a proxy on a free loopback port forwarding to the server `url` names (any scheme
+    /// with a host and a port: `mysql://…`, for one); [`ChaosProxy::url`] names it through the proxy.
+    pub(crate) async fn in_front_of(url: &str) -> Self {
+        let url = reqwest::Url::parse(url).unwrap_or_else(|err| panic!("{url}: {err}"));
+        let host = url.host_str().unwrap_or_else(|| panic!("{url} names no host"));
+        let port = url.port().unwrap_or_else(|| panic!("{url} names no port"));
+        Self::start_tcp(host, port).await
     }
 
     /// Starts a proxy on a free loopback port forwarding to `host:port` (Redis, for one).
@@ -574,6 +583,14 @@ impl ChaosProxy {
     /// `backend` with its host and port replaced by the proxy's.
     pub(crate) fn connect_options(&self, backend: &PgConnectOptions) -> PgConnectOptions {
         backend.clone().host("127.0.0.1").port(self.addr.port())
+    }
+
+    /// `url` with its host and port replaced by the proxy's.
+    pub(crate) fn url(&self, url: &str) -> String {
+        let mut url = reqwest::Url::parse(url).unwrap_or_else(|err| panic!("{url}: {err}"));
+        url.set_ip_host(self.addr.ip()).expect("a URL with a host");
+        url.set_port(Some(self.addr.port())).expect("a URL with a port");
+        url.into()
     }
 
     /// Refuses new connections and returns once every live one is closed.

@@ -23,8 +23,8 @@ use sqlx::postgres::PgConnectOptions;
 use uuid::Uuid;
 
 use crate::helpers::{
-    Answer, ChaosProxy, Setup, TestApp, all_at_once, audited_product, eventually, one_order_for_the_key,
-    order_body, plan_of, spawn_app,
+    Answer, Setup, TestApp, all_at_once, audited_product, eventually, one_order_for_the_key, order_body,
+    plan_of, spawn_app,
 };
 
 const HOT: i64 = 100;
@@ -692,42 +692,4 @@ async fn a_running_worker_survives_a_reset(_: PoolOptions<Postgres>, connect: Pg
     cancel.cancel();
     let report = tokio::time::timeout(Duration::from_secs(10), running).await.expect("stops").expect("task");
     assert_eq!(report.persisted, 3, "{report:?}");
-}
-
-/// Queueing pays off while PostgreSQL is gone: `stream` keeps accepting (with idempotency keys
-/// too), the worker waits without giving up on anything, and persists it all once it is back.
-#[sqlx::test(migrator = "checkout_strategies::MIGRATOR")]
-async fn stream_accepts_while_postgres_is_down(_: PoolOptions<Postgres>, connect: PgConnectOptions) {
-    const KIND: StrategyKind = StrategyKind::Stream;
-    let proxy = ChaosProxy::start(&connect).await;
-    let pg = checkout_strategies::PgSettings {
-        connections: 4,
-        acquire_timeout: Duration::from_millis(500),
-        statement_timeout: Duration::from_secs(2),
-    };
-    let setup = Setup { plan: plan_of(&[(HOT, 10)]), pg, ..Setup::default() };
-    let app = spawn_app(proxy.connect_options(&connect), setup).await;
-    place(&app, KIND, 1).await;
-
-    proxy.break_networking().await;
-    place(&app, KIND, 3).await;
-    // Idempotency keys are claimed in PostgreSQL, whatever the strategy: a keyed purchase waits
-    // for it, and takes nothing meanwhile.
-    let keyed = app.buy(KIND, &order_body(&[(HOT, 1)]), Some("outage")).await;
-    keyed.assert_error(503, "backend_unavailable");
-    assert_eq!(app.redis_stock(HOT).await, Some(6), "the refused keyed purchase took nothing");
-    let mut stuck = worker(&app, KIND, quick());
-    let err = stuck
-        .run_until_idle(Duration::from_secs(2))
-        .await
-        .expect_err("nothing persists while PostgreSQL is gone");
-    assert!(err.to_string().contains("4 entries left"), "{err}");
-    assert_eq!(stuck.report().failed_attempts, 0, "an outage counts against no entry: {:?}", stuck.report());
-
-    proxy.restore_networking();
-    let report = stuck.run_until_idle(DRAIN_TIMEOUT).await.expect("drains once PostgreSQL is back");
-    assert_eq!(report.persisted, 4, "{report:?}");
-    assert_eq!(report.dead_lettered, 0, "{report:?}");
-    assert_eq!(app.stock(HOT).await, 6, "every accepted order persisted");
-    assert_eq!(app.redis_stock(HOT).await, Some(6), "Redis agrees");
 }

@@ -57,6 +57,11 @@ const RETRY_MIN: Duration = Duration::from_millis(100);
 const DRAIN_POLL: Duration = Duration::from_millis(20);
 /// How often a running consumer looks for orphans.
 const ORPHAN_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// Longest the broker keeps a pull that does not wait. It answers one at once with what it has,
+/// except one sent while messages acknowledged after their `ack_wait` are still due for
+/// redelivery: that one it may hold and, with no expiry, never answer, which held the consumer
+/// (and any drain deadline) forever.
+const PULL_NOW_EXPIRES: Duration = Duration::from_secs(1);
 
 /// Why a dead-lettered order was given up on, in its dead letter's headers.
 const REASON_HEADER: &str = "Checkout-Reason";
@@ -372,8 +377,13 @@ impl Consumer {
             return Ok(Vec::new());
         }
         let Some(pull) = self.pull().await? else { return Ok(Vec::new()) };
-        let mut messages =
-            pull.fetch().max_messages(max).messages().await.map_err(|err| fetch_failed(&err))?;
+        let mut messages = pull
+            .fetch()
+            .max_messages(max)
+            .expires(PULL_NOW_EXPIRES)
+            .messages()
+            .await
+            .map_err(|err| fetch_failed(&err))?;
         let mut jobs = Vec::new();
         while let Some(message) = messages.next().await {
             match message {
