@@ -36,10 +36,12 @@ fn sold_out(ms: Option<f64>) -> String {
 #[must_use]
 pub fn rows(run: &Run, figures: &[StrategyFigures]) -> Vec<Vec<String>> {
     let Some(saturation) = &run.saturation else { return Vec::new() };
+    let capacities = super::capacity::figures(&[], &run.capacity, &run.capacity_steps);
     figures
         .iter()
         .map(|flash| {
-            let capacity = flash.capacity_rps.map_or_else(|| "–".to_owned(), whole);
+            let found = capacities.iter().find(|capacity| capacity.name == flash.name);
+            let capacity = found.map_or_else(|| "–".to_owned(), super::capacity::CapacityFigures::shown);
             let own: Option<&SummaryRow> = saturation.iter().find(|row| row.strategy == flash.name);
             match own {
                 Some(row) => vec![
