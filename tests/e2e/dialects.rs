@@ -1107,3 +1107,27 @@ async fn the_gates_keep_to_their_products_on_both_backends() {
         scratch.drop_database().await;
     }
 }
+
+/// A MariaDB connection keeps every statement a batch writer's many sizes need: evicting one
+/// sends `COM_STMT_CLOSE`, which the server never answers, and the next command then waits for
+/// its delayed ACK (`backends::MYSQL_STATEMENT_CACHE`). Six hundred distinct texts on one
+/// connection close none.
+#[tokio::test]
+async fn a_mariadb_connection_keeps_its_prepared_statements() {
+    const CLOSED: &str = "SELECT CAST(VARIABLE_VALUE AS SIGNED) FROM information_schema.SESSION_STATUS \
+                          WHERE VARIABLE_NAME = 'COM_STMT_CLOSE'";
+    let pool = mysql_pool("mysql://root@127.0.0.1:3306", settings()).expect("a MySQL URL");
+    let mut connection = pool.acquire().await.expect("a connection");
+    let closed_before: i64 = sqlx::query_scalar(CLOSED).fetch_one(&mut *connection).await.expect("a status");
+    for size in 1..=600 {
+        let text = format!("SELECT ? + {size}");
+        let sum: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(text))
+            .bind(1_i64)
+            .fetch_one(&mut *connection)
+            .await
+            .expect("an answer");
+        assert_eq!(sum, 1 + size);
+    }
+    let closed_after: i64 = sqlx::query_scalar(CLOSED).fetch_one(&mut *connection).await.expect("a status");
+    assert_eq!(closed_after, closed_before, "statements evicted from the connection's cache");
+}
