@@ -43,7 +43,8 @@ impl Preset {
         }
     }
 
-    fn plan(self) -> (LoadPlan, u32) {
+    /// The preset's sale and how many times `compare` repeats it.
+    pub(crate) fn plan(self) -> (LoadPlan, u32) {
         let scenario = Scenario {
             hot_product: 100,
             hot_stock: 10_000,

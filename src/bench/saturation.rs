@@ -52,31 +52,11 @@ pub fn plan(flash: &LoadPlan, rate: f64, capacity: f64) -> LoadPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::loadgen::Scenario;
+    use crate::bench::options::Preset;
 
+    /// The default comparison's flash sale.
     fn flash() -> LoadPlan {
-        LoadPlan {
-            model: Model::Open,
-            rate: 10_000.0,
-            connections: 256,
-            users: 1,
-            user_rate: 0.0,
-            ramp: Duration::ZERO,
-            scenario: Scenario {
-                hot_product: 100,
-                hot_stock: 10_000,
-                hot_weight: 100,
-                regular_weight: 3,
-                products: 1_000,
-                quantity: 1,
-                seed: 42,
-            },
-            duration: Duration::from_secs(15),
-            max_requests: None,
-            grace: Duration::from_secs(1),
-            timeout: Duration::from_secs(30),
-            give_up: None,
-        }
+        Preset::Default.plan().0
     }
 
     fn capacity(rps: f64, at_least: bool) -> CapacityRow {
