@@ -1,7 +1,7 @@
 //! Where each search starts: the capacities an earlier run found (its `capacity.csv`), when that
 //! run measured the same thing — the same build profile, objective, probe length and connections.
 //! A capacity rarely moves far between two runs on one machine, so a search that starts at the
-//! last one brackets it in two or three probes instead of ramping up from 1,000/s; one that moved
+//! last one brackets it in three or four probes instead of ramping up from 1,000/s; one that moved
 //! costs a few probes more (see [`super::search`]), never a different figure.
 
 use std::collections::BTreeMap;
